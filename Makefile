@@ -1,0 +1,44 @@
+# Cortex Core: `make run` serves the whole system, `make test` runs the whole suite.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run test test-sqlite test-postgres bench venv migrate clean
+
+venv: $(STAMP)
+
+# Reinstall only when the pinned requirements change.
+$(STAMP): requirements.txt requirements-dev.txt
+	@if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+		rm -rf $(VENV); py=$$(scripts/find_python.sh) && echo "Creating $(VENV) with $$py" && "$$py" -m venv $(VENV); \
+	fi
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+migrate: venv
+	DEBUG=$${DEBUG-1} $(PY) manage.py migrate --noinput
+
+run: venv
+	@export DEBUG=$${DEBUG-1}; \
+	$(PY) manage.py migrate --noinput && \
+	if [ "$$DEBUG" = 1 ]; then $(PY) manage.py ensure_demo_user; fi && \
+	exec $(PY) manage.py run_cortex --host $(HOST) --port $(PORT)
+
+test: test-sqlite test-postgres
+
+test-sqlite: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres: venv
+	scripts/with_postgres.sh $(PY) -m pytest -m "not sqlite_only" $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from accounts.serializers import (
+    LoginInputSerializer,
+    RefreshInputSerializer,
+    TokenPairSerializer,
+    VerifyOutputSerializer,
+)
+from accounts.services import InvalidRefreshToken, refresh_token_revoke, token_pair_issue, token_pair_refresh
+
+
+class _PublicAuthView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "login"
+
+
+class LoginApi(_PublicAuthView):
+    parser_classes = [JSONParser, FormParser]
+
+    @extend_schema(request=LoginInputSerializer, responses={200: TokenPairSerializer}, auth=[])
+    def post(self, request: Request) -> Response:
+        data = LoginInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = authenticate(request._request, **data.validated_data)
+        if user is None:  # the same answer for an unknown email, a wrong password, an inactive user
+            raise AuthenticationFailed("Incorrect email or password.")
+        return Response(token_pair_issue(user=user))
+
+
+class RefreshApi(_PublicAuthView):
+    @extend_schema(request=RefreshInputSerializer, responses={200: TokenPairSerializer}, auth=[])
+    def post(self, request: Request) -> Response:
+        data = RefreshInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            pair = token_pair_refresh(refresh_token=data.validated_data["refresh_token"])
+        except InvalidRefreshToken:
+            raise AuthenticationFailed("The refresh token is invalid, expired or revoked.") from None
+        return Response(pair)
+
+
+class LogoutApi(_PublicAuthView):
+    @extend_schema(request=RefreshInputSerializer, responses={204: None}, auth=[])
+    def post(self, request: Request) -> Response:
+        data = RefreshInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            refresh_token_revoke(refresh_token=data.validated_data["refresh_token"])
+        except InvalidRefreshToken:
+            raise AuthenticationFailed("The refresh token is invalid, expired or revoked.") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class VerifyApi(APIView):
+    @extend_schema(responses={200: VerifyOutputSerializer})
+    def get(self, request: Request) -> Response:
+        return Response(VerifyOutputSerializer(request.user).data)

@@ -1,0 +1,56 @@
+"""Named actors for every permission test: alice owns, bob participates, charlie is an outsider."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.services import token_pair_issue
+from tests.factories import ConversationFactory, UserFactory, WorkspaceFactory
+
+
+@pytest.fixture
+def alice(db):
+    return UserFactory(email="alice@example.com", name="Alice")
+
+
+@pytest.fixture
+def bob(db):
+    return UserFactory(email="bob@example.com", name="Bob")
+
+
+@pytest.fixture
+def charlie(db):
+    return UserFactory(email="charlie@example.com", name="Charlie")
+
+
+@pytest.fixture
+def workspace(alice):
+    return WorkspaceFactory(owner=alice, name="Alice's workspace")
+
+
+@pytest.fixture
+def conversation(workspace, bob):
+    """Owned (through the workspace) by alice, with bob as a participant."""
+    return ConversationFactory(workspace=workspace, topic="Planning", participants=[bob])
+
+
+def client_for(user=None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_pair_issue(user=user)['access_token']}")
+    return client
+
+
+@pytest.fixture
+def api():
+    """An anonymous client; `client_for(user)` gives an authenticated one."""
+    return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

@@ -1,0 +1,95 @@
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from workspaces.models import Conversation, IdempotencyRecord, Message, Workspace
+
+
+def _link(obj, label: str | None = None) -> str:
+    if obj is None:
+        return "-"
+    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+class ConversationInline(admin.TabularInline):
+    model = Conversation
+    fields = ("topic", "created_at")
+    readonly_fields = ("topic", "created_at")
+    show_change_link = True
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Workspace)
+class WorkspaceAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner_link", "conversation_count", "created_at")
+    list_filter = ("created_at",)
+    search_fields = ("name", "description", "id", "owner__email")
+    list_select_related = ("owner",)
+    autocomplete_fields = ("owner",)
+    readonly_fields = ("id", "created_at", "updated_at")
+    inlines = [ConversationInline]
+
+    @admin.display(description="owner", ordering="owner__email")
+    def owner_link(self, obj: Workspace) -> str:
+        return _link(obj.owner)
+
+    @admin.display(description="conversations")
+    def conversation_count(self, obj: Workspace) -> int:
+        return obj.conversations.count()
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ("topic", "workspace_link", "participant_count", "created_at")
+    list_filter = ("created_at",)
+    search_fields = ("topic", "id", "workspace__name", "participants__email")
+    list_select_related = ("workspace",)
+    autocomplete_fields = ("workspace", "participants")
+    readonly_fields = ("id", "created_at", "updated_at", "messages_link")
+
+    @admin.display(description="workspace", ordering="workspace__name")
+    def workspace_link(self, obj: Conversation) -> str:
+        return _link(obj.workspace)
+
+    @admin.display(description="participants")
+    def participant_count(self, obj: Conversation) -> int:
+        return obj.participants.count()
+
+    @admin.display(description="messages")
+    def messages_link(self, obj: Conversation) -> str:
+        url = reverse("admin:workspaces_message_changelist") + f"?conversation__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} messages</a>', url, obj.messages.count())
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ("short_content", "sender_link", "conversation_link", "created_at")
+    list_filter = ("created_at",)
+    search_fields = ("content", "id", "sender__email", "conversation__topic")
+    list_select_related = ("sender", "conversation")
+    raw_id_fields = ("sender", "conversation")
+    readonly_fields = ("id", "created_at")
+    date_hierarchy = "created_at"
+
+    @admin.display(description="content")
+    def short_content(self, obj: Message) -> str:
+        return obj.content[:80]
+
+    @admin.display(description="sender", ordering="sender__email")
+    def sender_link(self, obj: Message) -> str:
+        return _link(obj.sender)
+
+    @admin.display(description="conversation")
+    def conversation_link(self, obj: Message) -> str:
+        return _link(obj.conversation)
+
+
+@admin.register(IdempotencyRecord)
+class IdempotencyRecordAdmin(admin.ModelAdmin):
+    list_display = ("key", "user", "message", "created_at")
+    search_fields = ("key", "user__email")
+    list_select_related = ("user", "message")
+    raw_id_fields = ("user", "message")
+    readonly_fields = ("request_hash", "response", "created_at")

@@ -1,0 +1,87 @@
+"""Reads, and the one access check per resource.
+
+`workspace_get_for_user` and `conversation_get_for_user` are the only ways views, consumers and
+tools reach a workspace or conversation by id. Both raise `Http404` alike for a missing object and
+for one the caller may not see, so a response never reveals that another user's object exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+from django.http import Http404
+
+from accounts.models import User
+from workspaces.models import Conversation, Message, Workspace
+
+
+def _as_uuid(value: object) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        raise Http404 from None
+
+
+def workspace_get_for_user(*, user: User, workspace_id: object) -> Workspace:
+    """Only the owner manages a workspace."""
+    workspace = Workspace.objects.filter(id=_as_uuid(workspace_id), owner=user).first()
+    if workspace is None:
+        raise Http404
+    return workspace
+
+
+def conversation_get_for_user(*, user: User, conversation_id: object, manage: bool = False) -> Conversation:
+    """Participants may read and post; `manage=True` (config changes) needs the workspace owner."""
+    access = Q(workspace__owner=user) if manage else Q(participants=user)
+    conversation = (
+        Conversation.objects.filter(access, id=_as_uuid(conversation_id)).select_related("workspace").first()
+    )
+    if conversation is None:
+        raise Http404
+    return conversation
+
+
+def workspace_list(*, user: User) -> QuerySet[Workspace]:
+    return Workspace.objects.filter(owner=user)
+
+
+def conversation_list(*, user: User, workspace_id: object | None = None) -> QuerySet[Conversation]:
+    conversations = Conversation.objects.filter(participants=user)
+    if workspace_id is not None:
+        workspace_uuid = _as_uuid(workspace_id)
+        visible = Workspace.objects.filter(
+            Q(owner=user) | Q(conversations__participants=user), id=workspace_uuid
+        ).exists()
+        if not visible:
+            raise Http404
+        conversations = conversations.filter(workspace_id=workspace_uuid)
+    return conversations.prefetch_related("participants").order_by("created_at", "id")
+
+
+def conversation_participant_ids(*, conversation: Conversation) -> list[uuid.UUID]:
+    return list(conversation.participants.values_list("id", flat=True))
+
+
+def message_list(
+    *, conversation: Conversation, before: Message | None = None, limit: int = 50
+) -> list[Message]:
+    """Newest first; `before` is the last message of the previous page (keyset pagination)."""
+    messages = Message.objects.filter(conversation=conversation)
+    if before is not None:
+        messages = messages.filter(
+            Q(created_at__lt=before.created_at) | Q(created_at=before.created_at, id__lt=before.id)
+        )
+    return list(messages.order_by("-created_at", "-id")[:limit])
+
+
+def message_get_in_conversation(*, conversation: Conversation, message_id: object) -> Message:
+    message = Message.objects.filter(conversation=conversation, id=_as_uuid(message_id)).first()
+    if message is None:
+        raise Http404
+    return message
+
+
+def iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")

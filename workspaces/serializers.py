@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from accounts.fields import validate_metadata
+
+
+class MetadataField(serializers.DictField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("validators", [validate_metadata])
+        super().__init__(**kwargs)
+
+
+class WorkspaceInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    metadata = MetadataField(default=dict)
+
+
+class WorkspacePatchSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    metadata = MetadataField()
+
+
+class WorkspaceOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    owner_id = serializers.UUIDField()
+    metadata = serializers.DictField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+def _participants_field(**kwargs) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.UUIDField(), max_length=settings.CORTEX["MAX_PARTICIPANTS"], **kwargs
+    )
+
+
+class ConversationInputSerializer(serializers.Serializer):
+    workspace_id = serializers.UUIDField()
+    topic = serializers.CharField(max_length=200)
+    participant_ids = _participants_field(required=False, default=list)
+    metadata = MetadataField(default=dict)
+
+
+class ConversationPatchSerializer(serializers.Serializer):
+    topic = serializers.CharField(max_length=200, required=False)
+    participant_ids = _participants_field(required=False)
+    metadata = MetadataField()
+
+
+class ConversationOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    workspace_id = serializers.UUIDField()
+    topic = serializers.CharField()
+    participant_ids = serializers.SerializerMethodField()
+    metadata = serializers.DictField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    def get_participant_ids(self, conversation) -> list[str]:
+        return sorted(str(user.id) for user in conversation.participants.all())
+
+
+class ConversationListQuerySerializer(serializers.Serializer):
+    workspace_id = serializers.UUIDField(required=False)
+
+
+class InputSerializer(serializers.Serializer):
+    content = serializers.CharField(trim_whitespace=False)
+    conversation_id = serializers.UUIDField(required=False, allow_null=True, default=None)
+    metadata = MetadataField(default=dict)
+
+    def validate_content(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("content must not be empty.", code="blank")
+        limit = settings.CORTEX["MAX_CONTENT_CHARS"]
+        if len(value) > limit:
+            raise serializers.ValidationError(f"content must be at most {limit} characters.", code="too_large")
+        return value
+
+
+class InputDataSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    content = serializers.CharField()
+    conversation_id = serializers.UUIDField(allow_null=True)
+    metadata = serializers.DictField()
+    timestamp = serializers.DateTimeField()
+
+
+class InputResponseSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    data = InputDataSerializer()
+
+
+class MessageListQuerySerializer(serializers.Serializer):
+    conversation_id = serializers.UUIDField()
+    before = serializers.UUIDField(required=False)
+    limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=200)
+
+
+class MessageOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    conversation_id = serializers.UUIDField()
+    sender_id = serializers.UUIDField()
+    content = serializers.CharField()
+    metadata = serializers.DictField()
+    timestamp = serializers.DateTimeField(source="created_at")

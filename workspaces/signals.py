@@ -1,0 +1,14 @@
+"""Hooks for the apps that build on workspaces (streaming, mcp_services).
+
+These are sent *inside* the writing transaction, so a receiver's rows (event log, memory outbox)
+commit or roll back together with the message; receivers must do nothing slow and must defer
+anything that leaves the process with `transaction.on_commit`.
+"""
+
+from django.dispatch import Signal
+
+# sender=Message class; kwargs: message (Message), recipient_ids (list[UUID]), data (InputData)
+message_created = Signal()
+
+# kwargs: conversation_ids (list[UUID]) and owner_id, sent before the rows are deleted
+conversations_deleting = Signal()

@@ -1,0 +1,195 @@
+"""Config, input and history APIs: parse, authorize through the selectors, call one service."""
+
+from __future__ import annotations
+
+import functools
+
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from workspaces import selectors, services
+from workspaces.serializers import (
+    ConversationInputSerializer,
+    ConversationListQuerySerializer,
+    ConversationOutputSerializer,
+    ConversationPatchSerializer,
+    InputResponseSerializer,
+    InputSerializer,
+    MessageListQuerySerializer,
+    MessageOutputSerializer,
+    WorkspaceInputSerializer,
+    WorkspaceOutputSerializer,
+    WorkspacePatchSerializer,
+)
+
+
+def _valid(serializer_class: type[serializers.Serializer], data, **kwargs) -> dict:
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+@functools.cache
+def _envelope(name: str, serializer: type[serializers.Serializer], *, many: bool = False):
+    """The response wrapper for the schema (built once per name: drf-spectacular wants one class)."""
+    fields = {name: serializer(many=many)}
+    if not many:
+        fields = {"status": serializers.CharField(), **fields}
+    return inline_serializer(f"{name.title()}{'List' if many else ''}Envelope", fields=fields)
+
+
+class WorkspaceListCreateApi(APIView):
+    @extend_schema(
+        operation_id="workspace_list", responses={200: _envelope("workspaces", WorkspaceOutputSerializer, many=True)}
+    )
+    def get(self, request: Request) -> Response:
+        workspaces = selectors.workspace_list(user=request.user)
+        return Response({"workspaces": WorkspaceOutputSerializer(workspaces, many=True).data})
+
+    @extend_schema(request=WorkspaceInputSerializer, responses={201: _envelope("workspace", WorkspaceOutputSerializer)})
+    def post(self, request: Request) -> Response:
+        data = _valid(WorkspaceInputSerializer, request.data)
+        workspace = services.workspace_create(owner=request.user, **data)
+        return Response(
+            {"status": "workspace created", "workspace": WorkspaceOutputSerializer(workspace).data},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class WorkspaceDetailApi(APIView):
+    @extend_schema(responses={200: _envelope("workspace", WorkspaceOutputSerializer)})
+    def get(self, request: Request, workspace_id: str) -> Response:
+        workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
+        return Response({"status": "ok", "workspace": WorkspaceOutputSerializer(workspace).data})
+
+    @extend_schema(request=WorkspacePatchSerializer, responses={200: _envelope("workspace", WorkspaceOutputSerializer)})
+    def patch(self, request: Request, workspace_id: str) -> Response:
+        workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
+        data = _valid(WorkspacePatchSerializer, request.data)
+        workspace = services.workspace_update(workspace=workspace, **data)
+        return Response({"status": "workspace updated", "workspace": WorkspaceOutputSerializer(workspace).data})
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, workspace_id: str) -> Response:
+        workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
+        services.workspace_delete(workspace=workspace)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ConversationListCreateApi(APIView):
+    @extend_schema(
+        operation_id="conversation_list",
+        parameters=[ConversationListQuerySerializer],
+        responses={200: _envelope("conversations", ConversationOutputSerializer, many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        query = _valid(ConversationListQuerySerializer, request.query_params)
+        conversations = selectors.conversation_list(user=request.user, workspace_id=query.get("workspace_id"))
+        return Response({"conversations": ConversationOutputSerializer(conversations, many=True).data})
+
+    @extend_schema(
+        request=ConversationInputSerializer, responses={201: _envelope("conversation", ConversationOutputSerializer)}
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(ConversationInputSerializer, request.data)
+        workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=data.pop("workspace_id"))
+        conversation = services.conversation_create(workspace=workspace, creator=request.user, **data)
+        return Response(
+            {"status": "conversation created", "conversation": ConversationOutputSerializer(conversation).data},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ConversationDetailApi(APIView):
+    def _conversation(self, request: Request, conversation_id: str):
+        return selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id, manage=True)
+
+    @extend_schema(responses={200: _envelope("conversation", ConversationOutputSerializer)})
+    def get(self, request: Request, conversation_id: str) -> Response:
+        conversation = self._conversation(request, conversation_id)
+        return Response({"status": "ok", "conversation": ConversationOutputSerializer(conversation).data})
+
+    @extend_schema(
+        request=ConversationPatchSerializer, responses={200: _envelope("conversation", ConversationOutputSerializer)}
+    )
+    def patch(self, request: Request, conversation_id: str) -> Response:
+        conversation = self._conversation(request, conversation_id)
+        data = _valid(ConversationPatchSerializer, request.data)
+        conversation = services.conversation_update(conversation=conversation, **data)
+        return Response(
+            {"status": "conversation updated", "conversation": ConversationOutputSerializer(conversation).data}
+        )
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, conversation_id: str) -> Response:
+        services.conversation_delete(conversation=self._conversation(request, conversation_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InputApi(APIView):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "input"
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: InputResponseSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Retries with the same key and body within 24 h return the first response.",
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not (0 < len(key) <= 255):
+            raise serializers.ValidationError({"Idempotency-Key": ["Must be 1 to 255 characters."]})
+        data = _valid(InputSerializer, request.data)
+        conversation = None
+        if data["conversation_id"] is not None:
+            try:
+                conversation = selectors.conversation_get_for_user(
+                    user=request.user, conversation_id=data["conversation_id"]
+                )
+            except Http404:
+                raise Http404("Conversation not found.") from None
+        response, _created = services.message_create(
+            sender=request.user,
+            content=data["content"],
+            conversation=conversation,
+            metadata=data["metadata"],
+            idempotency_key=key,
+        )
+        return Response(response)
+
+
+class MessageListApi(APIView):
+    @extend_schema(
+        parameters=[MessageListQuerySerializer],
+        responses={
+            200: inline_serializer(
+                "MessagePage",
+                {"messages": MessageOutputSerializer(many=True), "next_before": serializers.UUIDField(allow_null=True)},
+            )
+        },
+    )
+    def get(self, request: Request) -> Response:
+        query = _valid(MessageListQuerySerializer, request.query_params)
+        conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=query["conversation_id"])
+        before = None
+        if "before" in query:
+            try:
+                before = selectors.message_get_in_conversation(conversation=conversation, message_id=query["before"])
+            except Http404:
+                raise serializers.ValidationError({"before": ["No such message in this conversation."]}) from None
+        messages = selectors.message_list(conversation=conversation, before=before, limit=query["limit"])
+        next_before = str(messages[-1].id) if len(messages) == query["limit"] else None
+        return Response({"messages": MessageOutputSerializer(messages, many=True).data, "next_before": next_before})
