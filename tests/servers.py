@@ -1,0 +1,193 @@
+"""Real processes for end-to-end tests: core servers, MCP services, Redis, on free loopback ports.
+
+Every process gets its own environment (production mode, test keys) and is stopped with SIGTERM
+(then SIGKILL) when the context exits. Output goes to a log file that is printed if it fails to
+start, so a broken server is easy to diagnose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, *, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with code {process.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def server_env(**overrides: str) -> dict[str, str]:
+    """The environment of the test process (real settings, production mode) plus overrides."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "cortex_site.settings"}
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class ServerProcess:
+    name: str
+    argv: list[str]
+    port: int
+    env: dict[str, str]
+    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="cortex-proc-", suffix=".log")[1]))
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout: float = 30.0) -> ServerProcess:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        try:
+            wait_for_port(self.port, timeout=timeout, process=self.process)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"{self.name} failed to start:\n{self.log()}") from None
+        return self
+
+    def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def kill(self) -> None:
+        self.stop(sig=signal.SIGKILL)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+
+@contextlib.contextmanager
+def running(server: ServerProcess, *, timeout: float = 30.0) -> Iterator[ServerProcess]:
+    server.start(timeout=timeout)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def core_server(*, env: dict[str, str], port: int | None = None, server: str = "daphne") -> ServerProcess:
+    """A core process serving `cortex_site.asgi:application` (daphne, or uvicorn)."""
+    port = port or free_port()
+    if server == "uvicorn":
+        argv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+                "cortex_site.asgi:application"]
+    else:
+        argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "cortex_site.asgi:application"]
+    return ServerProcess(name=f"core:{port}", argv=argv, port=port, env=env)
+
+
+def manage_command(name: str, *args: str, env: dict[str, str], port: int) -> ServerProcess:
+    """A long-running `manage.py` command (e.g. run_memory_service) listening on `port`."""
+    return ServerProcess(name=name, argv=[sys.executable, "manage.py", name, *args], port=port, env=env)
+
+
+def redis_server_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is required in CI (.ci/run installs Debian's redis-server)")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    return binary
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A private Redis on a free loopback port, without persistence; yields its URL."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="cortex-redis-")
+    server = ServerProcess(
+        name=f"redis:{port}",
+        argv=[redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+              "--dir", workdir],
+        port=port,
+        env=dict(os.environ),
+    )
+    with running(server):
+        yield f"redis://127.0.0.1:{port}/0"
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def manage(*args: str, env: dict[str, str], input_text: str | None = None) -> str:
+    """Run a short `manage.py` command to completion; returns stdout, raises with output on failure."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, input=input_text, capture_output=True, text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[dict[str, str]]:
+    """A new, migrated database for server processes (they cannot see the test's transaction).
+
+    On PostgreSQL (DATABASE_URL set) a new database on the same server; else a new SQLite file.
+    Yields the environment overrides that point a process at it.
+    """
+    base = os.environ.get("DATABASE_URL")
+    if base:
+        import psycopg
+
+        name = f"cortex_e2e_{os.getpid()}_{time.monotonic_ns()}"
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        overrides = {"DATABASE_URL": base.rsplit("/", 1)[0] + f"/{name}"}
+    else:
+        path = Path(tempfile.mkdtemp(prefix="cortex-e2e-")) / "db.sqlite3"
+        overrides = {"SQLITE_PATH": str(path)}
+    try:
+        manage("migrate", "--noinput", env=server_env(**overrides))
+        yield overrides
+    finally:
+        if base:
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        else:
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def create_user(email: str, password: str, *, env: dict[str, str], name: str = "") -> None:
+    manage("create_user", "--email", email, "--name", name or email.split("@")[0],
+           env={**env, "CORTEX_USER_PASSWORD": password})
