@@ -49,6 +49,12 @@ def api():
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # The real PBKDF2 cost is exercised by the end-to-end servers; in-process tests use a fast hasher.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _fresh_throttles():
     from django.core.cache import cache
 

@@ -26,6 +26,10 @@ class _PublicAuthView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "login"
 
+    def get_authenticate_header(self, request: Request) -> str:
+        # Without authentication classes DRF would turn our 401s into 403s.
+        return 'Bearer realm="api"'
+
 
 class LoginApi(_PublicAuthView):
     parser_classes = [JSONParser, FormParser]
@@ -36,7 +40,7 @@ class LoginApi(_PublicAuthView):
         data.is_valid(raise_exception=True)
         user = authenticate(request._request, **data.validated_data)
         if user is None:  # the same answer for an unknown email, a wrong password, an inactive user
-            raise AuthenticationFailed("Incorrect email or password.")
+            raise AuthenticationFailed("Incorrect email or password.", code="invalid_credentials")
         return Response(token_pair_issue(user=user))
 
 
@@ -48,7 +52,9 @@ class RefreshApi(_PublicAuthView):
         try:
             pair = token_pair_refresh(refresh_token=data.validated_data["refresh_token"])
         except InvalidRefreshToken:
-            raise AuthenticationFailed("The refresh token is invalid, expired or revoked.") from None
+            raise AuthenticationFailed(
+                "The refresh token is invalid, expired or revoked.", code="invalid_refresh_token"
+            ) from None
         return Response(pair)
 
 
@@ -60,7 +66,9 @@ class LogoutApi(_PublicAuthView):
         try:
             refresh_token_revoke(refresh_token=data.validated_data["refresh_token"])
         except InvalidRefreshToken:
-            raise AuthenticationFailed("The refresh token is invalid, expired or revoked.") from None
+            raise AuthenticationFailed(
+                "The refresh token is invalid, expired or revoked.", code="invalid_refresh_token"
+            ) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -120,9 +120,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
         status_code = 413 if code == "payload_too_large" else 400
     else:
-        code = _CODES.get(type(exc)) or next(
-            (value for klass, value in _CODES.items() if isinstance(exc, klass)), None
-        ) or exc.default_code
+        specific = getattr(exc.detail, "code", None)
+        code = (
+            specific
+            if specific and specific != exc.default_code
+            else next((value for klass, value in _CODES.items() if isinstance(exc, klass)), exc.default_code)
+        )
         message = exc.detail if isinstance(exc.detail, str) else str(exc.default_detail)
         if isinstance(exc, exceptions.Throttled):
             message = "Too many requests; retry later."
