@@ -6,6 +6,17 @@ from rest_framework import serializers
 from accounts.fields import validate_metadata
 
 
+class StrictCharField(serializers.CharField):
+    """A string field that refuses numbers and booleans instead of coercing them."""
+
+    default_error_messages = {"invalid": "Not a valid string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class MetadataField(serializers.DictField):
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
@@ -14,14 +25,14 @@ class MetadataField(serializers.DictField):
 
 
 class WorkspaceInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(max_length=2000, required=False, allow_blank=True, default="")
     metadata = MetadataField(default=dict)
 
 
 class WorkspacePatchSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, required=False)
-    description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    name = StrictCharField(max_length=200, required=False)
+    description = StrictCharField(max_length=2000, required=False, allow_blank=True)
     metadata = MetadataField()
 
 
@@ -43,13 +54,13 @@ def _participants_field(**kwargs) -> serializers.ListField:
 
 class ConversationInputSerializer(serializers.Serializer):
     workspace_id = serializers.UUIDField()
-    topic = serializers.CharField(max_length=200)
+    topic = StrictCharField(max_length=200)
     participant_ids = _participants_field(required=False, default=list)
     metadata = MetadataField(default=dict)
 
 
 class ConversationPatchSerializer(serializers.Serializer):
-    topic = serializers.CharField(max_length=200, required=False)
+    topic = StrictCharField(max_length=200, required=False)
     participant_ids = _participants_field(required=False)
     metadata = MetadataField()
 
@@ -72,7 +83,7 @@ class ConversationListQuerySerializer(serializers.Serializer):
 
 
 class InputSerializer(serializers.Serializer):
-    content = serializers.CharField(trim_whitespace=False)
+    content = StrictCharField(trim_whitespace=False)
     conversation_id = serializers.UUIDField(required=False, allow_null=True, default=None)
     metadata = MetadataField(default=dict)
 
