@@ -1,0 +1,31 @@
+from django.contrib import admin
+
+from streaming.models import Event, EventCursor, StreamTicket
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ["id", "recipient", "seq", "type", "conversation", "created_at"]
+    list_filter = ["type", "created_at"]
+    search_fields = ["recipient__email", "=recipient__id", "=conversation__id", "=message__id"]
+    raw_id_fields = ["recipient", "conversation", "message"]
+    date_hierarchy = "created_at"
+    ordering = ["-id"]
+    readonly_fields = ["recipient", "seq", "type", "conversation", "message", "payload", "created_at"]
+
+
+@admin.register(EventCursor)
+class EventCursorAdmin(admin.ModelAdmin):
+    list_display = ["user", "last_seq", "pruned_through"]
+    search_fields = ["user__email", "=user__id"]
+    raw_id_fields = ["user"]
+    readonly_fields = ["last_seq", "pruned_through"]
+
+
+@admin.register(StreamTicket)
+class StreamTicketAdmin(admin.ModelAdmin):
+    list_display = ["id", "user", "created_at", "expires_at"]
+    list_filter = ["expires_at"]
+    search_fields = ["user__email", "=user__id"]
+    raw_id_fields = ["user"]
+    readonly_fields = ["user", "ticket_hash", "expires_at", "created_at"]

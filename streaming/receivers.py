@@ -1,0 +1,11 @@
+"""Signal receivers: the event log is written in the transaction that accepts the input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streaming import services
+
+
+def on_message_created(sender: Any, *, message: Any, recipient_ids: list, data: Any, **kwargs: Any) -> None:
+    services.events_record_for_message(message=message, recipient_ids=recipient_ids, data=data)

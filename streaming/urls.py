@@ -1,0 +1,7 @@
+from django.urls import path
+
+from streaming import views
+
+urlpatterns = [
+    path("output/ticket", views.TicketApi.as_view(), name="output-ticket"),
+]

@@ -1,0 +1,28 @@
+"""`POST /output/ticket`: a single-use ticket for `?ticket=` on the streams (browsers)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from streaming import services
+
+
+class TicketApi(APIView):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "ticket"
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: inline_serializer(
+                "StreamTicket", {"ticket": serializers.CharField(), "expires_in": serializers.IntegerField()}
+            )
+        },
+    )
+    def post(self, request: Request) -> Response:
+        return Response(services.ticket_issue(user=request.user), headers={"Cache-Control": "no-store"})
