@@ -1,0 +1,22 @@
+"""`make bench`: every benchmark in turn, against real processes on 127.0.0.1 (bounded loads)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = ["bench.streaming", "bench.mcp"]
+
+
+def main() -> int:
+    wanted = sys.argv[1:] or BENCHMARKS
+    failed = 0
+    for name in wanted:
+        print(f"\n=== {name} ===", flush=True)
+        module = importlib.import_module(name if name.startswith("bench.") else f"bench.{name}")
+        failed += 1 if module.main() else 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
