@@ -173,3 +173,9 @@ def test_demo_user_exists_only_in_debug(settings):
     call_command("ensure_demo_user")
     call_command("ensure_demo_user")  # idempotent
     assert User.objects.get(email="user@example.com").check_password("password123")
+
+
+def test_admin_static_files_are_served_without_debug(client):
+    response = client.get("/static/admin/css/base.css")
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content if response.streaming else [response.content])
