@@ -251,6 +251,8 @@ SPECTACULAR_SETTINGS = {
 # Channels: Redis when REDIS_URL is set (several core processes), else in-process memory.
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
+    # Throttle counters must be shared by every process, or each one would allow the full rate.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
