@@ -162,6 +162,8 @@ else:
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
+            # A file, not Django's shared-cache memory database: tests see the same locking as production.
+            "TEST": {"NAME": str(SQLITE_PATH.with_name(f"{SQLITE_PATH.stem}-test.sqlite3"))},
         }
     }
 

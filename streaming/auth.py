@@ -27,10 +27,10 @@ class StreamAuthError(Exception):
 
 def _user_for_header(header: bytes) -> User:
     authentication = JWTAuthentication()
-    raw = authentication.get_raw_token(header)
-    if raw is None:
-        raise StreamAuthError("invalid_token", "The Authorization header must be 'Bearer <token>'.")
     try:
+        raw = authentication.get_raw_token(header)
+        if raw is None:
+            raise StreamAuthError("invalid_token", "The Authorization header must be 'Bearer <token>'.")
         return authentication.get_user(authentication.get_validated_token(raw))
     except (InvalidToken, TokenError, AuthenticationFailed):
         raise StreamAuthError("invalid_token", "The token is invalid or expired.") from None
