@@ -282,6 +282,22 @@ CORTEX = {
     "COGNITION_URL": env_str("COGNITION_URL", "http://127.0.0.1:9100/mcp"),
     "SERVICE_TOKEN": env_str("CORTEX_SERVICE_TOKEN"),
     "SERVICE_TIMEOUT_SECONDS": env_int("SERVICE_TIMEOUT_SECONDS", 5, minimum=1),
+    # Extra Host names the MCP services answer to (beyond loopback) and browser origins they accept.
+    "SERVICE_ALLOWED_HOSTS": env_list("SERVICE_ALLOWED_HOSTS"),
+    "SERVICE_ALLOWED_ORIGINS": env_list("SERVICE_ALLOWED_ORIGINS"),
+    "MEMORY_MAX_ITEM_BYTES": env_int("MEMORY_MAX_ITEM_BYTES", 256 * 1024, minimum=1024),
+    "MEMORY_MAX_LIMIT": env_int("MEMORY_MAX_LIMIT", 1000, minimum=1),
+    "MEMORY_HISTORY_MAX_ITEMS": env_int("MEMORY_HISTORY_MAX_ITEMS", 10_000, minimum=1),
+    # Memory outbox: a drain is kicked after each commit (MEMORY_DRAIN_ON_COMMIT) and the
+    # `memory_outbox_worker` retries what failed, backing off exponentially up to the maximum.
+    "MEMORY_DRAIN_ON_COMMIT": env_bool("MEMORY_DRAIN_ON_COMMIT", True),
+    "OUTBOX_BATCH_SIZE": env_int("OUTBOX_BATCH_SIZE", 100, minimum=1),
+    "OUTBOX_CONCURRENCY": env_int("OUTBOX_CONCURRENCY", 8, minimum=1),
+    "OUTBOX_LEASE_SECONDS": env_int("OUTBOX_LEASE_SECONDS", 60, minimum=1),
+    "OUTBOX_POLL_SECONDS": env_int("OUTBOX_POLL_SECONDS", 1, minimum=1),
+    "OUTBOX_BACKOFF_BASE_SECONDS": env_int("OUTBOX_BACKOFF_BASE_SECONDS", 1, minimum=1),
+    "OUTBOX_BACKOFF_MAX_SECONDS": env_int("OUTBOX_BACKOFF_MAX_SECONDS", 300, minimum=1),
+    "OUTBOX_RETENTION_HOURS": env_int("OUTBOX_RETENTION_HOURS", 24, minimum=1),
 }
 
 LOGGING = {
@@ -290,5 +306,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "loggers": {"django.server": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},
 }

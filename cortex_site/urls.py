@@ -7,8 +7,10 @@ from cortex_site import health
 urlpatterns = [
     path("", health.root, name="root"),
     path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("auth/", include("accounts.urls")),
     path("", include("workspaces.urls")),
+    path("", include("mcp_services.urls")),
     path("", include("streaming.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),

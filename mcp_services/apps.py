@@ -3,4 +3,9 @@ from django.apps import AppConfig
 
 class McpServicesConfig(AppConfig):
     name = "mcp_services"
+    verbose_name = "Memory and cognition services"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from mcp_services import receivers  # noqa: F401 - connects the workspaces hooks
+

@@ -1,0 +1,140 @@
+"""Draining the memory outbox: claim due entries, call the memory service, record the outcome.
+
+Three drainers share `outbox_drain`, and the claim (a lease on each row) keeps them apart:
+- the core process, kicked by `transaction.on_commit` after each input or deletion: a daemon thread
+  drains at once, so POST /input never waits for the memory service (nor notices it is down);
+- `manage.py memory_outbox_worker`: polls for due entries, which is how retries (exponential
+  backoff) and anything a crashed core left behind get delivered;
+- `manage.py sync_memory`: drains by hand, optionally ignoring the backoff schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connections
+
+from mcp_services import client, services
+from mcp_services.client import ServiceToolError, ServiceUnavailable
+from mcp_services.models import OutboxEntry
+
+logger = logging.getLogger(__name__)
+
+TOOLS = {OutboxEntry.Kind.STORE: "store_input", OutboxEntry.Kind.DELETE: "delete_memory"}
+
+
+@dataclass
+class DrainResult:
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+
+    @property
+    def claimed(self) -> int:
+        return self.delivered + self.retried + self.failed
+
+    def add(self, other: DrainResult) -> None:
+        self.delivered += other.delivered
+        self.retried += other.retried
+        self.failed += other.failed
+
+
+async def _send_all(entries: list[OutboxEntry], concurrency: int) -> list[BaseException | None]:
+    memory = client.memory()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def send(entry: OutboxEntry) -> BaseException | None:
+        async with gate:
+            try:
+                await memory.call_tool(TOOLS[entry.kind], entry.arguments)
+            except (ServiceUnavailable, ServiceToolError) as exc:
+                return exc
+            return None
+
+    return await asyncio.gather(*(send(entry) for entry in entries))
+
+
+def outbox_drain_batch(*, ignore_schedule: bool = False) -> DrainResult:
+    """Claim and deliver one batch. Entries in a batch never depend on each other: a delete is
+    claimed only once no earlier store of its conversation is pending (`outbox_claim`)."""
+    cortex = settings.CORTEX
+    result = DrainResult()
+    entries = services.outbox_claim(limit=cortex["OUTBOX_BATCH_SIZE"], ignore_schedule=ignore_schedule)
+    if not entries:
+        return result
+    # Bounded by the lease: an entry still in flight after it may be claimed (and sent) again.
+    timeout = min(cortex["OUTBOX_LEASE_SECONDS"], cortex["SERVICE_TIMEOUT_SECONDS"] * (len(entries) + 2))
+    try:
+        outcomes = client.call(lambda: _send_all(entries, cortex["OUTBOX_CONCURRENCY"]), timeout=timeout)
+    except ServiceUnavailable as exc:
+        outcomes = [exc] * len(entries)
+    delivered = [entry.id for entry, outcome in zip(entries, outcomes, strict=True) if outcome is None]
+    services.outbox_mark_delivered(entry_ids=delivered)
+    result.delivered = len(delivered)
+    for entry, outcome in zip(entries, outcomes, strict=True):
+        if outcome is None:
+            continue
+        if isinstance(outcome, ServiceToolError) and outcome.permanent:
+            logger.error("memory refused outbox entry %s for good: %s", entry.id, outcome)
+            services.outbox_mark_failed(entry=entry, error=str(outcome))
+            result.failed += 1
+        else:
+            services.outbox_mark_retry(entry=entry, error=str(outcome))
+            result.retried += 1
+    if result.retried:
+        first_error = next(outcome for outcome in outcomes if outcome is not None)
+        logger.warning("memory outbox: %d deliveries will be retried (%s)", result.retried, first_error)
+    return result
+
+
+def outbox_drain(*, ignore_schedule: bool = False, max_batches: int | None = None) -> DrainResult:
+    """Drain until nothing is due (or a batch had to be retried: the service is struggling)."""
+    total = DrainResult()
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        batch = outbox_drain_batch(ignore_schedule=ignore_schedule)
+        total.add(batch)
+        batches += 1
+        if batch.claimed == 0 or batch.retried:
+            break
+    return total
+
+
+class _Kicker:
+    """The core's drainer thread: wakes on `kick()` and drains; coalesces bursts of kicks."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def kick(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="cortex-memory-outbox", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            try:
+                outbox_drain()
+            except Exception:
+                logger.exception("memory outbox drain failed; the worker will retry")
+            finally:
+                connections.close_all()
+
+
+_kicker = _Kicker()
+
+
+def kick() -> None:
+    """After commit: deliver what was just written, without making the caller wait."""
+    if settings.CORTEX["MEMORY_DRAIN_ON_COMMIT"]:
+        _kicker.kick()

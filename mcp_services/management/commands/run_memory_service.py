@@ -1,0 +1,27 @@
+"""`manage.py run_memory_service`: the memory MCP service (streamable HTTP at /mcp, SSE, or stdio)."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from mcp_services.servers import common
+from mcp_services.servers.memory import build_memory_server
+
+
+class Command(BaseCommand):
+    help = "Run the memory MCP service (default http://127.0.0.1:9000/mcp)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        add_service_arguments(parser, port=9000)
+
+    def handle(self, *args, **options) -> None:
+        auth = {} if options["transport"] == "stdio" else common.auth_options(host=options["host"], port=options["port"])
+        common.run(
+            build_memory_server(**auth), transport=options["transport"], host=options["host"], port=options["port"]
+        )
+
+
+def add_service_arguments(parser: CommandParser, *, port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="Bind address (loopback unless a token is set).")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--transport", choices=common.TRANSPORTS, default="streamable-http")

@@ -1,0 +1,85 @@
+"""Memory items (the memory service's store) and the memory outbox (the core's delivery queue).
+
+Both live in the configured database, which the core and the memory service share by default.
+`MemoryItem` has no foreign key to users or conversations on purpose: the memory service may run
+against its own database, and it learns about users only through the ids it is given.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class MemoryItem(models.Model):
+    """One stored input. `data` is the item exactly as the history resource returns it.
+
+    Full-text search runs on `content` through an FTS5 table (SQLite) or a generated `tsvector`
+    column with a GIN index (PostgreSQL); both are created by migration 0002 and kept in step by
+    the database itself, so every write path (ORM, bulk insert, admin) stays searchable.
+    """
+
+    user_id = models.UUIDField()
+    # `input_data["id"]`, the idempotency key of `store_input` (a message id for the core's items).
+    item_id = models.CharField(max_length=255)
+    conversation_id = models.CharField(max_length=255, null=True, blank=True)
+    content = models.TextField(blank=True)
+    data = models.JSONField()
+    timestamp = models.DateTimeField()
+    stored_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user_id", "item_id"], name="memory_item_user_item")]
+        indexes = [
+            models.Index(fields=["user_id", "timestamp", "id"], name="memory_item_user_time"),
+            models.Index(fields=["user_id", "conversation_id"], name="memory_item_user_conv"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}/{self.item_id}"
+
+
+class OutboxEntry(models.Model):
+    """One call owed to the memory service, written in the same transaction as its cause.
+
+    Delivery is at-least-once (retried with exponential backoff until the service answers) and the
+    memory tools are idempotent, so the memory service ends up with each input exactly once.
+    """
+
+    class Kind(models.TextChoices):
+        STORE = "store", "store_input"
+        DELETE = "delete", "delete_memory"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    user_id = models.UUIDField()
+    # Set for stores (the message id) and conversation deletes: orders a delete after the stores.
+    message_id = models.UUIDField(null=True, blank=True)
+    conversation_id = models.UUIDField(null=True, blank=True)
+    arguments = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # A drainer's lease: another drainer leaves the row alone until it expires.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # Set when the service refused the call as invalid: retrying cannot help, an operator must look.
+    failed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "outbox entries"
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at", "id"],
+                name="outbox_due",
+                condition=models.Q(delivered_at__isnull=True, failed_at__isnull=True),
+            ),
+            models.Index(fields=["user_id", "conversation_id"], name="outbox_user_conv"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} for {self.user_id}"
+
+    @property
+    def pending(self) -> bool:
+        return self.delivered_at is None and self.failed_at is None

@@ -1,0 +1,34 @@
+"""Hooks from `workspaces`: they run inside the writing transaction, so each outbox row commits
+(or rolls back) with the message or deletion it describes; delivery starts after the commit."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import transaction
+from django.dispatch import receiver
+
+from mcp_services import delivery, services
+from workspaces.models import Message
+from workspaces.signals import conversations_deleting, message_created
+
+
+@receiver(message_created, dispatch_uid="mcp_services.memory_store")
+def enqueue_memory_store(sender: Any, message: Message, data: dict[str, Any], **kwargs: Any) -> None:
+    # Memory is per user: the input belongs to its sender, whoever else receives the event.
+    services.outbox_store_enqueue(user_id=message.sender_id, message_id=message.id, data=dict(data))
+    transaction.on_commit(delivery.kick)
+
+
+@receiver(conversations_deleting, dispatch_uid="mcp_services.memory_delete")
+def enqueue_memory_deletes(sender: Any, conversation_ids: list[uuid.UUID], **kwargs: Any) -> None:
+    # Every participant's items of these conversations, sent before the messages are gone.
+    pairs = list(
+        Message.objects.filter(conversation_id__in=conversation_ids)
+        .values_list("sender_id", "conversation_id")
+        .distinct()
+        .order_by()
+    )
+    if services.outbox_conversation_deletes_enqueue(pairs=pairs):
+        transaction.on_commit(delivery.kick)

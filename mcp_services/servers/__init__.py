@@ -1,0 +1,1 @@
+"""The MCP services: memory (`memory.py`) and cognition (`cognition.py`), and what they share."""

@@ -1,0 +1,89 @@
+"""The cognition service: context for a user, read from memory through one long-lived MCP client."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from mcp_services import services
+from mcp_services.client import ServiceClient, ServiceToolError, ServiceUnavailable
+from mcp_services.servers.memory import MAX_QUERY_CHARS
+from mcp_services.services import MemoryInputError
+
+logger = logging.getLogger(__name__)
+
+# With a query: relevance dominates, recency breaks near-ties (a fresh mention beats a stale one
+# only when both match about as well).
+RELEVANCE_WEIGHT = 0.8
+RECENCY_WEIGHT = 0.2
+CANDIDATE_FACTOR = 5
+
+
+def _moment(item: dict[str, Any]) -> float:
+    try:
+        return datetime.fromisoformat(str(item.get("timestamp"))).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def blend(items: list[dict[str, Any]], relevance: list[float], limit: int) -> list[dict[str, Any]]:
+    """Order search results by relevance blended with recency (newest = 1, oldest = 0)."""
+    if not items:
+        return []
+    by_age = sorted(range(len(items)), key=lambda index: _moment(items[index]))
+    recency = [0.0] * len(items)
+    for position, index in enumerate(by_age):
+        recency[index] = position / (len(items) - 1) if len(items) > 1 else 1.0
+    scores = [RELEVANCE_WEIGHT * relevance[i] + RECENCY_WEIGHT * recency[i] for i in range(len(items))]
+    order = sorted(range(len(items)), key=lambda index: scores[index], reverse=True)
+    return [items[index] for index in order[:limit]]
+
+
+def build_cognition_server(*, memory: ServiceClient, **auth: Any) -> MCPServer:
+    server = MCPServer(
+        "CortexCognition",
+        instructions="Context for a user: newest memory items, or the most relevant ones for a query.",
+        **auth,
+    )
+
+    @server.tool()
+    async def get_context(
+        user_id: str, query: str | None = None, limit: int = 10, conversation_id: str | None = None
+    ) -> dict[str, Any]:
+        """Context items for a user: the newest without a query; with one, relevance blended with recency.
+
+        If memory cannot be read, the context is empty and `error` says why.
+        """
+        try:
+            user = services.parse_user_id(user_id)
+            count = services.parse_limit(limit)
+            conversation = str(services.parse_uuid(conversation_id, name="conversation_id")) if conversation_id else None
+        except MemoryInputError as exc:
+            raise ToolError(str(exc)) from None
+        if query is not None and (not isinstance(query, str) or len(query) > MAX_QUERY_CHARS):
+            raise ToolError(f"invalid_input: query must be a string of at most {MAX_QUERY_CHARS} characters.")
+        query = query.strip() if query else None
+        answer: dict[str, Any] = {"context": [], "user_id": str(user), "query": query, "count": 0}
+        try:
+            if query:
+                wanted = min(count * CANDIDATE_FACTOR, settings.CORTEX["MEMORY_MAX_LIMIT"])
+                arguments: dict[str, Any] = {"user_id": str(user), "query": query, "limit": wanted}
+                if conversation:
+                    arguments["conversation_id"] = conversation
+                found = await memory.call_tool("search_memory", arguments)
+                context = blend(found["items"], found.get("scores") or [1.0] * len(found["items"]), count)
+            elif conversation:
+                context = await memory.read_json(f"history/{user}/conversation/{conversation}/limit/{count}")
+            else:
+                context = await memory.read_json(f"history/{user}/limit/{count}")
+        except (ServiceUnavailable, ServiceToolError) as exc:
+            logger.warning("get_context for %s: memory failed: %s", user, exc)
+            return {**answer, "error": str(exc)}
+        return {**answer, "context": context, "count": len(context)}
+
+    return server

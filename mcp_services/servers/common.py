@@ -1,0 +1,151 @@
+"""What both MCP services share: service-token auth, Host/Origin checks, DB access from async
+tools, and running the ASGI app under uvicorn with clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import close_old_connections, connections
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+TRANSPORTS = ("streamable-http", "sse", "stdio")
+
+
+class ServiceTokenVerifier(TokenVerifier):
+    """Accepts exactly the shared service token (constant-time compare); user JWTs never come here."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if not hmac.compare_digest(token.encode(), self._token):
+            return None
+        return AccessToken(token="service", client_id="cortex-service", scopes=[])
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def service_token(*, host: str) -> str | None:
+    """The shared token; a service bound beyond loopback refuses to run without one."""
+    token = settings.CORTEX["SERVICE_TOKEN"]
+    if not token and not is_loopback(host):
+        raise ImproperlyConfigured(
+            f"Refusing to listen on {host} without CORTEX_SERVICE_TOKEN: anyone who can reach the port could "
+            "read and write every user's memory. Set the token, or bind to 127.0.0.1."
+        )
+    if token and len(token) < 16:
+        raise ImproperlyConfigured("CORTEX_SERVICE_TOKEN must be at least 16 characters.")
+    return token
+
+
+def auth_options(*, host: str, port: int) -> dict[str, Any]:
+    """MCPServer keyword arguments that require the service token (none on loopback without one)."""
+    token = service_token(host=host)
+    if not token:
+        logger.warning("CORTEX_SERVICE_TOKEN is not set: serving on %s:%s without authentication", host, port)
+        return {}
+    return {
+        "token_verifier": ServiceTokenVerifier(token),
+        "auth": AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=None),
+    }
+
+
+def transport_security(*, host: str) -> TransportSecuritySettings:
+    """DNS-rebinding protection: only loopback names, the bound address and configured names.
+
+    No browser origin is allowed unless configured: the callers are servers, which send no Origin.
+    """
+    hosts = {*LOOPBACK_NAMES, *settings.CORTEX["SERVICE_ALLOWED_HOSTS"]}
+    if host not in ("0.0.0.0", "::"):
+        hosts.add(f"[{host}]" if ":" in host else host)
+    allowed_hosts = sorted({pattern for name in hosts for pattern in (name, f"{name}:*")})
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=list(settings.CORTEX["SERVICE_ALLOWED_ORIGINS"]),
+    )
+
+
+def db_call(func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
+    """Run a sync ORM function in a worker thread and close that thread's connection afterwards.
+
+    Tools run on the event loop; sync ORM there raises SynchronousOnlyOperation. Worker threads
+    are reused, so without the close each would keep a connection open (and out of PG's pool).
+    """
+
+    def closing(*args: P.args, **kwargs: P.kwargs) -> T:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return functools.wraps(func)(sync_to_async(closing, thread_sensitive=False))
+
+
+def build_app(server: MCPServer, *, transport: str, host: str):
+    security = transport_security(host=host)
+    if transport == "sse":
+        return server.sse_app(transport_security=security, host=host)
+    # Stateless JSON: the 2026-07-28 protocol is one POST per request, and nothing needs a session.
+    return server.streamable_http_app(stateless_http=True, json_response=True, transport_security=security, host=host)
+
+
+async def serve(
+    server: MCPServer,
+    *,
+    transport: str,
+    host: str,
+    port: int,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (uvicorn traps both and drains in-flight requests)."""
+    try:
+        if transport == "stdio":
+            # stdout is the protocol channel: every log line goes to stderr (Django's LOGGING).
+            await server.run_stdio_async()
+            return
+        import uvicorn
+
+        config = uvicorn.Config(
+            build_app(server, transport=transport, host=host),
+            host=host,
+            port=port,
+            log_config=None,  # Django's LOGGING: stderr
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+        await uvicorn.Server(config).serve()
+    finally:
+        if on_shutdown is not None:
+            await on_shutdown()
+
+
+def run(server: MCPServer, **options: Any) -> None:
+    asyncio.run(serve(server, **options))

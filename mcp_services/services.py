@@ -1,0 +1,243 @@
+"""Writes: memory items (the memory service's side) and the memory outbox (the core's side)."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from mcp_services.models import MemoryItem, OutboxEntry
+
+
+class MemoryInputError(ValueError):
+    """Arguments a memory tool refuses; its message is shown to the caller as is."""
+
+    code = "invalid_input"
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.args[0]}"
+
+
+# --- argument checks shared by the memory tools -------------------------------------------------
+
+
+def parse_uuid(value: object, *, name: str) -> uuid.UUID:
+    if not isinstance(value, str) or not value.strip():
+        raise MemoryInputError(f"{name} is required (a UUID).")
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        raise MemoryInputError(f"{name} must be a UUID.") from None
+
+
+def parse_user_id(value: object) -> uuid.UUID:
+    return parse_uuid(value, name="user_id")
+
+
+def parse_limit(value: object, *, name: str = "limit") -> int:
+    maximum = settings.CORTEX["MEMORY_MAX_LIMIT"]
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise MemoryInputError(f"{name} must be an integer from 1 to {maximum}.")
+    return value
+
+
+def _parse_timestamp(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise MemoryInputError("input_data.timestamp must be an ISO 8601 date-time string.")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise MemoryInputError("input_data.timestamp must be an ISO 8601 date-time string.") from None
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)
+
+
+def _normalized_item(input_data: object) -> tuple[dict[str, Any], datetime]:
+    """The item as stored: the caller's object, with `id` and `timestamp` added when missing."""
+    if not isinstance(input_data, dict):
+        raise MemoryInputError("input_data must be a JSON object.")
+    item = dict(input_data)
+    item_id = item.get("id")
+    if item_id is None or item_id == "":
+        item["id"] = str(uuid.uuid4())
+    elif isinstance(item_id, bool) or not isinstance(item_id, str | int) or len(str(item_id)) > 255:
+        raise MemoryInputError("input_data.id must be a string of at most 255 characters.")
+    else:
+        item["id"] = str(item_id)
+    if item.get("timestamp") in (None, ""):
+        moment = timezone.now()
+        item["timestamp"] = moment.isoformat().replace("+00:00", "Z")
+    else:
+        moment = _parse_timestamp(item["timestamp"])
+    content = item.get("content", "")
+    if not isinstance(content, str):
+        raise MemoryInputError("input_data.content must be a string.")
+    conversation_id = item.get("conversation_id")
+    if conversation_id is not None and not isinstance(conversation_id, str):
+        raise MemoryInputError("input_data.conversation_id must be a string or null.")
+    limit = settings.CORTEX["MEMORY_MAX_ITEM_BYTES"]
+    if len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()) > limit:
+        raise MemoryInputError(f"input_data must be at most {limit} bytes of JSON.")
+    return item, moment
+
+
+def normalized_conversation_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return value
+
+
+# --- memory items ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def memory_item_store(*, user_id: uuid.UUID, input_data: object) -> tuple[MemoryItem, bool]:
+    """Store one item; a retry with the same `input_data["id"]` stores nothing and returns the first.
+
+    Returns the item and whether it was created now.
+    """
+    item, moment = _normalized_item(input_data)
+    return MemoryItem.objects.get_or_create(
+        user_id=user_id,
+        item_id=item["id"],
+        defaults={
+            "conversation_id": normalized_conversation_id(item.get("conversation_id")),
+            "content": item.get("content", ""),
+            "data": item,
+            "timestamp": moment,
+        },
+    )
+
+
+@transaction.atomic
+def memory_item_delete(*, user_id: uuid.UUID, item_id: str | None = None, conversation_id: str | None = None) -> int:
+    if not item_id and not conversation_id:
+        raise MemoryInputError("give item_id or conversation_id (or both).")
+    items = MemoryItem.objects.filter(user_id=user_id)
+    if item_id:
+        items = items.filter(item_id=str(item_id))
+    if conversation_id:
+        items = items.filter(conversation_id=normalized_conversation_id(conversation_id))
+    deleted, _ = items.delete()
+    return deleted
+
+
+# --- the outbox --------------------------------------------------------------------------------
+
+
+def outbox_store_enqueue(*, user_id: uuid.UUID, message_id: uuid.UUID, data: dict[str, Any]) -> OutboxEntry:
+    """Called inside the message's transaction: the entry commits or rolls back with it."""
+    return OutboxEntry.objects.create(
+        kind=OutboxEntry.Kind.STORE,
+        user_id=user_id,
+        message_id=message_id,
+        conversation_id=data.get("conversation_id"),
+        arguments={"user_id": str(user_id), "input_data": data},
+    )
+
+
+def outbox_conversation_deletes_enqueue(*, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> list[OutboxEntry]:
+    """One `delete_memory` per (sender, conversation), inside the deleting transaction.
+
+    Stores not yet picked up by a drainer are dropped: memory would delete them right away. A store
+    already claimed (in flight) stays, and the delete waits for it (see `outbox_claim`), so an item
+    can never land after the delete that should have removed it.
+    """
+    if not pairs:
+        return []
+    conversation_ids = {conversation_id for _, conversation_id in pairs}
+    now = timezone.now()
+    OutboxEntry.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
+        kind=OutboxEntry.Kind.STORE,
+        conversation_id__in=conversation_ids,
+        delivered_at__isnull=True,
+        failed_at__isnull=True,
+    ).delete()
+    return OutboxEntry.objects.bulk_create(
+        OutboxEntry(
+            kind=OutboxEntry.Kind.DELETE,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            arguments={"user_id": str(user_id), "conversation_id": str(conversation_id)},
+        )
+        for user_id, conversation_id in sorted(pairs, key=str)
+    )
+
+
+def _pending() -> Q:
+    return Q(delivered_at__isnull=True, failed_at__isnull=True)
+
+
+@transaction.atomic
+def outbox_claim(*, limit: int, ignore_schedule: bool = False) -> list[OutboxEntry]:
+    """Lease up to `limit` due entries, oldest first, to this drainer.
+
+    PostgreSQL: `FOR UPDATE SKIP LOCKED` lets concurrent drainers take disjoint batches. SQLite:
+    the transaction is IMMEDIATE (settings), so claims are serialized by the write lock. A lease
+    that expires (a drainer died mid-send) makes the entry due again; the idempotent tools make
+    the resulting second delivery harmless.
+    """
+    now = timezone.now()
+    earlier_store = OutboxEntry.objects.filter(
+        _pending(),
+        kind=OutboxEntry.Kind.STORE,
+        user_id=OuterRef("user_id"),
+        conversation_id=OuterRef("conversation_id"),
+        id__lt=OuterRef("id"),
+    )
+    due = OutboxEntry.objects.filter(_pending()).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    if not ignore_schedule:
+        due = due.filter(next_attempt_at__lte=now)
+    due = due.exclude(Q(kind=OutboxEntry.Kind.DELETE) & Exists(earlier_store))
+    entries = list(due.select_for_update(skip_locked=True, of=("self",)).order_by("id")[:limit])
+    if entries:
+        lease = now + timedelta(seconds=settings.CORTEX["OUTBOX_LEASE_SECONDS"])
+        OutboxEntry.objects.filter(id__in=[entry.id for entry in entries]).update(claimed_until=lease)
+    return entries
+
+
+def outbox_mark_delivered(*, entry_ids: list[int]) -> None:
+    if entry_ids:
+        OutboxEntry.objects.filter(id__in=entry_ids).update(
+            attempts=F("attempts") + 1, delivered_at=timezone.now(), claimed_until=None, last_error=""
+        )
+
+
+def outbox_backoff(*, attempts: int) -> timedelta:
+    """Exponential backoff with jitter (half to full delay), capped."""
+    base = settings.CORTEX["OUTBOX_BACKOFF_BASE_SECONDS"]
+    cap = settings.CORTEX["OUTBOX_BACKOFF_MAX_SECONDS"]
+    delay = min(cap, base * 2 ** min(max(attempts - 1, 0), 30))
+    return timedelta(seconds=delay * random.uniform(0.5, 1.0))
+
+
+def outbox_mark_retry(*, entry: OutboxEntry, error: str) -> None:
+    attempts = entry.attempts + 1
+    OutboxEntry.objects.filter(id=entry.id).update(
+        attempts=attempts,
+        next_attempt_at=timezone.now() + outbox_backoff(attempts=attempts),
+        claimed_until=None,
+        last_error=error[:2000],
+    )
+
+
+def outbox_mark_failed(*, entry: OutboxEntry, error: str) -> None:
+    now = timezone.now()
+    OutboxEntry.objects.filter(id=entry.id).update(
+        attempts=entry.attempts + 1, failed_at=now, claimed_until=None, last_error=error[:2000]
+    )
+
+
+def outbox_prune(*, older_than: timedelta) -> int:
+    deleted, _ = OutboxEntry.objects.filter(delivered_at__lt=timezone.now() - older_than).delete()
+    return deleted

@@ -1,0 +1,52 @@
+"""`GET /context`: the cognition service's context for the caller (and only the caller)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from cortex_site.errors import ServiceUnavailable
+from mcp_services import client
+from mcp_services.client import ServiceToolError
+from mcp_services.client import ServiceUnavailable as CognitionDown
+from workspaces.selectors import conversation_get_for_user
+
+
+class ContextQuerySerializer(serializers.Serializer):
+    query = serializers.CharField(required=False, allow_blank=True, max_length=1000)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=100, default=10)
+    conversation_id = serializers.UUIDField(required=False)
+
+
+ContextOutputSerializer = inline_serializer(
+    "Context",
+    fields={
+        "context": serializers.ListField(child=serializers.DictField()),
+        "user_id": serializers.UUIDField(),
+        "query": serializers.CharField(allow_null=True),
+        "count": serializers.IntegerField(),
+        "error": serializers.CharField(required=False),
+    },
+)
+
+
+class ContextApi(APIView):
+    @extend_schema(parameters=[ContextQuerySerializer], responses={200: ContextOutputSerializer})
+    def get(self, request: Request) -> Response:
+        params = ContextQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        arguments = {"user_id": str(request.user.id), "query": data.get("query") or None, "limit": data["limit"]}
+        if "conversation_id" in data:
+            # Participants only; a foreign or missing conversation is the same 404.
+            conversation = conversation_get_for_user(user=request.user, conversation_id=data["conversation_id"])
+            arguments["conversation_id"] = str(conversation.id)
+        cognition = client.cognition()
+        try:
+            result = client.call(lambda: cognition.call_tool("get_context", arguments))
+        except (CognitionDown, ServiceToolError) as exc:
+            raise ServiceUnavailable("The cognition service is unavailable.") from exc
+        return Response(result)
