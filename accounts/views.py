@@ -31,6 +31,17 @@ class _PublicAuthView(APIView):
         return 'Bearer realm="api"'
 
 
+def _with_refresh_token(request: Request, action):
+    data = RefreshInputSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    try:
+        return action(refresh_token=data.validated_data["refresh_token"])
+    except InvalidRefreshToken:
+        raise AuthenticationFailed(
+            "The refresh token is invalid, expired or revoked.", code="invalid_refresh_token"
+        ) from None
+
+
 class LoginApi(_PublicAuthView):
     parser_classes = [JSONParser, FormParser]
 
@@ -47,28 +58,13 @@ class LoginApi(_PublicAuthView):
 class RefreshApi(_PublicAuthView):
     @extend_schema(request=RefreshInputSerializer, responses={200: TokenPairSerializer}, auth=[])
     def post(self, request: Request) -> Response:
-        data = RefreshInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        try:
-            pair = token_pair_refresh(refresh_token=data.validated_data["refresh_token"])
-        except InvalidRefreshToken:
-            raise AuthenticationFailed(
-                "The refresh token is invalid, expired or revoked.", code="invalid_refresh_token"
-            ) from None
-        return Response(pair)
+        return Response(_with_refresh_token(request, token_pair_refresh))
 
 
 class LogoutApi(_PublicAuthView):
     @extend_schema(request=RefreshInputSerializer, responses={204: None}, auth=[])
     def post(self, request: Request) -> Response:
-        data = RefreshInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        try:
-            refresh_token_revoke(refresh_token=data.validated_data["refresh_token"])
-        except InvalidRefreshToken:
-            raise AuthenticationFailed(
-                "The refresh token is invalid, expired or revoked.", code="invalid_refresh_token"
-            ) from None
+        _with_refresh_token(request, refresh_token_revoke)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -9,33 +9,32 @@ from django.utils import timezone
 from accounts.fields import MetadataField
 
 
-class Workspace(models.Model):
+class ConfigRecord(models.Model):
+    """What every configured object has: a UUID, the guide's `metadata`, and timestamps."""
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=200)
-    description = models.TextField(blank=True, max_length=2000)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workspaces")
     metadata = MetadataField()
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        abstract = True
         ordering = ["created_at", "id"]
+
+
+class Workspace(ConfigRecord):
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, max_length=2000)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workspaces")
 
     def __str__(self) -> str:
         return self.name
 
 
-class Conversation(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+class Conversation(ConfigRecord):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="conversations")
     topic = models.CharField(max_length=200)
     participants = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="conversations")
-    metadata = MetadataField()
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["created_at", "id"]
 
     def __str__(self) -> str:
         return self.topic

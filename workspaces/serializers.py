@@ -36,14 +36,17 @@ class WorkspacePatchSerializer(serializers.Serializer):
     metadata = MetadataField()
 
 
-class WorkspaceOutputSerializer(serializers.Serializer):
+class ConfigRecordOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    name = serializers.CharField()
-    description = serializers.CharField()
-    owner_id = serializers.UUIDField()
     metadata = serializers.DictField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+
+
+class WorkspaceOutputSerializer(ConfigRecordOutputSerializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    owner_id = serializers.UUIDField()
 
 
 def _participants_field(**kwargs) -> serializers.ListField:
@@ -65,14 +68,10 @@ class ConversationPatchSerializer(serializers.Serializer):
     metadata = MetadataField()
 
 
-class ConversationOutputSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
+class ConversationOutputSerializer(ConfigRecordOutputSerializer):
     workspace_id = serializers.UUIDField()
     topic = serializers.CharField()
     participant_ids = serializers.SerializerMethodField()
-    metadata = serializers.DictField()
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
 
     def get_participant_ids(self, conversation) -> list[str]:
         return sorted(str(user.id) for user in conversation.participants.all())
