@@ -183,7 +183,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Set STATIC_ROOT to run collectstatic for a CDN or proxy; without it whitenoise serves from the apps.
+STATIC_ROOT = env_str("STATIC_ROOT")
 # The admin's CSS/JS straight from the installed apps: no collectstatic step is needed to run.
 WHITENOISE_USE_FINDERS = True
 
