@@ -69,7 +69,12 @@ class ServerProcess:
         )
         log.close()
         try:
-            wait_for_port(self.port, timeout=timeout, process=self.process)
+            if self.port:
+                wait_for_port(self.port, timeout=timeout, process=self.process)
+            else:  # a worker without a port: it must at least survive its start-up
+                time.sleep(1.0)
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"exited with code {self.process.returncode}")
         except Exception:
             self.stop()
             raise RuntimeError(f"{self.name} failed to start:\n{self.log()}") from None
@@ -118,7 +123,8 @@ def core_server(*, env: dict[str, str], port: int | None = None, server: str = "
 
 
 def manage_command(name: str, *args: str, env: dict[str, str], port: int) -> ServerProcess:
-    """A long-running `manage.py` command (e.g. run_memory_service) listening on `port`."""
+    """A long-running `manage.py` command (e.g. run_memory_service) listening on `port`
+    (`port=0`: a worker that listens on nothing, e.g. memory_outbox_worker)."""
     return ServerProcess(name=name, argv=[sys.executable, "manage.py", name, *args], port=port, env=env)
 
 

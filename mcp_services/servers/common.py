@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
+import uvicorn
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -116,6 +117,15 @@ def build_app(server: MCPServer, *, transport: str, host: str):
     return server.streamable_http_app(stateless_http=True, json_response=True, transport_security=security, host=host)
 
 
+class _UvicornServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would kill the process
+    before `on_shutdown` runs; forgetting the signal lets us clean up and exit 0."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
 async def serve(
     server: MCPServer,
     *,
@@ -130,8 +140,6 @@ async def serve(
             # stdout is the protocol channel: every log line goes to stderr (Django's LOGGING).
             await server.run_stdio_async()
             return
-        import uvicorn
-
         config = uvicorn.Config(
             build_app(server, transport=transport, host=host),
             host=host,
@@ -141,7 +149,7 @@ async def serve(
             lifespan="on",
             timeout_graceful_shutdown=5,
         )
-        await uvicorn.Server(config).serve()
+        await _UvicornServer(config).serve()
     finally:
         if on_shutdown is not None:
             await on_shutdown()

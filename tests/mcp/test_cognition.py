@@ -1,0 +1,109 @@
+"""The cognition service in-process, reading an in-process memory service through ServiceClient."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from mcp import Client
+
+from mcp_services.client import ServiceClient
+from mcp_services.servers.cognition import blend, build_cognition_server
+from tests.mcp.conftest import held
+from tests.servers import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def at(minutes_ago: int) -> str:
+    return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
+
+
+@pytest.fixture
+async def memory_client(memory_server):
+    client = ServiceClient(name="memory", target=memory_server, token=None, timeout=10)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def cognition(memory_client):
+    async with held(Client(build_cognition_server(memory=memory_client), cache=None)) as client:
+        yield client
+
+
+async def context(cognition, **arguments) -> dict:
+    result = await cognition.call_tool("get_context", arguments)
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+async def test_without_a_query_the_newest_items_come_first(memory_client, cognition):
+    user = str(uuid.uuid4())
+    for n in range(5):
+        await memory_client.call_tool(
+            "store_input", {"user_id": user, "input_data": {"id": f"i{n}", "content": f"n{n}", "timestamp": at(10 - n)}}
+        )
+    answer = await context(cognition, user_id=user, limit=3)
+    assert [item["id"] for item in answer["context"]] == ["i4", "i3", "i2"]
+    assert answer["count"] == 3 and answer["user_id"] == user and answer["query"] is None
+
+
+async def test_with_a_query_an_older_relevant_item_comes_first(memory_client, cognition):
+    user = str(uuid.uuid4())
+    await memory_client.call_tool(
+        "store_input",
+        {"user_id": user, "input_data": {"id": "old", "content": "the kubernetes cluster upgrade plan", "timestamp": at(9000)}},
+    )
+    await memory_client.call_tool(
+        "store_input",
+        {"user_id": user, "input_data": {"id": "weak", "content": "cluster of grapes", "timestamp": at(5)}},
+    )
+    for n in range(10):
+        await memory_client.call_tool(
+            "store_input", {"user_id": user, "input_data": {"id": f"new{n}", "content": f"chat {n}", "timestamp": at(n)}}
+        )
+    answer = await context(cognition, user_id=user, query="kubernetes cluster upgrade", limit=5)
+    assert [item["id"] for item in answer["context"]] == ["old", "weak"]
+    assert answer["query"] == "kubernetes cluster upgrade" and answer["count"] == 2
+
+
+async def test_conversation_filter_keeps_only_that_conversations_items(memory_client, cognition):
+    user, conversation = str(uuid.uuid4()), str(uuid.uuid4())
+    await memory_client.call_tool(
+        "store_input", {"user_id": user, "input_data": {"id": "in", "content": "roadmap", "conversation_id": conversation}}
+    )
+    await memory_client.call_tool("store_input", {"user_id": user, "input_data": {"id": "out", "content": "roadmap"}})
+    plain = await context(cognition, user_id=user, conversation_id=conversation)
+    searched = await context(cognition, user_id=user, conversation_id=conversation, query="roadmap")
+    assert [item["id"] for item in plain["context"]] == ["in"]
+    assert [item["id"] for item in searched["context"]] == ["in"]
+
+
+async def test_memory_down_gives_an_empty_context_with_an_error():
+    unreachable = ServiceClient(name="memory", target=f"http://127.0.0.1:{free_port()}/mcp", token="x" * 20, timeout=2)
+    async with held(Client(build_cognition_server(memory=unreachable), cache=None)) as cognition:
+        answer = await context(cognition, user_id=str(uuid.uuid4()), query="anything")
+    assert answer["context"] == [] and answer["count"] == 0
+    assert "memory service unreachable" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"user_id": "nope"}, "user_id must be a UUID"),
+        ({"user_id": str(uuid.uuid4()), "limit": 0}, "limit must be"),
+        ({"user_id": str(uuid.uuid4()), "limit": 5000}, "limit must be"),
+        ({"user_id": str(uuid.uuid4()), "conversation_id": "../x"}, "conversation_id must be a UUID"),
+    ],
+)
+async def test_bad_arguments_are_a_tool_error(cognition, arguments, message):
+    result = await cognition.call_tool("get_context", arguments)
+    assert result.is_error and message in result.content[0].text
+
+
+def test_blend_prefers_relevance_and_breaks_ties_by_recency():
+    items = [{"id": "old", "timestamp": at(100)}, {"id": "new", "timestamp": at(1)}]
+    assert [item["id"] for item in blend(items, [1.0, 0.5], 2)] == ["old", "new"]
+    assert [item["id"] for item in blend(items, [1.0, 1.0], 2)] == ["new", "old"]

@@ -1,0 +1,181 @@
+"""Nothing lost: inputs accepted by a real core reach a real memory service exactly once, whatever
+happens to the memory service meanwhile; deletions follow; /context and /readyz report honestly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+import httpx2
+import pytest
+
+from tests.mcp.conftest import PASSWORD, Stack, http_client, stack, wait_until
+from tests.servers import ServerProcess, create_user, running
+
+pytestmark = pytest.mark.e2e
+
+
+def login(base_url: str, email: str) -> tuple[str, str]:
+    response = httpx2.post(f"{base_url}/auth/login", json={"email": email, "password": PASSWORD}, timeout=10)
+    response.raise_for_status()
+    body = response.json()
+    return body["access_token"], body["claims"]["oid"]
+
+
+def api(base_url: str, token: str) -> httpx2.Client:
+    return httpx2.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def post_inputs(base_url: str, token: str, count: int, *, conversation_id: str | None = None) -> tuple[list[str], list[float]]:
+    ids, latencies = [], []
+    with api(base_url, token) as client:
+        for n in range(count):
+            started = time.perf_counter()
+            response = client.post("/input", json={"content": f"input number {n}", "conversation_id": conversation_id})
+            latencies.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+            ids.append(response.json()["data"]["id"])
+    return ids, latencies
+
+
+def history(services: Stack, user_id: str) -> list[dict]:
+    async def read() -> list[dict]:
+        async with http_client(services.memory_url) as memory:
+            result = await memory.read_resource(f"history/{user_id}")
+            return json.loads(result.contents[0].text)
+
+    return asyncio.run(read())
+
+
+def count_or_zero(services: Stack, user_id: str) -> int:
+    try:
+        return len(history(services, user_id))
+    except Exception:  # noqa: BLE001 - the service is (re)starting
+        return 0
+
+
+def assert_exactly_once(services: Stack, user_id: str, ids: list[str]) -> None:
+    time.sleep(1.5)  # a late duplicate or straggler would land by now
+    items = history(services, user_id)
+    stored = [item["id"] for item in items]
+    assert len(stored) == len(ids), f"{len(stored)} items for {len(ids)} inputs"
+    assert sorted(stored) == sorted(ids)
+
+
+def test_inputs_accepted_while_memory_is_down_reach_it_exactly_once_when_it_returns():
+    with stack() as services:
+        create_user("down@example.com", PASSWORD, env=services.env)
+        with running(services.core()) as core:
+            token, user_id = login(core.url, "down@example.com")
+            ids, latencies = post_inputs(core.url, token, 100)
+            assert max(latencies) < 1.0, f"POST /input waited for memory: {max(latencies):.2f}s"
+            with running(services.memory()), running(services.worker()):
+                wait_until(lambda: count_or_zero(services, user_id) >= 100, timeout=40)
+                assert_exactly_once(services, user_id, ids)
+
+
+def test_memory_killed_in_the_middle_of_a_drain_still_ends_with_each_input_once():
+    with stack() as services:
+        services.env["OUTBOX_CONCURRENCY"] = "2"
+        create_user("kill@example.com", PASSWORD, env=services.env)
+        with running(services.core()) as core:
+            token, user_id = login(core.url, "kill@example.com")
+            ids, _ = post_inputs(core.url, token, 200)
+            memory = services.memory().start()
+            with running(services.worker()):
+                wait_until(lambda: count_or_zero(services, user_id) >= 20, timeout=40, interval=0.02)
+                memory.kill()
+                with running(services.memory()):
+                    wait_until(lambda: count_or_zero(services, user_id) >= 200, timeout=40)
+                    assert_exactly_once(services, user_id, ids)
+
+
+@dataclass
+class System:
+    services: Stack
+    core: ServerProcess
+    memory: ServerProcess
+    cognition: ServerProcess
+
+
+@pytest.fixture(scope="module")
+def system():
+    """Core, memory and cognition processes on one fresh database, with two users."""
+    with stack() as services:
+        create_user("ctx@example.com", PASSWORD, env=services.env)
+        create_user("other@example.com", PASSWORD, env=services.env)
+        with (
+            running(services.memory()) as memory,
+            running(services.cognition()) as cognition,
+            running(services.core()) as core,
+        ):
+            yield System(services, core, memory, cognition)
+
+
+def test_deleting_a_conversation_removes_its_memory_items(system):
+    services, core = system.services, system.core
+    token, user_id = login(core.url, "ctx@example.com")
+    with api(core.url, token) as client:
+        workspace = client.post("/config/workspace", json={"name": "w"}).json()["workspace"]
+        conversation = client.post(
+            "/config/conversation", json={"workspace_id": workspace["id"], "topic": "t"}
+        ).json()["conversation"]
+        in_conversation, _ = post_inputs(core.url, token, 3, conversation_id=conversation["id"])
+        outside, _ = post_inputs(core.url, token, 1)
+        # Delivered by the core's own drain (no worker runs here), right after each commit.
+        wait_until(lambda: {i["id"] for i in history(services, user_id)} >= {*in_conversation, *outside})
+        assert client.delete(f"/config/conversation/{conversation['id']}").status_code == 204
+    wait_until(lambda: {i["id"] for i in history(services, user_id)}.isdisjoint(in_conversation))
+    assert set(outside) <= {item["id"] for item in history(services, user_id)}
+
+
+def test_context_returns_the_callers_relevant_items_and_nobody_elses(system):
+    services, core = system.services, system.core
+    token, user_id = login(core.url, "ctx@example.com")
+    other_token, _ = login(core.url, "other@example.com")
+    with api(core.url, token) as client:
+        client.post("/input", json={"content": "The vaccination appointment is on Tuesday"})
+        for n in range(5):
+            client.post("/input", json={"content": f"random chatter {n}"})
+    with api(core.url, other_token) as client:
+        client.post("/input", json={"content": "my own vaccination record"})
+    wait_until(lambda: any("vaccination" in i["content"] for i in history(services, user_id)))
+
+    with api(core.url, token) as client:
+        response = client.get("/context", params={"query": "vaccination appointment", "limit": 3})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["user_id"] == user_id and body["query"] == "vaccination appointment"
+        assert [item["content"] for item in body["context"]] == ["The vaccination appointment is on Tuesday"]
+        assert client.get("/context", params={"limit": 2}).json()["count"] == 2
+        # The user id comes from the token; a user_id parameter is ignored.
+        assert client.get("/context", params={"user_id": str(uuid.uuid4())}).json()["user_id"] == user_id
+        assert client.get("/context", params={"conversation_id": str(uuid.uuid4())}).status_code == 404
+        assert client.get("/context", params={"limit": 0}).status_code == 400
+    assert httpx2.get(f"{core.url}/context", timeout=10).status_code == 401
+
+
+def test_readyz_and_context_report_a_stopped_cognition_service(system):
+    token, _ = login(system.core.url, "ctx@example.com")
+    ready = httpx2.get(f"{system.core.url}/readyz", timeout=15)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"database": "ok", "channel_layer": "ok", "memory": "ok", "cognition": "ok"}
+
+    system.cognition.stop()
+    try:
+        not_ready = httpx2.get(f"{system.core.url}/readyz", timeout=15)
+        assert not_ready.status_code == 503
+        assert not_ready.json()["error"]["fields"]["failing"] == ["cognition"]
+        with api(system.core.url, token) as client:
+            down = client.get("/context", params={"query": "anything"})
+        assert down.status_code == 503
+        assert down.json()["error"]["code"] == "service_unavailable"
+    finally:
+        system.cognition.start()
+    # The core's long-lived client reconnects to the restarted service by itself.
+    with api(system.core.url, token) as client:
+        assert client.get("/context").status_code == 200
+    assert httpx2.get(f"{system.core.url}/readyz", timeout=15).status_code == 200

@@ -1,0 +1,119 @@
+"""The memory outbox against the real database: written with the message, claimed, retried."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from conftest import client_for
+from mcp_services import delivery, services
+from mcp_services.models import OutboxEntry
+from tests.servers import free_port
+
+
+def post_input(user, content: str, conversation=None):
+    body = {"content": content, "conversation_id": str(conversation.id) if conversation else None}
+    response = client_for(user).post("/input", body, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()["data"]
+
+
+@pytest.fixture
+def memory_down(settings):
+    settings.CORTEX = {
+        **settings.CORTEX,
+        "MEMORY_URL": f"http://127.0.0.1:{free_port()}/mcp",
+        "SERVICE_TIMEOUT_SECONDS": 2,
+    }
+
+
+def test_an_accepted_input_writes_one_store_entry_for_its_sender(bob, conversation):
+    data = post_input(bob, "hello", conversation)
+    [entry] = OutboxEntry.objects.all()
+    assert entry.kind == OutboxEntry.Kind.STORE and entry.pending
+    assert str(entry.user_id) == str(bob.id) and str(entry.message_id) == data["id"]
+    assert entry.arguments == {"user_id": str(bob.id), "input_data": data}
+
+
+def test_a_refused_input_writes_no_entry(alice):
+    response = client_for(alice).post("/input", {"content": ""}, format="json")
+    assert response.status_code == 400
+    assert not OutboxEntry.objects.exists()
+
+
+def test_the_entry_rolls_back_with_the_message(alice):
+    from workspaces.services import message_create
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        message_create(sender=alice, content="lost with the transaction")
+        raise RuntimeError
+    assert not OutboxEntry.objects.exists()
+
+
+def test_a_claimed_entry_is_leased_to_one_drainer(alice):
+    post_input(alice, "one")
+    assert len(services.outbox_claim(limit=10)) == 1
+    assert services.outbox_claim(limit=10) == []
+    OutboxEntry.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert len(services.outbox_claim(limit=10)) == 1, "an expired lease (a dead drainer) frees the entry"
+
+
+def test_entries_are_not_due_before_their_next_attempt(alice):
+    post_input(alice, "later")
+    OutboxEntry.objects.update(next_attempt_at=timezone.now() + timedelta(minutes=5))
+    assert services.outbox_claim(limit=10) == []
+    assert len(services.outbox_claim(limit=10, ignore_schedule=True)) == 1
+
+
+def test_deleting_a_conversation_queues_a_delete_per_sender_and_drops_unsent_stores(alice, bob, conversation):
+    post_input(alice, "from alice", conversation)
+    post_input(bob, "from bob", conversation)
+    kept = post_input(alice, "outside any conversation")
+    response = client_for(alice).delete(f"/config/conversation/{conversation.id}")
+    assert response.status_code == 204
+    stores = OutboxEntry.objects.filter(kind=OutboxEntry.Kind.STORE)
+    assert [str(entry.message_id) for entry in stores] == [kept["id"]]
+    deletes = OutboxEntry.objects.filter(kind=OutboxEntry.Kind.DELETE)
+    assert {(str(e.user_id), str(e.conversation_id)) for e in deletes} == {
+        (str(alice.id), str(conversation.id)),
+        (str(bob.id), str(conversation.id)),
+    }
+
+
+def test_a_delete_waits_for_a_store_of_its_conversation_already_in_flight(alice, conversation):
+    post_input(alice, "in flight", conversation)
+    [in_flight] = services.outbox_claim(limit=10)
+    client_for(alice).delete(f"/config/conversation/{conversation.id}")
+    assert services.outbox_claim(limit=10) == [], "the delete must not overtake the store"
+    services.outbox_mark_delivered(entry_ids=[in_flight.id])
+    [delete] = services.outbox_claim(limit=10)
+    assert delete.kind == OutboxEntry.Kind.DELETE
+
+
+def test_backoff_grows_exponentially_up_to_the_cap(settings):
+    settings.CORTEX = {**settings.CORTEX, "OUTBOX_BACKOFF_BASE_SECONDS": 1, "OUTBOX_BACKOFF_MAX_SECONDS": 60}
+    delays = [services.outbox_backoff(attempts=n).total_seconds() for n in (1, 2, 3, 4, 10, 100)]
+    for delay, full in zip(delays, [1, 2, 4, 8, 60, 60], strict=True):
+        assert full / 2 <= delay <= full
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_memory_down_a_drain_schedules_retries_and_keeps_everything(alice, memory_down):
+    for n in range(3):
+        post_input(alice, f"kept {n}")
+    result = delivery.outbox_drain()
+    assert (result.delivered, result.retried) == (0, 3)
+    entries = list(OutboxEntry.objects.all())
+    assert all(entry.pending and entry.attempts == 1 and entry.claimed_until is None for entry in entries)
+    assert all("unreachable" in entry.last_error and entry.next_attempt_at > timezone.now() for entry in entries)
+    assert delivery.outbox_drain().claimed == 0, "nothing is due before the backoff"
+
+
+def test_on_commit_kicks_a_drain_without_waiting_for_it(alice, settings, django_capture_on_commit_callbacks):
+    settings.CORTEX = {**settings.CORTEX, "MEMORY_DRAIN_ON_COMMIT": False}
+    with django_capture_on_commit_callbacks() as callbacks:
+        post_input(alice, "kick")
+    assert delivery.kick in callbacks
