@@ -1,18 +1,26 @@
 """`manage.py run_cortex`: the whole system as one supervised group (what `make run` starts).
 
-Each part is a child process. A child that dies is reported on stderr and the group stops, so a
-broken service is never silently missing; Ctrl-C or SIGTERM stops every child cleanly.
+Children, started in this order and stopped in the reverse one: the memory service, the cognition
+service, the memory outbox worker, and the core (daphne). A child that dies is reported on stderr
+and the group stops, so a broken service is never silently missing; Ctrl-C or SIGTERM stops every
+child cleanly.
+
+The children share one service token through their environment. In debug mode, without
+CORTEX_SERVICE_TOKEN, a fresh one is generated for the group; outside debug mode it must be set.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 
 @dataclass
@@ -23,15 +31,35 @@ class Child:
 
 
 class Command(BaseCommand):
-    help = "Run the core (daphne) and its services as one supervised process group."
+    help = "Run the core (daphne), the memory and cognition services and the outbox worker as one group."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--memory-port", type=int, default=9000)
+        parser.add_argument("--cognition-port", type=int, default=9100)
+
+    def child_env(self, options: dict) -> dict[str, str]:
+        token = settings.CORTEX["SERVICE_TOKEN"]
+        if not token:
+            if not settings.DEBUG:
+                raise CommandError("Set CORTEX_SERVICE_TOKEN: the core and its services authenticate with it.")
+            token = secrets.token_urlsafe(32)
+            self.stderr.write("[run_cortex] CORTEX_SERVICE_TOKEN is unset: generated one for this run (debug mode)")
+        return {
+            **os.environ,
+            "CORTEX_SERVICE_TOKEN": token,
+            "MEMORY_URL": f"http://127.0.0.1:{options['memory_port']}/mcp",
+            "COGNITION_URL": f"http://127.0.0.1:{options['cognition_port']}/mcp",
+        }
 
     def children(self, options: dict) -> list[Child]:
         python = sys.executable
+        manage = [python, str(settings.BASE_DIR / "manage.py")]
         return [
+            Child("memory", [*manage, "run_memory_service", "--port", str(options["memory_port"])]),
+            Child("cognition", [*manage, "run_cognition_service", "--port", str(options["cognition_port"])]),
+            Child("outbox-worker", [*manage, "memory_outbox_worker"]),
             Child(
                 "core",
                 [python, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]), "cortex_site.asgi:application"],
@@ -40,6 +68,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         children = self.children(options)
+        env = self.child_env(options)
         stopping = False
 
         def request_stop(signum, frame) -> None:
@@ -51,7 +80,7 @@ class Command(BaseCommand):
 
         for child in children:
             # Own process groups: the terminal's Ctrl-C reaches only us, and we stop children in order.
-            child.process = subprocess.Popen(child.argv, start_new_session=True)
+            child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)
             self.stderr.write(f"[run_cortex] started {child.name} (pid {child.process.pid})")
         self.stderr.write(f"[run_cortex] Cortex Core on http://{options['host']}:{options['port']}/  (Ctrl-C stops all)")
 
