@@ -50,13 +50,9 @@ def memory_search(
     terms = search_terms(query)
     if not terms:
         return []
-    conversation = normalized_conversation_id(conversation_id)
-    if connection.vendor == "postgresql":
-        rows = _search_postgresql(user_id=user_id, terms=terms, limit=limit, conversation_id=conversation)
-    elif connection.vendor == "sqlite":
-        rows = _search_sqlite(user_id=user_id, terms=terms, limit=limit, conversation_id=conversation)
-    else:  # pragma: no cover - only the two supported databases
-        raise NotImplementedError(f"full-text search is not implemented for {connection.vendor}")
+    rows = _ranked_ids(
+        user_id=user_id, terms=terms, limit=limit, conversation_id=normalized_conversation_id(conversation_id)
+    )
     if not rows:
         return []
     best = max(score for _, score in rows) or 1.0
@@ -65,37 +61,34 @@ def memory_search(
     return [(data[row_id], score / best) for row_id, score in rows if row_id in data]
 
 
-def _search_sqlite(
-    *, user_id: uuid.UUID, terms: list[str], limit: int, conversation_id: str | None
-) -> list[tuple[int, float]]:
-    match = " OR ".join(f'"{term}"' for term in terms)
-    table = MemoryItem._meta.db_table
-    sql = (
-        f"SELECT m.id, -bm25(memory_item_fts) AS score FROM memory_item_fts "  # noqa: S608 - fixed names only
-        f"JOIN {table} m ON m.id = memory_item_fts.rowid "
-        "WHERE memory_item_fts MATCH %s AND m.user_id = %s"
-    )
-    params: list[Any] = [match, user_id.hex]
-    if conversation_id:
-        sql += " AND m.conversation_id = %s"
-        params.append(conversation_id)
-    sql += " ORDER BY bm25(memory_item_fts), m.timestamp DESC LIMIT %s"
-    params.append(limit)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [(row_id, float(score)) for row_id, score in cursor.fetchall()]
+# Per database: the ranked match (score: higher is better), the query text, the user id's form.
+_SEARCH = {
+    # External-content FTS5 table; bm25() is lower for better matches.
+    "sqlite": (
+        "SELECT m.id, -bm25(memory_item_fts) AS score FROM memory_item_fts "
+        "JOIN {table} m ON m.id = memory_item_fts.rowid WHERE memory_item_fts MATCH %s AND m.user_id = %s",
+        lambda terms: " OR ".join(f'"{term}"' for term in terms),
+        lambda user_id: user_id.hex,
+    ),
+    # Generated tsvector column with a GIN index.
+    "postgresql": (
+        "SELECT m.id, ts_rank_cd(m.search_vector, q) AS score FROM {table} m, to_tsquery('english', %s) q "
+        "WHERE m.search_vector @@ q AND m.user_id = %s",
+        lambda terms: " | ".join(terms),
+        lambda user_id: user_id,
+    ),
+}
 
 
-def _search_postgresql(
+def _ranked_ids(
     *, user_id: uuid.UUID, terms: list[str], limit: int, conversation_id: str | None
 ) -> list[tuple[int, float]]:
-    table = MemoryItem._meta.db_table
-    sql = (
-        f"SELECT m.id, ts_rank_cd(m.search_vector, q) AS score "  # noqa: S608 - fixed names only
-        f"FROM {table} m, to_tsquery('english', %s) q "
-        "WHERE m.user_id = %s AND m.search_vector @@ q"
-    )
-    params: list[Any] = [" | ".join(terms), user_id]
+    """(row id, engine score), best first: any term matches, the engine ranks (BM25 / ts_rank_cd)."""
+    if connection.vendor not in _SEARCH:  # pragma: no cover - only the two supported databases
+        raise NotImplementedError(f"full-text search is not implemented for {connection.vendor}")
+    select, query_text, user_param = _SEARCH[connection.vendor]
+    sql = select.format(table=MemoryItem._meta.db_table)
+    params: list[Any] = [query_text(terms), user_param(user_id)]
     if conversation_id:
         sql += " AND m.conversation_id = %s"
         params.append(conversation_id)

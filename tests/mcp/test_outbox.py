@@ -117,3 +117,48 @@ def test_on_commit_kicks_a_drain_without_waiting_for_it(alice, settings, django_
     with django_capture_on_commit_callbacks() as callbacks:
         post_input(alice, "kick")
     assert delivery.kick in callbacks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_drainers_claim_disjoint_entries(alice):
+    import threading
+
+    from django.db import connections
+
+    for n in range(40):
+        post_input(alice, f"claim {n}")
+    claimed: list[list[int]] = []
+    barrier = threading.Barrier(2)
+
+    def drainer() -> None:
+        try:
+            barrier.wait()
+            claimed.append([entry.id for entry in services.outbox_claim(limit=40)])
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=drainer) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    first, second = claimed
+    assert not set(first) & set(second)
+    assert len(first) + len(second) == 40
+
+
+def test_admin_lists_memory_items_and_the_outbox(admin_client, alice):
+    post_input(alice, "visible in the admin")
+    for url in (
+        "/admin/mcp_services/outboxentry/",
+        "/admin/mcp_services/outboxentry/?state=pending",
+        "/admin/mcp_services/outboxentry/?state=retrying&kind=store",
+        "/admin/mcp_services/outboxentry/?q=" + str(alice.id),
+        "/admin/mcp_services/memoryitem/",
+        "/admin/mcp_services/memoryitem/?q=visible",
+    ):
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+    entry = OutboxEntry.objects.get()
+    assert b"pending" in admin_client.get("/admin/mcp_services/outboxentry/").content
+    assert admin_client.get(f"/admin/mcp_services/outboxentry/{entry.id}/change/").status_code == 200

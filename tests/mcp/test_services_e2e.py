@@ -125,3 +125,18 @@ def test_a_service_refuses_a_public_address_without_a_token():
 def test_sigterm_stops_a_service_cleanly(services):
     server = memory_service(services.env).start()
     assert server.stop() == 0
+
+
+async def test_stdio_transport_keeps_stdout_for_the_protocol(services):
+    from mcp.client.stdio import StdioServerParameters
+
+    params = StdioServerParameters(
+        command=sys.executable, args=["manage.py", "run_memory_service", "--transport", "stdio"],
+        env=services.env, cwd=str(ROOT),
+    )
+    user = str(uuid.uuid4())
+    async with Client(params, mode="legacy", cache=None) as memory:
+        stored = await memory.call_tool("store_input", {"user_id": user, "input_data": {"content": "over stdio"}})
+        assert stored.structured_content["status"] == "stored"
+        history = json.loads((await memory.read_resource(f"history/{user}")).contents[0].text)
+    assert [item["content"] for item in history] == ["over stdio"]
