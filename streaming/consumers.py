@@ -35,7 +35,7 @@ from django.http import Http404
 
 from accounts.models import User
 from cortex_site.errors import error_body
-from streaming import selectors
+from streaming import daphne_compat, selectors
 from streaming.auth import StreamAuthError, stream_user
 from streaming.services import EventPayload, LiveMessage, user_group
 from workspaces.selectors import conversation_get_for_user
@@ -292,7 +292,13 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
             return
         await self.accept()
         self.accepted = True
+        daphne_compat.open_sockets.add(self)
         await self._stream_open()
+
+    async def going_away(self) -> None:
+        """The server is shutting down: close with 1001 so the client reconnects elsewhere."""
+        await self._stop_pump()
+        await self._finish("shutdown")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Clients only listen; anything they send is ignored."""

@@ -9,7 +9,10 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.urls import path
 
+from streaming import daphne_compat
 from streaming.consumers import EventSocketConsumer, EventStreamConsumer
+
+daphne_compat.install()
 
 
 class StreamOriginValidator(OriginValidator):
