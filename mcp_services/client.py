@@ -95,7 +95,10 @@ class ServiceClient:
                 await stop.wait()
         except BaseException as exc:  # noqa: BLE001 - reported to the waiting caller, or logged
             if not ready.done():
-                ready.set_exception(exc if isinstance(exc, Exception) else ServiceUnavailable(repr(exc)))
+                if isinstance(exc, Exception):
+                    ready.set_exception(exc)
+                else:  # cancelled by `_connected` after its timeout: nobody waits any more
+                    ready.cancel()
             elif not isinstance(exc, asyncio.CancelledError):
                 logger.info("%s: connection closed: %r", self.name, _unwrap(exc))
         finally:
@@ -120,14 +123,19 @@ class ServiceClient:
                 async with asyncio.timeout(self.timeout):
                     self._client = await asyncio.shield(ready)
             except BaseException as exc:
-                stop.set()
                 self._stop = None
+                self._owner.cancel()
+                if ready.done() and not ready.cancelled():
+                    ready.exception()  # retrieved: it is reported below
                 raise ServiceUnavailable(f"{self.name} service unreachable: {_describe(exc)}") from None
             logger.debug("%s: connected to %s", self.name, self.target)
             return self._client
 
-    def _drop(self) -> None:
-        """Forget the connection; the next call opens a new one (after a restart, a timeout)."""
+    def _drop(self, client: Client | None = None) -> None:
+        """Forget the connection (`client`: only if it is still the current one, so a late failure
+        on an old connection cannot drop a fresh one); the next call reconnects."""
+        if client is not None and client is not self._client:
+            return
         if self._stop is not None:
             self._stop.set()
         self._client = None
@@ -152,7 +160,7 @@ class ServiceClient:
             # A dead transport fails pending requests with CONNECTION_CLOSED: that is not an answer.
             if isinstance(inner, MCPError) and inner.code != CONNECTION_CLOSED:
                 raise inner from None
-            self._drop()
+            self._drop(client)
             raise ServiceUnavailable(f"{self.name} service failed: {_describe(inner)}") from None
 
     async def call_tool(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:

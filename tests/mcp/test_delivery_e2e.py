@@ -87,7 +87,9 @@ def test_memory_killed_in_the_middle_of_a_drain_still_ends_with_each_input_once(
             memory = services.memory().start()
             with running(services.worker()):
                 wait_until(lambda: count_or_zero(services, user_id) >= 20, timeout=40, interval=0.02)
+                seen = count_or_zero(services, user_id)
                 memory.kill()
+                assert seen < 200, "the kill must land in the middle of the drain"
                 with running(services.memory()):
                     wait_until(lambda: count_or_zero(services, user_id) >= 200, timeout=40)
                     assert_exactly_once(services, user_id, ids)
