@@ -202,8 +202,8 @@ def create_user(email: str, password: str, *, env: dict[str, str], name: str = "
 def create_users(*emails: str, password: str, env: dict[str, str]) -> None:
     """Several users in one `manage.py shell` run (one process start instead of one per user)."""
     code = (
-        "import sys\nfrom accounts.models import User\n"
-        "for email in sys.argv[1:]:\n"
-        "    User.objects.create_user(email=email, password=PASSWORD, name=email.split('@')[0])\n"
-    ).replace("PASSWORD", repr(password)).replace("sys.argv[1:]", repr(list(emails)))
+        "from accounts.models import User\n"
+        f"for email in {list(emails)!r}:\n"
+        f"    User.objects.create_user(email=email, password={password!r}, name=email.split('@')[0])\n"
+    )
     manage("shell", "-c", code, env=env)

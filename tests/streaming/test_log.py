@@ -176,3 +176,63 @@ async def test_idempotent_retries_create_one_message_and_one_event(alice, bob, c
     assert await Event.objects.filter(recipient=bob).acount() == 2
     assert [(await sse.event())[1]["data"]["content"] for _ in range(2)] == ["once", "next"]
     await sse.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_make_each_log_visible_as_a_gap_free_prefix(alice, bob, conversation):
+    """Seqs become visible in order: a reader never sees seq N while some seq < N is missing.
+
+    On PostgreSQL the writers really overlap; the per-user cursor row lock is what keeps this true
+    (without it they collide on the same seq, or an earlier seq commits after a later one).
+    """
+    import threading
+
+    from django.db import connection
+
+    writers, each = 6, 15
+    errors: list[BaseException] = []
+    done = threading.Event()
+    observations = 0
+
+    def write(n: int) -> None:
+        try:
+            for i in range(each):
+                sender = alice if (n + i) % 2 else bob
+                message_create(sender=sender, content=f"{n}-{i}", conversation=conversation)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def read() -> None:
+        nonlocal observations
+        try:
+            while not done.is_set():
+                visible = list(
+                    Event.objects.filter(recipient=alice).order_by("seq").values_list("seq", flat=True)
+                )
+                assert visible == list(range(1, len(visible) + 1)), visible
+                observations += 1
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    pool = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    done.set()
+    reader.join()
+    assert not errors, errors
+    assert observations > 0
+    total = writers * each
+    assert seqs(alice) == seqs(bob) == list(range(1, total + 1))
+    # Both logs list the inputs in the same (commit) order.
+    order = lambda user: list(  # noqa: E731
+        Event.objects.filter(recipient=user).order_by("seq").values_list("message_id", flat=True)
+    )
+    assert order(alice) == order(bob)
