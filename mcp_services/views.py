@@ -34,7 +34,18 @@ ContextOutputSerializer = inline_serializer(
 
 
 class ContextApi(APIView):
-    @extend_schema(parameters=[ContextQuerySerializer], responses={200: ContextOutputSerializer})
+    @extend_schema(
+        operation_id="context_get",
+        description=(
+            "The cognition service's context for the caller (the user comes from the token). Without "
+            "`query`: the newest items; with one: relevance blended with recency. With `conversation_id` "
+            "(a conversation the caller takes part in, else 404): only that conversation's items. "
+            "503 when the cognition service is down; if only memory is down, 200 with an empty "
+            "context and `error`."
+        ),
+        parameters=[ContextQuerySerializer],
+        responses={200: ContextOutputSerializer},
+    )
     def get(self, request: Request) -> Response:
         params = ContextQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
