@@ -162,3 +162,14 @@ def test_admin_lists_memory_items_and_the_outbox(admin_client, alice):
     entry = OutboxEntry.objects.get()
     assert b"pending" in admin_client.get("/admin/mcp_services/outboxentry/").content
     assert admin_client.get(f"/admin/mcp_services/outboxentry/{entry.id}/change/").status_code == 200
+
+
+def test_sync_memory_reports_an_unavailable_service_and_keeps_the_entries(alice, memory_down):
+    from django.core.management import CommandError, call_command
+
+    post_input(alice, "by hand")
+    OutboxEntry.objects.update(next_attempt_at=timezone.now() + timedelta(minutes=5))
+    with pytest.raises(CommandError, match="unavailable"):
+        call_command("sync_memory")
+    [entry] = OutboxEntry.objects.all()
+    assert entry.pending and entry.attempts == 1, "sync_memory ignores the backoff schedule"
