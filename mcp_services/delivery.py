@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 
 from mcp_services import client, services
 from mcp_services.client import ServiceToolError, ServiceUnavailable
@@ -76,18 +76,19 @@ def outbox_drain_batch(*, ignore_schedule: bool = False) -> DrainResult:
     except ServiceUnavailable as exc:
         outcomes = [exc] * len(entries)
     delivered = [entry.id for entry, outcome in zip(entries, outcomes, strict=True) if outcome is None]
-    services.outbox_mark_delivered(entry_ids=delivered)
     result.delivered = len(delivered)
-    for entry, outcome in zip(entries, outcomes, strict=True):
-        if outcome is None:
-            continue
-        if isinstance(outcome, ServiceToolError) and outcome.permanent:
-            logger.error("memory refused outbox entry %s for good: %s", entry.id, outcome)
-            services.outbox_mark_failed(entry=entry, error=str(outcome))
-            result.failed += 1
-        else:
-            services.outbox_mark_retry(entry=entry, error=str(outcome))
-            result.retried += 1
+    with transaction.atomic():  # one short write transaction for the whole batch's outcomes
+        services.outbox_mark_delivered(entry_ids=delivered)
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if outcome is None:
+                continue
+            if isinstance(outcome, ServiceToolError) and outcome.permanent:
+                logger.error("memory refused outbox entry %s for good: %s", entry.id, outcome)
+                services.outbox_mark_failed(entry=entry, error=str(outcome))
+                result.failed += 1
+            else:
+                services.outbox_mark_retry(entry=entry, error=str(outcome))
+                result.retried += 1
     if result.retried:
         first_error = next(outcome for outcome in outcomes if outcome is not None)
         logger.warning("memory outbox: %d deliveries will be retried (%s)", result.retried, first_error)

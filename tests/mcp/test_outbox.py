@@ -173,3 +173,11 @@ def test_sync_memory_reports_an_unavailable_service_and_keeps_the_entries(alice,
         call_command("sync_memory")
     [entry] = OutboxEntry.objects.all()
     assert entry.pending and entry.attempts == 1, "sync_memory ignores the backoff schedule"
+
+
+def test_only_a_refusal_of_the_arguments_stops_the_retries():
+    from mcp_services.client import ServiceToolError
+
+    assert ServiceToolError("Error executing tool store_input: invalid_input: user_id must be a UUID.").permanent
+    assert not ServiceToolError("Error executing tool store_input").permanent, "a crash may be transient"
+    assert not ServiceToolError("Connection closed").permanent
