@@ -111,12 +111,15 @@ class _EventStream:
             self.conversation_id = conversation.id
 
     # Streaming.
-    async def _stream_open(self) -> None:
+    async def _stream_subscribe(self) -> selectors.LogPosition:
+        """Before the client sees a response: once it does, every later event reaches it."""
         assert self.user is not None
         self.queue = asyncio.Queue(maxsize=settings.CORTEX["STREAM_BUFFER_EVENTS"])
         self.group = user_group(self.user.id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        position = await database_sync_to_async(selectors.log_position)(user_id=self.user.id)
+        return await database_sync_to_async(selectors.log_position)(user_id=self.user.id)
+
+    def _stream_start(self, position: selectors.LogPosition) -> None:
         self.streaming = True
         self.pump = asyncio.create_task(self._pump(position))
 
@@ -244,6 +247,7 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
             await self.send_response(err.status, json.dumps(error_body(err.code, err.message)).encode(), headers=headers)
             self.finished = True
             raise StopConsumer() from None
+        position = await self._stream_subscribe()
         await self.send_headers(
             status=200,
             headers=[
@@ -252,8 +256,9 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
                 (b"x-accel-buffering", b"no"),
             ],
         )
+        self.streaming = True  # from here on the response must be ended properly
         await self.send_body(f"retry: {settings.CORTEX['SSE_RETRY_MS']}\n\n".encode(), more_body=True)
-        await self._stream_open()
+        self._stream_start(position)
 
     async def _write_event(self, seq: int, payload: dict[str, Any]) -> None:
         data = json.dumps(payload, separators=(",", ":"))  # JSON never contains a raw newline
@@ -290,10 +295,11 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
             self.finished = True
             await self.close(code=WS_CLOSE_POLICY)
             return
+        position = await self._stream_subscribe()
         await self.accept()
         self.accepted = True
         daphne_compat.open_sockets.add(self)
-        await self._stream_open()
+        self._stream_start(position)
 
     async def going_away(self) -> None:
         """The server is shutting down: close with 1001 so the client reconnects elsewhere."""
