@@ -40,6 +40,11 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def setup_users(env: dict[str, str], count: int) -> str:
     """Users sub0..subN-1, one workspace of sub0 and a conversation with all of them."""
     return manage(
@@ -206,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         conversation_id = setup_users(env, args.subscribers)
         with running(core_server(env=env, server=args.server)) as server:
             tokens = asyncio.run(_tokens(server.port, args.subscribers))
+            cpu_before, client_before = cpu_seconds(server.process.pid), time.process_time()
             result = asyncio.run(fanout(server.port, tokens, conversation_id, args.rate, args.seconds))
+            result["server_cpu_seconds"] = round(cpu_seconds(server.process.pid) - cpu_before, 1)
+            result["client_cpu_seconds"] = round(time.process_time() - client_before, 1)
             print("fan-out:", json.dumps(result), flush=True)
         with running(core_server(env=env, server=args.server)) as server:
             token = asyncio.run(_tokens(server.port, 1))[0]

@@ -37,7 +37,7 @@ from accounts.models import User
 from cortex_site.errors import error_body
 from streaming import daphne_compat, selectors
 from streaming.auth import StreamAuthError, stream_user
-from streaming.services import EventPayload, LiveMessage, user_group
+from streaming.services import STREAM_EVENT, EventPayload, LiveMessage, user_group
 from workspaces.selectors import conversation_get_for_user
 
 logger = logging.getLogger(__name__)
@@ -182,6 +182,16 @@ class _EventStream:
         self.last_seen = through
 
     # Channel-layer handlers.
+    async def dispatch(self, message: dict) -> None:
+        # Channels runs close_old_connections in the sync thread before every handler: one hop
+        # to that single thread per live event per stream, which starves the request views at
+        # fan-out rates. This handler never touches the database (our only way in is
+        # database_sync_to_async, which cleans up itself), so it skips the hop.
+        if message["type"] == STREAM_EVENT:
+            await self.stream_event(message)  # type: ignore[arg-type]
+        else:
+            await super().dispatch(message)
+
     async def stream_event(self, message: LiveMessage) -> None:
         if self.queue is None or self.finished:
             return

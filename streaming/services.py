@@ -20,7 +20,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 
 from accounts.models import User
@@ -79,13 +79,10 @@ def _seqs_allocate(recipient_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     EventCursor.objects.bulk_create(
         [EventCursor(user_id=uid) for uid in recipient_ids], ignore_conflicts=True
     )
-    cursors = list(
-        EventCursor.objects.select_for_update().filter(user_id__in=recipient_ids).order_by("user_id")
-    )
-    for cursor in cursors:
-        cursor.last_seq += 1
-    EventCursor.objects.bulk_update(cursors, ["last_seq"])
-    return {cursor.user_id: cursor.last_seq for cursor in cursors}
+    locked = EventCursor.objects.select_for_update().filter(user_id__in=recipient_ids).order_by("user_id")
+    current = dict(locked.values_list("user_id", "last_seq"))
+    EventCursor.objects.filter(user_id__in=recipient_ids).update(last_seq=F("last_seq") + 1)
+    return {user_id: last_seq + 1 for user_id, last_seq in current.items()}
 
 
 def events_record_for_message(
