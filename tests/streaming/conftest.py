@@ -115,6 +115,9 @@ class SSEClient:
             assert set(fields) <= {"id", "data"}, frame
             return fields.get("id"), json.loads(fields["data"])
 
+    async def payload(self, timeout: float = TIMEOUT) -> dict:
+        return (await self.event(timeout))[1]
+
     async def close(self) -> None:
         await self.communicator.send_input({"type": "http.disconnect"})
         await self.communicator.wait(TIMEOUT)
@@ -131,7 +134,7 @@ class WSClient:
         self.connected, _ = await self.communicator.connect(TIMEOUT)
         return self
 
-    async def event(self, timeout: float = TIMEOUT) -> dict:
+    async def payload(self, timeout: float = TIMEOUT) -> dict:
         return await self.communicator.receive_json_from(timeout)
 
     async def close(self) -> None:

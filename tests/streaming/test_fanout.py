@@ -35,12 +35,12 @@ async def test_input_reaches_every_open_stream_of_sender_and_participants_only(a
                 "metadata": {},
                 "timestamp": data["timestamp"],
             }
-        assert await ws.event() == event
+        assert await ws.payload() == event
 
     # charlie's streams got nothing: the first event they ever see is charlie's own input.
     await post_input(charlie, "only mine")
     for stream in streams[charlie.email]:
-        event = (await stream.event())[1] if isinstance(stream, SSEClient) else await stream.event()
+        event = await stream.payload()
         assert event["data"]["content"] == "only mine"
         assert event["user_id"] == str(charlie.id)
 
@@ -53,9 +53,9 @@ async def test_input_without_conversation_reaches_only_its_sender(alice, bob, co
     alice_sse = await SSEClient(headers=await bearer(alice)).open()
     bob_ws = await WSClient(headers=await bearer(bob)).open()
     await post_input(bob, "note to self")
-    assert (await bob_ws.event())["data"]["content"] == "note to self"
+    assert (await bob_ws.payload())["data"]["content"] == "note to self"
     await post_input(alice, "in the conversation", conversation)
-    assert (await bob_ws.event())["data"]["content"] == "in the conversation"
+    assert (await bob_ws.payload())["data"]["content"] == "in the conversation"
     # alice's first event is her conversation input: bob's private note never reached her.
     _, event = await alice_sse.event()
     assert event["data"]["content"] == "in the conversation"

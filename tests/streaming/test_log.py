@@ -157,7 +157,7 @@ async def test_bad_input_is_refused_stores_nothing_and_publishes_nothing(alice, 
     await post_input(alice, "valid", conversation)
     event_id, event = await sse.event()
     assert (event_id, event["data"]["content"]) == ("1", "valid")
-    assert (await ws.event())["id"] == "1"
+    assert (await ws.payload())["id"] == "1"
     await sse.close()
     await ws.close()
 

@@ -14,7 +14,7 @@ from accounts.models import User
 from conftest import client_for
 from streaming import services
 from streaming.models import Event
-from tests.factories import ConversationFactory, WorkspaceFactory
+from tests.factories import ConversationFactory
 from tests.streaming.conftest import SSEClient, WSClient, access_token, bearer, layer, post_input, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,7 +60,7 @@ async def test_conversation_filter_keeps_only_that_conversations_events(alice, b
     await post_input(bob, "here", conversation)
     event_id, event = await filtered.event()
     assert (event_id, event["data"]["content"]) == ("3", "here")
-    assert (await filtered_ws.event())["data"]["content"] == "here"
+    assert (await filtered_ws.payload())["data"]["content"] == "here"
     await filtered.close()
     await filtered_ws.close()
 
@@ -147,10 +147,7 @@ async def test_resume_replays_missed_events_then_goes_live_without_duplicates(al
     else:
         stream = await WSClient(headers=await bearer(alice), last_event_id="1").open()
 
-    async def next_event():
-        return (await stream.event())[1] if isinstance(stream, SSEClient) else await stream.event()
-
-    replayed = [await next_event() for _ in range(4)]
+    replayed = [await stream.payload() for _ in range(4)]
     assert [e["id"] for e in replayed] == ["2", "3", "4", "5"]
     assert [e["data"]["content"] for e in replayed] == ["before 1", "before 2", "missed 4", "missed 5"]
     # A late live copy of an event already replayed is dropped at the seam.
@@ -158,7 +155,7 @@ async def test_resume_replays_missed_events_then_goes_live_without_duplicates(al
         services.user_group(alice.id), {"type": "stream.event", "seq": 5, "event": replayed[-1]}
     )
     await post_input(bob, "live 6", conversation)
-    live = await next_event()
+    live = await stream.payload()
     assert (live["id"], live["data"]["content"]) == ("6", "live 6")
     await stream.close()
 
@@ -186,11 +183,9 @@ async def test_resume_from_beyond_retention_starts_with_reset(alice, settings):
     assert result["events"] == 2
     for stream_class in (SSEClient, WSClient):
         stream = await stream_class(headers=await bearer(alice), last_event_id="1").open()
-        first = await stream.event()
-        first = first[1] if stream_class is SSEClient else first
+        first = await stream.payload()
         assert first == {"id": "2", "type": "reset"}
-        second = await stream.event()
-        second = second[1] if stream_class is SSEClient else second
+        second = await stream.payload()
         assert (second["id"], second["data"]["content"]) == ("3", "old 2")
         await stream.close()
     # Ids within the window resume normally; an id this log never issued resets too.
