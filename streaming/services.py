@@ -76,11 +76,16 @@ def _seqs_allocate(recipient_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     Rows are locked in one order (by user id) so concurrent writers cannot deadlock. On SQLite
     FOR UPDATE is a no-op, but IMMEDIATE transactions already serialize all writers.
     """
-    EventCursor.objects.bulk_create(
-        [EventCursor(user_id=uid) for uid in recipient_ids], ignore_conflicts=True
-    )
     locked = EventCursor.objects.select_for_update().filter(user_id__in=recipient_ids).order_by("user_id")
     current = dict(locked.values_list("user_id", "last_seq"))
+    if len(current) < len(recipient_ids):
+        # First event of some user. A concurrent first insert makes ours wait, then do nothing.
+        # (Two inputs racing on the first events of the same new users can, rarely, deadlock on
+        # PostgreSQL: it aborts one transaction and that input gets a 500 the client retries.)
+        EventCursor.objects.bulk_create(
+            [EventCursor(user_id=uid) for uid in recipient_ids if uid not in current], ignore_conflicts=True
+        )
+        current = dict(locked.values_list("user_id", "last_seq"))
     EventCursor.objects.filter(user_id__in=recipient_ids).update(last_seq=F("last_seq") + 1)
     return {user_id: last_seq + 1 for user_id, last_seq in current.items()}
 
