@@ -6,7 +6,11 @@ class StreamingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from streaming.receivers import on_message_created
+        from django.conf import settings
+        from django.db.models.signals import post_save
+
+        from streaming.receivers import on_message_created, on_user_saved
         from workspaces.signals import message_created
 
         message_created.connect(on_message_created, dispatch_uid="streaming.events_record_for_message")
+        post_save.connect(on_user_saved, sender=settings.AUTH_USER_MODEL, dispatch_uid="streaming.cursor_create")

@@ -70,6 +70,11 @@ def event_payload(event: Event) -> EventPayload:
     return {"id": str(event.seq), **event.payload}  # type: ignore[typeddict-item]
 
 
+def cursor_ensure(*, user_id: uuid.UUID) -> None:
+    """Give a new user their event cursor, in the transaction that creates the user."""
+    EventCursor.objects.get_or_create(user_id=user_id)
+
+
 def _seqs_allocate(recipient_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     """Next seq of each recipient, under a row lock held until the caller's transaction ends.
 
@@ -79,9 +84,9 @@ def _seqs_allocate(recipient_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     locked = EventCursor.objects.select_for_update().filter(user_id__in=recipient_ids).order_by("user_id")
     current = dict(locked.values_list("user_id", "last_seq"))
     if len(current) < len(recipient_ids):
-        # First event of some user. A concurrent first insert makes ours wait, then do nothing.
-        # (Two inputs racing on the first events of the same new users can, rarely, deadlock on
-        # PostgreSQL: it aborts one transaction and that input gets a 500 the client retries.)
+        # Only for users made without signals (bulk_create): cursors are created with the user
+        # (`cursor_ensure`), because inserting one here, while holding locks on others, could
+        # deadlock against a writer doing the same in another order.
         EventCursor.objects.bulk_create(
             [EventCursor(user_id=uid) for uid in recipient_ids if uid not in current], ignore_conflicts=True
         )

@@ -23,12 +23,6 @@ TOKEN = os.environ["CORTEX_SERVICE_TOKEN"]
 PASSWORD = "correct-horse-battery-staple"
 
 
-@pytest.fixture(autouse=True)
-def no_memory_drain_thread(settings):
-    """In-process tests drive the outbox themselves; the core's drain thread would race them."""
-    settings.CORTEX = {**settings.CORTEX, "MEMORY_DRAIN_ON_COMMIT": False}
-
-
 @pytest.fixture
 def memory_server():
     return build_memory_server()

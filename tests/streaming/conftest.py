@@ -19,13 +19,6 @@ TIMEOUT = 5
 
 
 @pytest.fixture(autouse=True)
-def no_memory_drain_thread(settings):
-    """The memory outbox's drain thread would outlive these tests' databases; delivery to memory
-    is mcp_services' business and tested there."""
-    settings.CORTEX = {**settings.CORTEX, "MEMORY_DRAIN_ON_COMMIT": False}
-
-
-@pytest.fixture(autouse=True)
 def fresh_channel_layer():
     """A new in-memory layer per test: its queues belong to the test's event loop."""
     channel_layers.backends.clear()
