@@ -14,6 +14,7 @@ def main() -> int:
     for name in wanted:
         print(f"\n=== {name} ===", flush=True)
         module = importlib.import_module(name if name.startswith("bench.") else f"bench.{name}")
+        sys.argv = [name]  # each benchmark parses its own options; here they run on their defaults
         failed += 1 if module.main() else 0
     return 1 if failed else 0
 
