@@ -249,6 +249,51 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "SECURITY": [{"jwtAuth": []}],
+    # The streams are Channels consumers, not DRF views: documented here by hand.
+    "APPEND_PATHS": {
+        "/output/stream": {
+            "get": {
+                "operationId": "output_stream",
+                "summary": "Live events as Server-Sent Events",
+                "description": (
+                    "`text/event-stream`: a `retry:` hint, then each event as `id: <id>` and `data: <event JSON>`"
+                    " (no `event:` field), and `: ping` heartbeats. Resume with the `Last-Event-ID` header or"
+                    " `last_event_id`; a `{\"type\": \"reset\"}` event comes first when that id is past retention."
+                    " Authenticate with `Authorization: Bearer` or a `ticket` from `POST /output/ticket`."
+                ),
+                "tags": ["output"],
+                "parameters": [
+                    {"name": "conversation_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+                    {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
+                    {"name": "ticket", "in": "query", "schema": {"type": "string"}},
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {"description": "The event stream", "content": {"text/event-stream": {}}},
+                    "401": {"description": "No, invalid or expired credentials (error envelope)"},
+                    "404": {"description": "conversation_id is not yours (error envelope)"},
+                },
+            }
+        },
+        "/output/ws": {
+            "get": {
+                "operationId": "output_websocket",
+                "summary": "Live events over WebSocket",
+                "description": (
+                    "Upgrade to WebSocket: the same event JSON objects as text frames, `last_event_id` resume,"
+                    " origin checked. Close code 1008 for failed auth, 1013 for a client that fell behind,"
+                    " 1001 on server shutdown."
+                ),
+                "tags": ["output"],
+                "parameters": [
+                    {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
+                    {"name": "ticket", "in": "query", "schema": {"type": "string"}},
+                    {"name": "conversation_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+                ],
+                "responses": {"101": {"description": "Switching protocols"}},
+            }
+        },
+    },
 }
 
 # Channels: Redis when REDIS_URL is set (several core processes), else in-process memory.

@@ -107,7 +107,8 @@ def test_openapi_schema_declares_bearer_auth(client):
     assert response.status_code == 200
     schema = response.json()
     assert schema["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
-    for path in ["/input", "/auth/login", "/config/workspace", "/config/conversation/{conversation_id}", "/messages"]:
+    for path in ["/input", "/auth/login", "/config/workspace", "/config/conversation/{conversation_id}", "/messages",
+                 "/output/stream", "/output/ws", "/output/ticket", "/context"]:
         assert path in schema["paths"], path
     assert client.get("/docs").status_code == 200
 
@@ -179,3 +180,9 @@ def test_admin_static_files_are_served_without_debug(client):
     response = client.get("/static/admin/css/base.css")
     assert response.status_code == 200
     assert b"".join(response.streaming_content if response.streaming else [response.content])
+
+
+def test_openapi_schema_is_valid_without_warnings():
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", os.devnull)
