@@ -1,17 +1,29 @@
 from django.contrib import admin
 
-from streaming.models import Event, EventCursor, StreamTicket
+from streaming.models import Event, EventBody, EventCursor, StreamTicket
 
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
-    list_display = ["id", "recipient", "seq", "type", "conversation", "created_at"]
-    list_filter = ["type", "created_at"]
-    search_fields = ["recipient__email", "=recipient__id", "=conversation__id", "=message__id"]
-    raw_id_fields = ["recipient", "conversation", "message"]
+    list_display = ["id", "recipient", "seq", "body", "conversation", "created_at"]
+    list_filter = ["body__type", "created_at"]
+    search_fields = ["recipient__email", "=recipient__id", "=conversation__id", "=body__message__id"]
+    list_select_related = ["recipient", "body"]
+    raw_id_fields = ["recipient", "conversation", "body"]
     date_hierarchy = "created_at"
     ordering = ["-id"]
-    readonly_fields = ["recipient", "seq", "type", "conversation", "message", "payload", "created_at"]
+    readonly_fields = ["recipient", "seq", "body", "conversation", "created_at"]
+
+
+@admin.register(EventBody)
+class EventBodyAdmin(admin.ModelAdmin):
+    list_display = ["id", "type", "message", "created_at"]
+    list_filter = ["type", "created_at"]
+    search_fields = ["=message__id"]
+    raw_id_fields = ["message"]
+    date_hierarchy = "created_at"
+    ordering = ["-id"]
+    readonly_fields = ["type", "message", "payload", "created_at"]
 
 
 @admin.register(EventCursor)

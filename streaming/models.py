@@ -28,26 +28,39 @@ class EventCursor(models.Model):
         return f"{self.user_id}@{self.last_seq}"
 
 
-class Event(models.Model):
-    """One event in one recipient's log. `payload` is the event JSON without its `id` (= `seq`)."""
+class EventBody(models.Model):
+    """An event's JSON without its per-recipient `id`: stored once, however many recipients it has
+    (a 32 KB input to a conversation of 100 is one body and 100 small `Event` rows)."""
 
-    recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    seq = models.PositiveBigIntegerField()
     type = models.CharField(max_length=32)
-    conversation = models.ForeignKey(
-        "workspaces.Conversation", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
-    )
     message = models.ForeignKey(
         "workspaces.Message", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     payload = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
+    def __str__(self) -> str:
+        return f"{self.type} {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Event(models.Model):
+    """One entry of one recipient's log: `seq` is the event's id on that recipient's streams."""
+
+    recipient = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    seq = models.PositiveBigIntegerField()
+    body = models.ForeignKey(EventBody, on_delete=models.CASCADE, related_name="deliveries")
+    # Copied from the body: the `?conversation_id=` filter reads it with the (recipient, seq) index,
+    # and deleting a conversation deletes its events.
+    conversation = models.ForeignKey(
+        "workspaces.Conversation", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["recipient", "seq"], name="event_recipient_seq")]
 
     def __str__(self) -> str:
-        return f"{self.recipient_id}#{self.seq} {self.type}"
+        return f"{self.recipient_id}#{self.seq}"
 
 
 class StreamTicket(models.Model):

@@ -31,4 +31,4 @@ def event_page(
     events = Event.objects.filter(recipient_id=user_id, seq__gt=after, seq__lte=through)
     if conversation_id is not None:
         events = events.filter(conversation_id=conversation_id)
-    return [(event.seq, event_payload(event)) for event in events.order_by("seq")[:limit]]
+    return [(event.seq, event_payload(event)) for event in events.select_related("body").order_by("seq")[:limit]]

@@ -24,7 +24,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from accounts.models import User
-from streaming.models import Event, EventCursor, StreamTicket
+from streaming.models import Event, EventBody, EventCursor, StreamTicket
 from workspaces.models import IdempotencyRecord, Message
 from workspaces.selectors import iso
 from workspaces.services import InputData
@@ -67,7 +67,7 @@ def user_group(user_id: uuid.UUID | str) -> str:
 
 
 def event_payload(event: Event) -> EventPayload:
-    return {"id": str(event.seq), **event.payload}  # type: ignore[typeddict-item]
+    return {"id": str(event.seq), **event.body.payload}  # type: ignore[typeddict-item]
 
 
 def cursor_ensure(*, user_id: uuid.UUID) -> None:
@@ -111,15 +111,14 @@ def events_record_for_message(
         "metadata": message.metadata,
         "timestamp": iso(message.created_at),
     }
+    body = EventBody.objects.create(type="input", message=message, payload=payload, created_at=message.created_at)
     events = Event.objects.bulk_create(
         [
             Event(
                 recipient_id=uid,
                 seq=seqs[uid],
-                type="input",
+                body=body,
                 conversation_id=message.conversation_id,
-                message=message,
-                payload=payload,
                 created_at=message.created_at,
             )
             for uid in recipients
@@ -210,6 +209,7 @@ def events_prune(*, now: Any = None) -> PruneResult:
             pruned_through=row["floor"]
         )
     events, _ = old.delete()
+    EventBody.objects.filter(created_at__lt=cutoff, deliveries__isnull=True).delete()
     idem_cutoff = now - timedelta(hours=settings.CORTEX["IDEMPOTENCY_HOURS"])
     records, _ = IdempotencyRecord.objects.filter(created_at__lt=idem_cutoff).delete()
     tickets, _ = StreamTicket.objects.filter(expires_at__lte=now).delete()

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from conftest import client_for
 from streaming import selectors, services
-from streaming.models import Event, EventCursor, StreamTicket
+from streaming.models import Event, EventBody, EventCursor, StreamTicket
 from tests.factories import ConversationFactory
 from tests.streaming.conftest import SSEClient, WSClient, bearer, post_input
 from workspaces.models import IdempotencyRecord, Message
@@ -48,7 +48,7 @@ def test_a_rolled_back_input_leaves_no_event_and_no_used_seq(alice):
         raise RuntimeError
     message_create(sender=alice, content="kept")
     assert seqs(alice) == [1]
-    assert Event.objects.get(recipient=alice).payload["data"]["content"] == "kept"
+    assert Event.objects.get(recipient=alice).body.payload["data"]["content"] == "kept"
 
 
 @pytest.mark.django_db
@@ -57,7 +57,7 @@ def test_deleting_a_conversation_deletes_its_events(alice, conversation):
     message_create(sender=alice, content="outside")
     response = client_for(alice).delete(f"/config/conversation/{conversation.id}")
     assert response.status_code == 204
-    assert [e.payload["data"]["content"] for e in Event.objects.filter(recipient=alice)] == ["outside"]
+    assert [e.body.payload["data"]["content"] for e in Event.objects.filter(recipient=alice)] == ["outside"]
 
 
 @pytest.mark.django_db
@@ -75,6 +75,14 @@ def test_prune_events_drops_old_events_records_and_tickets(alice, bob):
     assert EventCursor.objects.get(user=bob).pruned_through == 0
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["k-new"]
     assert list(StreamTicket.objects.values_list("user", flat=True)) == [bob.id]
+    # The old event's body went with its last delivery; the others' bodies stay.
+    assert sorted(EventBody.objects.values_list("payload__data__content", flat=True)) == ["bob's", "new"]
+
+
+def test_an_event_body_is_stored_once_for_all_recipients(alice, bob, conversation):
+    message_create(sender=alice, content="x" * 10_000, conversation=conversation)
+    assert EventBody.objects.count() == 1
+    assert Event.objects.filter(body=EventBody.objects.get()).count() == 2
 
 
 @pytest.mark.django_db
@@ -233,6 +241,6 @@ def test_concurrent_writers_make_each_log_visible_as_a_gap_free_prefix(alice, bo
     assert seqs(alice) == seqs(bob) == list(range(1, total + 1))
     # Both logs list the inputs in the same (commit) order.
     order = lambda user: list(  # noqa: E731
-        Event.objects.filter(recipient=user).order_by("seq").values_list("message_id", flat=True)
+        Event.objects.filter(recipient=user).order_by("seq").values_list("body__message_id", flat=True)
     )
     assert order(alice) == order(bob)
