@@ -14,6 +14,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from mcp_services.models import MemoryItem, OutboxEntry
+from workspaces.selectors import iso
 
 
 class MemoryInputError(ValueError):
@@ -72,7 +73,7 @@ def _normalized_item(input_data: object) -> tuple[dict[str, Any], datetime]:
         item["id"] = str(item_id)
     if item.get("timestamp") in (None, ""):
         moment = timezone.now()
-        item["timestamp"] = moment.isoformat().replace("+00:00", "Z")
+        item["timestamp"] = iso(moment)
     else:
         moment = _parse_timestamp(item["timestamp"])
     content = item.get("content", "")
