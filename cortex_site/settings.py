@@ -316,8 +316,6 @@ else:
 CORTEX = {
     "MAX_CONTENT_CHARS": env_int("MAX_CONTENT_CHARS", 32_768, minimum=1),
     "MAX_METADATA_BYTES": env_int("MAX_METADATA_BYTES", 16 * 1024, minimum=2),
-    "MAX_NAME_CHARS": 200,
-    "MAX_DESCRIPTION_CHARS": 2_000,
     "MAX_PARTICIPANTS": env_int("MAX_PARTICIPANTS", 100, minimum=1),
     "SSE_HEARTBEAT_SECONDS": env_int("SSE_HEARTBEAT_SECONDS", 15, minimum=1),
     "SSE_RETRY_MS": env_int("SSE_RETRY_MS", 3000, minimum=100),
