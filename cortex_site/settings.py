@@ -204,13 +204,32 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "cortex_site.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Login requests per client address (see TRUSTED_PROXIES); refresh and logout per user (or per
+    # address for tokens that name no valid user); context per user. Failed logins have their own
+    # per-account and per-address limits (LOGIN_FAILURES_* below).
     "DEFAULT_THROTTLE_RATES": {
-        "login": env_str("LOGIN_RATE", "10/min"),
+        "login": env_str("LOGIN_RATE", "300/min"),
+        "refresh": env_str("REFRESH_RATE", "30/min"),
         "input": env_str("INPUT_RATE", "600/min"),
         "ticket": env_str("TICKET_RATE", "60/min"),
+        "context": env_str("CONTEXT_RATE", "120/min"),
     },
     "UNAUTHENTICATED_USER": None,
 }
+
+# Proxies whose X-Forwarded-For is believed (IP addresses or networks, comma-separated). None by
+# default: the client address is the peer's, whatever headers it sends. With proxies listed, the
+# client is the rightmost X-Forwarded-For entry that is not itself a listed proxy.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+
+# Failed logins: at most LOGIN_FAILURES_PER_ACCOUNT per account and LOGIN_FAILURES_PER_ADDRESS per
+# client address within LOGIN_FAILURE_WINDOW_SECONDS; beyond that, 429 with Retry-After (API) or a
+# refused form (admin) until the window ends. Successful logins do not count.
+LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
+LOGIN_FAILURES_PER_ADDRESS = env_int("LOGIN_FAILURES_PER_ADDRESS", 100, minimum=1)
+LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60, minimum=1)
+
+AUTHENTICATION_BACKENDS = ["accounts.backends.LimitedModelBackend"]
 
 CACHES = {
     "default": {
@@ -222,9 +241,12 @@ CACHES = {
 JWT_ISSUER = env_str("JWT_ISSUER", "cortex-core")
 JWT_AUDIENCE = env_str("JWT_AUDIENCE", "cortex-clients")
 ACCESS_TOKEN_MINUTES = env_int("ACCESS_TOKEN_MINUTES", 15, minimum=1)
+# Seconds, when set, win over ACCESS_TOKEN_MINUTES (short-lived deployments, and the tests of
+# streams ending with their token).
+ACCESS_TOKEN_SECONDS = env_int("ACCESS_TOKEN_SECONDS", ACCESS_TOKEN_MINUTES * 60, minimum=1)
 
 SIMPLE_JWT = {
-    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=ACCESS_TOKEN_MINUTES),
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=ACCESS_TOKEN_SECONDS),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("REFRESH_TOKEN_DAYS", 7, minimum=1)),
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
@@ -320,6 +342,16 @@ CORTEX = {
     "SSE_HEARTBEAT_SECONDS": env_int("SSE_HEARTBEAT_SECONDS", 15, minimum=1),
     "SSE_RETRY_MS": env_int("SSE_RETRY_MS", 3000, minimum=100),
     "STREAM_BUFFER_EVENTS": env_int("STREAM_BUFFER_EVENTS", 1000, minimum=1),
+    # A connection whose unsent output passes this many bytes (a client that stopped reading) is
+    # cut off; it resumes with Last-Event-ID.
+    "STREAM_BUFFER_BYTES": env_int("STREAM_BUFFER_BYTES", 1024 * 1024, minimum=16 * 1024),
+    # Open SSE + WebSocket streams per user (all processes sharing the cache); the next is a 429.
+    "STREAMS_PER_USER": env_int("STREAMS_PER_USER", 10, minimum=1),
+    # A resume further back than this many events gets {"type": "reset"} and starts at the head.
+    "REPLAY_LIMIT_EVENTS": env_int("REPLAY_LIMIT_EVENTS", 10_000, minimum=1),
+    # How often an open stream re-checks that its user is still active (deactivation also stops
+    # streams at once through the channel layer; this is the bound if that message is lost).
+    "STREAM_RECHECK_SECONDS": env_int("STREAM_RECHECK_SECONDS", 15, minimum=1),
     "EVENT_RETENTION_HOURS": env_int("EVENT_RETENTION_HOURS", 24, minimum=1),
     "IDEMPOTENCY_HOURS": 24,
     "TICKET_SECONDS": env_int("TICKET_SECONDS", 30, minimum=1),
@@ -333,6 +365,10 @@ CORTEX = {
     "SERVICE_ALLOWED_ORIGINS": env_list("SERVICE_ALLOWED_ORIGINS"),
     "MEMORY_MAX_ITEM_BYTES": env_int("MEMORY_MAX_ITEM_BYTES", 256 * 1024, minimum=1024),
     "MEMORY_MAX_LIMIT": env_int("MEMORY_MAX_LIMIT", 1000, minimum=1),
+    # Search candidates cognition asks memory for per get_context call (ranked, then blended).
+    "CONTEXT_MAX_CANDIDATES": env_int("CONTEXT_MAX_CANDIDATES", 200, minimum=1),
+    # JSON nesting accepted in request bodies and metadata (deeper: 400).
+    "MAX_JSON_DEPTH": env_int("MAX_JSON_DEPTH", 32, minimum=2),
     "MEMORY_HISTORY_MAX_ITEMS": env_int("MEMORY_HISTORY_MAX_ITEMS", 10_000, minimum=1),
     # Memory outbox: a drain is kicked after each commit (MEMORY_DRAIN_ON_COMMIT) and the
     # `memory_outbox_worker` retries what failed, backing off exponentially up to the maximum.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import NamedTuple
 
+from accounts.models import User
 from streaming.models import Event, EventCursor
 from streaming.services import EventPayload, event_payload
 
@@ -32,3 +33,8 @@ def event_page(
     if conversation_id is not None:
         events = events.filter(conversation_id=conversation_id)
     return [(event.seq, event_payload(event)) for event in events.select_related("body").order_by("seq")[:limit]]
+
+
+def user_may_stream(*, user_id: uuid.UUID) -> bool:
+    """Still active (and not deleted): an open stream re-checks this now and then."""
+    return User.objects.filter(id=user_id, is_active=True).exists()

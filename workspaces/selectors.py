@@ -61,7 +61,8 @@ def conversation_list(*, user: User, workspace_id: object | None = None) -> Quer
 
 
 def conversation_participant_ids(*, conversation: Conversation) -> list[uuid.UUID]:
-    return list(conversation.participants.values_list("id", flat=True))
+    """The event recipients: active participants only (a deactivated user receives nothing)."""
+    return list(conversation.participants.filter(is_active=True).values_list("id", flat=True))
 
 
 def message_list(
