@@ -4,7 +4,7 @@ from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import AuthenticationFailed, Throttled
-from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,6 +17,7 @@ from accounts.serializers import (
     VerifyOutputSerializer,
 )
 from accounts.services import InvalidRefreshToken, refresh_token_revoke, token_pair_issue, token_pair_refresh
+from cortex_site.parsers import BoundedJSONParser
 from accounts.throttles import AddressRateThrottle, RefreshRateThrottle
 
 
@@ -43,7 +44,7 @@ def _with_refresh_token(request: Request, action):
 
 
 class LoginApi(_PublicAuthView):
-    parser_classes = [JSONParser, FormParser]
+    parser_classes = [BoundedJSONParser, FormParser]
     throttle_classes = [AddressRateThrottle]
     throttle_scope = "login"
 
