@@ -5,6 +5,7 @@ from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts.models import RefreshTokenFamily, User
+from accounts.services import user_delete
 
 
 class UserCreationForm(AdminUserCreationForm):
@@ -35,6 +36,14 @@ class UserAdmin(BaseUserAdmin):
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "name", "password1", "password2")}),)
+
+    # As the API would: their workspaces, events and memory go too, and their streams end.
+    def delete_model(self, request, obj: User) -> None:
+        user_delete(user=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for user in queryset:
+            user_delete(user=user)
 
 
 # The admin login goes through `accounts.backends.LimitedModelBackend` like the API; a refused

@@ -21,6 +21,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import RefreshTokenFamily, User
+from accounts.signals import user_deleting
 from accounts.tokens import FAMILY_CLAIM, FamilyRefreshToken
 
 
@@ -114,6 +115,15 @@ def token_pair_refresh(*, refresh_token: str) -> TokenPair:
         if not created:  # a concurrent refresh with the same token won the race
             raise InvalidRefreshToken("Token is blacklisted")
         return token_pair_issue(user=user, family_id=token[FAMILY_CLAIM])
+
+
+@transaction.atomic
+def user_delete(*, user: User) -> None:
+    """Delete a user and everything theirs, as the API deletes: their workspaces (conversations,
+    messages and events with them) and their memory, purged through the outbox; their streams end
+    (`streaming` listens to the delete)."""
+    user_deleting.send(sender=User, user=user)
+    user.delete()
 
 
 def refresh_token_revoke(*, refresh_token: str) -> None:

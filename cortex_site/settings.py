@@ -58,9 +58,20 @@ DEBUG = env_bool("DEBUG", False)
 _DEBUG_ONLY_SECRET = "insecure-debug-only-secret-key-never-use-in-production"
 _DEBUG_ONLY_JWT_KEY = "insecure-debug-only-jwt-signing-key-never-use-in-production"
 
+# The memory and cognition MCP services (`run_cortex` sets this for them) sign nothing and verify
+# no user token: they run without SECRET_KEY and JWT_SIGNING_KEY, which they are never given, so a
+# compromised service process cannot mint user tokens. Django gets a throwaway key of its own.
+SERVICE_PROCESS = env_bool("CORTEX_SERVICE_PROCESS", False)
+
 SECRET_KEY = env_str("SECRET_KEY") or (_DEBUG_ONLY_SECRET if DEBUG else None)
 JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY") or (_DEBUG_ONLY_JWT_KEY if DEBUG else None)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+if SERVICE_PROCESS:
+    import secrets as _secrets
+
+    SECRET_KEY = SECRET_KEY or _secrets.token_urlsafe(48)
+    JWT_SIGNING_KEY = JWT_SIGNING_KEY or _secrets.token_urlsafe(48)  # signs nothing: unknown to all
+    ALLOWED_HOSTS = ALLOWED_HOSTS or ["127.0.0.1", "localhost", "[::1]"]
 
 if not DEBUG:
     missing = [
@@ -359,6 +370,9 @@ CORTEX = {
     "MEMORY_URL": env_str("MEMORY_URL", "http://127.0.0.1:9000/mcp"),
     "COGNITION_URL": env_str("COGNITION_URL", "http://127.0.0.1:9100/mcp"),
     "SERVICE_TOKEN": env_str("CORTEX_SERVICE_TOKEN"),
+    # Cognition's own credential: it calls memory with it and is called with it, and memory lets it
+    # only read (search, history). Unset: the service token is used (`run_cortex` always sets one).
+    "COGNITION_TOKEN": env_str("CORTEX_COGNITION_TOKEN"),
     "SERVICE_TIMEOUT_SECONDS": env_int("SERVICE_TIMEOUT_SECONDS", 5, minimum=1),
     # Extra Host names the MCP services answer to (beyond loopback) and browser origins they accept.
     "SERVICE_ALLOWED_HOSTS": env_list("SERVICE_ALLOWED_HOSTS"),

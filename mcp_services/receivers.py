@@ -11,6 +11,7 @@ from django.dispatch import receiver
 
 from mcp_services import delivery, services
 from workspaces.models import Message
+from accounts.signals import user_deleting
 from workspaces.signals import conversations_deleting, message_created
 
 
@@ -18,6 +19,13 @@ from workspaces.signals import conversations_deleting, message_created
 def enqueue_memory_store(sender: Any, message: Message, data: dict[str, Any], **kwargs: Any) -> None:
     # Memory is per user: the input belongs to its sender, whoever else receives the event.
     services.outbox_store_enqueue(user_id=message.sender_id, message_id=message.id, data=dict(data))
+    transaction.on_commit(delivery.kick)
+
+
+@receiver(user_deleting, dispatch_uid="mcp_services.memory_purge_user")
+def enqueue_memory_purge(sender: Any, user: Any, **kwargs: Any) -> None:
+    # Everything the user stored (also their inputs to other people's conversations).
+    services.outbox_user_purge_enqueue(user_id=user.id)
     transaction.on_commit(delivery.kick)
 
 
