@@ -135,14 +135,18 @@ def memory_item_delete(*, user_id: uuid.UUID, item_id: str | None = None, conver
 # --- the outbox --------------------------------------------------------------------------------
 
 
-def outbox_store_enqueue(*, user_id: uuid.UUID, message_id: uuid.UUID, data: dict[str, Any]) -> OutboxEntry:
-    """Called inside the message's transaction: the entry commits or rolls back with it."""
-    return OutboxEntry.objects.create(
-        kind=OutboxEntry.Kind.STORE,
-        user_id=user_id,
-        message_id=message_id,
-        conversation_id=data.get("conversation_id"),
-        arguments={"user_id": str(user_id), "input_data": data},
+def outbox_stores_enqueue(*, stores: list[tuple[uuid.UUID, uuid.UUID, dict[str, Any]]]) -> list[OutboxEntry]:
+    """One `store_input` per (user id, message id, item), inside the messages' transaction: the
+    entries commit or roll back with them."""
+    return OutboxEntry.objects.bulk_create(
+        OutboxEntry(
+            kind=OutboxEntry.Kind.STORE,
+            user_id=user_id,
+            message_id=message_id,
+            conversation_id=data.get("conversation_id"),
+            arguments={"user_id": str(user_id), "input_data": data},
+        )
+        for user_id, message_id, data in stores
     )
 
 
