@@ -342,7 +342,7 @@ CORTEX = {
     # Memory outbox: a drain is kicked after each commit (MEMORY_DRAIN_ON_COMMIT) and the
     # `memory_outbox_worker` retries what failed, backing off exponentially up to the maximum.
     "MEMORY_DRAIN_ON_COMMIT": env_bool("MEMORY_DRAIN_ON_COMMIT", True),
-    "OUTBOX_BATCH_SIZE": env_int("OUTBOX_BATCH_SIZE", 100, minimum=1),
+    "OUTBOX_BATCH_SIZE": env_int("OUTBOX_BATCH_SIZE", 500, minimum=1),
     "OUTBOX_CONCURRENCY": env_int("OUTBOX_CONCURRENCY", 8, minimum=1),
     "OUTBOX_LEASE_SECONDS": env_int("OUTBOX_LEASE_SECONDS", 60, minimum=1),
     "OUTBOX_POLL_SECONDS": env_int("OUTBOX_POLL_SECONDS", 1, minimum=1),
