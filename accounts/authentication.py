@@ -36,30 +36,27 @@ from accounts.models import User
 _MISSING = object()
 
 
-class _UserCache:
-    """user id -> (user row or None, expiry). Bounded; entries are replaced, never mutated."""
+class ExpiringCache:
+    """key -> value until a wall-clock deadline. Bounded; entries are replaced, never mutated."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
-        self._entries: dict[str, tuple[Any, float]] = {}
+        self._entries: dict[Any, tuple[Any, float]] = {}
         self._lock = threading.Lock()
         self._max = max_entries
 
-    def get(self, key: str) -> Any:
+    def get(self, key: Any) -> Any:
         entry = self._entries.get(key)
-        if entry is None or entry[1] <= time.monotonic():
+        if entry is None or entry[1] <= time.time():
             return _MISSING
         return entry[0]
 
-    def put(self, key: str, user: User | None) -> None:
-        ttl = settings.CORTEX["AUTH_USER_CACHE_SECONDS"]
-        if ttl <= 0:
-            return
+    def put(self, key: Any, value: Any, deadline: float) -> None:
         with self._lock:
             if len(self._entries) >= self._max:
-                self._entries.clear()  # cheap and rare: a burst of distinct users refills it
-            self._entries[key] = (user, time.monotonic() + ttl)
+                self._entries.clear()  # cheap and rare: a burst of distinct keys refills it
+            self._entries[key] = (value, deadline)
 
-    def discard(self, key: str) -> None:
+    def discard(self, key: Any) -> None:
         with self._lock:
             self._entries.pop(key, None)
 
@@ -68,7 +65,14 @@ class _UserCache:
             self._entries.clear()
 
 
-user_cache = _UserCache()
+user_cache = ExpiringCache()  # user id -> user row (or None: no such user)
+_tokens = ExpiringCache()  # raw access token -> validated token, until the token expires
+
+
+def _remember_user(key: str, user: User | None) -> None:
+    ttl = settings.CORTEX["AUTH_USER_CACHE_SECONDS"]
+    if ttl > 0:
+        user_cache.put(key, user, time.time() + ttl)
 
 
 def forget_user(sender: Any, instance: User, **kwargs: Any) -> None:
@@ -88,14 +92,29 @@ def _user_id(validated_token: Token) -> str:
 
 
 class CachedJWTAuthentication(JWTAuthentication):
-    """simplejwt's authentication with the user row cached per process (see the module docstring)."""
+    """simplejwt's authentication with the user row cached per process (see the module docstring).
+
+    A validated access token is also remembered until its own expiry: its signature and claims
+    cannot change, so the next request with it skips the HMAC and claim checks (access tokens are
+    never blacklisted; what revokes them, the user's state and password, is checked every time).
+    """
+
+    def get_validated_token(self, raw_token: bytes) -> Token:
+        token = _tokens.get(raw_token)
+        if token is not _MISSING:
+            return token
+        token = super().get_validated_token(raw_token)
+        expires = token.payload.get("exp")
+        if isinstance(expires, int | float):
+            _tokens.put(raw_token, token, float(expires))
+        return token
 
     def get_user(self, validated_token: Token) -> User:
         key = _user_id(validated_token)
         user = user_cache.get(key)
         if user is _MISSING:
             user = get_user_model().objects.filter(id=key).first()
-            user_cache.put(key, user)
+            _remember_user(key, user)
         return self._checked(user, validated_token)
 
     async def aget_user(self, validated_token: Token) -> User:
@@ -103,7 +122,7 @@ class CachedJWTAuthentication(JWTAuthentication):
         user = user_cache.get(key)
         if user is _MISSING:
             user = await get_user_model().objects.filter(id=key).afirst()
-            user_cache.put(key, user)
+            _remember_user(key, user)
         return self._checked(user, validated_token)
 
     async def aauthenticate(self, request: Request) -> tuple[User, Token] | None:

@@ -115,6 +115,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# The API's paths (see `cortex_site.asgi`) run only async middleware: no thread hop per request.
+API_MIDDLEWARE = ["cortex_site.middleware.ApiSecurityMiddleware"]
+
 ROOT_URLCONF = "cortex_site.urls"
 APPEND_SLASH = False
 

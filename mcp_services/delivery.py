@@ -173,7 +173,7 @@ class _Kicker:
                 outbox_drain()
             except Exception:
                 logger.exception("memory outbox drain failed; the worker will retry")
-            finally:
+                # The thread keeps its connection between drains; after a failure, a fresh one.
                 connections.close_all()
 
 

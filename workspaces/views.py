@@ -13,7 +13,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
+from accounts.throttles import GcraScopedRateThrottle
 from rest_framework.views import APIView
 
 from workspaces import selectors, services
@@ -198,7 +198,7 @@ class AsyncAPIView(APIView):
 
 
 class InputApi(AsyncAPIView):
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [GcraScopedRateThrottle]
     throttle_scope = "input"
 
     @extend_schema(

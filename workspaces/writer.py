@@ -6,7 +6,8 @@ growing busy-handler sleeps; each thread also opens its own connection. Here an 
 hands its input to the process's writer thread and awaits the outcome. The thread takes everything
 queued so far (up to `INPUT_BATCH_SIZE`) and writes it in one transaction
 (`services.messages_create`): a burst costs one lock, one commit and one fsync instead of one per
-input, and the thread keeps its connection open for its lifetime.
+input, and the thread keeps its connection open for its lifetime (closed and reopened only after
+a failed batch).
 
 Nothing changes in what a client is promised: the future resolves only after the commit, so a 200
 still means "stored"; the event and outbox rows are in the same transaction as the message; the
@@ -29,7 +30,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +99,13 @@ class InputWriter:
             # A batch serves the loop of its first job; in a server process there is only one.
             _local.loop = jobs[0].loop
             try:
-                close_old_connections()  # a connection the database dropped is replaced
                 outcomes = services.messages_create(requests=[job.request for job in jobs])
             except BaseException as exc:  # noqa: BLE001 - every waiting request must get an answer
                 logger.exception("input batch of %d failed", len(jobs))
                 outcomes = [exc] * len(jobs)
-                if connection.in_atomic_block:  # pragma: no cover - messages_create always exits its block
-                    connection.close()
+                # The thread keeps its connection for its lifetime (no reconnect per batch); after a
+                # failure it starts over with a fresh one (the database may have dropped it).
+                connection.close()
             finally:
                 _local.loop = None
             for job, outcome in zip(jobs, outcomes, strict=True):

@@ -68,6 +68,8 @@ class Command(BaseCommand):
                     python, "-m", "uvicorn", "cortex_site.asgi:application",
                     "--host", options["host"], "--port", str(options["port"]),
                     "--loop", "uvloop", "--http", "httptools", "--lifespan", "off", "--no-access-log",
+                    # Forwarded headers are the application's to trust (from configured proxies only).
+                    "--no-proxy-headers",
                     "--timeout-graceful-shutdown", "5",
                 ],
             ),
