@@ -6,9 +6,9 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from accounts.throttles import GcraScopedRateThrottle
 from cortex_site.errors import ServiceUnavailable
 from mcp_services import client
 from mcp_services.client import ServiceToolError
@@ -35,7 +35,7 @@ ContextOutputSerializer = inline_serializer(
 
 
 class ContextApi(APIView):
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [GcraScopedRateThrottle]
     throttle_scope = "context"  # per user: CONTEXT_RATE, 120/min by default
     @extend_schema(
         operation_id="context_get",

@@ -10,16 +10,16 @@ class StreamingConfig(AppConfig):
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
         from streaming.receivers import (
-            on_message_created,
+            on_messages_created,
             on_participants_changed,
             on_user_deleted,
             on_user_saved,
             on_user_saved_revoke,
         )
         from workspaces.models import Conversation
-        from workspaces.signals import message_created
+        from workspaces.signals import messages_created
 
-        message_created.connect(on_message_created, dispatch_uid="streaming.events_record_for_message")
+        messages_created.connect(on_messages_created, dispatch_uid="streaming.events_record_for_messages")
         post_save.connect(on_user_saved, sender=settings.AUTH_USER_MODEL, dispatch_uid="streaming.cursor_create")
         # Access ends with the user: deactivation or deletion ends their streams (any path).
         post_save.connect(on_user_saved_revoke, sender=settings.AUTH_USER_MODEL, dispatch_uid="streaming.revoke")

@@ -14,9 +14,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
-from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from accounts.authentication import CachedJWTAuthentication
 from accounts.models import User
 from streaming import services
 
@@ -38,14 +38,14 @@ class StreamCredential:
     expires_at: datetime
 
 
-def _user_for_header(header: bytes) -> StreamCredential:
-    authentication = JWTAuthentication()
+async def _user_for_header(header: bytes) -> StreamCredential:
+    authentication = CachedJWTAuthentication()
     try:
         raw = authentication.get_raw_token(header)
         if raw is None:
             raise StreamAuthError("invalid_token", "The Authorization header must be 'Bearer <token>'.")
         token = authentication.get_validated_token(raw)
-        user = authentication.get_user(token)
+        user = await authentication.aget_user(token)
     except (InvalidToken, TokenError, AuthenticationFailed):
         raise StreamAuthError("invalid_token", "The token is invalid or expired.") from None
     return StreamCredential(user=user, expires_at=datetime.fromtimestamp(token["exp"], tz=UTC))
@@ -68,7 +68,7 @@ async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]
         )
     header = headers.get(b"authorization")
     if header:
-        return await database_sync_to_async(_user_for_header)(header)
+        return await _user_for_header(header)
     tickets = query.get("ticket")
     if tickets:
         return await database_sync_to_async(_user_for_ticket)(tickets[0])

@@ -49,7 +49,7 @@ from accounts.models import User
 from cortex_site.errors import error_body
 from streaming import daphne_compat, selectors, slots
 from streaming.auth import StreamAuthError, stream_user
-from streaming.services import STREAM_EVENT, EventPayload, LiveMessage, user_group
+from streaming.services import STREAM_EVENT, LiveMessage, user_group
 from workspaces.selectors import conversation_get_for_user
 
 logger = logging.getLogger(__name__)
@@ -67,16 +67,12 @@ STREAMS_FULL_RETRY_AFTER = 10
 DRAIN_HIGH_WATER_BYTES = 256 * 1024
 DRAIN_POLL_SECONDS = 0.02
 DRAIN_GIVE_UP_SECONDS = 30
+WRITE_CHUNK_BYTES = 64 * 1024
 
 
 def _approx_bytes(message: LiveMessage) -> int:
-    """About what the event takes in memory and on the wire (without serializing it again)."""
-    event = message["event"]
-    data = event.get("data") or {}
-    size = 400 + len(data.get("content") or "") if isinstance(data, dict) else 400
-    if event.get("metadata"):  # sent twice: in the event and in its data
-        size += 2 * len(json.dumps(event["metadata"], separators=(",", ":")))
-    return size
+    """What a queued live event holds: its JSON text (and the bytes it will take on the wire)."""
+    return len(message["json"]) + 64
 
 
 class StreamError(Exception):
@@ -118,8 +114,14 @@ class _EventStream:
             waited += DRAIN_POLL_SECONDS
 
     # Implemented by the concrete consumers.
-    async def _write_event(self, seq: int, payload: dict[str, Any]) -> None:
+    async def _write_event(self, seq: int, event_json: str) -> None:
+        """Send one event, given as its JSON text (encoded once, whatever the number of streams)."""
         raise NotImplementedError
+
+    async def _write_events(self, events: list[tuple[int, str]]) -> None:
+        """A page of a replay, in order (one write where the protocol allows it)."""
+        for seq, event_json in events:
+            await self._write_event(seq, event_json)
 
     async def _write_ping(self) -> None:
         raise NotImplementedError
@@ -194,7 +196,7 @@ class _EventStream:
                 # Too far back to replay: refetch history, the stream goes on from the head.
                 reset_at = start = position.head
             if reset_at is not None:
-                await self._write_event(reset_at, {"id": str(reset_at), "type": "reset"})
+                await self._write_event(reset_at, json.dumps({"id": str(reset_at), "type": "reset"}))
             if start is None:
                 self.last_seen = position.head
             else:
@@ -232,8 +234,8 @@ class _EventStream:
                     continue
                 if seq == self.last_seen + 1:
                     self.last_seen = seq
-                    if self._wanted(message["event"]):
-                        await self._write_event(seq, message["event"])
+                    if self._wanted(message):
+                        await self._write_event(seq, message["json"])
                 else:
                     await self._catch_up(seq)
         except asyncio.CancelledError:
@@ -253,8 +255,8 @@ class _EventStream:
         connection (and drops whatever is still queued)."""
         await self.channel_layer.send(self.channel_name, {"type": "stream.stop", "reason": reason})
 
-    def _wanted(self, event: EventPayload) -> bool:
-        return self.conversation_id is None or event.get("conversation_id") == str(self.conversation_id)
+    def _wanted(self, message: LiveMessage) -> bool:
+        return self.conversation_id is None or message["conversation_id"] == str(self.conversation_id)
 
     async def _catch_up(self, through: int) -> None:
         """Send the logged events in `(last_seen, through]`: all committed, per the seq invariant."""
@@ -267,9 +269,9 @@ class _EventStream:
                 conversation_id=self.conversation_id,
                 limit=REPLAY_PAGE,
             )
-            for seq, payload in page:
-                await self._write_event(seq, payload)
-                after = seq
+            if page:
+                await self._write_events(page)
+                after = page[-1][0]
             if len(page) < REPLAY_PAGE:
                 break
         self.last_seen = through
@@ -380,10 +382,25 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
         await self.send_body(f"retry: {settings.CORTEX['SSE_RETRY_MS']}\n\n".encode(), more_body=True)
         self._stream_start(position)
 
-    async def _write_event(self, seq: int, payload: dict[str, Any]) -> None:
+    async def _write_event(self, seq: int, event_json: str) -> None:
         await self._drain()
-        data = json.dumps(payload, separators=(",", ":"))  # JSON never contains a raw newline
-        await self.send_body(f"id: {seq}\ndata: {data}\n\n".encode(), more_body=True)
+        await self.send_body(f"id: {seq}\ndata: {event_json}\n\n".encode(), more_body=True)
+
+    async def _write_events(self, events: list[tuple[int, str]]) -> None:
+        # Chunks of about 64 KB, each after a drain: a replay of big events never piles up unsent.
+        chunk: list[str] = []
+        size = 0
+        for seq, event_json in events:
+            frame = f"id: {seq}\ndata: {event_json}\n\n"
+            chunk.append(frame)
+            size += len(frame)
+            if size >= WRITE_CHUNK_BYTES:
+                await self._drain()
+                await self.send_body("".join(chunk).encode(), more_body=True)
+                chunk, size = [], 0
+        if chunk:
+            await self._drain()
+            await self.send_body("".join(chunk).encode(), more_body=True)
 
     async def _write_ping(self) -> None:
         await self.send_body(b": ping\n\n", more_body=True)
@@ -433,9 +450,9 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Clients only listen; anything they send is ignored."""
 
-    async def _write_event(self, seq: int, payload: dict[str, Any]) -> None:
+    async def _write_event(self, seq: int, event_json: str) -> None:
         await self._drain()
-        await self.send(text_data=json.dumps(payload, separators=(",", ":")))
+        await self.send(text_data=event_json)
 
     async def _write_ping(self) -> None:
         """Protocol-level pings are the server's (daphne/uvicorn ping idle WebSockets)."""
