@@ -72,7 +72,7 @@ WRITE_CHUNK_BYTES = 64 * 1024
 
 def _approx_bytes(message: LiveMessage) -> int:
     """What a queued live event holds: its JSON text (and the bytes it will take on the wire)."""
-    return len(message["json"]) + 64
+    return len(message.get("json") or "") + 64
 
 
 class StreamError(Exception):
@@ -144,6 +144,10 @@ class _EventStream:
             raise StreamError(401, err.code, err.message) from None
         self.user = credential.user
         self.expires_at = credential.expires_at.timestamp()
+        # The token check may use a cached user row (accounts.authentication): a stream is long, so
+        # it starts only for a user who is active now (one read per stream, none per event).
+        if not await database_sync_to_async(selectors.user_may_stream)(user_id=self.user.id):
+            raise StreamError(401, "invalid_token", "The token is invalid or expired.")
 
         raw_id = headers.get(b"last-event-id", b"").decode("latin-1").strip() or (
             query.get("last_event_id", [""])[0].strip()
