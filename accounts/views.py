@@ -17,8 +17,8 @@ from accounts.serializers import (
     VerifyOutputSerializer,
 )
 from accounts.services import InvalidRefreshToken, refresh_token_revoke, token_pair_issue, token_pair_refresh
-from cortex_site.parsers import BoundedJSONParser
 from accounts.throttles import AddressRateThrottle, RefreshRateThrottle
+from cortex_site.parsers import BoundedJSONParser
 
 
 class _PublicAuthView(APIView):
