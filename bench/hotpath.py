@@ -224,6 +224,27 @@ def stats_ms(values: list[float]) -> dict[str, float | None]:
     }
 
 
+@contextlib.contextmanager
+def profiled(sut: System, phase: str, seconds: float) -> Iterator[None]:
+    """With BENCH_PYSPY=<dir>: py-spy samples the core (GIL holders) during the phase."""
+    folder = os.environ.get("BENCH_PYSPY")
+    if not folder:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    out = Path(folder) / f"{phase}.txt"
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--gil", "-r", "200", "-f", "raw",
+         "-d", str(max(1, int(seconds))), "-o", str(out), "-p", str(sut.core_pids()[0])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.wait(timeout=seconds + 30)
+        print(f"py-spy profile of the core during {phase}: {out}", flush=True)
+
+
 def cpu_of(pids: list[int]) -> float:
     return sum(cpu_seconds(pid) for pid in pids)
 
@@ -480,14 +501,18 @@ def main(argv: list[str] | None = None) -> int:
         emails = [f"bench{n:02d}@example.com" for n in range(1, USERS + 1)]
         with system(env, args.workers, profile.heartbeat) as sut:
             tokens = asyncio.run(_logins(sut.port, emails))
+            print(f"system: {sut.pids()}", flush=True)
             if "input" in wanted:
-                result["input"] = asyncio.run(input_load(sut, tokens, profile.clients, profile.seconds))
+                with profiled(sut, "input", profile.seconds):
+                    result["input"] = asyncio.run(input_load(sut, tokens, profile.clients, profile.seconds))
                 print("input:", json.dumps(result["input"]), flush=True)
                 result["memory"] = memory_catch_up(sut, result["input"]["accepted"], time.monotonic())
                 print("memory:", json.dumps(result["memory"]), flush=True)
             if "fanout" in wanted:
-                result["fanout"] = asyncio.run(fan_out(sut, tokens, profile.subscribers, profile.rate,
-                                                       profile.fan_seconds))
+                with profiled(sut, "fanout", profile.fan_seconds):
+                    result["fanout"] = asyncio.run(
+                        fan_out(sut, tokens, profile.subscribers, profile.rate, profile.fan_seconds)
+                    )
                 print("fan-out:", json.dumps(result["fanout"]), flush=True)
             if args.smoke:  # one system for everything: the smoke run checks behaviour, not figures
                 later(result, sut, wanted, profile, emails, env)
