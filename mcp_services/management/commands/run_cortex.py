@@ -39,6 +39,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--memory-port", type=int, default=9000)
         parser.add_argument("--cognition-port", type=int, default=9100)
+        parser.add_argument(
+            "--workers", type=int, default=1, help="core processes (more than one needs REDIS_URL for live events)"
+        )
 
     def child_env(self, options: dict) -> dict[str, str]:
         token = settings.CORTEX["SERVICE_TOKEN"]
@@ -86,11 +89,14 @@ class Command(BaseCommand):
                     # Forwarded headers are the application's to trust (from configured proxies only).
                     "--no-proxy-headers",
                     "--timeout-graceful-shutdown", "5",
+                    *(["--workers", str(options["workers"])] if options["workers"] > 1 else []),
                 ],
             ),
         ]
 
     def handle(self, *args, **options) -> None:
+        if options["workers"] > 1 and not settings.REDIS_URL:
+            raise CommandError("--workers above 1 needs REDIS_URL: live events cross processes through Redis.")
         children = self.children(options)
         env = self.child_env(options)
         stopping = False
