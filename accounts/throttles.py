@@ -6,6 +6,9 @@ up to 600 floats per request, and it grows with the rate. This is the generic ce
 (GCRA) instead: one float per client (the "theoretical arrival time"), read and written once.
 It allows the same `num_requests` per `duration` on average, with the same burst of
 `num_requests`, and tells a refused client exactly when the next request will be allowed.
+
+Anonymous clients are keyed by `accounts.limits.client_address`: DRF's own `get_ident` believes
+`X-Forwarded-For` when `NUM_PROXIES` is unset, so a client could pick a fresh identity per request.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ from typing import Any
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.locmem import LocMemCache
+from rest_framework.request import Request
 from rest_framework.throttling import ScopedRateThrottle
+from rest_framework_simplejwt.exceptions import TokenError
+
+from accounts import limits
+from accounts.tokens import FamilyRefreshToken
 
 
 class _ProcessRates:
@@ -93,3 +101,26 @@ class GcraScopedRateThrottle(ScopedRateThrottle):
 
     def wait(self) -> float | None:
         return self._wait
+
+
+class AddressRateThrottle(GcraScopedRateThrottle):
+    """Per client address (login: everyone behind one address shares this generous bucket)."""
+
+    def get_ident(self, request: Request) -> str:
+        return limits.client_address(request._request)
+
+
+class RefreshRateThrottle(AddressRateThrottle):
+    """Refresh and logout: per user (the validly signed token's `oid`), so an office behind one
+    address does not share a bucket; a token that names nobody falls back to the address."""
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        raw = request.data.get("refresh_token") if isinstance(request.data, dict) else None
+        if isinstance(raw, str) and len(raw) <= 4096:
+            try:
+                user_id = FamilyRefreshToken(raw).get("oid")  # signature and expiry only: no database
+            except TokenError:
+                user_id = None
+            if user_id:
+                return self.cache_format % {"scope": self.scope, "ident": f"user:{user_id}"}
+        return self.cache_format % {"scope": self.scope, "ident": f"address:{self.get_ident(request)}"}

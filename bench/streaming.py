@@ -25,7 +25,7 @@ from tests.servers import core_server, fresh_database, manage, running, server_e
 
 PASSWORD = "bench-password-0123456789"
 ENV = {"LOG_LEVEL": "WARNING", "MEMORY_DRAIN_ON_COMMIT": "0", "INPUT_RATE": "1000000/min", "TICKET_RATE": "1000000/min",
-       "LOGIN_RATE": "1000000/min"}
+       "LOGIN_RATE": "1000000/min", "STREAMS_PER_USER": "1000000"}
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -25,4 +27,7 @@ class TicketApi(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        return Response(services.ticket_issue(user=request.user), headers={"Cache-Control": "no-store"})
+        expires = datetime.fromtimestamp(request.auth["exp"], tz=UTC) if request.auth is not None else None
+        return Response(
+            services.ticket_issue(user=request.user, credential_expires_at=expires), headers={"Cache-Control": "no-store"}
+        )
