@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.locmem import LocMemCache
 from rest_framework.request import Request
 from rest_framework.throttling import ScopedRateThrottle
@@ -50,6 +51,24 @@ class _ProcessRates:
 process_rates = _ProcessRates()
 
 
+_shared: Any = None
+
+
+def shared_rates() -> Any:
+    """Where every throttle of this process keeps its state: one object for the process.
+
+    `django.core.cache.cache` is per async context, so under ASGI each request would build its own
+    cache client (for Redis: a new connection pool and a new TCP connection per request). The
+    throttles share one instance instead: process memory when the cache is process-local anyway,
+    else one client of the configured (shared) cache.
+    """
+    global _shared
+    if _shared is None:
+        instance = caches.create_connection(DEFAULT_CACHE_ALIAS)
+        _shared = process_rates if isinstance(instance, LocMemCache) else instance
+    return _shared
+
+
 class GcraScopedRateThrottle(ScopedRateThrottle):
     """DRF's `ScopedRateThrottle` (same scopes, rates and cache keys) with GCRA bookkeeping."""
 
@@ -57,8 +76,7 @@ class GcraScopedRateThrottle(ScopedRateThrottle):
 
     def __init__(self) -> None:
         super().__init__()
-        if isinstance(self.cache, LocMemCache):
-            self.cache = process_rates  # type: ignore[assignment]
+        self.cache = shared_rates()
 
     def allow_request(self, request: Any, view: Any) -> bool:
         self.scope = getattr(view, self.scope_attr, None)
