@@ -136,6 +136,43 @@ class _Rechecks:
 _rechecks = _Rechecks()
 
 
+class _Ticker:
+    """One task per process for what every open stream needs now and then: the heartbeat (a
+    `: ping` once a stream has been quiet for `SSE_HEARTBEAT_SECONDS`), the end at its credential's
+    expiry or its user's revocation, and its slot's renewal. Per-stream timers and a waiting task
+    per idle stream cost memory on every open connection; this costs one set entry."""
+
+    def __init__(self) -> None:
+        self.streams: set[Any] = set()
+        self.task: asyncio.Task | None = None
+
+    def add(self, stream: Any) -> None:
+        self.streams.add(stream)
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self._run(), name="cortex-stream-ticker")
+
+    def discard(self, stream: Any) -> None:
+        self.streams.discard(stream)
+        if not self.streams and self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def _run(self) -> None:
+        while self.streams:
+            await asyncio.sleep(TICK_SECONDS)
+            now, wall = time.monotonic(), time.time()
+            for stream in list(self.streams):
+                try:
+                    await stream.tick(now, wall)
+                except Exception:  # a stream whose client is gone: its own teardown follows
+                    logger.debug("tick of a stream failed", exc_info=True)
+
+
+_ticker = _Ticker()
+TICK_SECONDS = 0.5
+
+
 class _EventStream:
     """The protocol shared by the SSE and WebSocket consumers (see the module docstring)."""
 
@@ -146,7 +183,9 @@ class _EventStream:
     # Live copies waiting for the pump. A list and a future, not an `asyncio.Queue`: a queue is
     # three deques (about 2.3 KB) on every idle stream; an empty list is 56 bytes.
     queue: list[LiveMessage] | None = None
-    waiter: asyncio.Future | None = None
+    next_ping: float = 0.0  # monotonic: when the ticker pings this stream next
+    next_renew: float = 0.0  # monotonic: when the ticker renews its slot next
+    ending: bool = False  # the ticker has asked the consumer to end the stream
     pump: asyncio.Task | None = None
     last_seen: int = 0  # highest seq this stream has covered (sent, or filtered out)
     streaming: bool = False
@@ -239,7 +278,11 @@ class _EventStream:
 
     def _stream_start(self, position: selectors.LogPosition) -> None:
         self.streaming = True
+        now = time.monotonic()
+        self.next_ping = now + settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
+        self.next_renew = now + settings.CORTEX["STREAM_RECHECK_SECONDS"]
         self.pump = asyncio.create_task(self._pump(position))
+        _ticker.add(self)
 
     async def _pump(self, position: selectors.LogPosition) -> None:
         try:
@@ -259,42 +302,7 @@ class _EventStream:
             else:
                 self.last_seen = start
                 await self._catch_up(position.head)
-            heartbeat = settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
-            recheck = settings.CORTEX["STREAM_RECHECK_SECONDS"]
-            next_ping = time.monotonic() + heartbeat
-            next_check = time.monotonic() + recheck
-            while True:
-                now = time.monotonic()
-                left = self.expires_at - time.time()
-                if left <= 0:
-                    await self._end("token_expired")
-                    return
-                if now >= next_check:
-                    if self.user.id in _rechecks.revoked:
-                        await self._end("revoked")
-                        return
-                    if self.slot is not None:
-                        await slots.slot_renew(key=self.slot, holder=self.channel_name)
-                    next_check = now + recheck
-                if now >= next_ping:
-                    await self._write_ping()
-                    next_ping = now + heartbeat
-                wake = min(next_ping, next_check, now + left)  # all ahead of `now` here
-                try:
-                    message = await self._next(timeout=max(0.01, wake - time.monotonic()))
-                except TimeoutError:
-                    continue
-                self.queued_bytes -= _approx_bytes(message)
-                next_ping = time.monotonic() + heartbeat
-                seq = message["seq"]
-                if seq <= self.last_seen:
-                    continue
-                if seq == self.last_seen + 1:
-                    self.last_seen = seq
-                    if self._wanted(message):
-                        await self._write_event(seq, message["json"])
-                else:
-                    await self._catch_up(seq)
+            await self._deliver_queued()
         except asyncio.CancelledError:
             raise
         except _Stalled:
@@ -307,17 +315,57 @@ class _EventStream:
             with contextlib.suppress(Exception):
                 await self.channel_layer.send(self.channel_name, {"type": "stream.stop"})
 
-    async def _next(self, *, timeout: float) -> LiveMessage:
-        """The oldest waiting live copy; TimeoutError if none arrives in time."""
+    async def _deliver_queued(self) -> None:
+        """Write the waiting live copies in order, then return: an idle stream runs no task (its
+        heartbeat, expiry and re-checks are the process's `_ticker`'s)."""
         assert self.queue is not None
-        if not self.queue:
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self.waiter
-            finally:
-                self.waiter = None
-        return self.queue.pop(0)
+        while self.queue:
+            message = self.queue.pop(0)
+            self.queued_bytes -= _approx_bytes(message)
+            seq = message["seq"]
+            if seq <= self.last_seen:
+                continue
+            if seq == self.last_seen + 1:
+                self.last_seen = seq
+                if self._wanted(message):
+                    await self._write_event(seq, message["json"])
+                    self.next_ping = time.monotonic() + settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
+            else:
+                await self._catch_up(seq)
+
+    async def _pump_queued(self) -> None:
+        try:
+            await self._deliver_queued()
+        except asyncio.CancelledError:
+            raise
+        except _Stalled:
+            logger.info("Stream of user %s stalled; disconnecting it", self.user.id if self.user else None)
+            with contextlib.suppress(Exception):
+                await self._end("overflow")
+        except Exception:
+            logger.exception("Stream of user %s failed", self.user.id if self.user else None)
+            with contextlib.suppress(Exception):
+                await self.channel_layer.send(self.channel_name, {"type": "stream.stop"})
+
+    async def tick(self, now: float, wall: float) -> None:
+        """Called by the process's `_ticker` about once a second."""
+        if self.finished or not self.streaming or self.ending:
+            return
+        if self.expires_at - wall <= 0:
+            self.ending = True  # one end message is enough
+            await self._end("token_expired")
+            return
+        if self.user is not None and self.user.id in _rechecks.revoked:
+            self.ending = True
+            await self._end("revoked")
+            return
+        if now >= self.next_renew:
+            self.next_renew = now + settings.CORTEX["STREAM_RECHECK_SECONDS"]
+            if self.slot is not None:
+                await slots.slot_renew(key=self.slot, holder=self.channel_name)
+        if now >= self.next_ping and (self.pump is None or self.pump.done()):
+            self.next_ping = now + settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
+            await self._write_ping()
 
     async def _end(self, reason: str) -> None:
         """From the pump: stop through our own channel, so the consumer's dispatch loop ends the
@@ -368,8 +416,8 @@ class _EventStream:
                 raise asyncio.QueueFull
             self.queue.append(message)
             self.queued_bytes += size
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(None)
+            if self.streaming and (self.pump is None or self.pump.done()):
+                self.pump = asyncio.create_task(self._pump_queued())
         except asyncio.QueueFull:
             logger.info("Stream of user %s fell behind; disconnecting it", self.user.id if self.user else None)
             await self._stop_pump()
@@ -395,6 +443,7 @@ class _EventStream:
                 await self.pump
 
     async def _stream_cleanup(self) -> None:
+        _ticker.discard(self)
         await self._stop_pump()
         if self.group is not None:
             group, self.group = self.group, None
