@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -77,6 +79,40 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float = 30.0, interval
             return
         time.sleep(interval)
     raise TimeoutError(f"condition not met after {timeout}s")
+
+
+def memory_history(url: str, user_id: str) -> list[dict]:
+    """A user's items as the memory service at `url` returns them (over real MCP)."""
+
+    async def read() -> list[dict]:
+        async with http_client(url) as memory:
+            result = await memory.read_resource(f"history/{user_id}")
+            return json.loads(result.contents[0].text)
+
+    return asyncio.run(read())
+
+
+def memory_history_if_up(url: str, user_id: str) -> list[dict] | None:
+    """`memory_history`, or None while the service cannot be reached (stopped, or restarting).
+
+    Only transport failures mean that; any other error (a refused token, a bad answer) fails."""
+    try:
+        return memory_history(url, user_id)
+    except* httpx2.TransportError:
+        pass
+    return None
+
+
+def outbox_pending(database: dict[str, str]) -> int:
+    """Outbox entries not yet delivered (nor refused), read straight from a server's database."""
+    query = "SELECT count(*) FROM mcp_services_outboxentry WHERE delivered_at IS NULL AND failed_at IS NULL"
+    if database.get("DATABASE_URL"):
+        import psycopg
+
+        with psycopg.connect(database["DATABASE_URL"]) as conn:
+            return conn.execute(query).fetchone()[0]
+    with contextlib.closing(sqlite3.connect(database["SQLITE_PATH"], timeout=20)) as conn:
+        return conn.execute(query).fetchone()[0]
 
 
 # --- real processes ---------------------------------------------------------------------------
