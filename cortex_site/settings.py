@@ -344,6 +344,9 @@ CORTEX = {
     "OUTBOX_BACKOFF_BASE_SECONDS": env_int("OUTBOX_BACKOFF_BASE_SECONDS", 1, minimum=1),
     "OUTBOX_BACKOFF_MAX_SECONDS": env_int("OUTBOX_BACKOFF_MAX_SECONDS", 300, minimum=1),
     "OUTBOX_RETENTION_HOURS": env_int("OUTBOX_RETENTION_HOURS", 24, minimum=1),
+    # An entry the memory service answers with an error this many times is marked failed (an
+    # unreachable service is retried without limit).
+    "OUTBOX_MAX_TOOL_ERRORS": env_int("OUTBOX_MAX_TOOL_ERRORS", 10, minimum=1),
 }
 
 LOGGING = {

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connections, transaction
 
 from mcp_services import client, services
-from mcp_services.client import ServiceToolError, ServiceUnavailable
+from mcp_services.client import ServiceToolError, ServiceUnavailable, UnsendableArguments
 from mcp_services.models import OutboxEntry
 
 logger = logging.getLogger(__name__)
@@ -54,11 +54,22 @@ async def _send_all(entries: list[OutboxEntry], concurrency: int) -> list[BaseEx
         async with gate:
             try:
                 await memory.call_tool(TOOLS[entry.kind], entry.arguments)
-            except (ServiceUnavailable, ServiceToolError) as exc:
+            except (ServiceUnavailable, ServiceToolError, UnsendableArguments) as exc:
                 return exc
             return None
 
     return await asyncio.gather(*(send(entry) for entry in entries))
+
+
+def give_up(entry: OutboxEntry, outcome: BaseException) -> bool:
+    """Retrying cannot help: the arguments cannot be sent, the service refused them as invalid, or
+    it failed on this very entry (answered with an error) OUTBOX_MAX_TOOL_ERRORS times. An
+    unreachable service is retried for as long as it takes: that is what the outbox is for."""
+    if isinstance(outcome, UnsendableArguments):
+        return True
+    if isinstance(outcome, ServiceToolError):
+        return outcome.permanent or entry.attempts + 1 >= settings.CORTEX["OUTBOX_MAX_TOOL_ERRORS"]
+    return False
 
 
 def outbox_drain_batch(*, ignore_schedule: bool = False) -> DrainResult:
@@ -82,9 +93,9 @@ def outbox_drain_batch(*, ignore_schedule: bool = False) -> DrainResult:
         for entry, outcome in zip(entries, outcomes, strict=True):
             if outcome is None:
                 continue
-            if isinstance(outcome, ServiceToolError) and outcome.permanent:
-                logger.error("memory refused outbox entry %s for good: %s", entry.id, outcome)
-                services.outbox_mark_failed(entry=entry, error=str(outcome))
+            if give_up(entry, outcome):
+                logger.error("memory outbox entry %s cannot be delivered; marked failed: %s", entry.id, outcome)
+                services.outbox_mark_failed(entry=entry, error=f"{type(outcome).__name__}: {outcome}")
                 result.failed += 1
             else:
                 services.outbox_mark_retry(entry=entry, error=str(outcome))
