@@ -328,6 +328,9 @@ CORTEX = {
     "COGNITION_URL": env_str("COGNITION_URL", "http://127.0.0.1:9100/mcp"),
     "SERVICE_TOKEN": env_str("CORTEX_SERVICE_TOKEN"),
     "SERVICE_TIMEOUT_SECONDS": env_int("SERVICE_TIMEOUT_SECONDS", 5, minimum=1),
+    # /readyz: a result is reused this long, and no check is waited for longer than the timeout.
+    "READYZ_CACHE_SECONDS": env_int("READYZ_CACHE_SECONDS", 5, minimum=0),
+    "READYZ_TIMEOUT_SECONDS": env_int("READYZ_TIMEOUT_SECONDS", 3, minimum=1),
     # Extra Host names the MCP services answer to (beyond loopback) and browser origins they accept.
     "SERVICE_ALLOWED_HOSTS": env_list("SERVICE_ALLOWED_HOSTS"),
     "SERVICE_ALLOWED_ORIGINS": env_list("SERVICE_ALLOWED_ORIGINS"),

@@ -177,6 +177,7 @@ def stack() -> Iterator[Stack]:
             OUTBOX_BACKOFF_MAX_SECONDS="2",
             OUTBOX_POLL_SECONDS="1",
             INPUT_RATE="100000/min",
+            READYZ_CACHE_SECONDS="1",
         )
         yield Stack(env=env, memory_port=memory_port, cognition_port=cognition_port)
 

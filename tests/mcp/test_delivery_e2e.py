@@ -164,6 +164,8 @@ def test_readyz_and_context_report_a_stopped_cognition_service(system):
 
     system.cognition.stop()
     try:
+        # /readyz reuses its result for READYZ_CACHE_SECONDS (1 s here): the change shows soon after.
+        wait_until(lambda: httpx2.get(f"{system.core.url}/readyz", timeout=15).status_code == 503, timeout=15)
         not_ready = httpx2.get(f"{system.core.url}/readyz", timeout=15)
         assert not_ready.status_code == 503
         assert not_ready.json()["error"]["fields"]["failing"] == ["cognition"]
@@ -176,4 +178,4 @@ def test_readyz_and_context_report_a_stopped_cognition_service(system):
     # The core's long-lived client reconnects to the restarted service by itself.
     with api(system.core.url, token) as client:
         assert client.get("/context").status_code == 200
-    assert httpx2.get(f"{system.core.url}/readyz", timeout=15).status_code == 200
+    wait_until(lambda: httpx2.get(f"{system.core.url}/readyz", timeout=15).status_code == 200, timeout=15)
