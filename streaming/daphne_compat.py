@@ -11,26 +11,21 @@ codes are for, so for them we send the same close frame through `sendCloseFrame`
 On shutdown daphne cancels every application so it can say goodbye, but its
 `kill_all_applications` raises KeyError (and cancels nothing) while any HTTP keep-alive
 connection has a finished application: then WebSockets are simply dropped. A shutdown trigger of
-our own closes the open event sockets with 1001 first, whatever daphne's trigger does.
+our own ends the open streams first (`streaming.shutdown`: WebSockets closed with 1001, SSE
+responses ended), whatever daphne's trigger does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-import weakref
-from typing import Any
+
+from streaming import shutdown
 
 SERVER_CLOSE_CODES = frozenset({1001, 1008, 1011, 1012, 1013})
 
 
-# Open WebSocket consumers of this process (each has an async `going_away()`).
-open_sockets: weakref.WeakSet[Any] = weakref.WeakSet()
 _installed = False
-
-
-async def _close_open_sockets() -> None:
-    await asyncio.gather(*(socket.going_away() for socket in list(open_sockets)), return_exceptions=True)
 
 
 def install() -> None:
@@ -43,7 +38,7 @@ def install() -> None:
     from twisted.internet import defer, reactor
 
     reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(_close_open_sockets()))
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(shutdown.close_all()))
     )
     original = module.WebSocketProtocol.serverClose
 
