@@ -323,6 +323,8 @@ CORTEX = {
     "EVENT_RETENTION_HOURS": env_int("EVENT_RETENTION_HOURS", 24, minimum=1),
     "IDEMPOTENCY_HOURS": 24,
     "TICKET_SECONDS": env_int("TICKET_SECONDS", 30, minimum=1),
+    # The browser's stream cookie (set by POST /output/ticket): EventSource reconnects with it.
+    "STREAM_COOKIE_SECONDS": env_int("STREAM_COOKIE_SECONDS", 600, minimum=1),
     "WS_ALLOWED_ORIGINS": env_list("WS_ALLOWED_ORIGINS"),
     "MEMORY_URL": env_str("MEMORY_URL", "http://127.0.0.1:9000/mcp"),
     "COGNITION_URL": env_str("COGNITION_URL", "http://127.0.0.1:9100/mcp"),

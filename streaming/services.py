@@ -19,9 +19,11 @@ from typing import Any, TypedDict
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core import signing
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
 from streaming.models import Event, EventBody, EventCursor, StreamTicket
@@ -193,6 +195,38 @@ def ticket_consume(*, ticket: str) -> User | None:
     if deleted != 1 or record.expires_at <= timezone.now() or not record.user.is_active:
         return None
     return record.user
+
+
+STREAM_COOKIE = "cortex_stream"
+STREAM_COOKIE_PATH = "/output/"
+_STREAM_COOKIE_SALT = "cortex.streaming.stream-cookie"
+
+
+def stream_cookie_issue(*, user: User) -> str:
+    """The value of the browser's stream cookie (set with each ticket).
+
+    Unlike a ticket it may be used many times until it expires: EventSource's built-in reconnect
+    reuses its URL, whose ticket is spent, and sends this cookie along. It is signed (nothing is
+    stored), names the user, and carries the user's session hash, so a password change ends it.
+    """
+    return signing.TimestampSigner(salt=_STREAM_COOKIE_SALT).sign(f"{user.pk}:{user.get_session_auth_hash()}")
+
+
+def stream_cookie_user(*, value: str) -> User | None:
+    """The active user a valid, unexpired stream cookie belongs to, or None."""
+    if not value or len(value) > 500:
+        return None
+    try:
+        payload = signing.TimestampSigner(salt=_STREAM_COOKIE_SALT).unsign(
+            value, max_age=settings.CORTEX["STREAM_COOKIE_SECONDS"]
+        )
+    except signing.BadSignature:  # also SignatureExpired
+        return None
+    user_id, _, session_hash = payload.partition(":")
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None or not constant_time_compare(session_hash, user.get_session_auth_hash()):
+        return None
+    return user
 
 
 @transaction.atomic
