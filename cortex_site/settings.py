@@ -259,7 +259,9 @@ SPECTACULAR_SETTINGS = {
                     "`text/event-stream`: a `retry:` hint, then each event as `id: <id>` and `data: <event JSON>`"
                     " (no `event:` field), and `: ping` heartbeats. Resume with the `Last-Event-ID` header or"
                     " `last_event_id`; a `{\"type\": \"reset\"}` event comes first when that id is past retention."
-                    " Authenticate with `Authorization: Bearer` or a `ticket` from `POST /output/ticket`."
+                    " Authenticate with `Authorization: Bearer` or a `ticket` from `POST /output/ticket`"
+                    " (browsers: the `cortex_stream` cookie that response sets also authenticates, so"
+                    " EventSource's own reconnect works once the ticket is spent)."
                 ),
                 "tags": ["output"],
                 "parameters": [
