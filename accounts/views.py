@@ -8,7 +8,7 @@ from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
+from accounts.throttles import GcraScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts.serializers import (
@@ -23,7 +23,7 @@ from accounts.services import InvalidRefreshToken, refresh_token_revoke, token_p
 class _PublicAuthView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [GcraScopedRateThrottle]
     throttle_scope = "login"
 
     def get_authenticate_header(self, request: Request) -> str:

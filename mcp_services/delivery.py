@@ -26,6 +26,9 @@ from mcp_services.models import OutboxEntry
 logger = logging.getLogger(__name__)
 
 KICK_GATHER_SECONDS = 0.1
+# One `store_inputs` call carries at most this many items and about this many bytes of content.
+STORE_BATCH_ITEMS = 500
+STORE_BATCH_BYTES = 2 * 1024 * 1024
 
 TOOLS = {OutboxEntry.Kind.STORE: "store_input", OutboxEntry.Kind.DELETE: "delete_memory"}
 
@@ -46,19 +49,61 @@ class DrainResult:
         self.failed += other.failed
 
 
+def _store_chunks(stores: list[OutboxEntry]) -> list[list[OutboxEntry]]:
+    """Stores grouped for `store_inputs` calls, bounded in items and (roughly) in bytes."""
+    chunks: list[list[OutboxEntry]] = []
+    size = 0
+    for entry in stores:
+        item_size = len(entry.arguments["input_data"].get("content", "")) + 512
+        if not chunks or len(chunks[-1]) >= STORE_BATCH_ITEMS or size + item_size > STORE_BATCH_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(entry)
+        size += item_size
+    return chunks
+
+
 async def _send_all(entries: list[OutboxEntry], concurrency: int) -> list[BaseException | None]:
+    """Deliver a batch: its stores in `store_inputs` calls, its deletes one call each."""
     memory = client.memory()
     gate = asyncio.Semaphore(concurrency)
+    outcomes: dict[int, BaseException | None] = {}
 
-    async def send(entry: OutboxEntry) -> BaseException | None:
+    async def send_stores(chunk: list[OutboxEntry]) -> None:
+        async with gate:
+            try:
+                answer = await memory.call_tool("store_inputs", {"items": [entry.arguments for entry in chunk]})
+                results = answer["results"]
+                if len(results) != len(chunk):
+                    raise ServiceToolError(f"store_inputs answered {len(results)} results for {len(chunk)} items")
+            except (ServiceUnavailable, ServiceToolError, UnsendableArguments) as exc:
+                outcomes.update((entry.id, exc) for entry in chunk)
+                return
+        for entry, result in zip(chunk, results, strict=True):
+            # "stored" and "duplicate" (an earlier attempt got through) both mean delivered.
+            refused = result.get("status") == "invalid"
+            outcomes[entry.id] = ServiceToolError(f"invalid_input: {result.get('error')}") if refused else None
+
+    async def send(entry: OutboxEntry) -> None:
         async with gate:
             try:
                 await memory.call_tool(TOOLS[entry.kind], entry.arguments)
             except (ServiceUnavailable, ServiceToolError, UnsendableArguments) as exc:
-                return exc
-            return None
+                outcomes[entry.id] = exc
+                return
+            outcomes[entry.id] = None
 
-    return await asyncio.gather(*(send(entry) for entry in entries))
+    # An entry whose arguments cannot be encoded would fail its whole `store_inputs` call (and,
+    # sent as is, break the shared connection mid-write): it is set aside before anything is sent.
+    for entry in entries:
+        problem = client.encoding_error(entry.arguments)
+        if problem is not None:
+            outcomes[entry.id] = UnsendableArguments(f"{TOOLS[entry.kind]}: arguments cannot be sent ({problem})")
+    sendable = [entry for entry in entries if entry.id not in outcomes]
+    stores = [entry for entry in sendable if entry.kind == OutboxEntry.Kind.STORE]
+    others = [entry for entry in sendable if entry.kind != OutboxEntry.Kind.STORE]
+    await asyncio.gather(*(send_stores(chunk) for chunk in _store_chunks(stores)), *(send(entry) for entry in others))
+    return [outcomes[entry.id] for entry in entries]
 
 
 def give_up(entry: OutboxEntry, outcome: BaseException) -> bool:
@@ -146,7 +191,7 @@ class _Kicker:
                 outbox_drain()
             except Exception:
                 logger.exception("memory outbox drain failed; the worker will retry")
-            finally:
+                # The thread keeps its connection between drains; after a failure, a fresh one.
                 connections.close_all()
 
 

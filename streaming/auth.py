@@ -12,9 +12,9 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from django.http.cookie import parse_cookie
 from rest_framework.exceptions import AuthenticationFailed
-from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from accounts.authentication import CachedJWTAuthentication
 from accounts.models import User
 from streaming import services
 
@@ -28,13 +28,13 @@ class StreamAuthError(Exception):
         self.message = message
 
 
-def _user_for_header(header: bytes) -> User:
-    authentication = JWTAuthentication()
+async def _user_for_header(header: bytes) -> User:
+    authentication = CachedJWTAuthentication()
     try:
         raw = authentication.get_raw_token(header)
         if raw is None:
             raise StreamAuthError("invalid_token", "The Authorization header must be 'Bearer <token>'.")
-        return authentication.get_user(authentication.get_validated_token(raw))
+        return await authentication.aget_user(authentication.get_validated_token(raw))
     except (InvalidToken, TokenError, AuthenticationFailed):
         raise StreamAuthError("invalid_token", "The token is invalid or expired.") from None
 
@@ -53,7 +53,7 @@ async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]
         )
     header = headers.get(b"authorization")
     if header:
-        return await database_sync_to_async(_user_for_header)(header)
+        return await _user_for_header(header)
     tickets = query.get("ticket")
     cookie = parse_cookie(headers.get(b"cookie", b"").decode("latin-1")).get(services.STREAM_COOKIE)
     if tickets:

@@ -17,6 +17,7 @@ from mcp_services.servers.common import db_call
 from mcp_services.services import MemoryInputError
 
 MAX_QUERY_CHARS = 1000
+MAX_BATCH_ITEMS = 1000
 
 
 def _user(user_id: object) -> uuid.UUID:
@@ -65,6 +66,29 @@ def build_memory_server(**auth: Any) -> MCPServer:
         except MemoryInputError as exc:
             raise ToolError(str(exc)) from None
         return {"status": "stored", "user_id": str(user), "item_id": item.item_id}
+
+    @server.tool()
+    async def store_inputs(items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Store many inputs at once: `items` is a list of `{"user_id", "input_data"}`, each stored as
+        `store_input` would (idempotent on input_data["id"]). `results[i]` answers `items[i]`:
+        `status` "stored", "duplicate" (a retry; nothing stored) or "invalid" (with `error`)."""
+        if not isinstance(items, list) or len(items) > MAX_BATCH_ITEMS:
+            raise ToolError(f"invalid_input: items must be a list of at most {MAX_BATCH_ITEMS} objects.")
+        parsed: list[tuple[uuid.UUID, object]] = []
+        refused: dict[int, str] = {}
+        for index, entry in enumerate(items):
+            try:
+                if not isinstance(entry, dict):
+                    raise MemoryInputError("each item must be an object with user_id and input_data.")
+                parsed.append((services.parse_user_id(entry.get("user_id")), entry.get("input_data")))
+            except MemoryInputError as exc:
+                refused[index] = str(exc)
+        stored = iter(await db_call(services.memory_items_store)(items=parsed))
+        results = [
+            {"item_id": None, "status": "invalid", "error": refused[index]} if index in refused else next(stored)
+            for index in range(len(items))
+        ]
+        return {"stored": sum(result["status"] == "stored" for result in results), "results": results}
 
     @server.tool()
     async def search_memory(
