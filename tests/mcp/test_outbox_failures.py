@@ -30,9 +30,7 @@ def real_memory(settings, memory_url):
 
 def enqueue(user_id: uuid.UUID, content: str) -> str:
     message_id = uuid.uuid4()
-    services.outbox_store_enqueue(
-        user_id=user_id, message_id=message_id, data={"id": str(message_id), "content": content}
-    )
+    services.outbox_stores_enqueue(stores=[(user_id, message_id, {"id": str(message_id), "content": content})])
     return str(message_id)
 
 
@@ -65,9 +63,7 @@ def test_an_entry_that_cannot_be_encoded_is_marked_failed_once_and_the_others_ar
 
 @pytest.mark.django_db(transaction=True)
 def test_an_entry_the_service_refuses_as_invalid_is_marked_failed_at_the_first_answer(alice, real_memory):
-    services.outbox_store_enqueue(
-        user_id=alice.id, message_id=uuid.uuid4(), data={"id": "x", "content": "fine", "timestamp": 12}
-    )
+    services.outbox_stores_enqueue(stores=[(alice.id, uuid.uuid4(), {"id": "x", "content": "fine", "timestamp": 12})])
     assert delivery.outbox_drain().failed == 1
     entry = OutboxEntry.objects.get()
     assert entry.failed_at is not None and entry.attempts == 1 and "invalid_input" in entry.last_error
