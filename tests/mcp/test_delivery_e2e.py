@@ -75,8 +75,11 @@ def test_inputs_accepted_while_memory_is_down_reach_it_exactly_once_when_it_retu
 
 def test_memory_killed_in_the_middle_of_a_drain_still_ends_with_each_input_once():
     with stack() as services:
-        services.env["OUTBOX_CONCURRENCY"] = "2"
-        services.env["OUTBOX_BATCH_SIZE"] = "10"  # 20 batches of one store_inputs call: the kill lands between
+        # One entry per batch, one call at a time: 200 rounds of claim, call and mark take long
+        # enough for the kill to land inside the drain (with batches of 10 it was sometimes over
+        # before the test saw the first items).
+        services.env["OUTBOX_CONCURRENCY"] = "1"
+        services.env["OUTBOX_BATCH_SIZE"] = "1"
         create_user("kill@example.com", PASSWORD, env=services.env)
         with running(services.core()) as core:
             token, user_id = login(core.url, "kill@example.com")
