@@ -8,6 +8,7 @@ import logging
 import uuid
 
 import pytest
+from django.db import connection
 
 from mcp_services import client, delivery, services
 from mcp_services.models import OutboxEntry
@@ -38,6 +39,9 @@ def enqueue(user_id: uuid.UUID, content: str) -> str:
 def test_an_entry_that_cannot_be_encoded_is_marked_failed_once_and_the_others_are_delivered(
     alice, real_memory, caplog, admin_client
 ):
+    if connection.vendor == "postgresql":
+        pytest.skip("PostgreSQL's jsonb refuses a lone surrogate when the entry is written, so such an "
+                    "entry cannot exist there; on SQLite it can")
     good_before = enqueue(alice.id, "before")
     # A lone surrogate: valid in a Python string and in escaped JSON, but not encodable as UTF-8.
     bad = enqueue(alice.id, "broken \ud800 text")

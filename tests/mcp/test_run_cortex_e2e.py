@@ -111,16 +111,17 @@ def test_a_killed_memory_service_comes_back_while_the_core_keeps_answering_and_e
 
             def post_inputs() -> None:
                 with httpx2.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as api:
-                    n = 0
-                    # Before the kill, while memory is down, and a little after it is back.
-                    while not restarted.is_set() or n < len(ids) + 20 or len(ids) < 60:
+                    # Before the kill, while memory is down, and 20 more once it is back.
+                    stop_at = 2000
+                    for n in range(2000):
+                        if n >= stop_at:
+                            break
+                        if restarted.is_set() and stop_at == 2000:
+                            stop_at = n + 20
                         response = api.post("/input", json={"content": f"input {n}"})
                         statuses.append(response.status_code)
                         if response.status_code == 200:
                             ids.append(response.json()["data"]["id"])
-                        n += 1
-                        if n >= 2000:
-                            break
 
             poster = threading.Thread(target=post_inputs)
             poster.start()
@@ -128,6 +129,7 @@ def test_a_killed_memory_service_comes_back_while_the_core_keeps_answering_and_e
             os.kill(memory_pid, signal.SIGKILL)
             at_kill = len(ids)
             wait_until(lambda: "restarted memory" in full_log(supervisor), timeout=30, interval=0.05)
+            wait_until(lambda: port_open(memory_port), timeout=30, interval=0.05)  # back by itself
             during_outage = len(ids) - at_kill
             restarted.set()
             poster.join(timeout=60)
