@@ -10,15 +10,47 @@ It allows the same `num_requests` per `duration` on average, with the same burst
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from django.core.cache.backends.locmem import LocMemCache
 from rest_framework.throttling import ScopedRateThrottle
+
+
+class _ProcessRates:
+    """The throttle state when the configured cache is this process's own memory anyway: a plain
+    dict, without LocMemCache's pickling, key checks and lock. Bounded: expired keys are swept."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._values: dict[str, tuple[float, float]] = {}
+        self._max = max_entries
+
+    def get(self, key: str, default: float) -> float:
+        entry = self._values.get(key)
+        return entry[0] if entry is not None and entry[1] > time.monotonic() else default
+
+    def set(self, key: str, value: float, timeout: float) -> None:
+        now = time.monotonic()
+        if len(self._values) >= self._max:
+            self._values = {k: v for k, v in self._values.items() if v[1] > now}
+        self._values[key] = (value, now + timeout)
+
+    def clear(self) -> None:
+        self._values.clear()
+
+
+process_rates = _ProcessRates()
 
 
 class GcraScopedRateThrottle(ScopedRateThrottle):
     """DRF's `ScopedRateThrottle` (same scopes, rates and cache keys) with GCRA bookkeeping."""
 
     _wait: float | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        if isinstance(self.cache, LocMemCache):
+            self.cache = process_rates  # type: ignore[assignment]
 
     def allow_request(self, request: Any, view: Any) -> bool:
         self.scope = getattr(view, self.scope_attr, None)

@@ -315,7 +315,7 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "streaming.layers.ProcessChannelLayer"}}
 
 # Product limits and knobs.
 CORTEX = {

@@ -5,11 +5,12 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from cortex_site import health
 
 urlpatterns = [
+    # The input path first: Django tries patterns in order on every request.
+    path("", include("workspaces.urls")),
     path("", health.root, name="root"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("auth/", include("accounts.urls")),
-    path("", include("workspaces.urls")),
     path("", include("mcp_services.urls")),
     path("", include("streaming.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),

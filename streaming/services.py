@@ -93,6 +93,17 @@ def _seqs_allocate(counts: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
     IMMEDIATE transactions already serialize all writers.
     """
     recipient_ids = sorted(counts)
+    connection = transaction.get_connection()
+    if connection.vendor == "sqlite" and len(set(counts.values())) == 1:
+        # One statement instead of a read and a write: the IMMEDIATE transaction already holds
+        # the database's only write lock, so there is no lock order to keep.
+        count = next(iter(counts.values()))
+        reserved = _seqs_reserve_sqlite(connection, recipient_ids, count)
+        missing = [user_id for user_id in recipient_ids if user_id not in reserved]
+        if missing:  # users made without signals (see below): give them a cursor, then reserve
+            EventCursor.objects.bulk_create([EventCursor(user_id=uid) for uid in missing], ignore_conflicts=True)
+            reserved.update(_seqs_reserve_sqlite(connection, missing, count))
+        return reserved
     locked = EventCursor.objects.select_for_update().filter(user_id__in=recipient_ids).order_by("user_id")
     current = dict(locked.values_list("user_id", "last_seq"))
     if len(current) < len(recipient_ids):
@@ -109,6 +120,24 @@ def _seqs_allocate(counts: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
     for count, user_ids in by_count.items():  # one UPDATE per distinct count, not per user
         EventCursor.objects.filter(user_id__in=user_ids).update(last_seq=F("last_seq") + count)
     return {user_id: last_seq + 1 for user_id, last_seq in current.items()}
+
+
+def _seqs_reserve_sqlite(connection: Any, user_ids: list[uuid.UUID], count: int) -> dict[uuid.UUID, int]:
+    """`UPDATE ... RETURNING` (SQLite >= 3.35): each user's first reserved seq, for users with a
+    cursor (the caller falls back to the general path for the others)."""
+    field = EventCursor._meta.get_field("user")
+    params = [field.get_db_prep_value(user_id, connection) for user_id in user_ids]
+    table = connection.ops.quote_name(EventCursor._meta.db_table)
+    column = connection.ops.quote_name(field.column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + %s WHERE {column} IN ({', '.join(['%s'] * len(params))})"
+            f" RETURNING {column}, last_seq",
+            [count, *params],
+        )
+        rows = cursor.fetchall()
+    by_value = dict(zip(params, user_ids, strict=True))
+    return {by_value[user]: last_seq - count + 1 for user, last_seq in rows}
 
 
 def events_record_for_messages(*, created: list[CreatedInput]) -> None:

@@ -79,6 +79,9 @@ class Command(BaseCommand):
         parser.add_argument("--memory-port", type=int, default=9000)
         parser.add_argument("--cognition-port", type=int, default=9100)
         parser.add_argument(
+            "--workers", type=int, default=1, help="core processes (more than one needs REDIS_URL for live events)"
+        )
+        parser.add_argument(
             "--housekeeping-every", type=int, default=3600, help="Seconds between housekeeping runs (pruning)."
         )
 
@@ -115,6 +118,7 @@ class Command(BaseCommand):
                     # Forwarded headers are the application's to trust (from configured proxies only).
                     "--no-proxy-headers",
                     "--timeout-graceful-shutdown", "5",
+                    *(["--workers", str(options["workers"])] if options["workers"] > 1 else []),
                 ],
             ),
         ]
@@ -129,6 +133,8 @@ class Command(BaseCommand):
         child.restart_at = None
 
     def handle(self, *args, **options) -> None:
+        if options["workers"] > 1 and not settings.REDIS_URL:
+            raise CommandError("--workers above 1 needs REDIS_URL: live events cross processes through Redis.")
         children = self.children(options)
         env = self.child_env(options)
         host = "127.0.0.1" if options["host"] in ("0.0.0.0", "::", "") else options["host"]
