@@ -5,6 +5,7 @@ database, and, once a core runs again, in memory exactly once. Under load, on uv
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import uuid
@@ -36,7 +37,12 @@ def messages_in_database(database: dict[str, str]) -> set[str]:
     return {str(uuid.UUID(str(row[0]))) for row in rows}
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "daphne"])
+# `make test` covers both servers at the cost of one run per pass: uvicorn (what run_cortex
+# starts) on SQLite, daphne on PostgreSQL. Both: `-k sigterm` with SHUTDOWN_SERVERS=uvicorn,daphne.
+SERVERS = os.environ.get("SHUTDOWN_SERVERS") or ("daphne" if os.environ.get("DATABASE_URL") else "uvicorn")
+
+
+@pytest.mark.parametrize("server", SERVERS.split(","))
 def test_sigterm_under_load_ends_streams_for_resumption_and_loses_no_accepted_input(server):
     with stack() as services:
         # A drainer killed mid-delivery leaves its claim behind; a short lease frees it soon.
