@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
-from bench.streaming import RawSSE, cpu_seconds, percentile, rss_kib
+from bench.streaming import RawSSE, cpu_seconds, open_loop, percentile, rss_kib
 from tests.servers import ROOT, create_users, fresh_database, free_port, redis_server, server_env, wait_for_port
 
 PASSWORD = "bench-password-0123456789"
@@ -119,36 +119,6 @@ async def login(port: int, email: str) -> str:
 def post_input(client: RawHTTP, token: str, payload: dict[str, Any]):
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     return client.request("POST", "/input", json.dumps(payload).encode(), headers)
-
-
-class Stream(RawSSE):
-    """An SSE stream that may resume and that yields raw frames (id, data) and pings."""
-
-    def __init__(self, port: int, token: str, last_event_id: int | None = None) -> None:
-        super().__init__(port, token)
-        self.last_event_id = last_event_id
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        resume = f"Last-Event-ID: {self.last_event_id}\r\n" if self.last_event_id is not None else ""
-        self.writer.write(
-            f"GET /output/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {self.token}\r\n{resume}\r\n".encode()
-        )
-        await self.writer.drain()
-        status = await self.reader.readline()
-        if b" 200 " not in status:
-            raise RuntimeError(f"stream refused: {status!r}")
-        while (await self.reader.readline()) not in (b"\r\n", b""):
-            pass
-        await self.chunk()  # the `retry:` hint: the stream is subscribed
-
-    async def frames(self):
-        buffer = b""
-        while True:
-            buffer += await self.chunk()
-            *complete, buffer = buffer.split(b"\n\n")
-            for frame in complete:
-                yield frame
 
 
 # --- the system under test
@@ -296,7 +266,7 @@ def memory_catch_up(sut: System, expected: int, started: float, limit: float = 6
 
 
 async def fan_out(sut: System, tokens: list[str], subscribers: int, rate: int, seconds: float) -> dict[str, Any]:
-    streams = [Stream(sut.port, tokens[n % len(tokens)]) for n in range(subscribers)]
+    streams = [RawSSE(sut.port, tokens[n % len(tokens)]) for n in range(subscribers)]
     for offset in range(0, subscribers, 50):
         await asyncio.gather(*(stream.open() for stream in streams[offset : offset + 50]))
     per_user = {token: sum(1 for s in streams if s.token == token) for token in tokens}
@@ -305,7 +275,7 @@ async def fan_out(sut: System, tokens: list[str], subscribers: int, rate: int, s
     duplicates = foreign = 0
     sender_of: dict[str, str] = {}
 
-    async def consume(index: int, stream: Stream) -> None:
+    async def consume(index: int, stream: RawSSE) -> None:
         nonlocal duplicates, foreign
         async for frame in stream.frames():
             for line in frame.split(b"\n"):
@@ -344,14 +314,7 @@ async def fan_out(sut: System, tokens: list[str], subscribers: int, rate: int, s
             free.put_nowait(connection)
 
     total = int(rate * seconds)
-    began = time.monotonic()
-    tasks = []
-    for n in range(total):
-        delay = began + n / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(post(n)))
-    await asyncio.gather(*tasks)
+    await open_loop(post, total, rate)
     deadline = time.monotonic() + 30
     while sum(len(s) for s in seen) < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -379,7 +342,7 @@ async def fan_out(sut: System, tokens: list[str], subscribers: int, rate: int, s
 async def idle_streams(sut: System, tokens: list[str], count: int, heartbeat: int) -> dict[str, Any]:
     core = sut.core_pids()
     before = sum(rss_kib(pid) for pid in core)
-    streams = [Stream(sut.port, tokens[n % len(tokens)]) for n in range(count)]
+    streams = [RawSSE(sut.port, tokens[n % len(tokens)]) for n in range(count)]
     failed = 0
     for offset in range(0, count, 200):
         results = await asyncio.gather(*(s.open() for s in streams[offset : offset + 200]), return_exceptions=True)
@@ -389,7 +352,7 @@ async def idle_streams(sut: System, tokens: list[str], count: int, heartbeat: in
     sample = [s for s in streams if s.writer is not None][:: max(1, count // 50)]
     gaps: list[float] = []
 
-    async def watch(stream: Stream) -> None:
+    async def watch(stream: RawSSE) -> None:
         last = time.monotonic()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(heartbeat * 3 + 1):
@@ -425,7 +388,7 @@ async def resume(sut: System, token: str, missed: int) -> dict[str, Any]:
     await asyncio.gather(*(poster(n) for n in range(len(connections))))
     for connection in connections:
         connection.close()
-    stream = Stream(sut.port, token, last_event_id=0)
+    stream = RawSSE(sut.port, token, last_event_id=0)
     began = time.perf_counter()
     await stream.open()
     ids: list[int] = []

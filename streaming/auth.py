@@ -9,8 +9,13 @@ proxies and browser history, which is what tickets exist to avoid.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.http.cookie import parse_cookie
+from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
@@ -28,25 +33,38 @@ class StreamAuthError(Exception):
         self.message = message
 
 
-async def _user_for_header(header: bytes) -> User:
+@dataclass(frozen=True)
+class StreamCredential:
+    user: User
+    # The stream ends at this moment: the access token's expiry (for a ticket, the expiry of the
+    # access token that requested it).
+    expires_at: datetime
+
+
+async def _user_for_header(header: bytes) -> StreamCredential:
     authentication = CachedJWTAuthentication()
     try:
         raw = authentication.get_raw_token(header)
         if raw is None:
             raise StreamAuthError("invalid_token", "The Authorization header must be 'Bearer <token>'.")
-        return await authentication.aget_user(authentication.get_validated_token(raw))
+        token = authentication.get_validated_token(raw)
+        user = await authentication.aget_user(token)
     except (InvalidToken, TokenError, AuthenticationFailed):
         raise StreamAuthError("invalid_token", "The token is invalid or expired.") from None
+    return StreamCredential(user=user, expires_at=datetime.fromtimestamp(token["exp"], tz=UTC))
 
 
-def _user_for_ticket(ticket: str) -> User:
-    user = services.ticket_consume(ticket=ticket)
-    if user is None:
+def _user_for_ticket(ticket: str) -> StreamCredential:
+    record = services.ticket_consume(ticket=ticket)
+    if record is None:
         raise StreamAuthError("invalid_token", "The ticket is invalid, expired or already used.")
-    return user
+    expires_at = record.credential_expires_at or (
+        timezone.now() + settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
+    )
+    return StreamCredential(user=record.user, expires_at=expires_at)
 
 
-async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]]) -> User:
+async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]]) -> StreamCredential:
     if any(name in query for name in URL_TOKEN_PARAMS):
         raise StreamAuthError(
             "token_in_url", "Access tokens are not accepted in URLs; use the Authorization header or a ticket."
@@ -67,8 +85,9 @@ async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]
     raise StreamAuthError("not_authenticated", "Authentication credentials were not provided.")
 
 
-def _user_for_cookie(value: str) -> User:
-    user = services.stream_cookie_user(value=value)
-    if user is None:
+def _user_for_cookie(value: str) -> StreamCredential:
+    found = services.stream_cookie_user(value=value)
+    if found is None:
         raise StreamAuthError("invalid_token", "The stream cookie is invalid or expired; get a new ticket.")
-    return user
+    user, expires_at = found
+    return StreamCredential(user=user, expires_at=expires_at)

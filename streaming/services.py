@@ -13,7 +13,8 @@ import json
 import logging
 import secrets
 import uuid
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from asgiref.sync import async_to_sync
@@ -35,6 +36,7 @@ from workspaces.writer import caller_loop
 logger = logging.getLogger(__name__)
 
 STREAM_EVENT = "stream.event"  # channel-layer message type, handled by the consumers
+STREAM_REVOKE = "stream.revoke"  # ends every stream of a user (deactivated or deleted)
 
 
 class EventPayload(TypedDict):
@@ -195,7 +197,7 @@ def events_record_for_messages(*, created: list[CreatedInput]) -> None:
 _background: set[asyncio.Task] = set()
 
 
-async def _group_send_all(messages: list[tuple[str, LiveMessage]]) -> None:
+async def _group_send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
     layer = get_channel_layer()
     for group, message in messages:
         try:
@@ -225,6 +227,28 @@ def events_publish(messages: list[tuple[str, LiveMessage]]) -> None:
         async_to_sync(_group_send_all)(messages)
 
 
+def streams_revoke(*, user_id: uuid.UUID) -> None:
+    """End every open stream of a user, on every process, once the caller's transaction commits.
+
+    At most once, like every channel-layer message: each stream also re-checks its user every
+    `STREAM_RECHECK_SECONDS`, which bounds how long a lost message leaves it open.
+    """
+    message: tuple[str, dict[str, Any]] = (user_group(user_id), {"type": STREAM_REVOKE})
+    transaction.on_commit(lambda: events_publish([message]))  # type: ignore[list-item]
+
+
+def events_forget_conversation(*, conversation_id: uuid.UUID, user_ids: Iterable[uuid.UUID]) -> int:
+    """Removed participants lose the conversation's events from their logs (no replay of them).
+
+    Their seqs stay allocated: a stream skips the holes like any filtered event.
+    """
+    ids = list(user_ids)
+    if not ids:
+        return 0
+    deleted, _ = Event.objects.filter(recipient_id__in=ids, conversation_id=conversation_id).delete()
+    return deleted
+
+
 def _spawn(messages: list[tuple[str, LiveMessage]]) -> None:
     task = asyncio.get_running_loop().create_task(_group_send_all(messages))
     _background.add(task)
@@ -236,31 +260,36 @@ def _ticket_hash(ticket: str) -> str:
 
 
 @transaction.atomic
-def ticket_issue(*, user: User) -> TicketIssued:
+def ticket_issue(*, user: User, credential_expires_at: datetime | None = None) -> TicketIssued:
+    """`credential_expires_at`: when the requesting access token expires (the stream ends then)."""
     seconds = settings.CORTEX["TICKET_SECONDS"]
     ticket = secrets.token_urlsafe(32)
     StreamTicket.objects.create(
-        user=user, ticket_hash=_ticket_hash(ticket), expires_at=timezone.now() + timedelta(seconds=seconds)
+        user=user,
+        ticket_hash=_ticket_hash(ticket),
+        expires_at=timezone.now() + timedelta(seconds=seconds),
+        credential_expires_at=credential_expires_at,
     )
     return {"ticket": ticket, "expires_in": seconds}
 
 
-@transaction.atomic
-def ticket_consume(*, ticket: str) -> User | None:
-    """The active user a valid ticket belongs to, or None. The ticket is gone either way.
+def ticket_consume(*, ticket: str) -> StreamTicket | None:
+    """The ticket, with its active user, if it is valid; None otherwise. It is gone either way.
 
-    The conditional DELETE is what makes a ticket single use: of two concurrent redemptions,
-    only one deletes the row.
+    An unknown ticket costs one read, no write transaction (garbage cannot take SQLite's write
+    lock). The conditional DELETE is what makes a ticket single use: of two concurrent
+    redemptions, only one deletes the row.
     """
     if not ticket or len(ticket) > 200:
         return None
     record = StreamTicket.objects.filter(ticket_hash=_ticket_hash(ticket)).select_related("user").first()
     if record is None:
         return None
-    deleted, _ = StreamTicket.objects.filter(pk=record.pk).delete()
+    with transaction.atomic():
+        deleted, _ = StreamTicket.objects.filter(pk=record.pk).delete()
     if deleted != 1 or record.expires_at <= timezone.now() or not record.user.is_active:
         return None
-    return record.user
+    return record
 
 
 STREAM_COOKIE = "cortex_stream"
@@ -268,31 +297,40 @@ STREAM_COOKIE_PATH = "/output/"
 _STREAM_COOKIE_SALT = "cortex.streaming.stream-cookie"
 
 
-def stream_cookie_issue(*, user: User) -> str:
-    """The value of the browser's stream cookie (set with each ticket).
+def stream_cookie_issue(*, user: User, credential_expires_at: datetime | None = None) -> tuple[str, datetime]:
+    """The value of the browser's stream cookie (set with each ticket), and when it expires.
 
     Unlike a ticket it may be used many times until it expires: EventSource's built-in reconnect
     reuses its URL, whose ticket is spent, and sends this cookie along. It is signed (nothing is
-    stored), names the user, and carries the user's session hash, so a password change ends it.
+    stored), names the user, carries the user's session hash (a password change ends it) and its
+    expiry: STREAM_COOKIE_SECONDS, and no later than `credential_expires_at` (the access token
+    that asked for it), so a stream it opens ends when a ticket's would.
     """
-    return signing.TimestampSigner(salt=_STREAM_COOKIE_SALT).sign(f"{user.pk}:{user.get_session_auth_hash()}")
+    expires_at = timezone.now() + timedelta(seconds=settings.CORTEX["STREAM_COOKIE_SECONDS"])
+    if credential_expires_at is not None:
+        expires_at = min(expires_at, credential_expires_at)
+    payload = f"{user.pk}:{int(expires_at.timestamp())}:{user.get_session_auth_hash()}"
+    return signing.TimestampSigner(salt=_STREAM_COOKIE_SALT).sign(payload), expires_at
 
 
-def stream_cookie_user(*, value: str) -> User | None:
-    """The active user a valid, unexpired stream cookie belongs to, or None."""
+def stream_cookie_user(*, value: str) -> tuple[User, datetime] | None:
+    """The active user a valid, unexpired stream cookie belongs to, and when it expires; or None."""
     if not value or len(value) > 500:
         return None
     try:
         payload = signing.TimestampSigner(salt=_STREAM_COOKIE_SALT).unsign(
             value, max_age=settings.CORTEX["STREAM_COOKIE_SECONDS"]
         )
-    except signing.BadSignature:  # also SignatureExpired
+        user_id, expires, session_hash = payload.split(":", 2)
+        expires_at = datetime.fromtimestamp(int(expires), tz=UTC)
+    except (signing.BadSignature, ValueError):  # also SignatureExpired
         return None
-    user_id, _, session_hash = payload.partition(":")
+    if expires_at <= timezone.now():
+        return None
     user = User.objects.filter(pk=user_id, is_active=True).first()
     if user is None or not constant_time_compare(session_hash, user.get_session_auth_hash()):
         return None
-    return user
+    return user, expires_at
 
 
 @transaction.atomic

@@ -3,7 +3,10 @@ stream cookie that lets EventSource's built-in reconnect resume after the ticket
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -27,13 +30,18 @@ class TicketApi(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        response = Response(services.ticket_issue(user=request.user), headers={"Cache-Control": "no-store"})
+        expires = datetime.fromtimestamp(request.auth["exp"], tz=UTC) if request.auth is not None else None
+        response = Response(
+            services.ticket_issue(user=request.user, credential_expires_at=expires), headers={"Cache-Control": "no-store"}
+        )
         # Only the streams see it (path), no script reads it (HttpOnly), no other site sends it
-        # (Strict); the page renews it by asking for a ticket again before it expires.
+        # (Strict); the page renews it by asking for a ticket again before it expires. Like the
+        # ticket, it lasts no longer than the access token that asked for it.
+        value, cookie_expires = services.stream_cookie_issue(user=request.user, credential_expires_at=expires)
         response.set_cookie(
             services.STREAM_COOKIE,
-            services.stream_cookie_issue(user=request.user),
-            max_age=settings.CORTEX["STREAM_COOKIE_SECONDS"],
+            value,
+            max_age=max(0, int((cookie_expires - timezone.now()).total_seconds())),
             path=services.STREAM_COOKIE_PATH,
             secure=settings.SESSION_COOKIE_SECURE,
             httponly=True,

@@ -13,7 +13,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
 from mcp_services import selectors, services
-from mcp_services.servers.common import db_call
+from mcp_services.servers.common import db_call, may_write
 from mcp_services.services import MemoryInputError
 
 MAX_QUERY_CHARS = 1000
@@ -42,6 +42,11 @@ def _optional_text(value: object, name: str) -> str | None:
     return value
 
 
+def _require_write() -> None:
+    if not may_write():
+        raise ToolError("forbidden: this credential may only read memory (search and history).")
+
+
 def _resource_args(user_id: str, limit: int | None = None) -> tuple[uuid.UUID, int | None]:
     try:
         return services.parse_user_id(user_id), None if limit is None else services.parse_limit(limit)
@@ -60,6 +65,7 @@ def build_memory_server(**auth: Any) -> MCPServer:
     @server.tool()
     async def store_input(user_id: str, input_data: dict[str, Any]) -> dict[str, Any]:
         """Store one input for a user. Idempotent on input_data["id"]: a retry stores nothing new."""
+        _require_write()
         user = _user(user_id)
         try:
             item, _created = await db_call(services.memory_item_store)(user_id=user, input_data=input_data)
@@ -110,15 +116,19 @@ def build_memory_server(**auth: Any) -> MCPServer:
 
     @server.tool()
     async def delete_memory(
-        user_id: str, item_id: str | None = None, conversation_id: str | None = None
+        user_id: str, item_id: str | None = None, conversation_id: str | None = None, everything: bool = False
     ) -> dict[str, Any]:
-        """Delete one item (item_id), a conversation's items (conversation_id), or their intersection."""
+        """Delete one item (item_id), a conversation's items (conversation_id), their intersection,
+        or every item of the user (everything=true: the user was deleted)."""
+        _require_write()
         user = _user(user_id)
         item = _optional_text(item_id, "item_id")
         conversation = _optional_text(conversation_id, "conversation_id")
+        if not isinstance(everything, bool):
+            raise ToolError("invalid_input: everything must be a boolean.")
         try:
             deleted = await db_call(services.memory_item_delete)(
-                user_id=user, item_id=item, conversation_id=conversation
+                user_id=user, item_id=item, conversation_id=conversation, everything=everything
             )
         except MemoryInputError as exc:
             raise ToolError(str(exc)) from None

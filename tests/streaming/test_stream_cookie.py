@@ -34,7 +34,7 @@ def test_the_ticket_response_sets_a_short_lived_httponly_strict_cookie_for_the_s
     morsel = SimpleCookie(response.cookies[services.STREAM_COOKIE].output(header=""))[services.STREAM_COOKIE]
     assert morsel["path"] == "/output/"
     assert morsel["httponly"] and morsel["samesite"] == "Strict"
-    assert morsel["max-age"] == "600"
+    assert 595 <= int(morsel["max-age"]) <= 600, "STREAM_COOKIE_SECONDS (the access token lasts longer)"
     assert not morsel["secure"], "the tests run without TLS (SECURE_COOKIES=0); production sets Secure"
     assert morsel.value != response.json()["ticket"]
 
@@ -92,6 +92,22 @@ async def test_an_expired_forged_or_revoked_cookie_is_refused(alice):
 
     await sync_to_async(change_password)()
     assert (await refused(cookie_header(cookie)))["code"] == "invalid_token", "a password change ends it"
+
+
+def test_the_cookie_lasts_no_longer_than_the_access_token_that_asked_for_it(alice, settings):
+    from datetime import UTC, datetime
+
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = AccessToken.for_user(alice)
+    token.set_exp(lifetime=timedelta(seconds=120))
+    client = client_for()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = client.post("/output/ticket")
+    assert response.status_code == 200, response.content
+    assert 115 <= int(response.cookies[services.STREAM_COOKIE]["max-age"]) <= 120
+    found = services.stream_cookie_user(value=response.cookies[services.STREAM_COOKIE].value)
+    assert found is not None and found[1] <= datetime.fromtimestamp(token["exp"], tz=UTC)
 
 
 async def test_a_deactivated_users_cookie_is_refused(alice):
