@@ -35,7 +35,7 @@ test-sqlite: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-postgres: venv
-	scripts/with_postgres.sh $(PY) -m pytest $(PYTEST_ARGS)
+	PY=$(PY) scripts/with_postgres.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) -m bench

@@ -137,7 +137,7 @@ class System:
             ["ps", "-o", "pid=,ppid=,args=", "--ppid", str(self.group.pid)], capture_output=True, text=True
         ).stdout.splitlines():
             pid, _ppid, args = line.split(None, 2)
-            role = next((r for r in ("memory", "cognition", "outbox") if r in args), "core")
+            role = next((r for r in ("memory", "cognition", "outbox", "housekeeping") if r in args), "core")
             found[role] = int(pid)
         return found
 

@@ -296,7 +296,10 @@ SPECTACULAR_SETTINGS = {
                     " (no `event:` field), and `: ping` heartbeats. Resume with the `Last-Event-ID` header or"
                     " `last_event_id`; a `{\"type\": \"reset\"}` event comes first when that id is past retention"
                     " or further back than `REPLAY_LIMIT_EVENTS` (default 10,000; then the stream starts at the head)."
-                    " Authenticate with `Authorization: Bearer` or a `ticket` from `POST /output/ticket`."
+                    " Authenticate with `Authorization: Bearer` or a `ticket` from `POST /output/ticket`"
+                    " (browsers: the `cortex_stream` cookie that response sets also authenticates, so"
+                    " EventSource's own reconnect works once the ticket is spent; such a stream ends when the"
+                    " cookie expires)."
                     " The stream ends with a final `data: {\"type\": \"end\", \"reason\": ...}` (no `id:`) when the"
                     " access token that opened it (or requested its ticket) expires (`token_expired`: reconnect with a"
                     " fresh token and `Last-Event-ID`, nothing is lost), or when its user is deactivated or deleted"
@@ -382,6 +385,8 @@ CORTEX = {
     "EVENT_RETENTION_HOURS": env_int("EVENT_RETENTION_HOURS", 24, minimum=1),
     "IDEMPOTENCY_HOURS": 24,
     "TICKET_SECONDS": env_int("TICKET_SECONDS", 30, minimum=1),
+    # The browser's stream cookie (set by POST /output/ticket): EventSource reconnects with it.
+    "STREAM_COOKIE_SECONDS": env_int("STREAM_COOKIE_SECONDS", 600, minimum=1),
     "WS_ALLOWED_ORIGINS": env_list("WS_ALLOWED_ORIGINS"),
     "MEMORY_URL": env_str("MEMORY_URL", "http://127.0.0.1:9000/mcp"),
     "COGNITION_URL": env_str("COGNITION_URL", "http://127.0.0.1:9100/mcp"),
@@ -395,6 +400,9 @@ CORTEX = {
     "INPUT_BATCH_SIZE": env_int("INPUT_BATCH_SIZE", 256, minimum=1),
     "INPUT_GROUP_COMMIT": env_bool("INPUT_GROUP_COMMIT", True),
     "SERVICE_TIMEOUT_SECONDS": env_int("SERVICE_TIMEOUT_SECONDS", 5, minimum=1),
+    # /readyz: a result is reused this long, and no check is waited for longer than the timeout.
+    "READYZ_CACHE_SECONDS": env_int("READYZ_CACHE_SECONDS", 5, minimum=0),
+    "READYZ_TIMEOUT_SECONDS": env_int("READYZ_TIMEOUT_SECONDS", 3, minimum=1),
     # Extra Host names the MCP services answer to (beyond loopback) and browser origins they accept.
     "SERVICE_ALLOWED_HOSTS": env_list("SERVICE_ALLOWED_HOSTS"),
     "SERVICE_ALLOWED_ORIGINS": env_list("SERVICE_ALLOWED_ORIGINS"),
@@ -415,6 +423,9 @@ CORTEX = {
     "OUTBOX_BACKOFF_BASE_SECONDS": env_int("OUTBOX_BACKOFF_BASE_SECONDS", 1, minimum=1),
     "OUTBOX_BACKOFF_MAX_SECONDS": env_int("OUTBOX_BACKOFF_MAX_SECONDS", 300, minimum=1),
     "OUTBOX_RETENTION_HOURS": env_int("OUTBOX_RETENTION_HOURS", 24, minimum=1),
+    # An entry the memory service answers with an error this many times is marked failed (an
+    # unreachable service is retried without limit).
+    "OUTBOX_MAX_TOOL_ERRORS": env_int("OUTBOX_MAX_TOOL_ERRORS", 10, minimum=1),
 }
 
 LOGGING = {

@@ -52,6 +52,23 @@ class ServiceToolError(Exception):
         return self.code == "invalid_input"
 
 
+class UnsendableArguments(Exception):
+    """The arguments cannot be encoded as a JSON-RPC request (e.g. a lone surrogate in a string):
+    no call is made, the connection stays up, and the same arguments will never be sendable."""
+
+    code = "unsendable"
+    permanent = True
+
+
+def encoding_error(arguments: Any) -> str | None:
+    """Why `arguments` cannot go over the wire as UTF-8 JSON, or None if they can."""
+    try:
+        json.dumps(arguments, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _unwrap(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
@@ -164,7 +181,12 @@ class ServiceClient:
             raise ServiceUnavailable(f"{self.name} service failed: {_describe(inner)}") from None
 
     async def call_tool(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        """The tool's structured result; `ServiceToolError` if it refused, `ServiceUnavailable` if unreachable."""
+        """The tool's structured result; `ServiceToolError` if it refused, `ServiceUnavailable` if unreachable,
+        `UnsendableArguments` if the arguments cannot be encoded (checked before anything is sent: the
+        transport would fail mid-write and take the shared connection down with it)."""
+        problem = encoding_error(arguments)
+        if problem is not None:
+            raise UnsendableArguments(f"{tool}: arguments cannot be sent ({problem})")
         try:
             result = await self._request(lambda client: client.call_tool(tool, arguments))
         except MCPError as exc:

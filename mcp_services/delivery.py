@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connections, transaction
 
 from mcp_services import client, services
-from mcp_services.client import ServiceToolError, ServiceUnavailable
+from mcp_services.client import ServiceToolError, ServiceUnavailable, UnsendableArguments
 from mcp_services.models import OutboxEntry
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ async def _send_all(entries: list[OutboxEntry], concurrency: int) -> list[BaseEx
                 results = answer["results"]
                 if len(results) != len(chunk):
                     raise ServiceToolError(f"store_inputs answered {len(results)} results for {len(chunk)} items")
-            except (ServiceUnavailable, ServiceToolError) as exc:
+            except (ServiceUnavailable, ServiceToolError, UnsendableArguments) as exc:
                 outcomes.update((entry.id, exc) for entry in chunk)
                 return
         for entry, result in zip(chunk, results, strict=True):
@@ -88,15 +88,33 @@ async def _send_all(entries: list[OutboxEntry], concurrency: int) -> list[BaseEx
         async with gate:
             try:
                 await memory.call_tool(TOOLS[entry.kind], entry.arguments)
-            except (ServiceUnavailable, ServiceToolError) as exc:
+            except (ServiceUnavailable, ServiceToolError, UnsendableArguments) as exc:
                 outcomes[entry.id] = exc
                 return
             outcomes[entry.id] = None
 
-    stores = [entry for entry in entries if entry.kind == OutboxEntry.Kind.STORE]
-    others = [entry for entry in entries if entry.kind != OutboxEntry.Kind.STORE]
+    # An entry whose arguments cannot be encoded would fail its whole `store_inputs` call (and,
+    # sent as is, break the shared connection mid-write): it is set aside before anything is sent.
+    for entry in entries:
+        problem = client.encoding_error(entry.arguments)
+        if problem is not None:
+            outcomes[entry.id] = UnsendableArguments(f"{TOOLS[entry.kind]}: arguments cannot be sent ({problem})")
+    sendable = [entry for entry in entries if entry.id not in outcomes]
+    stores = [entry for entry in sendable if entry.kind == OutboxEntry.Kind.STORE]
+    others = [entry for entry in sendable if entry.kind != OutboxEntry.Kind.STORE]
     await asyncio.gather(*(send_stores(chunk) for chunk in _store_chunks(stores)), *(send(entry) for entry in others))
     return [outcomes[entry.id] for entry in entries]
+
+
+def give_up(entry: OutboxEntry, outcome: BaseException) -> bool:
+    """Retrying cannot help: the arguments cannot be sent, the service refused them as invalid, or
+    it failed on this very entry (answered with an error) OUTBOX_MAX_TOOL_ERRORS times. An
+    unreachable service is retried for as long as it takes: that is what the outbox is for."""
+    if isinstance(outcome, UnsendableArguments):
+        return True
+    if isinstance(outcome, ServiceToolError):
+        return outcome.permanent or entry.attempts + 1 >= settings.CORTEX["OUTBOX_MAX_TOOL_ERRORS"]
+    return False
 
 
 def outbox_drain_batch(*, ignore_schedule: bool = False) -> DrainResult:
@@ -120,9 +138,9 @@ def outbox_drain_batch(*, ignore_schedule: bool = False) -> DrainResult:
         for entry, outcome in zip(entries, outcomes, strict=True):
             if outcome is None:
                 continue
-            if isinstance(outcome, ServiceToolError) and outcome.permanent:
-                logger.error("memory refused outbox entry %s for good: %s", entry.id, outcome)
-                services.outbox_mark_failed(entry=entry, error=str(outcome))
+            if give_up(entry, outcome):
+                logger.error("memory outbox entry %s cannot be delivered; marked failed: %s", entry.id, outcome)
+                services.outbox_mark_failed(entry=entry, error=f"{type(outcome).__name__}: {outcome}")
                 result.failed += 1
             else:
                 services.outbox_mark_retry(entry=entry, error=str(outcome))

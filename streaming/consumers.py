@@ -49,7 +49,7 @@ from django.http import Http404
 
 from accounts.models import User
 from cortex_site.errors import error_body
-from streaming import daphne_compat, selectors, slots
+from streaming import daphne_compat, selectors, shutdown, slots
 from streaming.auth import StreamAuthError, stream_user
 from streaming.services import STREAM_EVENT, STREAM_REVOKE, LiveMessage, user_group
 from workspaces.selectors import conversation_get_for_user
@@ -283,6 +283,12 @@ class _EventStream:
         self.next_renew = now + settings.CORTEX["STREAM_RECHECK_SECONDS"]
         self.pump = asyncio.create_task(self._pump(position))
         _ticker.add(self)
+        shutdown.register(self)
+
+    async def going_away(self) -> None:
+        """The server is shutting down: end the stream so the client resumes elsewhere at once."""
+        await self._stop_pump()
+        await self._finish("shutdown")
 
     async def _pump(self, position: selectors.LogPosition) -> None:
         try:
@@ -563,13 +569,7 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
         position = await self._stream_subscribe()
         await self.accept()
         self.accepted = True
-        daphne_compat.open_sockets.add(self)
         self._stream_start(position)
-
-    async def going_away(self) -> None:
-        """The server is shutting down: close with 1001 so the client reconnects elsewhere."""
-        await self._stop_pump()
-        await self._finish("shutdown")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Clients only listen; anything they send is ignored."""

@@ -11,7 +11,8 @@ codes are for, so for them we send the same close frame through `sendCloseFrame`
 On shutdown daphne cancels every application so it can say goodbye, but its
 `kill_all_applications` raises KeyError (and cancels nothing) while any HTTP keep-alive
 connection has a finished application: then WebSockets are simply dropped. A shutdown trigger of
-our own closes the open event sockets with 1001 first, whatever daphne's trigger does.
+our own ends the open streams first (`streaming.shutdown`: WebSockets closed with 1001, SSE
+responses ended), whatever daphne's trigger does.
 
 Daphne applies no backpressure: whatever the application sends is appended to Twisted's
 write buffer, so a client that stops reading makes the server's memory grow without bound (the
@@ -29,21 +30,16 @@ import asyncio
 import functools
 import logging
 import sys
-import weakref
 from typing import Any
+
+from streaming import shutdown
 
 logger = logging.getLogger(__name__)
 
 SERVER_CLOSE_CODES = frozenset({1001, 1008, 1011, 1012, 1013})
 
 
-# Open WebSocket consumers of this process (each has an async `going_away()`).
-open_sockets: weakref.WeakSet[Any] = weakref.WeakSet()
 _installed = False
-
-
-async def _close_open_sockets() -> None:
-    await asyncio.gather(*(socket.going_away() for socket in list(open_sockets)), return_exceptions=True)
 
 
 def _unsent_bytes(transport: Any) -> int:
@@ -93,7 +89,7 @@ def install() -> None:
     from twisted.internet import defer, reactor
 
     reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(_close_open_sockets()))
+        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(shutdown.close_all()))
     )
     original = module.WebSocketProtocol.serverClose
 

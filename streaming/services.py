@@ -14,15 +14,17 @@ import logging
 import secrets
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core import signing
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
 from streaming.models import Event, EventBody, EventCursor, StreamTicket
@@ -288,6 +290,47 @@ def ticket_consume(*, ticket: str) -> StreamTicket | None:
     if deleted != 1 or record.expires_at <= timezone.now() or not record.user.is_active:
         return None
     return record
+
+
+STREAM_COOKIE = "cortex_stream"
+STREAM_COOKIE_PATH = "/output/"
+_STREAM_COOKIE_SALT = "cortex.streaming.stream-cookie"
+
+
+def stream_cookie_issue(*, user: User, credential_expires_at: datetime | None = None) -> tuple[str, datetime]:
+    """The value of the browser's stream cookie (set with each ticket), and when it expires.
+
+    Unlike a ticket it may be used many times until it expires: EventSource's built-in reconnect
+    reuses its URL, whose ticket is spent, and sends this cookie along. It is signed (nothing is
+    stored), names the user, carries the user's session hash (a password change ends it) and its
+    expiry: STREAM_COOKIE_SECONDS, and no later than `credential_expires_at` (the access token
+    that asked for it), so a stream it opens ends when a ticket's would.
+    """
+    expires_at = timezone.now() + timedelta(seconds=settings.CORTEX["STREAM_COOKIE_SECONDS"])
+    if credential_expires_at is not None:
+        expires_at = min(expires_at, credential_expires_at)
+    payload = f"{user.pk}:{int(expires_at.timestamp())}:{user.get_session_auth_hash()}"
+    return signing.TimestampSigner(salt=_STREAM_COOKIE_SALT).sign(payload), expires_at
+
+
+def stream_cookie_user(*, value: str) -> tuple[User, datetime] | None:
+    """The active user a valid, unexpired stream cookie belongs to, and when it expires; or None."""
+    if not value or len(value) > 500:
+        return None
+    try:
+        payload = signing.TimestampSigner(salt=_STREAM_COOKIE_SALT).unsign(
+            value, max_age=settings.CORTEX["STREAM_COOKIE_SECONDS"]
+        )
+        user_id, expires, session_hash = payload.split(":", 2)
+        expires_at = datetime.fromtimestamp(int(expires), tz=UTC)
+    except (signing.BadSignature, ValueError):  # also SignatureExpired
+        return None
+    if expires_at <= timezone.now():
+        return None
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None or not constant_time_compare(session_hash, user.get_session_auth_hash()):
+        return None
+    return user, expires_at
 
 
 @transaction.atomic

@@ -1,9 +1,12 @@
-"""`POST /output/ticket`: a single-use ticket for `?ticket=` on the streams (browsers)."""
+"""`POST /output/ticket`: a single-use ticket for `?ticket=` on the streams (browsers), and the
+stream cookie that lets EventSource's built-in reconnect resume after the ticket is spent."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -28,6 +31,20 @@ class TicketApi(APIView):
     )
     def post(self, request: Request) -> Response:
         expires = datetime.fromtimestamp(request.auth["exp"], tz=UTC) if request.auth is not None else None
-        return Response(
+        response = Response(
             services.ticket_issue(user=request.user, credential_expires_at=expires), headers={"Cache-Control": "no-store"}
         )
+        # Only the streams see it (path), no script reads it (HttpOnly), no other site sends it
+        # (Strict); the page renews it by asking for a ticket again before it expires. Like the
+        # ticket, it lasts no longer than the access token that asked for it.
+        value, cookie_expires = services.stream_cookie_issue(user=request.user, credential_expires_at=expires)
+        response.set_cookie(
+            services.STREAM_COOKIE,
+            value,
+            max_age=max(0, int((cookie_expires - timezone.now()).total_seconds())),
+            path=services.STREAM_COOKIE_PATH,
+            secure=settings.SESSION_COOKIE_SECURE,
+            httponly=True,
+            samesite="Strict",
+        )
+        return response

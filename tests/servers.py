@@ -57,6 +57,7 @@ class ServerProcess:
     env: dict[str, str]
     log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="cortex-proc-", suffix=".log")[1]))
     process: subprocess.Popen | None = None
+    ready_line: str | None = None  # for a process without a port: what it logs once it is running
 
     @property
     def url(self) -> str:
@@ -71,14 +72,23 @@ class ServerProcess:
         try:
             if self.port:
                 wait_for_port(self.port, timeout=timeout, process=self.process)
-            else:  # a worker without a port: it must at least survive its start-up
-                time.sleep(1.0)
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"exited with code {self.process.returncode}")
+            elif self.ready_line:  # a worker without a port: it says when it is running
+                self.wait_for_line(self.ready_line, timeout=timeout)
+            else:
+                raise ValueError(f"{self.name}: give a port or a ready_line to wait for")
         except Exception:
             self.stop()
             raise RuntimeError(f"{self.name} failed to start:\n{self.log()}") from None
         return self
+
+    def wait_for_line(self, text: str, *, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log_path.read_text(errors="replace"):
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"exited with code {self.process.returncode} before logging {text!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not logged after {timeout}s")
+            time.sleep(0.05)
 
     def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         if self.process is None or self.process.poll() is not None:
@@ -124,19 +134,31 @@ def core_server(*, env: dict[str, str], port: int | None = None, server: str = "
     return ServerProcess(name=f"core:{port}", argv=argv, port=port, env=env)
 
 
-def manage_command(name: str, *args: str, env: dict[str, str], port: int) -> ServerProcess:
+def manage_command(
+    name: str, *args: str, env: dict[str, str], port: int, ready_line: str | None = None
+) -> ServerProcess:
     """A long-running `manage.py` command (e.g. run_memory_service) listening on `port`
-    (`port=0`: a worker that listens on nothing, e.g. memory_outbox_worker)."""
-    return ServerProcess(name=name, argv=[sys.executable, "manage.py", name, *args], port=port, env=env)
+    (`port=0`: a worker that listens on nothing, e.g. memory_outbox_worker, started once it logs
+    `ready_line`)."""
+    return ServerProcess(
+        name=name, argv=[sys.executable, "manage.py", name, *args], port=port, env=env, ready_line=ready_line
+    )
 
 
 def redis_server_binary() -> str:
+    """Tests that need Redis skip where it is not installed, except in CI, where they fail."""
     binary = shutil.which("redis-server")
     if binary is None:
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail("redis-server is required in CI (.ci/run installs Debian's redis-server)")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        pytest.skip("redis-server is not installed, so this Redis test is skipped (apt-get install redis-server; "
+                    "with CI=true it fails instead)")
     return binary
+
+
+def in_ci() -> bool:
+    """CI sets CI=true: there every test must run, and a missing tool is a failure, not a skip."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
 @contextlib.contextmanager

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -80,6 +82,40 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float = 30.0, interval
     raise TimeoutError(f"condition not met after {timeout}s")
 
 
+def memory_history(url: str, user_id: str) -> list[dict]:
+    """A user's items as the memory service at `url` returns them (over real MCP)."""
+
+    async def read() -> list[dict]:
+        async with http_client(url) as memory:
+            result = await memory.read_resource(f"history/{user_id}")
+            return json.loads(result.contents[0].text)
+
+    return asyncio.run(read())
+
+
+def memory_history_if_up(url: str, user_id: str) -> list[dict] | None:
+    """`memory_history`, or None while the service cannot be reached (stopped, or restarting).
+
+    Only transport failures mean that; any other error (a refused token, a bad answer) fails."""
+    try:
+        return memory_history(url, user_id)
+    except* httpx2.TransportError:
+        pass
+    return None
+
+
+def outbox_pending(database: dict[str, str]) -> int:
+    """Outbox entries not yet delivered (nor refused), read straight from a server's database."""
+    query = "SELECT count(*) FROM mcp_services_outboxentry WHERE delivered_at IS NULL AND failed_at IS NULL"
+    if database.get("DATABASE_URL"):
+        import psycopg
+
+        with psycopg.connect(database["DATABASE_URL"]) as conn:
+            return conn.execute(query).fetchone()[0]
+    with contextlib.closing(sqlite3.connect(database["SQLITE_PATH"], timeout=20)) as conn:
+        return conn.execute(query).fetchone()[0]
+
+
 # --- real processes ---------------------------------------------------------------------------
 
 
@@ -94,7 +130,7 @@ def cognition_service(env: dict[str, str], *, port: int | None = None) -> Server
 
 
 def outbox_worker(env: dict[str, str]) -> ServerProcess:
-    return manage_command("memory_outbox_worker", env=env, port=0)
+    return manage_command("memory_outbox_worker", env=env, port=0, ready_line="memory outbox worker: polling")
 
 
 @dataclass
@@ -142,6 +178,7 @@ def stack() -> Iterator[Stack]:
             OUTBOX_BACKOFF_MAX_SECONDS="2",
             OUTBOX_POLL_SECONDS="1",
             INPUT_RATE="100000/min",
+            READYZ_CACHE_SECONDS="1",
         )
         yield Stack(env=env, memory_port=memory_port, cognition_port=cognition_port)
 

@@ -2,20 +2,19 @@
 
 Polls for due entries every OUTBOX_POLL_SECONDS: retries after the exponential backoff, and
 entries a core process committed but never got to send. Several workers may run; claims keep
-them apart and the memory tools are idempotent.
+them apart and the memory tools are idempotent. Delivered entries are pruned by `housekeeping`.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connections
 
-from mcp_services import delivery, services
+from mcp_services import delivery
 
 
 class Command(BaseCommand):
@@ -33,9 +32,7 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
-        retention = timedelta(hours=settings.CORTEX["OUTBOX_RETENTION_HOURS"])
         self.stderr.write(f"memory outbox worker: polling every {poll}s")
-        polls = 0
         while not stop.is_set():
             try:
                 result = delivery.outbox_drain()
@@ -44,12 +41,9 @@ class Command(BaseCommand):
                         f"memory outbox: {result.delivered} delivered, {result.retried} to retry, "
                         f"{result.failed} refused"
                     )
-                if polls % 600 == 0:
-                    services.outbox_prune(older_than=retention)
             except Exception as exc:  # the database or the service is down: keep polling
                 self.stderr.write(f"memory outbox drain failed: {exc!r}")
             finally:
                 connections.close_all()
-            polls += 1
             stop.wait(poll)  # `outbox_drain` returned: nothing is due, or the service is struggling
         self.stderr.write("memory outbox worker: stopped")

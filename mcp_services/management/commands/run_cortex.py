@@ -1,9 +1,19 @@
 """`manage.py run_cortex`: the whole system as one supervised group (what `make run` starts).
 
 Children, started in this order and stopped in the reverse one: the memory service, the cognition
-service, the memory outbox worker, and the core (daphne). A child that dies is reported on stderr
-and the group stops, so a broken service is never silently missing; Ctrl-C or SIGTERM stops every
-child cleanly.
+service, the memory outbox worker, housekeeping (pruning on a schedule), and the core (uvicorn).
+
+A crash is not an outage: a child other than the core that dies is restarted with exponential
+backoff (1 s, doubling up to 30 s; back to 1 s once it has run for a minute), and every exit and
+restart is logged on stderr, while the core keeps serving (inputs wait in the outbox meanwhile).
+The core is restarted the same way once it has served; if it cannot start in the first place
+(a taken port, a broken configuration) the group stops with its exit code. Ctrl-C or SIGTERM
+stops every child cleanly, the core first, so its last inputs are committed before the rest go.
+
+Hand-written rather than a process manager: honcho (Procfile) stops the whole group when one
+process exits, which is the behaviour this replaces; supervisor restarts, but it is a daemon with
+its own configuration files and logs, cannot tell "the core failed to start" from "a service
+crashed", and would add a second way to start the system. This loop is about a hundred lines.
 
 The children share one service token through their environment. In debug mode, without
 CORTEX_SERVICE_TOKEN, a fresh one is generated for the group; outside debug mode it must be set.
@@ -14,6 +24,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,12 +34,41 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 
+RESTART_BACKOFF_FIRST = 1.0
+RESTART_BACKOFF_MAX = 30.0
+STABLE_AFTER_SECONDS = 60.0  # a child that ran this long crashed afresh: its backoff starts over
+CORE_START_SECONDS = 60.0
+STOP_SECONDS = 10.0
+POLL_SECONDS = 0.2
+
+
 @dataclass
 class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen | None = None
     service: str | None = None  # "memory" / "cognition": started with `Command.service_env`
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = RESTART_BACKOFF_FIRST
+    restart_at: float | None = None  # set while it waits to be restarted
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 class Command(BaseCommand):
@@ -41,6 +81,9 @@ class Command(BaseCommand):
         parser.add_argument("--cognition-port", type=int, default=9100)
         parser.add_argument(
             "--workers", type=int, default=1, help="core processes (more than one needs REDIS_URL for live events)"
+        )
+        parser.add_argument(
+            "--housekeeping-every", type=int, default=3600, help="Seconds between housekeeping runs (pruning)."
         )
 
     def child_env(self, options: dict) -> dict[str, str]:
@@ -78,6 +121,7 @@ class Command(BaseCommand):
                 service="cognition",
             ),
             Child("outbox-worker", [*manage, "memory_outbox_worker"]),
+            Child("housekeeping", [*manage, "housekeeping", "--every", str(options["housekeeping_every"])]),
             # uvicorn with uvloop and httptools: measured faster than daphne for the API and the
             # streams (bench/README.md); daphne stays for `runserver`.
             Child(
@@ -94,11 +138,26 @@ class Command(BaseCommand):
             ),
         ]
 
+    def log(self, message: str) -> None:
+        self.stderr.write(f"[run_cortex] {time.strftime('%H:%M:%S')} {message}")
+
+    def start(self, child: Child, env: dict[str, str]) -> None:
+        child_env = self.service_env(env, cognition=child.service == "cognition") if child.service else env
+        # Own process groups: the terminal's Ctrl-C reaches only us, and we stop children in order.
+        child.process = subprocess.Popen(child.argv, env=child_env, start_new_session=True)
+        child.started_at = time.monotonic()
+        child.restart_at = None
+
     def handle(self, *args, **options) -> None:
         if options["workers"] > 1 and not settings.REDIS_URL:
             raise CommandError("--workers above 1 needs REDIS_URL: live events cross processes through Redis.")
         children = self.children(options)
         env = self.child_env(options)
+        host = "127.0.0.1" if options["host"] in ("0.0.0.0", "::", "") else options["host"]
+        if listening(host, options["port"]):
+            # Checked first: otherwise the other process would look like our core having started.
+            raise CommandError(f"{host}:{options['port']} is already in use; the core cannot start there.")
+        core = next(child for child in children if child.name == "core")
         stopping = False
 
         def request_stop(signum, frame) -> None:
@@ -109,34 +168,58 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, request_stop)
 
         for child in children:
-            # Own process groups: the terminal's Ctrl-C reaches only us, and we stop children in order.
-            child_env = self.service_env(env, cognition=child.service == "cognition") if child.service else env
-            child.process = subprocess.Popen(child.argv, env=child_env, start_new_session=True)
-            self.stderr.write(f"[run_cortex] started {child.name} (pid {child.process.pid})")
-        self.stderr.write(f"[run_cortex] Cortex Core on http://{options['host']}:{options['port']}/  (Ctrl-C stops all)")
+            self.start(child, env)
+            self.log(f"started {child.name} (pid {child.process.pid})")
 
         exit_code = 0
-        while not stopping:
-            for child in children:
-                code = child.process.poll()
-                if code is not None:
-                    self.stderr.write(f"[run_cortex] {child.name} exited with code {code}; stopping the group")
-                    exit_code = code or 1
-                    stopping = True
-                    break
-            time.sleep(0.5)
+        # The core must come up once: if it cannot, nothing would serve, so the group stops.
+        deadline = time.monotonic() + CORE_START_SECONDS
+        while not stopping and not listening(host, options["port"]):
+            code = core.process.poll()
+            if code is not None or time.monotonic() > deadline:
+                reason = describe_exit(code) if code is not None else f"not listening after {CORE_START_SECONDS:.0f}s"
+                self.log(f"core failed to start ({reason}); stopping the group")
+                exit_code = code or 1
+                stopping = True
+                break
+            time.sleep(POLL_SECONDS)
+        if not stopping:
+            self.log(f"Cortex Core on http://{options['host']}:{options['port']}/  (Ctrl-C stops all)")
 
+        while not stopping:
+            now = time.monotonic()
+            for child in children:
+                if child.restart_at is not None:
+                    if now >= child.restart_at:
+                        self.start(child, env)
+                        child.restarts += 1
+                        self.log(f"restarted {child.name} (pid {child.process.pid}, restart {child.restarts})")
+                    continue
+                code = child.process.poll()
+                if code is None:
+                    continue
+                if now - child.started_at >= STABLE_AFTER_SECONDS:
+                    child.backoff = RESTART_BACKOFF_FIRST
+                child.restart_at = now + child.backoff
+                self.log(f"{child.name} {describe_exit(code)}; restarting it in {child.backoff:.0f}s")
+                child.backoff = min(child.backoff * 2, RESTART_BACKOFF_MAX)
+            time.sleep(POLL_SECONDS)
+
+        # The core first, and alone: its in-flight requests finish and their outbox rows commit
+        # while the services are still there to receive them; then the others, in reverse order.
         for child in reversed(children):
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for child in reversed(children):
-            try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.stderr.write(f"[run_cortex] {child.name} did not stop in time; killing it")
-                child.process.kill()
-                child.process.wait()
-        self.stderr.write("[run_cortex] stopped")
+            self.stop(child)
+        self.log("stopped")
         if exit_code:
             sys.exit(exit_code)
+
+    def stop(self, child: Child) -> None:
+        if child.process is None or child.process.poll() is not None:
+            return
+        child.process.send_signal(signal.SIGTERM)
+        try:
+            child.process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.log(f"{child.name} did not stop in {STOP_SECONDS:.0f}s; killing it")
+            child.process.kill()
+            child.process.wait()

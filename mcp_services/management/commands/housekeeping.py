@@ -1,0 +1,71 @@
+"""`manage.py housekeeping`: prune everything that would otherwise grow without bound.
+
+- stream events past EVENT_RETENTION_HOURS, idempotency records, expired stream tickets
+  (`prune_events`);
+- delivered memory outbox entries past OUTBOX_RETENTION_HOURS (failed ones stay for an operator);
+- expired outstanding and blacklisted JWTs (simplejwt's `flushexpiredtokens`).
+
+Run once (from cron), or with `--every SECONDS` as a long-running process until SIGTERM/SIGINT:
+`run_cortex` (and so `make run`) keeps one running. Every step is an idempotent delete, so
+several copies running at once (one per host) do no harm.
+"""
+
+from __future__ import annotations
+
+import io
+import signal
+import threading
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import connections
+from django.utils import timezone
+from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+
+from mcp_services import services
+
+
+class Command(BaseCommand):
+    help = "Prune old events, tickets, idempotency records, delivered outbox entries and expired JWTs."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--every", type=float, default=None, help="Keep running, pruning every this many seconds."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        every = options["every"]
+        if not every:
+            self.stdout.write(self.run_once())
+            return
+        stop = threading.Event()
+
+        def request_stop(signum: int, frame: Any) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        self.stderr.write(f"housekeeping: pruning every {every:g}s")
+        while not stop.is_set():
+            try:
+                self.stderr.write(self.run_once())
+            except Exception as exc:  # the database is down: try again next time
+                self.stderr.write(f"housekeeping failed: {exc!r}")
+            finally:
+                connections.close_all()
+            stop.wait(every)
+        self.stderr.write("housekeeping: stopped")
+
+    def run_once(self) -> str:
+        events = io.StringIO()
+        call_command("prune_events", stdout=events)
+        outbox = services.outbox_prune(older_than=timedelta(hours=settings.CORTEX["OUTBOX_RETENTION_HOURS"]))
+        expired_tokens = OutstandingToken.objects.filter(expires_at__lte=timezone.now()).count()
+        call_command("flushexpiredtokens")
+        return (
+            f"housekeeping: {events.getvalue().strip()} Deleted {outbox} delivered outbox entries "
+            f"(older than {settings.CORTEX['OUTBOX_RETENTION_HOURS']} h), {expired_tokens} expired JWTs."
+        )
