@@ -226,13 +226,14 @@ def test_a_client_that_falls_behind_is_disconnected_and_resumes(site: Site):
                 break
             data += chunk
         sock.close()
-    text = data.decode()
-    ids = [int(line[4:]) for line in text.split("\n") if line.startswith("id: ")]
-    assert data.endswith(b"0\r\n\r\n"), "the server ended the response"
-    assert 0 < len(ids) < total
-    assert ids == list(range(ids[0], ids[0] + len(ids)))
-    with SSEStream(site.url, token=site.tokens["charlie"], headers={"Last-Event-ID": str(ids[-1])}) as stream:
-        rest = _read(stream, total - len(ids))
+        text = data.decode()
+        ids = [int(line[4:]) for line in text.split("\n") if line.startswith("id: ")]
+        assert data.endswith(b"0\r\n\r\n"), "the server ended the response"
+        assert 0 < len(ids) < total
+        assert ids == list(range(ids[0], ids[0] + len(ids)))
+        headers = {"Last-Event-ID": str(ids[-1])}
+        with SSEStream(server.url, token=site.tokens["charlie"], headers=headers) as stream:
+            rest = _read(stream, total - len(ids))
     assert [i for i, _ in rest] == list(range(ids[-1] + 1, ids[-1] + 1 + total - len(ids)))
 
 
