@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
-from cortex_site import health
+from mcp_services import health
 
 urlpatterns = [
     path("", health.root, name="root"),
@@ -17,7 +17,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-handler400 = "cortex_site.errors.bad_request"
-handler403 = "cortex_site.errors.permission_denied"
-handler404 = "cortex_site.errors.page_not_found"
-handler500 = "cortex_site.errors.server_error"
+handler400 = "common.errors.bad_request"
+handler403 = "common.errors.permission_denied"
+handler404 = "common.errors.page_not_found"
+handler500 = "common.errors.server_error"

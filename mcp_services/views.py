@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cortex_site.errors import ServiceUnavailable
+from common.errors import ServiceUnavailable
 from mcp_services import client
 from mcp_services.client import ServiceToolError
 from mcp_services.client import ServiceUnavailable as CognitionDown

@@ -34,7 +34,7 @@ from django.conf import settings
 from django.http import Http404
 
 from accounts.models import User
-from cortex_site.errors import error_body
+from common.errors import error_body
 from streaming import daphne_compat, selectors
 from streaming.auth import StreamAuthError, stream_user
 from streaming.services import STREAM_EVENT, EventPayload, LiveMessage, user_group

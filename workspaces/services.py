@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from cortex_site.errors import Conflict
+from common.errors import Conflict
 from workspaces.models import Conversation, IdempotencyRecord, Message, Workspace
 from workspaces.selectors import conversation_participant_ids, iso
 from workspaces.signals import conversations_deleting, message_created
