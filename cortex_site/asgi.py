@@ -15,11 +15,16 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
 from django.urls import re_path  # noqa: E402
 
-from streaming.routing import http_urlpatterns, websocket_application  # noqa: E402
+from common.asgi import ObservedApp  # noqa: E402
+from streaming.routing import http_urlpatterns, websocket_application, websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),
-        "websocket": websocket_application,
-    }
+# Outermost: the request id, the access log line and the metrics of every request and stream.
+application = ObservedApp(
+    ProtocolTypeRouter(
+        {
+            "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),
+            "websocket": websocket_application,
+        }
+    ),
+    routes=[f"/{pattern.pattern}" for pattern in [*http_urlpatterns, *websocket_urlpatterns]],
 )

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from common.logs import logging_config
+from common.openapi import error_response as _error_response
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -97,6 +100,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "accounts",
     "workspaces",
@@ -105,6 +109,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "common.middleware.error_envelope",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -202,8 +207,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "common.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "common.handlers.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "common.schema.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {
         "login": env_str("LOGIN_RATE", "10/min"),
         "input": env_str("INPUT_RATE", "600/min"),
@@ -249,6 +254,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "SECURITY": [{"jwtAuth": []}],
+    # Swagger UI from the pinned sidecar package, served by the app itself: /docs works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"validatorUrl": None},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "common.schema.add_error_envelope",
+    ],
     # The streams are Channels consumers, not DRF views: documented here by hand.
     "APPEND_PATHS": {
         "/output/stream": {
@@ -270,8 +283,10 @@ SPECTACULAR_SETTINGS = {
                 ],
                 "responses": {
                     "200": {"description": "The event stream", "content": {"text/event-stream": {}}},
-                    "401": {"description": "No, invalid or expired credentials (error envelope)"},
-                    "404": {"description": "conversation_id is not yours (error envelope)"},
+                    "400": _error_response(400),
+                    "401": _error_response(401),
+                    "404": _error_response(404),
+                    "429": _error_response(429),
                 },
             }
         },
@@ -346,11 +361,8 @@ CORTEX = {
     "OUTBOX_RETENTION_HOURS": env_int("OUTBOX_RETENTION_HOURS", 24, minimum=1),
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["stderr"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},
-}
+# LOG_FORMAT=json: one JSON object per line, each with the request id (common.logs).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
+from common.metrics import metrics_view
 from mcp_services import health
 
 urlpatterns = [
@@ -15,9 +16,10 @@ urlpatterns = [
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
-handler400 = "common.errors.bad_request"
-handler403 = "common.errors.permission_denied"
-handler404 = "common.errors.page_not_found"
-handler500 = "common.errors.server_error"
+handler400 = "common.handlers.bad_request"
+handler403 = "common.handlers.permission_denied"
+handler404 = "common.handlers.page_not_found"
+handler500 = "common.handlers.server_error"

@@ -20,7 +20,8 @@ from django.conf import settings
 from django.db import connections, transaction
 
 from mcp_services import client, services
-from mcp_services.client import ServiceToolError, ServiceUnavailable
+from common.errors import CortexError
+from mcp_services.client import ServiceUnavailable
 from mcp_services.models import OutboxEntry
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ async def _send_all(entries: list[OutboxEntry], concurrency: int) -> list[BaseEx
         async with gate:
             try:
                 await memory.call_tool(TOOLS[entry.kind], entry.arguments)
-            except (ServiceUnavailable, ServiceToolError) as exc:
+            except CortexError as exc:
                 return exc
             return None
 
@@ -82,7 +83,7 @@ def outbox_drain_batch(*, ignore_schedule: bool = False) -> DrainResult:
         for entry, outcome in zip(entries, outcomes, strict=True):
             if outcome is None:
                 continue
-            if isinstance(outcome, ServiceToolError) and outcome.permanent:
+            if isinstance(outcome, CortexError) and outcome.permanent:
                 logger.error("memory refused outbox entry %s for good: %s", entry.id, outcome)
                 services.outbox_mark_failed(entry=entry, error=str(outcome))
                 result.failed += 1

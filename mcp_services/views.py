@@ -8,10 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.errors import ServiceUnavailable
+from common.errors import CortexError, ErrorCode
 from mcp_services import client
-from mcp_services.client import ServiceToolError
-from mcp_services.client import ServiceUnavailable as CognitionDown
 from workspaces.selectors import conversation_get_for_user
 
 
@@ -34,6 +32,7 @@ ContextOutputSerializer = inline_serializer(
 
 
 class ContextApi(APIView):
+    error_statuses = (503,)  # for the schema (common.schema): the cognition service is down
     @extend_schema(
         operation_id="context_get",
         description=(
@@ -58,6 +57,6 @@ class ContextApi(APIView):
         cognition = client.cognition()
         try:
             result = client.call(lambda: cognition.call_tool("get_context", arguments))
-        except (CognitionDown, ServiceToolError) as exc:
-            raise ServiceUnavailable("The cognition service is unavailable.") from exc
+        except CortexError as exc:
+            raise CortexError(ErrorCode.SERVICE_UNAVAILABLE, "The cognition service is unavailable.") from exc
         return Response(result)

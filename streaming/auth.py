@@ -13,16 +13,10 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from accounts.models import User
+from common.errors import CortexError, ErrorCode
 from streaming import services
 
 URL_TOKEN_PARAMS = ("token", "access_token", "jwt", "authorization")
-
-
-class StreamAuthError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _user_for_header(header: bytes) -> User:
@@ -30,23 +24,23 @@ def _user_for_header(header: bytes) -> User:
     try:
         raw = authentication.get_raw_token(header)
         if raw is None:
-            raise StreamAuthError("invalid_token", "The Authorization header must be 'Bearer <token>'.")
+            raise CortexError(ErrorCode.INVALID_TOKEN, "The Authorization header must be 'Bearer <token>'.")
         return authentication.get_user(authentication.get_validated_token(raw))
     except (InvalidToken, TokenError, AuthenticationFailed):
-        raise StreamAuthError("invalid_token", "The token is invalid or expired.") from None
+        raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.") from None
 
 
 def _user_for_ticket(ticket: str) -> User:
     user = services.ticket_consume(ticket=ticket)
     if user is None:
-        raise StreamAuthError("invalid_token", "The ticket is invalid, expired or already used.")
+        raise CortexError(ErrorCode.INVALID_TOKEN, "The ticket is invalid, expired or already used.")
     return user
 
 
 async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]]) -> User:
     if any(name in query for name in URL_TOKEN_PARAMS):
-        raise StreamAuthError(
-            "token_in_url", "Access tokens are not accepted in URLs; use the Authorization header or a ticket."
+        raise CortexError(
+            ErrorCode.TOKEN_IN_URL, "Access tokens are not accepted in URLs; use the Authorization header or a ticket."
         )
     header = headers.get(b"authorization")
     if header:
@@ -54,4 +48,4 @@ async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]
     tickets = query.get("ticket")
     if tickets:
         return await database_sync_to_async(_user_for_ticket)(tickets[0])
-    raise StreamAuthError("not_authenticated", "Authentication credentials were not provided.")
+    raise CortexError(ErrorCode.NOT_AUTHENTICATED, "Authentication credentials were not provided.")

@@ -34,9 +34,9 @@ from django.conf import settings
 from django.http import Http404
 
 from accounts.models import User
-from common.errors import error_body
+from common.errors import CortexError, ErrorCode
 from streaming import daphne_compat, selectors
-from streaming.auth import StreamAuthError, stream_user
+from streaming.auth import stream_user
 from streaming.services import STREAM_EVENT, EventPayload, LiveMessage, user_group
 from workspaces.selectors import conversation_get_for_user
 
@@ -46,14 +46,6 @@ REPLAY_PAGE = 500
 WS_CLOSE_POLICY = 1008  # auth failures, forbidden or malformed requests
 WS_CLOSE_GOING_AWAY = 1001  # server shutdown
 WS_CLOSE_TRY_LATER = 1013  # fell behind: resume with the last event id
-
-
-class StreamError(Exception):
-    """A refusal before streaming starts, answered with the error envelope."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 class _EventStream:
@@ -87,17 +79,14 @@ class _EventStream:
 
     async def _stream_prepare(self) -> None:
         headers, query = self._request()
-        try:
-            self.user = await stream_user(headers=headers, query=query)
-        except StreamAuthError as err:
-            raise StreamError(401, err.code, err.message) from None
+        self.user = await stream_user(headers=headers, query=query)
 
         raw_id = headers.get(b"last-event-id", b"").decode("latin-1").strip() or (
             query.get("last_event_id", [""])[0].strip()
         )
         if raw_id:
             if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 19):
-                raise StreamError(400, "invalid_input", "Last-Event-ID must be an event id of this stream.")
+                raise CortexError(ErrorCode.INVALID_INPUT, "Last-Event-ID must be an event id of this stream.")
             self.last_event_id = int(raw_id)
 
         conversation_ids = query.get("conversation_id")
@@ -107,7 +96,7 @@ class _EventStream:
                     user=self.user, conversation_id=conversation_ids[0]
                 )
             except Http404:
-                raise StreamError(404, "not_found", "Conversation not found.") from None
+                raise CortexError(ErrorCode.NOT_FOUND, "Conversation not found.") from None
             self.conversation_id = conversation.id
 
     # Streaming.
@@ -246,15 +235,15 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
             return
         try:
             if self.scope["method"] not in ("GET",):
-                raise StreamError(405, "method_not_allowed", f'Method "{self.scope["method"]}" not allowed.')
+                raise CortexError(ErrorCode.METHOD_NOT_ALLOWED, f'Method "{self.scope["method"]}" not allowed.')
             await self._stream_prepare()
-        except StreamError as err:
+        except CortexError as err:
             headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
             if err.status == 401:
                 headers.append((b"www-authenticate", b'Bearer realm="api"'))
             if err.status == 405:
                 headers.append((b"allow", b"GET"))
-            await self.send_response(err.status, json.dumps(error_body(err.code, err.message)).encode(), headers=headers)
+            await self.send_response(err.status, json.dumps(err.body()).encode(), headers=headers)
             self.finished = True
             raise StopConsumer() from None
         position = await self._stream_subscribe()
@@ -298,10 +287,10 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         try:
             await self._stream_prepare()
-        except StreamError as err:
+        except CortexError as err:
             # Accept first: a close before the handshake is an HTTP 403 and the code is lost.
             await self.accept()
-            await self.send(text_data=json.dumps(error_body(err.code, err.message)))
+            await self.send(text_data=json.dumps(err.body()))
             self.finished = True
             await self.close(code=WS_CLOSE_POLICY)
             return

@@ -24,6 +24,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from accounts.models import User
+from common.metrics import EVENTS_PUBLISHED
 from streaming.models import Event, EventBody, EventCursor, StreamTicket
 from workspaces.models import IdempotencyRecord, Message
 from workspaces.selectors import iso
@@ -150,6 +151,7 @@ def events_publish(messages: list[tuple[str, LiveMessage]]) -> None:
     """Hand committed events to the channel layer (at-most-once; the log is the source of truth)."""
     if not messages:
         return
+    EVENTS_PUBLISHED.inc(len(messages))
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

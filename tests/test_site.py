@@ -74,16 +74,43 @@ def test_root_and_healthz(client):
     assert client.get("/healthz").status_code == 200
 
 
-def test_unknown_url_is_a_json_404(client):
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "debug"])
+def test_unknown_url_is_a_json_404_in_every_mode(client, settings, debug):
+    settings.DEBUG = debug
     response = client.get("/does/not/exist")
     assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
     assert response.json() == {"error": {"code": "not_found", "message": "Not found."}}
 
 
-def test_wrong_method_is_405_envelope(client):
-    response = client.delete("/auth/login")
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "debug"])
+@pytest.mark.parametrize("method, path", [("delete", "/auth/login"), ("post", "/healthz"), ("put", "/readyz")])
+def test_wrong_method_is_405_envelope_in_every_mode(client, settings, debug, method, path):
+    settings.DEBUG = debug
+    response = getattr(client, method)(path)
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response["Allow"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "debug"])
+def test_a_crash_in_a_plain_view_is_a_500_envelope_in_every_mode(settings, debug, monkeypatch):
+    from mcp_services import health
+
+    settings.DEBUG = debug
+    client = Client(raise_request_exception=False)
+    monkeypatch.setattr(health, "_check_services", lambda: 1 / 0)  # an injected fault: a bug in the view
+    response = client.get("/readyz")
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal_error", "message": "An internal error occurred."}}
+    assert b"Traceback" not in response.content
+
+
+def test_admin_and_docs_keep_their_own_pages(client, settings):
+    settings.DEBUG = True
+    assert client.get("/admin/login/")["Content-Type"].startswith("text/html")
+    assert client.get("/docs")["Content-Type"].startswith("text/html")
 
 
 @pytest.mark.django_db
@@ -186,3 +213,22 @@ def test_openapi_schema_is_valid_without_warnings():
     from django.core.management import call_command
 
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", os.devnull)
+
+
+def test_docs_load_only_local_assets(client):
+    """Swagger UI from the pinned sidecar package: every asset the page names is served here (200),
+    and nothing points off the machine (no CDN, no validator badge)."""
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.content.decode()
+    urls = set(re.findall(r'(?:src|href)="([^"]+)"', html)) | set(re.findall(r'url: "([^"]+)"', html))
+    assert urls, html
+    assert not re.search(r"https?://", html), html
+    assert any(url.endswith("swagger-ui-bundle.js") for url in urls), urls
+    for url in urls:
+        assert url.startswith("/"), url
+        response = client.get(url)
+        assert response.status_code == 200, url
+    assert client.get("/openapi.json").status_code == 200

@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from common.errors import Conflict
+from common.errors import CortexError, ErrorCode
 from workspaces.models import Conversation, IdempotencyRecord, Message, Workspace
 from workspaces.selectors import conversation_participant_ids, iso
 from workspaces.signals import conversations_deleting, message_created
@@ -152,7 +152,7 @@ def _idempotent_replay(*, sender: User, key: str, request_hash: str) -> InputRes
         record.delete()
         return None
     if record.request_hash != request_hash:
-        raise Conflict("This Idempotency-Key was used with a different request body.", code="idempotency_conflict")
+        raise CortexError(ErrorCode.IDEMPOTENCY_CONFLICT, "This Idempotency-Key was used with a different request body.")
     return record.response
 
 

@@ -135,6 +135,7 @@ class ConversationDetailApi(APIView):
 class InputApi(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "input"
+    error_statuses = (409,)  # for the schema (common.schema): an Idempotency-Key reused with another body
 
     @extend_schema(
         request=InputSerializer,

@@ -1,7 +1,9 @@
 """The memory service: the guide's MCP API, persisted with the Django ORM.
 
 Tools parse their arguments, call one service or selector, and shape the answer; a refused
-argument is a `ToolError` whose message starts with the stable code (`invalid_input: ...`).
+argument is a `CortexError`, answered as an error result whose structured content carries the
+stable code (`common.refused_as_result`); resources answer it as a JSON-RPC error with the code in
+`data` (`common.refusal`).
 """
 
 from __future__ import annotations
@@ -10,42 +12,27 @@ import uuid
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
+from common.errors import CortexError, ErrorCode
 from mcp_services import selectors, services
-from mcp_services.servers.common import db_call
-from mcp_services.services import MemoryInputError
+from mcp_services.servers.common import db_call, refusal, refused_as_result
 
 MAX_QUERY_CHARS = 1000
-
-
-def _user(user_id: object) -> uuid.UUID:
-    try:
-        return services.parse_user_id(user_id)
-    except MemoryInputError as exc:
-        raise ToolError(str(exc)) from None
-
-
-def _limit(limit: object) -> int:
-    try:
-        return services.parse_limit(limit)
-    except MemoryInputError as exc:
-        raise ToolError(str(exc)) from None
 
 
 def _optional_text(value: object, name: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) > 255:
-        raise ToolError(f"invalid_input: {name} must be a string of at most 255 characters.")
+        raise CortexError(ErrorCode.INVALID_INPUT, f"{name} must be a string of at most 255 characters.")
     return value
 
 
 def _resource_args(user_id: str, limit: int | None = None) -> tuple[uuid.UUID, int | None]:
     try:
         return services.parse_user_id(user_id), None if limit is None else services.parse_limit(limit)
-    except MemoryInputError as exc:
-        raise ResourceError(str(exc)) from None
+    except CortexError as exc:
+        raise refusal(exc) from None
 
 
 def build_memory_server(**auth: Any) -> MCPServer:
@@ -57,16 +44,15 @@ def build_memory_server(**auth: Any) -> MCPServer:
     )
 
     @server.tool()
+    @refused_as_result
     async def store_input(user_id: str, input_data: dict[str, Any]) -> dict[str, Any]:
         """Store one input for a user. Idempotent on input_data["id"]: a retry stores nothing new."""
-        user = _user(user_id)
-        try:
-            item, _created = await db_call(services.memory_item_store)(user_id=user, input_data=input_data)
-        except MemoryInputError as exc:
-            raise ToolError(str(exc)) from None
+        user = services.parse_user_id(user_id)
+        item, _created = await db_call(services.memory_item_store)(user_id=user, input_data=input_data)
         return {"status": "stored", "user_id": str(user), "item_id": item.item_id}
 
     @server.tool()
+    @refused_as_result
     async def search_memory(
         user_id: str, query: str, limit: int = 10, conversation_id: str | None = None
     ) -> dict[str, Any]:
@@ -74,10 +60,10 @@ def build_memory_server(**auth: Any) -> MCPServer:
 
         `scores` holds each item's relevance in (0, 1], relative to the best match.
         """
-        user = _user(user_id)
-        count = _limit(limit)
+        user = services.parse_user_id(user_id)
+        count = services.parse_limit(limit)
         if not isinstance(query, str) or len(query) > MAX_QUERY_CHARS:
-            raise ToolError(f"invalid_input: query must be a string of at most {MAX_QUERY_CHARS} characters.")
+            raise CortexError(ErrorCode.INVALID_INPUT, f"query must be a string of at most {MAX_QUERY_CHARS} characters.")
         conversation = _optional_text(conversation_id, "conversation_id")
         found = await db_call(selectors.memory_search)(
             user_id=user, query=query, limit=count, conversation_id=conversation
@@ -85,19 +71,15 @@ def build_memory_server(**auth: Any) -> MCPServer:
         return {"items": [item for item, _ in found], "scores": [round(score, 6) for _, score in found]}
 
     @server.tool()
+    @refused_as_result
     async def delete_memory(
         user_id: str, item_id: str | None = None, conversation_id: str | None = None
     ) -> dict[str, Any]:
         """Delete one item (item_id), a conversation's items (conversation_id), or their intersection."""
-        user = _user(user_id)
+        user = services.parse_user_id(user_id)
         item = _optional_text(item_id, "item_id")
         conversation = _optional_text(conversation_id, "conversation_id")
-        try:
-            deleted = await db_call(services.memory_item_delete)(
-                user_id=user, item_id=item, conversation_id=conversation
-            )
-        except MemoryInputError as exc:
-            raise ToolError(str(exc)) from None
+        deleted = await db_call(services.memory_item_delete)(user_id=user, item_id=item, conversation_id=conversation)
         return {"deleted": deleted}
 
     @server.resource("history/{user_id}", mime_type="application/json")
