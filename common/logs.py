@@ -109,7 +109,10 @@ def logging_config(*, log_format: str, level: str) -> dict:
         "loggers": {
             "django.server": {"level": "WARNING"},
             "httpx2": {"level": "WARNING"},
-            # uvicorn's and daphne's access lines carry query strings (`?ticket=`): ours do not.
-            "uvicorn.access": {"level": "WARNING"},
+            # uvicorn configures its own handlers before Django starts: route them through ours. Its
+            # access lines carry query strings (`?ticket=`), ours (`cortex.access`) do not.
+            "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"handlers": [], "level": "INFO", "propagate": True},
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": True},
         },
     }

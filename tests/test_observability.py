@@ -1,0 +1,143 @@
+"""What an operator sees: JSON log lines joined across processes by the request id, no secrets in
+them, and Prometheus metrics behind the service token."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx2
+import pytest
+
+from tests.mcp.conftest import PASSWORD, TOKEN, running, stack, wait_until
+from tests.servers import ServerProcess, core_server, create_users
+
+SECRET_CONTENT = "the-launch-code-is-4242"
+
+
+def json_lines(process: ServerProcess) -> list[dict]:
+    lines = [line for line in process.log_path.read_text(errors="replace").splitlines() if line.strip()]
+    parsed = []
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            raise AssertionError(f"{process.name} wrote a line that is not JSON: {line!r}") from None
+    return parsed
+
+
+@pytest.mark.e2e
+def test_a_requests_id_joins_the_core_cognition_and_memory_lines_and_no_secret_is_logged():
+    with stack() as system:
+        system.env.update(LOG_FORMAT="json", LOG_LEVEL="INFO")
+        create_users("olga@example.com", password=PASSWORD, env=system.env)
+        with (
+            running(system.memory()) as memory,
+            running(system.cognition()) as cognition,
+            # uvicorn without its access log (as in production): the core writes its own access lines.
+            running(core_server(env=system.env, server="uvicorn")) as core,
+        ):
+            http = httpx2.Client(base_url=core.url, timeout=10)
+            login = http.post("/auth/login", json={"email": "olga@example.com", "password": PASSWORD})
+            tokens = login.json()
+            auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+            assert http.post("/input", json={"content": SECRET_CONTENT}, headers=auth).status_code == 200
+            ticket = http.post("/output/ticket", headers=auth).json()["ticket"]
+            with http.stream("GET", f"/output/stream?ticket={ticket}") as stream:
+                assert stream.status_code == 200
+            assert http.get(f"/output/stream?ticket={ticket}").status_code == 401  # used: logged as a refusal
+
+            context = http.get("/context", params={"query": "launch"}, headers=auth)
+            assert context.status_code == 200, context.text
+            request_id = context.headers["X-Request-ID"]
+            assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+
+            # A caller's own well-formed id is kept (a proxy's correlation id), a malformed one replaced.
+            assert http.get("/healthz", headers={"X-Request-ID": "edge-1234-abcd"}).headers["X-Request-ID"] == (
+                "edge-1234-abcd"
+            )
+            assert http.get("/healthz", headers={"X-Request-ID": "a b;c=d"}).headers["X-Request-ID"] != "a b;c=d"
+
+            def logged_by(process: ServerProcess) -> list[dict]:
+                return [line for line in json_lines(process) if line.get("request_id") == request_id]
+
+            wait_until(lambda: logged_by(memory) and logged_by(cognition) and logged_by(core), timeout=10)
+            http.close()
+
+        [core_line] = [line for line in logged_by(core) if line["logger"] == "cortex.access"]
+        assert core_line["route"] == "context" and core_line["status"] == 200 and core_line["level"] == "INFO"
+        assert {"time", "message", "duration_ms", "method", "path"} <= set(core_line)
+        assert logged_by(cognition)[0]["service"] == "cognition" and logged_by(memory)[0]["service"] == "memory"
+
+        everything = "\n".join(process.log_path.read_text() for process in (core, memory, cognition))
+        for secret in (PASSWORD, tokens["access_token"], tokens["refresh_token"], ticket, SECRET_CONTENT, TOKEN):
+            assert secret not in everything
+        print(json.dumps(core_line))  # the sample line for the closing note (-s)
+
+
+@pytest.mark.django_db
+def test_metrics_are_served_only_with_the_service_token(api, alice, settings):
+    from conftest import client_for
+
+    assert api.get("/metrics").status_code == 404
+    assert api.get("/metrics", HTTP_AUTHORIZATION="Bearer not-the-token").status_code == 404
+    settings.CORTEX = {**settings.CORTEX, "SERVICE_TOKEN": None}
+    assert api.get("/metrics", HTTP_AUTHORIZATION="Bearer None").status_code == 404
+
+    settings.CORTEX = {**settings.CORTEX, "SERVICE_TOKEN": TOKEN}
+    client_for(None).post("/auth/login", {"email": "alice@example.com", "password": "wrong"}, format="json")
+    response = api.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert re.search(r"^cortex_login_failures_total [1-9]", text, re.M), text
+    for name in (
+        "cortex_outbox_pending",
+        "cortex_outbox_oldest_pending_age_seconds",
+        "cortex_open_streams",
+        "cortex_events_published_total",
+        "cortex_events_delivered_total",
+        "cortex_throttled_requests_total",
+    ):
+        assert name in text, name
+
+
+@pytest.mark.e2e
+def test_metrics_count_requests_by_route_streams_events_and_service_calls():
+    with stack() as system:
+        create_users("mira@example.com", password=PASSWORD, env=system.env)
+        with running(system.memory()), running(system.cognition()), running(system.core()) as core:
+            http = httpx2.Client(base_url=core.url, timeout=10)
+            auth = {
+                "Authorization": "Bearer "
+                + http.post("/auth/login", json={"email": "mira@example.com", "password": PASSWORD}).json()[
+                    "access_token"
+                ]
+            }
+            workspace = http.post("/config/workspace", json={"name": "w"}, headers=auth).json()["workspace"]
+            assert http.get(f"/config/workspace/{workspace['id']}", headers=auth).status_code == 200
+            assert http.get("/context", headers=auth).status_code == 200
+            with http.stream("GET", "/output/stream", headers=auth) as stream:
+                lines = stream.iter_lines()
+                next(lines)  # retry hint: the stream is open
+                scrape = httpx2.get(f"{core.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+                assert 'cortex_open_streams{transport="sse"} 1.0' in scrape
+                assert http.post("/input", json={"content": "hi"}, headers=auth).status_code == 200
+                assert any(line.startswith("data:") for line in lines)
+            wait_until(
+                lambda: 'cortex_open_streams{transport="sse"} 0.0'
+                in httpx2.get(f"{core.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text,
+                timeout=10,
+            )
+            scrape = httpx2.get(f"{core.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+            http.close()
+    expected = [
+        'cortex_http_requests_total{method="GET",route="config/workspace/<str:workspace_id>",status="200"} 1.0',
+        'cortex_http_requests_total{method="POST",route="input",status="200"} 1.0',
+        'cortex_http_request_duration_seconds_count{method="POST",route="input",status="200"} 1.0',
+        'cortex_events_published_total 1.0',
+        'cortex_events_delivered_total{transport="sse"} 1.0',
+        'cortex_mcp_call_duration_seconds_count{operation="get_context",service="cognition"} 1.0',
+    ]
+    for line in expected:
+        assert line in scrape, f"{line}\n{scrape}"
+    assert re.search(r"^cortex_outbox_pending \d", scrape, re.M)
