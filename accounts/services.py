@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -52,7 +52,7 @@ def token_pair_issue(*, user: User) -> TokenPair:
 
 def _refresh_token_load(raw: str) -> tuple[RefreshToken, User]:
     try:
-        token = RefreshToken(raw)  # checks signature, expiry, iss/aud and the blacklist
+        token = RefreshToken(raw)  # type: ignore[arg-type]  # checks signature, expiry, iss/aud and the blacklist
     except TokenError as exc:
         raise InvalidRefreshToken(str(exc)) from exc
     user = get_user_model().objects.filter(id=token.get("oid"), is_active=True).first()
@@ -65,7 +65,7 @@ def _refresh_token_load(raw: str) -> tuple[RefreshToken, User]:
 def token_pair_refresh(*, refresh_token: str) -> TokenPair:
     """Rotate: the presented refresh token dies, a new pair is issued from current user data."""
     token, user = _refresh_token_load(refresh_token)
-    _blacklisted, created = token.blacklist()
+    _blacklisted, created = cast(tuple[Any, bool], token.blacklist())  # get_or_create's pair, mistyped
     if not created:  # a concurrent refresh with the same token won the race
         raise InvalidRefreshToken("Token is blacklisted")
     return token_pair_issue(user=user)

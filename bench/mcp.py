@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
-from tests.servers import core_server, create_user, fresh_database, free_port, manage_command, running, server_env
+from tests.servers import core_server, create_user, free_port, fresh_database, manage_command, running, server_env
 
 STORE_CALLS = int(os.environ.get("BENCH_STORE_CALLS", 1000))
 CONTEXT_ITEMS = int(os.environ.get("BENCH_CONTEXT_ITEMS", 100_000))
@@ -51,7 +51,7 @@ def bulk_insert(user_id: uuid.UUID, count: int, words: list[str]) -> None:
         content = " ".join(rng.choice(words) for _ in range(12))
         moment = start + timedelta(minutes=5 * n)
         item_id = str(uuid.UUID(int=rng.getrandbits(128)))
-        data = {"id": item_id, "content": content, "conversation_id": None, "metadata": {},
+        data: dict[str, object] = {"id": item_id, "content": content, "conversation_id": None, "metadata": {},
                 "timestamp": moment.isoformat()}
         batch.append(MemoryItem(user_id=user_id, item_id=item_id, content=content, data=data, timestamp=moment))
         if len(batch) == 5000:

@@ -108,7 +108,7 @@ class CortexError(Exception):
         if not isinstance(data, dict):
             return None
         try:
-            code = ErrorCode(data.get("code"))
+            code = ErrorCode(str(data.get("code")))
         except ValueError:
             return None
         fields = data.get("fields")

@@ -68,12 +68,12 @@ def error_envelope(
     if iscoroutinefunction(get_response):
 
         async def middleware(request: HttpRequest) -> HttpResponseBase:
-            return _observed(request, await get_response(request))  # type: ignore[misc]
+            return _observed(request, await get_response(request))
 
         return markcoroutinefunction(middleware)
 
     def sync_middleware(request: HttpRequest) -> HttpResponseBase:
-        return _observed(request, get_response(request))  # type: ignore[arg-type]
+        return _observed(request, get_response(request))  # type: ignore[arg-type]  # a sync chain
 
     return sync_middleware
 

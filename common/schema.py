@@ -20,6 +20,7 @@ from drf_spectacular.utils import OpenApiParameter
 
 from common.openapi import ENVELOPE, envelope_schema, error_response
 
+
 class AutoSchema(openapi.AutoSchema):
     def _error_statuses(self) -> set[int]:
         view = self.view

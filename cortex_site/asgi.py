@@ -22,7 +22,7 @@ from streaming.routing import http_urlpatterns, websocket_application, websocket
 application = ObservedApp(
     ProtocolTypeRouter(
         {
-            "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),
+            "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),  # type: ignore[arg-type]
             "websocket": websocket_application,
         }
     ),

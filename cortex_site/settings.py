@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -80,7 +81,7 @@ if not DEBUG:
             f"Refusing to start with DEBUG off: set {', '.join(missing)} "
             "(see .env.example), or set DEBUG=1 for local development."
         )
-    if len(SECRET_KEY) < 32 or len(JWT_SIGNING_KEY) < 32:
+    if len(SECRET_KEY or "") < 32 or len(JWT_SIGNING_KEY or "") < 32:
         raise ImproperlyConfigured("SECRET_KEY and JWT_SIGNING_KEY must be at least 32 characters.")
 if SECRET_KEY == JWT_SIGNING_KEY:
     raise ImproperlyConfigured("JWT_SIGNING_KEY must differ from SECRET_KEY.")
@@ -156,7 +157,7 @@ if DATABASE_URL:
     _db["OPTIONS"] = {"pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_SIZE", 10, minimum=1)}}
     DATABASES = {"default": _db}
 else:
-    SQLITE_PATH = Path(env_str("SQLITE_PATH", str(BASE_DIR / "var" / "db.sqlite3")))
+    SQLITE_PATH = Path(env_str("SQLITE_PATH") or BASE_DIR / "var" / "db.sqlite3")
     SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
@@ -228,7 +229,7 @@ JWT_ISSUER = env_str("JWT_ISSUER", "cortex-core")
 JWT_AUDIENCE = env_str("JWT_AUDIENCE", "cortex-clients")
 ACCESS_TOKEN_MINUTES = env_int("ACCESS_TOKEN_MINUTES", 15, minimum=1)
 
-SIMPLE_JWT = {
+SIMPLE_JWT: dict[str, Any] = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=ACCESS_TOKEN_MINUTES),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("REFRESH_TOKEN_DAYS", 7, minimum=1)),
     "ROTATE_REFRESH_TOKENS": True,
@@ -328,7 +329,7 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Product limits and knobs.
-CORTEX = {
+CORTEX: dict[str, Any] = {
     "MAX_CONTENT_CHARS": env_int("MAX_CONTENT_CHARS", 32_768, minimum=1),
     "MAX_METADATA_BYTES": env_int("MAX_METADATA_BYTES", 16 * 1024, minimum=2),
     "MAX_PARTICIPANTS": env_int("MAX_PARTICIPANTS", 100, minimum=1),
@@ -362,7 +363,7 @@ CORTEX = {
 }
 
 # LOG_FORMAT=json: one JSON object per line, each with the request id (common.logs).
-LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+LOG_FORMAT = env_str("LOG_FORMAT") or "plain"
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
-LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
+LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL") or "INFO")

@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import httpx2
 from django.conf import settings
 from mcp import Client, MCPError
-from mcp_types import CONNECTION_CLOSED
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
+from mcp_types import CONNECTION_CLOSED, TextResourceContents
 
 from common import metrics
 from common.errors import CortexError, ErrorCode
@@ -143,7 +143,7 @@ class ServiceClient:
             try:
                 async with asyncio.timeout(self.timeout):
                     self._client = await asyncio.shield(ready)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - any failure to connect, reported as unavailable
                 self._stop = None
                 self._owner.cancel()
                 if ready.done() and not ready.cancelled():
@@ -179,7 +179,7 @@ class ServiceClient:
             try:
                 async with asyncio.timeout(self.timeout):
                     return await make(client)
-            except (Exception, BaseExceptionGroup) as exc:
+            except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - sorted into answer or outage
                 inner = _unwrap(exc)
                 # A dead transport fails pending requests with CONNECTION_CLOSED: that is not an answer.
                 if isinstance(inner, MCPError) and inner.code != CONNECTION_CLOSED:
@@ -219,7 +219,10 @@ class ServiceClient:
             result = await self._request("read_resource", lambda client: client.read_resource(uri))
         except MCPError as exc:
             raise self._refused("read_resource", ServiceToolError.from_mcp_error(exc)) from None
-        return json.loads(result.contents[0].text) if result.contents else None
+        if not result.contents:
+            return None
+        content = result.contents[0]
+        return json.loads(content.text if isinstance(content, TextResourceContents) else content.blob)
 
     async def check(self) -> None:
         """Readiness: one authenticated round trip (`tools/list`; 2026-07-28 has no ping)."""

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connections, transaction
 
-from mcp_services import client, services
 from common.errors import CortexError
+from mcp_services import client, services
 from mcp_services.client import ServiceUnavailable
 from mcp_services.models import OutboxEntry
 
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 KICK_GATHER_SECONDS = 0.1
 
-TOOLS = {OutboxEntry.Kind.STORE: "store_input", OutboxEntry.Kind.DELETE: "delete_memory"}
+TOOLS: dict[str, str] = {OutboxEntry.Kind.STORE: "store_input", OutboxEntry.Kind.DELETE: "delete_memory"}
 
 
 @dataclass

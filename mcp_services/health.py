@@ -58,7 +58,7 @@ def _check_services() -> dict[str, str]:
         outcomes = client.call(check_all)
     except Exception as exc:  # noqa: BLE001 - reported as the failing part
         outcomes = [exc] * len(services)
-    return {name: "ok" if outcome is None else "unavailable" for name, outcome in zip(services, outcomes)}
+    return {name: "ok" if outcome is None else "unavailable" for name, outcome in zip(services, outcomes, strict=True)}
 
 
 @require_GET

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -53,7 +53,7 @@ def _parse_timestamp(value: object) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise _invalid("input_data.timestamp must be an ISO 8601 date-time string.") from None
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
 def _normalized_item(input_data: object) -> tuple[dict[str, Any], datetime]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.requests import AuthenticatedRequest
 from common.errors import CortexError, ErrorCode
 from mcp_services import client
 from workspaces.selectors import conversation_get_for_user
@@ -45,7 +45,7 @@ class ContextApi(APIView):
         parameters=[ContextQuerySerializer],
         responses={200: ContextOutputSerializer},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         params = ContextQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data

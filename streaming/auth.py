@@ -25,7 +25,7 @@ def _user_for_header(header: bytes) -> User:
         raw = authentication.get_raw_token(header)
         if raw is None:
             raise CortexError(ErrorCode.INVALID_TOKEN, "The Authorization header must be 'Bearer <token>'.")
-        return authentication.get_user(authentication.get_validated_token(raw))
+        return authentication.get_user(authentication.get_validated_token(raw))  # type: ignore[return-value]
     except (InvalidToken, TokenError, AuthenticationFailed):
         raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.") from None
 

@@ -51,6 +51,11 @@ WS_CLOSE_TRY_LATER = 1013  # fell behind: resume with the last event id
 class _EventStream:
     """The protocol shared by the SSE and WebSocket consumers (see the module docstring)."""
 
+    # Provided by the Channels consumer this is mixed into.
+    scope: dict[str, Any]
+    channel_layer: Any
+    channel_name: str
+
     user: User | None = None
     conversation_id: uuid.UUID | None = None
     last_event_id: int | None = None
@@ -128,7 +133,7 @@ class _EventStream:
             heartbeat = settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
             while True:
                 try:
-                    message = await asyncio.wait_for(self.queue.get(), timeout=heartbeat)
+                    message = await asyncio.wait_for(self.queue.get(), timeout=heartbeat)  # type: ignore[union-attr]
                 except TimeoutError:
                     await self._write_ping()
                     continue
@@ -157,7 +162,7 @@ class _EventStream:
         after = self.last_seen
         while True:
             page = await database_sync_to_async(selectors.event_page)(
-                user_id=self.user.id,
+                user_id=self.user.id,  # type: ignore[union-attr]  # set before streaming starts
                 after=after,
                 through=through,
                 conversation_id=self.conversation_id,
@@ -179,7 +184,7 @@ class _EventStream:
         if message["type"] == STREAM_EVENT:
             await self.stream_event(message)  # type: ignore[arg-type]
         else:
-            await super().dispatch(message)
+            await super().dispatch(message)  # type: ignore[misc]  # the consumer's, after this mixin
 
     async def stream_event(self, message: LiveMessage) -> None:
         if self.queue is None or self.finished:

@@ -42,7 +42,8 @@ def install() -> None:
     _installed = True
     from twisted.internet import defer, reactor
 
-    reactor.addSystemEventTrigger(
+    add_trigger: Any = reactor.addSystemEventTrigger  # twisted's stub mistypes its (phase, event, callable)
+    add_trigger(
         "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(_close_open_sockets()))
     )
     original = module.WebSocketProtocol.serverClose

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from accounts.requests import AuthenticatedRequest
 from streaming import services
 
 
@@ -24,5 +24,5 @@ class TicketApi(APIView):
             )
         },
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         return Response(services.ticket_issue(user=request.user), headers={"Cache-Control": "no-store"})

@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from django.test import Client
 
 from accounts.models import User
-from tests.factories import ConversationFactory, UserFactory, WorkspaceFactory
+from tests.factories import ConversationFactory, WorkspaceFactory
 from workspaces.services import message_create
 
 ROOT = Path(__file__).resolve().parent.parent

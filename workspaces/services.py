@@ -97,7 +97,7 @@ def conversation_create(
     _validated(conversation, exclude=["workspace"])
     members = _participants_resolve(participant_ids or [], creator)
     conversation.save(force_insert=True)
-    conversation.participants.set(members)
+    conversation.participants.set(members)  # type: ignore[arg-type]  # primary keys (UUIDs) are fine
     return conversation
 
 
@@ -112,7 +112,7 @@ def conversation_update(
     if fields:
         conversation.save(update_fields=[*fields, "updated_at"])
     if participant_ids is not None:
-        conversation.participants.set(_participants_resolve(participant_ids, conversation.workspace.owner))
+        conversation.participants.set(_participants_resolve(participant_ids, conversation.workspace.owner))  # type: ignore[arg-type]
     return conversation
 
 

@@ -8,11 +8,11 @@ from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from accounts.requests import AuthenticatedRequest
 from workspaces import selectors, services
 from workspaces.serializers import (
     ConversationInputSerializer,
@@ -38,7 +38,7 @@ def _valid(serializer_class: type[serializers.Serializer], data, **kwargs) -> di
 @functools.cache
 def _envelope(name: str, serializer: type[serializers.Serializer], *, many: bool = False):
     """The response wrapper for the schema (built once per name: drf-spectacular wants one class)."""
-    fields = {name: serializer(many=many)}
+    fields: dict[str, serializers.Field] = {name: serializer(many=many)}
     if not many:
         fields = {"status": serializers.CharField(), **fields}
     return inline_serializer(f"{name.title()}{'List' if many else ''}Envelope", fields=fields)
@@ -48,12 +48,12 @@ class WorkspaceListCreateApi(APIView):
     @extend_schema(
         operation_id="workspace_list", responses={200: _envelope("workspaces", WorkspaceOutputSerializer, many=True)}
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         workspaces = selectors.workspace_list(user=request.user)
         return Response({"workspaces": WorkspaceOutputSerializer(workspaces, many=True).data})
 
     @extend_schema(request=WorkspaceInputSerializer, responses={201: _envelope("workspace", WorkspaceOutputSerializer)})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = _valid(WorkspaceInputSerializer, request.data)
         workspace = services.workspace_create(owner=request.user, **data)
         return Response(
@@ -64,19 +64,19 @@ class WorkspaceListCreateApi(APIView):
 
 class WorkspaceDetailApi(APIView):
     @extend_schema(responses={200: _envelope("workspace", WorkspaceOutputSerializer)})
-    def get(self, request: Request, workspace_id: str) -> Response:
+    def get(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
         return Response({"status": "ok", "workspace": WorkspaceOutputSerializer(workspace).data})
 
     @extend_schema(request=WorkspacePatchSerializer, responses={200: _envelope("workspace", WorkspaceOutputSerializer)})
-    def patch(self, request: Request, workspace_id: str) -> Response:
+    def patch(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
         data = _valid(WorkspacePatchSerializer, request.data)
         workspace = services.workspace_update(workspace=workspace, **data)
         return Response({"status": "workspace updated", "workspace": WorkspaceOutputSerializer(workspace).data})
 
     @extend_schema(responses={204: None})
-    def delete(self, request: Request, workspace_id: str) -> Response:
+    def delete(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
         services.workspace_delete(workspace=workspace)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -88,7 +88,7 @@ class ConversationListCreateApi(APIView):
         parameters=[ConversationListQuerySerializer],
         responses={200: _envelope("conversations", ConversationOutputSerializer, many=True)},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         query = _valid(ConversationListQuerySerializer, request.query_params)
         conversations = selectors.conversation_list(user=request.user, workspace_id=query.get("workspace_id"))
         return Response({"conversations": ConversationOutputSerializer(conversations, many=True).data})
@@ -96,7 +96,7 @@ class ConversationListCreateApi(APIView):
     @extend_schema(
         request=ConversationInputSerializer, responses={201: _envelope("conversation", ConversationOutputSerializer)}
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = _valid(ConversationInputSerializer, request.data)
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=data.pop("workspace_id"))
         conversation = services.conversation_create(workspace=workspace, creator=request.user, **data)
@@ -107,18 +107,18 @@ class ConversationListCreateApi(APIView):
 
 
 class ConversationDetailApi(APIView):
-    def _conversation(self, request: Request, conversation_id: str):
+    def _conversation(self, request: AuthenticatedRequest, conversation_id: str):
         return selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id, manage=True)
 
     @extend_schema(responses={200: _envelope("conversation", ConversationOutputSerializer)})
-    def get(self, request: Request, conversation_id: str) -> Response:
+    def get(self, request: AuthenticatedRequest, conversation_id: str) -> Response:
         conversation = self._conversation(request, conversation_id)
         return Response({"status": "ok", "conversation": ConversationOutputSerializer(conversation).data})
 
     @extend_schema(
         request=ConversationPatchSerializer, responses={200: _envelope("conversation", ConversationOutputSerializer)}
     )
-    def patch(self, request: Request, conversation_id: str) -> Response:
+    def patch(self, request: AuthenticatedRequest, conversation_id: str) -> Response:
         conversation = self._conversation(request, conversation_id)
         data = _valid(ConversationPatchSerializer, request.data)
         conversation = services.conversation_update(conversation=conversation, **data)
@@ -127,7 +127,7 @@ class ConversationDetailApi(APIView):
         )
 
     @extend_schema(responses={204: None})
-    def delete(self, request: Request, conversation_id: str) -> Response:
+    def delete(self, request: AuthenticatedRequest, conversation_id: str) -> Response:
         services.conversation_delete(conversation=self._conversation(request, conversation_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -149,7 +149,7 @@ class InputApi(APIView):
             )
         ],
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         key = request.headers.get("Idempotency-Key")
         if key is not None and not (0 < len(key) <= 255):
             raise serializers.ValidationError({"Idempotency-Key": ["Must be 1 to 255 characters."]})
@@ -182,7 +182,7 @@ class MessageListApi(APIView):
             )
         },
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         query = _valid(MessageListQuerySerializer, request.query_params)
         conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=query["conversation_id"])
         before = None

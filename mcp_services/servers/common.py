@@ -101,7 +101,7 @@ def auth_options(*, host: str, port: int) -> dict[str, Any]:
         return {}
     return {
         "token_verifier": ServiceTokenVerifier(token),
-        "auth": AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=None),
+        "auth": AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=None),  # type: ignore[arg-type]
     }
 
 
@@ -143,10 +143,10 @@ def build_app(server: MCPServer, *, transport: str, host: str) -> ObservedApp:
     security = transport_security(host=host)
     name = server.name.removeprefix("Cortex").lower()
     if transport == "sse":
-        return ObservedApp(server.sse_app(transport_security=security, host=host), service=name)
+        return ObservedApp(server.sse_app(transport_security=security, host=host), service=name)  # type: ignore[arg-type]
     # Stateless JSON: the 2026-07-28 protocol is one POST per request, and nothing needs a session.
     app = server.streamable_http_app(stateless_http=True, json_response=True, transport_security=security, host=host)
-    return ObservedApp(app, service=name, routes=["/mcp"])
+    return ObservedApp(app, service=name, routes=["/mcp"])  # type: ignore[arg-type]  # Starlette's scope types
 
 
 class _UvicornServer(uvicorn.Server):

@@ -2,17 +2,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from urllib.parse import urlencode
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import jwt
 import pytest
 from django.conf import settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import User
 from accounts.services import token_pair_issue
-from rest_framework_simplejwt.utils import get_md5_hash_password
 from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db

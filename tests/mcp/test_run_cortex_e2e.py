@@ -8,7 +8,7 @@ import httpx2
 import pytest
 
 from tests.mcp.conftest import wait_until
-from tests.servers import fresh_database, free_port, manage_command, server_env
+from tests.servers import free_port, fresh_database, manage_command, server_env
 
 pytestmark = pytest.mark.e2e
 

@@ -46,7 +46,7 @@ class Command(BaseCommand):
                     )
                 if polls % 600 == 0:
                     services.outbox_prune(older_than=retention)
-            except Exception as exc:  # the database or the service is down: keep polling
+            except Exception as exc:  # noqa: BLE001 - the database or the service is down: keep polling
                 self.stderr.write(f"memory outbox drain failed: {exc!r}")
             finally:
                 connections.close_all()

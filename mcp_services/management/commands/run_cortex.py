@@ -27,7 +27,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 class Child:
     name: str
     argv: list[str]
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen = None  # type: ignore[assignment]  # set when started
 
 
 class Command(BaseCommand):
