@@ -4,7 +4,7 @@ from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import AuthenticationFailed
-from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,6 +18,7 @@ from accounts.serializers import (
     VerifyOutputSerializer,
 )
 from accounts.services import InvalidRefreshToken, refresh_token_revoke, token_pair_issue, token_pair_refresh
+from common.parsers import StrictJSONParser
 
 
 class _PublicAuthView(APIView):
@@ -43,7 +44,7 @@ def _with_refresh_token(request: Request, action):
 
 
 class LoginApi(_PublicAuthView):
-    parser_classes = [JSONParser, FormParser]
+    parser_classes = [StrictJSONParser, FormParser]
 
     @extend_schema(request=LoginInputSerializer, responses={200: TokenPairSerializer}, auth=[])
     def post(self, request: Request) -> Response:

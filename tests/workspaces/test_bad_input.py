@@ -151,3 +151,23 @@ def test_messages_before_unknown_message_is_400(alice, conversation):
 
 def test_conversation_list_with_malformed_workspace_id_is_400(alice):
     assert_envelope(client_for(alice).get("/config/conversation?workspace_id=zz"), 400, "invalid_input")
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/input", {"content": "x", "metadata": {"note": "a\x00b"}}),
+        ("/input", {"content": "x", "metadata": {"a\x00": 1}}),
+        ("/input", {"content": "\ud800"}),
+        ("/config/workspace", {"name": "\udfff"}),
+        ("/config/workspace", {"name": "w", "metadata": {"deep": ["\x00"]}}),
+        ("/auth/login", {"email": "alice@example.com", "password": "\ud800"}),
+    ],
+)
+def test_strings_no_database_can_store_are_refused_as_malformed(alice, path, body):
+    """PostgreSQL refuses NUL in text and jsonb, and an unpaired surrogate cannot be encoded back."""
+    import json
+
+    response = client_for(alice).post(path, json.dumps(body), content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "malformed_body"
