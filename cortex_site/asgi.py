@@ -13,6 +13,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cortex_site.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
+from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from common.asgi import ObservedApp  # noqa: E402
@@ -27,4 +28,5 @@ application = ObservedApp(
         }
     ),
     routes=[f"/{pattern.pattern}" for pattern in [*http_urlpatterns, *websocket_urlpatterns]],
+    access_log=settings.ACCESS_LOG,
 )

@@ -366,4 +366,6 @@ CORTEX: dict[str, Any] = {
 LOG_FORMAT = env_str("LOG_FORMAT") or "plain"
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
+# One `cortex.access` line per request (about 50 to 100 us each; ACCESS_LOG=0 for benchmarks).
+ACCESS_LOG = env_bool("ACCESS_LOG", True)
 LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL") or "INFO")

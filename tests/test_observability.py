@@ -50,7 +50,7 @@ def test_a_requests_id_joins_the_core_cognition_and_memory_lines_and_no_secret_i
             context = http.get("/context", params={"query": "launch"}, headers=auth)
             assert context.status_code == 200, context.text
             request_id = context.headers["X-Request-ID"]
-            assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+            assert re.fullmatch(r"[0-9a-f]{32}", request_id)  # unique per process and counter, no payload
 
             # A caller's own well-formed id is kept (a proxy's correlation id), a malformed one replaced.
             assert http.get("/healthz", headers={"X-Request-ID": "edge-1234-abcd"}).headers["X-Request-ID"] == (
@@ -141,3 +141,22 @@ def test_metrics_count_requests_by_route_streams_events_and_service_calls():
     for line in expected:
         assert line in scrape, f"{line}\n{scrape}"
     assert re.search(r"^cortex_outbox_pending \d", scrape, re.M)
+
+
+def test_credentials_that_reach_a_log_message_by_accident_are_scrubbed(caplog):
+    import logging
+
+    from common.logs import RedactingFilter
+
+    logger = logging.getLogger("tests.redaction")
+    logger.addFilter(RedactingFilter())
+    try:
+        with caplog.at_level(logging.INFO, logger="tests.redaction"):
+            logger.info("GET %s failed", "/output/stream?ticket=tk-123&conversation_id=c")
+            logger.info("upstream said: Authorization: Bearer eyJhbGciOi.abc.def")
+            logger.info("body %s", '{"email": "a@b.c", "password": "hunter2", "refresh_token": "r-1"}')
+    finally:
+        logger.filters.clear()
+    text = caplog.text
+    assert "tk-123" not in text and "eyJhbGciOi" not in text and "hunter2" not in text and "r-1" not in text
+    assert "conversation_id=c" in text and "a@b.c" in text
