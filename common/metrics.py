@@ -12,6 +12,7 @@ import hmac
 from django.conf import settings
 from django.contrib.auth.signals import user_login_failed
 from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from common.errors import ErrorCode
@@ -56,6 +57,7 @@ def _login_failed(sender: object, **kwargs: object) -> None:
 user_login_failed.connect(_login_failed, dispatch_uid="cortex-metrics-login-failed")
 
 
+@csrf_exempt
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """`GET /metrics` with `Authorization: Bearer <CORTEX_SERVICE_TOKEN>`. Without the token (or
     with none configured) it does not exist: the same 404 as any unknown path."""

@@ -1,16 +1,20 @@
-"""Liveness and readiness. Plain Django views: no auth, no DRF overhead."""
+"""Liveness and readiness. Plain Django views: no auth, no DRF overhead, GET only (CSRF exempt, so
+another method is a 405, not a CSRF refusal)."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 
+@csrf_exempt
 @require_GET
 def root(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "online", "service": "Cortex Core"})
 
 
+@csrf_exempt
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
@@ -61,6 +65,7 @@ def _check_services() -> dict[str, str]:
     return {name: "ok" if outcome is None else "unavailable" for name, outcome in zip(services, outcomes, strict=True)}
 
 
+@csrf_exempt
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
     """200 when the database, channel layer, memory and cognition services all answer; else 503

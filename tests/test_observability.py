@@ -85,11 +85,19 @@ def test_metrics_are_served_only_with_the_service_token(api, alice, settings):
     assert api.get("/metrics", HTTP_AUTHORIZATION="Bearer None").status_code == 404
 
     settings.CORTEX = {**settings.CORTEX, "SERVICE_TOKEN": TOKEN}
+
+    def scrape() -> str:
+        response = api.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+        assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
+        return response.content.decode()
+
+    def login_failures(text: str) -> float:
+        return float(re.search(r"^cortex_login_failures_total (\S+)", text, re.M).group(1))
+
+    before = login_failures(scrape())
     client_for(None).post("/auth/login", {"email": "alice@example.com", "password": "wrong"}, format="json")
-    response = api.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
-    assert response.status_code == 200
-    text = response.content.decode()
-    assert re.search(r"^cortex_login_failures_total [1-9]", text, re.M), text
+    text = scrape()
+    assert login_failures(text) == before + 1
     for name in (
         "cortex_outbox_pending",
         "cortex_outbox_oldest_pending_age_seconds",
@@ -104,6 +112,7 @@ def test_metrics_are_served_only_with_the_service_token(api, alice, settings):
 @pytest.mark.e2e
 def test_metrics_count_requests_by_route_streams_events_and_service_calls():
     with stack() as system:
+        system.env.update(TICKET_RATE="1/min")
         create_users("mira@example.com", password=PASSWORD, env=system.env)
         with running(system.memory()), running(system.cognition()), running(system.core()) as core:
             http = httpx2.Client(base_url=core.url, timeout=10)
@@ -116,6 +125,8 @@ def test_metrics_count_requests_by_route_streams_events_and_service_calls():
             workspace = http.post("/config/workspace", json={"name": "w"}, headers=auth).json()["workspace"]
             assert http.get(f"/config/workspace/{workspace['id']}", headers=auth).status_code == 200
             assert http.get("/context", headers=auth).status_code == 200
+            assert [http.post("/output/ticket", headers=auth).status_code for _ in range(2)] == [200, 429]
+            assert http.get("/nowhere/at/all", headers=auth).status_code == 404
             with http.stream("GET", "/output/stream", headers=auth) as stream:
                 lines = stream.iter_lines()
                 next(lines)  # retry hint: the stream is open
@@ -137,6 +148,8 @@ def test_metrics_count_requests_by_route_streams_events_and_service_calls():
         'cortex_events_published_total 1.0',
         'cortex_events_delivered_total{transport="sse"} 1.0',
         'cortex_mcp_call_duration_seconds_count{operation="get_context",service="cognition"} 1.0',
+        'cortex_throttled_requests_total{route="output/ticket"} 1.0',
+        'cortex_http_requests_total{method="GET",route="<unmatched>",status="404"} 1.0',
     ]
     for line in expected:
         assert line in scrape, f"{line}\n{scrape}"
@@ -160,3 +173,18 @@ def test_credentials_that_reach_a_log_message_by_accident_are_scrubbed(caplog):
     text = caplog.text
     assert "tk-123" not in text and "eyJhbGciOi" not in text and "hunter2" not in text and "r-1" not in text
     assert "conversation_id=c" in text and "a@b.c" in text
+
+
+@pytest.mark.e2e
+def test_a_debug_mode_server_answers_unknown_paths_and_wrong_methods_with_the_envelope():
+    """What `make run` serves (DEBUG=1): no HTML debug page outside the admin and the docs."""
+    with stack() as system:
+        env = {key: value for key, value in system.env.items() if key not in ("SECRET_KEY", "JWT_SIGNING_KEY")}
+        with running(core_server(env={**env, "DEBUG": "1", "ALLOWED_HOSTS": "127.0.0.1"})) as core:
+            missing = httpx2.get(f"{core.url}/no/such/page")
+            wrong = httpx2.post(f"{core.url}/healthz")
+            docs = httpx2.get(f"{core.url}/docs")
+    assert missing.status_code == 404 and missing.json() == {"error": {"code": "not_found", "message": "Not found."}}
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+    assert wrong.headers["Allow"] == "GET" and missing.headers["X-Request-ID"]
+    assert docs.status_code == 200 and docs.headers["Content-Type"].startswith("text/html")
