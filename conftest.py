@@ -55,8 +55,21 @@ def _fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def _inputs_on_the_test_connection(settings):
+    # The input writer thread has its own connection, which cannot see (and would wait for the
+    # write lock of) a test's transaction: in-process tests write inputs on their own thread.
+    # End-to-end servers and `tests/workspaces/test_writer.py` use the writer thread.
+    settings.CORTEX = {**settings.CORTEX, "INPUT_GROUP_COMMIT": False}
+
+
+@pytest.fixture(autouse=True)
 def _fresh_throttles():
     from django.core.cache import cache
 
+    from accounts.authentication import user_cache
+    from accounts.throttles import process_rates
+
     cache.clear()
+    process_rates.clear()
+    user_cache.clear()
     yield

@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class AccountsConfig(AppConfig):
     name = "accounts"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
+        from accounts.authentication import forget_user
+
+        post_save.connect(forget_user, sender=self.get_model("User"), dispatch_uid="accounts.forget_user")
+        post_delete.connect(forget_user, sender=self.get_model("User"), dispatch_uid="accounts.forget_user_deleted")

@@ -8,7 +8,6 @@ from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts.serializers import (
@@ -18,13 +17,14 @@ from accounts.serializers import (
     VerifyOutputSerializer,
 )
 from accounts.services import InvalidRefreshToken, refresh_token_revoke, token_pair_issue, token_pair_refresh
+from accounts.throttles import GcraScopedRateThrottle
 from common.parsers import StrictJSONParser
 
 
 class _PublicAuthView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [GcraScopedRateThrottle]
     throttle_scope = "login"
 
     def get_authenticate_header(self, request: Request) -> str:

@@ -7,7 +7,9 @@
 - It names the route (`config/workspace/<str:workspace_id>`, never the raw path) for the metrics
   that `common.asgi.ObservedApp` records.
 
-Sync and async capable, so async views are not pushed through a thread by it.
+`error_envelope` is sync and async capable (Django's full stack, and the in-process test client);
+`AsyncErrorEnvelope` is the same, async only, for the API's stack (`API_MIDDLEWARE`), which runs
+no middleware that could cost a thread hop.
 """
 
 from __future__ import annotations
@@ -80,3 +82,15 @@ def error_envelope(
 
 error_envelope.sync_capable = True  # type: ignore[attr-defined]
 error_envelope.async_capable = True  # type: ignore[attr-defined]
+
+
+class AsyncErrorEnvelope:
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        return _observed(request, await self.get_response(request))

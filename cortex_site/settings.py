@@ -112,7 +112,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "common.middleware.error_envelope",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "cortex_site.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -120,6 +120,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# The API's paths (see `cortex_site.asgi`) run only async middleware: no thread hop per request.
+API_MIDDLEWARE = ["common.middleware.AsyncErrorEnvelope", "cortex_site.middleware.ApiSecurityMiddleware"]
 
 ROOT_URLCONF = "cortex_site.urls"
 APPEND_SLASH = False
@@ -204,7 +207,7 @@ if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.CachedJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["common.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -343,6 +346,11 @@ CORTEX: dict[str, Any] = {
     "MEMORY_URL": env_str("MEMORY_URL", "http://127.0.0.1:9000/mcp"),
     "COGNITION_URL": env_str("COGNITION_URL", "http://127.0.0.1:9100/mcp"),
     "SERVICE_TOKEN": env_str("CORTEX_SERVICE_TOKEN"),
+    # The input path: a user row is trusted this long per process (deactivation, deletion and
+    # password changes take effect within it), and the writer commits up to this many inputs at once.
+    "AUTH_USER_CACHE_SECONDS": env_int("AUTH_USER_CACHE_SECONDS", 5, minimum=0),
+    "INPUT_BATCH_SIZE": env_int("INPUT_BATCH_SIZE", 256, minimum=1),
+    "INPUT_GROUP_COMMIT": env_bool("INPUT_GROUP_COMMIT", True),
     "SERVICE_TIMEOUT_SECONDS": env_int("SERVICE_TIMEOUT_SECONDS", 5, minimum=1),
     # Extra Host names the MCP services answer to (beyond loopback) and browser origins they accept.
     "SERVICE_ALLOWED_HOSTS": env_list("SERVICE_ALLOWED_HOSTS"),
@@ -353,7 +361,7 @@ CORTEX: dict[str, Any] = {
     # Memory outbox: a drain is kicked after each commit (MEMORY_DRAIN_ON_COMMIT) and the
     # `memory_outbox_worker` retries what failed, backing off exponentially up to the maximum.
     "MEMORY_DRAIN_ON_COMMIT": env_bool("MEMORY_DRAIN_ON_COMMIT", True),
-    "OUTBOX_BATCH_SIZE": env_int("OUTBOX_BATCH_SIZE", 100, minimum=1),
+    "OUTBOX_BATCH_SIZE": env_int("OUTBOX_BATCH_SIZE", 500, minimum=1),
     "OUTBOX_CONCURRENCY": env_int("OUTBOX_CONCURRENCY", 8, minimum=1),
     "OUTBOX_LEASE_SECONDS": env_int("OUTBOX_LEASE_SECONDS", 60, minimum=1),
     "OUTBOX_POLL_SECONDS": env_int("OUTBOX_POLL_SECONDS", 1, minimum=1),

@@ -6,11 +6,12 @@ from common.metrics import metrics_view
 from mcp_services import health
 
 urlpatterns = [
+    # The input path first: Django tries patterns in order on every request.
+    path("", include("workspaces.urls")),
     path("", health.root, name="root"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("auth/", include("accounts.urls")),
-    path("", include("workspaces.urls")),
     path("", include("mcp_services.urls")),
     path("", include("streaming.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),

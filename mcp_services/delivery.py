@@ -19,14 +19,17 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connections, transaction
 
-from common.errors import CortexError
+from common.errors import CortexError, ErrorCode
 from mcp_services import client, services
-from mcp_services.client import ServiceUnavailable
+from mcp_services.client import ServiceToolError, ServiceUnavailable
 from mcp_services.models import OutboxEntry
 
 logger = logging.getLogger(__name__)
 
 KICK_GATHER_SECONDS = 0.1
+# One `store_inputs` call carries at most this many items and about this many bytes of content.
+STORE_BATCH_ITEMS = 500
+STORE_BATCH_BYTES = 2 * 1024 * 1024
 
 TOOLS: dict[str, str] = {OutboxEntry.Kind.STORE: "store_input", OutboxEntry.Kind.DELETE: "delete_memory"}
 
@@ -47,19 +50,59 @@ class DrainResult:
         self.failed += other.failed
 
 
+def _store_chunks(stores: list[OutboxEntry]) -> list[list[OutboxEntry]]:
+    """Stores grouped for `store_inputs` calls, bounded in items and (roughly) in bytes."""
+    chunks: list[list[OutboxEntry]] = []
+    size = 0
+    for entry in stores:
+        item_size = len(entry.arguments["input_data"].get("content", "")) + 512
+        if not chunks or len(chunks[-1]) >= STORE_BATCH_ITEMS or size + item_size > STORE_BATCH_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(entry)
+        size += item_size
+    return chunks
+
+
 async def _send_all(entries: list[OutboxEntry], concurrency: int) -> list[BaseException | None]:
+    """Deliver a batch: its stores in `store_inputs` calls, its deletes one call each."""
     memory = client.memory()
     gate = asyncio.Semaphore(concurrency)
+    outcomes: dict[int, BaseException | None] = {}
 
-    async def send(entry: OutboxEntry) -> BaseException | None:
+    async def send_stores(chunk: list[OutboxEntry]) -> None:
+        async with gate:
+            try:
+                answer = await memory.call_tool("store_inputs", {"items": [entry.arguments for entry in chunk]})
+                results = answer["results"]
+                if len(results) != len(chunk):
+                    raise ServiceToolError(
+                        ErrorCode.TOOL_ERROR, f"store_inputs answered {len(results)} results for {len(chunk)} items"
+                    )
+            except CortexError as exc:
+                outcomes.update((entry.id, exc) for entry in chunk)
+                return
+        for entry, result in zip(chunk, results, strict=True):
+            # "stored" and "duplicate" (an earlier attempt got through) both mean delivered.
+            if result.get("status") == "invalid":
+                code = result.get("code") if result.get("code") in ErrorCode else ErrorCode.INVALID_INPUT
+                outcomes[entry.id] = ServiceToolError(code, str(result.get("error")))
+            else:
+                outcomes[entry.id] = None
+
+    async def send(entry: OutboxEntry) -> None:
         async with gate:
             try:
                 await memory.call_tool(TOOLS[entry.kind], entry.arguments)
             except CortexError as exc:
-                return exc
-            return None
+                outcomes[entry.id] = exc
+                return
+            outcomes[entry.id] = None
 
-    return await asyncio.gather(*(send(entry) for entry in entries))
+    stores = [entry for entry in entries if entry.kind == OutboxEntry.Kind.STORE]
+    others = [entry for entry in entries if entry.kind != OutboxEntry.Kind.STORE]
+    await asyncio.gather(*(send_stores(chunk) for chunk in _store_chunks(stores)), *(send(entry) for entry in others))
+    return [outcomes[entry.id] for entry in entries]
 
 
 def outbox_drain_batch(*, ignore_schedule: bool = False) -> DrainResult:
@@ -136,7 +179,7 @@ class _Kicker:
                 outbox_drain()
             except Exception:
                 logger.exception("memory outbox drain failed; the worker will retry")
-            finally:
+                # The thread keeps its connection between drains; after a failure, a fresh one.
                 connections.close_all()
 
 

@@ -11,13 +11,16 @@ from django.dispatch import receiver
 
 from mcp_services import delivery, services
 from workspaces.models import Message
-from workspaces.signals import conversations_deleting, message_created
+from workspaces.services import CreatedInput
+from workspaces.signals import conversations_deleting, messages_created
 
 
-@receiver(message_created, dispatch_uid="mcp_services.memory_store")
-def enqueue_memory_store(sender: Any, message: Message, data: dict[str, Any], **kwargs: Any) -> None:
-    # Memory is per user: the input belongs to its sender, whoever else receives the event.
-    services.outbox_store_enqueue(user_id=message.sender_id, message_id=message.id, data=dict(data))
+@receiver(messages_created, dispatch_uid="mcp_services.memory_store")
+def enqueue_memory_stores(sender: Any, created: list[CreatedInput], **kwargs: Any) -> None:
+    # Memory is per user: an input belongs to its sender, whoever else receives the event.
+    services.outbox_stores_enqueue(
+        stores=[(entry.message.sender_id, entry.message.id, dict(entry.data)) for entry in created]
+    )
     transaction.on_commit(delivery.kick)
 
 

@@ -6,7 +6,7 @@ import json
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from django.conf import settings
 from django.db import transaction
@@ -116,6 +116,59 @@ def memory_item_store(*, user_id: uuid.UUID, input_data: object) -> tuple[Memory
     )
 
 
+class StoreOutcome(TypedDict):
+    item_id: str | None
+    status: str  # "stored", "duplicate" (stored before: a retry) or "invalid"
+    code: NotRequired[str]  # an ErrorCode, with "invalid"
+    error: NotRequired[str]
+
+
+def memory_items_store(*, items: list[tuple[uuid.UUID, object]]) -> list[StoreOutcome]:
+    """Store many `(user_id, input_data)` items in one transaction, each as `memory_item_store`
+    would: idempotent on `(user_id, input_data["id"])`, and an invalid item refused on its own
+    (`status: "invalid"`) without failing the others."""
+    outcomes: list[StoreOutcome] = []
+    rows: list[MemoryItem] = []
+    for user_id, input_data in items:
+        try:
+            item, moment = _normalized_item(input_data)
+        except CortexError as exc:
+            outcomes.append({"item_id": None, "status": "invalid", "code": exc.code, "error": exc.message})
+            continue
+        outcomes.append({"item_id": item["id"], "status": "stored"})
+        rows.append(
+            MemoryItem(
+                user_id=user_id,
+                item_id=item["id"],
+                conversation_id=normalized_conversation_id(item.get("conversation_id")),
+                content=item.get("content", ""),
+                data=item,
+                timestamp=moment,
+            )
+        )
+    if not rows:
+        return outcomes
+    with transaction.atomic():
+        existing = set(
+            MemoryItem.objects.filter(
+                user_id__in={row.user_id for row in rows}, item_id__in={row.item_id for row in rows}
+            ).values_list("user_id", "item_id")
+        )
+        fresh: dict[tuple[uuid.UUID, str], MemoryItem] = {}
+        for row in rows:
+            key = (row.user_id, row.item_id)
+            if key not in existing:
+                fresh.setdefault(key, row)  # the same item twice in one call is stored once
+        MemoryItem.objects.bulk_create(fresh.values(), ignore_conflicts=True)
+    stored = iter(rows)
+    for outcome in outcomes:
+        if outcome["status"] == "stored":
+            row = next(stored)
+            if (row.user_id, row.item_id) in existing:
+                outcome["status"] = "duplicate"
+    return outcomes
+
+
 @transaction.atomic
 def memory_item_delete(*, user_id: uuid.UUID, item_id: str | None = None, conversation_id: str | None = None) -> int:
     if not item_id and not conversation_id:
@@ -132,14 +185,18 @@ def memory_item_delete(*, user_id: uuid.UUID, item_id: str | None = None, conver
 # --- the outbox --------------------------------------------------------------------------------
 
 
-def outbox_store_enqueue(*, user_id: uuid.UUID, message_id: uuid.UUID, data: dict[str, Any]) -> OutboxEntry:
-    """Called inside the message's transaction: the entry commits or rolls back with it."""
-    return OutboxEntry.objects.create(
-        kind=OutboxEntry.Kind.STORE,
-        user_id=user_id,
-        message_id=message_id,
-        conversation_id=data.get("conversation_id"),
-        arguments={"user_id": str(user_id), "input_data": data},
+def outbox_stores_enqueue(*, stores: list[tuple[uuid.UUID, uuid.UUID, dict[str, Any]]]) -> list[OutboxEntry]:
+    """One `store_input` per (user id, message id, item), inside the messages' transaction: the
+    entries commit or roll back with them."""
+    return OutboxEntry.objects.bulk_create(
+        OutboxEntry(
+            kind=OutboxEntry.Kind.STORE,
+            user_id=user_id,
+            message_id=message_id,
+            conversation_id=data.get("conversation_id"),
+            arguments={"user_id": str(user_id), "input_data": data},
+        )
+        for user_id, message_id, data in stores
     )
 
 

@@ -9,8 +9,8 @@ class StreamingConfig(AppConfig):
         from django.conf import settings
         from django.db.models.signals import post_save
 
-        from streaming.receivers import on_message_created, on_user_saved
-        from workspaces.signals import message_created
+        from streaming.receivers import on_messages_created, on_user_saved
+        from workspaces.signals import messages_created
 
-        message_created.connect(on_message_created, dispatch_uid="streaming.events_record_for_message")
+        messages_created.connect(on_messages_created, dispatch_uid="streaming.events_record_for_messages")
         post_save.connect(on_user_saved, sender=settings.AUTH_USER_MODEL, dispatch_uid="streaming.cursor_create")

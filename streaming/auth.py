@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from channels.db import database_sync_to_async
 from rest_framework.exceptions import AuthenticationFailed
-from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from accounts.authentication import CachedJWTAuthentication
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
 from streaming import services
@@ -19,13 +19,13 @@ from streaming import services
 URL_TOKEN_PARAMS = ("token", "access_token", "jwt", "authorization")
 
 
-def _user_for_header(header: bytes) -> User:
-    authentication = JWTAuthentication()
+async def _user_for_header(header: bytes) -> User:
+    authentication = CachedJWTAuthentication()
     try:
         raw = authentication.get_raw_token(header)
         if raw is None:
             raise CortexError(ErrorCode.INVALID_TOKEN, "The Authorization header must be 'Bearer <token>'.")
-        return authentication.get_user(authentication.get_validated_token(raw))  # type: ignore[return-value]
+        return await authentication.aget_user(authentication.get_validated_token(raw))
     except (InvalidToken, TokenError, AuthenticationFailed):
         raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.") from None
 
@@ -44,7 +44,7 @@ async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]
         )
     header = headers.get(b"authorization")
     if header:
-        return await database_sync_to_async(_user_for_header)(header)
+        return await _user_for_header(header)
     tickets = query.get("ticket")
     if tickets:
         return await database_sync_to_async(_user_for_ticket)(tickets[0])

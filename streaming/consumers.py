@@ -37,7 +37,7 @@ from accounts.models import User
 from common.errors import CortexError, ErrorCode
 from streaming import daphne_compat, selectors
 from streaming.auth import stream_user
-from streaming.services import STREAM_EVENT, EventPayload, LiveMessage, user_group
+from streaming.services import STREAM_EVENT, LiveMessage, user_group
 from workspaces.selectors import conversation_get_for_user
 
 logger = logging.getLogger(__name__)
@@ -67,8 +67,14 @@ class _EventStream:
     finished: bool = False
 
     # Implemented by the concrete consumers.
-    async def _write_event(self, seq: int, payload: dict[str, Any]) -> None:
+    async def _write_event(self, seq: int, event_json: str) -> None:
+        """Send one event, given as its JSON text (encoded once, whatever the number of streams)."""
         raise NotImplementedError
+
+    async def _write_events(self, events: list[tuple[int, str]]) -> None:
+        """A page of a replay, in order (one write where the protocol allows it)."""
+        for seq, event_json in events:
+            await self._write_event(seq, event_json)
 
     async def _write_ping(self) -> None:
         raise NotImplementedError
@@ -123,7 +129,7 @@ class _EventStream:
             if start is not None and not (position.floor <= start <= position.head):
                 # Events after `start` are gone (retention), or the id is not from this log: the
                 # client must refetch history; everything still retained follows.
-                await self._write_event(position.floor, {"id": str(position.floor), "type": "reset"})
+                await self._write_event(position.floor, json.dumps({"id": str(position.floor), "type": "reset"}))
                 start = position.floor
             if start is None:
                 self.last_seen = position.head
@@ -142,8 +148,8 @@ class _EventStream:
                     continue
                 if seq == self.last_seen + 1:
                     self.last_seen = seq
-                    if self._wanted(message["event"]):
-                        await self._write_event(seq, message["event"])
+                    if self._wanted(message):
+                        await self._write_event(seq, message["json"])
                 else:
                     await self._catch_up(seq)
         except asyncio.CancelledError:
@@ -154,8 +160,8 @@ class _EventStream:
             with contextlib.suppress(Exception):
                 await self.channel_layer.send(self.channel_name, {"type": "stream.stop"})
 
-    def _wanted(self, event: EventPayload) -> bool:
-        return self.conversation_id is None or event.get("conversation_id") == str(self.conversation_id)
+    def _wanted(self, message: LiveMessage) -> bool:
+        return self.conversation_id is None or message["conversation_id"] == str(self.conversation_id)
 
     async def _catch_up(self, through: int) -> None:
         """Send the logged events in `(last_seen, through]`: all committed, per the seq invariant."""
@@ -168,9 +174,9 @@ class _EventStream:
                 conversation_id=self.conversation_id,
                 limit=REPLAY_PAGE,
             )
-            for seq, payload in page:
-                await self._write_event(seq, payload)
-                after = seq
+            if page:
+                await self._write_events(page)
+                after = page[-1][0]
             if len(page) < REPLAY_PAGE:
                 break
         self.last_seen = through
@@ -264,9 +270,12 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
         await self.send_body(f"retry: {settings.CORTEX['SSE_RETRY_MS']}\n\n".encode(), more_body=True)
         self._stream_start(position)
 
-    async def _write_event(self, seq: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload, separators=(",", ":"))  # JSON never contains a raw newline
-        await self.send_body(f"id: {seq}\ndata: {data}\n\n".encode(), more_body=True)
+    async def _write_event(self, seq: int, event_json: str) -> None:
+        await self.send_body(f"id: {seq}\ndata: {event_json}\n\n".encode(), more_body=True)
+
+    async def _write_events(self, events: list[tuple[int, str]]) -> None:
+        frames = "".join(f"id: {seq}\ndata: {event_json}\n\n" for seq, event_json in events)
+        await self.send_body(frames.encode(), more_body=True)
 
     async def _write_ping(self) -> None:
         await self.send_body(b": ping\n\n", more_body=True)
@@ -313,8 +322,8 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Clients only listen; anything they send is ignored."""
 
-    async def _write_event(self, seq: int, payload: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(payload, separators=(",", ":")))
+    async def _write_event(self, seq: int, event_json: str) -> None:
+        await self.send(text_data=event_json)
 
     async def _write_ping(self) -> None:
         """Protocol-level pings are the server's (daphne/uvicorn ping idle WebSockets)."""

@@ -7,8 +7,8 @@ from typing import Any
 from streaming import services
 
 
-def on_message_created(sender: Any, *, message: Any, recipient_ids: list, data: Any, **kwargs: Any) -> None:
-    services.events_record_for_message(message=message, recipient_ids=recipient_ids, data=data)
+def on_messages_created(sender: Any, *, created: list, **kwargs: Any) -> None:
+    services.events_record_for_messages(created=created)
 
 
 def on_user_saved(sender: Any, *, instance: Any, created: bool, raw: bool = False, **kwargs: Any) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import NamedTuple
 
+from django.db.models import TextField
+from django.db.models.functions import Cast
+
 from streaming.models import Event, EventCursor
-from streaming.services import EventPayload, event_payload
+from streaming.services import event_json
 
 
 class LogPosition(NamedTuple):
@@ -26,9 +29,11 @@ def event_page(
     through: int,
     conversation_id: uuid.UUID | None = None,
     limit: int = 500,
-) -> list[tuple[int, EventPayload]]:
-    """The user's events with `after < seq <= through`, oldest first, optionally of one conversation."""
+) -> list[tuple[int, str]]:
+    """The user's events with `after < seq <= through`, oldest first, optionally of one conversation,
+    each as its JSON text (the stored body is read as text and never decoded: replays are fast)."""
     events = Event.objects.filter(recipient_id=user_id, seq__gt=after, seq__lte=through)
     if conversation_id is not None:
         events = events.filter(conversation_id=conversation_id)
-    return [(event.seq, event_payload(event)) for event in events.select_related("body").order_by("seq")[:limit]]
+    rows = events.order_by("seq").values_list("seq", Cast("body__payload", output_field=TextField()))[:limit]
+    return [(seq, event_json(seq, body)) for seq, body in rows]

@@ -1,7 +1,7 @@
 """Writes of the streaming app: the event log, its live publication, tickets, retention.
 
-`events_record_for_message` runs inside the transaction of `workspaces.services.message_create`
-(through the `message_created` signal), so an input and its events commit or roll back together.
+`events_record_for_messages` runs inside the transaction of `workspaces.services.messages_create`
+(through the `messages_created` signal), so an input and its events commit or roll back together.
 The channel-layer publication happens only after that commit.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import secrets
 import uuid
-from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, TypedDict
 
@@ -26,9 +26,10 @@ from django.utils import timezone
 from accounts.models import User
 from common.metrics import EVENTS_PUBLISHED
 from streaming.models import Event, EventBody, EventCursor, StreamTicket
-from workspaces.models import IdempotencyRecord, Message
+from workspaces.models import IdempotencyRecord
 from workspaces.selectors import iso
-from workspaces.services import InputData
+from workspaces.services import CreatedInput
+from workspaces.writer import caller_loop
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class EventPayload(TypedDict):
     type: str
     user_id: str
     conversation_id: str | None
-    data: InputData | dict[str, Any]
+    data: dict[str, Any]
     metadata: dict[str, Any]
     timestamp: str
 
@@ -48,7 +49,8 @@ class EventPayload(TypedDict):
 class LiveMessage(TypedDict):
     type: str  # STREAM_EVENT
     seq: int
-    event: EventPayload
+    conversation_id: str | None  # for the streams' `?conversation_id=` filter
+    json: str  # the event's JSON, with its `id`: encoded once for every stream of the recipient
 
 
 class TicketIssued(TypedDict):
@@ -67,8 +69,14 @@ def user_group(user_id: uuid.UUID | str) -> str:
     return f"user.{uuid.UUID(str(user_id)).hex}"
 
 
-def event_payload(event: Event) -> EventPayload:
-    return {"id": str(event.seq), **event.body.payload}  # type: ignore[typeddict-item]
+def event_json(seq: int, body_json: str) -> str:
+    """The event's JSON on a recipient's streams: its stored body (a JSON object) with `id` first."""
+    return f'{{"id":"{seq}",{body_json[1:]}' if body_json != "{}" else f'{{"id":"{seq}"}}'
+
+
+def _encode(payload: dict[str, Any]) -> str:
+    # JSON never contains a raw newline, so the text is also a valid SSE `data:` line.
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
 
 def cursor_ensure(*, user_id: uuid.UUID) -> None:
@@ -76,12 +84,14 @@ def cursor_ensure(*, user_id: uuid.UUID) -> None:
     EventCursor.objects.get_or_create(user_id=user_id)
 
 
-def _seqs_allocate(recipient_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """Next seq of each recipient, under a row lock held until the caller's transaction ends.
+def _seqs_allocate(counts: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
+    """Reserve `counts[user]` consecutive seqs for each recipient; returns each one's first.
 
-    Rows are locked in one order (by user id) so concurrent writers cannot deadlock. On SQLite
-    FOR UPDATE is a no-op, but IMMEDIATE transactions already serialize all writers.
+    The cursor rows stay locked until the caller's transaction ends. Rows are locked in one order
+    (by user id) so concurrent writers cannot deadlock. On SQLite FOR UPDATE is a no-op, but
+    IMMEDIATE transactions already serialize all writers.
     """
+    recipient_ids = sorted(counts)
     locked = EventCursor.objects.select_for_update().filter(user_id__in=recipient_ids).order_by("user_id")
     current = dict(locked.values_list("user_id", "last_seq"))
     if len(current) < len(recipient_ids):
@@ -92,45 +102,64 @@ def _seqs_allocate(recipient_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
             [EventCursor(user_id=uid) for uid in recipient_ids if uid not in current], ignore_conflicts=True
         )
         current = dict(locked.values_list("user_id", "last_seq"))
-    EventCursor.objects.filter(user_id__in=recipient_ids).update(last_seq=F("last_seq") + 1)
+    by_count: dict[int, list[uuid.UUID]] = {}
+    for user_id in recipient_ids:
+        by_count.setdefault(counts[user_id], []).append(user_id)
+    for count, user_ids in by_count.items():  # one UPDATE per distinct count, not per user
+        EventCursor.objects.filter(user_id__in=user_ids).update(last_seq=F("last_seq") + count)
     return {user_id: last_seq + 1 for user_id, last_seq in current.items()}
 
 
-def events_record_for_message(
-    *, message: Message, recipient_ids: Iterable[uuid.UUID], data: InputData
-) -> list[Event]:
-    """Append an "input" event to every recipient's log; publish them once the transaction commits."""
+def events_record_for_messages(*, created: list[CreatedInput]) -> None:
+    """Append an "input" event per message to each of its recipients' logs, inside the input's
+    transaction; publish them once it commits."""
     if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("events_record_for_message must run inside the input's transaction")
-    recipients = sorted(set(recipient_ids))
-    seqs = _seqs_allocate(recipients)
-    payload = {
-        "type": "input",
-        "user_id": str(message.sender_id),
-        "conversation_id": str(message.conversation_id) if message.conversation_id else None,
-        "data": dict(data),
-        "metadata": message.metadata,
-        "timestamp": iso(message.created_at),
-    }
-    body = EventBody.objects.create(type="input", message=message, payload=payload, created_at=message.created_at)
-    events = Event.objects.bulk_create(
-        [
-            Event(
-                recipient_id=uid,
-                seq=seqs[uid],
-                body=body,
-                conversation_id=message.conversation_id,
-                created_at=message.created_at,
+        raise RuntimeError("events_record_for_messages must run inside the input's transaction")
+    counts: dict[uuid.UUID, int] = {}
+    for entry in created:
+        for user_id in set(entry.recipient_ids):
+            counts[user_id] = counts.get(user_id, 0) + 1
+    next_seq = _seqs_allocate(counts)
+    bodies: list[EventBody] = []
+    encoded: list[str] = []
+    for entry in created:
+        message = entry.message
+        payload = {
+            "type": "input",
+            "user_id": str(message.sender_id),
+            "conversation_id": str(message.conversation_id) if message.conversation_id else None,
+            "data": dict(entry.data),
+            "metadata": message.metadata,
+            "timestamp": iso(message.created_at),
+        }
+        bodies.append(EventBody(type="input", message=message, payload=payload, created_at=message.created_at))
+        encoded.append(_encode(payload))
+    EventBody.objects.bulk_create(bodies)
+    events: list[Event] = []
+    live: list[tuple[str, LiveMessage]] = []
+    for entry, body, body_json in zip(created, bodies, encoded, strict=True):
+        message = entry.message
+        conversation_id = str(message.conversation_id) if message.conversation_id else None
+        for user_id in sorted(set(entry.recipient_ids)):
+            seq = next_seq[user_id]
+            next_seq[user_id] = seq + 1
+            events.append(
+                Event(
+                    recipient_id=user_id,
+                    seq=seq,
+                    body=body,
+                    conversation_id=message.conversation_id,
+                    created_at=message.created_at,
+                )
             )
-            for uid in recipients
-        ]
-    )
-    live: list[tuple[str, LiveMessage]] = [
-        (user_group(event.recipient_id), {"type": STREAM_EVENT, "seq": event.seq, "event": event_payload(event)})
-        for event in events
-    ]
+            live.append(
+                (
+                    user_group(user_id),
+                    {"type": STREAM_EVENT, "seq": seq, "conversation_id": conversation_id, "json": event_json(seq, body_json)},
+                )
+            )
+    Event.objects.bulk_create(events)
     transaction.on_commit(lambda: events_publish(live))
-    return events
 
 
 _background: set[asyncio.Task] = set()
@@ -158,11 +187,19 @@ def events_publish(messages: list[tuple[str, LiveMessage]]) -> None:
         loop = None
     if loop is not None:
         # Called from async code on this thread (async_to_sync would refuse): send in the background.
-        task = loop.create_task(_group_send_all(messages))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        _spawn(messages)
+    elif (target := caller_loop()) is not None:
+        # The input writer's thread, after its commit: the inputs' own loop sends them, without
+        # the writer waiting for it (the writer must not stall behind the streams).
+        target.call_soon_threadsafe(_spawn, messages)
     else:
         async_to_sync(_group_send_all)(messages)
+
+
+def _spawn(messages: list[tuple[str, LiveMessage]]) -> None:
+    task = asyncio.get_running_loop().create_task(_group_send_all(messages))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def _ticket_hash(ticket: str) -> str:

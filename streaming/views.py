@@ -5,15 +5,15 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts.requests import AuthenticatedRequest
+from accounts.throttles import GcraScopedRateThrottle
 from streaming import services
 
 
 class TicketApi(APIView):
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [GcraScopedRateThrottle]
     throttle_scope = "ticket"
 
     @extend_schema(

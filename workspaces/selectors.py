@@ -60,8 +60,17 @@ def conversation_list(*, user: User, workspace_id: object | None = None) -> Quer
     return conversations.prefetch_related("participants").order_by("created_at", "id")
 
 
-def conversation_participant_ids(*, conversation: Conversation) -> list[uuid.UUID]:
-    return list(conversation.participants.values_list("id", flat=True))
+def conversation_recipient_ids(*, conversation_ids: set[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """The active participants of each conversation (who may post there, and who receives it)."""
+    if not conversation_ids:
+        return {}
+    members: dict[uuid.UUID, list[uuid.UUID]] = {}
+    rows = Conversation.participants.through.objects.filter(
+        conversation_id__in=conversation_ids, user__is_active=True
+    ).values_list("conversation_id", "user_id")
+    for conversation_id, user_id in rows:
+        members.setdefault(conversation_id, []).append(user_id)
+    return members
 
 
 def message_list(

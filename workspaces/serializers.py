@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.fields import validate_metadata
@@ -17,11 +19,29 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class MetadataField(serializers.DictField):
+@extend_schema_field(OpenApiTypes.OBJECT)
+class MetadataField(serializers.Field):
+    """A JSON object, bounded by `validate_metadata`.
+
+    Not a `DictField`: DRF builds every field of a serializer anew for each instance, and a
+    `DictField` builds a child field too; on the input path that construction cost more than the
+    validation itself. The value is already parsed JSON, so only its shape needs checking.
+    """
+
+    default_error_messages = {"invalid": "Expected a JSON object."}
+
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
         kwargs.setdefault("validators", [validate_metadata])
         super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value):
+        return value
 
 
 class WorkspaceInputSerializer(serializers.Serializer):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypedDict
 
@@ -16,13 +17,15 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.http import Http404
 from django.utils import timezone
 
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
 from workspaces.models import Conversation, IdempotencyRecord, Message, Workspace
-from workspaces.selectors import conversation_participant_ids, iso
-from workspaces.signals import conversations_deleting, message_created
+from workspaces.selectors import conversation_recipient_ids, iso
+from workspaces.signals import conversations_deleting, messages_created
 
 
 class InputData(TypedDict):
@@ -151,9 +154,150 @@ def _idempotent_replay(*, sender: User, key: str, request_hash: str) -> InputRes
     if record.created_at < window_start:
         record.delete()
         return None
+    return _replayed(record, request_hash)
+
+
+def _replayed(record: IdempotencyRecord, request_hash: str) -> InputResponse:
     if record.request_hash != request_hash:
         raise CortexError(ErrorCode.IDEMPOTENCY_CONFLICT, "This Idempotency-Key was used with a different request body.")
     return record.response
+
+
+@dataclass(frozen=True)
+class InputRequest:
+    """One input as a client sent it, already parsed (the access check happens in the write)."""
+
+    sender: User
+    content: str
+    conversation_id: uuid.UUID | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class CreatedInput:
+    """What the `messages_created` hook receives for each message of a batch."""
+
+    message: Message
+    recipient_ids: list[uuid.UUID]
+    data: InputData
+
+
+# The outcome of one input: its response and whether it was created now (False: a replay), or the
+# error it gets (Http404 for a conversation the sender cannot post to, the idempotency CortexError, ValidationError).
+InputOutcome = tuple[InputResponse, bool] | Exception
+
+
+def messages_create(*, requests: list[InputRequest]) -> list[InputOutcome]:
+    """Accept a batch of inputs in one transaction (the group commit of `workspaces.writer`).
+
+    Each input is checked on its own (conversation access, idempotency, validation) and gets its
+    own outcome; the accepted ones, their idempotency records and the hooks' rows (events, memory
+    outbox) commit together, and nothing leaves the process before that commit.
+    """
+    try:
+        with transaction.atomic():
+            return _messages_write(requests)
+    except IntegrityError:
+        # Another process committed one of these Idempotency-Keys first (the unique constraint
+        # caught it): write one at a time, so each input answers as that key's retry or succeeds.
+        if len(requests) > 1:
+            return [messages_create(requests=[request])[0] for request in requests]
+        request = requests[0]
+        if not request.idempotency_key:
+            raise
+        try:
+            replay = _idempotent_replay(
+                sender=request.sender, key=request.idempotency_key, request_hash=_request_hash(request)
+            )
+        except CortexError as exc:  # the idempotency conflict
+            return [exc]
+        if replay is None:
+            raise
+        return [(replay, False)]
+
+
+def _request_hash(request: InputRequest) -> str:
+    return input_request_hash(
+        content=request.content, conversation_id=request.conversation_id, metadata=request.metadata
+    )
+
+
+def _messages_write(requests: list[InputRequest]) -> list[InputOutcome]:
+    outcomes: list[InputOutcome | None] = [None] * len(requests)
+    members = conversation_recipient_ids(
+        conversation_ids={request.conversation_id for request in requests if request.conversation_id}
+    )
+    records = _idempotency_records(requests)
+    window_start = timezone.now() - timedelta(hours=settings.CORTEX["IDEMPOTENCY_HOURS"])
+    first_of_key: dict[tuple[uuid.UUID, str], IdempotencyRecord] = {}
+    repeats: list[tuple[int, tuple[uuid.UUID, str]]] = []  # a key used again within this batch
+    created: list[CreatedInput] = []
+    expired: list[int] = []
+    for index, request in enumerate(requests):
+        sender_id = request.sender.id
+        recipients = members.get(request.conversation_id) if request.conversation_id else [sender_id]
+        if not recipients or sender_id not in recipients:
+            outcomes[index] = Http404("Conversation not found.")
+            continue
+        request_hash = _request_hash(request)
+        key = (sender_id, request.idempotency_key) if request.idempotency_key else None
+        if key is not None:
+            record = records.get(key)
+            if record is not None and record.created_at < window_start:
+                expired.append(record.pk)
+                record = None
+            if record is not None:
+                try:
+                    outcomes[index] = (_replayed(record, request_hash), False)
+                except CortexError as exc:  # the idempotency conflict
+                    outcomes[index] = exc
+                continue
+            if key in first_of_key:
+                repeats.append((index, key))  # answered below, as a retry of the first one
+                continue
+        message = Message(
+            sender=request.sender,
+            conversation_id=request.conversation_id,
+            content=request.content,
+            metadata=request.metadata,
+        )
+        try:
+            _validated(message, exclude=["sender", "conversation"])
+        except ValidationError as exc:
+            outcomes[index] = exc
+            continue
+        data = message_data(message)
+        response: InputResponse = {"status": "received", "data": data}
+        outcomes[index] = (response, True)
+        created.append(CreatedInput(message=message, recipient_ids=recipients, data=data))
+        if key is not None:
+            first_of_key[key] = IdempotencyRecord(
+                user=request.sender, key=key[1], request_hash=request_hash, response=response, message=message
+            )
+    for index, key in repeats:
+        try:
+            outcomes[index] = (_replayed(first_of_key[key], _request_hash(requests[index])), False)
+        except CortexError as exc:  # the idempotency conflict
+            outcomes[index] = exc
+    if expired:
+        IdempotencyRecord.objects.filter(pk__in=expired).delete()
+    if created:
+        Message.objects.bulk_create([entry.message for entry in created])
+        if first_of_key:
+            IdempotencyRecord.objects.bulk_create(first_of_key.values())
+        messages_created.send(sender=Message, created=created)
+    return outcomes  # type: ignore[return-value]
+
+
+def _idempotency_records(requests: list[InputRequest]) -> dict[tuple[uuid.UUID, str], IdempotencyRecord]:
+    keyed = {(request.sender.id, request.idempotency_key) for request in requests if request.idempotency_key}
+    if not keyed:
+        return {}
+    query = Q()
+    for user_id, key in keyed:
+        query |= Q(user_id=user_id, key=key)
+    return {(record.user_id, record.key): record for record in IdempotencyRecord.objects.filter(query)}
 
 
 def message_create(
@@ -164,38 +308,16 @@ def message_create(
     metadata: dict | None = None,
     idempotency_key: str | None = None,
 ) -> tuple[InputResponse, bool]:
-    """Accept one input. Returns the response and whether it was created now (False: a replay).
-
-    The message, its idempotency record and the hooks' rows (events, memory outbox) commit in one
-    transaction; nothing leaves the process before that commit.
-    """
-    metadata = metadata or {}
-    request_hash = input_request_hash(
-        content=content, conversation_id=conversation.id if conversation else None, metadata=metadata
+    """Accept one input (a batch of one). Returns the response and whether it was created now
+    (False: a replay); raises the input's error."""
+    request = InputRequest(
+        sender=sender,
+        content=content,
+        conversation_id=conversation.id if conversation else None,
+        metadata=metadata or {},
+        idempotency_key=idempotency_key,
     )
-    try:
-        with transaction.atomic():
-            if idempotency_key:
-                replay = _idempotent_replay(sender=sender, key=idempotency_key, request_hash=request_hash)
-                if replay is not None:
-                    return replay, False
-            message = Message(sender=sender, conversation=conversation, content=content, metadata=metadata)
-            _validated(message, exclude=["sender", "conversation"])
-            message.save(force_insert=True)
-            data = message_data(message)
-            response: InputResponse = {"status": "received", "data": data}
-            if idempotency_key:
-                IdempotencyRecord.objects.create(
-                    user=sender, key=idempotency_key, request_hash=request_hash, response=response, message=message
-                )
-            recipients = conversation_participant_ids(conversation=conversation) if conversation else [sender.id]
-            message_created.send(sender=Message, message=message, recipient_ids=recipients, data=data)
-            return response, True
-    except IntegrityError:
-        if not idempotency_key:
-            raise
-        # A concurrent request with the same key committed first: answer as its retry.
-        replay = _idempotent_replay(sender=sender, key=idempotency_key, request_hash=request_hash)
-        if replay is None:
-            raise
-        return replay, False
+    outcome = messages_create(requests=[request])[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome

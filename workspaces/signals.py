@@ -7,8 +7,9 @@ anything that leaves the process with `transaction.on_commit`.
 
 from django.dispatch import Signal
 
-# sender=Message class; kwargs: message (Message), recipient_ids (list[UUID]), data (InputData)
-message_created = Signal()
+# sender=Message class; kwargs: created (list[workspaces.services.CreatedInput]), the messages of
+# one batch in input order, each with its recipients and its event data
+messages_created = Signal()
 
 # kwargs: conversation_ids (list[UUID]) and owner_id, sent before the rows are deleted
 conversations_deleting = Signal()

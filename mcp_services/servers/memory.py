@@ -18,6 +18,7 @@ from mcp_services import selectors, services
 from mcp_services.servers.common import db_call, refusal, refused_as_result
 
 MAX_QUERY_CHARS = 1000
+MAX_BATCH_ITEMS = 1000
 
 
 def _optional_text(value: object, name: str) -> str | None:
@@ -50,6 +51,32 @@ def build_memory_server(**auth: Any) -> MCPServer:
         user = services.parse_user_id(user_id)
         item, _created = await db_call(services.memory_item_store)(user_id=user, input_data=input_data)
         return {"status": "stored", "user_id": str(user), "item_id": item.item_id}
+
+    @server.tool()
+    @refused_as_result
+    async def store_inputs(items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Store many inputs at once: `items` is a list of `{"user_id", "input_data"}`, each stored as
+        `store_input` would (idempotent on input_data["id"]). `results[i]` answers `items[i]`:
+        `status` "stored", "duplicate" (a retry; nothing stored) or "invalid" (with `code` and `error`)."""
+        if not isinstance(items, list) or len(items) > MAX_BATCH_ITEMS:
+            raise CortexError(ErrorCode.INVALID_INPUT, f"items must be a list of at most {MAX_BATCH_ITEMS} objects.")
+        parsed: list[tuple[uuid.UUID, object]] = []
+        refused: dict[int, CortexError] = {}
+        for index, entry in enumerate(items):
+            try:
+                if not isinstance(entry, dict):
+                    raise CortexError(ErrorCode.INVALID_INPUT, "each item must be an object with user_id and input_data.")
+                parsed.append((services.parse_user_id(entry.get("user_id")), entry.get("input_data")))
+            except CortexError as exc:
+                refused[index] = exc
+        stored = iter(await db_call(services.memory_items_store)(items=parsed))
+        results = [
+            {"item_id": None, "status": "invalid", "code": refused[index].code, "error": refused[index].message}
+            if index in refused
+            else next(stored)
+            for index in range(len(items))
+        ]
+        return {"stored": sum(result["status"] == "stored" for result in results), "results": results}
 
     @server.tool()
     @refused_as_result

@@ -80,6 +80,7 @@ def test_inputs_accepted_while_memory_is_down_reach_it_exactly_once_when_it_retu
 def test_memory_killed_in_the_middle_of_a_drain_still_ends_with_each_input_once():
     with stack() as services:
         services.env["OUTBOX_CONCURRENCY"] = "2"
+        services.env["OUTBOX_BATCH_SIZE"] = "10"  # 20 batches of one store_inputs call: the kill lands between
         create_user("kill@example.com", PASSWORD, env=services.env)
         with running(services.core()) as core:
             token, user_id = login(core.url, "kill@example.com")

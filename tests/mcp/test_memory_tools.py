@@ -50,6 +50,35 @@ async def test_store_input_is_idempotent_on_the_input_id(memory):
     assert await item_count() == 1
 
 
+async def test_store_inputs_stores_a_batch_idempotently_and_refuses_bad_items_alone(memory):
+    alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
+    items = [
+        {"user_id": alice, "input_data": {"id": "a-1", "content": "first"}},
+        {"user_id": bob, "input_data": {"id": "a-1", "content": "same id, other user"}},
+        {"user_id": alice, "input_data": {"id": "a-2", "content": 5}},
+        {"user_id": "not-a-uuid", "input_data": {"content": "x"}},
+        {"user_id": alice, "input_data": {"id": "a-1", "content": "first"}},
+    ]
+    result = await memory.call_tool("store_inputs", {"items": items})
+    assert not result.is_error, result.content
+    answer = result.structured_content
+    assert [r["status"] for r in answer["results"]] == ["stored", "stored", "invalid", "invalid", "stored"]
+    assert answer["results"][2]["code"] == "invalid_input"  # the code as data, not in the text
+    assert answer["results"][2]["error"].startswith("input_data.content")
+    assert await item_count() == 2
+    retry = (await memory.call_tool("store_inputs", {"items": items[:2]})).structured_content
+    assert [r["status"] for r in retry["results"]] == ["duplicate", "duplicate"] and retry["stored"] == 0
+    assert await item_count() == 2
+    assert [item["content"] for item in await read(memory, f"history/{bob}")] == ["same id, other user"]
+
+
+async def test_store_inputs_refuses_an_oversized_batch(memory):
+    items = [{"user_id": str(uuid.uuid4()), "input_data": {"content": "x"}}] * 1001
+    result = await memory.call_tool("store_inputs", {"items": items})
+    assert result.is_error and "at most 1000" in result.content[0].text
+    assert await item_count() == 0
+
+
 async def test_history_is_oldest_first_and_limited_history_newest_first(memory):
     user = str(uuid.uuid4())
     for n, minutes_ago in enumerate([30, 20, 10]):

@@ -35,8 +35,10 @@ def test_each_recipient_gets_a_gap_free_sequence_of_its_own(alice, bob, charlie,
     assert seqs(bob) == [1, 2, 3]
     assert seqs(charlie) == []
     page = selectors.event_page(user_id=bob.id, after=1, through=3)
-    assert [(seq, event["data"]["content"]) for seq, event in page] == [(2, "two"), (3, "three")]
-    assert page[0][1]["user_id"] == str(bob.id) and page[0][1]["conversation_id"] is None
+    assert [(seq, json.loads(event)["data"]["content"]) for seq, event in page] == [(2, "two"), (3, "three")]
+    assert all(json.loads(event)["id"] == str(seq) for seq, event in page)
+    first = json.loads(page[0][1])
+    assert first["user_id"] == str(bob.id) and first["conversation_id"] is None
     assert selectors.log_position(user_id=bob.id) == (3, 0)
     assert selectors.log_position(user_id=charlie.id) == (0, 0)
 

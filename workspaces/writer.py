@@ -1,0 +1,118 @@
+"""Group commit: the inputs of one process are written by one thread, many per transaction.
+
+With one writer thread per request (Django's sync views under ASGI), every input is its own
+`BEGIN IMMEDIATE ... COMMIT` and 32 concurrent requests wait on SQLite's write lock with its
+growing busy-handler sleeps; each thread also opens its own connection. Here an async request
+hands its input to the process's writer thread and awaits the outcome. The thread takes everything
+queued so far (up to `INPUT_BATCH_SIZE`) and writes it in one transaction
+(`services.messages_create`): a burst costs one lock, one commit and one fsync instead of one per
+input, and the thread keeps its connection open for its lifetime (closed and reopened only after
+a failed batch).
+
+Nothing changes in what a client is promised: the future resolves only after the commit, so a 200
+still means "stored"; the event and outbox rows are in the same transaction as the message; the
+per-user sequence is allocated under the same locks. On PostgreSQL several core processes each
+have their own writer and still write concurrently (row locks on the event cursors, taken in user
+id order, keep them apart).
+
+`caller_loop()` tells code running in the writer thread (the transaction's on-commit hooks) which
+event loop its inputs came from, so live events are handed to that loop rather than a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+
+logger = logging.getLogger(__name__)
+
+_local = threading.local()
+
+
+def caller_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop whose inputs the current writer batch serves (None outside the writer)."""
+    return getattr(_local, "loop", None)
+
+
+class _Job:
+    __slots__ = ("future", "loop", "request")
+
+    def __init__(self, request: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.request = request
+        self.loop = loop
+        self.future: Future = Future()
+
+
+class InputWriter:
+    """One daemon thread that writes queued inputs in batches (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="cortex-input-writer", daemon=True)
+                self._thread.start()
+
+    async def submit(self, request: Any) -> Any:
+        """Queue one input and wait until its transaction has committed (or failed).
+
+        With `INPUT_GROUP_COMMIT` off (in-process tests, whose database lives in the test's own
+        transaction), the input is written on the caller's sync thread instead, as a batch of one.
+        """
+        if not settings.CORTEX["INPUT_GROUP_COMMIT"]:
+            from workspaces import services
+
+            outcome = (await sync_to_async(services.messages_create)(requests=[request]))[0]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        job = _Job(request, asyncio.get_running_loop())
+        self._ensure_thread()
+        self._queue.put(job)
+        return await asyncio.wrap_future(job.future)
+
+    def _run(self) -> None:
+        from workspaces import services  # the writer is started lazily, after the apps are ready
+
+        limit = settings.CORTEX["INPUT_BATCH_SIZE"]
+        while True:
+            jobs = [self._queue.get()]
+            while len(jobs) < limit:
+                try:
+                    jobs.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            # A batch serves the loop of its first job; in a server process there is only one.
+            _local.loop = jobs[0].loop
+            try:
+                outcomes = services.messages_create(requests=[job.request for job in jobs])
+            except BaseException as exc:  # noqa: BLE001 - every waiting request must get an answer
+                logger.exception("input batch of %d failed", len(jobs))
+                outcomes = [exc] * len(jobs)  # type: ignore[list-item]  # handed to each waiting request
+                # The thread keeps its connection for its lifetime (no reconnect per batch); after a
+                # failure it starts over with a fresh one (the database may have dropped it).
+                connection.close()
+            finally:
+                _local.loop = None
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome)
+
+
+writer = InputWriter()
