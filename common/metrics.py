@@ -1,19 +1,35 @@
 """Prometheus metrics, served at `/metrics` to holders of the service token only.
 
-Counters and histograms are in-process and cost a lock and an add each: nothing here touches the
-database on a request. What needs the database (the outbox backlog) is computed when Prometheus
-scrapes, by a collector the owning app registers (`mcp_services.metrics`).
+Counters and histograms cost a lock and an add each: nothing here touches the database on a
+request. What needs the database (the outbox backlog) is computed when Prometheus scrapes, by a
+collector the owning app registers (`register_scrape_collector`, from `mcp_services.metrics`).
+
+Several processes (uvicorn `--workers`, and the services and outbox worker under `run_cortex`)
+share their metrics through prometheus-client's multiprocess mode: with `PROMETHEUS_MULTIPROC_DIR`
+set (`run_cortex` sets it), each process writes its values there and any core process's `/metrics`
+answers for all of them.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 
 from django.conf import settings
 from django.contrib.auth.signals import user_login_failed
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from common.errors import ErrorCode
 from common.handlers import json_error
@@ -28,7 +44,9 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 THROTTLED = Counter("cortex_throttled_requests_total", "Requests refused with 429, by route.", ["route"])
-OPEN_STREAMS = Gauge("cortex_open_streams", "Open event streams, by transport.", ["transport"])
+OPEN_STREAMS = Gauge(
+    "cortex_open_streams", "Open event streams, by transport.", ["transport"], multiprocess_mode="livesum"
+)
 EVENTS_PUBLISHED = Counter("cortex_events_published_total", "Event copies handed to the channel layer after commit.")
 EVENTS_DELIVERED = Counter(
     "cortex_events_delivered_total", "Events written to a client's stream, by transport.", ["transport"]
@@ -50,6 +68,26 @@ for transport in ("sse", "websocket"):
     EVENTS_DELIVERED.labels(transport)
 
 
+_scrape_collectors: list[Collector] = []
+
+
+def register_scrape_collector(collector: Collector) -> None:
+    """A collector that reads its numbers when Prometheus scrapes (once per process)."""
+    if collector not in _scrape_collectors:
+        _scrape_collectors.append(collector)
+        REGISTRY.register(collector)
+
+
+def _registry() -> CollectorRegistry:
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    for collector in _scrape_collectors:
+        registry.register(collector)
+    return registry
+
+
 def _login_failed(sender: object, **kwargs: object) -> None:
     LOGIN_FAILURES.inc()
 
@@ -69,4 +107,4 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         response = json_error(405, ErrorCode.METHOD_NOT_ALLOWED, f'Method "{request.method}" not allowed.')
         response["Allow"] = "GET"
         return response
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)

@@ -10,6 +10,7 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from common.metrics import register_scrape_collector
 from mcp_services.models import OutboxEntry
 
 
@@ -38,13 +39,8 @@ class OutboxCollector(Collector):
         return []  # collected only at scrape time: never at registration
 
 
-_registered = False
+_collector = OutboxCollector()
 
 
 def register() -> None:
-    global _registered
-    if not _registered:
-        from prometheus_client import REGISTRY
-
-        REGISTRY.register(OutboxCollector())
-        _registered = True
+    register_scrape_collector(_collector)

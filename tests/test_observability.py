@@ -188,3 +188,32 @@ def test_a_debug_mode_server_answers_unknown_paths_and_wrong_methods_with_the_en
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
     assert wrong.headers["Allow"] == "GET" and missing.headers["X-Request-ID"]
     assert docs.status_code == 200 and docs.headers["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.e2e
+def test_metrics_of_several_worker_processes_are_served_together(tmp_path):
+    """uvicorn --workers: whichever process answers the scrape counts every process's requests."""
+    import sys
+
+    from tests.servers import free_port
+
+    with stack() as system:
+        port = free_port()
+        workers = ServerProcess(
+            name=f"core-workers:{port}",
+            argv=[sys.executable, "-m", "uvicorn", "cortex_site.asgi:application", "--host", "127.0.0.1",
+                  "--port", str(port), "--workers", "2", "--no-access-log", "--lifespan", "off"],
+            port=port,
+            env={**system.env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        )
+        with running(workers) as core:
+            for _ in range(40):  # new connections: spread over both processes
+                assert httpx2.get(f"{core.url}/healthz").status_code == 200
+            scrapes = [
+                httpx2.get(f"{core.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text for _ in range(4)
+            ]
+    pids = {path.name for path in tmp_path.iterdir()}
+    assert len({name.rsplit("_", 1)[-1] for name in pids}) >= 2, pids  # two processes wrote metrics
+    for scrape in scrapes:
+        assert 'cortex_http_requests_total{method="GET",route="healthz",status="200"} 40.0' in scrape, scrape
+        assert "cortex_outbox_pending" in scrape

@@ -16,6 +16,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -54,6 +55,9 @@ class Command(BaseCommand):
             "CORTEX_SERVICE_TOKEN": token,
             "MEMORY_URL": f"http://127.0.0.1:{options['memory_port']}/mcp",
             "COGNITION_URL": f"http://127.0.0.1:{options['cognition_port']}/mcp",
+            # Every child's metrics in one place, served by any core process's /metrics (common.metrics).
+            "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            or tempfile.mkdtemp(prefix="cortex-metrics-"),
         }
 
     def children(self, options: dict) -> list[Child]:
