@@ -72,7 +72,8 @@ def test_a_requests_id_joins_the_core_cognition_and_memory_lines_and_no_secret_i
         everything = "\n".join(process.log_path.read_text() for process in (core, memory, cognition))
         for secret in (PASSWORD, tokens["access_token"], tokens["refresh_token"], ticket, SECRET_CONTENT, TOKEN):
             assert secret not in everything
-        print(json.dumps(core_line))  # the sample line for the closing note (-s)
+        for line in (core_line, logged_by(cognition)[0], logged_by(memory)[0]):
+            print(json.dumps(line))  # the sample lines for the closing note (-s)
 
 
 @pytest.mark.django_db
@@ -184,6 +185,10 @@ def test_a_debug_mode_server_answers_unknown_paths_and_wrong_methods_with_the_en
             missing = httpx2.get(f"{core.url}/no/such/page")
             wrong = httpx2.post(f"{core.url}/healthz")
             docs = httpx2.get(f"{core.url}/docs")
+            # /docs offline: every asset the page names comes from this server.
+            assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+            assert assets and all(url.startswith("/static/") for url in assets), assets
+            assert [httpx2.get(f"{core.url}{url}").status_code for url in assets] == [200] * len(assets)
     assert missing.status_code == 404 and missing.json() == {"error": {"code": "not_found", "message": "Not found."}}
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
     assert wrong.headers["Allow"] == "GET" and missing.headers["X-Request-ID"]
