@@ -60,3 +60,23 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def get_short_name(self) -> str:
         return self.name or self.email
+
+
+class RefreshTokenFamily(models.Model):
+    """Every refresh token descended from one login (rotation passes the family on, claim `fam`).
+
+    Presenting a rotated (blacklisted) token is the sign that a token was stolen: the whole family
+    is revoked, so the thief's and the victim's newest tokens both stop working (OAuth 2.0
+    Security BCP, refresh token rotation).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "refresh token families"
+
+    def __str__(self) -> str:
+        return f"{self.user_id} since {self.created_at:%Y-%m-%d %H:%M}"

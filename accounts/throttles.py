@@ -6,6 +6,9 @@ up to 600 floats per request, and it grows with the rate. This is the generic ce
 (GCRA) instead: one float per client (the "theoretical arrival time"), read and written once.
 It allows the same `num_requests` per `duration` on average, with the same burst of
 `num_requests`, and tells a refused client exactly when the next request will be allowed.
+
+Anonymous clients are keyed by `accounts.limits.client_address`: DRF's own `get_ident` believes
+`X-Forwarded-For` when `NUM_PROXIES` is unset, so a client could pick a fresh identity per request.
 """
 
 from __future__ import annotations
@@ -13,8 +16,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.locmem import LocMemCache
+from rest_framework.request import Request
 from rest_framework.throttling import ScopedRateThrottle
+from rest_framework_simplejwt.exceptions import TokenError
+
+from accounts import limits
+from accounts.tokens import FamilyRefreshToken
 
 
 class _ProcessRates:
@@ -42,6 +51,24 @@ class _ProcessRates:
 process_rates = _ProcessRates()
 
 
+_shared: Any = None
+
+
+def shared_rates() -> Any:
+    """Where every throttle of this process keeps its state: one object for the process.
+
+    `django.core.cache.cache` is per async context, so under ASGI each request would build its own
+    cache client (for Redis: a new connection pool and a new TCP connection per request). The
+    throttles share one instance instead: process memory when the cache is process-local anyway,
+    else one client of the configured (shared) cache.
+    """
+    global _shared
+    if _shared is None:
+        instance = caches.create_connection(DEFAULT_CACHE_ALIAS)
+        _shared = process_rates if isinstance(instance, LocMemCache) else instance
+    return _shared
+
+
 class GcraScopedRateThrottle(ScopedRateThrottle):
     """DRF's `ScopedRateThrottle` (same scopes, rates and cache keys) with GCRA bookkeeping."""
 
@@ -49,8 +76,7 @@ class GcraScopedRateThrottle(ScopedRateThrottle):
 
     def __init__(self) -> None:
         super().__init__()
-        if isinstance(self.cache, LocMemCache):
-            self.cache = process_rates  # type: ignore[assignment]
+        self.cache = shared_rates()
 
     def allow_request(self, request: Any, view: Any) -> bool:
         self.scope = getattr(view, self.scope_attr, None)
@@ -76,3 +102,26 @@ class GcraScopedRateThrottle(ScopedRateThrottle):
 
     def wait(self) -> float | None:
         return self._wait
+
+
+class AddressRateThrottle(GcraScopedRateThrottle):
+    """Per client address (login: everyone behind one address shares this generous bucket)."""
+
+    def get_ident(self, request: Request) -> str:
+        return limits.client_address(request._request)
+
+
+class RefreshRateThrottle(AddressRateThrottle):
+    """Refresh and logout: per user (the validly signed token's `oid`), so an office behind one
+    address does not share a bucket; a token that names nobody falls back to the address."""
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        raw = request.data.get("refresh_token") if isinstance(request.data, dict) else None
+        if isinstance(raw, str) and len(raw) <= 4096:
+            try:
+                user_id = FamilyRefreshToken(raw).get("oid")  # type: ignore[arg-type]  # signature and expiry only: no database
+            except TokenError:
+                user_id = None
+            if user_id:
+                return self.cache_format % {"scope": self.scope, "ident": f"user:{user_id}"}
+        return self.cache_format % {"scope": self.scope, "ident": f"address:{self.get_ident(request)}"}

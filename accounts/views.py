@@ -3,13 +3,14 @@ from __future__ import annotations
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.parsers import BoundedJSONParser
 from accounts.serializers import (
     LoginInputSerializer,
     RefreshInputSerializer,
@@ -17,15 +18,14 @@ from accounts.serializers import (
     VerifyOutputSerializer,
 )
 from accounts.services import InvalidRefreshToken, refresh_token_revoke, token_pair_issue, token_pair_refresh
-from accounts.throttles import GcraScopedRateThrottle
-from common.parsers import StrictJSONParser
+from accounts.throttles import AddressRateThrottle, RefreshRateThrottle
 
 
 class _PublicAuthView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [GcraScopedRateThrottle]
-    throttle_scope = "login"
+    throttle_classes = [RefreshRateThrottle]
+    throttle_scope = "refresh"
 
     def get_authenticate_header(self, request: Request) -> str:
         # Without authentication classes DRF would turn our 401s into 403s.
@@ -44,13 +44,18 @@ def _with_refresh_token(request: Request, action):
 
 
 class LoginApi(_PublicAuthView):
-    parser_classes = [StrictJSONParser, FormParser]
+    parser_classes = [BoundedJSONParser, FormParser]
+    throttle_classes = [AddressRateThrottle]
+    throttle_scope = "login"
 
     @extend_schema(request=LoginInputSerializer, responses={200: TokenPairSerializer}, auth=[])
     def post(self, request: Request) -> Response:
         data = LoginInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = authenticate(request._request, **data.validated_data)
+        retry_after = getattr(request._request, "login_retry_after", None)
+        if retry_after is not None:  # too many failures for this account or address (accounts.limits)
+            raise Throttled(wait=retry_after)
         if user is None:  # the same answer for an unknown email, a wrong password, an inactive user
             raise AuthenticationFailed("Incorrect email or password.", code="invalid_credentials")
         return Response(token_pair_issue(user=user))

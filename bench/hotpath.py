@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
-from bench.streaming import RawSSE, cpu_seconds, percentile, rss_kib
+from bench.streaming import RawSSE, cpu_seconds, open_loop, percentile, rss_kib
 from tests.servers import ROOT, create_users, free_port, fresh_database, redis_server, server_env, wait_for_port
 
 PASSWORD = "bench-password-0123456789"
@@ -120,36 +120,6 @@ def post_input(client: RawHTTP, token: str, payload: dict[str, Any]):
     return client.request("POST", "/input", json.dumps(payload).encode(), headers)
 
 
-class Stream(RawSSE):
-    """An SSE stream that may resume and that yields raw frames (id, data) and pings."""
-
-    def __init__(self, port: int, token: str, last_event_id: int | None = None) -> None:
-        super().__init__(port, token)
-        self.last_event_id = last_event_id
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        resume = f"Last-Event-ID: {self.last_event_id}\r\n" if self.last_event_id is not None else ""
-        self.writer.write(
-            f"GET /output/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {self.token}\r\n{resume}\r\n".encode()
-        )
-        await self.writer.drain()
-        status = await self.reader.readline()
-        if b" 200 " not in status:
-            raise RuntimeError(f"stream refused: {status!r}")
-        while (await self.reader.readline()) not in (b"\r\n", b""):
-            pass
-        await self.chunk()  # the `retry:` hint: the stream is subscribed
-
-    async def frames(self):
-        buffer = b""
-        while True:
-            buffer += await self.chunk()
-            *complete, buffer = buffer.split(b"\n\n")
-            for frame in complete:
-                yield frame
-
-
 # --- the system under test
 
 
@@ -223,6 +193,27 @@ def stats_ms(values: list[float]) -> dict[str, float | None]:
     }
 
 
+@contextlib.contextmanager
+def profiled(sut: System, phase: str, seconds: float) -> Iterator[None]:
+    """With BENCH_PYSPY=<dir>: py-spy samples the core (GIL holders) during the phase."""
+    folder = os.environ.get("BENCH_PYSPY")
+    if not folder:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    out = Path(folder) / f"{phase}.txt"
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--gil", "-r", "200", "-f", "raw",
+         "-d", str(max(1, int(seconds))), "-o", str(out), "-p", str(sut.core_pids()[0])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.wait(timeout=seconds + 30)
+        print(f"py-spy profile of the core during {phase}: {out}", flush=True)
+
+
 def cpu_of(pids: list[int]) -> float:
     return sum(cpu_seconds(pid) for pid in pids)
 
@@ -274,7 +265,7 @@ def memory_catch_up(sut: System, expected: int, started: float, limit: float = 6
 
 
 async def fan_out(sut: System, tokens: list[str], subscribers: int, rate: int, seconds: float) -> dict[str, Any]:
-    streams = [Stream(sut.port, tokens[n % len(tokens)]) for n in range(subscribers)]
+    streams = [RawSSE(sut.port, tokens[n % len(tokens)]) for n in range(subscribers)]
     for offset in range(0, subscribers, 50):
         await asyncio.gather(*(stream.open() for stream in streams[offset : offset + 50]))
     per_user = {token: sum(1 for s in streams if s.token == token) for token in tokens}
@@ -283,7 +274,7 @@ async def fan_out(sut: System, tokens: list[str], subscribers: int, rate: int, s
     duplicates = foreign = 0
     sender_of: dict[str, str] = {}
 
-    async def consume(index: int, stream: Stream) -> None:
+    async def consume(index: int, stream: RawSSE) -> None:
         nonlocal duplicates, foreign
         async for frame in stream.frames():
             for line in frame.split(b"\n"):
@@ -322,14 +313,7 @@ async def fan_out(sut: System, tokens: list[str], subscribers: int, rate: int, s
             free.put_nowait(connection)
 
     total = int(rate * seconds)
-    began = time.monotonic()
-    tasks = []
-    for n in range(total):
-        delay = began + n / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(post(n)))
-    await asyncio.gather(*tasks)
+    await open_loop(post, total, rate)
     deadline = time.monotonic() + 30
     while sum(len(s) for s in seen) < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -357,7 +341,7 @@ async def fan_out(sut: System, tokens: list[str], subscribers: int, rate: int, s
 async def idle_streams(sut: System, tokens: list[str], count: int, heartbeat: int) -> dict[str, Any]:
     core = sut.core_pids()
     before = sum(rss_kib(pid) for pid in core)
-    streams = [Stream(sut.port, tokens[n % len(tokens)]) for n in range(count)]
+    streams = [RawSSE(sut.port, tokens[n % len(tokens)]) for n in range(count)]
     failed = 0
     for offset in range(0, count, 200):
         results = await asyncio.gather(*(s.open() for s in streams[offset : offset + 200]), return_exceptions=True)
@@ -367,7 +351,7 @@ async def idle_streams(sut: System, tokens: list[str], count: int, heartbeat: in
     sample = [s for s in streams if s.writer is not None][:: max(1, count // 50)]
     gaps: list[float] = []
 
-    async def watch(stream: Stream) -> None:
+    async def watch(stream: RawSSE) -> None:
         last = time.monotonic()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(heartbeat * 3 + 1):
@@ -403,7 +387,7 @@ async def resume(sut: System, token: str, missed: int) -> dict[str, Any]:
     await asyncio.gather(*(poster(n) for n in range(len(connections))))
     for connection in connections:
         connection.close()
-    stream = Stream(sut.port, token, last_event_id=0)
+    stream = RawSSE(sut.port, token, last_event_id=0)
     began = time.perf_counter()
     await stream.open()
     ids: list[int] = []
@@ -479,14 +463,18 @@ def main(argv: list[str] | None = None) -> int:
         emails = [f"bench{n:02d}@example.com" for n in range(1, USERS + 1)]
         with system(env, args.workers, profile.heartbeat) as sut:
             tokens = asyncio.run(_logins(sut.port, emails))
+            print(f"system: {sut.pids()}", flush=True)
             if "input" in wanted:
-                result["input"] = asyncio.run(input_load(sut, tokens, profile.clients, profile.seconds))
+                with profiled(sut, "input", profile.seconds):
+                    result["input"] = asyncio.run(input_load(sut, tokens, profile.clients, profile.seconds))
                 print("input:", json.dumps(result["input"]), flush=True)
                 result["memory"] = memory_catch_up(sut, result["input"]["accepted"], time.monotonic())
                 print("memory:", json.dumps(result["memory"]), flush=True)
             if "fanout" in wanted:
-                result["fanout"] = asyncio.run(fan_out(sut, tokens, profile.subscribers, profile.rate,
-                                                       profile.fan_seconds))
+                with profiled(sut, "fanout", profile.fan_seconds):
+                    result["fanout"] = asyncio.run(
+                        fan_out(sut, tokens, profile.subscribers, profile.rate, profile.fan_seconds)
+                    )
                 print("fan-out:", json.dumps(result["fanout"]), flush=True)
             if args.smoke:  # one system for everything: the smoke run checks behaviour, not figures
                 later(result, sut, wanted, profile, emails, env)

@@ -25,7 +25,7 @@ from tests.servers import core_server, fresh_database, manage, running, server_e
 
 PASSWORD = "bench-password-0123456789"
 ENV = {"LOG_LEVEL": "WARNING", "MEMORY_DRAIN_ON_COMMIT": "0", "INPUT_RATE": "1000000/min", "TICKET_RATE": "1000000/min",
-       "LOGIN_RATE": "1000000/min"}
+       "LOGIN_RATE": "1000000/min", "STREAMS_PER_USER": "1000000"}
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -73,15 +73,17 @@ async def http_json(port: int, method: str, path: str, body: dict | None, token:
 class RawSSE:
     """A minimal SSE reader on a raw socket (chunked HTTP/1.1): cheap enough for many streams."""
 
-    def __init__(self, port: int, token: str) -> None:
-        self.port, self.token = port, token
+    def __init__(self, port: int, token: str, last_event_id: int | None = None) -> None:
+        self.port, self.token, self.last_event_id = port, token, last_event_id
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        resume = f"Last-Event-ID: {self.last_event_id}\r\n" if self.last_event_id is not None else ""
         self.writer.write(
-            f"GET /output/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {self.token}\r\n\r\n".encode()
+            f"GET /output/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {self.token}\r\n{resume}\r\n"
+            .encode()
         )
         await self.writer.drain()
         status = await self.reader.readline()
@@ -98,6 +100,15 @@ class RawSSE:
             raise EOFError
         return data[:-2]
 
+    async def frames(self):
+        """Raw SSE frames (`id:`/`data:` lines, or a `: ping`), however the chunks split them."""
+        buffer = b""
+        while True:
+            buffer += await self.chunk()
+            *complete, buffer = buffer.split(b"\n\n")
+            for frame in complete:
+                yield frame
+
     async def events(self):
         while True:
             for frame in (await self.chunk()).split(b"\n\n"):
@@ -108,6 +119,18 @@ class RawSSE:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+async def open_loop(post, count: int, rate: float) -> None:
+    """Start `post(n)` for n in range(count) at `rate` per second, whatever their latency; wait for all."""
+    start = time.monotonic()
+    tasks = []
+    for n in range(count):
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(post(n)))
+    await asyncio.gather(*tasks)
 
 
 async def fanout(port: int, tokens: list[str], conversation_id: str, rate: int, seconds: int) -> dict:
@@ -148,13 +171,7 @@ async def fanout(port: int, tokens: list[str], conversation_id: str, rate: int, 
                         print("first failed post:", response.status_code, response.text[:300], flush=True)
 
         start = time.monotonic()
-        posts = []
-        for n in range(total_inputs):
-            delay = start + n / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            posts.append(asyncio.create_task(post(n)))
-        await asyncio.gather(*posts)
+        await open_loop(post, total_inputs, rate)
         posting_seconds = time.monotonic() - start
         try:
             await asyncio.wait_for(asyncio.gather(*consumers), timeout=60)

@@ -62,9 +62,20 @@ DEBUG = env_bool("DEBUG", False)
 _DEBUG_ONLY_SECRET = "insecure-debug-only-secret-key-never-use-in-production"
 _DEBUG_ONLY_JWT_KEY = "insecure-debug-only-jwt-signing-key-never-use-in-production"
 
+# The memory and cognition MCP services (`run_cortex` sets this for them) sign nothing and verify
+# no user token: they run without SECRET_KEY and JWT_SIGNING_KEY, which they are never given, so a
+# compromised service process cannot mint user tokens. Django gets a throwaway key of its own.
+SERVICE_PROCESS = env_bool("CORTEX_SERVICE_PROCESS", False)
+
 SECRET_KEY = env_str("SECRET_KEY") or (_DEBUG_ONLY_SECRET if DEBUG else None)
 JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY") or (_DEBUG_ONLY_JWT_KEY if DEBUG else None)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+if SERVICE_PROCESS:
+    import secrets as _secrets
+
+    SECRET_KEY = SECRET_KEY or _secrets.token_urlsafe(48)
+    JWT_SIGNING_KEY = JWT_SIGNING_KEY or _secrets.token_urlsafe(48)  # signs nothing: unknown to all
+    ALLOWED_HOSTS = ALLOWED_HOSTS or ["127.0.0.1", "localhost", "[::1]"]
 
 if not DEBUG:
     missing = [
@@ -209,17 +220,36 @@ if not DEBUG:
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.CachedJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["common.parsers.StrictJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["accounts.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "common.handlers.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "common.schema.AutoSchema",
+    # Login requests per client address (see TRUSTED_PROXIES); refresh and logout per user (or per
+    # address for tokens that name no valid user); context per user. Failed logins have their own
+    # per-account and per-address limits (LOGIN_FAILURES_* below).
     "DEFAULT_THROTTLE_RATES": {
-        "login": env_str("LOGIN_RATE", "10/min"),
+        "login": env_str("LOGIN_RATE", "300/min"),
+        "refresh": env_str("REFRESH_RATE", "30/min"),
         "input": env_str("INPUT_RATE", "600/min"),
         "ticket": env_str("TICKET_RATE", "60/min"),
+        "context": env_str("CONTEXT_RATE", "120/min"),
     },
     "UNAUTHENTICATED_USER": None,
 }
+
+# Proxies whose X-Forwarded-For is believed (IP addresses or networks, comma-separated). None by
+# default: the client address is the peer's, whatever headers it sends. With proxies listed, the
+# client is the rightmost X-Forwarded-For entry that is not itself a listed proxy.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+
+# Failed logins: at most LOGIN_FAILURES_PER_ACCOUNT per account and LOGIN_FAILURES_PER_ADDRESS per
+# client address within LOGIN_FAILURE_WINDOW_SECONDS; beyond that, 429 with Retry-After (API) or a
+# refused form (admin) until the window ends. Successful logins do not count.
+LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
+LOGIN_FAILURES_PER_ADDRESS = env_int("LOGIN_FAILURES_PER_ADDRESS", 100, minimum=1)
+LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60, minimum=1)
+
+AUTHENTICATION_BACKENDS = ["accounts.backends.LimitedModelBackend"]
 
 CACHES = {
     "default": {
@@ -231,9 +261,12 @@ CACHES = {
 JWT_ISSUER = env_str("JWT_ISSUER", "cortex-core")
 JWT_AUDIENCE = env_str("JWT_AUDIENCE", "cortex-clients")
 ACCESS_TOKEN_MINUTES = env_int("ACCESS_TOKEN_MINUTES", 15, minimum=1)
+# Seconds, when set, win over ACCESS_TOKEN_MINUTES (short-lived deployments, and the tests of
+# streams ending with their token).
+ACCESS_TOKEN_SECONDS = env_int("ACCESS_TOKEN_SECONDS", ACCESS_TOKEN_MINUTES * 60, minimum=1)
 
 SIMPLE_JWT: dict[str, Any] = {
-    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=ACCESS_TOKEN_MINUTES),
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=ACCESS_TOKEN_SECONDS),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("REFRESH_TOKEN_DAYS", 7, minimum=1)),
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
@@ -275,8 +308,14 @@ SPECTACULAR_SETTINGS = {
                 "description": (
                     "`text/event-stream`: a `retry:` hint, then each event as `id: <id>` and `data: <event JSON>`"
                     " (no `event:` field), and `: ping` heartbeats. Resume with the `Last-Event-ID` header or"
-                    " `last_event_id`; a `{\"type\": \"reset\"}` event comes first when that id is past retention."
+                    " `last_event_id`; a `{\"type\": \"reset\"}` event comes first when that id is past retention"
+                    " or further back than `REPLAY_LIMIT_EVENTS` (default 10,000; then the stream starts at the head)."
                     " Authenticate with `Authorization: Bearer` or a `ticket` from `POST /output/ticket`."
+                    " The stream ends with a final `data: {\"type\": \"end\", \"reason\": ...}` (no `id:`) when the"
+                    " access token that opened it (or requested its ticket) expires (`token_expired`: reconnect with a"
+                    " fresh token and `Last-Event-ID`, nothing is lost), or when its user is deactivated or deleted"
+                    " (`revoked`, within 30 s). A client that stops reading is cut off once about 1 MB"
+                    " (`STREAM_BUFFER_BYTES`) waits for it; it resumes with `Last-Event-ID`."
                 ),
                 "tags": ["output"],
                 "parameters": [
@@ -290,7 +329,11 @@ SPECTACULAR_SETTINGS = {
                     "400": _error_response(400),
                     "401": _error_response(401),
                     "404": _error_response(404),
-                    "429": _error_response(429),
+                    "429": {
+                        **_error_response(429),
+                        "description": "`too_many_streams`: the user already has `STREAMS_PER_USER` (default 10)"
+                        " open streams (error envelope, `Retry-After`)",
+                    },
                 },
             }
         },
@@ -300,8 +343,11 @@ SPECTACULAR_SETTINGS = {
                 "summary": "Live events over WebSocket",
                 "description": (
                     "Upgrade to WebSocket: the same event JSON objects as text frames, `last_event_id` resume,"
-                    " origin checked. Close code 1008 for failed auth, 1013 for a client that fell behind,"
-                    " 1001 on server shutdown."
+                    " origin checked. Close code 1008 for failed auth, 1013 for a client that fell behind or a user"
+                    " over `STREAMS_PER_USER` (after an error envelope frame), 1001 on server shutdown, 4401 when the"
+                    " access token that opened it (or requested its ticket) expired and 4403 when its user was"
+                    " deactivated or deleted (each after a final `{\"type\": \"end\", \"reason\": \"token_expired\"|"
+                    "\"revoked\"}` frame)."
                 ),
                 "tags": ["output"],
                 "parameters": [
@@ -329,7 +375,7 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "streaming.layers.ProcessChannelLayer"}}
 
 # Product limits and knobs.
 CORTEX: dict[str, Any] = {
@@ -339,6 +385,16 @@ CORTEX: dict[str, Any] = {
     "SSE_HEARTBEAT_SECONDS": env_int("SSE_HEARTBEAT_SECONDS", 15, minimum=1),
     "SSE_RETRY_MS": env_int("SSE_RETRY_MS", 3000, minimum=100),
     "STREAM_BUFFER_EVENTS": env_int("STREAM_BUFFER_EVENTS", 1000, minimum=1),
+    # A connection whose unsent output passes this many bytes (a client that stopped reading) is
+    # cut off; it resumes with Last-Event-ID.
+    "STREAM_BUFFER_BYTES": env_int("STREAM_BUFFER_BYTES", 1024 * 1024, minimum=16 * 1024),
+    # Open SSE + WebSocket streams per user (all processes sharing the cache); the next is a 429.
+    "STREAMS_PER_USER": env_int("STREAMS_PER_USER", 10, minimum=1),
+    # A resume further back than this many events gets {"type": "reset"} and starts at the head.
+    "REPLAY_LIMIT_EVENTS": env_int("REPLAY_LIMIT_EVENTS", 10_000, minimum=1),
+    # How often an open stream re-checks that its user is still active (deactivation also stops
+    # streams at once through the channel layer; this is the bound if that message is lost).
+    "STREAM_RECHECK_SECONDS": env_int("STREAM_RECHECK_SECONDS", 15, minimum=1),
     "EVENT_RETENTION_HOURS": env_int("EVENT_RETENTION_HOURS", 24, minimum=1),
     "IDEMPOTENCY_HOURS": 24,
     "TICKET_SECONDS": env_int("TICKET_SECONDS", 30, minimum=1),
@@ -346,6 +402,9 @@ CORTEX: dict[str, Any] = {
     "MEMORY_URL": env_str("MEMORY_URL", "http://127.0.0.1:9000/mcp"),
     "COGNITION_URL": env_str("COGNITION_URL", "http://127.0.0.1:9100/mcp"),
     "SERVICE_TOKEN": env_str("CORTEX_SERVICE_TOKEN"),
+    # Cognition's own credential: it calls memory with it and is called with it, and memory lets it
+    # only read (search, history). Unset: the service token is used (`run_cortex` always sets one).
+    "COGNITION_TOKEN": env_str("CORTEX_COGNITION_TOKEN"),
     # The input path: a user row is trusted this long per process (deactivation, deletion and
     # password changes take effect within it), and the writer commits up to this many inputs at once.
     "AUTH_USER_CACHE_SECONDS": env_int("AUTH_USER_CACHE_SECONDS", 5, minimum=0),
@@ -357,6 +416,10 @@ CORTEX: dict[str, Any] = {
     "SERVICE_ALLOWED_ORIGINS": env_list("SERVICE_ALLOWED_ORIGINS"),
     "MEMORY_MAX_ITEM_BYTES": env_int("MEMORY_MAX_ITEM_BYTES", 256 * 1024, minimum=1024),
     "MEMORY_MAX_LIMIT": env_int("MEMORY_MAX_LIMIT", 1000, minimum=1),
+    # Search candidates cognition asks memory for per get_context call (ranked, then blended).
+    "CONTEXT_MAX_CANDIDATES": env_int("CONTEXT_MAX_CANDIDATES", 200, minimum=1),
+    # JSON nesting accepted in request bodies and metadata (deeper: 400).
+    "MAX_JSON_DEPTH": env_int("MAX_JSON_DEPTH", 32, minimum=2),
     "MEMORY_HISTORY_MAX_ITEMS": env_int("MEMORY_HISTORY_MAX_ITEMS", 10_000, minimum=1),
     # Memory outbox: a drain is kicked after each commit (MEMORY_DRAIN_ON_COMMIT) and the
     # `memory_outbox_worker` retries what failed, backing off exponentially up to the maximum.

@@ -257,9 +257,8 @@ class _ServiceLoop:
                 self._loop = loop
             return self._loop
 
-    def client(self, name: str, url: str) -> ServiceClient:
+    def client(self, name: str, url: str, token: str | None) -> ServiceClient:
         """The process's client for `url` (settings may change in tests: keyed by them)."""
-        token = settings.CORTEX["SERVICE_TOKEN"]
         timeout = float(settings.CORTEX["SERVICE_TIMEOUT_SECONDS"])
         key = (name, url, token, timeout)
         with self._lock:
@@ -301,11 +300,13 @@ atexit.register(_service_loop.close)
 
 
 def memory() -> ServiceClient:
-    return _service_loop.client("memory", settings.CORTEX["MEMORY_URL"])
+    return _service_loop.client("memory", settings.CORTEX["MEMORY_URL"], settings.CORTEX["SERVICE_TOKEN"])
 
 
 def cognition() -> ServiceClient:
-    return _service_loop.client("cognition", settings.CORTEX["COGNITION_URL"])
+    # Cognition knows only its own (read-only) credential, so that is what it checks.
+    token = settings.CORTEX["COGNITION_TOKEN"] or settings.CORTEX["SERVICE_TOKEN"]
+    return _service_loop.client("cognition", settings.CORTEX["COGNITION_URL"], token)
 
 
 def call(factory: Callable[[], Awaitable[T]], *, timeout: float | None = None) -> T:

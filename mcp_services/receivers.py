@@ -9,6 +9,7 @@ from typing import Any
 from django.db import transaction
 from django.dispatch import receiver
 
+from accounts.signals import user_deleting
 from mcp_services import delivery, services
 from workspaces.models import Message
 from workspaces.services import CreatedInput
@@ -21,6 +22,13 @@ def enqueue_memory_stores(sender: Any, created: list[CreatedInput], **kwargs: An
     services.outbox_stores_enqueue(
         stores=[(entry.message.sender_id, entry.message.id, dict(entry.data)) for entry in created]
     )
+    transaction.on_commit(delivery.kick)
+
+
+@receiver(user_deleting, dispatch_uid="mcp_services.memory_purge_user")
+def enqueue_memory_purge(sender: Any, user: Any, **kwargs: Any) -> None:
+    # Everything the user stored (also their inputs to other people's conversations).
+    services.outbox_user_purge_enqueue(user_id=user.id)
     transaction.on_commit(delivery.kick)
 
 

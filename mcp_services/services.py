@@ -170,9 +170,17 @@ def memory_items_store(*, items: list[tuple[uuid.UUID, object]]) -> list[StoreOu
 
 
 @transaction.atomic
-def memory_item_delete(*, user_id: uuid.UUID, item_id: str | None = None, conversation_id: str | None = None) -> int:
+def memory_item_delete(
+    *, user_id: uuid.UUID, item_id: str | None = None, conversation_id: str | None = None, everything: bool = False
+) -> int:
+    """One item, a conversation's items, or (`everything`, for a deleted user) all of them."""
+    if everything:
+        if item_id or conversation_id:
+            raise _invalid("everything excludes item_id and conversation_id.")
+        deleted, _ = MemoryItem.objects.filter(user_id=user_id).delete()
+        return deleted
     if not item_id and not conversation_id:
-        raise _invalid("give item_id or conversation_id (or both).")
+        raise _invalid("give item_id or conversation_id (or both), or everything=true.")
     items = MemoryItem.objects.filter(user_id=user_id)
     if item_id:
         items = items.filter(item_id=str(item_id))
@@ -229,6 +237,21 @@ def outbox_conversation_deletes_enqueue(*, pairs: list[tuple[uuid.UUID, uuid.UUI
     )
 
 
+def outbox_user_purge_enqueue(*, user_id: uuid.UUID) -> OutboxEntry:
+    """`delete_memory(everything=True)` for a deleted user, after any of their stores in flight."""
+    now = timezone.now()
+    OutboxEntry.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
+        kind=OutboxEntry.Kind.STORE,
+        user_id=user_id,
+        delivered_at__isnull=True,
+        failed_at__isnull=True,
+    ).delete()
+    return OutboxEntry.objects.create(
+        kind=OutboxEntry.Kind.DELETE, user_id=user_id, arguments={"user_id": str(user_id), "everything": True}
+    )
+
+
 def _pending() -> Q:
     return Q(delivered_at__isnull=True, failed_at__isnull=True)
 
@@ -253,7 +276,12 @@ def outbox_claim(*, limit: int, ignore_schedule: bool = False) -> list[OutboxEnt
     due = OutboxEntry.objects.filter(_pending()).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
     if not ignore_schedule:
         due = due.filter(next_attempt_at__lte=now)
+    any_earlier_store = OutboxEntry.objects.filter(
+        _pending(), kind=OutboxEntry.Kind.STORE, user_id=OuterRef("user_id"), id__lt=OuterRef("id")
+    )
     due = due.exclude(Q(kind=OutboxEntry.Kind.DELETE) & Exists(earlier_store))
+    # A user's purge (no conversation) waits for every earlier store of that user.
+    due = due.exclude(Q(kind=OutboxEntry.Kind.DELETE, conversation_id__isnull=True) & Exists(any_earlier_store))
     entries = list(due.select_for_update(skip_locked=True, of=("self",)).order_by("id")[:limit])
     if entries:
         lease = now + timedelta(seconds=settings.CORTEX["OUTBOX_LEASE_SECONDS"])

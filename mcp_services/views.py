@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.requests import AuthenticatedRequest
+from accounts.throttles import GcraScopedRateThrottle
 from common.errors import CortexError, ErrorCode
 from mcp_services import client
 from workspaces.selectors import conversation_get_for_user
@@ -32,6 +33,8 @@ ContextOutputSerializer = inline_serializer(
 
 
 class ContextApi(APIView):
+    throttle_classes = [GcraScopedRateThrottle]
+    throttle_scope = "context"  # per user: CONTEXT_RATE, 120/min by default
     error_statuses = (503,)  # for the schema (common.schema): the cognition service is down
     @extend_schema(
         operation_id="context_get",
@@ -40,7 +43,7 @@ class ContextApi(APIView):
             "`query`: the newest items; with one: relevance blended with recency. With `conversation_id` "
             "(a conversation the caller takes part in, else 404): only that conversation's items. "
             "503 when the cognition service is down; if only memory is down, 200 with an empty "
-            "context and `error`."
+            "context and `error`. Limited per user (`CONTEXT_RATE`, default 120/min): 429 with Retry-After."
         ),
         parameters=[ContextQuerySerializer],
         responses={200: ContextOutputSerializer},

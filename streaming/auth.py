@@ -7,7 +7,12 @@ proxies and browser history, which is what tickets exist to avoid.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
@@ -19,25 +24,36 @@ from streaming import services
 URL_TOKEN_PARAMS = ("token", "access_token", "jwt", "authorization")
 
 
-async def _user_for_header(header: bytes) -> User:
+@dataclass(frozen=True)
+class StreamCredential:
+    user: User
+    # The stream ends at this moment: the access token's expiry (for a ticket, the expiry of the
+    # access token that requested it).
+    expires_at: datetime
+
+
+async def _user_for_header(header: bytes) -> StreamCredential:
     authentication = CachedJWTAuthentication()
     try:
         raw = authentication.get_raw_token(header)
         if raw is None:
             raise CortexError(ErrorCode.INVALID_TOKEN, "The Authorization header must be 'Bearer <token>'.")
-        return await authentication.aget_user(authentication.get_validated_token(raw))
+        token = authentication.get_validated_token(raw)
+        user = await authentication.aget_user(token)
     except (InvalidToken, TokenError, AuthenticationFailed):
         raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.") from None
+    return StreamCredential(user=user, expires_at=datetime.fromtimestamp(token["exp"], tz=UTC))
 
 
-def _user_for_ticket(ticket: str) -> User:
-    user = services.ticket_consume(ticket=ticket)
-    if user is None:
+def _user_for_ticket(ticket: str) -> StreamCredential:
+    record = services.ticket_consume(ticket=ticket)
+    if record is None:
         raise CortexError(ErrorCode.INVALID_TOKEN, "The ticket is invalid, expired or already used.")
-    return user
+    expires_at = record.credential_expires_at or (timezone.now() + settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"])
+    return StreamCredential(user=record.user, expires_at=expires_at)
 
 
-async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]]) -> User:
+async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]]) -> StreamCredential:
     if any(name in query for name in URL_TOKEN_PARAMS):
         raise CortexError(
             ErrorCode.TOKEN_IN_URL, "Access tokens are not accepted in URLs; use the Authorization header or a ticket."

@@ -12,8 +12,19 @@ Both consumers parse, authorize and then follow the same protocol (`_EventStream
    missing range from the database, where it is committed already, before going on.
 
 Live copies wait in a bounded per-connection queue; a client that falls behind by more than
-`STREAM_BUFFER_EVENTS` is disconnected and resumes with its last event id. Group membership is
-discarded on every exit path (`__call__`'s finally).
+`STREAM_BUFFER_EVENTS` events or about `STREAM_BUFFER_BYTES` is disconnected and resumes with its
+last event id (under daphne, which buffers whatever is written, `daphne_compat` cuts off a
+connection whose socket buffer passes the same byte bound). Group membership and the stream's slot
+(`streaming.slots`, at most `STREAMS_PER_USER`) are released on every exit path (`__call__`'s finally).
+
+A stream never outlives its credential. It ends, with a final `{"type": "end", "reason": ...}`
+(SSE: a `data:` line without `id:`, so `Last-Event-ID` stays on the last real event; WebSocket: a
+text frame, then close code 4401 or 4403):
+- `token_expired` (close 4401) when the access token that opened it (or requested its ticket)
+  expires: reconnect with a fresh token and `Last-Event-ID`, nothing is lost;
+- `revoked` (close 4403) when its user is deactivated or deleted: at once through a `stream.revoke`
+  message to the user's group, and at the latest at the next re-check of the user
+  (`STREAM_RECHECK_SECONDS`, default 15: one small read per stream, never one per event).
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qs
@@ -35,7 +47,7 @@ from django.http import Http404
 
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
-from streaming import daphne_compat, selectors
+from streaming import daphne_compat, selectors, slots
 from streaming.auth import stream_user
 from streaming.services import STREAM_EVENT, LiveMessage, user_group
 from workspaces.selectors import conversation_get_for_user
@@ -45,7 +57,26 @@ logger = logging.getLogger(__name__)
 REPLAY_PAGE = 500
 WS_CLOSE_POLICY = 1008  # auth failures, forbidden or malformed requests
 WS_CLOSE_GOING_AWAY = 1001  # server shutdown
-WS_CLOSE_TRY_LATER = 1013  # fell behind: resume with the last event id
+WS_CLOSE_TRY_LATER = 1013  # fell behind (resume with the last event id), or too many streams
+WS_CLOSE_TOKEN_EXPIRED = 4401  # the credential expired: reconnect with a fresh token and the last event id
+WS_CLOSE_REVOKED = 4403  # the user was deactivated or deleted
+END_REASONS = {"token_expired": WS_CLOSE_TOKEN_EXPIRED, "revoked": WS_CLOSE_REVOKED}
+STREAMS_FULL_RETRY_AFTER = 10
+# Under daphne a stream stops writing while its connection holds more unsent output than this
+# (uvicorn's send waits by itself); a client that stays stalled this long is cut off.
+DRAIN_HIGH_WATER_BYTES = 256 * 1024
+DRAIN_POLL_SECONDS = 0.02
+DRAIN_GIVE_UP_SECONDS = 30
+WRITE_CHUNK_BYTES = 64 * 1024
+
+
+def _approx_bytes(message: LiveMessage) -> int:
+    """What a queued live event holds: its JSON text (and the bytes it will take on the wire)."""
+    return len(message.get("json") or "") + 64
+
+
+class _Stalled(Exception):
+    """The client has read nothing for a long time."""
 
 
 class _EventStream:
@@ -65,6 +96,19 @@ class _EventStream:
     last_seen: int = 0  # highest seq this stream has covered (sent, or filtered out)
     streaming: bool = False
     finished: bool = False
+    expires_at: float = 0.0  # epoch seconds: the credential's expiry
+    slot: str | None = None
+    queued_bytes: int = 0
+    server_send: Any = None  # the server's ASGI send callable (daphne flow control)
+
+    async def _drain(self) -> None:
+        """Wait while the connection holds too much unsent output (daphne only, see daphne_compat)."""
+        waited = 0.0
+        while (unsent := daphne_compat.unsent_bytes(self.server_send)) is not None and unsent > DRAIN_HIGH_WATER_BYTES:
+            if waited >= DRAIN_GIVE_UP_SECONDS:
+                raise _Stalled
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+            waited += DRAIN_POLL_SECONDS
 
     # Implemented by the concrete consumers.
     async def _write_event(self, seq: int, event_json: str) -> None:
@@ -80,6 +124,7 @@ class _EventStream:
         raise NotImplementedError
 
     async def _finish(self, reason: str) -> None:
+        """End the stream; for END_REASONS first tell the client why."""
         raise NotImplementedError
 
     # Setup: parse and authorize.
@@ -90,7 +135,13 @@ class _EventStream:
 
     async def _stream_prepare(self) -> None:
         headers, query = self._request()
-        self.user = await stream_user(headers=headers, query=query)
+        credential = await stream_user(headers=headers, query=query)
+        self.user = credential.user
+        self.expires_at = credential.expires_at.timestamp()
+        # The token check may use a cached user row (accounts.authentication): a stream is long, so
+        # it starts only for a user who is active now (one read per stream, none per event).
+        if not await database_sync_to_async(selectors.user_may_stream)(user_id=self.user.id):
+            raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.")
 
         raw_id = headers.get(b"last-event-id", b"").decode("latin-1").strip() or (
             query.get("last_event_id", [""])[0].strip()
@@ -110,6 +161,14 @@ class _EventStream:
                 raise CortexError(ErrorCode.NOT_FOUND, "Conversation not found.") from None
             self.conversation_id = conversation.id
 
+        # Last: every refusal above leaves no slot behind.
+        self.slot = await slots.slot_acquire(user_id=self.user.id, holder=self.channel_name)
+        if self.slot is None:
+            limit = settings.CORTEX["STREAMS_PER_USER"]
+            raise CortexError(
+                ErrorCode.TOO_MANY_STREAMS, f"At most {limit} open streams per user; close one and retry."
+            )
+
     # Streaming.
     async def _stream_subscribe(self) -> selectors.LogPosition:
         """Before the client sees a response: once it does, every later event reaches it."""
@@ -126,23 +185,48 @@ class _EventStream:
     async def _pump(self, position: selectors.LogPosition) -> None:
         try:
             start = self.last_event_id
+            reset_at = None
             if start is not None and not (position.floor <= start <= position.head):
                 # Events after `start` are gone (retention), or the id is not from this log: the
                 # client must refetch history; everything still retained follows.
-                await self._write_event(position.floor, json.dumps({"id": str(position.floor), "type": "reset"}))
-                start = position.floor
+                reset_at = start = position.floor
+            if start is not None and position.head - start > settings.CORTEX["REPLAY_LIMIT_EVENTS"]:
+                # Too far back to replay: refetch history, the stream goes on from the head.
+                reset_at = start = position.head
+            if reset_at is not None:
+                await self._write_event(reset_at, json.dumps({"id": str(reset_at), "type": "reset"}))
             if start is None:
                 self.last_seen = position.head
             else:
                 self.last_seen = start
                 await self._catch_up(position.head)
             heartbeat = settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
+            recheck = settings.CORTEX["STREAM_RECHECK_SECONDS"]
+            next_ping = time.monotonic() + heartbeat
+            next_check = time.monotonic() + recheck
             while True:
-                try:
-                    message = await asyncio.wait_for(self.queue.get(), timeout=heartbeat)  # type: ignore[union-attr]
-                except TimeoutError:
+                now = time.monotonic()
+                left = self.expires_at - time.time()
+                if left <= 0:
+                    await self._end("token_expired")
+                    return
+                if now >= next_check:
+                    if not await database_sync_to_async(selectors.user_may_stream)(user_id=self.user.id):  # type: ignore[union-attr]
+                        await self._end("revoked")
+                        return
+                    if self.slot is not None:
+                        await slots.slot_renew(key=self.slot, holder=self.channel_name)
+                    next_check = now + recheck
+                if now >= next_ping:
                     await self._write_ping()
+                    next_ping = now + heartbeat
+                wake = min(next_ping, next_check, now + left)  # all ahead of `now` here
+                try:
+                    message = await asyncio.wait_for(self.queue.get(), timeout=max(0.01, wake - time.monotonic()))  # type: ignore[union-attr]
+                except TimeoutError:
                     continue
+                self.queued_bytes -= _approx_bytes(message)
+                next_ping = time.monotonic() + heartbeat
                 seq = message["seq"]
                 if seq <= self.last_seen:
                     continue
@@ -154,11 +238,20 @@ class _EventStream:
                     await self._catch_up(seq)
         except asyncio.CancelledError:
             raise
+        except _Stalled:
+            logger.info("Stream of user %s stalled; disconnecting it", self.user.id if self.user else None)
+            with contextlib.suppress(Exception):
+                await self._end("overflow")
         except Exception:
             logger.exception("Stream of user %s failed", self.user.id if self.user else None)
             # Stop through our own channel so the consumer's dispatch loop ends the connection.
             with contextlib.suppress(Exception):
                 await self.channel_layer.send(self.channel_name, {"type": "stream.stop"})
+
+    async def _end(self, reason: str) -> None:
+        """From the pump: stop through our own channel, so the consumer's dispatch loop ends the
+        connection (and drops whatever is still queued)."""
+        await self.channel_layer.send(self.channel_name, {"type": "stream.stop", "reason": reason})
 
     def _wanted(self, message: LiveMessage) -> bool:
         return self.conversation_id is None or message["conversation_id"] == str(self.conversation_id)
@@ -195,8 +288,12 @@ class _EventStream:
     async def stream_event(self, message: LiveMessage) -> None:
         if self.queue is None or self.finished:
             return
+        size = _approx_bytes(message)
         try:
+            if self.queued_bytes + size > settings.CORTEX["STREAM_BUFFER_BYTES"] and not self.queue.empty():
+                raise asyncio.QueueFull
             self.queue.put_nowait(message)
+            self.queued_bytes += size
         except asyncio.QueueFull:
             logger.info("Stream of user %s fell behind; disconnecting it", self.user.id if self.user else None)
             await self._stop_pump()
@@ -205,8 +302,14 @@ class _EventStream:
 
     async def stream_stop(self, message: dict) -> None:
         await self._stop_pump()
-        await self._finish("error")
+        await self._finish(message.get("reason", "error"))
         raise StopConsumer()
+
+    async def stream_revoke(self, message: dict) -> None:
+        """The user was deactivated or deleted (`streaming.services.streams_revoke`): end now."""
+        if self.finished:
+            raise StopConsumer()
+        await self.stream_stop({"reason": "revoked"})
 
     # Teardown.
     async def _stop_pump(self) -> None:
@@ -220,8 +323,13 @@ class _EventStream:
         if self.group is not None:
             group, self.group = self.group, None
             await self.channel_layer.group_discard(group, self.channel_name)
+        if self.slot is not None:
+            slot, self.slot = self.slot, None
+            with contextlib.suppress(Exception):
+                await slots.slot_release(key=slot, holder=self.channel_name)
 
     async def _run(self, run: Any, scope: dict, receive: Any, send: Any) -> None:
+        self.server_send = send
         try:
             await run(scope, receive, send)
         except asyncio.CancelledError:
@@ -254,6 +362,8 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
                 headers.append((b"www-authenticate", b'Bearer realm="api"'))
             if err.status == 405:
                 headers.append((b"allow", b"GET"))
+            if err.status == 429:
+                headers.append((b"retry-after", str(STREAMS_FULL_RETRY_AFTER).encode()))
             await self.send_response(err.status, json.dumps(err.body()).encode(), headers=headers)
             self.finished = True
             raise StopConsumer() from None
@@ -271,11 +381,24 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
         self._stream_start(position)
 
     async def _write_event(self, seq: int, event_json: str) -> None:
+        await self._drain()
         await self.send_body(f"id: {seq}\ndata: {event_json}\n\n".encode(), more_body=True)
 
     async def _write_events(self, events: list[tuple[int, str]]) -> None:
-        frames = "".join(f"id: {seq}\ndata: {event_json}\n\n" for seq, event_json in events)
-        await self.send_body(frames.encode(), more_body=True)
+        # Chunks of about 64 KB, each after a drain: a replay of big events never piles up unsent.
+        chunk: list[str] = []
+        size = 0
+        for seq, event_json in events:
+            frame = f"id: {seq}\ndata: {event_json}\n\n"
+            chunk.append(frame)
+            size += len(frame)
+            if size >= WRITE_CHUNK_BYTES:
+                await self._drain()
+                await self.send_body("".join(chunk).encode(), more_body=True)
+                chunk, size = [], 0
+        if chunk:
+            await self._drain()
+            await self.send_body("".join(chunk).encode(), more_body=True)
 
     async def _write_ping(self) -> None:
         await self.send_body(b": ping\n\n", more_body=True)
@@ -283,7 +406,10 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
     async def _finish(self, reason: str) -> None:
         if self.streaming and not self.finished:
             self.finished = True
-            await self.send_body(b"", more_body=False)
+            final = b""
+            if reason in END_REASONS:
+                final = f"data: {json.dumps({'type': 'end', 'reason': reason})}\n\n".encode()
+            await self.send_body(final, more_body=False)
 
     async def http_disconnect(self, message: dict) -> None:
         self.finished = True  # nothing may be sent any more
@@ -306,7 +432,7 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
             await self.accept()
             await self.send(text_data=json.dumps(err.body()))
             self.finished = True
-            await self.close(code=WS_CLOSE_POLICY)
+            await self.close(code=WS_CLOSE_TRY_LATER if err.status == 429 else WS_CLOSE_POLICY)
             return
         position = await self._stream_subscribe()
         await self.accept()
@@ -323,6 +449,7 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
         """Clients only listen; anything they send is ignored."""
 
     async def _write_event(self, seq: int, event_json: str) -> None:
+        await self._drain()
         await self.send(text_data=event_json)
 
     async def _write_ping(self) -> None:
@@ -331,7 +458,9 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
     async def _finish(self, reason: str) -> None:
         if self.accepted and not self.finished:
             self.finished = True
-            code = {"shutdown": WS_CLOSE_GOING_AWAY, "overflow": WS_CLOSE_TRY_LATER}.get(reason, 1011)
+            if reason in END_REASONS:
+                await self.send(text_data=json.dumps({"type": "end", "reason": reason}))
+            code = {"shutdown": WS_CLOSE_GOING_AWAY, "overflow": WS_CLOSE_TRY_LATER, **END_REASONS}.get(reason, 1011)
             await self.close(code=code)
 
     async def websocket_disconnect(self, message: dict) -> None:

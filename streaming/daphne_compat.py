@@ -12,14 +12,27 @@ On shutdown daphne cancels every application so it can say goodbye, but its
 `kill_all_applications` raises KeyError (and cancels nothing) while any HTTP keep-alive
 connection has a finished application: then WebSockets are simply dropped. A shutdown trigger of
 our own closes the open event sockets with 1001 first, whatever daphne's trigger does.
+
+Daphne applies no backpressure: whatever the application sends is appended to Twisted's
+write buffer, so a client that stops reading makes the server's memory grow without bound (the
+stream's own queue never fills: each send returns at once). So the streams wait, as uvicorn's
+send does, while a daphne connection holds more than a little unsent output (`unsent_bytes`); live
+events then pile up in the stream's bounded queue, which cuts the client off once it passes
+`STREAM_BUFFER_BYTES`. As a last guard, after each streamed body chunk or WebSocket frame the
+connection is aborted if its unsent bytes pass that bound. The client resumes with its last
+event id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import sys
 import weakref
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 SERVER_CLOSE_CODES = frozenset({1001, 1008, 1011, 1012, 1013})
 
@@ -31,6 +44,43 @@ _installed = False
 
 async def _close_open_sockets() -> None:
     await asyncio.gather(*(socket.going_away() for socket in list(open_sockets)), return_exceptions=True)
+
+
+def _unsent_bytes(transport: Any) -> int:
+    """Bytes Twisted holds for a TCP connection that the kernel has not taken yet."""
+    buffered = getattr(transport, "dataBuffer", b"")
+    return len(buffered) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+
+
+def _transport(protocol: Any) -> Any:
+    channel = getattr(protocol, "channel", None)  # an HTTP request: its connection's transport
+    if channel is not None:
+        return getattr(channel, "transport", None)
+    return getattr(protocol, "transport", None)  # a WebSocket protocol
+
+
+def unsent_bytes(send: Any) -> int | None:
+    """Bytes written to a daphne connection and not yet taken by the kernel; None under another
+    server. `send` is the ASGI send callable daphne gave the application (a partial holding its
+    protocol object)."""
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    owner = getattr(send.func, "__self__", None)
+    if type(owner).__module__ != "daphne.server":
+        return None
+    transport = _transport(send.args[0])
+    return None if transport is None else _unsent_bytes(transport)
+
+
+def _cut_off_if_stalled(transport: Any, what: str) -> None:
+    from django.conf import settings
+
+    if transport is None:
+        return
+    unsent = _unsent_bytes(transport)
+    if unsent > settings.CORTEX["STREAM_BUFFER_BYTES"]:
+        logger.info("%s: %d bytes unsent to a client that stopped reading; cutting it off", what, unsent)
+        transport.abortConnection()
 
 
 def install() -> None:
@@ -55,3 +105,23 @@ def install() -> None:
             original(self, code=code)
 
     module.WebSocketProtocol.serverClose = serverClose
+
+    original_ws_reply = module.WebSocketProtocol.handle_reply
+
+    def ws_handle_reply(self, message: dict) -> None:
+        original_ws_reply(self, message)
+        if message.get("type") == "websocket.send":
+            _cut_off_if_stalled(getattr(self, "transport", None), "WebSocket")
+
+    module.WebSocketProtocol.handle_reply = ws_handle_reply
+
+    http_module = sys.modules.get("daphne.http_protocol")
+    if http_module is not None:
+        original_http_reply = http_module.WebRequest.handle_reply
+
+        def http_handle_reply(self, message: dict) -> None:
+            original_http_reply(self, message)
+            if message.get("type") == "http.response.body" and message.get("more_body") and self.channel is not None:
+                _cut_off_if_stalled(self.channel.transport, "Streamed response")
+
+        http_module.WebRequest.handle_reply = http_handle_reply

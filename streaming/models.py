@@ -73,6 +73,8 @@ class StreamTicket(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     ticket_hash = models.CharField(max_length=64, unique=True)
     expires_at = models.DateTimeField(db_index=True)
+    # When the access token that requested the ticket expires: the stream it opens ends then.
+    credential_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

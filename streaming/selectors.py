@@ -8,6 +8,7 @@ from typing import NamedTuple
 from django.db.models import TextField
 from django.db.models.functions import Cast
 
+from accounts.models import User
 from streaming.models import Event, EventCursor
 from streaming.services import event_json
 
@@ -37,3 +38,8 @@ def event_page(
         events = events.filter(conversation_id=conversation_id)
     rows = events.order_by("seq").values_list("seq", Cast("body__payload", output_field=TextField()))[:limit]
     return [(seq, event_json(seq, body)) for seq, body in rows]
+
+
+def user_may_stream(*, user_id: uuid.UUID) -> bool:
+    """Still active (and not deleted): an open stream re-checks this now and then."""
+    return User.objects.filter(id=user_id, is_active=True).exists()

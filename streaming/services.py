@@ -13,7 +13,8 @@ import json
 import logging
 import secrets
 import uuid
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 from asgiref.sync import async_to_sync
@@ -34,6 +35,7 @@ from workspaces.writer import caller_loop
 logger = logging.getLogger(__name__)
 
 STREAM_EVENT = "stream.event"  # channel-layer message type, handled by the consumers
+STREAM_REVOKE = "stream.revoke"  # ends every stream of a user (deactivated or deleted)
 
 
 class EventPayload(TypedDict):
@@ -92,6 +94,17 @@ def _seqs_allocate(counts: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
     IMMEDIATE transactions already serialize all writers.
     """
     recipient_ids = sorted(counts)
+    connection = transaction.get_connection()
+    if connection.vendor == "sqlite" and len(set(counts.values())) == 1:
+        # One statement instead of a read and a write: the IMMEDIATE transaction already holds
+        # the database's only write lock, so there is no lock order to keep.
+        count = next(iter(counts.values()))
+        reserved = _seqs_reserve_sqlite(connection, recipient_ids, count)
+        missing = [user_id for user_id in recipient_ids if user_id not in reserved]
+        if missing:  # users made without signals (see below): give them a cursor, then reserve
+            EventCursor.objects.bulk_create([EventCursor(user_id=uid) for uid in missing], ignore_conflicts=True)
+            reserved.update(_seqs_reserve_sqlite(connection, missing, count))
+        return reserved
     locked = EventCursor.objects.select_for_update().filter(user_id__in=recipient_ids).order_by("user_id")
     current = dict(locked.values_list("user_id", "last_seq"))
     if len(current) < len(recipient_ids):
@@ -108,6 +121,24 @@ def _seqs_allocate(counts: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
     for count, user_ids in by_count.items():  # one UPDATE per distinct count, not per user
         EventCursor.objects.filter(user_id__in=user_ids).update(last_seq=F("last_seq") + count)
     return {user_id: last_seq + 1 for user_id, last_seq in current.items()}
+
+
+def _seqs_reserve_sqlite(connection: Any, user_ids: list[uuid.UUID], count: int) -> dict[uuid.UUID, int]:
+    """`UPDATE ... RETURNING` (SQLite >= 3.35): each user's first reserved seq, for users with a
+    cursor (the caller falls back to the general path for the others)."""
+    field = EventCursor._meta.get_field("user")
+    params = [field.get_db_prep_value(user_id, connection) for user_id in user_ids]
+    table = connection.ops.quote_name(EventCursor._meta.db_table)
+    column = connection.ops.quote_name(field.column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + %s WHERE {column} IN ({', '.join(['%s'] * len(params))})"
+            f" RETURNING {column}, last_seq",
+            [count, *params],
+        )
+        rows = cursor.fetchall()
+    by_value = dict(zip(params, user_ids, strict=True))
+    return {by_value[user]: last_seq - count + 1 for user, last_seq in rows}
 
 
 def events_record_for_messages(*, created: list[CreatedInput]) -> None:
@@ -196,6 +227,28 @@ def events_publish(messages: list[tuple[str, LiveMessage]]) -> None:
         async_to_sync(_group_send_all)(messages)
 
 
+def streams_revoke(*, user_id: uuid.UUID) -> None:
+    """End every open stream of a user, on every process, once the caller's transaction commits.
+
+    At most once, like every channel-layer message: each stream also re-checks its user every
+    `STREAM_RECHECK_SECONDS`, which bounds how long a lost message leaves it open.
+    """
+    message: tuple[str, dict[str, Any]] = (user_group(user_id), {"type": STREAM_REVOKE})
+    transaction.on_commit(lambda: events_publish([message]))  # type: ignore[list-item]
+
+
+def events_forget_conversation(*, conversation_id: uuid.UUID, user_ids: Iterable[uuid.UUID]) -> int:
+    """Removed participants lose the conversation's events from their logs (no replay of them).
+
+    Their seqs stay allocated: a stream skips the holes like any filtered event.
+    """
+    ids = list(user_ids)
+    if not ids:
+        return 0
+    deleted, _ = Event.objects.filter(recipient_id__in=ids, conversation_id=conversation_id).delete()
+    return deleted
+
+
 def _spawn(messages: list[tuple[str, LiveMessage]]) -> None:
     task = asyncio.get_running_loop().create_task(_group_send_all(messages))
     _background.add(task)
@@ -207,31 +260,36 @@ def _ticket_hash(ticket: str) -> str:
 
 
 @transaction.atomic
-def ticket_issue(*, user: User) -> TicketIssued:
+def ticket_issue(*, user: User, credential_expires_at: datetime | None = None) -> TicketIssued:
+    """`credential_expires_at`: when the requesting access token expires (the stream ends then)."""
     seconds = settings.CORTEX["TICKET_SECONDS"]
     ticket = secrets.token_urlsafe(32)
     StreamTicket.objects.create(
-        user=user, ticket_hash=_ticket_hash(ticket), expires_at=timezone.now() + timedelta(seconds=seconds)
+        user=user,
+        ticket_hash=_ticket_hash(ticket),
+        expires_at=timezone.now() + timedelta(seconds=seconds),
+        credential_expires_at=credential_expires_at,
     )
     return {"ticket": ticket, "expires_in": seconds}
 
 
-@transaction.atomic
-def ticket_consume(*, ticket: str) -> User | None:
-    """The active user a valid ticket belongs to, or None. The ticket is gone either way.
+def ticket_consume(*, ticket: str) -> StreamTicket | None:
+    """The ticket, with its active user, if it is valid; None otherwise. It is gone either way.
 
-    The conditional DELETE is what makes a ticket single use: of two concurrent redemptions,
-    only one deletes the row.
+    An unknown ticket costs one read, no write transaction (garbage cannot take SQLite's write
+    lock). The conditional DELETE is what makes a ticket single use: of two concurrent
+    redemptions, only one deletes the row.
     """
     if not ticket or len(ticket) > 200:
         return None
     record = StreamTicket.objects.filter(ticket_hash=_ticket_hash(ticket)).select_related("user").first()
     if record is None:
         return None
-    deleted, _ = StreamTicket.objects.filter(pk=record.pk).delete()
+    with transaction.atomic():
+        deleted, _ = StreamTicket.objects.filter(pk=record.pk).delete()
     if deleted != 1 or record.expires_at <= timezone.now() or not record.user.is_active:
         return None
-    return record.user
+    return record
 
 
 @transaction.atomic

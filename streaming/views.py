@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -25,4 +28,8 @@ class TicketApi(APIView):
         },
     )
     def post(self, request: AuthenticatedRequest) -> Response:
-        return Response(services.ticket_issue(user=request.user), headers={"Cache-Control": "no-store"})
+        token: Any = request.auth  # the validated access token
+        expires = datetime.fromtimestamp(token["exp"], tz=UTC) if token is not None else None
+        return Response(
+            services.ticket_issue(user=request.user, credential_expires_at=expires), headers={"Cache-Control": "no-store"}
+        )

@@ -115,8 +115,10 @@ def core_server(*, env: dict[str, str], port: int | None = None, server: str = "
     """A core process serving `cortex_site.asgi:application` (daphne, or uvicorn)."""
     port = port or free_port()
     if server == "uvicorn":
+        # --no-proxy-headers: uvicorn would otherwise take X-Forwarded-For from loopback peers as the
+        # client address; TRUSTED_PROXIES decides that in the application.
         argv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                "cortex_site.asgi:application"]
+                "--no-proxy-headers", "cortex_site.asgi:application"]
     else:
         argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "cortex_site.asgi:application"]
     return ServerProcess(name=f"core:{port}", argv=argv, port=port, env=env)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
+from workspaces import services
 from workspaces.models import Conversation, IdempotencyRecord, Message, Workspace
 
 
@@ -31,6 +32,14 @@ class WorkspaceAdmin(admin.ModelAdmin):
     readonly_fields = ("id", "created_at", "updated_at")
     inlines = [ConversationInline]
 
+    # Deletes go through the service, as the API's do: events go, memory is purged via the outbox.
+    def delete_model(self, request, obj: Workspace) -> None:
+        services.workspace_delete(workspace=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for workspace in queryset:
+            services.workspace_delete(workspace=workspace)
+
     @admin.display(description="owner", ordering="owner__email")
     def owner_link(self, obj: Workspace) -> str:
         return _link(obj.owner)
@@ -48,6 +57,13 @@ class ConversationAdmin(admin.ModelAdmin):
     list_select_related = ("workspace",)
     autocomplete_fields = ("workspace", "participants")
     readonly_fields = ("id", "created_at", "updated_at", "messages_link")
+
+    def delete_model(self, request, obj: Conversation) -> None:
+        services.conversation_delete(conversation=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for conversation in queryset.select_related("workspace"):
+            services.conversation_delete(conversation=conversation)
 
     @admin.display(description="workspace", ordering="workspace__name")
     def workspace_link(self, obj: Conversation) -> str:

@@ -74,6 +74,14 @@ def workspace_delete(*, workspace: Workspace) -> None:
     workspace.delete()
 
 
+def workspaces_delete_for_owner(*, owner: User) -> None:
+    """Every workspace of a user being deleted (`accounts.signals.user_deleting`), as `workspace_delete` does."""
+    conversation_ids = list(Conversation.objects.filter(workspace__owner=owner).values_list("id", flat=True))
+    if conversation_ids:
+        conversations_deleting.send(sender=Conversation, conversation_ids=conversation_ids, owner_id=owner.id)
+    Workspace.objects.filter(owner=owner).delete()
+
+
 def _participants_resolve(participant_ids: list[uuid.UUID], creator: User) -> list[uuid.UUID]:
     wanted = set(participant_ids) - {creator.id}
     found = set(get_user_model().objects.filter(id__in=wanted, is_active=True).values_list("id", flat=True))

@@ -44,6 +44,12 @@ def blend(items: list[dict[str, Any]], relevance: list[float], limit: int) -> li
     return [items[index] for index in order[:limit]]
 
 
+def candidate_count(limit: int) -> int:
+    """Search results to blend for `limit` context items: bounded, whatever `limit` asks for."""
+    cortex = settings.CORTEX
+    return max(limit, min(limit * CANDIDATE_FACTOR, cortex["CONTEXT_MAX_CANDIDATES"], cortex["MEMORY_MAX_LIMIT"]))
+
+
 def build_cognition_server(*, memory: ServiceClient, **auth: Any) -> MCPServer:
     server = MCPServer(
         "CortexCognition",
@@ -69,7 +75,7 @@ def build_cognition_server(*, memory: ServiceClient, **auth: Any) -> MCPServer:
         answer: dict[str, Any] = {"context": [], "user_id": str(user), "query": query, "count": 0}
         try:
             if query:
-                wanted = min(count * CANDIDATE_FACTOR, settings.CORTEX["MEMORY_MAX_LIMIT"])
+                wanted = candidate_count(count)
                 arguments: dict[str, Any] = {"user_id": str(user), "query": query, "limit": wanted}
                 if conversation:
                     arguments["conversation_id"] = conversation

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, connections
 from mcp import MCPError
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
@@ -35,16 +36,37 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 TRANSPORTS = ("streamable-http", "sse", "stdio")
 
 
-class ServiceTokenVerifier(TokenVerifier):
-    """Accepts exactly the shared service token (constant-time compare); user JWTs never come here."""
+READ_SCOPE = "memory:read"
+WRITE_SCOPE = "memory:write"
 
-    def __init__(self, token: str) -> None:
-        self._token = token.encode()
+
+class ServiceTokenVerifier(TokenVerifier):
+    """Accepts exactly the configured tokens (constant-time compare); user JWTs never come here.
+
+    The service token may do everything; a read-only token (cognition's) only `READ_SCOPE`.
+    """
+
+    def __init__(self, token: str, *, read_only: str | None = None) -> None:
+        self._tokens = [(token.encode(), "cortex-service", [READ_SCOPE, WRITE_SCOPE])]
+        if read_only and read_only != token:
+            self._tokens.append((read_only.encode(), "cortex-cognition", [READ_SCOPE]))
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        if not hmac.compare_digest(token.encode(), self._token):
-            return None
-        return AccessToken(token="service", client_id="cortex-service", scopes=[])
+        presented = token.encode()
+        for expected, client_id, scopes in self._tokens:
+            if hmac.compare_digest(presented, expected):
+                return AccessToken(token=client_id, client_id=client_id, scopes=list(scopes))
+        return None
+
+
+def may_write() -> bool:
+    """Inside a tool: whether the caller's credential may change memory (no auth: in-process)."""
+    token = get_access_token()
+    return token is None or WRITE_SCOPE in token.scopes
+
+
+def cognition_token() -> str | None:
+    return settings.CORTEX["COGNITION_TOKEN"] or settings.CORTEX["SERVICE_TOKEN"]
 
 
 def refusal(error: CortexError | ErrorCode, message: str = "") -> MCPError:
@@ -80,27 +102,43 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def service_token(*, host: str) -> str | None:
-    """The shared token; a service bound beyond loopback refuses to run without one."""
-    token = settings.CORTEX["SERVICE_TOKEN"]
+def service_token(*, host: str, token: str | None = None, name: str = "CORTEX_SERVICE_TOKEN") -> str | None:
+    """The token this service requires. Without one it runs only in debug mode on loopback: any
+    local process (or a browser tricked into it) could otherwise read every user's memory."""
+    token = settings.CORTEX["SERVICE_TOKEN"] if token is None else token
     if not token and not is_loopback(host):
         raise ImproperlyConfigured(
-            f"Refusing to listen on {host} without CORTEX_SERVICE_TOKEN: anyone who can reach the port could "
+            f"Refusing to listen on {host} without {name}: anyone who can reach the port could "
             "read and write every user's memory. Set the token, or bind to 127.0.0.1."
         )
+    if not token and not settings.DEBUG:
+        raise ImproperlyConfigured(
+            f"Refusing to run without {name} with DEBUG off (also on loopback): set the token, or DEBUG=1."
+        )
     if token and len(token) < 16:
-        raise ImproperlyConfigured("CORTEX_SERVICE_TOKEN must be at least 16 characters.")
+        raise ImproperlyConfigured(f"{name} must be at least 16 characters.")
     return token
 
 
-def auth_options(*, host: str, port: int) -> dict[str, Any]:
-    """MCPServer keyword arguments that require the service token (none on loopback without one)."""
-    token = service_token(host=host)
+def auth_options(*, host: str, port: int, cognition: bool = False) -> dict[str, Any]:
+    """MCPServer keyword arguments that require the service's token (none only in debug on loopback).
+
+    Memory takes the service token (read and write) and cognition's (read only); cognition takes
+    its own token, so its process never holds the credential that may write or delete memory.
+    """
+    if cognition:
+        token = service_token(
+            host=host, token=cognition_token() or "", name="CORTEX_COGNITION_TOKEN (or CORTEX_SERVICE_TOKEN)"
+        )
+        read_only = None
+    else:
+        token = service_token(host=host)
+        read_only = settings.CORTEX["COGNITION_TOKEN"]
     if not token:
-        logger.warning("CORTEX_SERVICE_TOKEN is not set: serving on %s:%s without authentication", host, port)
+        logger.warning("No service token: serving on %s:%s without authentication (debug mode)", host, port)
         return {}
     return {
-        "token_verifier": ServiceTokenVerifier(token),
+        "token_verifier": ServiceTokenVerifier(token, read_only=read_only),
         "auth": AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=None),  # type: ignore[arg-type]
     }
 

@@ -15,7 +15,7 @@ from mcp.server.mcpserver import MCPServer
 
 from common.errors import CortexError, ErrorCode
 from mcp_services import selectors, services
-from mcp_services.servers.common import db_call, refusal, refused_as_result
+from mcp_services.servers.common import db_call, may_write, refusal, refused_as_result
 
 MAX_QUERY_CHARS = 1000
 MAX_BATCH_ITEMS = 1000
@@ -27,6 +27,11 @@ def _optional_text(value: object, name: str) -> str | None:
     if not isinstance(value, str) or len(value) > 255:
         raise CortexError(ErrorCode.INVALID_INPUT, f"{name} must be a string of at most 255 characters.")
     return value
+
+
+def _require_write() -> None:
+    if not may_write():
+        raise CortexError(ErrorCode.PERMISSION_DENIED, "This credential may only read memory (search and history).")
 
 
 def _resource_args(user_id: str, limit: int | None = None) -> tuple[uuid.UUID, int | None]:
@@ -48,6 +53,7 @@ def build_memory_server(**auth: Any) -> MCPServer:
     @refused_as_result
     async def store_input(user_id: str, input_data: dict[str, Any]) -> dict[str, Any]:
         """Store one input for a user. Idempotent on input_data["id"]: a retry stores nothing new."""
+        _require_write()
         user = services.parse_user_id(user_id)
         item, _created = await db_call(services.memory_item_store)(user_id=user, input_data=input_data)
         return {"status": "stored", "user_id": str(user), "item_id": item.item_id}
@@ -58,6 +64,7 @@ def build_memory_server(**auth: Any) -> MCPServer:
         """Store many inputs at once: `items` is a list of `{"user_id", "input_data"}`, each stored as
         `store_input` would (idempotent on input_data["id"]). `results[i]` answers `items[i]`:
         `status` "stored", "duplicate" (a retry; nothing stored) or "invalid" (with `code` and `error`)."""
+        _require_write()
         if not isinstance(items, list) or len(items) > MAX_BATCH_ITEMS:
             raise CortexError(ErrorCode.INVALID_INPUT, f"items must be a list of at most {MAX_BATCH_ITEMS} objects.")
         parsed: list[tuple[uuid.UUID, object]] = []
@@ -100,13 +107,19 @@ def build_memory_server(**auth: Any) -> MCPServer:
     @server.tool()
     @refused_as_result
     async def delete_memory(
-        user_id: str, item_id: str | None = None, conversation_id: str | None = None
+        user_id: str, item_id: str | None = None, conversation_id: str | None = None, everything: bool = False
     ) -> dict[str, Any]:
-        """Delete one item (item_id), a conversation's items (conversation_id), or their intersection."""
+        """Delete one item (item_id), a conversation's items (conversation_id), their intersection,
+        or every item of the user (everything=true: the user was deleted)."""
+        _require_write()
         user = services.parse_user_id(user_id)
         item = _optional_text(item_id, "item_id")
         conversation = _optional_text(conversation_id, "conversation_id")
-        deleted = await db_call(services.memory_item_delete)(user_id=user, item_id=item, conversation_id=conversation)
+        if not isinstance(everything, bool):
+            raise CortexError(ErrorCode.INVALID_INPUT, "everything must be a boolean.")
+        deleted = await db_call(services.memory_item_delete)(
+            user_id=user, item_id=item, conversation_id=conversation, everything=everything
+        )
         return {"deleted": deleted}
 
     @server.resource("history/{user_id}", mime_type="application/json")

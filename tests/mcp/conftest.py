@@ -20,6 +20,7 @@ from mcp_services.servers.memory import build_memory_server
 from tests.servers import ServerProcess, core_server, free_port, fresh_database, manage_command, running, server_env
 
 TOKEN = os.environ["CORTEX_SERVICE_TOKEN"]
+COGNITION_TOKEN = os.environ["CORTEX_COGNITION_TOKEN"]  # cognition's own, read-only at memory
 PASSWORD = "correct-horse-battery-staple"
 
 
@@ -145,4 +146,4 @@ def stack() -> Iterator[Stack]:
         yield Stack(env=env, memory_port=memory_port, cognition_port=cognition_port)
 
 
-__all__ = ["PASSWORD", "TOKEN", "Stack", "http_client", "running", "stack", "wait_until"]
+__all__ = ["COGNITION_TOKEN", "PASSWORD", "TOKEN", "Stack", "http_client", "running", "stack", "wait_until"]

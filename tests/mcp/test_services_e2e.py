@@ -12,7 +12,7 @@ import pytest
 from mcp import Client
 from mcp.client.sse import sse_client
 
-from tests.mcp.conftest import TOKEN, http_client, memory_service, stack
+from tests.mcp.conftest import COGNITION_TOKEN, TOKEN, http_client, memory_service, stack
 from tests.servers import ROOT, free_port, running, server_env
 
 pytestmark = pytest.mark.e2e
@@ -69,7 +69,7 @@ async def test_cognition_reads_memory_over_mcp(services):
         )
         for n in range(5):
             await memory.call_tool("store_input", {"user_id": user, "input_data": {"content": f"small talk {n}"}})
-    async with http_client(services.cognition_url) as cognition:
+    async with http_client(services.cognition_url, token=COGNITION_TOKEN) as cognition:
         searched = (await cognition.call_tool("get_context", {"user_id": user, "query": "passport"})).structured_content
         newest = (await cognition.call_tool("get_context", {"user_id": user, "limit": 2})).structured_content
     assert [item["id"] for item in searched["context"]] == ["old"] and searched["count"] == 1
@@ -85,7 +85,7 @@ def post(url: str, *, headers: dict[str, str]) -> httpx2.Response:
 @pytest.mark.parametrize("service", ["memory_url", "cognition_url"])
 def test_requests_without_the_right_token_or_from_a_foreign_host_or_origin_are_refused(services, service):
     url = getattr(services, service)
-    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    bearer = {"Authorization": f"Bearer {TOKEN if service == 'memory_url' else COGNITION_TOKEN}"}
     assert post(url, headers={}).status_code == 401
     assert post(url, headers={"Authorization": "Bearer wrong-token-of-some-length"}).status_code == 401
     assert post(url, headers={"Authorization": TOKEN}).status_code == 401

@@ -44,3 +44,13 @@ def test_overlapping_conversations_written_concurrently_never_fail_and_stay_gap_
         seqs = list(Event.objects.filter(recipient=user).order_by("seq").values_list("seq", flat=True))
         assert seqs == list(range(1, len(seqs) + 1)), (user, seqs)
     assert len(Event.objects.filter(recipient=owner)) == 4 * per_thread
+
+
+def test_a_user_made_without_signals_gets_a_cursor_and_a_gap_free_log_on_first_event(alice, conversation):
+    [late] = User.objects.bulk_create([User(email="late@example.com")])  # no post_save: no cursor
+    assert not EventCursor.objects.filter(user=late).exists()
+    conversation.participants.add(late)
+    message_create(sender=alice, content="one", conversation=conversation)
+    message_create(sender=alice, content="two", conversation=conversation)
+    assert list(Event.objects.filter(recipient=late).order_by("seq").values_list("seq", flat=True)) == [1, 2]
+    assert EventCursor.objects.get(user=late).last_seq == 2

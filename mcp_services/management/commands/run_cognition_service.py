@@ -24,10 +24,14 @@ class Command(BaseCommand):
         memory = ServiceClient(
             name="memory",
             target=options["memory_url"] or cortex["MEMORY_URL"],
-            token=cortex["SERVICE_TOKEN"],
+            token=common.cognition_token(),  # read-only at memory: search and history
             timeout=float(cortex["SERVICE_TIMEOUT_SECONDS"]),
         )
-        auth = {} if options["transport"] == "stdio" else common.auth_options(host=options["host"], port=options["port"])
+        auth = (
+            {}
+            if options["transport"] == "stdio"
+            else common.auth_options(host=options["host"], port=options["port"], cognition=True)
+        )
         common.run(
             build_cognition_server(memory=memory, **auth),
             transport=options["transport"],

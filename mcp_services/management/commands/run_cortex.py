@@ -29,6 +29,7 @@ class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen = None  # type: ignore[assignment]  # set when started
+    service: str | None = None  # "memory" / "cognition": started with `Command.service_env`
 
 
 class Command(BaseCommand):
@@ -50,9 +51,12 @@ class Command(BaseCommand):
                 raise CommandError("Set CORTEX_SERVICE_TOKEN: the core and its services authenticate with it.")
             token = secrets.token_urlsafe(32)
             self.stderr.write("[run_cortex] CORTEX_SERVICE_TOKEN is unset: generated one for this run (debug mode)")
+        # Cognition's read-only credential is private to the group: a fresh one unless configured.
+        cognition_token = settings.CORTEX["COGNITION_TOKEN"] or secrets.token_urlsafe(32)
         return {
             **os.environ,
             "CORTEX_SERVICE_TOKEN": token,
+            "CORTEX_COGNITION_TOKEN": cognition_token,
             "MEMORY_URL": f"http://127.0.0.1:{options['memory_port']}/mcp",
             "COGNITION_URL": f"http://127.0.0.1:{options['cognition_port']}/mcp",
             # Every child's metrics in one place, served by any core process's /metrics (common.metrics).
@@ -60,12 +64,23 @@ class Command(BaseCommand):
             or tempfile.mkdtemp(prefix="cortex-metrics-"),
         }
 
+    @staticmethod
+    def service_env(env: dict[str, str], *, cognition: bool) -> dict[str, str]:
+        """A service child's environment: no key that signs user tokens or sessions; cognition
+        also without the service token (it holds only its read-only credential)."""
+        dropped = {"SECRET_KEY", "JWT_SIGNING_KEY", *(["CORTEX_SERVICE_TOKEN"] if cognition else [])}
+        return {**{k: v for k, v in env.items() if k not in dropped}, "CORTEX_SERVICE_PROCESS": "1"}
+
     def children(self, options: dict) -> list[Child]:
         python = sys.executable
         manage = [python, str(settings.BASE_DIR / "manage.py")]
         return [
-            Child("memory", [*manage, "run_memory_service", "--port", str(options["memory_port"])]),
-            Child("cognition", [*manage, "run_cognition_service", "--port", str(options["cognition_port"])]),
+            Child("memory", [*manage, "run_memory_service", "--port", str(options["memory_port"])], service="memory"),
+            Child(
+                "cognition",
+                [*manage, "run_cognition_service", "--port", str(options["cognition_port"])],
+                service="cognition",
+            ),
             Child("outbox-worker", [*manage, "memory_outbox_worker"]),
             # uvicorn with uvloop and httptools: measured faster than daphne for the API and the
             # streams (bench/README.md); daphne stays for `runserver`.
@@ -99,7 +114,8 @@ class Command(BaseCommand):
 
         for child in children:
             # Own process groups: the terminal's Ctrl-C reaches only us, and we stop children in order.
-            child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)
+            child_env = self.service_env(env, cognition=child.service == "cognition") if child.service else env
+            child.process = subprocess.Popen(child.argv, env=child_env, start_new_session=True)
             self.stderr.write(f"[run_cortex] started {child.name} (pid {child.process.pid})")
         self.stderr.write(f"[run_cortex] Cortex Core on http://{options['host']}:{options['port']}/  (Ctrl-C stops all)")
 

@@ -1,0 +1,54 @@
+"""Open-stream slots: at most `STREAMS_PER_USER` streams per user, counted in the cache.
+
+A stream holds one of its user's numbered slot keys (`cache.add` is atomic in the local-memory
+and Redis caches, so two streams never take the same one). The key is a lease, renewed at every
+re-check and released on close, so a process that dies frees its slots within `LEASE` seconds.
+With `REDIS_URL` the cache is shared: the cap holds across every core process.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
+
+
+def _lease_seconds() -> int:
+    return settings.CORTEX["STREAM_RECHECK_SECONDS"] * 3 + 5
+
+
+def _key(user_id: uuid.UUID, slot: int) -> str:
+    return f"stream-slot:{user_id.hex}:{slot}"
+
+
+async def _cache(method: str, *args: Any, **kwargs: Any) -> Any:
+    # The local-memory cache is a dict behind a lock: called directly, it costs no hop to the sync
+    # thread (which its `a*` methods would take); other caches go through their async methods.
+    backend = caches["default"]
+    if isinstance(backend, LocMemCache):
+        return getattr(backend, method)(*args, **kwargs)
+    return await getattr(backend, f"a{method}")(*args, **kwargs)
+
+
+async def slot_acquire(*, user_id: uuid.UUID, holder: str) -> str | None:
+    """The slot key taken for `holder` (a channel name), or None when every slot is in use."""
+    for slot in range(settings.CORTEX["STREAMS_PER_USER"]):
+        key = _key(user_id, slot)
+        if await _cache("add", key, holder, timeout=_lease_seconds()):
+            return key
+    return None
+
+
+async def slot_renew(*, key: str, holder: str) -> None:
+    if await _cache("get", key) == holder:
+        await _cache("touch", key, timeout=_lease_seconds())
+    else:  # lost (expired under a long stall): take it back if it is free
+        await _cache("add", key, holder, timeout=_lease_seconds())
+
+
+async def slot_release(*, key: str, holder: str) -> None:
+    if await _cache("get", key) == holder:
+        await _cache("delete", key)

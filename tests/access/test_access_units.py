@@ -1,0 +1,90 @@
+"""The parts of issue 8 that have a contract of their own, in process: the immediate stop of a
+deactivated user's streams, the client address behind proxies, cognition's candidate cap,
+metadata depth through the services, and the no-write paths on both databases."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from django.db import connection
+from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
+
+from accounts import limits
+from mcp_services.servers.cognition import candidate_count
+from streaming import services as streaming_services
+from tests.streaming.conftest import SSEClient, WSClient, bearer, fresh_channel_layer  # noqa: F401 (autouse)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_deactivation_stops_open_streams_at_once_through_the_channel_layer(alice, bob, settings):
+    settings.CORTEX = {**settings.CORTEX, "STREAM_RECHECK_SECONDS": 3600}  # only the message can do it
+    sse = await SSEClient(headers=await bearer(alice)).open()
+    ws = await WSClient(headers=await bearer(alice)).open()
+    other = await SSEClient(headers=await bearer(bob)).open()
+    assert await sse.frame() == "retry: 3000"
+
+    def deactivate() -> None:
+        alice.is_active = False
+        alice.save(update_fields=["is_active"])
+
+    await database_sync_to_async(deactivate)()
+    assert await sse.payload(timeout=2) == {"type": "end", "reason": "revoked"}
+    assert sse.ended  # the final frame closed the response
+    assert await ws.payload(timeout=2) == {"type": "end", "reason": "revoked"}
+    assert await ws.communicator.receive_output(2) == {"type": "websocket.close", "code": 4403}
+    assert await other.frame() == "retry: 3000"  # bob's stream is untouched
+    await other.close()
+
+
+@pytest.mark.parametrize(
+    "remote, forwarded, trusted, expected",
+    [
+        ("10.0.0.5", "203.0.113.9", [], "10.0.0.5"),  # no proxy configured: the header is ignored
+        ("10.0.0.5", "203.0.113.9", ["10.0.0.0/8"], "203.0.113.9"),
+        ("10.0.0.5", "198.51.100.1, 203.0.113.9", ["10.0.0.0/8"], "203.0.113.9"),  # the client can prepend
+        ("10.0.0.5", "203.0.113.9, 10.0.0.7", ["10.0.0.0/8"], "203.0.113.9"),  # two proxies
+        ("192.0.2.1", "203.0.113.9", ["10.0.0.0/8"], "192.0.2.1"),  # not from a proxy
+    ],
+)
+def test_the_client_address_trusts_forwarding_headers_only_from_configured_proxies(
+    settings, remote, forwarded, trusted, expected
+):
+    settings.TRUSTED_PROXIES = trusted
+    request = RequestFactory().get("/", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded)
+    assert limits.client_address(request) == expected
+
+
+def test_cognition_asks_memory_for_a_bounded_number_of_candidates(settings):
+    settings.CORTEX = {**settings.CORTEX, "CONTEXT_MAX_CANDIDATES": 200, "MEMORY_MAX_LIMIT": 1000}
+    assert candidate_count(10) == 50
+    assert candidate_count(100) == 200  # not 500
+    assert candidate_count(1000) == 1000  # never fewer than asked for
+
+
+@pytest.mark.django_db
+def test_metadata_deeper_than_32_levels_is_refused_by_the_services_too(alice):
+    from django.core.exceptions import ValidationError
+
+    from workspaces.services import workspace_create
+
+    deep: dict = {}
+    for _ in range(32):
+        deep = {"d": deep}
+    with pytest.raises(ValidationError):
+        workspace_create(owner=alice, name="deep", metadata=deep)
+    assert workspace_create(owner=alice, name="ok", metadata=deep["d"]).metadata == deep["d"]
+
+
+def _writes(queries: CaptureQueriesContext) -> list[str]:
+    keywords = ("BEGIN", "INSERT", "UPDATE", "DELETE", "SAVEPOINT")
+    return [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(keywords)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bad_credentials_open_no_write_transaction_on_either_database(api, alice):
+    with CaptureQueriesContext(connection) as queries:
+        assert api.post("/auth/login", {"email": "alice@example.com", "password": "wrong"}, format="json").status_code == 401
+        assert api.post("/auth/refresh", {"refresh_token": "not.a.token"}, format="json").status_code == 401
+        assert streaming_services.ticket_consume(ticket="garbage-ticket") is None
+    assert _writes(queries) == []
