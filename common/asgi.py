@@ -101,6 +101,8 @@ class ObservedApp:
                 state["status"] = 403  # refused before the handshake
             await send(message)
 
+        # The server's own send stays reachable (streaming.daphne_compat reads daphne's buffer through it).
+        observed_send.__wrapped__ = send  # type: ignore[attr-defined]
         try:
             await self.app(scope, receive, observed_send)
         finally:

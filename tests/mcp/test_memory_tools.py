@@ -211,4 +211,4 @@ async def test_a_refusal_carries_its_code_as_data_not_text(memory, memory_server
     finally:
         await client.aclose()
     assert refused.value.code is ErrorCode.INVALID_INPUT and refused.value.permanent
-    assert refused.value.message == "give item_id or conversation_id (or both)."
+    assert refused.value.message == "give item_id or conversation_id (or both), or everything=true."
