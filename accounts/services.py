@@ -85,9 +85,10 @@ def _refresh_token_load(raw: str) -> tuple[FamilyRefreshToken, User]:
     ):
         raise InvalidRefreshToken("The password changed after this token was issued.")
     family_id = token.get(FAMILY_CLAIM)
-    if not family_id or not RefreshTokenFamily.objects.filter(
-        id=family_id, user=user, revoked_at__isnull=True
-    ).exists():
+    if (
+        not family_id
+        or not RefreshTokenFamily.objects.filter(id=family_id, user=user, revoked_at__isnull=True).exists()
+    ):
         raise InvalidRefreshToken("This token's login was revoked.")
     if BlacklistedToken.objects.filter(token__jti=token["jti"]).exists():
         raise _Reused(family_id)

@@ -59,7 +59,10 @@ class RequestIdFilter(logging.Filter):
 # Credentials that could reach a message by accident (an exception quoting a URL or a header).
 _SECRETS = [
     (re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"), r"\1[redacted]"),
-    (re.compile(r"(?i)((?:ticket|token|access_token|refresh_token|jwt|password|authorization)=)[^&\s\"']+"), r"\1[redacted]"),
+    (
+        re.compile(r"(?i)((?:ticket|token|access_token|refresh_token|jwt|password|authorization)=)[^&\s\"']+"),
+        r"\1[redacted]",
+    ),
     (
         re.compile(r"(?i)([\"'](?:ticket|access_token|refresh_token|password|token)[\"']\s*:\s*[\"'])[^\"']*"),
         r"\1[redacted]",

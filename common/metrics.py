@@ -58,7 +58,8 @@ MCP_CALLS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 MCP_ERRORS = Counter(
-    "cortex_mcp_call_errors_total", "Failed calls to the services, by service, operation and code.",
+    "cortex_mcp_call_errors_total",
+    "Failed calls to the services, by service, operation and code.",
     ["service", "operation", "code"],
 )
 LOGIN_FAILURES = Counter("cortex_login_failures_total", "Failed logins (wrong email or password).")

@@ -308,10 +308,10 @@ SPECTACULAR_SETTINGS = {
                 "description": (
                     "`text/event-stream`: a `retry:` hint, then each event as `id: <id>` and `data: <event JSON>`"
                     " (no `event:` field), and `: ping` heartbeats. Resume with the `Last-Event-ID` header or"
-                    " `last_event_id`; a `{\"type\": \"reset\"}` event comes first when that id is past retention"
+                    ' `last_event_id`; a `{"type": "reset"}` event comes first when that id is past retention'
                     " or further back than `REPLAY_LIMIT_EVENTS` (default 10,000; then the stream starts at the head)."
                     " Authenticate with `Authorization: Bearer` or a `ticket` from `POST /output/ticket`."
-                    " The stream ends with a final `data: {\"type\": \"end\", \"reason\": ...}` (no `id:`) when the"
+                    ' The stream ends with a final `data: {"type": "end", "reason": ...}` (no `id:`) when the'
                     " access token that opened it (or requested its ticket) expires (`token_expired`: reconnect with a"
                     " fresh token and `Last-Event-ID`, nothing is lost), or when its user is deactivated or deleted"
                     " (`revoked`, within 30 s). A client that stops reading is cut off once about 1 MB"
@@ -346,8 +346,8 @@ SPECTACULAR_SETTINGS = {
                     " origin checked. Close code 1008 for failed auth, 1013 for a client that fell behind or a user"
                     " over `STREAMS_PER_USER` (after an error envelope frame), 1001 on server shutdown, 4401 when the"
                     " access token that opened it (or requested its ticket) expired and 4403 when its user was"
-                    " deactivated or deleted (each after a final `{\"type\": \"end\", \"reason\": \"token_expired\"|"
-                    "\"revoked\"}` frame)."
+                    ' deactivated or deleted (each after a final `{"type": "end", "reason": "token_expired"|'
+                    '"revoked"}` frame).'
                 ),
                 "tags": ["output"],
                 "parameters": [

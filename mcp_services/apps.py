@@ -10,4 +10,3 @@ class McpServicesConfig(AppConfig):
         from mcp_services import metrics, receivers  # noqa: F401 - connects the workspaces hooks
 
         metrics.register()
-

@@ -87,8 +87,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
             {
                 "status": "unavailable",
                 "checks": checks,
-                "error": {"code": "service_unavailable", "message": f"Not ready: {', '.join(failing)}.",
-                          "fields": {"failing": failing}},
+                "error": {
+                    "code": "service_unavailable",
+                    "message": f"Not ready: {', '.join(failing)}.",
+                    "fields": {"failing": failing},
+                },
             },
             status=503,
         )

@@ -36,6 +36,7 @@ class ContextApi(APIView):
     throttle_classes = [GcraScopedRateThrottle]
     throttle_scope = "context"  # per user: CONTEXT_RATE, 120/min by default
     error_statuses = (503,)  # for the schema (common.schema): the cognition service is down
+
     @extend_schema(
         operation_id="context_get",
         description=(

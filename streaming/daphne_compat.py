@@ -95,9 +95,7 @@ def install() -> None:
     from twisted.internet import defer, reactor
 
     add_trigger: Any = reactor.addSystemEventTrigger  # twisted's stub mistypes its (phase, event, callable)
-    add_trigger(
-        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(_close_open_sockets()))
-    )
+    add_trigger("before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(_close_open_sockets())))
     original = module.WebSocketProtocol.serverClose
 
     def serverClose(self, code: int | None = None) -> None:  # noqa: N802 (daphne's name)

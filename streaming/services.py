@@ -186,7 +186,12 @@ def events_record_for_messages(*, created: list[CreatedInput]) -> None:
             live.append(
                 (
                     user_group(user_id),
-                    {"type": STREAM_EVENT, "seq": seq, "conversation_id": conversation_id, "json": event_json(seq, body_json)},
+                    {
+                        "type": STREAM_EVENT,
+                        "seq": seq,
+                        "conversation_id": conversation_id,
+                        "json": event_json(seq, body_json),
+                    },
                 )
             )
     Event.objects.bulk_create(events)

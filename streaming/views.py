@@ -31,5 +31,6 @@ class TicketApi(APIView):
         token: Any = request.auth  # the validated access token
         expires = datetime.fromtimestamp(token["exp"], tz=UTC) if token is not None else None
         return Response(
-            services.ticket_issue(user=request.user, credential_expires_at=expires), headers={"Cache-Control": "no-store"}
+            services.ticket_issue(user=request.user, credential_expires_at=expires),
+            headers={"Cache-Control": "no-store"},
         )

@@ -136,8 +136,10 @@ def test_metrics_count_requests_by_route_streams_events_and_service_calls():
                 assert http.post("/input", json={"content": "hi"}, headers=auth).status_code == 200
                 assert any(line.startswith("data:") for line in lines)
             wait_until(
-                lambda: 'cortex_open_streams{transport="sse"} 0.0'
-                in httpx2.get(f"{core.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text,
+                lambda: (
+                    'cortex_open_streams{transport="sse"} 0.0'
+                    in httpx2.get(f"{core.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+                ),
                 timeout=10,
             )
             scrape = httpx2.get(f"{core.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
@@ -146,7 +148,7 @@ def test_metrics_count_requests_by_route_streams_events_and_service_calls():
         'cortex_http_requests_total{method="GET",route="config/workspace/<str:workspace_id>",status="200"} 1.0',
         'cortex_http_requests_total{method="POST",route="input",status="200"} 1.0',
         'cortex_http_request_duration_seconds_count{method="POST",route="input",status="200"} 1.0',
-        'cortex_events_published_total 1.0',
+        "cortex_events_published_total 1.0",
         'cortex_events_delivered_total{transport="sse"} 1.0',
         'cortex_mcp_call_duration_seconds_count{operation="get_context",service="cognition"} 1.0',
         'cortex_throttled_requests_total{route="output/ticket"} 1.0',
@@ -206,8 +208,21 @@ def test_metrics_of_several_worker_processes_are_served_together(tmp_path):
         port = free_port()
         workers = ServerProcess(
             name=f"core-workers:{port}",
-            argv=[sys.executable, "-m", "uvicorn", "cortex_site.asgi:application", "--host", "127.0.0.1",
-                  "--port", str(port), "--workers", "2", "--no-access-log", "--lifespan", "off"],
+            argv=[
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "cortex_site.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--no-access-log",
+                "--lifespan",
+                "off",
+            ],
             port=port,
             env={**system.env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
         )

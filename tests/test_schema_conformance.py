@@ -27,20 +27,36 @@ def test_schemathesis_finds_nothing_against_a_real_server(tmp_path):
             token = login.json()["access_token"]
             result = subprocess.run(
                 [
-                    sys.executable, "-m", "schemathesis.cli", "run", f"{core.url}/openapi.json",
-                    "--checks", CHECKS,
-                    "--header", f"Authorization: Bearer {token}",
+                    sys.executable,
+                    "-m",
+                    "schemathesis.cli",
+                    "run",
+                    f"{core.url}/openapi.json",
+                    "--checks",
+                    CHECKS,
+                    "--header",
+                    f"Authorization: Bearer {token}",
                     # The streams never end by themselves (and WebSocket is not HTTP): tested in tests/streaming.
-                    "--exclude-path", "/output/stream",
-                    "--exclude-path", "/output/ws",
-                    "--max-examples", "5",
-                    "--seed", "1",
-                    "--workers", "1",
-                    "--request-timeout", "10",
-                    "--output-sanitize", "true",
+                    "--exclude-path",
+                    "/output/stream",
+                    "--exclude-path",
+                    "/output/ws",
+                    "--max-examples",
+                    "5",
+                    "--seed",
+                    "1",
+                    "--workers",
+                    "1",
+                    "--request-timeout",
+                    "10",
+                    "--output-sanitize",
+                    "true",
                 ],
                 # In a scratch directory: schemathesis keeps a cache of past failures where it runs.
-                cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=300,
             )
             assert result.returncode == 0, f"{result.stdout[-12000:]}\n{result.stderr[-2000:]}"
     summary = result.stdout[result.stdout.rfind("SUMMARY") :]

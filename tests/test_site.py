@@ -28,7 +28,11 @@ def load_settings(**env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in {*GOOD, "DEBUG"}}
     return subprocess.run(
         [sys.executable, "-c", "import cortex_site.settings as s; print(s.DEBUG)"],
-        cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -134,8 +138,17 @@ def test_openapi_schema_declares_bearer_auth(client):
     assert response.status_code == 200
     schema = response.json()
     assert schema["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
-    for path in ["/input", "/auth/login", "/config/workspace", "/config/conversation/{conversation_id}", "/messages",
-                 "/output/stream", "/output/ws", "/output/ticket", "/context"]:
+    for path in [
+        "/input",
+        "/auth/login",
+        "/config/workspace",
+        "/config/conversation/{conversation_id}",
+        "/messages",
+        "/output/stream",
+        "/output/ws",
+        "/output/ticket",
+        "/context",
+    ]:
         assert path in schema["paths"], path
     assert client.get("/docs").status_code == 200
 
@@ -149,8 +162,12 @@ def test_admin_changelists_render_for_superuser_and_are_refused_to_others(alice,
     from django.contrib import admin
 
     urls = [f"/admin/{m._meta.app_label}/{m._meta.model_name}/" for m in admin.site._registry]
-    assert {"/admin/accounts/user/", "/admin/workspaces/workspace/", "/admin/workspaces/conversation/",
-            "/admin/workspaces/message/"} <= set(urls)
+    assert {
+        "/admin/accounts/user/",
+        "/admin/workspaces/workspace/",
+        "/admin/workspaces/conversation/",
+        "/admin/workspaces/message/",
+    } <= set(urls)
     staff = Client()
     staff.force_login(admin_user)
     for url in urls:

@@ -68,9 +68,7 @@ def workspace_update(*, workspace: Workspace, **changes: Any) -> Workspace:
 def workspace_delete(*, workspace: Workspace) -> None:
     conversation_ids = list(workspace.conversations.values_list("id", flat=True))
     if conversation_ids:
-        conversations_deleting.send(
-            sender=Conversation, conversation_ids=conversation_ids, owner_id=workspace.owner_id
-        )
+        conversations_deleting.send(sender=Conversation, conversation_ids=conversation_ids, owner_id=workspace.owner_id)
     workspace.delete()
 
 
@@ -137,7 +135,11 @@ def conversation_delete(*, conversation: Conversation) -> None:
 
 def input_request_hash(*, content: str, conversation_id: uuid.UUID | None, metadata: dict) -> str:
     canonical = json.dumps(
-        {"content": content, "conversation_id": str(conversation_id) if conversation_id else None, "metadata": metadata},
+        {
+            "content": content,
+            "conversation_id": str(conversation_id) if conversation_id else None,
+            "metadata": metadata,
+        },
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -167,7 +169,9 @@ def _idempotent_replay(*, sender: User, key: str, request_hash: str) -> InputRes
 
 def _replayed(record: IdempotencyRecord, request_hash: str) -> InputResponse:
     if record.request_hash != request_hash:
-        raise CortexError(ErrorCode.IDEMPOTENCY_CONFLICT, "This Idempotency-Key was used with a different request body.")
+        raise CortexError(
+            ErrorCode.IDEMPOTENCY_CONFLICT, "This Idempotency-Key was used with a different request body."
+        )
     return record.response
 
 

@@ -70,7 +70,9 @@ def build_cognition_server(*, memory: ServiceClient, **auth: Any) -> MCPServer:
         count = services.parse_limit(limit)
         conversation = str(services.parse_uuid(conversation_id, name="conversation_id")) if conversation_id else None
         if query is not None and (not isinstance(query, str) or len(query) > MAX_QUERY_CHARS):
-            raise CortexError(ErrorCode.INVALID_INPUT, f"query must be a string of at most {MAX_QUERY_CHARS} characters.")
+            raise CortexError(
+                ErrorCode.INVALID_INPUT, f"query must be a string of at most {MAX_QUERY_CHARS} characters."
+            )
         query = query.strip() if query else None
         answer: dict[str, Any] = {"context": [], "user_id": str(user), "query": query, "count": 0}
         try:

@@ -72,7 +72,9 @@ def build_memory_server(**auth: Any) -> MCPServer:
         for index, entry in enumerate(items):
             try:
                 if not isinstance(entry, dict):
-                    raise CortexError(ErrorCode.INVALID_INPUT, "each item must be an object with user_id and input_data.")
+                    raise CortexError(
+                        ErrorCode.INVALID_INPUT, "each item must be an object with user_id and input_data."
+                    )
                 parsed.append((services.parse_user_id(entry.get("user_id")), entry.get("input_data")))
             except CortexError as exc:
                 refused[index] = exc
@@ -97,7 +99,9 @@ def build_memory_server(**auth: Any) -> MCPServer:
         user = services.parse_user_id(user_id)
         count = services.parse_limit(limit)
         if not isinstance(query, str) or len(query) > MAX_QUERY_CHARS:
-            raise CortexError(ErrorCode.INVALID_INPUT, f"query must be a string of at most {MAX_QUERY_CHARS} characters.")
+            raise CortexError(
+                ErrorCode.INVALID_INPUT, f"query must be a string of at most {MAX_QUERY_CHARS} characters."
+            )
         conversation = _optional_text(conversation_id, "conversation_id")
         found = await db_call(selectors.memory_search)(
             user_id=user, query=query, limit=count, conversation_id=conversation

@@ -29,7 +29,9 @@ def api(base_url: str, token: str) -> httpx2.Client:
     return httpx2.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 
-def post_inputs(base_url: str, token: str, count: int, *, conversation_id: str | None = None) -> tuple[list[str], list[float]]:
+def post_inputs(
+    base_url: str, token: str, count: int, *, conversation_id: str | None = None
+) -> tuple[list[str], list[float]]:
     ids, latencies = [], []
     with api(base_url, token) as client:
         for n in range(count):
@@ -123,9 +125,9 @@ def test_deleting_a_conversation_removes_its_memory_items(system):
     token, user_id = login(core.url, "ctx@example.com")
     with api(core.url, token) as client:
         workspace = client.post("/config/workspace", json={"name": "w"}).json()["workspace"]
-        conversation = client.post(
-            "/config/conversation", json={"workspace_id": workspace["id"], "topic": "t"}
-        ).json()["conversation"]
+        conversation = client.post("/config/conversation", json={"workspace_id": workspace["id"], "topic": "t"}).json()[
+            "conversation"
+        ]
         in_conversation, _ = post_inputs(core.url, token, 3, conversation_id=conversation["id"])
         outside, _ = post_inputs(core.url, token, 1)
         # Delivered by the core's own drain (no worker runs here), right after each commit.

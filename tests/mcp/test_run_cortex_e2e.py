@@ -17,8 +17,15 @@ def group(database: dict[str, str], core_port: int, memory_port: int, cognition_
     # Debug mode without a service token: the group generates one and hands it to every child.
     env = server_env(**database, DEBUG="1", CORTEX_SERVICE_TOKEN="")
     return manage_command(
-        "run_cortex", "--port", str(core_port), "--memory-port", str(memory_port),
-        "--cognition-port", str(cognition_port), env=env, port=core_port,
+        "run_cortex",
+        "--port",
+        str(core_port),
+        "--memory-port",
+        str(memory_port),
+        "--cognition-port",
+        str(cognition_port),
+        env=env,
+        port=core_port,
     )
 
 

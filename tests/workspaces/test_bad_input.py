@@ -15,7 +15,12 @@ BIG = "x" * 20_000  # metadata over the 16 KiB default
 
 
 def counts():
-    return Workspace.objects.count(), Conversation.objects.count(), Message.objects.count(), IdempotencyRecord.objects.count()
+    return (
+        Workspace.objects.count(),
+        Conversation.objects.count(),
+        Message.objects.count(),
+        IdempotencyRecord.objects.count(),
+    )
 
 
 def assert_envelope(response, status, code=None):
@@ -56,8 +61,11 @@ def test_workspace_create_rejects(alice, body, status, field):
         (lambda ws, bob: {"workspace_id": str(ws.id)}, 400, "topic"),
         (lambda ws, bob: {"workspace_id": str(ws.id), "topic": "t", "participant_ids": "bob"}, 400, "participant_ids"),
         (lambda ws, bob: {"workspace_id": str(ws.id), "topic": "t", "participant_ids": ["x"]}, 400, "participant_ids"),
-        (lambda ws, bob: {"workspace_id": str(ws.id), "topic": "t", "participant_ids": [str(uuid.uuid4())]}, 400,
-         "participant_ids"),
+        (
+            lambda ws, bob: {"workspace_id": str(ws.id), "topic": "t", "participant_ids": [str(uuid.uuid4())]},
+            400,
+            "participant_ids",
+        ),
         (lambda ws, bob: {"workspace_id": str(ws.id), "topic": "t", "metadata": [1]}, 400, "metadata"),
         (lambda ws, bob: {"workspace_id": str(ws.id), "topic": "t", "metadata": {"b": BIG}}, 413, "metadata"),
         (lambda ws, bob: {"workspace_id": str(uuid.uuid4()), "topic": "t"}, 404, None),
@@ -133,8 +141,13 @@ def test_idempotency_key_too_long_is_400(alice):
 
 @pytest.mark.parametrize(
     "query, field",
-    [("", "conversation_id"), ("conversation_id=zz", "conversation_id"), ("limit=0", "limit"), ("limit=1000", "limit"),
-     ("before=nope", "before")],
+    [
+        ("", "conversation_id"),
+        ("conversation_id=zz", "conversation_id"),
+        ("limit=0", "limit"),
+        ("limit=1000", "limit"),
+        ("before=nope", "before"),
+    ],
 )
 def test_messages_query_validation(alice, conversation, query, field):
     url = f"/messages?conversation_id={conversation.id}&{query}" if field != "conversation_id" else f"/messages?{query}"

@@ -87,12 +87,25 @@ class Command(BaseCommand):
             Child(
                 "core",
                 [
-                    python, "-m", "uvicorn", "cortex_site.asgi:application",
-                    "--host", options["host"], "--port", str(options["port"]),
-                    "--loop", "uvloop", "--http", "httptools", "--lifespan", "off", "--no-access-log",
+                    python,
+                    "-m",
+                    "uvicorn",
+                    "cortex_site.asgi:application",
+                    "--host",
+                    options["host"],
+                    "--port",
+                    str(options["port"]),
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--lifespan",
+                    "off",
+                    "--no-access-log",
                     # Forwarded headers are the application's to trust (from configured proxies only).
                     "--no-proxy-headers",
-                    "--timeout-graceful-shutdown", "5",
+                    "--timeout-graceful-shutdown",
+                    "5",
                     *(["--workers", str(options["workers"])] if options["workers"] > 1 else []),
                 ],
             ),
@@ -117,7 +130,9 @@ class Command(BaseCommand):
             child_env = self.service_env(env, cognition=child.service == "cognition") if child.service else env
             child.process = subprocess.Popen(child.argv, env=child_env, start_new_session=True)
             self.stderr.write(f"[run_cortex] started {child.name} (pid {child.process.pid})")
-        self.stderr.write(f"[run_cortex] Cortex Core on http://{options['host']}:{options['port']}/  (Ctrl-C stops all)")
+        self.stderr.write(
+            f"[run_cortex] Cortex Core on http://{options['host']}:{options['port']}/  (Ctrl-C stops all)"
+        )
 
         exit_code = 0
         while not stopping:
