@@ -40,6 +40,11 @@ def event_page(
     return [(seq, event_json(seq, body)) for seq, body in rows]
 
 
+def users_may_stream(*, user_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of these users who are still active (and not deleted)."""
+    return set(User.objects.filter(id__in=user_ids, is_active=True).values_list("id", flat=True))
+
+
 def user_may_stream(*, user_id: uuid.UUID) -> bool:
     """Still active (and not deleted): an open stream re-checks this now and then."""
     return User.objects.filter(id=user_id, is_active=True).exists()

@@ -1,0 +1,43 @@
+"""The embedded channel layer: Channels' in-memory layer with a lighter queue and a rate-limited
+expiry sweep; what the streams rely on must hold."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.exceptions import ChannelFull
+
+from streaming import layers
+from streaming.layers import ProcessChannelLayer
+
+
+async def test_group_messages_reach_every_member_in_order_and_a_full_channel_refuses():
+    layer = ProcessChannelLayer(capacity=3)
+    first, second = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("user.a", first)
+    await layer.group_add("user.a", second)
+    for n in range(3):
+        await layer.group_send("user.a", {"type": "stream.event", "seq": n})
+    assert [(await layer.receive(first))["seq"] for _ in range(3)] == [0, 1, 2]
+    waiting = asyncio.create_task(layer.receive(first))
+    await asyncio.sleep(0)
+    await layer.send(first, {"type": "stream.event", "seq": 3})
+    assert (await asyncio.wait_for(waiting, 1))["seq"] == 3
+    with pytest.raises(ChannelFull):
+        await layer.send(second, {"type": "x"})  # already holds 3
+    await layer.group_discard("user.a", first)
+    await layer.group_send("user.a", {"type": "stream.event", "seq": 9})  # full: dropped, as in Channels
+    assert first not in layer.channels  # drained channels hold nothing
+
+
+async def test_expired_messages_are_swept_at_most_once_a_sweep_period(monkeypatch):
+    layer = ProcessChannelLayer(expiry=0)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "old"})
+    monkeypatch.setattr(layers, "SWEEP_SECONDS", 3600)
+    layer._clean_expired()  # the first sweep runs
+    assert channel not in layer.channels
+    await layer.send(channel, {"type": "old"})
+    layer._clean_expired()  # within the period: skipped
+    assert layer.channels[channel].qsize() == 1
