@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test test-sqlite test-postgres bench venv migrate clean
+.PHONY: run test lint test-sqlite test-postgres bench venv migrate clean
 
 venv: $(STAMP)
 
@@ -29,7 +29,13 @@ run: venv
 	if [ "$$DEBUG" = 1 ]; then $(PY) manage.py ensure_demo_user; fi && \
 	exec $(PY) manage.py run_cortex --host $(HOST) --port $(PORT)
 
-test: test-sqlite test-postgres
+test: lint test-sqlite test-postgres
+
+# Static checks (config in pyproject.toml): ruff lint and format, mypy with django-stubs.
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	DEBUG=1 $(PY) -m mypy
 
 test-sqlite: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -41,4 +47,4 @@ bench: venv
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

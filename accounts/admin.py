@@ -1,7 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
-
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from accounts.models import RefreshTokenFamily, User
@@ -60,7 +59,7 @@ def _limited_admin_login(request, extra_context=None):
     return response
 
 
-admin.site.login = _limited_admin_login
+admin.site.login = _limited_admin_login  # type: ignore[method-assign]
 
 
 # simplejwt's token admin shows each outstanding refresh token whole to any staff user who may view

@@ -22,9 +22,9 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from django.contrib.auth import get_user_model
 from django.db import connection
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 from rest_framework_simplejwt.authentication import JWTAuthentication
@@ -121,7 +121,7 @@ class CachedJWTAuthentication(JWTAuthentication):
             _tokens.put(raw_token, token, float(expires))
         return token
 
-    def get_user(self, validated_token: Token) -> User:
+    def get_user(self, validated_token: Token) -> User:  # type: ignore[override]  # our user model
         key = _user_id(validated_token)
         user = user_cache.get(key)
         if user is _MISSING:
@@ -153,9 +153,10 @@ class CachedJWTAuthentication(JWTAuthentication):
             raise AuthenticationFailed("User not found", code="user_not_found")
         if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
             raise AuthenticationFailed("User is inactive", code="user_inactive")
-        if api_settings.CHECK_REVOKE_TOKEN:
-            if validated_token.get(api_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(user.password):
-                raise AuthenticationFailed("The user's password has been changed.", code="password_changed")
+        if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(
+            api_settings.REVOKE_TOKEN_CLAIM
+        ) != get_md5_hash_password(user.password):
+            raise AuthenticationFailed("The user's password has been changed.", code="password_changed")
         return user
 
 

@@ -10,7 +10,7 @@ token that is really being used (rotated, revoked, or reused) leads to a write t
 from __future__ import annotations
 
 import uuid
-from typing import TypedDict
+from typing import Any, TypedDict, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -74,7 +74,7 @@ def token_pair_issue(*, user: User, family_id: uuid.UUID | str | None = None) ->
 def _refresh_token_load(raw: str) -> tuple[FamilyRefreshToken, User]:
     """Reads only. Raises `InvalidRefreshToken`, or `_Reused` for a rotated token of a live family."""
     try:
-        token = FamilyRefreshToken(raw)  # signature, expiry, iss/aud, type: no database
+        token = FamilyRefreshToken(raw)  # type: ignore[arg-type]  # signature, expiry, iss/aud, type: no database
     except TokenError as exc:
         raise InvalidRefreshToken(str(exc)) from exc
     user = get_user_model().objects.filter(id=token.get("oid"), is_active=True).first()
@@ -85,9 +85,10 @@ def _refresh_token_load(raw: str) -> tuple[FamilyRefreshToken, User]:
     ):
         raise InvalidRefreshToken("The password changed after this token was issued.")
     family_id = token.get(FAMILY_CLAIM)
-    if not family_id or not RefreshTokenFamily.objects.filter(
-        id=family_id, user=user, revoked_at__isnull=True
-    ).exists():
+    if (
+        not family_id
+        or not RefreshTokenFamily.objects.filter(id=family_id, user=user, revoked_at__isnull=True).exists()
+    ):
         raise InvalidRefreshToken("This token's login was revoked.")
     if BlacklistedToken.objects.filter(token__jti=token["jti"]).exists():
         raise _Reused(family_id)
@@ -111,7 +112,7 @@ def token_pair_refresh(*, refresh_token: str) -> TokenPair:
     """Rotate: the presented refresh token dies, a new pair of the same family is issued."""
     token, user = _load_or_revoke(refresh_token)
     with transaction.atomic():
-        _blacklisted, created = token.blacklist()
+        _blacklisted, created = cast(tuple[Any, bool], token.blacklist())  # get_or_create's pair, mistyped
         if not created:  # a concurrent refresh with the same token won the race
             raise InvalidRefreshToken("Token is blacklisted")
         return token_pair_issue(user=user, family_id=token[FAMILY_CLAIM])

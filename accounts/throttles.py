@@ -89,6 +89,7 @@ class GcraScopedRateThrottle(ScopedRateThrottle):
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
+        assert self.duration is not None and self.num_requests is not None  # a rate was parsed
         interval = self.duration / self.num_requests
         now = self.timer()
         # Not atomic across processes, like DRF's own throttles: a race can let a few extra through.
@@ -118,7 +119,7 @@ class RefreshRateThrottle(AddressRateThrottle):
         raw = request.data.get("refresh_token") if isinstance(request.data, dict) else None
         if isinstance(raw, str) and len(raw) <= 4096:
             try:
-                user_id = FamilyRefreshToken(raw).get("oid")  # signature and expiry only: no database
+                user_id = FamilyRefreshToken(raw).get("oid")  # type: ignore[arg-type]  # signature and expiry only: no database
             except TokenError:
                 user_id = None
             if user_id:

@@ -23,7 +23,7 @@ class FamilyRefreshToken(RefreshToken):
 
     @classmethod
     def for_user(cls, user, *, family_id) -> FamilyRefreshToken:  # type: ignore[override]
-        token = Token.for_user.__func__(cls, user)  # skip BlacklistMixin.for_user, which stores the token
+        token = Token.for_user.__func__(cls, user)  # type: ignore[attr-defined]  # skip BlacklistMixin.for_user, which stores the token
         token[FAMILY_CLAIM] = str(family_id)
         OutstandingToken.objects.create(
             user=user,

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.parsers import BoundedJSONParser
 from accounts.serializers import (
     LoginInputSerializer,
     RefreshInputSerializer,
@@ -18,7 +19,6 @@ from accounts.serializers import (
 )
 from accounts.services import InvalidRefreshToken, refresh_token_revoke, token_pair_issue, token_pair_refresh
 from accounts.throttles import AddressRateThrottle, RefreshRateThrottle
-from cortex_site.parsers import BoundedJSONParser
 
 
 class _PublicAuthView(APIView):

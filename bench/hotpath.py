@@ -26,7 +26,6 @@ import json
 import os
 import signal
 import sqlite3
-import statistics
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ from typing import Any
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
 from bench.streaming import RawSSE, cpu_seconds, open_loop, percentile, rss_kib
-from tests.servers import ROOT, create_users, fresh_database, free_port, redis_server, server_env, wait_for_port
+from tests.servers import ROOT, create_users, free_port, fresh_database, redis_server, server_env, wait_for_port
 
 PASSWORD = "bench-password-0123456789"
 USERS = 10
@@ -153,8 +152,17 @@ class System:
 def system(env: dict[str, str], workers: int, heartbeat: int) -> Iterator[System]:
     port = free_port()
     environment = {**env, "SSE_HEARTBEAT_SECONDS": str(heartbeat)}
-    argv = [sys.executable, "manage.py", "run_cortex", "--port", str(port), "--memory-port", str(free_port()),
-            "--cognition-port", str(free_port())]
+    argv = [
+        sys.executable,
+        "manage.py",
+        "run_cortex",
+        "--port",
+        str(port),
+        "--memory-port",
+        str(free_port()),
+        "--cognition-port",
+        str(free_port()),
+    ]
     if workers > 1:
         argv += ["--workers", str(workers)]
     log = open(Path(env.get("BENCH_LOG_DIR", "/tmp")) / f"cortex-bench-{port}.log", "wb")
@@ -204,9 +212,23 @@ def profiled(sut: System, phase: str, seconds: float) -> Iterator[None]:
     Path(folder).mkdir(parents=True, exist_ok=True)
     out = Path(folder) / f"{phase}.txt"
     spy = subprocess.Popen(
-        [str(Path(sys.executable).with_name("py-spy")), "record", "--gil", "-r", "200", "-f", "raw",
-         "-d", str(max(1, int(seconds))), "-o", str(out), "-p", str(sut.core_pids()[0])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--gil",
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "-d",
+            str(max(1, int(seconds))),
+            "-o",
+            str(out),
+            "-p",
+            str(sut.core_pids()[0]),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         yield
@@ -414,23 +436,54 @@ async def resume(sut: System, token: str, missed: int) -> dict[str, Any]:
 
 
 TARGETS = [
-    ("POST /input", "input", lambda r: f"{r['rps']:,.0f} req/s, p99 {r['latency_ms']['p99']} ms, {r['non_2xx']} non-2xx",
-     ">= 500 req/s, p99 <= 100 ms, 0 non-2xx (aim >= 1,000)"),
-    ("memory keeps up", "memory", lambda r: f"{r['in_memory']}/{r['expected']} in memory {r['seconds_after_run']} s after",
-     "all <= 10 s after the run (aim <= 2 s)"),
-    ("fan-out", "fanout", lambda r: f"{r['lost']} lost, {r['duplicates']} dup, p99 {r['publish_to_receive_ms']['p99']} ms",
-     "0 lost, p99 <= 50 ms (aim <= 20 ms)"),
-    ("idle SSE streams", "idle", lambda r: f"{r['streams'] - r['failed']} held, {r['kib_per_stream']} KiB each, "
-     f"max heartbeat gap {r['heartbeat_max_gap_s']} s (every {r['heartbeat_seconds']} s)",
-     "5,000 at <= 20 KB each, heartbeats on time (aim 10,000 at <= 12 KB)"),
-    ("resume", "resume", lambda r: f"{r['delivered']:,} of {r['missed']:,} at {r['events_per_second']:,} events/s, "
-     f"in order: {r['in_order_without_gaps']}", ">= 20,000 events/s, in order (aim >= 50,000)"),
+    (
+        "POST /input",
+        "input",
+        lambda r: f"{r['rps']:,.0f} req/s, p99 {r['latency_ms']['p99']} ms, {r['non_2xx']} non-2xx",
+        ">= 500 req/s, p99 <= 100 ms, 0 non-2xx (aim >= 1,000)",
+    ),
+    (
+        "memory keeps up",
+        "memory",
+        lambda r: f"{r['in_memory']}/{r['expected']} in memory {r['seconds_after_run']} s after",
+        "all <= 10 s after the run (aim <= 2 s)",
+    ),
+    (
+        "fan-out",
+        "fanout",
+        lambda r: f"{r['lost']} lost, {r['duplicates']} dup, p99 {r['publish_to_receive_ms']['p99']} ms",
+        "0 lost, p99 <= 50 ms (aim <= 20 ms)",
+    ),
+    (
+        "idle SSE streams",
+        "idle",
+        lambda r: (
+            f"{r['streams'] - r['failed']} held, {r['kib_per_stream']} KiB each, "
+            f"max heartbeat gap {r['heartbeat_max_gap_s']} s (every {r['heartbeat_seconds']} s)"
+        ),
+        "5,000 at <= 20 KB each, heartbeats on time (aim 10,000 at <= 12 KB)",
+    ),
+    (
+        "resume",
+        "resume",
+        lambda r: (
+            f"{r['delivered']:,} of {r['missed']:,} at {r['events_per_second']:,} events/s, "
+            f"in order: {r['in_order_without_gaps']}"
+        ),
+        ">= 20,000 events/s, in order (aim >= 50,000)",
+    ),
 ]
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [f"# bench.hotpath: {result['label']}", "", f"{result['setup']}", "",
-             "| workload | measured | target |", "|---|---|---|"]
+    lines = [
+        f"# bench.hotpath: {result['label']}",
+        "",
+        f"{result['setup']}",
+        "",
+        "| workload | measured | target |",
+        "|---|---|---|",
+    ]
     for name, key, show, target in TARGETS:
         if key in result:
             lines.append(f"| {name} | {show(result[key])} | {target} |")
@@ -491,8 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def later(result: dict[str, Any], sut: System, wanted: set[str], profile: Profile, emails: list[str],
-          env: dict[str, str]) -> None:
+def later(
+    result: dict[str, Any], sut: System, wanted: set[str], profile: Profile, emails: list[str], env: dict[str, str]
+) -> None:
     """The idle and resume workloads (on a freshly started system, except in the smoke run)."""
     if "idle" in wanted:
         tokens = asyncio.run(_logins(sut.port, emails))

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
-from tests.servers import core_server, create_user, fresh_database, free_port, manage_command, running, server_env
+from tests.servers import core_server, create_user, free_port, fresh_database, manage_command, running, server_env
 
 STORE_CALLS = int(os.environ.get("BENCH_STORE_CALLS", 1000))
 CONTEXT_ITEMS = int(os.environ.get("BENCH_CONTEXT_ITEMS", 100_000))
@@ -52,8 +52,13 @@ def bulk_insert(user_id: uuid.UUID, count: int, words: list[str]) -> None:
         content = " ".join(rng.choice(words) for _ in range(12))
         moment = start + timedelta(minutes=5 * n)
         item_id = str(uuid.UUID(int=rng.getrandbits(128)))
-        data = {"id": item_id, "content": content, "conversation_id": None, "metadata": {},
-                "timestamp": moment.isoformat()}
+        data: dict[str, object] = {
+            "id": item_id,
+            "content": content,
+            "conversation_id": None,
+            "metadata": {},
+            "timestamp": moment.isoformat(),
+        }
         batch.append(MemoryItem(user_id=user_id, item_id=item_id, content=content, data=data, timestamp=moment))
         if len(batch) == 5000:
             MemoryItem.objects.bulk_create(batch)
@@ -87,8 +92,10 @@ async def bench_store(memory_url: str) -> None:
     await asyncio.gather(*(one(n) for n in range(STORE_CALLS)))
     concurrent = STORE_CALLS / (time.perf_counter() - started)
     await client.aclose()
-    print(f"store_input over one long-lived client, {STORE_CALLS} calls: "
-          f"{sequential:,.0f} calls/s sequential, {concurrent:,.0f} calls/s with 8 in flight")
+    print(
+        f"store_input over one long-lived client, {STORE_CALLS} calls: "
+        f"{sequential:,.0f} calls/s sequential, {concurrent:,.0f} calls/s with 8 in flight"
+    )
 
 
 async def bench_context(cognition_url: str, user_id: uuid.UUID, words: list[str]) -> None:
@@ -108,8 +115,10 @@ async def bench_context(cognition_url: str, user_id: uuid.UUID, words: list[str]
             answer = await client.call_tool("get_context", arguments)
             latencies.append((time.perf_counter() - started) * 1000)
             assert "error" not in answer and answer["count"] > 0, answer
-        print(f"get_context {label} over {CONTEXT_ITEMS:,} items, {CONTEXT_QUERIES} calls: "
-              f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms")
+        print(
+            f"get_context {label} over {CONTEXT_ITEMS:,} items, {CONTEXT_QUERIES} calls: "
+            f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms"
+        )
     await client.aclose()
 
 
@@ -133,8 +142,10 @@ def bench_inputs(core_url: str, email: str) -> str:
     started = time.perf_counter()
     latencies = post_many(half, "seq")
     elapsed = time.perf_counter() - started
-    print(f"POST /input with memory up, {half} sequential: {half / elapsed:,.0f} inputs/s, "
-          f"p50 {statistics.median(latencies) * 1000:.1f} ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms")
+    print(
+        f"POST /input with memory up, {half} sequential: {half / elapsed:,.0f} inputs/s, "
+        f"p50 {statistics.median(latencies) * 1000:.1f} ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms"
+    )
     started = time.perf_counter()
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda worker: post_many(half // 8, f"par{worker}"), range(8)))
@@ -159,8 +170,10 @@ def wait_delivered(memory_url: str, user_id: str, expected: int, started: float)
             await client.aclose()
 
     delivered = asyncio.run(count())
-    print(f"memory outbox: {delivered}/{expected} inputs in memory "
-          f"{time.perf_counter() - started:.1f} s after the first POST")
+    print(
+        f"memory outbox: {delivered}/{expected} inputs in memory "
+        f"{time.perf_counter() - started:.1f} s after the first POST"
+    )
 
 
 def bench_inputs_memory_down(env: dict[str, str]) -> bool:
@@ -198,8 +211,11 @@ def main() -> int:
         memory_port, cognition_port = free_port(), free_port()
         memory_url = f"http://127.0.0.1:{memory_port}/mcp"
         env = server_env(
-            **database, MEMORY_URL=memory_url, COGNITION_URL=f"http://127.0.0.1:{cognition_port}/mcp",
-            INPUT_RATE="1000000/min", LOG_LEVEL="WARNING",
+            **database,
+            MEMORY_URL=memory_url,
+            COGNITION_URL=f"http://127.0.0.1:{cognition_port}/mcp",
+            INPUT_RATE="1000000/min",
+            LOG_LEVEL="WARNING",
         )
         memory = manage_command("run_memory_service", "--port", str(memory_port), env=env, port=memory_port)
         cognition = manage_command("run_cognition_service", "--port", str(cognition_port), env=env, port=cognition_port)

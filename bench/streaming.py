@@ -24,8 +24,14 @@ import tests.environment  # noqa: F401 - production-mode settings with throwaway
 from tests.servers import core_server, fresh_database, manage, running, server_env
 
 PASSWORD = "bench-password-0123456789"
-ENV = {"LOG_LEVEL": "WARNING", "MEMORY_DRAIN_ON_COMMIT": "0", "INPUT_RATE": "1000000/min", "TICKET_RATE": "1000000/min",
-       "LOGIN_RATE": "1000000/min", "STREAMS_PER_USER": "1000000"}
+ENV = {
+    "LOG_LEVEL": "WARNING",
+    "MEMORY_DRAIN_ON_COMMIT": "0",
+    "INPUT_RATE": "1000000/min",
+    "TICKET_RATE": "1000000/min",
+    "LOGIN_RATE": "1000000/min",
+    "STREAMS_PER_USER": "1000000",
+}
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -47,17 +53,21 @@ def cpu_seconds(pid: int) -> float:
 
 def setup_users(env: dict[str, str], count: int) -> str:
     """Users sub0..subN-1, one workspace of sub0 and a conversation with all of them."""
-    return manage(
-        "shell",
-        "-c",
-        "from accounts.models import User\n"
-        "from workspaces.services import workspace_create, conversation_create\n"
-        f"users = [User.objects.create_user(email=f'sub{{n}}@example.com', password={PASSWORD!r}) for n in range({count})]\n"
-        "w = workspace_create(owner=users[0], name='bench')\n"
-        "c = conversation_create(workspace=w, creator=users[0], topic='bench', participant_ids=[u.id for u in users[1:]])\n"
-        "print(c.id)\n",
-        env=env,
-    ).strip().splitlines()[-1]
+    return (
+        manage(
+            "shell",
+            "-c",
+            "from accounts.models import User\n"
+            "from workspaces.services import workspace_create, conversation_create\n"
+            f"users = [User.objects.create_user(email=f'sub{{n}}@example.com', password={PASSWORD!r}) for n in range({count})]\n"
+            "w = workspace_create(owner=users[0], name='bench')\n"
+            "c = conversation_create(workspace=w, creator=users[0], topic='bench', participant_ids=[u.id for u in users[1:]])\n"
+            "print(c.id)\n",
+            env=env,
+        )
+        .strip()
+        .splitlines()[-1]
+    )
 
 
 async def http_json(port: int, method: str, path: str, body: dict | None, token: str | None = None) -> dict:
@@ -82,8 +92,7 @@ class RawSSE:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         resume = f"Last-Event-ID: {self.last_event_id}\r\n" if self.last_event_id is not None else ""
         self.writer.write(
-            f"GET /output/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {self.token}\r\n{resume}\r\n"
-            .encode()
+            f"GET /output/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {self.token}\r\n{resume}\r\n".encode()
         )
         await self.writer.drain()
         status = await self.reader.readline()
@@ -156,8 +165,9 @@ async def fanout(port: int, tokens: list[str], conversation_id: str, rate: int, 
 
     failures = 0
     limit = asyncio.Semaphore(32)
-    async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                                  limits=httpx2.Limits(max_connections=32)) as client:
+    async with httpx2.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=30, limits=httpx2.Limits(max_connections=32)
+    ) as client:
         headers = {"Authorization": f"Bearer {tokens[0]}"}
 
         async def post(n: int) -> None:
@@ -203,13 +213,17 @@ async def idle_rss(port: int, pid: int, token: str, count: int) -> dict:
     before = rss_kib(pid)
     streams = [RawSSE(port, token) for _ in range(count)]
     for offset in range(0, count, 100):
-        await asyncio.gather(*(stream.open() for stream in streams[offset:offset + 100]))
+        await asyncio.gather(*(stream.open() for stream in streams[offset : offset + 100]))
     await asyncio.sleep(2)
     after = rss_kib(pid)
     for stream in warm + streams:
         stream.close()
-    return {"streams": count, "rss_before_mib": round(before / 1024, 1), "rss_after_mib": round(after / 1024, 1),
-            "kib_per_stream": round((after - before) / count, 1)}
+    return {
+        "streams": count,
+        "rss_before_mib": round(before / 1024, 1),
+        "rss_after_mib": round(after / 1024, 1),
+        "kib_per_stream": round((after - before) / count, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=int, default=1000, help="idle streams for the RSS measurement")
     args = parser.parse_args(argv if argv is not None else [])
     database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
-    print(f"server={args.server} database={database} subscribers={args.subscribers} rate={args.rate}/s "
-          f"for {args.seconds}s idle={args.idle}", flush=True)
+    print(
+        f"server={args.server} database={database} subscribers={args.subscribers} rate={args.rate}/s "
+        f"for {args.seconds}s idle={args.idle}",
+        flush=True,
+    )
     with fresh_database() as db_env:
         env = server_env(**db_env, **ENV)
         conversation_id = setup_users(env, args.subscribers)

@@ -27,7 +27,8 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 from django.urls import re_path, set_script_prefix  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
 
-from streaming.routing import http_urlpatterns, websocket_application  # noqa: E402
+from common.asgi import ObservedApp  # noqa: E402
+from streaming.routing import http_urlpatterns, websocket_application, websocket_urlpatterns  # noqa: E402
 
 # Idle per-request sync threads kept for reuse (more are made, and dropped, under bursts).
 SYNC_THREADS_KEPT = 32
@@ -40,7 +41,7 @@ class _SyncThread(ThreadPoolExecutor):
         super().__init__(max_workers=1, thread_name_prefix="cortex-api")
         self.used = False
 
-    def submit(self, *args, **kwargs):  # type: ignore[override]
+    def submit(self, *args, **kwargs):
         self.used = True
         return super().submit(*args, **kwargs)
 
@@ -69,10 +70,10 @@ class ApiASGIHandler(ASGIHandler):
         super().__init__()
 
     def load_middleware(self, is_async: bool = False) -> None:
-        self._view_middleware = []
-        self._template_response_middleware = []
-        self._exception_middleware = []
-        handler = convert_exception_to_response(self._get_response_async)
+        self._view_middleware: list = []
+        self._template_response_middleware: list = []
+        self._exception_middleware: list = []
+        handler = convert_exception_to_response(self._get_response_async)  # type: ignore[attr-defined]
         for path in reversed(settings.API_MIDDLEWARE):
             middleware = import_string(path)
             if getattr(middleware, "sync_capable", True) or not getattr(middleware, "async_capable", False):
@@ -103,7 +104,7 @@ class ApiASGIHandler(ASGIHandler):
             set_script_prefix(get_script_prefix(scope))
             request, response = self.create_request(scope, body_file)
             if request is None:
-                await self.send_response(response, send)
+                await self.send_response(response, send)  # type: ignore[arg-type]  # the error response
             else:
                 response = None
                 try:
@@ -132,11 +133,16 @@ class ApiASGIHandler(ASGIHandler):
 api_asgi_app = ApiASGIHandler()
 API_PATHS = r"^(auth/|config/|input$|messages$|context$|output/ticket$|healthz$|readyz$|openapi\.json$)"
 
-application = ProtocolTypeRouter(
-    {
-        "http": URLRouter(
-            [*http_urlpatterns, re_path(API_PATHS, api_asgi_app), re_path(r"", django_asgi_app)]
-        ),
-        "websocket": websocket_application,
-    }
+# Outermost: the request id, the access log line and the metrics of every request and stream.
+application = ObservedApp(
+    ProtocolTypeRouter(
+        {
+            "http": URLRouter(
+                [*http_urlpatterns, re_path(API_PATHS, api_asgi_app), re_path(r"", django_asgi_app)]  # type: ignore[arg-type]
+            ),
+            "websocket": websocket_application,
+        }
+    ),
+    routes=[f"/{pattern.pattern}" for pattern in [*http_urlpatterns, *websocket_urlpatterns]],
+    access_log=settings.ACCESS_LOG,
 )

@@ -53,7 +53,6 @@ class ApiSecurityMiddleware:
         markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.inner.process_request(request)
-        if response is None:
-            response = await self.get_response(request)
+        redirect = self.inner.process_request(request)
+        response = redirect if redirect is not None else await self.get_response(request)
         return self.inner.process_response(request, response)

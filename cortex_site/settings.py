@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+
+from common.logs import logging_config
+from common.openapi import error_response as _error_response
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -88,7 +92,7 @@ if not DEBUG:
             f"Refusing to start with DEBUG off: set {', '.join(missing)} "
             "(see .env.example), or set DEBUG=1 for local development."
         )
-    if len(SECRET_KEY) < 32 or len(JWT_SIGNING_KEY) < 32:
+    if len(SECRET_KEY or "") < 32 or len(JWT_SIGNING_KEY or "") < 32:
         raise ImproperlyConfigured("SECRET_KEY and JWT_SIGNING_KEY must be at least 32 characters.")
 if SECRET_KEY == JWT_SIGNING_KEY:
     raise ImproperlyConfigured("JWT_SIGNING_KEY must differ from SECRET_KEY.")
@@ -108,6 +112,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "accounts",
     "workspaces",
@@ -116,6 +121,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "common.middleware.error_envelope",
     "django.middleware.security.SecurityMiddleware",
     "cortex_site.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -127,7 +133,7 @@ MIDDLEWARE = [
 ]
 
 # The API's paths (see `cortex_site.asgi`) run only async middleware: no thread hop per request.
-API_MIDDLEWARE = ["cortex_site.middleware.ApiSecurityMiddleware"]
+API_MIDDLEWARE = ["common.middleware.AsyncErrorEnvelope", "cortex_site.middleware.ApiSecurityMiddleware"]
 
 ROOT_URLCONF = "cortex_site.urls"
 APPEND_SLASH = False
@@ -165,7 +171,7 @@ if DATABASE_URL:
     _db["OPTIONS"] = {"pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_SIZE", 10, minimum=1)}}
     DATABASES = {"default": _db}
 else:
-    SQLITE_PATH = Path(env_str("SQLITE_PATH", str(BASE_DIR / "var" / "db.sqlite3")))
+    SQLITE_PATH = Path(env_str("SQLITE_PATH") or BASE_DIR / "var" / "db.sqlite3")
     SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
@@ -214,10 +220,10 @@ if not DEBUG:
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.CachedJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["cortex_site.parsers.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["accounts.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "cortex_site.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "common.handlers.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "common.schema.AutoSchema",
     # Login requests per client address (see TRUSTED_PROXIES); refresh and logout per user (or per
     # address for tokens that name no valid user); context per user. Failed logins have their own
     # per-account and per-address limits (LOGIN_FAILURES_* below).
@@ -259,7 +265,7 @@ ACCESS_TOKEN_MINUTES = env_int("ACCESS_TOKEN_MINUTES", 15, minimum=1)
 # streams ending with their token).
 ACCESS_TOKEN_SECONDS = env_int("ACCESS_TOKEN_SECONDS", ACCESS_TOKEN_MINUTES * 60, minimum=1)
 
-SIMPLE_JWT = {
+SIMPLE_JWT: dict[str, Any] = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=ACCESS_TOKEN_SECONDS),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("REFRESH_TOKEN_DAYS", 7, minimum=1)),
     "ROTATE_REFRESH_TOKENS": True,
@@ -285,6 +291,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "SECURITY": [{"jwtAuth": []}],
+    # Swagger UI from the pinned sidecar package, served by the app itself: /docs works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"validatorUrl": None},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "common.schema.add_error_envelope",
+    ],
     # The streams are Channels consumers, not DRF views: documented here by hand.
     "APPEND_PATHS": {
         "/output/stream": {
@@ -294,13 +308,13 @@ SPECTACULAR_SETTINGS = {
                 "description": (
                     "`text/event-stream`: a `retry:` hint, then each event as `id: <id>` and `data: <event JSON>`"
                     " (no `event:` field), and `: ping` heartbeats. Resume with the `Last-Event-ID` header or"
-                    " `last_event_id`; a `{\"type\": \"reset\"}` event comes first when that id is past retention"
+                    ' `last_event_id`; a `{"type": "reset"}` event comes first when that id is past retention'
                     " or further back than `REPLAY_LIMIT_EVENTS` (default 10,000; then the stream starts at the head)."
                     " Authenticate with `Authorization: Bearer` or a `ticket` from `POST /output/ticket`"
                     " (browsers: the `cortex_stream` cookie that response sets also authenticates, so"
                     " EventSource's own reconnect works once the ticket is spent; such a stream ends when the"
                     " cookie expires)."
-                    " The stream ends with a final `data: {\"type\": \"end\", \"reason\": ...}` (no `id:`) when the"
+                    ' The stream ends with a final `data: {"type": "end", "reason": ...}` (no `id:`) when the'
                     " access token that opened it (or requested its ticket) expires (`token_expired`: reconnect with a"
                     " fresh token and `Last-Event-ID`, nothing is lost), or when its user is deactivated or deleted"
                     " (`revoked`, within 30 s). A client that stops reading is cut off once about 1 MB"
@@ -315,11 +329,13 @@ SPECTACULAR_SETTINGS = {
                 ],
                 "responses": {
                     "200": {"description": "The event stream", "content": {"text/event-stream": {}}},
-                    "401": {"description": "No, invalid or expired credentials (error envelope)"},
-                    "404": {"description": "conversation_id is not yours (error envelope)"},
+                    "400": _error_response(400),
+                    "401": _error_response(401),
+                    "404": _error_response(404),
                     "429": {
+                        **_error_response(429),
                         "description": "`too_many_streams`: the user already has `STREAMS_PER_USER` (default 10)"
-                        " open streams (error envelope, `Retry-After`)"
+                        " open streams (error envelope, `Retry-After`)",
                     },
                 },
             }
@@ -333,8 +349,8 @@ SPECTACULAR_SETTINGS = {
                     " origin checked. Close code 1008 for failed auth, 1013 for a client that fell behind or a user"
                     " over `STREAMS_PER_USER` (after an error envelope frame), 1001 on server shutdown, 4401 when the"
                     " access token that opened it (or requested its ticket) expired and 4403 when its user was"
-                    " deactivated or deleted (each after a final `{\"type\": \"end\", \"reason\": \"token_expired\"|"
-                    "\"revoked\"}` frame)."
+                    ' deactivated or deleted (each after a final `{"type": "end", "reason": "token_expired"|'
+                    '"revoked"}` frame).'
                 ),
                 "tags": ["output"],
                 "parameters": [
@@ -365,7 +381,7 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "streaming.layers.ProcessChannelLayer"}}
 
 # Product limits and knobs.
-CORTEX = {
+CORTEX: dict[str, Any] = {
     "MAX_CONTENT_CHARS": env_int("MAX_CONTENT_CHARS", 32_768, minimum=1),
     "MAX_METADATA_BYTES": env_int("MAX_METADATA_BYTES", 16 * 1024, minimum=2),
     "MAX_PARTICIPANTS": env_int("MAX_PARTICIPANTS", 100, minimum=1),
@@ -428,11 +444,10 @@ CORTEX = {
     "OUTBOX_MAX_TOOL_ERRORS": env_int("OUTBOX_MAX_TOOL_ERRORS", 10, minimum=1),
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["stderr"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},
-}
+# LOG_FORMAT=json: one JSON object per line, each with the request id (common.logs).
+LOG_FORMAT = env_str("LOG_FORMAT") or "plain"
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}")
+# One `cortex.access` line per request (about 50 to 100 us each; ACCESS_LOG=0 for benchmarks).
+ACCESS_LOG = env_bool("ACCESS_LOG", True)
+LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL") or "INFO")

@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
-from cortex_site import health
+from common.metrics import metrics_view
+from mcp_services import health
 
 urlpatterns = [
     # The input path first: Django tries patterns in order on every request.
@@ -16,9 +17,10 @@ urlpatterns = [
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
-handler400 = "cortex_site.errors.bad_request"
-handler403 = "cortex_site.errors.permission_denied"
-handler404 = "cortex_site.errors.page_not_found"
-handler500 = "cortex_site.errors.server_error"
+handler400 = "common.handlers.bad_request"
+handler403 = "common.handlers.permission_denied"
+handler404 = "common.handlers.page_not_found"
+handler500 = "common.handlers.server_error"

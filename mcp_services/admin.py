@@ -55,7 +55,15 @@ class OutboxStateFilter(admin.SimpleListFilter):
 @admin.register(OutboxEntry)
 class OutboxEntryAdmin(admin.ModelAdmin):
     list_display = (
-        "id", "kind", "user_id", "state", "attempts", "next_attempt_at", "short_error", "created_at", "delivered_at",
+        "id",
+        "kind",
+        "user_id",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "short_error",
+        "created_at",
+        "delivered_at",
     )
     list_filter = (OutboxStateFilter, "kind", "created_at")
     search_fields = ("=user_id", "=message_id", "=conversation_id", "last_error")

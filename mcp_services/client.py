@@ -19,45 +19,64 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx2
 from django.conf import settings
 from mcp import Client, MCPError
-from mcp_types import CONNECTION_CLOSED
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
+from mcp_types import CONNECTION_CLOSED, TextResourceContents
+
+from common import metrics
+from common.errors import CortexError, ErrorCode
+from common.logs import REQUEST_ID, REQUEST_ID_HEADER
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class ServiceUnavailable(Exception):
+class ServiceUnavailable(CortexError):
     """The service could not be reached or did not answer in time (worth retrying)."""
 
-
-class ServiceToolError(Exception):
-    """The service answered with a tool error (`code: message`, as the tools raise them)."""
-
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        text = message.removeprefix("Error executing tool ").split(": ", 1)[-1]
-        self.code = text.split(":", 1)[0] if ":" in text else "tool_error"
-
-    @property
-    def permanent(self) -> bool:
-        """A refusal of the arguments: the same call will be refused again."""
-        return self.code == "invalid_input"
+        super().__init__(ErrorCode.SERVICE_UNAVAILABLE, message)
 
 
-class UnsendableArguments(Exception):
+class ServiceToolError(CortexError):
+    """The service answered, with a refusal (`permanent`: the same call will be refused again).
+
+    The code is the one the service put in the JSON-RPC error's `data` (`servers.common.refusal`);
+    a tool that crashed (`is_error` with only text) is a `tool_error`, which may be transient.
+    """
+
+    @classmethod
+    def from_mcp_error(cls, exc: MCPError) -> ServiceToolError:
+        sent = CortexError.from_mcp_data(exc.data, exc.message)
+        if sent is None:
+            return cls(ErrorCode.TOOL_ERROR, str(exc.message))
+        return cls(sent.code, sent.message, fields=sent.fields)
+
+
+async def _stamp_request_id(request: httpx2.Request) -> None:
+    """Every call carries the id of the request that caused it (the transport sends each message in
+    its sender's context), so the services' log lines join the core's."""
+    request_id = REQUEST_ID.get()
+    if request_id:
+        request.headers[REQUEST_ID_HEADER] = request_id
+
+
+class UnsendableArguments(CortexError):
     """The arguments cannot be encoded as a JSON-RPC request (e.g. a lone surrogate in a string):
     no call is made, the connection stays up, and the same arguments will never be sendable."""
 
-    code = "unsendable"
     permanent = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.INVALID_INPUT, message)
 
 
 def encoding_error(arguments: Any) -> str | None:
@@ -101,7 +120,11 @@ class ServiceClient:
                 if isinstance(self.target, str):
                     headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
                     http = await stack.enter_async_context(
-                        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(self.timeout))
+                        httpx2.AsyncClient(
+                            headers=headers,
+                            timeout=httpx2.Timeout(self.timeout),
+                            event_hooks={"request": [_stamp_request_id]},
+                        )
                     )
                     transport = streamable_http_client(self.target, http_client=http, terminate_on_close=False)
                     client = Client(transport, read_timeout_seconds=self.timeout, cache=None)
@@ -139,7 +162,7 @@ class ServiceClient:
             try:
                 async with asyncio.timeout(self.timeout):
                     self._client = await asyncio.shield(ready)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - any failure to connect, reported as unavailable
                 self._stop = None
                 self._owner.cancel()
                 if ready.done() and not ready.cancelled():
@@ -167,18 +190,32 @@ class ServiceClient:
 
     # --- calls ------------------------------------------------------------------------------
 
-    async def _request(self, make: Callable[[Client], Awaitable[T]]) -> T:
-        client = await self._connected()
+    async def _request(self, operation: str, make: Callable[[Client], Awaitable[T]]) -> T:
+        started = time.perf_counter()
+        failure: str | None = None
         try:
-            async with asyncio.timeout(self.timeout):
-                return await make(client)
-        except (Exception, BaseExceptionGroup) as exc:
-            inner = _unwrap(exc)
-            # A dead transport fails pending requests with CONNECTION_CLOSED: that is not an answer.
-            if isinstance(inner, MCPError) and inner.code != CONNECTION_CLOSED:
-                raise inner from None
-            self._drop(client)
-            raise ServiceUnavailable(f"{self.name} service failed: {_describe(inner)}") from None
+            client = await self._connected()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await make(client)
+            except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - sorted into answer or outage
+                inner = _unwrap(exc)
+                # A dead transport fails pending requests with CONNECTION_CLOSED: that is not an answer.
+                if isinstance(inner, MCPError) and inner.code != CONNECTION_CLOSED:
+                    raise inner from None  # an answer: the caller counts the refusal by its code
+                self._drop(client)
+                raise ServiceUnavailable(f"{self.name} service failed: {_describe(inner)}") from None
+        except ServiceUnavailable:
+            failure = ErrorCode.SERVICE_UNAVAILABLE
+            raise
+        finally:
+            metrics.MCP_CALLS.labels(self.name, operation).observe(time.perf_counter() - started)
+            if failure is not None:
+                metrics.MCP_ERRORS.labels(self.name, operation, failure).inc()
+
+    def _refused(self, operation: str, error: ServiceToolError) -> ServiceToolError:
+        metrics.MCP_ERRORS.labels(self.name, operation, error.code).inc()
+        return error
 
     async def call_tool(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """The tool's structured result; `ServiceToolError` if it refused, `ServiceUnavailable` if unreachable,
@@ -188,27 +225,33 @@ class ServiceClient:
         if problem is not None:
             raise UnsendableArguments(f"{tool}: arguments cannot be sent ({problem})")
         try:
-            result = await self._request(lambda client: client.call_tool(tool, arguments))
+            result = await self._request(tool, lambda client: client.call_tool(tool, arguments))
         except MCPError as exc:
-            raise ServiceToolError(str(exc)) from None
+            raise self._refused(tool, ServiceToolError.from_mcp_error(exc)) from None
         if result.is_error:
+            refused = CortexError.from_mcp_data((result.structured_content or {}).get("error"), f"{tool} refused")
+            if refused is not None:
+                raise self._refused(tool, ServiceToolError(refused.code, refused.message, fields=refused.fields))
             text = " ".join(getattr(part, "text", "") for part in result.content)
-            raise ServiceToolError(text or f"{tool} failed")
+            raise self._refused(tool, ServiceToolError(ErrorCode.TOOL_ERROR, text or f"{tool} failed"))
         if result.structured_content is None:
-            raise ServiceToolError(f"{tool} returned no structured content")
+            raise self._refused(tool, ServiceToolError(ErrorCode.TOOL_ERROR, f"{tool} returned no structured content"))
         return result.structured_content
 
     async def read_json(self, uri: str) -> Any:
         try:
-            result = await self._request(lambda client: client.read_resource(uri))
+            result = await self._request("read_resource", lambda client: client.read_resource(uri))
         except MCPError as exc:
-            raise ServiceToolError(str(exc)) from None
-        return json.loads(result.contents[0].text) if result.contents else None
+            raise self._refused("read_resource", ServiceToolError.from_mcp_error(exc)) from None
+        if not result.contents:
+            return None
+        content = result.contents[0]
+        return json.loads(content.text if isinstance(content, TextResourceContents) else content.blob)
 
     async def check(self) -> None:
         """Readiness: one authenticated round trip (`tools/list`; 2026-07-28 has no ping)."""
         try:
-            await self._request(lambda client: client.list_tools())
+            await self._request("list_tools", lambda client: client.list_tools())
         except MCPError as exc:
             raise ServiceUnavailable(f"{self.name} service refused the check: {exc}") from None
 
@@ -249,7 +292,14 @@ class _ServiceLoop:
             return client
 
     def call(self, factory: Callable[[], Awaitable[T]], *, timeout: float) -> T:
-        future = asyncio.run_coroutine_threadsafe(factory(), self.loop())
+        request_id = REQUEST_ID.get()
+
+        async def in_callers_request() -> T:
+            # The loop thread has its own context: carry the caller's request id over.
+            REQUEST_ID.set(request_id)
+            return await factory()
+
+        future = asyncio.run_coroutine_threadsafe(in_callers_request(), self.loop())
         try:
             return future.result(timeout=timeout)
         except TimeoutError:

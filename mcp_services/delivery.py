@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connections, transaction
 
+from common.errors import CortexError, ErrorCode
 from mcp_services import client, services
 from mcp_services.client import ServiceToolError, ServiceUnavailable, UnsendableArguments
 from mcp_services.models import OutboxEntry
@@ -30,7 +31,7 @@ KICK_GATHER_SECONDS = 0.1
 STORE_BATCH_ITEMS = 500
 STORE_BATCH_BYTES = 2 * 1024 * 1024
 
-TOOLS = {OutboxEntry.Kind.STORE: "store_input", OutboxEntry.Kind.DELETE: "delete_memory"}
+TOOLS: dict[str, str] = {OutboxEntry.Kind.STORE: "store_input", OutboxEntry.Kind.DELETE: "delete_memory"}
 
 
 @dataclass
@@ -75,20 +76,25 @@ async def _send_all(entries: list[OutboxEntry], concurrency: int) -> list[BaseEx
                 answer = await memory.call_tool("store_inputs", {"items": [entry.arguments for entry in chunk]})
                 results = answer["results"]
                 if len(results) != len(chunk):
-                    raise ServiceToolError(f"store_inputs answered {len(results)} results for {len(chunk)} items")
-            except (ServiceUnavailable, ServiceToolError, UnsendableArguments) as exc:
+                    raise ServiceToolError(
+                        ErrorCode.TOOL_ERROR, f"store_inputs answered {len(results)} results for {len(chunk)} items"
+                    )
+            except CortexError as exc:
                 outcomes.update((entry.id, exc) for entry in chunk)
                 return
         for entry, result in zip(chunk, results, strict=True):
             # "stored" and "duplicate" (an earlier attempt got through) both mean delivered.
-            refused = result.get("status") == "invalid"
-            outcomes[entry.id] = ServiceToolError(f"invalid_input: {result.get('error')}") if refused else None
+            if result.get("status") == "invalid":
+                code = result.get("code") if result.get("code") in ErrorCode else ErrorCode.INVALID_INPUT
+                outcomes[entry.id] = ServiceToolError(code, str(result.get("error")))
+            else:
+                outcomes[entry.id] = None
 
     async def send(entry: OutboxEntry) -> None:
         async with gate:
             try:
                 await memory.call_tool(TOOLS[entry.kind], entry.arguments)
-            except (ServiceUnavailable, ServiceToolError, UnsendableArguments) as exc:
+            except CortexError as exc:
                 outcomes[entry.id] = exc
                 return
             outcomes[entry.id] = None

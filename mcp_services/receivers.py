@@ -9,9 +9,9 @@ from typing import Any
 from django.db import transaction
 from django.dispatch import receiver
 
+from accounts.signals import user_deleting
 from mcp_services import delivery, services
 from workspaces.models import Message
-from accounts.signals import user_deleting
 from workspaces.services import CreatedInput
 from workspaces.signals import conversations_deleting, messages_created
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict
 
 from django.conf import settings
@@ -13,17 +13,14 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from common.errors import CortexError, ErrorCode
 from mcp_services.models import MemoryItem, OutboxEntry
 from workspaces.selectors import iso
 
 
-class MemoryInputError(ValueError):
-    """Arguments a memory tool refuses; its message is shown to the caller as is."""
-
-    code = "invalid_input"
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.args[0]}"
+def _invalid(message: str) -> CortexError:
+    """Arguments a memory tool refuses; the message is shown to the caller as is."""
+    return CortexError(ErrorCode.INVALID_INPUT, message)
 
 
 # --- argument checks shared by the memory tools -------------------------------------------------
@@ -31,11 +28,11 @@ class MemoryInputError(ValueError):
 
 def parse_uuid(value: object, *, name: str) -> uuid.UUID:
     if not isinstance(value, str) or not value.strip():
-        raise MemoryInputError(f"{name} is required (a UUID).")
+        raise _invalid(f"{name} is required (a UUID).")
     try:
         return uuid.UUID(value.strip())
     except ValueError:
-        raise MemoryInputError(f"{name} must be a UUID.") from None
+        raise _invalid(f"{name} must be a UUID.") from None
 
 
 def parse_user_id(value: object) -> uuid.UUID:
@@ -45,30 +42,30 @@ def parse_user_id(value: object) -> uuid.UUID:
 def parse_limit(value: object, *, name: str = "limit") -> int:
     maximum = settings.CORTEX["MEMORY_MAX_LIMIT"]
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise MemoryInputError(f"{name} must be an integer from 1 to {maximum}.")
+        raise _invalid(f"{name} must be an integer from 1 to {maximum}.")
     return value
 
 
 def _parse_timestamp(value: object) -> datetime:
     if not isinstance(value, str):
-        raise MemoryInputError("input_data.timestamp must be an ISO 8601 date-time string.")
+        raise _invalid("input_data.timestamp must be an ISO 8601 date-time string.")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise MemoryInputError("input_data.timestamp must be an ISO 8601 date-time string.") from None
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)
+        raise _invalid("input_data.timestamp must be an ISO 8601 date-time string.") from None
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
 
 
 def _normalized_item(input_data: object) -> tuple[dict[str, Any], datetime]:
     """The item as stored: the caller's object, with `id` and `timestamp` added when missing."""
     if not isinstance(input_data, dict):
-        raise MemoryInputError("input_data must be a JSON object.")
+        raise _invalid("input_data must be a JSON object.")
     item = dict(input_data)
     item_id = item.get("id")
     if item_id is None or item_id == "":
         item["id"] = str(uuid.uuid4())
     elif isinstance(item_id, bool) or not isinstance(item_id, str | int) or len(str(item_id)) > 255:
-        raise MemoryInputError("input_data.id must be a string of at most 255 characters.")
+        raise _invalid("input_data.id must be a string of at most 255 characters.")
     else:
         item["id"] = str(item_id)
     if item.get("timestamp") in (None, ""):
@@ -78,13 +75,13 @@ def _normalized_item(input_data: object) -> tuple[dict[str, Any], datetime]:
         moment = _parse_timestamp(item["timestamp"])
     content = item.get("content", "")
     if not isinstance(content, str):
-        raise MemoryInputError("input_data.content must be a string.")
+        raise _invalid("input_data.content must be a string.")
     conversation_id = item.get("conversation_id")
     if conversation_id is not None and not isinstance(conversation_id, str):
-        raise MemoryInputError("input_data.conversation_id must be a string or null.")
+        raise _invalid("input_data.conversation_id must be a string or null.")
     limit = settings.CORTEX["MEMORY_MAX_ITEM_BYTES"]
     if len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()) > limit:
-        raise MemoryInputError(f"input_data must be at most {limit} bytes of JSON.")
+        raise _invalid(f"input_data must be at most {limit} bytes of JSON.")
     return item, moment
 
 
@@ -122,6 +119,7 @@ def memory_item_store(*, user_id: uuid.UUID, input_data: object) -> tuple[Memory
 class StoreOutcome(TypedDict):
     item_id: str | None
     status: str  # "stored", "duplicate" (stored before: a retry) or "invalid"
+    code: NotRequired[str]  # an ErrorCode, with "invalid"
     error: NotRequired[str]
 
 
@@ -134,8 +132,8 @@ def memory_items_store(*, items: list[tuple[uuid.UUID, object]]) -> list[StoreOu
     for user_id, input_data in items:
         try:
             item, moment = _normalized_item(input_data)
-        except MemoryInputError as exc:
-            outcomes.append({"item_id": None, "status": "invalid", "error": str(exc)})
+        except CortexError as exc:
+            outcomes.append({"item_id": None, "status": "invalid", "code": exc.code, "error": exc.message})
             continue
         outcomes.append({"item_id": item["id"], "status": "stored"})
         rows.append(
@@ -178,11 +176,11 @@ def memory_item_delete(
     """One item, a conversation's items, or (`everything`, for a deleted user) all of them."""
     if everything:
         if item_id or conversation_id:
-            raise MemoryInputError("everything excludes item_id and conversation_id.")
+            raise _invalid("everything excludes item_id and conversation_id.")
         deleted, _ = MemoryItem.objects.filter(user_id=user_id).delete()
         return deleted
     if not item_id and not conversation_id:
-        raise MemoryInputError("give item_id or conversation_id (or both), or everything=true.")
+        raise _invalid("give item_id or conversation_id (or both), or everything=true.")
     items = MemoryItem.objects.filter(user_id=user_id)
     if item_id:
         items = items.filter(item_id=str(item_id))

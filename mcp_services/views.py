@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.requests import AuthenticatedRequest
 from accounts.throttles import GcraScopedRateThrottle
-from cortex_site.errors import ServiceUnavailable
+from common.errors import CortexError, ErrorCode
 from mcp_services import client
-from mcp_services.client import ServiceToolError
-from mcp_services.client import ServiceUnavailable as CognitionDown
 from workspaces.selectors import conversation_get_for_user
 
 
@@ -37,6 +35,8 @@ ContextOutputSerializer = inline_serializer(
 class ContextApi(APIView):
     throttle_classes = [GcraScopedRateThrottle]
     throttle_scope = "context"  # per user: CONTEXT_RATE, 120/min by default
+    error_statuses = (503,)  # for the schema (common.schema): the cognition service is down
+
     @extend_schema(
         operation_id="context_get",
         description=(
@@ -49,7 +49,7 @@ class ContextApi(APIView):
         parameters=[ContextQuerySerializer],
         responses={200: ContextOutputSerializer},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         params = ContextQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         data = params.validated_data
@@ -61,6 +61,6 @@ class ContextApi(APIView):
         cognition = client.cognition()
         try:
             result = client.call(lambda: cognition.call_tool("get_context", arguments))
-        except (CognitionDown, ServiceToolError) as exc:
-            raise ServiceUnavailable("The cognition service is unavailable.") from exc
+        except CortexError as exc:
+            raise CortexError(ErrorCode.SERVICE_UNAVAILABLE, "The cognition service is unavailable.") from exc
         return Response(result)

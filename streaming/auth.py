@@ -21,16 +21,10 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from accounts.authentication import CachedJWTAuthentication
 from accounts.models import User
+from common.errors import CortexError, ErrorCode
 from streaming import services
 
 URL_TOKEN_PARAMS = ("token", "access_token", "jwt", "authorization")
-
-
-class StreamAuthError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -46,28 +40,26 @@ async def _user_for_header(header: bytes) -> StreamCredential:
     try:
         raw = authentication.get_raw_token(header)
         if raw is None:
-            raise StreamAuthError("invalid_token", "The Authorization header must be 'Bearer <token>'.")
+            raise CortexError(ErrorCode.INVALID_TOKEN, "The Authorization header must be 'Bearer <token>'.")
         token = authentication.get_validated_token(raw)
         user = await authentication.aget_user(token)
     except (InvalidToken, TokenError, AuthenticationFailed):
-        raise StreamAuthError("invalid_token", "The token is invalid or expired.") from None
+        raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.") from None
     return StreamCredential(user=user, expires_at=datetime.fromtimestamp(token["exp"], tz=UTC))
 
 
 def _user_for_ticket(ticket: str) -> StreamCredential:
     record = services.ticket_consume(ticket=ticket)
     if record is None:
-        raise StreamAuthError("invalid_token", "The ticket is invalid, expired or already used.")
-    expires_at = record.credential_expires_at or (
-        timezone.now() + settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"]
-    )
+        raise CortexError(ErrorCode.INVALID_TOKEN, "The ticket is invalid, expired or already used.")
+    expires_at = record.credential_expires_at or (timezone.now() + settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"])
     return StreamCredential(user=record.user, expires_at=expires_at)
 
 
 async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]]) -> StreamCredential:
     if any(name in query for name in URL_TOKEN_PARAMS):
-        raise StreamAuthError(
-            "token_in_url", "Access tokens are not accepted in URLs; use the Authorization header or a ticket."
+        raise CortexError(
+            ErrorCode.TOKEN_IN_URL, "Access tokens are not accepted in URLs; use the Authorization header or a ticket."
         )
     header = headers.get(b"authorization")
     if header:
@@ -77,17 +69,17 @@ async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]
     if tickets:
         try:
             return await database_sync_to_async(_user_for_ticket)(tickets[0])
-        except StreamAuthError:
+        except CortexError:
             if not cookie:
                 raise
     if cookie:
         return await database_sync_to_async(_user_for_cookie)(cookie)
-    raise StreamAuthError("not_authenticated", "Authentication credentials were not provided.")
+    raise CortexError(ErrorCode.NOT_AUTHENTICATED, "Authentication credentials were not provided.")
 
 
 def _user_for_cookie(value: str) -> StreamCredential:
     found = services.stream_cookie_user(value=value)
     if found is None:
-        raise StreamAuthError("invalid_token", "The stream cookie is invalid or expired; get a new ticket.")
+        raise CortexError(ErrorCode.INVALID_TOKEN, "The stream cookie is invalid or expired; get a new ticket.")
     user, expires_at = found
     return StreamCredential(user=user, expires_at=expires_at)

@@ -48,9 +48,9 @@ from django.conf import settings
 from django.http import Http404
 
 from accounts.models import User
-from cortex_site.errors import error_body
+from common.errors import CortexError, ErrorCode
 from streaming import daphne_compat, selectors, shutdown, slots
-from streaming.auth import StreamAuthError, stream_user
+from streaming.auth import stream_user
 from streaming.services import STREAM_EVENT, STREAM_REVOKE, LiveMessage, user_group
 from workspaces.selectors import conversation_get_for_user
 
@@ -75,14 +75,6 @@ WRITE_CHUNK_BYTES = 64 * 1024
 def _approx_bytes(message: LiveMessage) -> int:
     """What a queued live event holds: its JSON text (and the bytes it will take on the wire)."""
     return len(message.get("json") or "") + 64
-
-
-class StreamError(Exception):
-    """A refusal before streaming starts, answered with the error envelope."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 class _Stalled(Exception):
@@ -176,6 +168,11 @@ TICK_SECONDS = 0.5
 class _EventStream:
     """The protocol shared by the SSE and WebSocket consumers (see the module docstring)."""
 
+    # Provided by the Channels consumer this is mixed into.
+    scope: dict[str, Any]
+    channel_layer: Any
+    channel_name: str
+
     user: User | None = None
     conversation_id: uuid.UUID | None = None
     last_event_id: int | None = None
@@ -229,23 +226,20 @@ class _EventStream:
 
     async def _stream_prepare(self) -> None:
         headers, query = self._request()
-        try:
-            credential = await stream_user(headers=headers, query=query)
-        except StreamAuthError as err:
-            raise StreamError(401, err.code, err.message) from None
+        credential = await stream_user(headers=headers, query=query)
         self.user = credential.user
         self.expires_at = credential.expires_at.timestamp()
         # The token check may use a cached user row (accounts.authentication): a stream is long, so
         # it starts only for a user who is active now (one read per stream, none per event).
         if not await database_sync_to_async(selectors.user_may_stream)(user_id=self.user.id):
-            raise StreamError(401, "invalid_token", "The token is invalid or expired.")
+            raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.")
 
         raw_id = headers.get(b"last-event-id", b"").decode("latin-1").strip() or (
             query.get("last_event_id", [""])[0].strip()
         )
         if raw_id:
             if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 19):
-                raise StreamError(400, "invalid_input", "Last-Event-ID must be an event id of this stream.")
+                raise CortexError(ErrorCode.INVALID_INPUT, "Last-Event-ID must be an event id of this stream.")
             self.last_event_id = int(raw_id)
 
         conversation_ids = query.get("conversation_id")
@@ -255,15 +249,15 @@ class _EventStream:
                     user=self.user, conversation_id=conversation_ids[0]
                 )
             except Http404:
-                raise StreamError(404, "not_found", "Conversation not found.") from None
+                raise CortexError(ErrorCode.NOT_FOUND, "Conversation not found.") from None
             self.conversation_id = conversation.id
 
         # Last: every refusal above leaves no slot behind.
         self.slot = await slots.slot_acquire(user_id=self.user.id, holder=self.channel_name)
         if self.slot is None:
             limit = settings.CORTEX["STREAMS_PER_USER"]
-            raise StreamError(
-                429, "too_many_streams", f"At most {limit} open streams per user; close one and retry."
+            raise CortexError(
+                ErrorCode.TOO_MANY_STREAMS, f"At most {limit} open streams per user; close one and retry."
             )
 
     # Streaming.
@@ -386,7 +380,7 @@ class _EventStream:
         after = self.last_seen
         while True:
             page = await database_sync_to_async(selectors.event_page)(
-                user_id=self.user.id,
+                user_id=self.user.id,  # type: ignore[union-attr]  # set before streaming starts
                 after=after,
                 through=through,
                 conversation_id=self.conversation_id,
@@ -408,7 +402,7 @@ class _EventStream:
         if message["type"] == STREAM_EVENT:
             await self.stream_event(message)  # type: ignore[arg-type]
         else:
-            await super().dispatch(message)
+            await super().dispatch(message)  # type: ignore[misc]  # the consumer's, after this mixin
 
     async def stream_event(self, message: LiveMessage) -> None:
         if self.queue is None or self.finished:
@@ -486,9 +480,9 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
             return
         try:
             if self.scope["method"] not in ("GET",):
-                raise StreamError(405, "method_not_allowed", f'Method "{self.scope["method"]}" not allowed.')
+                raise CortexError(ErrorCode.METHOD_NOT_ALLOWED, f'Method "{self.scope["method"]}" not allowed.')
             await self._stream_prepare()
-        except StreamError as err:
+        except CortexError as err:
             headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
             if err.status == 401:
                 headers.append((b"www-authenticate", b'Bearer realm="api"'))
@@ -496,7 +490,7 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
                 headers.append((b"allow", b"GET"))
             if err.status == 429:
                 headers.append((b"retry-after", str(STREAMS_FULL_RETRY_AFTER).encode()))
-            await self.send_response(err.status, json.dumps(error_body(err.code, err.message)).encode(), headers=headers)
+            await self.send_response(err.status, json.dumps(err.body()).encode(), headers=headers)
             self.finished = True
             raise StopConsumer() from None
         position = await self._stream_subscribe()
@@ -559,10 +553,10 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         try:
             await self._stream_prepare()
-        except StreamError as err:
+        except CortexError as err:
             # Accept first: a close before the handshake is an HTTP 403 and the code is lost.
             await self.accept()
-            await self.send(text_data=json.dumps(error_body(err.code, err.message)))
+            await self.send(text_data=json.dumps(err.body()))
             self.finished = True
             await self.close(code=WS_CLOSE_TRY_LATER if err.status == 429 else WS_CLOSE_POLICY)
             return

@@ -19,8 +19,8 @@ write buffer, so a client that stops reading makes the server's memory grow with
 stream's own queue never fills: each send returns at once). So the streams wait, as uvicorn's
 send does, while a daphne connection holds more than a little unsent output (`unsent_bytes`); live
 events then pile up in the stream's bounded queue, which cuts the client off once it passes
-`STREAM_BUFFER_BYTES`. As a last guard, after each streamed body chunk or WebSocket frame the
-connection is aborted if its unsent bytes pass that bound. The client resumes with its last
+`STREAM_BUFFER_BYTES`. As a last guard, after each event-stream body chunk or WebSocket frame
+the connection is aborted if its unsent bytes pass that bound. The client resumes with its last
 event id.
 """
 
@@ -58,7 +58,9 @@ def _transport(protocol: Any) -> Any:
 def unsent_bytes(send: Any) -> int | None:
     """Bytes written to a daphne connection and not yet taken by the kernel; None under another
     server. `send` is the ASGI send callable daphne gave the application (a partial holding its
-    protocol object)."""
+    protocol object), possibly wrapped by middleware that sets `__wrapped__` (common.asgi)."""
+    while hasattr(send, "__wrapped__"):
+        send = send.__wrapped__
     if not isinstance(send, functools.partial) or not send.args:
         return None
     owner = getattr(send.func, "__self__", None)
@@ -88,9 +90,8 @@ def install() -> None:
     _installed = True
     from twisted.internet import defer, reactor
 
-    reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(shutdown.close_all()))
-    )
+    add_trigger: Any = reactor.addSystemEventTrigger  # twisted's stub mistypes its (phase, event, callable)
+    add_trigger("before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(shutdown.close_all())))
     original = module.WebSocketProtocol.serverClose
 
     def serverClose(self, code: int | None = None) -> None:  # noqa: N802 (daphne's name)
@@ -116,7 +117,20 @@ def install() -> None:
 
         def http_handle_reply(self, message: dict) -> None:
             original_http_reply(self, message)
-            if message.get("type") == "http.response.body" and message.get("more_body") and self.channel is not None:
+            kind = message.get("type")
+            if kind == "http.response.start":
+                # Only event streams: a large file (Swagger UI's 1.4 MB bundle) is also sent in
+                # chunks, faster than any client reads it, and must not be cut off.
+                self.cortex_event_stream = any(
+                    name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                    for name, value in message.get("headers", ())
+                )
+            elif (
+                kind == "http.response.body"
+                and message.get("more_body")
+                and getattr(self, "cortex_event_stream", False)
+                and self.channel is not None
+            ):
                 _cut_off_if_stalled(self.channel.transport, "Streamed response")
 
         http_module.WebRequest.handle_reply = http_handle_reply

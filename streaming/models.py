@@ -33,9 +33,7 @@ class EventBody(models.Model):
     (a 32 KB input to a conversation of 100 is one body and 100 small `Event` rows)."""
 
     type = models.CharField(max_length=32)
-    message = models.ForeignKey(
-        "workspaces.Message", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
-    )
+    message = models.ForeignKey("workspaces.Message", on_delete=models.CASCADE, null=True, blank=True, related_name="+")
     payload = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 

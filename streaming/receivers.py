@@ -32,8 +32,10 @@ def on_participants_changed(
     events. `reverse`: the change came from the user's side (`user.conversations.remove(...)`)."""
     if action == "pre_clear":
         # `clear()` names no pks: remember who is there before they are gone.
-        ids = list(instance.conversations.values_list("id", flat=True)) if reverse else list(
-            instance.participants.values_list("id", flat=True)
+        ids = (
+            list(instance.conversations.values_list("id", flat=True))
+            if reverse
+            else list(instance.participants.values_list("id", flat=True))
         )
         instance._participants_cleared = ids
         return

@@ -27,8 +27,9 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
+from common.metrics import EVENTS_PUBLISHED
 from streaming.models import Event, EventBody, EventCursor, StreamTicket
-from workspaces.models import IdempotencyRecord, Message
+from workspaces.models import IdempotencyRecord
 from workspaces.selectors import iso
 from workspaces.services import CreatedInput
 from workspaces.writer import caller_loop
@@ -187,7 +188,12 @@ def events_record_for_messages(*, created: list[CreatedInput]) -> None:
             live.append(
                 (
                     user_group(user_id),
-                    {"type": STREAM_EVENT, "seq": seq, "conversation_id": conversation_id, "json": event_json(seq, body_json)},
+                    {
+                        "type": STREAM_EVENT,
+                        "seq": seq,
+                        "conversation_id": conversation_id,
+                        "json": event_json(seq, body_json),
+                    },
                 )
             )
     Event.objects.bulk_create(events)
@@ -197,7 +203,7 @@ def events_record_for_messages(*, created: list[CreatedInput]) -> None:
 _background: set[asyncio.Task] = set()
 
 
-async def _group_send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
+async def _group_send_all(messages: list[tuple[str, LiveMessage]]) -> None:
     layer = get_channel_layer()
     for group, message in messages:
         try:
@@ -212,6 +218,7 @@ def events_publish(messages: list[tuple[str, LiveMessage]]) -> None:
     """Hand committed events to the channel layer (at-most-once; the log is the source of truth)."""
     if not messages:
         return
+    EVENTS_PUBLISHED.inc(len(messages))
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

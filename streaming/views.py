@@ -4,16 +4,17 @@ stream cookie that lets EventSource's built-in reconnect resume after the ticket
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
-from accounts.throttles import GcraScopedRateThrottle
 from rest_framework.views import APIView
 
+from accounts.requests import AuthenticatedRequest
+from accounts.throttles import GcraScopedRateThrottle
 from streaming import services
 
 
@@ -29,10 +30,12 @@ class TicketApi(APIView):
             )
         },
     )
-    def post(self, request: Request) -> Response:
-        expires = datetime.fromtimestamp(request.auth["exp"], tz=UTC) if request.auth is not None else None
+    def post(self, request: AuthenticatedRequest) -> Response:
+        token: Any = request.auth  # the validated access token
+        expires = datetime.fromtimestamp(token["exp"], tz=UTC) if token is not None else None
         response = Response(
-            services.ticket_issue(user=request.user, credential_expires_at=expires), headers={"Cache-Control": "no-store"}
+            services.ticket_issue(user=request.user, credential_expires_at=expires),
+            headers={"Cache-Control": "no-store"},
         )
         # Only the streams see it (path), no script reads it (HttpOnly), no other site sends it
         # (Strict); the page renews it by asking for a ticket again before it expires. Like the

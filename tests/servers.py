@@ -127,8 +127,18 @@ def core_server(*, env: dict[str, str], port: int | None = None, server: str = "
     if server == "uvicorn":
         # --no-proxy-headers: uvicorn would otherwise take X-Forwarded-For from loopback peers as the
         # client address; TRUSTED_PROXIES decides that in the application.
-        argv = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                "--no-proxy-headers", "cortex_site.asgi:application"]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--no-proxy-headers",
+            "cortex_site.asgi:application",
+        ]
     else:
         argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "cortex_site.asgi:application"]
     return ServerProcess(name=f"core:{port}", argv=argv, port=port, env=env)
@@ -168,8 +178,19 @@ def redis_server() -> Iterator[str]:
     workdir = tempfile.mkdtemp(prefix="cortex-redis-")
     server = ServerProcess(
         name=f"redis:{port}",
-        argv=[redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-              "--dir", workdir],
+        argv=[
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
         port=port,
         env=dict(os.environ),
     )
@@ -181,11 +202,18 @@ def redis_server() -> Iterator[str]:
 def manage(*args: str, env: dict[str, str], input_text: str | None = None) -> str:
     """Run a short `manage.py` command to completion; returns stdout, raises with output on failure."""
     result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, input=input_text, capture_output=True, text=True,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        input=input_text,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise RuntimeError(
+            f"manage.py {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result.stdout
 
 
@@ -219,8 +247,14 @@ def fresh_database() -> Iterator[dict[str, str]]:
 
 
 def create_user(email: str, password: str, *, env: dict[str, str], name: str = "") -> None:
-    manage("create_user", "--email", email, "--name", name or email.split("@")[0],
-           env={**env, "CORTEX_USER_PASSWORD": password})
+    manage(
+        "create_user",
+        "--email",
+        email,
+        "--name",
+        name or email.split("@")[0],
+        env={**env, "CORTEX_USER_PASSWORD": password},
+    )
 
 
 def create_users(*emails: str, password: str, env: dict[str, str]) -> None:

@@ -18,7 +18,10 @@ def test_hotpath_benchmark_smoke_run_loses_nothing(tmp_path):
     out = tmp_path / "hotpath.json"
     run = subprocess.run(
         [sys.executable, "-m", "bench.hotpath", "--smoke", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(out.read_text())

@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from django.test import Client
 
 from accounts.models import User
-from tests.factories import ConversationFactory, UserFactory, WorkspaceFactory
+from tests.factories import ConversationFactory, WorkspaceFactory
 from workspaces.services import message_create
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,11 @@ def load_settings(**env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in {*GOOD, "DEBUG"}}
     return subprocess.run(
         [sys.executable, "-c", "import cortex_site.settings as s; print(s.DEBUG)"],
-        cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -74,16 +78,43 @@ def test_root_and_healthz(client):
     assert client.get("/healthz").status_code == 200
 
 
-def test_unknown_url_is_a_json_404(client):
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "debug"])
+def test_unknown_url_is_a_json_404_in_every_mode(client, settings, debug):
+    settings.DEBUG = debug
     response = client.get("/does/not/exist")
     assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
     assert response.json() == {"error": {"code": "not_found", "message": "Not found."}}
 
 
-def test_wrong_method_is_405_envelope(client):
-    response = client.delete("/auth/login")
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "debug"])
+@pytest.mark.parametrize("method, path", [("delete", "/auth/login"), ("post", "/healthz"), ("put", "/readyz")])
+def test_wrong_method_is_405_envelope_in_every_mode(client, settings, debug, method, path):
+    settings.DEBUG = debug
+    response = getattr(client, method)(path)
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response["Allow"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "debug"])
+def test_a_crash_in_a_plain_view_is_a_500_envelope_in_every_mode(settings, debug, monkeypatch):
+    from mcp_services import health
+
+    settings.DEBUG = debug
+    client = Client(raise_request_exception=False)
+    monkeypatch.setattr(health, "_check_services", lambda: 1 / 0)  # an injected fault: a bug in the view
+    response = client.get("/readyz")
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal_error", "message": "An internal error occurred."}}
+    assert b"Traceback" not in response.content
+
+
+def test_admin_and_docs_keep_their_own_pages(client, settings):
+    settings.DEBUG = True
+    assert client.get("/admin/login/")["Content-Type"].startswith("text/html")
+    assert client.get("/docs")["Content-Type"].startswith("text/html")
 
 
 @pytest.mark.django_db
@@ -107,8 +138,17 @@ def test_openapi_schema_declares_bearer_auth(client):
     assert response.status_code == 200
     schema = response.json()
     assert schema["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
-    for path in ["/input", "/auth/login", "/config/workspace", "/config/conversation/{conversation_id}", "/messages",
-                 "/output/stream", "/output/ws", "/output/ticket", "/context"]:
+    for path in [
+        "/input",
+        "/auth/login",
+        "/config/workspace",
+        "/config/conversation/{conversation_id}",
+        "/messages",
+        "/output/stream",
+        "/output/ws",
+        "/output/ticket",
+        "/context",
+    ]:
         assert path in schema["paths"], path
     assert client.get("/docs").status_code == 200
 
@@ -122,8 +162,12 @@ def test_admin_changelists_render_for_superuser_and_are_refused_to_others(alice,
     from django.contrib import admin
 
     urls = [f"/admin/{m._meta.app_label}/{m._meta.model_name}/" for m in admin.site._registry]
-    assert {"/admin/accounts/user/", "/admin/workspaces/workspace/", "/admin/workspaces/conversation/",
-            "/admin/workspaces/message/"} <= set(urls)
+    assert {
+        "/admin/accounts/user/",
+        "/admin/workspaces/workspace/",
+        "/admin/workspaces/conversation/",
+        "/admin/workspaces/message/",
+    } <= set(urls)
     staff = Client()
     staff.force_login(admin_user)
     for url in urls:
@@ -186,3 +230,22 @@ def test_openapi_schema_is_valid_without_warnings():
     from django.core.management import call_command
 
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", os.devnull)
+
+
+def test_docs_load_only_local_assets(client):
+    """Swagger UI from the pinned sidecar package: every asset the page names is served here (200),
+    and nothing points off the machine (no CDN, no validator badge)."""
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.content.decode()
+    urls = set(re.findall(r'(?:src|href)="([^"]+)"', html)) | set(re.findall(r'url: "([^"]+)"', html))
+    assert urls, html
+    assert not re.search(r"https?://", html), html
+    assert any(url.endswith("swagger-ui-bundle.js") for url in urls), urls
+    for url in urls:
+        assert url.startswith("/"), url
+        response = client.get(url)
+        assert response.status_code == 200, url
+    assert client.get("/openapi.json").status_code == 200

@@ -35,9 +35,7 @@ def workspace_get_for_user(*, user: User, workspace_id: object) -> Workspace:
 def conversation_get_for_user(*, user: User, conversation_id: object, manage: bool = False) -> Conversation:
     """Participants may read and post; `manage=True` (config changes) needs the workspace owner."""
     access = Q(workspace__owner=user) if manage else Q(participants=user)
-    conversation = (
-        Conversation.objects.filter(access, id=_as_uuid(conversation_id)).select_related("workspace").first()
-    )
+    conversation = Conversation.objects.filter(access, id=_as_uuid(conversation_id)).select_related("workspace").first()
     if conversation is None:
         raise Http404
     return conversation
@@ -73,9 +71,7 @@ def conversation_recipient_ids(*, conversation_ids: set[uuid.UUID]) -> dict[uuid
     return members
 
 
-def message_list(
-    *, conversation: Conversation, before: Message | None = None, limit: int = 50
-) -> list[Message]:
+def message_list(*, conversation: Conversation, before: Message | None = None, limit: int = 50) -> list[Message]:
     """Newest first; `before` is the last message of the previous page (keyset pagination)."""
     messages = Message.objects.filter(conversation=conversation)
     if before is not None:

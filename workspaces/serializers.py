@@ -125,7 +125,7 @@ class InputDataSerializer(serializers.Serializer):
 
 class InputResponseSerializer(serializers.Serializer):
     status = serializers.CharField()
-    data = InputDataSerializer()
+    data = InputDataSerializer()  # type: ignore[assignment]  # the API's field name shadows Serializer.data
 
 
 class MessageListQuerySerializer(serializers.Serializer):

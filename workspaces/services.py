@@ -22,7 +22,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from accounts.models import User
-from cortex_site.errors import Conflict
+from common.errors import CortexError, ErrorCode
 from workspaces.models import Conversation, IdempotencyRecord, Message, Workspace
 from workspaces.selectors import conversation_recipient_ids, iso
 from workspaces.signals import conversations_deleting, messages_created
@@ -68,9 +68,7 @@ def workspace_update(*, workspace: Workspace, **changes: Any) -> Workspace:
 def workspace_delete(*, workspace: Workspace) -> None:
     conversation_ids = list(workspace.conversations.values_list("id", flat=True))
     if conversation_ids:
-        conversations_deleting.send(
-            sender=Conversation, conversation_ids=conversation_ids, owner_id=workspace.owner_id
-        )
+        conversations_deleting.send(sender=Conversation, conversation_ids=conversation_ids, owner_id=workspace.owner_id)
     workspace.delete()
 
 
@@ -108,7 +106,7 @@ def conversation_create(
     _validated(conversation, exclude=["workspace"])
     members = _participants_resolve(participant_ids or [], creator)
     conversation.save(force_insert=True)
-    conversation.participants.set(members)
+    conversation.participants.set(members)  # type: ignore[arg-type]  # primary keys (UUIDs) are fine
     return conversation
 
 
@@ -123,7 +121,7 @@ def conversation_update(
     if fields:
         conversation.save(update_fields=[*fields, "updated_at"])
     if participant_ids is not None:
-        conversation.participants.set(_participants_resolve(participant_ids, conversation.workspace.owner))
+        conversation.participants.set(_participants_resolve(participant_ids, conversation.workspace.owner))  # type: ignore[arg-type]
     return conversation
 
 
@@ -137,7 +135,11 @@ def conversation_delete(*, conversation: Conversation) -> None:
 
 def input_request_hash(*, content: str, conversation_id: uuid.UUID | None, metadata: dict) -> str:
     canonical = json.dumps(
-        {"content": content, "conversation_id": str(conversation_id) if conversation_id else None, "metadata": metadata},
+        {
+            "content": content,
+            "conversation_id": str(conversation_id) if conversation_id else None,
+            "metadata": metadata,
+        },
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -167,7 +169,9 @@ def _idempotent_replay(*, sender: User, key: str, request_hash: str) -> InputRes
 
 def _replayed(record: IdempotencyRecord, request_hash: str) -> InputResponse:
     if record.request_hash != request_hash:
-        raise Conflict("This Idempotency-Key was used with a different request body.", code="idempotency_conflict")
+        raise CortexError(
+            ErrorCode.IDEMPOTENCY_CONFLICT, "This Idempotency-Key was used with a different request body."
+        )
     return record.response
 
 
@@ -192,7 +196,7 @@ class CreatedInput:
 
 
 # The outcome of one input: its response and whether it was created now (False: a replay), or the
-# error it gets (Http404 for a conversation the sender cannot post to, Conflict, ValidationError).
+# error it gets (Http404 for a conversation the sender cannot post to, the idempotency CortexError, ValidationError).
 InputOutcome = tuple[InputResponse, bool] | Exception
 
 
@@ -218,7 +222,7 @@ def messages_create(*, requests: list[InputRequest]) -> list[InputOutcome]:
             replay = _idempotent_replay(
                 sender=request.sender, key=request.idempotency_key, request_hash=_request_hash(request)
             )
-        except Conflict as exc:
+        except CortexError as exc:  # the idempotency conflict
             return [exc]
         if replay is None:
             raise
@@ -258,7 +262,7 @@ def _messages_write(requests: list[InputRequest]) -> list[InputOutcome]:
             if record is not None:
                 try:
                     outcomes[index] = (_replayed(record, request_hash), False)
-                except Conflict as exc:
+                except CortexError as exc:  # the idempotency conflict
                     outcomes[index] = exc
                 continue
             if key in first_of_key:
@@ -286,7 +290,7 @@ def _messages_write(requests: list[InputRequest]) -> list[InputOutcome]:
     for index, key in repeats:
         try:
             outcomes[index] = (_replayed(first_of_key[key], _request_hash(requests[index])), False)
-        except Conflict as exc:
+        except CortexError as exc:  # the idempotency conflict
             outcomes[index] = exc
     if expired:
         IdempotencyRecord.objects.filter(pk__in=expired).delete()

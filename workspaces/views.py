@@ -11,13 +11,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
-from rest_framework.request import Request
 from rest_framework.response import Response
-from accounts.throttles import GcraScopedRateThrottle
 from rest_framework.views import APIView
 
+from accounts.requests import AuthenticatedRequest
+from accounts.throttles import GcraScopedRateThrottle
 from workspaces import selectors, services
-from workspaces.writer import writer
 from workspaces.serializers import (
     ConversationInputSerializer,
     ConversationListQuerySerializer,
@@ -31,6 +30,7 @@ from workspaces.serializers import (
     WorkspaceOutputSerializer,
     WorkspacePatchSerializer,
 )
+from workspaces.writer import writer
 
 
 def _valid(serializer_class: type[serializers.Serializer], data, **kwargs) -> dict:
@@ -42,7 +42,7 @@ def _valid(serializer_class: type[serializers.Serializer], data, **kwargs) -> di
 @functools.cache
 def _envelope(name: str, serializer: type[serializers.Serializer], *, many: bool = False):
     """The response wrapper for the schema (built once per name: drf-spectacular wants one class)."""
-    fields = {name: serializer(many=many)}
+    fields: dict[str, serializers.Field] = {name: serializer(many=many)}
     if not many:
         fields = {"status": serializers.CharField(), **fields}
     return inline_serializer(f"{name.title()}{'List' if many else ''}Envelope", fields=fields)
@@ -52,12 +52,12 @@ class WorkspaceListCreateApi(APIView):
     @extend_schema(
         operation_id="workspace_list", responses={200: _envelope("workspaces", WorkspaceOutputSerializer, many=True)}
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         workspaces = selectors.workspace_list(user=request.user)
         return Response({"workspaces": WorkspaceOutputSerializer(workspaces, many=True).data})
 
     @extend_schema(request=WorkspaceInputSerializer, responses={201: _envelope("workspace", WorkspaceOutputSerializer)})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = _valid(WorkspaceInputSerializer, request.data)
         workspace = services.workspace_create(owner=request.user, **data)
         return Response(
@@ -68,19 +68,19 @@ class WorkspaceListCreateApi(APIView):
 
 class WorkspaceDetailApi(APIView):
     @extend_schema(responses={200: _envelope("workspace", WorkspaceOutputSerializer)})
-    def get(self, request: Request, workspace_id: str) -> Response:
+    def get(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
         return Response({"status": "ok", "workspace": WorkspaceOutputSerializer(workspace).data})
 
     @extend_schema(request=WorkspacePatchSerializer, responses={200: _envelope("workspace", WorkspaceOutputSerializer)})
-    def patch(self, request: Request, workspace_id: str) -> Response:
+    def patch(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
         data = _valid(WorkspacePatchSerializer, request.data)
         workspace = services.workspace_update(workspace=workspace, **data)
         return Response({"status": "workspace updated", "workspace": WorkspaceOutputSerializer(workspace).data})
 
     @extend_schema(responses={204: None})
-    def delete(self, request: Request, workspace_id: str) -> Response:
+    def delete(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
         services.workspace_delete(workspace=workspace)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -92,7 +92,7 @@ class ConversationListCreateApi(APIView):
         parameters=[ConversationListQuerySerializer],
         responses={200: _envelope("conversations", ConversationOutputSerializer, many=True)},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         query = _valid(ConversationListQuerySerializer, request.query_params)
         conversations = selectors.conversation_list(user=request.user, workspace_id=query.get("workspace_id"))
         return Response({"conversations": ConversationOutputSerializer(conversations, many=True).data})
@@ -100,7 +100,7 @@ class ConversationListCreateApi(APIView):
     @extend_schema(
         request=ConversationInputSerializer, responses={201: _envelope("conversation", ConversationOutputSerializer)}
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = _valid(ConversationInputSerializer, request.data)
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=data.pop("workspace_id"))
         conversation = services.conversation_create(workspace=workspace, creator=request.user, **data)
@@ -111,18 +111,18 @@ class ConversationListCreateApi(APIView):
 
 
 class ConversationDetailApi(APIView):
-    def _conversation(self, request: Request, conversation_id: str):
+    def _conversation(self, request: AuthenticatedRequest, conversation_id: str):
         return selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id, manage=True)
 
     @extend_schema(responses={200: _envelope("conversation", ConversationOutputSerializer)})
-    def get(self, request: Request, conversation_id: str) -> Response:
+    def get(self, request: AuthenticatedRequest, conversation_id: str) -> Response:
         conversation = self._conversation(request, conversation_id)
         return Response({"status": "ok", "conversation": ConversationOutputSerializer(conversation).data})
 
     @extend_schema(
         request=ConversationPatchSerializer, responses={200: _envelope("conversation", ConversationOutputSerializer)}
     )
-    def patch(self, request: Request, conversation_id: str) -> Response:
+    def patch(self, request: AuthenticatedRequest, conversation_id: str) -> Response:
         conversation = self._conversation(request, conversation_id)
         data = _valid(ConversationPatchSerializer, request.data)
         conversation = services.conversation_update(conversation=conversation, **data)
@@ -131,7 +131,7 @@ class ConversationDetailApi(APIView):
         )
 
     @extend_schema(responses={204: None})
-    def delete(self, request: Request, conversation_id: str) -> Response:
+    def delete(self, request: AuthenticatedRequest, conversation_id: str) -> Response:
         services.conversation_delete(conversation=self._conversation(request, conversation_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -162,14 +162,14 @@ class AsyncAPIView(APIView):
         try:
             await self._aauthenticate(drf_request)
             self.initial(drf_request, *args, **kwargs)  # the user is known: no authentication here
-            method = drf_request.method.lower()
+            method = (drf_request.method or "").lower()
             handler = getattr(self, method, None) if method in self.http_method_names else None
             if handler is None:
                 handler = self.http_method_not_allowed
             response = handler(drf_request, *args, **kwargs)
             if inspect.isawaitable(response):
                 response = await response
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as DRF's dispatch: every error through the one handler
             response = self.handle_exception(exc)
         self.response = self.finalize_response(drf_request, response, *args, **kwargs)
         self.response.render()
@@ -179,7 +179,7 @@ class AsyncAPIView(APIView):
         return plain
 
     @staticmethod
-    async def _aauthenticate(request: Request) -> None:
+    async def _aauthenticate(request: Any) -> None:  # a DRF Request; its private API, as DRF uses it
         # DRF's `Request._authenticate`, awaiting authenticators that can (all of ours can).
         for authenticator in request.authenticators:
             try:
@@ -200,6 +200,7 @@ class AsyncAPIView(APIView):
 class InputApi(AsyncAPIView):
     throttle_classes = [GcraScopedRateThrottle]
     throttle_scope = "input"
+    error_statuses = (409,)  # for the schema (common.schema): an Idempotency-Key reused with another body
 
     @extend_schema(
         request=InputSerializer,
@@ -213,7 +214,7 @@ class InputApi(AsyncAPIView):
             )
         ],
     )
-    async def post(self, request: Request) -> Response:
+    async def post(self, request: AuthenticatedRequest) -> Response:
         key = request.headers.get("Idempotency-Key")
         if key is not None and not (0 < len(key) <= 255):
             raise serializers.ValidationError({"Idempotency-Key": ["Must be 1 to 255 characters."]})
@@ -241,7 +242,7 @@ class MessageListApi(APIView):
             )
         },
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         query = _valid(MessageListQuerySerializer, request.query_params)
         conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=query["conversation_id"])
         before = None

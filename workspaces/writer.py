@@ -43,7 +43,7 @@ def caller_loop() -> asyncio.AbstractEventLoop | None:
 
 
 class _Job:
-    __slots__ = ("request", "future", "loop")
+    __slots__ = ("future", "loop", "request")
 
     def __init__(self, request: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
@@ -102,7 +102,7 @@ class InputWriter:
                 outcomes = services.messages_create(requests=[job.request for job in jobs])
             except BaseException as exc:  # noqa: BLE001 - every waiting request must get an answer
                 logger.exception("input batch of %d failed", len(jobs))
-                outcomes = [exc] * len(jobs)
+                outcomes = [exc] * len(jobs)  # type: ignore[list-item]  # handed to each waiting request
                 # The thread keeps its connection for its lifetime (no reconnect per batch); after a
                 # failure it starts over with a fresh one (the database may have dropped it).
                 connection.close()

@@ -8,12 +8,12 @@ from typing import Any
 
 from django.conf import settings
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 
+from common.errors import CortexError, ErrorCode
 from mcp_services import services
-from mcp_services.client import ServiceClient, ServiceToolError, ServiceUnavailable
+from mcp_services.client import ServiceClient
+from mcp_services.servers.common import refused_as_result
 from mcp_services.servers.memory import MAX_QUERY_CHARS
-from mcp_services.services import MemoryInputError
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def build_cognition_server(*, memory: ServiceClient, **auth: Any) -> MCPServer:
     )
 
     @server.tool()
+    @refused_as_result
     async def get_context(
         user_id: str, query: str | None = None, limit: int = 10, conversation_id: str | None = None
     ) -> dict[str, Any]:
@@ -65,14 +66,13 @@ def build_cognition_server(*, memory: ServiceClient, **auth: Any) -> MCPServer:
 
         If memory cannot be read, the context is empty and `error` says why.
         """
-        try:
-            user = services.parse_user_id(user_id)
-            count = services.parse_limit(limit)
-            conversation = str(services.parse_uuid(conversation_id, name="conversation_id")) if conversation_id else None
-        except MemoryInputError as exc:
-            raise ToolError(str(exc)) from None
+        user = services.parse_user_id(user_id)
+        count = services.parse_limit(limit)
+        conversation = str(services.parse_uuid(conversation_id, name="conversation_id")) if conversation_id else None
         if query is not None and (not isinstance(query, str) or len(query) > MAX_QUERY_CHARS):
-            raise ToolError(f"invalid_input: query must be a string of at most {MAX_QUERY_CHARS} characters.")
+            raise CortexError(
+                ErrorCode.INVALID_INPUT, f"query must be a string of at most {MAX_QUERY_CHARS} characters."
+            )
         query = query.strip() if query else None
         answer: dict[str, Any] = {"context": [], "user_id": str(user), "query": query, "count": 0}
         try:
@@ -87,9 +87,9 @@ def build_cognition_server(*, memory: ServiceClient, **auth: Any) -> MCPServer:
                 context = await memory.read_json(f"history/{user}/conversation/{conversation}/limit/{count}")
             else:
                 context = await memory.read_json(f"history/{user}/limit/{count}")
-        except (ServiceUnavailable, ServiceToolError) as exc:
+        except CortexError as exc:
             logger.warning("get_context for %s: memory failed: %s", user, exc)
-            return {**answer, "error": str(exc)}
+            return {**answer, "error": exc.message}
         return {**answer, "context": context, "count": len(context)}
 
     return server

@@ -16,11 +16,16 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, connections
+from mcp import MCPError
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import INVALID_PARAMS, CallToolResult, TextContent
+
+from common.asgi import ObservedApp
+from common.errors import CortexError, ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,30 @@ def may_write() -> bool:
 
 def cognition_token() -> str | None:
     return settings.CORTEX["COGNITION_TOKEN"] or settings.CORTEX["SERVICE_TOKEN"]
+
+
+def refusal(error: CortexError | ErrorCode, message: str = "") -> MCPError:
+    """A refused call as a JSON-RPC "invalid params" error whose `data` is the envelope's error
+    object: the client reads the code from there (`CortexError.from_mcp_data`), never from text."""
+    if not isinstance(error, CortexError):
+        error = CortexError(error, message)
+    return MCPError(code=INVALID_PARAMS, message=error.message, data=error.mcp_data())
+
+
+def refused_as_result(tool: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallToolResult]]:
+    """A tool's `CortexError` as an error result (`is_error`, so a model can read and correct it)
+    whose structured content is the error envelope: callers read the code, not the text."""
+
+    @functools.wraps(tool)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T | CallToolResult:
+        try:
+            return await tool(*args, **kwargs)
+        except CortexError as exc:
+            return CallToolResult(
+                content=[TextContent(type="text", text=str(exc))], structured_content=exc.body(), is_error=True
+            )
+
+    return call
 
 
 def is_loopback(host: str) -> bool:
@@ -110,7 +139,7 @@ def auth_options(*, host: str, port: int, cognition: bool = False) -> dict[str, 
         return {}
     return {
         "token_verifier": ServiceTokenVerifier(token, read_only=read_only),
-        "auth": AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=None),
+        "auth": AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=None),  # type: ignore[arg-type]
     }
 
 
@@ -147,12 +176,15 @@ def db_call(func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
     return functools.wraps(func)(sync_to_async(closing, thread_sensitive=False))
 
 
-def build_app(server: MCPServer, *, transport: str, host: str):
+def build_app(server: MCPServer, *, transport: str, host: str) -> ObservedApp:
+    """The service's ASGI app, logging each request with the caller's `X-Request-ID`."""
     security = transport_security(host=host)
+    name = server.name.removeprefix("Cortex").lower()
     if transport == "sse":
-        return server.sse_app(transport_security=security, host=host)
+        return ObservedApp(server.sse_app(transport_security=security, host=host), service=name)  # type: ignore[arg-type]
     # Stateless JSON: the 2026-07-28 protocol is one POST per request, and nothing needs a session.
-    return server.streamable_http_app(stateless_http=True, json_response=True, transport_security=security, host=host)
+    app = server.streamable_http_app(stateless_http=True, json_response=True, transport_security=security, host=host)
+    return ObservedApp(app, service=name, routes=["/mcp"])  # type: ignore[arg-type]  # Starlette's scope types
 
 
 class _UvicornServer(uvicorn.Server):

@@ -84,7 +84,10 @@ def _writes(queries: CaptureQueriesContext) -> list[str]:
 @pytest.mark.django_db(transaction=True)
 def test_bad_credentials_open_no_write_transaction_on_either_database(api, alice):
     with CaptureQueriesContext(connection) as queries:
-        assert api.post("/auth/login", {"email": "alice@example.com", "password": "wrong"}, format="json").status_code == 401
+        assert (
+            api.post("/auth/login", {"email": "alice@example.com", "password": "wrong"}, format="json").status_code
+            == 401
+        )
         assert api.post("/auth/refresh", {"refresh_token": "not.a.token"}, format="json").status_code == 401
         assert streaming_services.ticket_consume(ticket="garbage-ticket") is None
     assert _writes(queries) == []

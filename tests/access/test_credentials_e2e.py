@@ -26,7 +26,9 @@ class Site:
     url: str
 
     def login(self, email: str, password: str = PASSWORD, **headers: str) -> httpx2.Response:
-        return httpx2.post(f"{self.url}/auth/login", json={"email": email, "password": password}, headers=headers, timeout=30)
+        return httpx2.post(
+            f"{self.url}/auth/login", json={"email": email, "password": password}, headers=headers, timeout=30
+        )
 
     def refresh(self, token: str) -> httpx2.Response:
         return httpx2.post(f"{self.url}/auth/refresh", json={"refresh_token": token}, timeout=30)
@@ -110,11 +112,13 @@ def test_fifty_people_behind_one_address_log_in_and_refresh_within_a_minute(site
         ]
         assert [response.status_code for response in logins] == [200] * OFFICE
         refreshes = [
-            client.post("/auth/refresh", json={"refresh_token": response.json()["refresh_token"]}) for response in logins
+            client.post("/auth/refresh", json={"refresh_token": response.json()["refresh_token"]})
+            for response in logins
         ]
         assert [response.status_code for response in refreshes] == [200] * OFFICE
         logouts = [
-            client.post("/auth/logout", json={"refresh_token": response.json()["refresh_token"]}) for response in refreshes
+            client.post("/auth/logout", json={"refresh_token": response.json()["refresh_token"]})
+            for response in refreshes
         ]
         assert [response.status_code for response in logouts] == [204] * OFFICE
     print(f"{OFFICE} logins, refreshes and logouts from one address in {time.monotonic() - started:.1f} s")
@@ -141,7 +145,12 @@ def _admin_login(site: Site, password: str) -> httpx2.Response:
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
         return client.post(
             "/admin/login/?next=/admin/",
-            data={"username": "staff@example.com", "password": password, "csrfmiddlewaretoken": csrf, "next": "/admin/"},
+            data={
+                "username": "staff@example.com",
+                "password": password,
+                "csrfmiddlewaretoken": csrf,
+                "next": "/admin/",
+            },
             headers={"X-Forwarded-For": "192.0.2.1"},
         )
 

@@ -34,7 +34,9 @@ def nested(depth: int) -> str:
 def post_input(url: str, token: str, metadata: str) -> httpx2.Response:
     body = '{"content": "deep", "metadata": ' + metadata + "}"
     return httpx2.post(
-        f"{url}/input", content=body, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        f"{url}/input",
+        content=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         timeout=30,
     )
 
@@ -45,11 +47,16 @@ async def test_metadata_nested_deeper_than_32_is_a_400_and_32_reaches_memory(sys
     for depth in (33, 1000, 3000):
         refused = post_input(url, token, nested(depth))
         assert refused.status_code == 400, (depth, refused.text)
-        assert set(refused.json()) == {"error"} and refused.json()["error"]["code"] in {"invalid_input", "malformed_body"}
+        assert set(refused.json()) == {"error"} and refused.json()["error"]["code"] in {
+            "invalid_input",
+            "malformed_body",
+        }
     accepted = post_input(url, token, nested(32))
     assert accepted.status_code == 200, accepted.text
     item_id = accepted.json()["data"]["id"]
-    user_id = httpx2.get(f"{url}/auth/verify", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()["user_id"]
+    user_id = httpx2.get(f"{url}/auth/verify", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()[
+        "user_id"
+    ]
 
     # The outbox delivers it: 32 levels are within every limit downstream.
     async with http_client(env.memory_url) as memory:
@@ -66,7 +73,9 @@ def test_context_is_limited_per_user(system):
     env, url = system
     alice = {"Authorization": f"Bearer {login(url, 'alice@example.com', PASSWORD)}"}
     bob = {"Authorization": f"Bearer {login(url, 'bob@example.com', PASSWORD)}"}
-    statuses = [httpx2.get(f"{url}/context", params={"query": "x"}, headers=bob, timeout=30).status_code for _ in range(3)]
+    statuses = [
+        httpx2.get(f"{url}/context", params={"query": "x"}, headers=bob, timeout=30).status_code for _ in range(3)
+    ]
     assert statuses == [200, 200, 200]
     limited = httpx2.get(f"{url}/context", headers=bob, timeout=30)
     assert limited.status_code == 429

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.mcp.conftest import COGNITION_TOKEN, TOKEN, Stack, http_client, stack, wait_until
+from tests.mcp.conftest import COGNITION_TOKEN, Stack, http_client, stack, wait_until
 from tests.servers import ROOT, free_port, fresh_database, manage, manage_command, running, server_env
 
 pytestmark = pytest.mark.e2e
@@ -72,14 +72,21 @@ class Admin:
     def delete(self, model: str, pk: str) -> None:
         page = self.client.get(f"/admin/{model}/{pk}/delete/")
         assert page.status_code == 200, page.text
-        done = self.client.post(f"/admin/{model}/{pk}/delete/", data={"post": "yes", "csrfmiddlewaretoken": self.csrf(page.text)})
+        done = self.client.post(
+            f"/admin/{model}/{pk}/delete/", data={"post": "yes", "csrfmiddlewaretoken": self.csrf(page.text)}
+        )
         assert done.status_code == 302, done.text
 
     def bulk_delete(self, model: str, pks: list[str]) -> None:
         page = self.client.get(f"/admin/{model}/")
         done = self.client.post(
             f"/admin/{model}/",
-            data={"action": "delete_selected", "_selected_action": pks, "post": "yes", "csrfmiddlewaretoken": self.csrf(page.text)},
+            data={
+                "action": "delete_selected",
+                "_selected_action": pks,
+                "post": "yes",
+                "csrfmiddlewaretoken": self.csrf(page.text),
+            },
         )
         assert done.status_code == 302, done.text
 
@@ -103,7 +110,9 @@ def test_admin_deletes_single_and_bulk_go_through_the_services_and_purge_memory(
     alice, bob = Api(url, "alice@example.com"), Api(url, "bob@example.com")
     workspaces = [alice.post("/config/workspace", {"name": f"W{n}"})["workspace"]["id"] for n in range(3)]
     conversations = [
-        alice.post("/config/conversation", {"workspace_id": w, "topic": "T", "participant_ids": [bob.id]})["conversation"]["id"]
+        alice.post("/config/conversation", {"workspace_id": w, "topic": "T", "participant_ids": [bob.id]})[
+            "conversation"
+        ]["id"]
         for w in workspaces
     ]
     for n, conversation in enumerate(conversations):
@@ -156,10 +165,11 @@ async def test_cognitions_credential_reads_memory_but_cannot_store_or_delete(sys
         assert len(history) == 1
         for tool, arguments in (
             ("store_input", {"user_id": user, "input_data": {"content": "planted"}}),
+            ("store_inputs", {"items": [{"user_id": user, "input_data": {"content": "planted"}}]}),
             ("delete_memory", {"user_id": user, "everything": True}),
         ):
             refused = await memory.call_tool(tool, arguments)
-            assert refused.is_error and "forbidden" in refused.content[0].text
+            assert refused.is_error and refused.structured_content["error"]["code"] == "permission_denied", tool
     assert len(await memory_items(env, user)) == 1
 
 
@@ -167,14 +177,22 @@ def test_a_service_without_a_token_refuses_to_start_with_debug_off_even_on_loopb
     for command in ("run_memory_service", "run_cognition_service"):
         result = subprocess.run(
             [sys.executable, "manage.py", command, "--host", "127.0.0.1", "--port", str(free_port())],
-            cwd=ROOT, env=server_env(CORTEX_SERVICE_TOKEN="", CORTEX_COGNITION_TOKEN=""),
-            capture_output=True, text=True, timeout=60,
+            cwd=ROOT,
+            env=server_env(CORTEX_SERVICE_TOKEN="", CORTEX_COGNITION_TOKEN=""),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode != 0
         assert "DEBUG off" in result.stderr, result.stderr[-2000:]
     # The normal path (debug mode on loopback) is what `make run` without a token relies on.
-    server = manage_command("run_memory_service", "--port", str(port := free_port()), port=port,
-                            env=server_env(DEBUG="1", CORTEX_SERVICE_TOKEN="", CORTEX_COGNITION_TOKEN=""))
+    server = manage_command(
+        "run_memory_service",
+        "--port",
+        str(port := free_port()),
+        port=port,
+        env=server_env(DEBUG="1", CORTEX_SERVICE_TOKEN="", CORTEX_COGNITION_TOKEN=""),
+    )
     with running(server):
         assert httpx2.post(f"{server.url}/mcp", json={}, timeout=5).status_code != 401
 
@@ -201,8 +219,15 @@ def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_ow
     with fresh_database() as database:
         env = server_env(**database, CORTEX_COGNITION_TOKEN="")  # production mode, keys and service token set
         supervisor = manage_command(
-            "run_cortex", "--port", str(ports[0]), "--memory-port", str(ports[1]), "--cognition-port", str(ports[2]),
-            env=env, port=ports[0],
+            "run_cortex",
+            "--port",
+            str(ports[0]),
+            "--memory-port",
+            str(ports[1]),
+            "--cognition-port",
+            str(ports[2]),
+            env=env,
+            port=ports[0],
         ).start()
         try:
             wait_until(lambda: httpx2.get(f"http://127.0.0.1:{ports[0]}/readyz", timeout=5).status_code == 200)
@@ -217,7 +242,10 @@ def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_ow
             for service in (memory, cognition):
                 assert "SECRET_KEY" not in service and "JWT_SIGNING_KEY" not in service
             assert "CORTEX_SERVICE_TOKEN" not in cognition
-            assert cognition["CORTEX_COGNITION_TOKEN"] and cognition["CORTEX_COGNITION_TOKEN"] != env["CORTEX_SERVICE_TOKEN"]
+            assert (
+                cognition["CORTEX_COGNITION_TOKEN"]
+                and cognition["CORTEX_COGNITION_TOKEN"] != env["CORTEX_SERVICE_TOKEN"]
+            )
             assert core["SECRET_KEY"] == env["SECRET_KEY"]  # the core keeps what it needs
             # Cognition works with its own credential (readyz checked it), and the core reached both.
             assert httpx2.post(f"http://127.0.0.1:{ports[1]}/mcp", json={}, timeout=5).status_code == 401

@@ -58,7 +58,9 @@ class Site:
         return httpx2.get(f"{self.url}/auth/verify", headers=auth(token), timeout=10).json()["user_id"]
 
     def conversation(self, owner_token: str, *participant_tokens: str) -> str:
-        workspace = httpx2.post(f"{self.url}/config/workspace", json={"name": "W"}, headers=auth(owner_token), timeout=10)
+        workspace = httpx2.post(
+            f"{self.url}/config/workspace", json={"name": "W"}, headers=auth(owner_token), timeout=10
+        )
         conversation = httpx2.post(
             f"{self.url}/config/conversation",
             json={
@@ -109,7 +111,9 @@ def test_deactivation_ends_sse_and_websocket_streams_and_they_receive_nothing_mo
         # Another process deactivates bob (as `manage.py shell` or a second core would): no
         # channel-layer message reaches this server, the stream's periodic re-check must.
         started = time.monotonic()
-        site.shell("from accounts.models import User; User.objects.filter(email='bob@example.com').update(is_active=False)")
+        site.shell(
+            "from accounts.models import User; User.objects.filter(email='bob@example.com').update(is_active=False)"
+        )
         site.post(alice, "after", conversation)
         events, ended = read_until_end(stream, timeout=30)
         assert ended - started < 30
@@ -147,7 +151,10 @@ def test_a_removed_participant_gets_the_conversation_neither_live_nor_replayed(s
     site.post(carol, "while dave takes part", conversation)
     with SSEStream(site.url, token=dave) as stream:
         removed = httpx2.patch(
-            f"{site.url}/config/conversation/{conversation}", json={"participant_ids": []}, headers=auth(carol), timeout=10
+            f"{site.url}/config/conversation/{conversation}",
+            json={"participant_ids": []},
+            headers=auth(carol),
+            timeout=10,
         )
         assert removed.status_code == 200, removed.text
         site.post(carol, "after dave left", conversation)
@@ -254,7 +261,9 @@ def test_twenty_clients_that_never_read_cannot_grow_the_servers_memory():
                 sock = socket.socket()
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the client's window stays small
                 sock.connect(("127.0.0.1", server.port))
-                sock.sendall(f"GET /output/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+                sock.sendall(
+                    f"GET /output/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+                )
                 sockets.append(sock)
             with SSEStream(site.url, token=token):  # a reading client, for the normal path
                 pass

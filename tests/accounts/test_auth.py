@@ -2,17 +2,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from urllib.parse import urlencode
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import jwt
 import pytest
 from django.conf import settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import User
 from accounts.services import token_pair_issue
-from rest_framework_simplejwt.utils import get_md5_hash_password
 from tests.factories import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -44,8 +44,11 @@ def test_json_login_returns_token_pair_and_claims(api, alice):
     assert body["expires_in"] == 15 * 60
     assert body["claims"] == {"oid": str(alice.id), "name": "Alice", "email": "alice@example.com"}
     payload = jwt.decode(
-        body["access_token"], settings.JWT_SIGNING_KEY, algorithms=["HS256"],
-        audience=settings.JWT_AUDIENCE, issuer=settings.JWT_ISSUER,
+        body["access_token"],
+        settings.JWT_SIGNING_KEY,
+        algorithms=["HS256"],
+        audience=settings.JWT_AUDIENCE,
+        issuer=settings.JWT_ISSUER,
     )
     assert payload["oid"] == str(alice.id)
     assert payload["email"] == alice.email and payload["name"] == "Alice"
@@ -137,8 +140,13 @@ def _forge(claims: dict, *, key: str | None = None, algorithm: str = "HS256") ->
     user = User.objects.filter(id=claims["oid"]).first()
     payload = {
         "hash_password": get_md5_hash_password(user.password if user else ""),
-        "token_type": "access", "jti": uuid.uuid4().hex, "iat": now, "exp": now + 600,
-        "iss": settings.JWT_ISSUER, "aud": settings.JWT_AUDIENCE, **claims,
+        "token_type": "access",
+        "jti": uuid.uuid4().hex,
+        "iat": now,
+        "exp": now + 600,
+        "iss": settings.JWT_ISSUER,
+        "aud": settings.JWT_AUDIENCE,
+        **claims,
     }
     return jwt.encode(payload, key or settings.JWT_SIGNING_KEY, algorithm=algorithm)
 
@@ -153,9 +161,16 @@ def test_bad_access_tokens_are_401(api, alice, case):
         "expired": lambda: _forge({"oid": oid, "iat": int(time.time()) - 3600, "exp": int(time.time()) - 60}),
         "other_key": lambda: _forge({"oid": oid}, key="another-signing-key-0123456789-abcdefghijklmnop"),
         "alg_none": lambda: jwt.encode(
-            {"token_type": "access", "oid": oid, "jti": "x", "exp": int(time.time()) + 600,
-             "iss": settings.JWT_ISSUER, "aud": settings.JWT_AUDIENCE},
-            None, algorithm="none",
+            {
+                "token_type": "access",
+                "oid": oid,
+                "jti": "x",
+                "exp": int(time.time()) + 600,
+                "iss": settings.JWT_ISSUER,
+                "aud": settings.JWT_AUDIENCE,
+            },
+            None,
+            algorithm="none",
         ),
         "wrong_audience": lambda: _forge({"oid": oid, "aud": "someone-else"}),
         "wrong_issuer": lambda: _forge({"oid": oid, "iss": "someone-else"}),

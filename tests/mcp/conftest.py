@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from mcp_services.client import ServiceClient
 from mcp_services.servers.memory import build_memory_server
-from tests.servers import ServerProcess, core_server, fresh_database, free_port, manage_command, running, server_env
+from tests.servers import ServerProcess, core_server, free_port, fresh_database, manage_command, running, server_env
 
 TOKEN = os.environ["CORTEX_SERVICE_TOKEN"]
 COGNITION_TOKEN = os.environ["CORTEX_COGNITION_TOKEN"]  # cognition's own, read-only at memory
@@ -183,4 +183,4 @@ def stack() -> Iterator[Stack]:
         yield Stack(env=env, memory_port=memory_port, cognition_port=cognition_port)
 
 
-__all__ = ["running", "Stack", "stack", "http_client", "wait_until", "TOKEN", "COGNITION_TOKEN", "PASSWORD"]
+__all__ = ["COGNITION_TOKEN", "PASSWORD", "TOKEN", "Stack", "http_client", "running", "stack", "wait_until"]

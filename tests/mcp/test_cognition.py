@@ -54,7 +54,10 @@ async def test_with_a_query_an_older_relevant_item_comes_first(memory_client, co
     user = str(uuid.uuid4())
     await memory_client.call_tool(
         "store_input",
-        {"user_id": user, "input_data": {"id": "old", "content": "the kubernetes cluster upgrade plan", "timestamp": at(9000)}},
+        {
+            "user_id": user,
+            "input_data": {"id": "old", "content": "the kubernetes cluster upgrade plan", "timestamp": at(9000)},
+        },
     )
     await memory_client.call_tool(
         "store_input",
@@ -62,7 +65,8 @@ async def test_with_a_query_an_older_relevant_item_comes_first(memory_client, co
     )
     for n in range(10):
         await memory_client.call_tool(
-            "store_input", {"user_id": user, "input_data": {"id": f"new{n}", "content": f"chat {n}", "timestamp": at(n)}}
+            "store_input",
+            {"user_id": user, "input_data": {"id": f"new{n}", "content": f"chat {n}", "timestamp": at(n)}},
         )
     answer = await context(cognition, user_id=user, query="kubernetes cluster upgrade", limit=5)
     assert [item["id"] for item in answer["context"]] == ["old", "weak"]
@@ -72,7 +76,8 @@ async def test_with_a_query_an_older_relevant_item_comes_first(memory_client, co
 async def test_conversation_filter_keeps_only_that_conversations_items(memory_client, cognition):
     user, conversation = str(uuid.uuid4()), str(uuid.uuid4())
     await memory_client.call_tool(
-        "store_input", {"user_id": user, "input_data": {"id": "in", "content": "roadmap", "conversation_id": conversation}}
+        "store_input",
+        {"user_id": user, "input_data": {"id": "in", "content": "roadmap", "conversation_id": conversation}},
     )
     await memory_client.call_tool("store_input", {"user_id": user, "input_data": {"id": "out", "content": "roadmap"}})
     plain = await context(cognition, user_id=user, conversation_id=conversation)

@@ -63,7 +63,8 @@ async def test_store_inputs_stores_a_batch_idempotently_and_refuses_bad_items_al
     assert not result.is_error, result.content
     answer = result.structured_content
     assert [r["status"] for r in answer["results"]] == ["stored", "stored", "invalid", "invalid", "stored"]
-    assert answer["results"][2]["error"].startswith("invalid_input: input_data.content")
+    assert answer["results"][2]["code"] == "invalid_input"  # the code as data, not in the text
+    assert answer["results"][2]["error"].startswith("input_data.content")
     assert await item_count() == 2
     retry = (await memory.call_tool("store_inputs", {"items": items[:2]})).structured_content
     assert [r["status"] for r in retry["results"]] == ["duplicate", "duplicate"] and retry["stored"] == 0
@@ -193,3 +194,21 @@ async def test_tools_return_structured_content(memory):
     tools = {tool.name: tool for tool in (await memory.list_tools()).tools}
     assert set(tools) >= {"store_input", "search_memory", "delete_memory"}
     assert all(tools[name].output_schema for name in ("store_input", "search_memory", "delete_memory"))
+
+
+async def test_a_refusal_carries_its_code_as_data_not_text(memory, memory_server):
+    from common.errors import ErrorCode
+    from mcp_services.client import ServiceClient, ServiceToolError
+
+    result = await memory.call_tool("store_input", {"user_id": "not-a-uuid", "input_data": {"content": "x"}})
+    assert result.is_error
+    assert result.structured_content == {"error": {"code": "invalid_input", "message": "user_id must be a UUID."}}
+
+    client = ServiceClient(name="memory", target=memory_server, token=None, timeout=10)
+    try:
+        with pytest.raises(ServiceToolError) as refused:
+            await client.call_tool("delete_memory", {"user_id": str(uuid.uuid4())})
+    finally:
+        await client.aclose()
+    assert refused.value.code is ErrorCode.INVALID_INPUT and refused.value.permanent
+    assert refused.value.message == "give item_id or conversation_id (or both), or everything=true."

@@ -176,8 +176,9 @@ def test_sync_memory_reports_an_unavailable_service_and_keeps_the_entries(alice,
 
 
 def test_only_a_refusal_of_the_arguments_stops_the_retries():
-    from mcp_services.client import ServiceToolError
+    from common.errors import ErrorCode
+    from mcp_services.client import ServiceToolError, ServiceUnavailable
 
-    assert ServiceToolError("Error executing tool store_input: invalid_input: user_id must be a UUID.").permanent
-    assert not ServiceToolError("Error executing tool store_input").permanent, "a crash may be transient"
-    assert not ServiceToolError("Connection closed").permanent
+    assert ServiceToolError(ErrorCode.INVALID_INPUT, "user_id must be a UUID.").permanent
+    assert not ServiceToolError(ErrorCode.TOOL_ERROR, "Error executing tool store_input").permanent, "a crash"
+    assert not ServiceUnavailable("Connection closed").permanent

@@ -27,8 +27,15 @@ def group(database: dict[str, str], core_port: int, memory_port: int, cognition_
     # Debug mode (as `make run`); without a service token the group generates one for every child.
     env = server_env(**database, DEBUG="1", **{"CORTEX_SERVICE_TOKEN": "", **env})
     return manage_command(
-        "run_cortex", "--port", str(core_port), "--memory-port", str(memory_port),
-        "--cognition-port", str(cognition_port), env=env, port=core_port,
+        "run_cortex",
+        "--port",
+        str(core_port),
+        "--memory-port",
+        str(memory_port),
+        "--cognition-port",
+        str(cognition_port),
+        env=env,
+        port=core_port,
     )
 
 

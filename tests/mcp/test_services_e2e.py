@@ -37,8 +37,11 @@ async def test_every_memory_tool_and_resource_over_http(services):
     user = str(uuid.uuid4())
     async with http_client(services.memory_url) as memory:
         stored = await memory.call_tool(
-            "store_input", {"user_id": user, "input_data": {"id": "m1", "content": "older note about invoices",
-                                                            "timestamp": "2026-01-01T00:00:00Z"}}
+            "store_input",
+            {
+                "user_id": user,
+                "input_data": {"id": "m1", "content": "older note about invoices", "timestamp": "2026-01-01T00:00:00Z"},
+            },
         )
         assert stored.structured_content == {"status": "stored", "user_id": user, "item_id": "m1"}
         retry = await memory.call_tool("store_input", {"user_id": user, "input_data": {"id": "m1", "content": "x"}})
@@ -65,8 +68,15 @@ async def test_cognition_reads_memory_over_mcp(services):
     user = str(uuid.uuid4())
     async with http_client(services.memory_url) as memory:
         await memory.call_tool(
-            "store_input", {"user_id": user, "input_data": {"id": "old", "content": "passport renewal deadline",
-                                                            "timestamp": "2025-01-01T00:00:00Z"}}
+            "store_input",
+            {
+                "user_id": user,
+                "input_data": {
+                    "id": "old",
+                    "content": "passport renewal deadline",
+                    "timestamp": "2025-01-01T00:00:00Z",
+                },
+            },
         )
         for n in range(5):
             await memory.call_tool("store_input", {"user_id": user, "input_data": {"content": f"small talk {n}"}})
@@ -131,7 +141,11 @@ async def test_sse_transport_serves_the_guides_clients(services):
 def test_a_service_refuses_a_public_address_without_a_token():
     result = subprocess.run(
         [sys.executable, "manage.py", "run_memory_service", "--host", "0.0.0.0", "--port", str(free_port())],
-        cwd=ROOT, env=server_env(CORTEX_SERVICE_TOKEN=""), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=server_env(CORTEX_SERVICE_TOKEN=""),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "without CORTEX_SERVICE_TOKEN" in result.stderr
@@ -146,8 +160,10 @@ async def test_stdio_transport_keeps_stdout_for_the_protocol(services):
     from mcp.client.stdio import StdioServerParameters
 
     params = StdioServerParameters(
-        command=sys.executable, args=["manage.py", "run_memory_service", "--transport", "stdio"],
-        env=services.env, cwd=str(ROOT),
+        command=sys.executable,
+        args=["manage.py", "run_memory_service", "--transport", "stdio"],
+        env=services.env,
+        cwd=str(ROOT),
     )
     user = str(uuid.uuid4())
     async with Client(params, mode="legacy", cache=None) as memory:

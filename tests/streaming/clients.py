@@ -58,7 +58,9 @@ class SSEStream:
         self.close()
 
 
-def websocket(base_url: str, *, token: str | None = None, query: str = "", origin: str | None = None) -> ClientConnection:
+def websocket(
+    base_url: str, *, token: str | None = None, query: str = "", origin: str | None = None
+) -> ClientConnection:
     url = base_url.replace("http://", "ws://") + "/output/ws" + (f"?{query}" if query else "")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return connect(url, additional_headers=headers, origin=origin, open_timeout=10, legacy=True)

@@ -120,7 +120,9 @@ class WSClient:
     def __init__(self, *, headers: list[tuple[bytes, bytes]] | None = None, origin: str | None = None, **query: Any):
         extra = [(b"origin", origin.encode())] if origin else []
         path = "/output/ws" + (f"?{urlencode(query)}" if query else "")
-        self.communicator = WebsocketCommunicator(application(), path, headers=[(b"host", b"testserver"), *extra, *(headers or [])])
+        self.communicator = WebsocketCommunicator(
+            application(), path, headers=[(b"host", b"testserver"), *extra, *(headers or [])]
+        )
         self.connected = False
 
     async def open(self) -> WSClient:

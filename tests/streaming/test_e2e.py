@@ -82,7 +82,9 @@ def test_input_reaches_sse_and_websocket_clients_of_participants_only(site: Site
             connection.close()
 
 
-def _post_concurrently(site: Site, prefix: str, *, threads: int = 4, each: int = 8, url: str | None = None) -> list[str]:
+def _post_concurrently(
+    site: Site, prefix: str, *, threads: int = 4, each: int = 8, url: str | None = None
+) -> list[str]:
     """Inputs from several threads; alice's streams see them all (bob's always go to the conversation)."""
     posted: list[str] = []
     lock = threading.Lock()

@@ -155,7 +155,10 @@ async def test_bad_input_is_refused_stores_nothing_and_publishes_nothing(alice, 
                 response = client.post("/input", body, content_type="application/x-www-form-urlencoded")
             else:
                 response = client.post("/input", body, content_type="application/json")
-            assert response.status_code == expected, (body if kind != "json" else body.get("content", "")[:20], response.content)
+            assert response.status_code == expected, (
+                body if kind != "json" else body.get("content", "")[:20],
+                response.content,
+            )
             assert set(response.json()) == {"error"}
             statuses.append(response.status_code)
         return statuses
@@ -218,9 +221,7 @@ def test_concurrent_writers_make_each_log_visible_as_a_gap_free_prefix(alice, bo
         nonlocal observations
         try:
             while not done.is_set():
-                visible = list(
-                    Event.objects.filter(recipient=alice).order_by("seq").values_list("seq", flat=True)
-                )
+                visible = list(Event.objects.filter(recipient=alice).order_by("seq").values_list("seq", flat=True))
                 assert visible == list(range(1, len(visible) + 1)), visible
                 observations += 1
         except BaseException as exc:

@@ -151,9 +151,7 @@ async def test_resume_replays_missed_events_then_goes_live_without_duplicates(al
     assert [e["id"] for e in replayed] == ["2", "3", "4", "5"]
     assert [e["data"]["content"] for e in replayed] == ["before 1", "before 2", "missed 4", "missed 5"]
     # A late live copy of an event already replayed is dropped at the seam.
-    await layer().group_send(
-        services.user_group(alice.id), {"type": "stream.event", "seq": 5, "event": replayed[-1]}
-    )
+    await layer().group_send(services.user_group(alice.id), {"type": "stream.event", "seq": 5, "event": replayed[-1]})
     await post_input(bob, "live 6", conversation)
     live = await stream.payload()
     assert (live["id"], live["data"]["content"]) == ("6", "live 6")

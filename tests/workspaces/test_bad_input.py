@@ -15,7 +15,12 @@ BIG = "x" * 20_000  # metadata over the 16 KiB default
 
 
 def counts():
-    return Workspace.objects.count(), Conversation.objects.count(), Message.objects.count(), IdempotencyRecord.objects.count()
+    return (
+        Workspace.objects.count(),
+        Conversation.objects.count(),
+        Message.objects.count(),
+        IdempotencyRecord.objects.count(),
+    )
 
 
 def assert_envelope(response, status, code=None):
@@ -56,8 +61,11 @@ def test_workspace_create_rejects(alice, body, status, field):
         (lambda ws, bob: {"workspace_id": str(ws.id)}, 400, "topic"),
         (lambda ws, bob: {"workspace_id": str(ws.id), "topic": "t", "participant_ids": "bob"}, 400, "participant_ids"),
         (lambda ws, bob: {"workspace_id": str(ws.id), "topic": "t", "participant_ids": ["x"]}, 400, "participant_ids"),
-        (lambda ws, bob: {"workspace_id": str(ws.id), "topic": "t", "participant_ids": [str(uuid.uuid4())]}, 400,
-         "participant_ids"),
+        (
+            lambda ws, bob: {"workspace_id": str(ws.id), "topic": "t", "participant_ids": [str(uuid.uuid4())]},
+            400,
+            "participant_ids",
+        ),
         (lambda ws, bob: {"workspace_id": str(ws.id), "topic": "t", "metadata": [1]}, 400, "metadata"),
         (lambda ws, bob: {"workspace_id": str(ws.id), "topic": "t", "metadata": {"b": BIG}}, 413, "metadata"),
         (lambda ws, bob: {"workspace_id": str(uuid.uuid4()), "topic": "t"}, 404, None),
@@ -133,8 +141,13 @@ def test_idempotency_key_too_long_is_400(alice):
 
 @pytest.mark.parametrize(
     "query, field",
-    [("", "conversation_id"), ("conversation_id=zz", "conversation_id"), ("limit=0", "limit"), ("limit=1000", "limit"),
-     ("before=nope", "before")],
+    [
+        ("", "conversation_id"),
+        ("conversation_id=zz", "conversation_id"),
+        ("limit=0", "limit"),
+        ("limit=1000", "limit"),
+        ("before=nope", "before"),
+    ],
 )
 def test_messages_query_validation(alice, conversation, query, field):
     url = f"/messages?conversation_id={conversation.id}&{query}" if field != "conversation_id" else f"/messages?{query}"
@@ -151,3 +164,23 @@ def test_messages_before_unknown_message_is_400(alice, conversation):
 
 def test_conversation_list_with_malformed_workspace_id_is_400(alice):
     assert_envelope(client_for(alice).get("/config/conversation?workspace_id=zz"), 400, "invalid_input")
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/input", {"content": "x", "metadata": {"note": "a\x00b"}}),
+        ("/input", {"content": "x", "metadata": {"a\x00": 1}}),
+        ("/input", {"content": "\ud800"}),
+        ("/config/workspace", {"name": "\udfff"}),
+        ("/config/workspace", {"name": "w", "metadata": {"deep": ["\x00"]}}),
+        ("/auth/login", {"email": "alice@example.com", "password": "\ud800"}),
+    ],
+)
+def test_strings_no_database_can_store_are_refused_as_malformed(alice, path, body):
+    """PostgreSQL refuses NUL in text and jsonb, and an unpaired surrogate cannot be encoded back."""
+    import json
+
+    response = client_for(alice).post(path, json.dumps(body), content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "malformed_body"

@@ -37,9 +37,7 @@ def run_concurrently(worker, count: int) -> list:
 
 def test_concurrent_retries_with_one_idempotency_key_create_one_message():
     user = UserFactory()
-    results = run_concurrently(
-        lambda: message_create(sender=user, content="same", idempotency_key="race-key"), count=6
-    )
+    results = run_concurrently(lambda: message_create(sender=user, content="same", idempotency_key="race-key"), count=6)
     assert not [r for r in results if isinstance(r, Exception)], results
     responses = [response for response, _created in results]
     assert len({r["data"]["id"] for r in responses}) == 1

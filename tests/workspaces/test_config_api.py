@@ -92,8 +92,9 @@ def test_idempotency_keys_are_per_user(alice, bob, conversation):
 
 
 def test_idempotency_key_expires_after_24_hours(alice):
-    import time_machine
     from datetime import timedelta
+
+    import time_machine
 
     client = client_for(alice)
     first = client.post("/input", {"content": "x"}, format="json", HTTP_IDEMPOTENCY_KEY="old")

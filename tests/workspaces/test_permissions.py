@@ -77,9 +77,12 @@ def test_participant_reads_and_posts_but_does_not_manage(workspace, conversation
     assert client.get(f"/config/conversation?workspace_id={workspace.id}").status_code == 200
     for method, url, body in detail_calls(workspace, conversation)[:6]:
         assert call(client, method, url, body).status_code == 404, (method, url)
-    assert client.post(
-        "/config/conversation", {"workspace_id": str(workspace.id), "topic": "x"}, format="json"
-    ).status_code == 404
+    assert (
+        client.post(
+            "/config/conversation", {"workspace_id": str(workspace.id), "topic": "x"}, format="json"
+        ).status_code
+        == 404
+    )
     assert client.get("/config/workspace").json() == {"workspaces": []}
     assert Conversation.objects.get(id=conversation.id).topic == "Planning"
 

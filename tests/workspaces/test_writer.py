@@ -9,8 +9,8 @@ import uuid
 import pytest
 from django.http import Http404
 
+from common.errors import CortexError, ErrorCode
 from streaming.models import Event
-from cortex_site.errors import Conflict
 from workspaces.models import IdempotencyRecord, Message
 from workspaces.services import InputRequest, messages_create
 from workspaces.writer import InputWriter
@@ -31,7 +31,7 @@ def test_a_batch_answers_each_input_alone_and_commits_the_accepted_ones(alice, b
         ]
     )
     assert isinstance(outcomes[1], Http404) and isinstance(outcomes[2], Http404)
-    assert isinstance(outcomes[5], Conflict)
+    assert isinstance(outcomes[5], CortexError) and outcomes[5].code is ErrorCode.IDEMPOTENCY_CONFLICT
     (posted, created), (first, first_created), (retry, retry_created) = outcomes[0], outcomes[3], outcomes[4]
     assert created and first_created and not retry_created and retry == first
     assert outcomes[6][1] is True and outcomes[6][0]["data"]["id"] != first["data"]["id"]

@@ -41,7 +41,7 @@ class Command(BaseCommand):
                         f"memory outbox: {result.delivered} delivered, {result.retried} to retry, "
                         f"{result.failed} refused"
                     )
-            except Exception as exc:  # the database or the service is down: keep polling
+            except Exception as exc:  # noqa: BLE001 - the database or the service is down: keep polling
                 self.stderr.write(f"memory outbox drain failed: {exc!r}")
             finally:
                 connections.close_all()

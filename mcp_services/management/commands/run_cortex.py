@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -46,7 +47,7 @@ POLL_SECONDS = 0.2
 class Child:
     name: str
     argv: list[str]
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen = None  # type: ignore[assignment]  # set when started
     service: str | None = None  # "memory" / "cognition": started with `Command.service_env`
     started_at: float = 0.0
     restarts: int = 0
@@ -101,6 +102,9 @@ class Command(BaseCommand):
             "CORTEX_COGNITION_TOKEN": cognition_token,
             "MEMORY_URL": f"http://127.0.0.1:{options['memory_port']}/mcp",
             "COGNITION_URL": f"http://127.0.0.1:{options['cognition_port']}/mcp",
+            # Every child's metrics in one place, served by any core process's /metrics (common.metrics).
+            "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            or tempfile.mkdtemp(prefix="cortex-metrics-"),
         }
 
     @staticmethod
@@ -127,12 +131,25 @@ class Command(BaseCommand):
             Child(
                 "core",
                 [
-                    python, "-m", "uvicorn", "cortex_site.asgi:application",
-                    "--host", options["host"], "--port", str(options["port"]),
-                    "--loop", "uvloop", "--http", "httptools", "--lifespan", "off", "--no-access-log",
+                    python,
+                    "-m",
+                    "uvicorn",
+                    "cortex_site.asgi:application",
+                    "--host",
+                    options["host"],
+                    "--port",
+                    str(options["port"]),
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--lifespan",
+                    "off",
+                    "--no-access-log",
                     # Forwarded headers are the application's to trust (from configured proxies only).
                     "--no-proxy-headers",
-                    "--timeout-graceful-shutdown", "5",
+                    "--timeout-graceful-shutdown",
+                    "5",
                     *(["--workers", str(options["workers"])] if options["workers"] > 1 else []),
                 ],
             ),

@@ -15,7 +15,9 @@ class Command(BaseCommand):
         add_service_arguments(parser, port=9000)
 
     def handle(self, *args, **options) -> None:
-        auth = {} if options["transport"] == "stdio" else common.auth_options(host=options["host"], port=options["port"])
+        auth = (
+            {} if options["transport"] == "stdio" else common.auth_options(host=options["host"], port=options["port"])
+        )
         common.run(
             build_memory_server(**auth), transport=options["transport"], host=options["host"], port=options["port"]
         )

@@ -1,4 +1,5 @@
-"""Liveness and readiness. Plain Django views: no auth, no DRF overhead."""
+"""Liveness and readiness. Plain Django views: no auth, no DRF overhead, GET only (CSRF exempt, so
+another method is a 405, not a CSRF refusal)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 logger = logging.getLogger(__name__)
 
 
+@csrf_exempt
 @require_GET
 def root(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "online", "service": "Cortex Core"})
 
 
+@csrf_exempt
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
@@ -69,7 +73,7 @@ def _check_services() -> dict[str, str]:
         outcomes = client.call(check_all)
     except Exception as exc:  # noqa: BLE001 - reported as the failing part
         outcomes = [exc] * len(services)
-    return {name: "ok" if outcome is None else "unavailable" for name, outcome in zip(services, outcomes)}
+    return {name: "ok" if outcome is None else "unavailable" for name, outcome in zip(services, outcomes, strict=True)}
 
 
 class Readiness:
@@ -178,6 +182,7 @@ readiness = Readiness(
 )
 
 
+@csrf_exempt
 @require_GET
 async def readyz(request: HttpRequest) -> JsonResponse:
     """200 when the database, channel layer, memory and cognition services all answer; else 503
@@ -198,8 +203,11 @@ async def readyz(request: HttpRequest) -> JsonResponse:
             {
                 "status": "unavailable",
                 "checks": report.checks,
-                "error": {"code": "service_unavailable", "message": f"Not ready: {', '.join(failing)}.",
-                          "fields": {"failing": failing}},
+                "error": {
+                    "code": "service_unavailable",
+                    "message": f"Not ready: {', '.join(failing)}.",
+                    "fields": {"failing": failing},
+                },
             },
             status=503,
         )
