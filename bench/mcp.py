@@ -183,19 +183,23 @@ def bench_inputs_memory_down(env: dict[str, str]) -> bool:
     env = {**env, "MEMORY_URL": f"http://127.0.0.1:{free_port()}/mcp"}
     create_user("down@example.com", PASSWORD, env=env)
     with running(core_server(env=env)) as core:
-        login = httpx2.post(f"{core.url}/auth/login", json={"email": "down@example.com", "password": PASSWORD},
-                            timeout=10).json()
+        login = httpx2.post(
+            f"{core.url}/auth/login", json={"email": "down@example.com", "password": PASSWORD}, timeout=10
+        ).json()
         latencies = []
-        with httpx2.Client(base_url=core.url, headers={"Authorization": f"Bearer {login['access_token']}"},
-                           timeout=30) as client:
+        with httpx2.Client(
+            base_url=core.url, headers={"Authorization": f"Bearer {login['access_token']}"}, timeout=30
+        ) as client:
             for n in range(200):
                 started = time.perf_counter()
                 response = client.post("/input", json={"content": f"down {n}"})
                 latencies.append(time.perf_counter() - started)
                 assert response.status_code == 200, response.text
     ok = max(latencies) < 1.0
-    print(f"POST /input with memory down, 200 sequential: p50 {statistics.median(latencies) * 1000:.1f} ms, "
-          f"max {max(latencies) * 1000:.0f} ms ({'ok' if ok else 'FAILED: over 1 s, the input waited for memory'})")
+    print(
+        f"POST /input with memory down, 200 sequential: p50 {statistics.median(latencies) * 1000:.1f} ms, "
+        f"max {max(latencies) * 1000:.0f} ms ({'ok' if ok else 'FAILED: over 1 s, the input waited for memory'})"
+    )
     return ok
 
 

@@ -138,7 +138,7 @@ class Readiness:
         return report
 
     def _unavailable(self, name: str) -> dict[str, str]:
-        return {part: "unavailable" for part in self.reports.get(name, [name])}
+        return dict.fromkeys(self.reports.get(name, [name]), "unavailable")
 
     def _order(self, checks: dict[str, str]) -> list[str]:
         order = ["database", "channel_layer", "memory", "cognition"]
@@ -177,7 +177,11 @@ def _check_services_or_raise() -> dict[str, str]:
 
 
 readiness = Readiness(
-    {"database": _check_database_then_close, "channel_layer": _check_channel_layer, "services": _check_services_or_raise},
+    {
+        "database": _check_database_then_close,
+        "channel_layer": _check_channel_layer,
+        "services": _check_services_or_raise,
+    },
     reports={"services": ["memory", "cognition"]},
 )
 
@@ -196,7 +200,7 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     try:
         report = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout=bound)
     except TimeoutError:  # only if the round itself is stuck; each check is bounded already
-        report = Report(checks={name: "unavailable" for name in ("database", "channel_layer", "memory", "cognition")})
+        report = Report(checks=dict.fromkeys(("database", "channel_layer", "memory", "cognition"), "unavailable"))
     failing = report.failing
     if failing:
         return JsonResponse(

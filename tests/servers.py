@@ -161,8 +161,10 @@ def redis_server_binary() -> str:
     if binary is None:
         if in_ci():
             pytest.fail("redis-server is required in CI (.ci/run installs Debian's redis-server)")
-        pytest.skip("redis-server is not installed, so this Redis test is skipped (apt-get install redis-server; "
-                    "with CI=true it fails instead)")
+        pytest.skip(
+            "redis-server is not installed, so this Redis test is skipped (apt-get install redis-server; "
+            "with CI=true it fails instead)"
+        )
     return binary
 
 

@@ -15,8 +15,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.mcp.conftest import PASSWORD, memory_history, outbox_pending, stack, wait_until
-from tests.servers import core_server, create_users, running
 from tests.mcp.test_delivery_e2e import login
+from tests.servers import core_server, create_users, running
 from tests.streaming.clients import SSEStream, websocket
 
 pytestmark = pytest.mark.e2e
@@ -60,8 +60,9 @@ def test_sigterm_under_load_ends_streams_for_resumption_and_loses_no_accepted_in
                 lock = threading.Lock()
 
                 def write(token: str) -> None:
-                    with httpx2.Client(base_url=core.url, headers={"Authorization": f"Bearer {token}"},
-                                       timeout=30) as client:
+                    with httpx2.Client(
+                        base_url=core.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+                    ) as client:
                         for n in range(100_000):
                             try:
                                 response = client.post("/input", json={"content": f"load {n}"})
@@ -104,4 +105,3 @@ def test_sigterm_under_load_ends_streams_for_resumption_and_loses_no_accepted_in
                 stored += [item["id"] for item in memory_history(services.memory_url, user_id)]
             assert len(stored) == len(set(stored)), "no input reached memory twice"
             assert set(stored) == committed
-

@@ -24,8 +24,12 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -34,8 +38,10 @@ def chromium_or_skip() -> str:
         return CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
     if in_ci():
         pytest.fail(f"Chromium is required in CI ({CHROMIUM}; .ci/run installs Debian's chromium)")
-    pytest.skip(f"Chromium is not installed ({CHROMIUM}), so the browser test is skipped "
-                "(apt-get install chromium; with CI=true it fails instead)")
+    pytest.skip(
+        f"Chromium is not installed ({CHROMIUM}), so the browser test is skipped "
+        "(apt-get install chromium; with CI=true it fails instead)"
+    )
 
 
 class CuttableProxy:
@@ -128,8 +134,12 @@ def test_eventsource_resumes_by_itself_after_the_connection_is_cut():
                 token = page.evaluate(OPEN_STREAM, ["browser@example.com", PASSWORD])
 
                 def post(content: str) -> None:
-                    response = httpx2.post(f"{core.url}/input", json={"content": content},
-                                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
+                    response = httpx2.post(
+                        f"{core.url}/input",
+                        json={"content": content},
+                        headers={"Authorization": f"Bearer {token}"},
+                        timeout=10,
+                    )
                     assert response.status_code == 200, response.text
 
                 def events() -> list[dict]:
@@ -150,7 +160,9 @@ def test_eventsource_resumes_by_itself_after_the_connection_is_cut():
                 wait_until(lambda: len(events()) == 3, timeout=30)
 
                 assert [event["content"] for event in events()] == [
-                    "before the drop", "missed during the drop", "after the drop",
+                    "before the drop",
+                    "missed during the drop",
+                    "after the drop",
                 ]
                 assert [int(event["id"]) for event in events()] == [1, 2, 3]
                 assert page.evaluate("window.source.readyState") == 1, "open, not given up"

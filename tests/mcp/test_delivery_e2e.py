@@ -122,9 +122,9 @@ def test_deleting_a_conversation_removes_its_memory_items(system):
     token, user_id = login(core.url, "ctx@example.com")
     with api(core.url, token) as client:
         workspace = client.post("/config/workspace", json={"name": "w"}).json()["workspace"]
-        conversation = client.post(
-            "/config/conversation", json={"workspace_id": workspace["id"], "topic": "t"}
-        ).json()["conversation"]
+        conversation = client.post("/config/conversation", json={"workspace_id": workspace["id"], "topic": "t"}).json()[
+            "conversation"
+        ]
         in_conversation = post_inputs(core.url, token, 3, conversation_id=conversation["id"])
         outside = post_inputs(core.url, token, 1)
         # Delivered by the core's own drain (no worker runs here), right after each commit.

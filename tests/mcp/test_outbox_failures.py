@@ -40,8 +40,10 @@ def test_an_entry_that_cannot_be_encoded_is_marked_failed_once_and_the_others_ar
     alice, real_memory, caplog, admin_client
 ):
     if connection.vendor == "postgresql":
-        pytest.skip("PostgreSQL's jsonb refuses a lone surrogate when the entry is written, so such an "
-                    "entry cannot exist there; on SQLite it can")
+        pytest.skip(
+            "PostgreSQL's jsonb refuses a lone surrogate when the entry is written, so such an "
+            "entry cannot exist there; on SQLite it can"
+        )
     good_before = enqueue(alice.id, "before")
     # A lone surrogate: valid in a Python string and in escaped JSON, but not encodable as UTF-8.
     bad = enqueue(alice.id, "broken \ud800 text")

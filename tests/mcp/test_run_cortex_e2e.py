@@ -18,7 +18,7 @@ import pytest
 
 from tests.mcp.conftest import PASSWORD, TOKEN, wait_until
 from tests.mcp.test_delivery_e2e import assert_exactly_once, login
-from tests.servers import ROOT, ServerProcess, create_user, fresh_database, free_port, manage_command, server_env
+from tests.servers import ROOT, ServerProcess, create_user, free_port, fresh_database, manage_command, server_env
 
 pytestmark = pytest.mark.e2e
 
@@ -100,10 +100,13 @@ def test_a_killed_memory_service_comes_back_while_the_core_keeps_answering_and_e
     core_port, memory_port, cognition_port = free_port(), free_port(), free_port()
     memory_url = f"http://127.0.0.1:{memory_port}/mcp"
     with fresh_database() as database:
-        env = dict(
-            CORTEX_SERVICE_TOKEN=TOKEN, INPUT_RATE="100000/min", OUTBOX_POLL_SECONDS="1",
-            OUTBOX_BACKOFF_BASE_SECONDS="1", OUTBOX_BACKOFF_MAX_SECONDS="2",
-        )
+        env = {
+            "CORTEX_SERVICE_TOKEN": TOKEN,
+            "INPUT_RATE": "100000/min",
+            "OUTBOX_POLL_SECONDS": "1",
+            "OUTBOX_BACKOFF_BASE_SECONDS": "1",
+            "OUTBOX_BACKOFF_MAX_SECONDS": "2",
+        }
         create_user("crash@example.com", PASSWORD, env=server_env(**database))
         supervisor = group(database, core_port, memory_port, cognition_port, **env).start()
         try:

@@ -47,7 +47,9 @@ async def test_a_reconnect_with_the_spent_ticket_and_the_cookie_resumes_after_th
     await first.close()
     await post_input(alice, "missed while away")
     # What EventSource sends when it reconnects: the same URL, the cookie, and Last-Event-ID.
-    again = await SSEClient(ticket=ticket, headers=[*cookie_header(cookie), (b"last-event-id", last_id.encode())]).open()
+    again = await SSEClient(
+        ticket=ticket, headers=[*cookie_header(cookie), (b"last-event-id", last_id.encode())]
+    ).open()
     assert again.status == 200
     assert (await again.event())[1]["data"]["content"] == "missed while away"
     await again.close()

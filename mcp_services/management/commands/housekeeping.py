@@ -32,9 +32,7 @@ class Command(BaseCommand):
     help = "Prune old events, tickets, idempotency records, delivered outbox entries and expired JWTs."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--every", type=float, default=None, help="Keep running, pruning every this many seconds."
-        )
+        parser.add_argument("--every", type=float, default=None, help="Keep running, pruning every this many seconds.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         every = options["every"]
@@ -52,7 +50,7 @@ class Command(BaseCommand):
         while not stop.is_set():
             try:
                 self.stderr.write(self.run_once())
-            except Exception as exc:  # the database is down: try again next time
+            except Exception as exc:  # noqa: BLE001 - the database is down: try again next time
                 self.stderr.write(f"housekeeping failed: {exc!r}")
             finally:
                 connections.close_all()

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-
 RESTART_BACKOFF_FIRST = 1.0
 RESTART_BACKOFF_MAX = 30.0
 STABLE_AFTER_SECONDS = 60.0  # a child that ran this long crashed afresh: its backoff starts over
