@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.test import Client
 
-from cortex_site.health import readiness
+from mcp_services.health import readiness
 from tests.servers import free_port
 
 
