@@ -10,6 +10,7 @@ import uuid
 import pytest
 from django.db import connection
 
+from common.errors import ErrorCode
 from mcp_services import client, delivery, services
 from mcp_services.models import OutboxEntry
 from tests.mcp.conftest import memory_history, memory_service, running
@@ -77,7 +78,7 @@ def test_an_entry_the_service_refuses_as_invalid_is_marked_failed_at_the_first_a
 
 def test_a_service_error_is_retried_up_to_the_limit_and_an_outage_without_limit(settings):
     settings.CORTEX = {**settings.CORTEX, "OUTBOX_MAX_TOOL_ERRORS": 3}
-    crash = client.ServiceToolError("Error executing tool store_input")  # the service failed on it
+    crash = client.ServiceToolError(ErrorCode.TOOL_ERROR, "Error executing tool store_input")  # it failed on it
     assert not delivery.give_up(OutboxEntry(attempts=0), crash)
     assert not delivery.give_up(OutboxEntry(attempts=1), crash)
     assert delivery.give_up(OutboxEntry(attempts=2), crash), "the third error is the last"
