@@ -45,6 +45,7 @@ def test_a_requests_id_joins_the_core_cognition_and_memory_lines_and_no_secret_i
             ticket = http.post("/output/ticket", headers=auth).json()["ticket"]
             with http.stream("GET", f"/output/stream?ticket={ticket}") as stream:
                 assert stream.status_code == 200
+            http.cookies.clear()  # the stream cookie of POST /output/ticket would authenticate it
             assert http.get(f"/output/stream?ticket={ticket}").status_code == 401  # used: logged as a refusal
 
             context = http.get("/context", params={"query": "launch"}, headers=auth)

@@ -104,7 +104,7 @@ def test_a_crash_in_a_plain_view_is_a_500_envelope_in_every_mode(settings, debug
 
     settings.DEBUG = debug
     client = Client(raise_request_exception=False)
-    monkeypatch.setattr(health, "_check_services", lambda: 1 / 0)  # an injected fault: a bug in the view
+    monkeypatch.setattr(health.readiness, "report", lambda: 1 / 0)  # an injected fault: a bug in the view
     response = client.get("/readyz")
     assert response.status_code == 500
     assert response.json() == {"error": {"code": "internal_error", "message": "An internal error occurred."}}
