@@ -275,7 +275,7 @@ class _EventStream:
         now = time.monotonic()
         self.next_ping = now + settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
         self.next_renew = now + settings.CORTEX["STREAM_RECHECK_SECONDS"]
-        self.pump = asyncio.create_task(self._pump(position))
+        self.pump = asyncio.create_task(self._pump(self._replay_then_deliver(position)))
         _ticker.add(self)
         shutdown.register(self)
 
@@ -284,36 +284,24 @@ class _EventStream:
         await self._stop_pump()
         await self._finish("shutdown")
 
-    async def _pump(self, position: selectors.LogPosition) -> None:
-        try:
-            start = self.last_event_id
-            reset_at = None
-            if start is not None and not (position.floor <= start <= position.head):
-                # Events after `start` are gone (retention), or the id is not from this log: the
-                # client must refetch history; everything still retained follows.
-                reset_at = start = position.floor
-            if start is not None and position.head - start > settings.CORTEX["REPLAY_LIMIT_EVENTS"]:
-                # Too far back to replay: refetch history, the stream goes on from the head.
-                reset_at = start = position.head
-            if reset_at is not None:
-                await self._write_event(reset_at, json.dumps({"id": str(reset_at), "type": "reset"}))
-            if start is None:
-                self.last_seen = position.head
-            else:
-                self.last_seen = start
-                await self._catch_up(position.head)
-            await self._deliver_queued()
-        except asyncio.CancelledError:
-            raise
-        except _Stalled:
-            logger.info("Stream of user %s stalled; disconnecting it", self.user.id if self.user else None)
-            with contextlib.suppress(Exception):
-                await self._end("overflow")
-        except Exception:
-            logger.exception("Stream of user %s failed", self.user.id if self.user else None)
-            # Stop through our own channel so the consumer's dispatch loop ends the connection.
-            with contextlib.suppress(Exception):
-                await self.channel_layer.send(self.channel_name, {"type": "stream.stop"})
+    async def _replay_then_deliver(self, position: selectors.LogPosition) -> None:
+        start = self.last_event_id
+        reset_at = None
+        if start is not None and not (position.floor <= start <= position.head):
+            # Events after `start` are gone (retention), or the id is not from this log: the
+            # client must refetch history; everything still retained follows.
+            reset_at = start = position.floor
+        if start is not None and position.head - start > settings.CORTEX["REPLAY_LIMIT_EVENTS"]:
+            # Too far back to replay: refetch history, the stream goes on from the head.
+            reset_at = start = position.head
+        if reset_at is not None:
+            await self._write_event(reset_at, json.dumps({"id": str(reset_at), "type": "reset"}))
+        if start is None:
+            self.last_seen = position.head
+        else:
+            self.last_seen = start
+            await self._catch_up(position.head)
+        await self._deliver_queued()
 
     async def _deliver_queued(self) -> None:
         """Write the waiting live copies in order, then return: an idle stream runs no task (its
@@ -333,9 +321,10 @@ class _EventStream:
             else:
                 await self._catch_up(seq)
 
-    async def _pump_queued(self) -> None:
+    async def _pump(self, work: Any) -> None:
+        """Run the stream's writing (`work`, a coroutine) as its pump task; a failure ends the stream."""
         try:
-            await self._deliver_queued()
+            await work
         except asyncio.CancelledError:
             raise
         except _Stalled:
@@ -344,6 +333,7 @@ class _EventStream:
                 await self._end("overflow")
         except Exception:
             logger.exception("Stream of user %s failed", self.user.id if self.user else None)
+            # Stop through our own channel so the consumer's dispatch loop ends the connection.
             with contextlib.suppress(Exception):
                 await self.channel_layer.send(self.channel_name, {"type": "stream.stop"})
 
@@ -417,7 +407,7 @@ class _EventStream:
             self.queue.append(message)
             self.queued_bytes += size
             if self.streaming and (self.pump is None or self.pump.done()):
-                self.pump = asyncio.create_task(self._pump_queued())
+                self.pump = asyncio.create_task(self._pump(self._deliver_queued()))
         except asyncio.QueueFull:
             logger.info("Stream of user %s fell behind; disconnecting it", self.user.id if self.user else None)
             await self._stop_pump()
