@@ -69,42 +69,37 @@ for _model in (OutstandingToken, BlacklistedToken):
         admin.site.unregister(_model)
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Shown to staff, changed by nobody: the token tables are the token services' to write."""
+
+    actions = None
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(OutstandingToken)
-class OutstandingTokenAdmin(admin.ModelAdmin):
+class OutstandingTokenAdmin(ReadOnlyAdmin):
     list_display = ("jti", "user", "created_at", "expires_at")
     search_fields = ("user__email", "jti")
     fields = ("jti", "user", "created_at", "expires_at")
     readonly_fields = fields
     ordering = ("-created_at",)
     list_select_related = ("user",)
-    actions = None
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(BlacklistedToken)
-class BlacklistedTokenAdmin(admin.ModelAdmin):
+class BlacklistedTokenAdmin(ReadOnlyAdmin):
     list_display = ("token", "blacklisted_at")
     fields = ("token", "blacklisted_at")
     readonly_fields = fields
     list_select_related = ("token__user",)
-    actions = None
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(RefreshTokenFamily)
