@@ -40,6 +40,7 @@ class ErrorCode(enum.StrEnum):
     INTERNAL_ERROR = "internal_error"
     SERVICE_UNAVAILABLE = "service_unavailable"
     TOOL_ERROR = "tool_error"
+    TIMEOUT = "timeout"
 
 
 STATUS: dict[ErrorCode, int] = {
@@ -64,6 +65,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.TOOL_ERROR: 502,
+    ErrorCode.TIMEOUT: 504,
 }
 
 

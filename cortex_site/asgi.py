@@ -131,7 +131,9 @@ class ApiASGIHandler(ASGIHandler):
 
 
 api_asgi_app = ApiASGIHandler()
-API_PATHS = r"^(auth/|config/|input$|messages$|context$|output/ticket$|healthz$|readyz$|openapi\.json$)"
+API_PATHS = (
+    r"^(auth/|config/|input$|messages$|context$|output/ticket$|internal/events$|healthz$|readyz$|openapi\.json$)"
+)
 
 # Outermost: the request id, the access log line and the metrics of every request and stream.
 application = ObservedApp(

@@ -118,6 +118,7 @@ INSTALLED_APPS = [
     "workspaces",
     "streaming",
     "mcp_services",
+    "turns",
 ]
 
 MIDDLEWARE = [
@@ -442,6 +443,33 @@ CORTEX: dict[str, Any] = {
     # An entry the memory service answers with an error this many times is marked failed (an
     # unreachable service is retried without limit).
     "OUTBOX_MAX_TOOL_ERRORS": env_int("OUTBOX_MAX_TOOL_ERRORS", 10, minimum=1),
+    # Assistant turns (`manage.py turn_worker`): a turn still running after the time limit fails;
+    # a worker holds each turn it runs by a lease it renews (a dead worker's turn is failed by
+    # another once the lease expires); the worker looks for new turns and cancellations every
+    # TURN_POLL_MS and runs up to TURN_CONCURRENCY turns at once.
+    "TURN_TIME_LIMIT_SECONDS": env_int("TURN_TIME_LIMIT_SECONDS", 300, minimum=1),
+    "TURN_LEASE_SECONDS": env_int("TURN_LEASE_SECONDS", 30, minimum=2),
+    "TURN_POLL_MS": env_int("TURN_POLL_MS", 100, minimum=10),
+    "TURN_CONCURRENCY": env_int("TURN_CONCURRENCY", 64, minimum=1),
+    # Deltas: the first chunk of an answer is written at once, then text is coalesced for this
+    # long or this many characters per event (a long answer is not thousands of rows).
+    "TURN_DELTA_FLUSH_MS": env_int("TURN_DELTA_FLUSH_MS", 50, minimum=0),
+    "TURN_DELTA_FLUSH_CHARS": env_int("TURN_DELTA_FLUSH_CHARS", 1024, minimum=1),
+    # Model rounds that may end in tool calls; the round after the last is made without tools.
+    "TURN_MAX_TOOL_ROUNDS": env_int("TURN_MAX_TOOL_ROUNDS", 5, minimum=0),
+    "TURN_TOOL_TIMEOUT_SECONDS": env_int("TURN_TOOL_TIMEOUT_SECONDS", 30, minimum=1),
+    "TURN_CONTEXT_ITEMS": env_int("TURN_CONTEXT_ITEMS", 10, minimum=0),
+    "TURN_HISTORY_MESSAGES": env_int("TURN_HISTORY_MESSAGES", 20, minimum=0),
+    # The `echo` responder's pause between chunks (development and tests of long turns).
+    "ECHO_DELAY_MS": env_int("ECHO_DELAY_MS", 0, minimum=0),
+    # The `llm` responder: an OpenAI-compatible chat completions endpoint (the official SDK).
+    "LLM_BASE_URL": env_str("CORTEX_LLM_BASE_URL"),
+    "LLM_MODEL": env_str("CORTEX_LLM_MODEL"),
+    "LLM_API_KEY": env_str("CORTEX_LLM_API_KEY"),
+    "LLM_TIMEOUT_SECONDS": env_int("CORTEX_LLM_TIMEOUT_SECONDS", 60, minimum=1),
+    # Where a turn worker relays committed events to the core's streams when there is no Redis
+    # (`run_cortex` sets it); with REDIS_URL the channel layer carries them.
+    "CORE_URL": env_str("CORTEX_CORE_URL"),
 }
 
 # LOG_FORMAT=json: one JSON object per line, each with the request id (common.logs).

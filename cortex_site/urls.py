@@ -14,6 +14,7 @@ urlpatterns = [
     path("auth/", include("accounts.urls")),
     path("", include("mcp_services.urls")),
     path("", include("streaming.urls")),
+    path("", include("turns.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/", admin.site.urls),

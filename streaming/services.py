@@ -11,9 +11,11 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
@@ -143,46 +145,63 @@ def _seqs_reserve_sqlite(connection: Any, user_ids: list[uuid.UUID], count: int)
     return {by_value[user]: last_seq - count + 1 for user, last_seq in rows}
 
 
-def events_record_for_messages(*, created: list[CreatedInput]) -> None:
-    """Append an "input" event per message to each of its recipients' logs, inside the input's
-    transaction; publish them once it commits."""
+@dataclass(frozen=True)
+class NewEvent:
+    """One event to append to the logs of its recipients (stored once, one log entry each)."""
+
+    type: str
+    user_id: uuid.UUID  # whose event it is: the input's sender, or the user whose input started a turn
+    conversation_id: uuid.UUID | None
+    data: dict[str, Any]
+    recipient_ids: list[uuid.UUID]
+    created_at: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+    message: Any = None  # the workspaces.Message it describes, if any (deleted with it)
+
+
+def events_append(*, events: list[NewEvent]) -> list[tuple[str, LiveMessage]]:
+    """Append events, in order, to each recipient's log inside the caller's transaction.
+
+    Returns their live copies, each body encoded once for all its recipients: the caller publishes
+    them (`events_publish`) once its transaction has committed, never before.
+    """
     if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("events_record_for_messages must run inside the input's transaction")
+        raise RuntimeError("events_append must run inside the caller's transaction")
     counts: dict[uuid.UUID, int] = {}
-    for entry in created:
+    for entry in events:
         for user_id in set(entry.recipient_ids):
             counts[user_id] = counts.get(user_id, 0) + 1
+    if not counts:
+        return []
     next_seq = _seqs_allocate(counts)
     bodies: list[EventBody] = []
     encoded: list[str] = []
-    for entry in created:
-        message = entry.message
+    for entry in events:
         payload = {
-            "type": "input",
-            "user_id": str(message.sender_id),
-            "conversation_id": str(message.conversation_id) if message.conversation_id else None,
-            "data": dict(entry.data),
-            "metadata": message.metadata,
-            "timestamp": iso(message.created_at),
+            "type": entry.type,
+            "user_id": str(entry.user_id),
+            "conversation_id": str(entry.conversation_id) if entry.conversation_id else None,
+            "data": entry.data,
+            "metadata": entry.metadata,
+            "timestamp": iso(entry.created_at),
         }
-        bodies.append(EventBody(type="input", message=message, payload=payload, created_at=message.created_at))
+        bodies.append(EventBody(type=entry.type, message=entry.message, payload=payload, created_at=entry.created_at))
         encoded.append(_encode(payload))
     EventBody.objects.bulk_create(bodies)
-    events: list[Event] = []
+    rows: list[Event] = []
     live: list[tuple[str, LiveMessage]] = []
-    for entry, body, body_json in zip(created, bodies, encoded, strict=True):
-        message = entry.message
-        conversation_id = str(message.conversation_id) if message.conversation_id else None
+    for entry, body, body_json in zip(events, bodies, encoded, strict=True):
+        conversation_id = str(entry.conversation_id) if entry.conversation_id else None
         for user_id in sorted(set(entry.recipient_ids)):
             seq = next_seq[user_id]
             next_seq[user_id] = seq + 1
-            events.append(
+            rows.append(
                 Event(
                     recipient_id=user_id,
                     seq=seq,
                     body=body,
-                    conversation_id=message.conversation_id,
-                    created_at=message.created_at,
+                    conversation_id=entry.conversation_id,
+                    created_at=entry.created_at,
                 )
             )
             live.append(
@@ -196,7 +215,28 @@ def events_record_for_messages(*, created: list[CreatedInput]) -> None:
                     },
                 )
             )
-    Event.objects.bulk_create(events)
+    Event.objects.bulk_create(rows)
+    return live
+
+
+def events_record_for_messages(*, created: list[CreatedInput]) -> None:
+    """Append an "input" event per message to each of its recipients' logs, inside the input's
+    transaction; publish them once it commits."""
+    live = events_append(
+        events=[
+            NewEvent(
+                type="input",
+                user_id=entry.message.sender_id,
+                conversation_id=entry.message.conversation_id,
+                data=dict(entry.data),
+                metadata=entry.message.metadata,
+                recipient_ids=entry.recipient_ids,
+                created_at=entry.message.created_at,
+                message=entry.message,
+            )
+            for entry in created
+        ]
+    )
     transaction.on_commit(lambda: events_publish(live))
 
 
@@ -232,6 +272,43 @@ def events_publish(messages: list[tuple[str, LiveMessage]]) -> None:
         target.call_soon_threadsafe(_spawn, messages)
     else:
         async_to_sync(_group_send_all)(messages)
+
+
+async def events_publish_now(messages: list[tuple[str, LiveMessage]]) -> None:
+    """`events_publish` for async code that wants the sends done before it goes on (the turn
+    worker, the internal relay): still at-most-once, the log stays the source of truth."""
+    if messages:
+        EVENTS_PUBLISHED.inc(len(messages))
+        await _group_send_all(messages)
+
+
+def live_messages_valid(messages: Any) -> list[tuple[str, LiveMessage]] | None:
+    """Live copies sent by another process of this deployment (`/internal/events`), checked to be
+    exactly what `events_append` makes: user groups and stream events, nothing else."""
+    if not isinstance(messages, list):
+        return None
+    valid: list[tuple[str, LiveMessage]] = []
+    for item in messages:
+        if not (isinstance(item, list) and len(item) == 2):
+            return None
+        group, message = item
+        if not (isinstance(group, str) and _GROUP.fullmatch(group) and isinstance(message, dict)):
+            return None
+        seq, conversation_id, text = message.get("seq"), message.get("conversation_id"), message.get("json")
+        if (
+            message.get("type") != STREAM_EVENT
+            or set(message) != {"type", "seq", "conversation_id", "json"}
+            or not isinstance(seq, int)
+            or isinstance(seq, bool)
+            or not (conversation_id is None or isinstance(conversation_id, str))
+            or not isinstance(text, str)
+        ):
+            return None
+        valid.append((group, {"type": STREAM_EVENT, "seq": seq, "conversation_id": conversation_id, "json": text}))
+    return valid
+
+
+_GROUP = re.compile(r"user\.[0-9a-f]{32}")
 
 
 def streams_revoke(*, user_id: uuid.UUID) -> None:

@@ -1,13 +1,22 @@
 """`POST /output/ticket`: a single-use ticket for `?ticket=` on the streams (browsers), and the
-stream cookie that lets EventSource's built-in reconnect resume after the ticket is spent."""
+stream cookie that lets EventSource's built-in reconnect resume after the ticket is spent.
+
+`POST /internal/events`: the relay for events committed by another process of the deployment (the
+turn worker) when there is no shared channel layer (no REDIS_URL): it hands them to this process's
+streams. Service token only; not part of the public API.
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -15,6 +24,7 @@ from rest_framework.views import APIView
 
 from accounts.requests import AuthenticatedRequest
 from accounts.throttles import GcraScopedRateThrottle
+from common.errors import ErrorCode, error_body
 from streaming import services
 
 
@@ -51,3 +61,25 @@ class TicketApi(APIView):
             samesite="Strict",
         )
         return response
+
+
+@csrf_exempt
+async def internal_events(request: HttpRequest) -> HttpResponse:
+    """Relay committed events (their live copies, as `events_append` made them) to this process's
+    streams. Anyone without the service token gets the 404 of a path that does not exist."""
+    token = settings.CORTEX["SERVICE_TOKEN"]
+    header = request.headers.get("Authorization", "")
+    if not token or not constant_time_compare(header, f"Bearer {token}"):
+        return JsonResponse(error_body(ErrorCode.NOT_FOUND, "Not found."), status=404)
+    if request.method != "POST":
+        return JsonResponse(error_body(ErrorCode.METHOD_NOT_ALLOWED, "Use POST."), status=405)
+    try:
+        messages = services.live_messages_valid(json.loads(request.body).get("events"))
+    except (ValueError, AttributeError):
+        messages = None
+    if messages is None:
+        return JsonResponse(
+            error_body(ErrorCode.INVALID_INPUT, 'Expected {"events": [[group, event], ...]}.'), status=400
+        )
+    await services.events_publish_now(messages)
+    return HttpResponse(status=204)

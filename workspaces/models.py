@@ -32,8 +32,15 @@ class Workspace(ConfigRecord):
 
 
 class Conversation(ConfigRecord):
+    class Responder(models.TextChoices):
+        NONE = "none", "none (inputs only)"
+        ECHO = "echo", "echo (development and tests)"
+        LLM = "llm", "llm (OpenAI-compatible chat)"
+
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="conversations")
     topic = models.CharField(max_length=200)
+    # Who answers an input here: nobody (the default), or an assistant turn (the `turns` app).
+    responder = models.CharField(max_length=10, choices=Responder.choices, default=Responder.NONE)
     participants = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="conversations")
 
     def __str__(self) -> str:
@@ -41,13 +48,19 @@ class Conversation(ConfigRecord):
 
 
 class Message(models.Model):
-    """One accepted input. `conversation` is null for input sent outside any conversation."""
+    """One accepted input, or an assistant's answer to one (`author`). `conversation` is null for
+    input sent outside any conversation. An answer's `sender` is the user whose input started it."""
+
+    class Author(models.TextChoices):
+        USER = "user", "user"
+        ASSISTANT = "assistant", "assistant"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, null=True, blank=True, related_name="messages"
     )
     sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages")
+    author = models.CharField(max_length=10, choices=Author.choices, default=Author.USER)
     content = models.TextField()
     metadata = MetadataField()
     created_at = models.DateTimeField(default=timezone.now)

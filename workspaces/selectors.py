@@ -71,6 +71,13 @@ def conversation_recipient_ids(*, conversation_ids: set[uuid.UUID]) -> dict[uuid
     return members
 
 
+def conversation_responders(*, conversation_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Each conversation's responder (`Conversation.responder`)."""
+    if not conversation_ids:
+        return {}
+    return dict(Conversation.objects.filter(id__in=conversation_ids).values_list("id", "responder"))
+
+
 def message_list(*, conversation: Conversation, before: Message | None = None, limit: int = 50) -> list[Message]:
     """Newest first; `before` is the last message of the previous page (keyset pagination)."""
     messages = Message.objects.filter(conversation=conversation)

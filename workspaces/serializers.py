@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.fields import validate_metadata
+from workspaces.models import Conversation, Message
 
 
 class StrictCharField(serializers.CharField):
@@ -75,23 +76,38 @@ def _participants_field(**kwargs) -> serializers.ListField:
     )
 
 
+_RESPONDER_HELP = (
+    "Who answers inputs here: `none` (nobody, the default), `echo` (streams each input back: for"
+    " development and tests) or `llm` (the configured OpenAI-compatible model, with the cognition"
+    " context and the workspace's expert tools). With a responder other than `none`, each input starts"
+    " an assistant turn (`turn_id` in the `POST /input` response)."
+)
+
+
+def _responder_field(**kwargs) -> serializers.ChoiceField:
+    return serializers.ChoiceField(choices=Conversation.Responder.values, help_text=_RESPONDER_HELP, **kwargs)
+
+
 class ConversationInputSerializer(serializers.Serializer):
     workspace_id = serializers.UUIDField()
     topic = StrictCharField(max_length=200)
     participant_ids = _participants_field(required=False, default=list)
     metadata = MetadataField(default=dict)
+    responder = _responder_field(required=False, default=Conversation.Responder.NONE)
 
 
 class ConversationPatchSerializer(serializers.Serializer):
     topic = StrictCharField(max_length=200, required=False)
     participant_ids = _participants_field(required=False)
     metadata = MetadataField()
+    responder = _responder_field(required=False)
 
 
 class ConversationOutputSerializer(ConfigRecordOutputSerializer):
     workspace_id = serializers.UUIDField()
     topic = serializers.CharField()
     participant_ids = serializers.SerializerMethodField()
+    responder = _responder_field()
 
     def get_participant_ids(self, conversation) -> list[str]:
         return sorted(str(user.id) for user in conversation.participants.all())
@@ -126,6 +142,16 @@ class InputDataSerializer(serializers.Serializer):
 class InputResponseSerializer(serializers.Serializer):
     status = serializers.CharField()
     data = InputDataSerializer()  # type: ignore[assignment]  # the API's field name shadows Serializer.data
+    turn_id = serializers.UUIDField(
+        required=False,
+        help_text=(
+            "Present when the input started an assistant turn: in a conversation whose `responder` is not"
+            " `none`, or for a direct call `/<expert> <tool> <json object>` in any conversation. Its events"
+            " (`assistant.*`, `tool.*`, each with `data.turn_id`) follow on the streams of every participant;"
+            " `POST /turns/{turn_id}/cancel` stops it. A retry with the same Idempotency-Key answers the same"
+            " `turn_id` and starts nothing."
+        ),
+    )
 
 
 class MessageListQuerySerializer(serializers.Serializer):
@@ -137,7 +163,10 @@ class MessageListQuerySerializer(serializers.Serializer):
 class MessageOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     conversation_id = serializers.UUIDField()
-    sender_id = serializers.UUIDField()
+    sender_id = serializers.UUIDField(
+        help_text="The user who sent it; for an assistant's answer, the user whose input started the turn."
+    )
+    author = serializers.ChoiceField(choices=Message.Author.values)
     content = serializers.CharField()
     metadata = serializers.DictField()
     timestamp = serializers.DateTimeField(source="created_at")

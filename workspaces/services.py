@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -24,7 +25,7 @@ from django.utils import timezone
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
 from workspaces.models import Conversation, IdempotencyRecord, Message, Workspace
-from workspaces.selectors import conversation_recipient_ids, iso
+from workspaces.selectors import conversation_recipient_ids, conversation_responders, iso
 from workspaces.signals import conversations_deleting, messages_created
 
 
@@ -39,6 +40,7 @@ class InputData(TypedDict):
 class InputResponse(TypedDict):
     status: str
     data: InputData
+    turn_id: NotRequired[str]  # the assistant turn this input started (see `input_starts_turn`)
 
 
 def _validated(instance: Workspace | Conversation | Message, *, exclude: list[str] | None = None) -> None:
@@ -100,9 +102,10 @@ def conversation_create(
     topic: str,
     participant_ids: list[uuid.UUID] | None = None,
     metadata: dict | None = None,
+    responder: str = Conversation.Responder.NONE,
 ) -> Conversation:
     """Only the workspace owner creates conversations (the caller has checked); they always take part."""
-    conversation = Conversation(workspace=workspace, topic=topic, metadata=metadata or {})
+    conversation = Conversation(workspace=workspace, topic=topic, metadata=metadata or {}, responder=responder)
     _validated(conversation, exclude=["workspace"])
     members = _participants_resolve(participant_ids or [], creator)
     conversation.save(force_insert=True)
@@ -114,7 +117,7 @@ def conversation_create(
 def conversation_update(
     *, conversation: Conversation, participant_ids: list[uuid.UUID] | None = None, **changes: Any
 ) -> Conversation:
-    fields = [name for name in ("topic", "metadata") if name in changes]
+    fields = [name for name in ("topic", "metadata", "responder") if name in changes]
     for name in fields:
         setattr(conversation, name, changes[name])
     _validated(conversation, exclude=["workspace"])
@@ -193,6 +196,39 @@ class CreatedInput:
     message: Message
     recipient_ids: list[uuid.UUID]
     data: InputData
+    # Set when the input starts an assistant turn: its id, already in the response (the `turns`
+    # app's hook inserts the turn row with it, in this transaction).
+    turn_id: uuid.UUID | None = None
+    responder: str = Conversation.Responder.NONE
+
+
+# `/<expert> <tool> <json object>`: a direct call of one expert tool, without a model. Only a
+# JSON object (`{...}`) after the tool name makes an input a call, so "/me waves" stays a message;
+# a malformed object still starts the turn, which then fails with the parse error (see the schema).
+DIRECT_CALL = re.compile(
+    r"\A/(?P<expert>[a-z0-9][a-z0-9_-]{0,63})[ \t]+(?P<tool>[A-Za-z0-9_.-]{1,128})[ \t]+(?P<arguments>\{.*)\Z", re.S
+)
+
+
+@dataclass(frozen=True)
+class DirectCall:
+    expert: str
+    tool: str
+    arguments: str  # the JSON text as sent: parsed (and refused) by the turn
+
+
+def direct_call_parse(content: str) -> DirectCall | None:
+    match = DIRECT_CALL.match(content.strip())
+    if match is None:
+        return None
+    return DirectCall(expert=match["expert"], tool=match["tool"], arguments=match["arguments"])
+
+
+def input_starts_turn(*, content: str, conversation_id: uuid.UUID | None, responder: str | None) -> bool:
+    """An input to a conversation whose responder is not `none`, or a direct call, starts a turn."""
+    if conversation_id is None:
+        return False
+    return (responder not in (None, Conversation.Responder.NONE)) or direct_call_parse(content) is not None
 
 
 # The outcome of one input: its response and whether it was created now (False: a replay), or the
@@ -237,9 +273,9 @@ def _request_hash(request: InputRequest) -> str:
 
 def _messages_write(requests: list[InputRequest]) -> list[InputOutcome]:
     outcomes: list[InputOutcome | None] = [None] * len(requests)
-    members = conversation_recipient_ids(
-        conversation_ids={request.conversation_id for request in requests if request.conversation_id}
-    )
+    conversation_ids = {request.conversation_id for request in requests if request.conversation_id}
+    members = conversation_recipient_ids(conversation_ids=conversation_ids)
+    responders = conversation_responders(conversation_ids=conversation_ids)
     records = _idempotency_records(requests)
     window_start = timezone.now() - timedelta(hours=settings.CORTEX["IDEMPOTENCY_HOURS"])
     first_of_key: dict[tuple[uuid.UUID, str], IdempotencyRecord] = {}
@@ -281,8 +317,22 @@ def _messages_write(requests: list[InputRequest]) -> list[InputOutcome]:
             continue
         data = message_data(message)
         response: InputResponse = {"status": "received", "data": data}
+        responder = responders.get(request.conversation_id) if request.conversation_id else None
+        turn_id = None
+        if input_starts_turn(content=request.content, conversation_id=request.conversation_id, responder=responder):
+            # In the response (and so in the idempotency record): a retry answers the same turn.
+            turn_id = uuid.uuid4()
+            response["turn_id"] = str(turn_id)
         outcomes[index] = (response, True)
-        created.append(CreatedInput(message=message, recipient_ids=recipients, data=data))
+        created.append(
+            CreatedInput(
+                message=message,
+                recipient_ids=recipients,
+                data=data,
+                turn_id=turn_id,
+                responder=responder or Conversation.Responder.NONE,
+            )
+        )
         if key is not None:
             first_of_key[key] = IdempotencyRecord(
                 user=request.sender, key=key[1], request_hash=request_hash, response=response, message=message

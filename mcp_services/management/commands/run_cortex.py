@@ -1,7 +1,8 @@
 """`manage.py run_cortex`: the whole system as one supervised group (what `make run` starts).
 
 Children, started in this order and stopped in the reverse one: the memory service, the cognition
-service, the memory outbox worker, housekeeping (pruning on a schedule), and the core (uvicorn).
+service, the memory outbox worker, the turn worker (assistant turns), housekeeping (pruning on a
+schedule), and the core (uvicorn).
 
 A crash is not an outage: a child other than the core that dies is restarted with exponential
 backoff (1 s, doubling up to 30 s; back to 1 s once it has run for a minute), and every exit and
@@ -95,12 +96,15 @@ class Command(BaseCommand):
             self.stderr.write("[run_cortex] CORTEX_SERVICE_TOKEN is unset: generated one for this run (debug mode)")
         # Cognition's read-only credential is private to the group: a fresh one unless configured.
         cognition_token = settings.CORTEX["COGNITION_TOKEN"] or secrets.token_urlsafe(32)
+        core_host = "127.0.0.1" if options["host"] in ("0.0.0.0", "::", "") else options["host"]
         return {
             **os.environ,
             "CORTEX_SERVICE_TOKEN": token,
             "CORTEX_COGNITION_TOKEN": cognition_token,
             "MEMORY_URL": f"http://127.0.0.1:{options['memory_port']}/mcp",
             "COGNITION_URL": f"http://127.0.0.1:{options['cognition_port']}/mcp",
+            # The turn worker relays its events to the core's streams here (without REDIS_URL).
+            "CORTEX_CORE_URL": f"http://{core_host}:{options['port']}",
             # Every child's metrics in one place, served by any core process's /metrics (common.metrics).
             "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PROMETHEUS_MULTIPROC_DIR")
             or tempfile.mkdtemp(prefix="cortex-metrics-"),
@@ -124,6 +128,7 @@ class Command(BaseCommand):
                 service="cognition",
             ),
             Child("outbox-worker", [*manage, "memory_outbox_worker"]),
+            Child("turn-worker", [*manage, "turn_worker"]),
             Child("housekeeping", [*manage, "housekeeping", "--every", str(options["housekeeping_every"])]),
             # uvicorn with uvloop and httptools: measured faster than daphne for the API and the
             # streams (bench/README.md); daphne stays for `runserver`.

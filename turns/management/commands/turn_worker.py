@@ -1,0 +1,47 @@
+"""`manage.py turn_worker`: run assistant turns until stopped (SIGTERM/SIGINT).
+
+Several workers may run (leases keep them apart); `run_cortex` supervises one. On SIGTERM the turns
+it is running end as failed at once; a worker killed outright leaves its turns to the next worker,
+which fails them once their lease (TURN_LEASE_SECONDS) expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from turns.worker import TurnWorker
+
+
+class Command(BaseCommand):
+    help = "Run assistant turns (echo, llm, direct expert calls) leased from the database."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--concurrency", type=int, default=None, help="Turns at once (TURN_CONCURRENCY).")
+
+    def handle(self, *args, **options) -> None:
+        if options["concurrency"]:
+            settings.CORTEX["TURN_CONCURRENCY"] = options["concurrency"]
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        worker = TurnWorker()
+        relay = "channel layer (Redis)" if settings.REDIS_URL else (settings.CORTEX["CORE_URL"] or "none")
+        self.stderr.write(
+            f"turn worker: running as {worker.owner}, up to {settings.CORTEX['TURN_CONCURRENCY']} turns, relay {relay}"
+        )
+        await worker.run(stop)
+        self.stderr.write("turn worker: stopped")

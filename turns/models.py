@@ -1,0 +1,70 @@
+"""Assistant turns: the work an input starts in a conversation with a responder (or a direct call).
+
+A turn is written in the transaction that accepts its input (`workspaces.services.messages_create`
+through the `messages_created` hook), then leased by a turn worker (`manage.py turn_worker`) the way
+the memory outbox is: a worker owns a running turn while its lease is fresh and renews it while it
+works; a lease that expires (the worker died) lets any worker end the turn.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Turn(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Kind(models.TextChoices):
+        ECHO = "echo"
+        LLM = "llm"
+        DIRECT = "direct", "direct expert call"
+
+    FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey("workspaces.Conversation", on_delete=models.CASCADE, related_name="turns")
+    # One turn per input: what makes the turn idempotent with its input.
+    input_message = models.OneToOneField("workspaces.Message", on_delete=models.CASCADE, related_name="turn")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    # The input's time: turns of a conversation run one at a time in this order (then by id).
+    created_at = models.DateTimeField(default=timezone.now)
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    deadline = models.DateTimeField(null=True, blank=True)  # started_at + TURN_TIME_LIMIT_SECONDS
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result_message = models.ForeignKey(
+        "workspaces.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(
+                fields=["created_at", "id"],
+                name="turn_open",
+                condition=models.Q(status__in=["queued", "running"]),
+            ),
+            models.Index(fields=["conversation", "created_at", "id"], name="turn_conversation_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} turn {self.id} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED

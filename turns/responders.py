@@ -1,0 +1,251 @@
+"""What answers a turn: `echo`, `llm` (an OpenAI-compatible model through the official SDK), and
+direct expert calls (`/<expert> <tool> <json>`). Each streams through a `TurnOutput` and returns the
+answer's text; a clean failure is a `TurnFailed` with an error code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from typing import Any, Protocol
+
+import openai
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from common.errors import CortexError, ErrorCode
+from mcp_services.client import ServiceClient
+from turns import experts, selectors
+from turns.services import TurnRow
+from workspaces.models import Message
+from workspaces.services import direct_call_parse
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You are the assistant of a Cortex workspace. Answer the user's last message. Use the tools when they help."
+)
+
+
+class TurnFailed(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TurnOutput(Protocol):
+    async def delta(self, text: str) -> None: ...
+    async def tool_call(self, *, call_id: str, expert: str, tool: str, arguments: Any) -> None: ...
+    async def tool_result(self, *, call_id: str, result: Any = None, error: Any = None) -> None: ...
+
+
+class Runtime:
+    """What responders share in one worker process: one model client, one cognition client."""
+
+    def __init__(self) -> None:
+        self._model: openai.AsyncOpenAI | None = None
+        self._cognition: ServiceClient | None = None
+
+    def model(self) -> openai.AsyncOpenAI:
+        cortex = settings.CORTEX
+        if not (cortex["LLM_BASE_URL"] and cortex["LLM_MODEL"]):
+            raise TurnFailed(
+                ErrorCode.SERVICE_UNAVAILABLE, "No model is configured (CORTEX_LLM_BASE_URL, CORTEX_LLM_MODEL)."
+            )
+        if self._model is None:
+            self._model = openai.AsyncOpenAI(
+                base_url=cortex["LLM_BASE_URL"],
+                api_key=cortex["LLM_API_KEY"] or "unused",
+                timeout=cortex["LLM_TIMEOUT_SECONDS"],
+                max_retries=1,
+            )
+        return self._model
+
+    def cognition(self) -> ServiceClient:
+        if self._cognition is None:
+            cortex = settings.CORTEX
+            self._cognition = ServiceClient(
+                name="cognition",
+                target=cortex["COGNITION_URL"],
+                token=cortex["COGNITION_TOKEN"] or cortex["SERVICE_TOKEN"],
+                timeout=float(cortex["SERVICE_TIMEOUT_SECONDS"]),
+            )
+        return self._cognition
+
+    async def context(self, turn: TurnRow) -> list[str]:
+        """The cognition context for the input; empty (and logged) when cognition cannot answer:
+        a turn degrades to answering without memory rather than failing."""
+        limit = settings.CORTEX["TURN_CONTEXT_ITEMS"]
+        if not limit:
+            return []
+        arguments = {"user_id": str(turn.user_id), "query": turn.content[:1000], "limit": limit}
+        try:
+            result = await self.cognition().call_tool("get_context", arguments)
+        except CortexError as exc:
+            logger.warning("turn %s: no cognition context (%s)", turn.id, exc)
+            return []
+        items = result.get("context") or []
+        return [str(item.get("content")) for item in items if isinstance(item, dict) and item.get("content")]
+
+    async def aclose(self) -> None:
+        if self._model is not None:
+            await self._model.close()
+        if self._cognition is not None:
+            await self._cognition.aclose()
+
+
+async def echo(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
+    """The input back, word by word (`ECHO_DELAY_MS` apart): deterministic, no model needed."""
+    delay = settings.CORTEX["ECHO_DELAY_MS"] / 1000
+    chunks = re.findall(r"\s*\S+", turn.content) or [turn.content]
+    for index, chunk in enumerate(chunks):
+        if index and delay:
+            await asyncio.sleep(delay)
+        await out.delta(chunk)
+    return "".join(chunks)
+
+
+async def _run_tool(
+    turn: TurnRow, out: TurnOutput, *, expert: str, tool: str, arguments: dict[str, Any]
+) -> tuple[str, CortexError | None]:
+    """One expert call with its `tool.call` and `tool.result` events: (text for the model, error)."""
+    call_id = f"call_{uuid.uuid4().hex[:24]}"
+    await out.tool_call(call_id=call_id, expert=expert, tool=tool, arguments=arguments)
+    try:
+        result = await experts.call(
+            user_id=turn.user_id,
+            workspace_id=turn.workspace_id,
+            expert=expert,
+            tool=tool,
+            arguments=arguments,
+            timeout=settings.CORTEX["TURN_TOOL_TIMEOUT_SECONDS"],
+        )
+    except CortexError as exc:
+        await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
+        return f"Error ({exc.code}): {exc.message}", exc
+    await out.tool_result(call_id=call_id, result=result)
+    return str(result.get("content", "")), None
+
+
+async def direct(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
+    """`/<expert> <tool> <json object>`: that one call; its text is the answer."""
+    call = direct_call_parse(turn.content)
+    if call is None:  # the input matched when the turn was made; the pattern is the same
+        raise TurnFailed(ErrorCode.INVALID_INPUT, "Not a direct call: /<expert> <tool> <json object>.")
+    try:
+        arguments = json.loads(call.arguments)
+    except ValueError as exc:
+        raise TurnFailed(
+            ErrorCode.INVALID_INPUT, f"The arguments of /{call.expert} {call.tool} are not valid JSON: {exc}"
+        ) from None
+    if not isinstance(arguments, dict):
+        raise TurnFailed(ErrorCode.INVALID_INPUT, f"The arguments of /{call.expert} {call.tool} must be a JSON object.")
+    text, error = await _run_tool(turn, out, expert=call.expert, tool=call.tool, arguments=arguments)
+    if error is not None:
+        raise TurnFailed(error.code, error.message)
+    return text
+
+
+async def llm(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
+    """The model, streamed, with the cognition context and the workspace's expert tools; tool calls
+    are run and answered for up to TURN_MAX_TOOL_ROUNDS rounds, then the model must answer."""
+    model = runtime.model()
+    context, history, tools = await asyncio.gather(
+        runtime.context(turn),
+        sync_to_async(selectors.conversation_history)(
+            conversation_id=turn.conversation_id,
+            before=turn.input_id,
+            limit=settings.CORTEX["TURN_HISTORY_MESSAGES"],
+        ),
+        experts.workspace_tools(workspace_id=turn.workspace_id),
+    )
+    system = SYSTEM_PROMPT
+    if context:
+        system += "\n\nWhat you know about this user (from their memory):\n" + "\n".join(f"- {c}" for c in context)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
+    for author, content in history:
+        messages.append({"role": "assistant" if author == Message.Author.ASSISTANT else "user", "content": content})
+    messages.append({"role": "user", "content": turn.content})
+    by_function = {tool.function: tool for tool in tools}
+    functions = [
+        {
+            "type": "function",
+            "function": {"name": tool.function, "description": tool.description, "parameters": tool.input_schema},
+        }
+        for tool in tools
+    ]
+    answer: list[str] = []
+    rounds = settings.CORTEX["TURN_MAX_TOOL_ROUNDS"]
+    for round_ in range(rounds + 1):
+        request: dict[str, Any] = {"model": settings.CORTEX["LLM_MODEL"], "messages": messages, "stream": True}
+        if functions and round_ < rounds:
+            request["tools"] = functions
+        text: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        try:
+            stream = await model.chat.completions.create(**request)
+            async for chunk in stream:
+                if not chunk.choices:
+                    continue
+                delta = chunk.choices[0].delta
+                if delta.content:
+                    text.append(delta.content)
+                    await out.delta(delta.content)
+                for part in delta.tool_calls or ():
+                    slot = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+                    if part.id:
+                        slot["id"] = part.id
+                    if part.function is not None:
+                        slot["name"] += part.function.name or ""
+                        slot["arguments"] += part.function.arguments or ""
+        except openai.APIError as exc:
+            raise TurnFailed(ErrorCode.SERVICE_UNAVAILABLE, f"The model failed: {exc}") from None
+        answer.extend(text)
+        if not calls:
+            return "".join(answer)
+        ordered = [calls[index] for index in sorted(calls)]
+        messages.append(
+            {
+                "role": "assistant",
+                "content": "".join(text) or None,
+                "tool_calls": [
+                    {
+                        "id": call["id"] or f"call_{index}",
+                        "type": "function",
+                        "function": {"name": call["name"], "arguments": call["arguments"] or "{}"},
+                    }
+                    for index, call in enumerate(ordered)
+                ],
+            }
+        )
+        for index, call in enumerate(ordered):
+            result = await _model_tool_call(turn, out, by_function, call)
+            messages.append({"role": "tool", "tool_call_id": call["id"] or f"call_{index}", "content": result})
+    return "".join(answer)  # not reached: the last round offers no tools
+
+
+async def _model_tool_call(
+    turn: TurnRow, out: TurnOutput, by_function: dict[str, experts.FunctionTool], call: dict[str, str]
+) -> str:
+    """A tool call the model asked for; what went wrong is told to the model, which may go on."""
+    target = by_function.get(call["name"])
+    try:
+        arguments = json.loads(call["arguments"] or "{}")
+    except ValueError:
+        arguments = None
+    if target is None or not isinstance(arguments, dict):
+        call_id = f"call_{uuid.uuid4().hex[:24]}"
+        expert, _, tool = call["name"].partition("__")
+        await out.tool_call(call_id=call_id, expert=expert, tool=tool or call["name"], arguments=call["arguments"])
+        message = f"No tool named {call['name']!r} here." if target is None else "The arguments must be a JSON object."
+        code = ErrorCode.NOT_FOUND if target is None else ErrorCode.INVALID_INPUT
+        await out.tool_result(call_id=call_id, error={"code": str(code), "message": message})
+        return f"Error ({code}): {message}"
+    text, _error = await _run_tool(turn, out, expert=target.expert, tool=target.tool, arguments=arguments)
+    return text
+
+
+RESPONDERS = {"echo": echo, "llm": llm, "direct": direct}

@@ -1,0 +1,295 @@
+"""The turn worker's runtime (`manage.py turn_worker`): many turns at once on one event loop.
+
+- Every `TURN_POLL_MS` the loop looks for due turns (a plain read; the claim's write transaction
+  runs only when there is something to claim), leases up to `TURN_CONCURRENCY`, and looks for
+  cancellations of the turns it runs; every third of `TURN_LEASE_SECONDS` it renews their leases.
+- Each turn runs as a task with its deadline (`TURN_TIME_LIMIT_SECONDS` from its start).
+- Database work runs on one thread (`sync_to_async`, thread-sensitive), and the turns' writes are
+  group-committed by `LogWriter`: whatever the running turns have to write when the writer comes
+  round goes in one transaction. A turn's deltas are coalesced by its `TurnEmitter` (the first
+  chunk at once, then every `TURN_DELTA_FLUSH_MS` or `TURN_DELTA_FLUSH_CHARS`).
+- After each commit the live copies go to the streams (`Relay`): through the channel layer when it
+  is shared (REDIS_URL), else posted to the core's `/internal/events` (CORTEX_CORE_URL). Streams
+  also catch up from the log at their next event or reconnect, so a lost relay loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import httpx2
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from common.errors import ErrorCode
+from streaming.services import events_publish_now
+from turns import responders, services
+from turns.responders import Runtime, TurnFailed
+from turns.services import Live, TurnRow, TurnState, TurnWrite
+
+logger = logging.getLogger(__name__)
+
+db = sync_to_async  # thread-sensitive by default: every query of the worker on one thread
+
+
+class TurnLost(Exception):
+    """The turn is no longer this worker's (its lease expired and another worker ended it)."""
+
+
+class CancelSeen(Exception):
+    """A write found the turn's cancellation requested (before the worker's poll did)."""
+
+
+class Relay:
+    """Hands committed events to the core's streams (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._http: httpx2.AsyncClient | None = None
+        self.sent = 0
+
+    async def publish(self, live: Live) -> None:
+        if not live:
+            return
+        if settings.REDIS_URL:
+            await events_publish_now(live)
+            return
+        core = settings.CORTEX["CORE_URL"]
+        token = settings.CORTEX["SERVICE_TOKEN"]
+        if not core or not token:
+            return  # streams find these events at their next event or reconnect
+        if self._http is None:
+            self._http = httpx2.AsyncClient(
+                base_url=core.rstrip("/"),
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=httpx2.Timeout(5.0),
+            )
+        try:
+            response = await self._http.post("/internal/events", json={"events": live})
+            if response.status_code != 204:
+                logger.warning("relaying %d events to the core: HTTP %d", len(live), response.status_code)
+        except httpx2.HTTPError as exc:
+            logger.warning("relaying %d events to the core failed: %r", len(live), exc)
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+
+class LogWriter:
+    """Group commit for the worker's turns: one transaction per round for every queued write."""
+
+    def __init__(self, owner: str, relay: Relay) -> None:
+        self.owner = owner
+        self.relay = relay
+        self._pending: list[tuple[TurnWrite, asyncio.Future[TurnState]]] = []
+        self._wake = asyncio.Event()
+
+    async def submit(self, write: TurnWrite) -> TurnState:
+        future: asyncio.Future[TurnState] = asyncio.get_running_loop().create_future()
+        self._pending.append((write, future))
+        self._wake.set()
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                states, live = await db(services.turns_write)(owner=self.owner, writes=[write for write, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each waiting turn gets the failure
+                logger.exception("writing %d turn updates failed", len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for write, future in batch:
+                if not future.done():
+                    future.set_result(states[write.turn_id])
+            await self.relay.publish(live)
+
+
+class TurnEmitter:
+    """A running turn's output: coalesced deltas and its other events, through the `LogWriter`."""
+
+    def __init__(self, turn: TurnRow, writer: LogWriter) -> None:
+        self.turn = turn
+        self.writer = writer
+        self.buffer: list[str] = []
+        self.buffered = 0
+        self.started_text = False
+        self.flusher: asyncio.Task | None = None
+
+    async def _write(self, write: TurnWrite) -> None:
+        if self.buffer:  # text waiting for its flush goes first, in order
+            write.events.insert(0, (services.DELTA, {"text": "".join(self.buffer)}))
+            self.buffer, self.buffered = [], 0
+        state = await self.writer.submit(write)
+        if state.lost:
+            raise TurnLost
+        if state.cancel_requested and write.finish is None:
+            raise CancelSeen
+
+    async def delta(self, text: str) -> None:
+        if not text:
+            return
+        self.buffer.append(text)
+        self.buffered += len(text)
+        if not self.started_text or self.buffered >= settings.CORTEX["TURN_DELTA_FLUSH_CHARS"]:
+            # The first chunk at once: what a user waits for is the answer starting.
+            self.started_text = True
+            await self._write(TurnWrite(self.turn.id))
+        elif self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(settings.CORTEX["TURN_DELTA_FLUSH_MS"] / 1000)
+        self.flusher = None
+        if self.buffer:
+            with contextlib.suppress(Exception):  # seen again by the turn's next write
+                await self._write(TurnWrite(self.turn.id))
+
+    async def tool_call(self, *, call_id: str, expert: str, tool: str, arguments: Any) -> None:
+        data = {"call_id": call_id, "expert": expert, "tool": tool, "arguments": arguments}
+        await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_CALL, data)]))
+
+    async def tool_result(self, *, call_id: str, result: Any = None, error: Any = None) -> None:
+        data: dict[str, Any] = {"call_id": call_id}
+        data.update({"error": error} if error is not None else {"result": result})
+        await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_RESULT, data)]))
+
+    async def finish(self, write: TurnWrite) -> None:
+        if self.flusher is not None:
+            self.flusher.cancel()
+            self.flusher = None
+        await self._write(write)
+
+
+class TurnWorker:
+    def __init__(self, *, owner: str | None = None) -> None:
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.relay = Relay()
+        self.writer = LogWriter(self.owner, self.relay)
+        self.runtime = Runtime()
+        self.tasks: dict[uuid.UUID, asyncio.Task] = {}
+        self.cancel_reason: dict[uuid.UUID, str] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cortex = settings.CORTEX
+        poll = cortex["TURN_POLL_MS"] / 1000
+        renew_every = cortex["TURN_LEASE_SECONDS"] / 3
+        next_renew = time.monotonic() + renew_every
+        writer = asyncio.create_task(self.writer.run(), name="turn-log-writer")
+        try:
+            while not stop.is_set():
+                try:
+                    await self._round()
+                    if time.monotonic() >= next_renew:
+                        next_renew = time.monotonic() + renew_every
+                        await self._renew()
+                except Exception:
+                    logger.exception("turn worker round failed; trying again")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=poll)
+            await self._shutdown()
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            await self.relay.aclose()
+            await self.runtime.aclose()
+
+    async def _round(self) -> None:
+        free = settings.CORTEX["TURN_CONCURRENCY"] - len(self.tasks)
+        if free > 0 and await db(services.turns_due_exist)():
+            rows, live = await db(services.turns_claim)(owner=self.owner, limit=free)
+            await self.relay.publish(live)
+            for row in rows:
+                self.tasks[row.id] = asyncio.create_task(self._run_turn(row), name=f"turn-{row.id}")
+        if self.tasks:
+            for turn_id in await db(services.turns_cancel_requested)(owner=self.owner, turn_ids=list(self.tasks)):
+                self._stop_turn(turn_id, "cancel")
+
+    async def _renew(self) -> None:
+        """Renew the leases of the running turns (a write with no events); one that is no longer
+        ours (we were too slow, another worker ended it) is stopped."""
+        for turn_id in list(self.tasks):
+            state = await self.writer.submit(TurnWrite(turn_id))
+            if state.lost:
+                self._stop_turn(turn_id, "lost")
+            elif state.cancel_requested:
+                self._stop_turn(turn_id, "cancel")
+
+    def _stop_turn(self, turn_id: uuid.UUID, reason: str) -> None:
+        task = self.tasks.get(turn_id)
+        if task is not None and turn_id not in self.cancel_reason:
+            self.cancel_reason[turn_id] = reason
+            task.cancel()
+
+    async def _shutdown(self) -> None:
+        """SIGTERM: the running turns end as failed now (not after their lease: nobody waits)."""
+        for turn_id in list(self.tasks):
+            self._stop_turn(turn_id, "shutdown")
+        if self.tasks:
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    async def _run_turn(self, turn: TurnRow) -> None:
+        emitter = TurnEmitter(turn, self.writer)
+        respond = responders.RESPONDERS.get(turn.kind)
+        try:
+            try:
+                if respond is None:
+                    raise TurnFailed(ErrorCode.INTERNAL_ERROR, f"No responder {turn.kind!r}.")
+                remaining = (turn.deadline - timezone.now()).total_seconds()
+                async with asyncio.timeout(max(remaining, 0)):
+                    content = await respond(turn, emitter, self.runtime)
+                final = TurnWrite(turn.id, finish="completed", content=content)
+            except CancelSeen:
+                final = TurnWrite(turn.id, finish="cancelled")
+            except asyncio.CancelledError:
+                reason = self.cancel_reason.get(turn.id, "shutdown")
+                if reason == "lost":
+                    return
+                if reason == "cancel":
+                    final = TurnWrite(turn.id, finish="cancelled")
+                else:
+                    final = TurnWrite(
+                        turn.id,
+                        finish="failed",
+                        error="The turn worker was stopped.",
+                        error_code=ErrorCode.SERVICE_UNAVAILABLE,
+                    )
+            except TimeoutError:
+                limit = settings.CORTEX["TURN_TIME_LIMIT_SECONDS"]
+                final = TurnWrite(
+                    turn.id, finish="failed", error=f"The turn took longer than {limit}s.", error_code=ErrorCode.TIMEOUT
+                )
+            except TurnFailed as exc:
+                final = TurnWrite(turn.id, finish="failed", error=exc.message, error_code=exc.code)
+            except TurnLost:
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug or an unexpected answer ends the turn, not the worker
+                logger.exception("turn %s failed", turn.id)
+                final = TurnWrite(
+                    turn.id,
+                    finish="failed",
+                    error=f"The turn failed: {type(exc).__name__}",
+                    error_code=ErrorCode.INTERNAL_ERROR,
+                )
+            with contextlib.suppress(TurnLost):
+                await emitter.finish(final)
+        except Exception:
+            logger.exception("ending turn %s failed; its lease will expire and another worker ends it", turn.id)
+        finally:
+            self.tasks.pop(turn.id, None)
+            self.cancel_reason.pop(turn.id, None)
