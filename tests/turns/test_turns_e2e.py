@@ -1,0 +1,301 @@
+"""Assistant turns end to end: a real core (uvicorn), a real `manage.py turn_worker`, real SSE
+clients; for `llm`, a fake OpenAI-compatible server on loopback driven by the real `openai` SDK.
+
+The worker is another process than the core and there is no Redis here: its events reach the
+core's streams through `/internal/events` (CORTEX_CORE_URL), and streams resume from the log.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.servers import (
+    ServerProcess,
+    core_server,
+    create_users,
+    free_port,
+    fresh_database,
+    manage_command,
+    running,
+    server_env,
+)
+from tests.streaming.clients import SSEStream, login
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "correct-horse-battery-staple"
+USERS = ("alice@example.com", "bob@example.com", "charlie@example.com")
+LLM_KEY = "sk-fake-test-key"
+ENV = {
+    "SSE_HEARTBEAT_SECONDS": "1",
+    "MEMORY_DRAIN_ON_COMMIT": "0",
+    "LOG_LEVEL": "WARNING",
+    "INPUT_RATE": "100000/min",
+    "ECHO_DELAY_MS": "40",
+    "TURN_POLL_MS": "50",
+    # No cognition service runs: the llm turn must degrade to answering without context, quickly.
+    "COGNITION_URL": f"http://127.0.0.1:{free_port()}/mcp",
+    "SERVICE_TIMEOUT_SECONDS": "2",
+    "CORTEX_LLM_MODEL": "fake-model",
+    "CORTEX_LLM_API_KEY": LLM_KEY,
+}
+TERMINAL = {"assistant.completed", "assistant.failed", "assistant.cancelled"}
+LONG = " ".join(f"w{n}" for n in range(60))  # 60 echo chunks, 40 ms apart: about 2.4 s
+
+
+def turn_worker(env: dict[str, str]) -> ServerProcess:
+    return manage_command("turn_worker", env=env, port=0, ready_line="turn worker: running")
+
+
+@dataclass
+class Site:
+    url: str
+    env: dict[str, str]
+    tokens: dict[str, str]
+    user_ids: dict[str, str]
+    workspace_id: str
+    llm_log: Path
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def conversation(self, responder: str, participants: tuple[str, ...] = ("bob",)) -> str:
+        response = httpx2.post(
+            f"{self.url}/config/conversation",
+            json={
+                "workspace_id": self.workspace_id,
+                "topic": responder,
+                "responder": responder,
+                "participant_ids": [self.user_ids[who] for who in participants],
+            },
+            headers=self.auth("alice"),
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["conversation"]["id"]
+
+    def post(self, who: str, conversation_id: str, content: str) -> dict:
+        response = httpx2.post(
+            f"{self.url}/input",
+            json={"content": content, "conversation_id": conversation_id},
+            headers=self.auth(who),
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def stream(self, who: str, **params: str) -> SSEStream:
+        return SSEStream(self.url, token=self.tokens[who], **params)
+
+
+def until_end(stream: SSEStream, turn_id: str, *, timeout: float = 20) -> list[tuple[str | None, dict]]:
+    """The events of one turn on `stream`, through its terminal event (others are skipped)."""
+    events: list[tuple[str | None, dict]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event_id, event = stream.event(timeout=deadline - time.monotonic())
+        if event.get("data", {}).get("turn_id") != turn_id:
+            continue
+        events.append((event_id, event))
+        if event["type"] in TERMINAL:
+            return events
+    raise TimeoutError(f"turn {turn_id} did not end: {[e['type'] for _, e in events]}")
+
+
+def first_of(stream: SSEStream, turn_id: str, type_: str, *, timeout: float = 20) -> tuple[str | None, dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        event_id, event = stream.event(timeout=deadline - time.monotonic())
+        if event.get("data", {}).get("turn_id") == turn_id and event["type"] == type_:
+            return event_id, event
+
+
+def deltas(events: list[tuple[str | None, dict]]) -> str:
+    return "".join(event["data"]["text"] for _, event in events if event["type"] == "assistant.delta")
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory) -> Iterator[tuple[Site, ServerProcess]]:
+    llm_log = tmp_path_factory.mktemp("fake-llm") / "requests.jsonl"
+    llm_port = free_port()
+    with fresh_database() as db_env:
+        base = server_env(**db_env, **ENV)
+        create_users(*USERS, password=PASSWORD, env=base)
+        fake_llm = ServerProcess(
+            name="fake-llm",
+            argv=[sys.executable, "-m", "uvicorn", "--port", str(llm_port), "--no-access-log", "tests.fake_llm:app"],
+            port=llm_port,
+            env={**base, "FAKE_LLM_LOG": str(llm_log), "FAKE_LLM_CHUNK_DELAY_MS": "20"},
+        )
+        core = core_server(env=base, server="uvicorn")
+        env = {
+            **base,
+            "CORTEX_CORE_URL": core.url,
+            "CORTEX_LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
+        }
+        with running(fake_llm), running(core), running(turn_worker(env)) as worker:
+            tokens = {email.split("@")[0]: login(core.url, email, PASSWORD) for email in USERS}
+            user_ids = {
+                who: httpx2.get(f"{core.url}/auth/verify", headers={"Authorization": f"Bearer {token}"}).json()[
+                    "user_id"
+                ]
+                for who, token in tokens.items()
+            }
+            workspace = httpx2.post(
+                f"{core.url}/config/workspace", json={"name": "W"}, headers={"Authorization": f"Bearer {tokens['alice']}"}
+            ).json()["workspace"]
+            yield Site(core.url, env, tokens, user_ids, workspace["id"], llm_log), worker
+
+
+def test_echo_turn_reaches_every_participant_and_its_answer_is_a_message(system):
+    site, _ = system
+    conversation = site.conversation("echo")
+    with site.stream("alice") as alice, site.stream("bob") as bob, site.stream("charlie") as charlie:
+        answer = site.post("bob", conversation, "hello there assistant")
+        turn_id = answer["turn_id"]
+        seen = {who: until_end(stream, turn_id) for who, stream in (("alice", alice), ("bob", bob))}
+        types = [event["type"] for _, event in seen["alice"]]
+        assert types[0] == "assistant.started" and types[-1] == "assistant.completed"
+        assert seen["alice"][0][1]["data"]["input_id"] == answer["data"]["id"]
+        assert [event for _, event in seen["alice"]] == [event for _, event in seen["bob"]]
+        assert deltas(seen["alice"]) == "hello there assistant"
+        completed = seen["alice"][-1][1]
+        assert completed["user_id"] == site.user_ids["bob"]
+        assert completed["data"]["content"] == "hello there assistant"
+        charlie.client.timeout = httpx2.Timeout(2.0)
+        with pytest.raises((TimeoutError, httpx2.ReadTimeout)):  # the outsider sees nothing of it
+            charlie.event(timeout=1.5)
+    page = httpx2.get(
+        f"{site.url}/messages", params={"conversation_id": conversation}, headers=site.auth("alice")
+    ).json()["messages"]
+    assert [(m["author"], m["content"], m["sender_id"]) for m in page] == [
+        ("assistant", "hello there assistant", site.user_ids["bob"]),
+        ("user", "hello there assistant", site.user_ids["bob"]),
+    ]
+    assert page[0]["id"] == completed["data"]["message_id"]
+
+
+def test_device_that_resumes_gets_every_delta_once_in_order(system):
+    site, _ = system
+    conversation = site.conversation("echo")
+    with site.stream("bob") as participant:
+        phone = site.stream("alice")
+        turn_id = site.post("alice", conversation, LONG)["turn_id"]
+        before = [first_of(phone, turn_id, "assistant.started"), first_of(phone, turn_id, "assistant.delta")]
+        last_id = phone.last_id
+        phone.close()  # the phone is gone mid-turn; the laptop resumes from its last event id
+        time.sleep(0.3)
+        with site.stream("alice", headers={"Last-Event-ID": last_id}) as laptop:
+            after = until_end(laptop, turn_id)
+        whole = until_end(participant, turn_id)
+    resumed = before + after
+    assert [int(event_id) for event_id, _ in resumed] == sorted({int(event_id) for event_id, _ in resumed})
+    assert deltas(resumed) == LONG == deltas(whole)
+    assert resumed[-1][1]["type"] == whole[-1][1]["type"] == "assistant.completed"
+    assert len([1 for _, e in resumed if e["type"] == "assistant.delta"]) > 5  # coalesced, yet streamed
+
+
+def test_cancel_stops_a_running_turn(system):
+    site, _ = system
+    conversation = site.conversation("echo")
+    with site.stream("alice") as alice:
+        turn_id = site.post("alice", conversation, LONG)["turn_id"]
+        first_of(alice, turn_id, "assistant.delta")
+        response = httpx2.post(f"{site.url}/turns/{turn_id}/cancel", headers=site.auth("bob"))
+        assert response.status_code == 202
+        rest = until_end(alice, turn_id)
+    assert rest[-1][1]["type"] == "assistant.cancelled"
+    assert deltas(rest) != LONG
+    turn = httpx2.get(f"{site.url}/turns/{turn_id}", headers=site.auth("alice")).json()["turn"]
+    assert turn["status"] == "cancelled"
+    late = httpx2.post(f"{site.url}/turns/{turn_id}/cancel", headers=site.auth("alice"))
+    assert late.status_code == 409
+    outsider = httpx2.post(f"{site.url}/turns/{turn_id}/cancel", headers=site.auth("charlie"))
+    assert outsider.status_code == 404
+
+
+def test_llm_turn_streams_the_model_and_answers_its_tool_call(system):
+    site, _ = system
+    conversation = site.conversation("llm", participants=())
+    site.llm_log.write_text("")
+    with site.stream("alice") as alice:
+        turn_id = site.post("alice", conversation, "remember milk [tool]")["turn_id"]
+        events = until_end(alice, turn_id)
+    types = [event["type"] for _, event in events]
+    assert types[:3] == ["assistant.started", "tool.call", "tool.result"], types
+    assert types[-1] == "assistant.completed", events[-1]
+    call, result = events[1][1]["data"], events[2][1]["data"]
+    assert (call["expert"], call["tool"], call["arguments"]) == ("notes", "add_note", '{"text": "milk"}')
+    assert result["call_id"] == call["call_id"] and result["error"]["code"] == "not_found"
+    text = deltas(events)
+    assert text.startswith("Noted: Error (not_found)") and events[-1][1]["data"]["content"] == text
+    requests = [json.loads(line) for line in site.llm_log.read_text().splitlines()]
+    assert len(requests) == 2
+    assert requests[0]["headers"]["authorization"] == f"Bearer {LLM_KEY}"
+    assert requests[0]["body"]["model"] == "fake-model" and requests[0]["body"]["stream"] is True
+    assert requests[0]["body"]["messages"][-1] == {"role": "user", "content": "remember milk [tool]"}
+    assert requests[1]["body"]["messages"][-1]["role"] == "tool"
+
+
+def test_direct_call_to_unknown_expert_or_with_bad_json_fails_clearly(system):
+    site, _ = system
+    conversation = site.conversation("none")
+    with site.stream("alice") as alice:
+        unknown = site.post("alice", conversation, '/nobody lookup {"q": 1}')["turn_id"]
+        events = until_end(alice, unknown)
+        assert [event["type"] for _, event in events] == [
+            "assistant.started",
+            "tool.call",
+            "tool.result",
+            "assistant.failed",
+        ]
+        assert events[1][1]["data"]["arguments"] == {"q": 1}
+        bad = site.post("alice", conversation, "/notes add_note {not json")["turn_id"]
+        events = until_end(alice, bad)
+        assert [event["type"] for _, event in events] == ["assistant.started", "assistant.failed"]
+        assert events[-1][1]["data"]["error"]["code"] == "invalid_input"
+        assert "not valid JSON" in events[-1][1]["data"]["error"]["message"]
+
+
+def test_killed_worker_turn_ends_as_failed_and_the_conversation_goes_on(tmp_path):
+    with fresh_database() as db_env:
+        env = server_env(**db_env, **{**ENV, "TURN_LEASE_SECONDS": "2"})
+        create_users(*USERS, password=PASSWORD, env=env)
+        with running(core_server(env=env, server="uvicorn")) as core:
+            env["CORTEX_CORE_URL"] = core.url
+            token = login(core.url, "alice@example.com", PASSWORD)
+            auth = {"Authorization": f"Bearer {token}"}
+            workspace = httpx2.post(f"{core.url}/config/workspace", json={"name": "W"}, headers=auth).json()
+            conversation = httpx2.post(
+                f"{core.url}/config/conversation",
+                json={"workspace_id": workspace["workspace"]["id"], "topic": "T", "responder": "echo"},
+                headers=auth,
+            ).json()["conversation"]["id"]
+
+            def post(content: str) -> str:
+                body = {"content": content, "conversation_id": conversation}
+                return httpx2.post(f"{core.url}/input", json=body, headers=auth, timeout=30).json()["turn_id"]
+
+            with SSEStream(core.url, token=token) as stream:
+                first = turn_worker(env).start()
+                try:
+                    doomed = post(LONG)
+                    queued = post("after the crash")
+                    first_of(stream, doomed, "assistant.delta")
+                finally:
+                    first.kill()
+                with running(turn_worker(env)):
+                    ended = until_end(stream, doomed, timeout=30)
+                    assert ended[-1][1]["type"] == "assistant.failed"
+                    assert "lease expired" in ended[-1][1]["data"]["error"]["message"]
+                    after = until_end(stream, queued, timeout=30)
+                    assert after[-1][1]["type"] == "assistant.completed"
+                    assert after[-1][1]["data"]["content"] == "after the crash"
