@@ -150,7 +150,9 @@ def system(tmp_path_factory) -> Iterator[tuple[Site, ServerProcess]]:
                 for who, token in tokens.items()
             }
             workspace = httpx2.post(
-                f"{core.url}/config/workspace", json={"name": "W"}, headers={"Authorization": f"Bearer {tokens['alice']}"}
+                f"{core.url}/config/workspace",
+                json={"name": "W"},
+                headers={"Authorization": f"Bearer {tokens['alice']}"},
             ).json()["workspace"]
             yield Site(core.url, env, tokens, user_ids, workspace["id"], llm_log), worker
 
