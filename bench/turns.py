@@ -1,0 +1,249 @@
+"""Assistant turns against real processes on 127.0.0.1: one core (uvicorn, as `run_cortex` starts
+it), one `manage.py turn_worker` relaying to it (no Redis), a fake OpenAI-compatible model.
+
+`.venv/bin/python -m bench.turns` (SQLite), `scripts/with_postgres.sh .venv/bin/python -m bench.turns`.
+
+1. First delta: TURNS `llm` turns one after another, one SSE stream; for each, the time from the
+   fake model sending its first chunk (its clock, `time.time()`, logged per request) to the first
+   `assistant.delta` parsed on the stream. Target: under 50 ms.
+2. Fan-out: CONCURRENT users, each with an `echo` conversation and STREAMS SSE streams, post one
+   input each at once: CONCURRENT turns run together in the worker. Every stream must get its
+   turn's deltas exactly once, in order, adding up to the input (nothing lost or duplicated), and
+   only its own user's events. Delivery latency: an event's `timestamp` (set by the worker just
+   before its commit) to its arrival on a stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx2
+
+import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
+from bench.streaming import RawSSE, cpu_seconds, percentile
+from tests.servers import (
+    ServerProcess,
+    core_server,
+    free_port,
+    fresh_database,
+    manage,
+    manage_command,
+    running,
+    server_env,
+)
+
+PASSWORD = "bench-password-0123456789"
+ENV = {
+    "LOG_LEVEL": "WARNING",
+    "ACCESS_LOG": "0",
+    "MEMORY_DRAIN_ON_COMMIT": "0",
+    "INPUT_RATE": "1000000/min",
+    "LOGIN_RATE": "1000000/min",
+    "STREAMS_PER_USER": "1000000",
+    "TURN_POLL_MS": "20",
+    # No cognition service: the llm turns answer without memory (the worker's call fails fast).
+    "COGNITION_URL": f"http://127.0.0.1:{free_port()}/mcp",
+    "TURN_CONTEXT_ITEMS": "0",
+    "CORTEX_LLM_MODEL": "fake-model",
+    "CORTEX_LLM_API_KEY": "bench",
+}
+TERMINAL = {"assistant.completed", "assistant.failed", "assistant.cancelled"}
+
+
+def setup(env: dict[str, str], users: int) -> dict[str, str]:
+    """Users u0..uN-1, each with a workspace and an `echo` conversation; u0 also an `llm` one."""
+    out = manage(
+        "shell",
+        "-c",
+        "import json\n"
+        "from accounts.models import User\n"
+        "from workspaces.services import workspace_create, conversation_create\n"
+        "ids = {}\n"
+        f"for n in range({users}):\n"
+        f"    u = User.objects.create_user(email=f'u{{n}}@example.com', password={PASSWORD!r})\n"
+        "    w = workspace_create(owner=u, name='bench')\n"
+        "    ids[f'echo{n}'] = str(conversation_create(workspace=w, creator=u, topic='echo', responder='echo').id)\n"
+        "    if n == 0:\n"
+        "        ids['llm'] = str(conversation_create(workspace=w, creator=u, topic='llm', responder='llm').id)\n"
+        "print(json.dumps(ids))\n",
+        env=env,
+    )
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def parse(frame: bytes) -> tuple[int, dict] | None:
+    fields = dict(line.split(b": ", 1) for line in frame.split(b"\n") if b": " in line and not line.startswith(b":"))
+    if b"data" not in fields or b"id" not in fields:
+        return None
+    return int(fields[b"id"]), json.loads(fields[b"data"])
+
+
+async def login(client: httpx2.AsyncClient, n: int) -> tuple[str, str]:
+    """(access token, user id)"""
+    response = await client.post("/auth/login", json={"email": f"u{n}@example.com", "password": PASSWORD})
+    response.raise_for_status()
+    return response.json()["access_token"], response.json()["claims"]["oid"]
+
+
+async def first_delta(port: int, llm_log: Path, conversation_id: str, turns: int) -> dict:
+    async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        token, _ = await login(client, 0)
+        stream = RawSSE(port, token)
+        await stream.open()
+        frames = stream.frames()
+        arrivals: list[float] = []
+        for n in range(turns):
+            body = {"content": f"latency probe {n}", "conversation_id": conversation_id}
+            response = await client.post("/input", json=body, headers={"Authorization": f"Bearer {token}"})
+            turn_id = response.json()["turn_id"]
+            first = None
+            async for frame in frames:
+                parsed = parse(frame)
+                if parsed is None or parsed[1].get("data", {}).get("turn_id") != turn_id:
+                    continue
+                if parsed[1]["type"] == "assistant.delta" and first is None:
+                    first = time.time()
+                if parsed[1]["type"] in TERMINAL:
+                    break
+            assert first is not None, f"turn {n}: no delta"
+            arrivals.append(first)
+        stream.close()
+    requests = [json.loads(line) for line in llm_log.read_text().splitlines()]
+    sent = {r["body"]["messages"][-1]["content"]: r["first_chunk_at"] for r in requests}
+    latencies = [arrivals[n] - sent[f"latency probe {n}"] for n in range(turns)]
+    return {
+        "turns": turns,
+        "first_delta_ms_p50": round(1000 * percentile(latencies, 0.5), 1),
+        "first_delta_ms_p95": round(1000 * percentile(latencies, 0.95), 1),
+        "first_delta_ms_max": round(1000 * max(latencies), 1),
+        "under_50ms": sum(1 for value in latencies if value < 0.050),
+    }
+
+
+async def fanout(port: int, ids: dict[str, str], users: int, streams_each: int, words: int) -> dict:
+    content = [" ".join(f"u{n}w{k}" for k in range(words)) for n in range(users)]
+    async with httpx2.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=60, limits=httpx2.Limits(max_connections=64)
+    ) as client:
+        logins = [await login(client, n) for n in range(users)]
+        tokens = [token for token, _ in logins]
+        streams = [[RawSSE(port, tokens[n]) for _ in range(streams_each)] for n in range(users)]
+        for row in streams:
+            await asyncio.gather(*(stream.open() for stream in row))
+        turn_ids: list[str] = [""] * users
+        posted = asyncio.Event()
+        latencies: list[float] = []
+        report = {"lost": 0, "duplicates": 0, "out_of_order": 0, "foreign": 0, "incomplete": 0, "deltas": 0}
+
+        async def follow(n: int, stream: RawSSE) -> None:
+            seen_ids: set[int] = set()
+            last = 0
+            text: list[str] = []
+            async for frame in stream.frames():
+                parsed = parse(frame)
+                if parsed is None:
+                    continue
+                event_id, event = parsed
+                now = time.time()
+                if event_id in seen_ids:
+                    report["duplicates"] += 1
+                if event_id < last:
+                    report["out_of_order"] += 1
+                seen_ids.add(event_id)
+                last = max(last, event_id)
+                if event["user_id"] != logins[n][1]:
+                    report["foreign"] += 1
+                await posted.wait()
+                if event.get("data", {}).get("turn_id") != turn_ids[n]:
+                    continue
+                latencies.append(now - datetime.fromisoformat(event["timestamp"]).timestamp())
+                if event["type"] == "assistant.delta":
+                    text.append(event["data"]["text"])
+                    report["deltas"] += 1
+                if event["type"] in TERMINAL:
+                    break
+            got = "".join(text)
+            if got != content[n]:
+                report["lost" if len(got) < len(content[n]) else "duplicates"] += 1
+
+        followers = [asyncio.create_task(follow(n, s)) for n in range(users) for s in streams[n]]
+        start = time.monotonic()
+
+        async def post(n: int) -> None:
+            body = {"content": content[n], "conversation_id": ids[f"echo{n}"]}
+            response = await client.post("/input", json=body, headers={"Authorization": f"Bearer {tokens[n]}"})
+            turn_ids[n] = response.json()["turn_id"]
+
+        await asyncio.gather(*(post(n) for n in range(users)))
+        posted.set()
+        try:
+            await asyncio.wait_for(asyncio.gather(*followers), timeout=120)
+        except TimeoutError:
+            report["incomplete"] = sum(1 for task in followers if not task.done())
+        elapsed = time.monotonic() - start
+        for row in streams:
+            for stream in row:
+                stream.close()
+    return {
+        "turns": users,
+        "streams": users * streams_each,
+        "words_per_turn": words,
+        **report,
+        "seconds": round(elapsed, 2),
+        "delivery_ms_p50": round(1000 * percentile(latencies, 0.5), 1),
+        "delivery_ms_p99": round(1000 * percentile(latencies, 0.99), 1),
+        "events_delivered": len(latencies),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.turns", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency-turns", type=int, default=30)
+    parser.add_argument("--concurrent", type=int, default=50)
+    parser.add_argument("--streams", type=int, default=10, help="SSE streams per turn")
+    parser.add_argument("--words", type=int, default=40, help="echo chunks per turn (ECHO_DELAY_MS apart)")
+    parser.add_argument("--echo-delay-ms", type=int, default=20)
+    parser.add_argument("--out", default="var/bench/turns.json")
+    args = parser.parse_args(argv if argv is not None else [])
+    database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
+    print(f"database={database} concurrent={args.concurrent} streams={args.streams} words={args.words}", flush=True)
+    llm_log = Path(tempfile.mkdtemp(prefix="cortex-bench-llm-")) / "requests.jsonl"
+    llm_port = free_port()
+    result: dict = {"database": database}
+    with fresh_database() as db_env:
+        env = server_env(**db_env, **ENV, ECHO_DELAY_MS=str(args.echo_delay_ms))
+        ids = setup(env, args.concurrent)
+        fake = ServerProcess(
+            name="fake-llm",
+            argv=[sys.executable, "-m", "uvicorn", "--port", str(llm_port), "--no-access-log", "tests.fake_llm:app"],
+            port=llm_port,
+            env={**env, "FAKE_LLM_LOG": str(llm_log), "FAKE_LLM_CHUNK_DELAY_MS": "20"},
+        )
+        core = core_server(env=env, server="uvicorn")
+        core.argv[3:3] = ["--loop", "uvloop", "--http", "httptools", "--lifespan", "off"]
+        worker_env = {**env, "CORTEX_CORE_URL": core.url, "CORTEX_LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1"}
+        worker = manage_command("turn_worker", env=worker_env, port=0, ready_line="turn worker: running")
+        with running(fake), running(core), running(worker):
+            result["first_delta"] = asyncio.run(first_delta(core.port, llm_log, ids["llm"], args.latency_turns))
+            print("first delta:", json.dumps(result["first_delta"]), flush=True)
+            worker_cpu = cpu_seconds(worker.process.pid)
+            result["fanout"] = asyncio.run(fanout(core.port, ids, args.concurrent, args.streams, args.words))
+            result["fanout"]["worker_cpu_seconds"] = round(cpu_seconds(worker.process.pid) - worker_cpu, 1)
+            print("fan-out:", json.dumps(result["fanout"]), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    fan = result["fanout"]
+    return 1 if fan["lost"] or fan["duplicates"] or fan["out_of_order"] or fan["incomplete"] or fan["foreign"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
