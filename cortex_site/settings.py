@@ -320,6 +320,11 @@ SPECTACULAR_SETTINGS = {
                     " fresh token and `Last-Event-ID`, nothing is lost), or when its user is deactivated or deleted"
                     " (`revoked`, within 30 s). A client that stops reading is cut off once about 1 MB"
                     " (`STREAM_BUFFER_BYTES`) waits for it; it resumes with `Last-Event-ID`."
+                    " Event types: `input`, and the assistant turns' (each with `data.turn_id`): `assistant.started`"
+                    " (`input_id`), `assistant.delta` (`text`, batched), `tool.call` (`call_id`, `expert`, `tool`,"
+                    " `arguments`), `tool.result` (`call_id`, then `result` or `error` {`code`, `message`}), and one of"
+                    " `assistant.completed` (`message_id`, `content`), `assistant.failed` (`error` {`code`, `message`}),"
+                    " `assistant.cancelled`."
                 ),
                 "tags": ["output"],
                 "parameters": [

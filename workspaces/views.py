@@ -203,6 +203,16 @@ class InputApi(AsyncAPIView):
     error_statuses = (409,)  # for the schema (common.schema): an Idempotency-Key reused with another body
 
     @extend_schema(
+        description=(
+            "Accept one input (committed before the 200). In a conversation whose `responder` is not `none`, or"
+            " when `content` is a direct expert call `/<expert> <tool> <json object>` (in any conversation), the"
+            " input also starts an assistant turn: the 200 carries `turn_id`, and the turn's events follow on"
+            " every participant's streams (`assistant.started`, `assistant.delta`, `tool.call`, `tool.result`,"
+            " then one of `assistant.completed`, `assistant.failed`, `assistant.cancelled`). A direct call is"
+            " recognised by its shape only: arguments that are not valid JSON, or an expert the workspace does"
+            " not have, end the turn as `assistant.failed` with the reason (`invalid_input`, `not_found`) rather"
+            " than refusing the input, which is stored like any message."
+        ),
         request=InputSerializer,
         responses={200: InputResponseSerializer},
         parameters=[
