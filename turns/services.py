@@ -155,9 +155,18 @@ def _leasable(now: Any) -> Q:
     return Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
 
 
+def _due(now: Any) -> Any:
+    """Open turns no live lease holds that are the oldest open turn of their conversation."""
+    earlier_open = Turn.objects.filter(_open(), conversation_id=OuterRef("conversation_id")).filter(
+        Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__lt=OuterRef("id"))
+    )
+    return Turn.objects.filter(_open()).filter(_leasable(now)).exclude(Exists(earlier_open))
+
+
 def turns_due_exist() -> bool:
-    """A cheap read before `turns_claim` (no write transaction, so no lock, while idle)."""
-    return Turn.objects.filter(_open()).filter(_leasable(timezone.now())).exists()
+    """A read before `turns_claim`: while nothing is due (idle, or every conversation busy with its
+    running turn) the worker's polls take no write lock."""
+    return _due(timezone.now()).exists()
 
 
 def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
@@ -170,17 +179,8 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
     apart; SQLite: the IMMEDIATE transaction does.
     """
     now = timezone.now()
-    earlier_open = Turn.objects.filter(_open(), conversation_id=OuterRef("conversation_id")).filter(
-        Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__lt=OuterRef("id"))
-    )
     with transaction.atomic():
-        due = list(
-            Turn.objects.filter(_open())
-            .filter(_leasable(now))
-            .exclude(Exists(earlier_open))
-            .select_for_update(skip_locked=True, of=("self",))
-            .order_by("created_at", "id")[:limit]
-        )
+        due = list(_due(now).select_for_update(skip_locked=True, of=("self",)).order_by("created_at", "id")[:limit])
         if not due:
             return [], []
         recipients = _recipients({turn.conversation_id for turn in due})

@@ -223,8 +223,9 @@ class TurnWorker:
     async def _renew(self) -> None:
         """Renew the leases of the running turns (a write with no events); one that is no longer
         ours (we were too slow, another worker ended it) is stopped."""
-        for turn_id in list(self.tasks):
-            state = await self.writer.submit(TurnWrite(turn_id))
+        turn_ids = list(self.tasks)
+        states = await asyncio.gather(*(self.writer.submit(TurnWrite(turn_id)) for turn_id in turn_ids))
+        for turn_id, state in zip(turn_ids, states, strict=True):  # one transaction for all of them
             if state.lost:
                 self._stop_turn(turn_id, "lost")
             elif state.cancel_requested:
