@@ -93,8 +93,7 @@ def generate_pem() -> bytes:
 _debug_key_lock = threading.Lock()
 
 
-def _debug_key() -> bytes:
-    path = Path(settings.EXPERT_DEBUG_KEY_PATH)
+def _debug_key(path: Path) -> bytes:
     with _debug_key_lock:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,20 +111,21 @@ def _debug_key() -> bytes:
 
 
 @functools.cache
-def _keys_for(entries: tuple[str, ...], debug: bool) -> tuple[SigningKey, ...]:
+def _keys_for(entries: tuple[str, ...], debug_key_path: Path | None) -> tuple[SigningKey, ...]:
     if entries:
         pems = _pem_texts(list(entries))
         if not pems:
             raise ImproperlyConfigured("EXPERT_SIGNING_KEYS holds no PEM key.")
         return tuple(_load(pem) for pem in pems)
-    if debug:
-        return (_load(_debug_key()),)
+    if debug_key_path is not None:
+        return (_load(_debug_key(debug_key_path)),)
     return ()
 
 
 def signing_keys() -> tuple[SigningKey, ...]:
     """The configured keys, first the one that signs (empty: none configured outside debug)."""
-    return _keys_for(tuple(settings.EXPERT_SIGNING_KEYS), bool(settings.DEBUG))
+    debug_key_path = Path(settings.EXPERT_DEBUG_KEY_PATH) if settings.DEBUG else None
+    return _keys_for(tuple(settings.EXPERT_SIGNING_KEYS), debug_key_path)
 
 
 def jwks() -> dict[str, Any]:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import MCPServer
 
 from mcp_services.notes import selectors, services
 from mcp_services.notes.auth import caller_for
 from mcp_services.servers.common import db_call, refused_as_result
+
+TOOLS_TTL_MS = 3600 * 1000
 
 
 def build_notes_server(**auth: Any) -> MCPServer:
@@ -21,6 +24,8 @@ def build_notes_server(**auth: Any) -> MCPServer:
     server = MCPServer(
         "CortexNotes",
         instructions="Notes shared by the members of a workspace: add, search, read.",
+        # The tool list changes only with a new release: callers may keep it for an hour.
+        cache_hints={"tools/list": CacheHint(ttl_ms=TOOLS_TTL_MS, scope="public")},
         **auth,
     )
 
