@@ -341,6 +341,40 @@ SPECTACULAR_SETTINGS = {
                 },
             }
         },
+        "/.well-known/jwks.json": {
+            "get": {
+                "operationId": "expert_jwks",
+                "summary": "Public keys of the tokens the core mints for experts",
+                "description": (
+                    "A JSON Web Key Set (Ed25519, `OKP`/`EdDSA`, each with its `kid`). Every call the core makes to an"
+                    " expert registered with auth `core_token` carries `Authorization: Bearer <JWT>` minted for that"
+                    " call: `iss` the core (`JWT_ISSUER`), `aud` the expert's URL, `sub` the user, `workspace_id`,"
+                    " `tool` (`tools/list` for discovery), `iat`, `exp` (at most 5 minutes) and `jti`. Two keys may be"
+                    " published at once (rotation): the first signs. No authentication; cacheable for 5 minutes."
+                ),
+                "tags": ["experts"],
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The key set",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "keys": {
+                                            "type": "array",
+                                            "items": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        }
+                                    },
+                                    "required": ["keys"],
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
         "/output/ws": {
             "get": {
                 "operationId": "output_websocket",
