@@ -436,10 +436,13 @@ def _discovery_apply(expert: Expert, discovery: ExpertDiscovery) -> None:
     if discovery.status == Expert.Status.OK:
         expert.tools = discovery.tools
         expert.tools_expire_at = discovery.tools_expire_at
-    # An unreachable expert keeps the tools it had (a model may still see them; calls will fail
-    # and say why) but they are stale: re-discovered on the next use.
+    # An unreachable expert keeps the tools it had (a model may still see them; calls fail and say
+    # why). It is tried again after the shortest cache time, not on every use: a host that drops
+    # packets would otherwise cost each turn the whole discovery timeout.
     else:
-        expert.tools_expire_at = discovery.discovered_at
+        expert.tools_expire_at = (discovery.discovered_at or timezone.now()) + timedelta(
+            seconds=settings.EXPERT_TOOLS_MIN_TTL_SECONDS
+        )
     expert.last_error = discovery.last_error[:2000]
     expert.discovered_at = discovery.discovered_at
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from django.conf import settings
 from django.utils import timezone
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import ToolListChangedNotification
+from mcp_types import DiscoverResult, ToolListChangedNotification
 
 from common.errors import CortexError, ErrorCode
 from mcp_services.experts import hosts, tokens
@@ -43,6 +44,26 @@ def _http(headers: dict[str, str], timeout: float) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(
         transport=transport, headers=headers, timeout=timeout, follow_redirects=False, trust_env=False
     )
+
+
+# The expert's `server/discover` answer, reused for as long as its cache hint allows: a call is then
+# one request instead of two. Forgotten when a connection fails (the expert may have changed).
+_discovered: dict[str, tuple[str, DiscoverResult, float]] = {}
+
+
+def _prior(url: str) -> dict[str, Any]:
+    known = _discovered.get(url)
+    if known is None or known[2] <= time.monotonic():
+        _discovered.pop(url, None)
+        return {}
+    return {"mode": known[0], "prior_discover": known[1]}
+
+
+def _remember(url: str, client: Client) -> None:
+    result = client.session.discover_result
+    if result is not None and result.ttl_ms > 0 and url not in _discovered:
+        ttl = min(result.ttl_ms / 1000, settings.EXPERT_TOOLS_MAX_TTL_SECONDS)
+        _discovered[url] = (client.protocol_version, result, time.monotonic() + ttl)
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -93,17 +114,22 @@ async def connect(*, url: str, auth: str, caller: Caller, tool: str, timeout: fl
             connection.tools_changed = True
 
     transport = streamable_http_client(url, http_client=_http(headers, timeout), terminate_on_close=False)
-    client = Client(transport, read_timeout_seconds=timeout, cache=None, message_handler=on_message)
+    client = Client(transport, read_timeout_seconds=timeout, cache=None, message_handler=on_message, **_prior(url))
     connection = Connection(client=client)
     try:
         async with asyncio.timeout(timeout):
             await client.__aenter__()
     except BaseException as exc:  # noqa: BLE001 - any failure to connect is the expert being unreachable
+        _discovered.pop(url, None)
         if isinstance(exc, asyncio.CancelledError):
             raise
         raise CortexError(ErrorCode.SERVICE_UNAVAILABLE, f"The expert is unreachable: {describe(exc)}") from None
+    _remember(url, client)
     try:
         yield connection
+    except BaseException:
+        _discovered.pop(url, None)
+        raise
     finally:
         with contextlib.suppress(BaseException):
             await client.__aexit__(None, None, None)

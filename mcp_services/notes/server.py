@@ -24,8 +24,11 @@ def build_notes_server(**auth: Any) -> MCPServer:
     server = MCPServer(
         "CortexNotes",
         instructions="Notes shared by the members of a workspace: add, search, read.",
-        # The tool list changes only with a new release: callers may keep it for an hour.
-        cache_hints={"tools/list": CacheHint(ttl_ms=TOOLS_TTL_MS, scope="public")},
+        # The tool list and capabilities change only with a new release: callers may keep them an hour.
+        cache_hints={
+            "tools/list": CacheHint(ttl_ms=TOOLS_TTL_MS, scope="public"),
+            "server/discover": CacheHint(ttl_ms=TOOLS_TTL_MS, scope="public"),
+        },
         **auth,
     )
 

@@ -6,6 +6,8 @@ Register it in a workspace (`POST /config/workspace/<id>/experts` with this URL 
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from mcp.server.auth.settings import AuthSettings
@@ -33,12 +35,15 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         host, port = options["host"], options["port"]
         audiences = options["url"] or [f"http://127.0.0.1:{port}/mcp", f"http://localhost:{port}/mcp"]
+        jwks_url = str(options["jwks_url"] or settings.NOTES_JWKS_URL)
+        core = urlsplit(jwks_url)
         verifier = CoreTokenVerifier(
-            jwks_url=str(options["jwks_url"] or settings.NOTES_JWKS_URL),
+            jwks_url=jwks_url,
             issuer=str(settings.JWT_ISSUER),
             audiences=audiences,
         )
-        auth = AuthSettings(issuer_url=settings.NOTES_JWKS_URL, resource_server_url=None)  # type: ignore[arg-type]
+        # The authorization server is the core (it issues the tokens); this expert is a resource server.
+        auth = AuthSettings(issuer_url=f"{core.scheme}://{core.netloc}", resource_server_url=None)  # type: ignore[arg-type]
         common.run(
             build_notes_server(token_verifier=verifier, auth=auth), transport="streamable-http", host=host, port=port
         )
