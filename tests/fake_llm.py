@@ -6,7 +6,7 @@ to that file as one JSON line (headers, body, and when the first content chunk w
 
 Streams `chat.completion.chunk`s like the real API. The script, from the last message:
 - a user message containing "[tool]" (and no tool answer yet): a call of the tool `notes__add_note`
-  with `{"text": "milk"}`, its arguments split over two chunks;
+  with `{"title": "milk"}`, its arguments split over two chunks;
 - otherwise: "Hello from the fake model." in word chunks, FAKE_LLM_CHUNK_DELAY_MS apart (after a
   tool answer: "Noted: <the tool's answer>"); a user message containing "[long]" gets 40 words.
 """
@@ -69,7 +69,7 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
     if last.get("role") == "user" and "[tool]" in str(last.get("content")):
         await send({"type": "http.response.body", "body": _chunk({"role": "assistant"}), "more_body": True})
         first = {"index": 0, "id": "call_fake1", "type": "function"}
-        first["function"] = {"name": "notes__add_note", "arguments": '{"text"'}
+        first["function"] = {"name": "notes__add_note", "arguments": '{"title"'}
         await send({"type": "http.response.body", "body": _chunk({"tool_calls": [first]}), "more_body": True})
         rest = {"index": 0, "function": {"arguments": ': "milk"}'}}
         await send({"type": "http.response.body", "body": _chunk({"tool_calls": [rest]}), "more_body": True})

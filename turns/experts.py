@@ -1,16 +1,14 @@
-"""The workspace's expert tools, as a turn uses them (the experts themselves: `mcp_services.experts`)."""
+"""The workspace's expert tools, as a turn offers them to the model (the experts themselves, their
+tokens and host policy: `mcp_services.experts.calls`)."""
 
 from __future__ import annotations
 
-import importlib
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
-from common.errors import CortexError, ErrorCode
+from mcp_services.experts.calls import expert_call, expert_tools
 
 
 @dataclass(frozen=True)
@@ -24,13 +22,6 @@ class FunctionTool:
     input_schema: dict[str, Any]
 
 
-def _experts() -> Any:
-    try:
-        return importlib.import_module("mcp_services.experts")
-    except ImportError:  # a deployment without the experts app: no tools
-        return None
-
-
 def _function_name(expert: str, tool: str, taken: set[str]) -> str:
     base = re.sub(r"[^A-Za-z0-9_-]", "_", f"{expert}__{tool}")[:64]
     name, n = base, 1
@@ -41,13 +32,9 @@ def _function_name(expert: str, tool: str, taken: set[str]) -> str:
 
 
 async def workspace_tools(*, workspace_id: uuid.UUID) -> list[FunctionTool]:
-    experts = _experts()
-    if experts is None:
-        return []
-    tools = await sync_to_async(experts.expert_tools)(workspace_id=workspace_id)
     functions: list[FunctionTool] = []
     taken: set[str] = set()
-    for tool in tools:
+    for tool in await expert_tools(workspace_id=workspace_id):
         name = _function_name(tool.expert, tool.name, taken)
         taken.add(name)
         functions.append(
@@ -65,10 +52,7 @@ async def workspace_tools(*, workspace_id: uuid.UUID) -> list[FunctionTool]:
 async def call(
     *, user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str, arguments: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
-    """`{"content": str, "structured": ...}`; a refusal or failure is a CortexError (`ExpertCallError`)."""
-    experts = _experts()
-    if experts is None:
-        raise CortexError(ErrorCode.NOT_FOUND, f"No expert named {expert!r} in this workspace.")
-    return await experts.expert_call(
+    """`{"content": str, "structured": ...}`; a refusal or failure is an `ExpertCallError` (a CortexError)."""
+    return await expert_call(
         user_id=user_id, workspace_id=workspace_id, expert=expert, tool=tool, arguments=arguments, timeout=timeout
     )

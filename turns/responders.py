@@ -239,7 +239,8 @@ async def _model_tool_call(
     if target is None or not isinstance(arguments, dict):
         call_id = f"call_{uuid.uuid4().hex[:24]}"
         expert, _, tool = call["name"].partition("__")
-        await out.tool_call(call_id=call_id, expert=expert, tool=tool or call["name"], arguments=call["arguments"])
+        shown = arguments if isinstance(arguments, dict) else call["arguments"]  # as the model sent it
+        await out.tool_call(call_id=call_id, expert=expert, tool=tool or call["name"], arguments=shown)
         message = f"No tool named {call['name']!r} here." if target is None else "The arguments must be a JSON object."
         code = ErrorCode.NOT_FOUND if target is None else ErrorCode.INVALID_INPUT
         await out.tool_result(call_id=call_id, error={"code": str(code), "message": message})

@@ -1,5 +1,6 @@
 """Assistant turns end to end: a real core (uvicorn), a real `manage.py turn_worker`, real SSE
-clients; for `llm`, a fake OpenAI-compatible server on loopback driven by the real `openai` SDK.
+clients, the notes expert as a real process; for `llm`, a fake OpenAI-compatible server on
+loopback driven by the real `openai` SDK.
 
 The worker is another process than the core and there is no Redis here: its events reach the
 core's streams through `/internal/events` (CORTEX_CORE_URL), and streams resume from the log.
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from tests.experts.conftest import notes_expert
 from tests.servers import (
     ServerProcess,
     core_server,
@@ -141,7 +143,8 @@ def system(tmp_path_factory) -> Iterator[tuple[Site, ServerProcess]]:
             "CORTEX_CORE_URL": core.url,
             "CORTEX_LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
         }
-        with running(fake_llm), running(core), running(turn_worker(env)) as worker:
+        notes = notes_expert(base, jwks_url=f"{core.url}/.well-known/jwks.json")
+        with running(fake_llm), running(core), running(notes), running(turn_worker(env)) as worker:
             tokens = {email.split("@")[0]: login(core.url, email, PASSWORD) for email in USERS}
             user_ids = {
                 who: httpx2.get(f"{core.url}/auth/verify", headers={"Authorization": f"Bearer {token}"}).json()[
@@ -154,7 +157,15 @@ def system(tmp_path_factory) -> Iterator[tuple[Site, ServerProcess]]:
                 json={"name": "W"},
                 headers={"Authorization": f"Bearer {tokens['alice']}"},
             ).json()["workspace"]
-            yield Site(core.url, env, tokens, user_ids, workspace["id"], llm_log), worker
+            site = Site(core.url, env, tokens, user_ids, workspace["id"], llm_log)
+            registered = httpx2.post(
+                f"{core.url}/config/workspace/{workspace['id']}/experts",
+                json={"name": "notes", "url": f"{notes.url}/mcp", "auth": "core_token"},
+                headers=site.auth("alice"),
+                timeout=30,
+            )
+            assert registered.status_code == 201 and registered.json()["expert"]["status"] == "ok", registered.text
+            yield site, worker
 
 
 def test_echo_turn_reaches_every_participant_and_its_answer_is_a_message(system):
@@ -224,27 +235,85 @@ def test_cancel_stops_a_running_turn(system):
     assert outsider.status_code == 404
 
 
-def test_llm_turn_streams_the_model_and_answers_its_tool_call(system):
+def test_llm_turn_streams_the_model_and_calls_the_expert_tool_it_asks_for(system):
     site, _ = system
-    conversation = site.conversation("llm", participants=())
+    conversation = site.conversation("llm")
     site.llm_log.write_text("")
-    with site.stream("alice") as alice:
+    with site.stream("alice") as alice, site.stream("bob") as bob:
         turn_id = site.post("alice", conversation, "remember milk [tool]")["turn_id"]
         events = until_end(alice, turn_id)
+        assert [event for _, event in until_end(bob, turn_id)] == [event for _, event in events]
     types = [event["type"] for _, event in events]
     assert types[:3] == ["assistant.started", "tool.call", "tool.result"], types
     assert types[-1] == "assistant.completed", events[-1]
     call, result = events[1][1]["data"], events[2][1]["data"]
-    assert (call["expert"], call["tool"], call["arguments"]) == ("notes", "add_note", '{"text": "milk"}')
-    assert result["call_id"] == call["call_id"] and result["error"]["code"] == "not_found"
+    assert (call["expert"], call["tool"], call["arguments"]) == ("notes", "add_note", {"title": "milk"})
+    assert result["call_id"] == call["call_id"] and "error" not in result, result
     text = deltas(events)
-    assert text.startswith("Noted: Error (not_found)") and events[-1][1]["data"]["content"] == text
+    assert text == "Noted: " + result["result"]["content"] and events[-1][1]["data"]["content"] == text
     requests = [json.loads(line) for line in site.llm_log.read_text().splitlines()]
     assert len(requests) == 2
-    assert requests[0]["headers"]["authorization"] == f"Bearer {LLM_KEY}"
-    assert requests[0]["body"]["model"] == "fake-model" and requests[0]["body"]["stream"] is True
-    assert requests[0]["body"]["messages"][-1] == {"role": "user", "content": "remember milk [tool]"}
-    assert requests[1]["body"]["messages"][-1]["role"] == "tool"
+    first, second = requests[0], requests[1]
+    assert first["headers"]["authorization"] == f"Bearer {LLM_KEY}"
+    assert first["body"]["model"] == "fake-model" and first["body"]["stream"] is True
+    assert first["body"]["messages"][-1] == {"role": "user", "content": "remember milk [tool]"}
+    offered = {tool["function"]["name"] for tool in first["body"]["tools"]}
+    assert {"notes__add_note", "notes__search_notes", "notes__get_note"} <= offered
+    assert second["body"]["messages"][-1]["role"] == "tool"
+    assert second["body"]["messages"][-1]["tool_call_id"] == "call_fake1"
+    # The note is in the workspace: a direct call finds it.
+    with site.stream("alice") as alice:
+        found = site.post("alice", conversation, '/notes search_notes {"query": "milk"}')["turn_id"]
+        events = until_end(alice, found)
+    assert [event["type"] for _, event in events][-1] == "assistant.completed"
+    assert "milk" in events[-1][1]["data"]["content"]
+
+
+def test_model_asking_for_a_tool_it_was_not_offered_is_told_and_goes_on(system):
+    site, _ = system
+    conversation = site.conversation("llm")
+    httpx2.patch(
+        f"{site.url}/config/workspace/{site.workspace_id}/experts/{_expert_id(site)}",
+        json={"tools": ["search_notes"]},
+        headers=site.auth("alice"),
+    ).raise_for_status()
+    try:
+        with site.stream("alice") as alice:
+            turn_id = site.post("alice", conversation, "again [tool]")["turn_id"]
+            events = until_end(alice, turn_id)
+    finally:
+        httpx2.patch(
+            f"{site.url}/config/workspace/{site.workspace_id}/experts/{_expert_id(site)}",
+            json={"tools": None},
+            headers=site.auth("alice"),
+        ).raise_for_status()
+    result = next(event["data"] for _, event in events if event["type"] == "tool.result")
+    assert result["error"]["code"] == "not_found"
+    assert events[-1][1]["type"] == "assistant.completed"
+    assert events[-1][1]["data"]["content"].startswith("Noted: Error (not_found)")
+
+
+def _expert_id(site: Site) -> str:
+    listed = httpx2.get(f"{site.url}/config/workspace/{site.workspace_id}/experts", headers=site.auth("alice")).json()
+    return next(expert["id"] for expert in listed["experts"] if expert["name"] == "notes")
+
+
+def test_direct_call_runs_one_expert_tool_without_a_model(system):
+    site, _ = system
+    conversation = site.conversation("none")
+    with site.stream("bob") as bob:
+        turn_id = site.post("bob", conversation, '/notes add_note {"title": "call the plumber"}')["turn_id"]
+        events = until_end(bob, turn_id)
+    assert [event["type"] for _, event in events] == [
+        "assistant.started",
+        "tool.call",
+        "tool.result",
+        "assistant.completed",
+    ]
+    call, result = events[1][1]["data"], events[2][1]["data"]
+    assert (call["expert"], call["tool"], call["arguments"]) == ("notes", "add_note", {"title": "call the plumber"})
+    assert events[-1][1]["data"]["content"] == result["result"]["content"]
+    assert events[-1][1]["user_id"] == site.user_ids["bob"]
 
 
 def test_direct_call_to_unknown_expert_or_with_bad_json_fails_clearly(system):

@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('workspaces', '0002_turns'),
+        ('workspaces', '0003_turns'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
