@@ -302,6 +302,8 @@ def live_messages_valid(messages: Any) -> list[tuple[str, LiveMessage]] | None:
             or isinstance(seq, bool)
             or not (conversation_id is None or isinstance(conversation_id, str))
             or not isinstance(text, str)
+            or not text.startswith(f'{{"id":"{seq}",')  # an event of this seq, as `event_json` writes it
+            or "\n" in text  # one SSE `data:` line
         ):
             return None
         valid.append((group, {"type": STREAM_EVENT, "seq": seq, "conversation_id": conversation_id, "json": text}))
