@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -48,8 +48,8 @@ def relay(body: object, token: str | None = TOKEN):
 async def test_relayed_events_reach_the_recipients_streams(alice):
     sse = await SSEClient(headers=await bearer(alice)).open()
     assert await sse.frame() == "retry: 3000"
-    events = await sync_to_async(committed_event)(alice)
-    response = await sync_to_async(relay)({"events": events})
+    events = await database_sync_to_async(committed_event)(alice)
+    response = await database_sync_to_async(relay)({"events": events})
     assert response.status_code == 204
     event_id, event = await sse.event()
     assert (event_id, event["type"], event["data"]["text"]) == ("1", "assistant.delta", "from the worker")
