@@ -63,6 +63,9 @@ class TicketApi(APIView):
         return response
 
 
+RELAY_MAX_BYTES = 16 * 1024 * 1024
+
+
 @csrf_exempt
 async def internal_events(request: HttpRequest) -> HttpResponse:
     """Relay committed events (their live copies, as `events_append` made them) to this process's
@@ -74,7 +77,9 @@ async def internal_events(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return JsonResponse(error_body(ErrorCode.METHOD_NOT_ALLOWED, "Use POST."), status=405)
     try:
-        messages = services.live_messages_valid(json.loads(request.body).get("events"))
+        # Not `request.body`: DATA_UPLOAD_MAX_MEMORY_SIZE bounds clients' requests, and one relayed
+        # event (a long answer) may be larger; the sender is the deployment itself (the token).
+        messages = services.live_messages_valid(json.loads(request.read(RELAY_MAX_BYTES)).get("events"))
     except (ValueError, AttributeError):
         messages = None
     if messages is None:

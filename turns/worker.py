@@ -49,15 +49,50 @@ class CancelSeen(Exception):
 
 
 class Relay:
-    """Hands committed events to the core's streams (see the module docstring)."""
+    """Hands committed events to the core's streams (see the module docstring), in commit order:
+    one sender task, so the claim's and the writer's batches never overtake each other (a stream
+    that sees a later seq first has to fetch the gap from the database). Posts are bounded in size
+    (`RELAY_CHUNK_BYTES`) and retried (`RELAY_ATTEMPTS`): a stream that misses a notify while idle
+    would otherwise wait for its next event or reconnect to see the end of a turn."""
+
+    RELAY_CHUNK_BYTES = 192 * 1024
+    RELAY_ATTEMPTS = 4
 
     def __init__(self) -> None:
         self._http: httpx2.AsyncClient | None = None
-        self.sent = 0
+        self._pending: Live = []
+        self._wake = asyncio.Event()
+        self._sender: asyncio.Task | None = None
 
-    async def publish(self, live: Live) -> None:
+    def publish(self, live: Live) -> None:
         if not live:
             return
+        self._pending.extend(live)
+        self._wake.set()
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._run(), name="turn-relay")
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        chunk: Live = []
+        size = 0
+        for group, message in batch:
+            item = len(message["json"]) + 128
+            if chunk and size + item > self.RELAY_CHUNK_BYTES:
+                await self._send(chunk)
+                chunk, size = [], 0
+            chunk.append((group, message))
+            size += item
+        if chunk:
+            await self._send(chunk)
+
+    async def _send(self, live: Live) -> None:
         if settings.REDIS_URL:
             await events_publish_now(live)
             return
@@ -71,14 +106,26 @@ class Relay:
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=httpx2.Timeout(5.0),
             )
-        try:
-            response = await self._http.post("/internal/events", json={"events": live})
-            if response.status_code != 204:
-                logger.warning("relaying %d events to the core: HTTP %d", len(live), response.status_code)
-        except httpx2.HTTPError as exc:
-            logger.warning("relaying %d events to the core failed: %r", len(live), exc)
+        for attempt in range(self.RELAY_ATTEMPTS):
+            try:
+                response = await self._http.post("/internal/events", json={"events": live})
+                if response.status_code == 204:
+                    return
+                problem = f"HTTP {response.status_code}"
+                if response.status_code < 500:
+                    break  # refused: sending it again changes nothing
+            except httpx2.HTTPError as exc:
+                problem = repr(exc)
+            await asyncio.sleep(0.1 * 2**attempt)
+        logger.warning("relaying %d events to the core failed (%s)", len(live), problem)
 
     async def aclose(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        with contextlib.suppress(Exception):  # what is still queued, once (the core may be gone)
+            await asyncio.wait_for(self._flush(), timeout=5)
         if self._http is not None:
             await self._http.aclose()
 
@@ -113,10 +160,10 @@ class LogWriter:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            self.relay.publish(live)
             for write, future in batch:
                 if not future.done():
                     future.set_result(states[write.turn_id])
-            await self.relay.publish(live)
 
 
 class TurnEmitter:
@@ -213,7 +260,7 @@ class TurnWorker:
         free = settings.CORTEX["TURN_CONCURRENCY"] - len(self.tasks)
         if free > 0 and await db(services.turns_due_exist)():
             rows, live = await db(services.turns_claim)(owner=self.owner, limit=free)
-            await self.relay.publish(live)
+            self.relay.publish(live)
             for row in rows:
                 self.tasks[row.id] = asyncio.create_task(self._run_turn(row), name=f"turn-{row.id}")
         if self.tasks:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 TOKEN = os.environ["CORTEX_SERVICE_TOKEN"]
 
 
-def committed_event(user) -> list:
+def committed_event(user, text: str = "from the worker") -> list:
     """An event appended to `user`'s log the way the worker does: committed, not published."""
     with transaction.atomic():
         live = services.events_append(
@@ -29,7 +29,7 @@ def committed_event(user) -> list:
                     type="assistant.delta",
                     user_id=user.id,
                     conversation_id=None,
-                    data={"turn_id": "t", "text": "from the worker"},
+                    data={"turn_id": "t", "text": text},
                     recipient_ids=[user.id],
                     created_at=timezone.now(),
                 )
@@ -71,3 +71,14 @@ def test_only_the_service_token_relays_and_only_live_copies(alice):
         response = relay({"events": [bad]})
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_input", bad
     assert relay({"events": events}).status_code == 204
+
+
+async def test_a_relayed_event_may_be_larger_than_a_clients_request_body(alice, settings):
+    sse = await SSEClient(headers=await bearer(alice)).open()
+    assert await sse.frame() == "retry: 3000"
+    long_answer = "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1000)
+    events = await database_sync_to_async(committed_event)(alice, long_answer)
+    assert (await database_sync_to_async(relay)({"events": events})).status_code == 204
+    _, event = await sse.event()
+    assert event["data"]["text"] == long_answer
+    await sse.close()
