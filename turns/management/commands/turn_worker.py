@@ -27,11 +27,10 @@ class Command(BaseCommand):
             settings.CORTEX["TURN_CONCURRENCY"] = options["concurrency"]
         try:
             import uvloop
-
-            uvloop.install()
         except ImportError:
-            pass
-        asyncio.run(self._main())
+            asyncio.run(self._main())
+        else:
+            uvloop.run(self._main())
 
     async def _main(self) -> None:
         stop = asyncio.Event()
