@@ -9,7 +9,7 @@ import pytest
 from mcp import Client
 
 from mcp_services.client import ServiceClient
-from mcp_services.servers.cognition import blend, build_cognition_server
+from mcp_services.cognition.server import blend, build_cognition_server
 from tests.mcp.conftest import held
 from tests.servers import free_port
 

@@ -10,7 +10,7 @@ import pytest
 from mcp import MCPError
 
 from mcp_services.models import MemoryItem
-from mcp_services.servers.common import db_call
+from mcp_services.serving import db_call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from mcp_services import delivery, selectors
+from mcp_services.outbox import delivery, selectors
 
 
 class Command(BaseCommand):

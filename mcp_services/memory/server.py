@@ -2,8 +2,8 @@
 
 Tools parse their arguments, call one service or selector, and shape the answer; a refused
 argument is a `CortexError`, answered as an error result whose structured content carries the
-stable code (`common.refused_as_result`); resources answer it as a JSON-RPC error with the code in
-`data` (`common.refusal`).
+stable code (`serving.refused_as_result`); resources answer it as a JSON-RPC error with the code in
+`data` (`serving.refusal`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from common.errors import CortexError, ErrorCode
-from mcp_services import selectors, services
-from mcp_services.servers.common import db_call, may_write, refusal, refused_as_result
+from mcp_services.memory import selectors, services
+from mcp_services.serving import db_call, may_write, refusal, refused_as_result
 
 MAX_QUERY_CHARS = 1000
 MAX_BATCH_ITEMS = 1000
@@ -42,7 +42,7 @@ def _resource_args(user_id: str, limit: int | None = None) -> tuple[uuid.UUID, i
 
 
 def build_memory_server(**auth: Any) -> MCPServer:
-    """`auth`: `token_verifier=` and `auth=` from `common.auth_options` (none in-process)."""
+    """`auth`: `token_verifier=` and `auth=` from `serving.auth_options` (none in-process)."""
     server = MCPServer(
         "CortexMemory",
         instructions="Per-user memory of Cortex inputs: store, history, full-text search, delete.",

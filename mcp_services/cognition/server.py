@@ -10,10 +10,10 @@ from django.conf import settings
 from mcp.server.mcpserver import MCPServer
 
 from common.errors import CortexError, ErrorCode
-from mcp_services import services
 from mcp_services.client import ServiceClient
-from mcp_services.servers.common import refused_as_result
-from mcp_services.servers.memory import MAX_QUERY_CHARS
+from mcp_services.memory import services
+from mcp_services.memory.server import MAX_QUERY_CHARS
+from mcp_services.serving import refused_as_result
 
 logger = logging.getLogger(__name__)
 
