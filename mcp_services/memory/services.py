@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
+from mcp_services.memory.schemas import MemoryInput
 from mcp_services.models import MemoryItem
 
 
@@ -20,62 +21,16 @@ def _invalid(message: str) -> CortexError:
     return CortexError(ErrorCode.INVALID_INPUT, message)
 
 
-# --- argument checks shared by the memory tools -------------------------------------------------
-
-
-def parse_uuid(value: object, *, name: str) -> uuid.UUID:
-    if not isinstance(value, str) or not value.strip():
-        raise _invalid(f"{name} is required (a UUID).")
-    try:
-        return uuid.UUID(value.strip())
-    except ValueError:
-        raise _invalid(f"{name} must be a UUID.") from None
-
-
-def parse_user_id(value: object) -> uuid.UUID:
-    return parse_uuid(value, name="user_id")
-
-
-def parse_limit(value: object, *, name: str = "limit") -> int:
-    maximum = settings.CORTEX["MEMORY_MAX_LIMIT"]
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise _invalid(f"{name} must be an integer from 1 to {maximum}.")
-    return value
-
-
-def _parse_timestamp(value: object) -> datetime:
-    if not isinstance(value, str):
-        raise _invalid("input_data.timestamp must be an ISO 8601 date-time string.")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise _invalid("input_data.timestamp must be an ISO 8601 date-time string.") from None
-    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
-
-
-def _normalized_item(input_data: object) -> tuple[dict[str, Any], datetime]:
+def _normalized_item(data: MemoryInput) -> tuple[dict[str, Any], datetime]:
     """The item as stored: the caller's object, with `id` and `timestamp` added when missing."""
-    if not isinstance(input_data, dict):
-        raise _invalid("input_data must be a JSON object.")
-    item = dict(input_data)
-    item_id = item.get("id")
-    if item_id is None or item_id == "":
-        item["id"] = str(uuid.uuid4())
-    elif isinstance(item_id, bool) or not isinstance(item_id, str | int) or len(str(item_id)) > 255:
-        raise _invalid("input_data.id must be a string of at most 255 characters.")
+    item = data.as_stored()
+    item["id"] = str(uuid.uuid4()) if data.id in (None, "") else str(data.id)
+    if data.timestamp:
+        moment = datetime.fromisoformat(data.timestamp)  # checked by MemoryInput
+        moment = moment if timezone.is_aware(moment) else timezone.make_aware(moment, UTC)
     else:
-        item["id"] = str(item_id)
-    if item.get("timestamp") in (None, ""):
         moment = timezone.now()
         item["timestamp"] = moment.isoformat().replace("+00:00", "Z")
-    else:
-        moment = _parse_timestamp(item["timestamp"])
-    content = item.get("content", "")
-    if not isinstance(content, str):
-        raise _invalid("input_data.content must be a string.")
-    conversation_id = item.get("conversation_id")
-    if conversation_id is not None and not isinstance(conversation_id, str):
-        raise _invalid("input_data.conversation_id must be a string or null.")
     limit = settings.CORTEX["MEMORY_MAX_ITEM_BYTES"]
     if len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()) > limit:
         raise _invalid(f"input_data must be at most {limit} bytes of JSON.")
@@ -95,7 +50,7 @@ def normalized_conversation_id(value: str | None) -> str | None:
 
 
 @transaction.atomic
-def memory_item_store(*, user_id: uuid.UUID, input_data: object) -> tuple[MemoryItem, bool]:
+def memory_item_store(*, user_id: uuid.UUID, input_data: MemoryInput) -> tuple[MemoryItem, bool]:
     """Store one item; a retry with the same `input_data["id"]` stores nothing and returns the first.
 
     Returns the item and whether it was created now.
@@ -120,7 +75,7 @@ class StoreOutcome(TypedDict):
     error: NotRequired[str]
 
 
-def memory_items_store(*, items: list[tuple[uuid.UUID, object]]) -> list[StoreOutcome]:
+def memory_items_store(*, items: list[tuple[uuid.UUID, MemoryInput]]) -> list[StoreOutcome]:
     """Store many `(user_id, input_data)` items in one transaction, each as `memory_item_store`
     would: idempotent on `(user_id, input_data["id"])`, and an invalid item refused on its own
     (`status: "invalid"`) without failing the others."""
