@@ -6,4 +6,4 @@ from mcp_services.models import OutboxEntry
 
 
 def outbox_pending_count() -> int:
-    return OutboxEntry.objects.filter(delivered_at__isnull=True, failed_at__isnull=True).count()
+    return OutboxEntry.objects.pending().count()

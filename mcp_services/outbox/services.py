@@ -41,12 +41,8 @@ def outbox_conversation_deletes_enqueue(*, pairs: list[tuple[uuid.UUID, uuid.UUI
         return []
     conversation_ids = {conversation_id for _, conversation_id in pairs}
     now = timezone.now()
-    OutboxEntry.objects.filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-        kind=OutboxEntry.Kind.STORE,
-        conversation_id__in=conversation_ids,
-        delivered_at__isnull=True,
-        failed_at__isnull=True,
+    OutboxEntry.objects.pending().unclaimed(now).filter(
+        kind=OutboxEntry.Kind.STORE, conversation_id__in=conversation_ids
     ).delete()
     return OutboxEntry.objects.bulk_create(
         OutboxEntry(
@@ -62,20 +58,10 @@ def outbox_conversation_deletes_enqueue(*, pairs: list[tuple[uuid.UUID, uuid.UUI
 def outbox_user_purge_enqueue(*, user_id: uuid.UUID) -> OutboxEntry:
     """`delete_memory(everything=True)` for a deleted user, after any of their stores in flight."""
     now = timezone.now()
-    OutboxEntry.objects.filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-        kind=OutboxEntry.Kind.STORE,
-        user_id=user_id,
-        delivered_at__isnull=True,
-        failed_at__isnull=True,
-    ).delete()
+    OutboxEntry.objects.pending().unclaimed(now).filter(kind=OutboxEntry.Kind.STORE, user_id=user_id).delete()
     return OutboxEntry.objects.create(
         kind=OutboxEntry.Kind.DELETE, user_id=user_id, arguments={"user_id": str(user_id), "everything": True}
     )
-
-
-def _pending() -> Q:
-    return Q(delivered_at__isnull=True, failed_at__isnull=True)
 
 
 @transaction.atomic
@@ -88,18 +74,17 @@ def outbox_claim(*, limit: int, ignore_schedule: bool = False) -> list[OutboxEnt
     the resulting second delivery harmless.
     """
     now = timezone.now()
-    earlier_store = OutboxEntry.objects.filter(
-        _pending(),
+    earlier_store = OutboxEntry.objects.pending().filter(
         kind=OutboxEntry.Kind.STORE,
         user_id=OuterRef("user_id"),
         conversation_id=OuterRef("conversation_id"),
         id__lt=OuterRef("id"),
     )
-    due = OutboxEntry.objects.filter(_pending()).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    due = OutboxEntry.objects.pending().unclaimed(now)
     if not ignore_schedule:
         due = due.filter(next_attempt_at__lte=now)
-    any_earlier_store = OutboxEntry.objects.filter(
-        _pending(), kind=OutboxEntry.Kind.STORE, user_id=OuterRef("user_id"), id__lt=OuterRef("id")
+    any_earlier_store = OutboxEntry.objects.pending().filter(
+        kind=OutboxEntry.Kind.STORE, user_id=OuterRef("user_id"), id__lt=OuterRef("id")
     )
     due = due.exclude(Q(kind=OutboxEntry.Kind.DELETE) & Exists(earlier_store))
     # A user's purge (no conversation) waits for every earlier store of that user.
