@@ -18,8 +18,8 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
-from mcp_services import delivery
-from mcp_services import services as memory_outbox
+from mcp_services.outbox import delivery
+from mcp_services.outbox import services as memory_outbox
 from streaming.services import LiveMessage, NewEvent, events_append, events_publish
 from turns.models import Turn
 from workspaces.models import Conversation, Message
