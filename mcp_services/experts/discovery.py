@@ -40,7 +40,7 @@ def _http(headers: dict[str, str], timeout: float) -> httpx2.AsyncClient:
     loop = asyncio.get_running_loop()
     transport = _transports.get(loop)
     if transport is None:
-        transport = _transports[loop] = httpx2.AsyncHTTPTransport()
+        transport = _transports[loop] = hosts.checked_transport()
     return httpx2.AsyncClient(
         transport=transport, headers=headers, timeout=timeout, follow_redirects=False, trust_env=False
     )

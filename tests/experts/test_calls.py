@@ -162,3 +162,20 @@ def test_jwks_publishes_every_key_and_the_first_signs(client):
 
 def test_manage_check_is_clean_with_keys_configured():
     call_command("check")
+
+
+async def test_the_socket_connects_only_to_addresses_the_policy_allows(expert, settings):
+    """The last line against DNS rebinding: whatever the URL, the connection itself is checked."""
+    import httpx2
+
+    from mcp_services.experts import hosts
+
+    async with httpx2.AsyncClient(transport=hosts.checked_transport()) as http:
+        with pytest.raises(httpx2.ConnectError, match="not in EXPERT_ALLOWED_HOSTS"):
+            await http.get("http://10.255.255.1:9/")
+        settings.EXPERT_ALLOWED_HOSTS = ["localhost"]
+        with pytest.raises(httpx2.ConnectError, match="resolves to"):
+            await http.post(expert.url.replace("127.0.0.1", "localhost"), json={})
+        settings.EXPERT_ALLOWED_HOSTS = ["localhost", "127.0.0.1", "::1"]  # localhost may also be ::1
+        response = await http.post(expert.url.replace("127.0.0.1", "localhost"), json={})
+        assert response.status_code in (400, 406), "connected (the expert refused the empty body)"
