@@ -31,7 +31,7 @@ from common.errors import CortexError, ErrorCode
 from mcp_services.client import encoding_error
 from mcp_services.experts.discovery import Caller, connect, describe, discover, unwrap
 from workspaces import selectors, services
-from workspaces.models import Expert, Workspace
+from workspaces.models import Expert
 
 logger = logging.getLogger(__name__)
 
@@ -52,29 +52,11 @@ class ExpertTool:
     input_schema: dict[str, Any]
 
 
-def _discovery(found: Any) -> services.ExpertDiscovery:
-    return services.ExpertDiscovery(
-        status=found.status,
-        tools=found.tools,
-        last_error=found.error,
-        discovered_at=found.discovered_at,
-        tools_expire_at=found.expires_at,
-    )
-
-
 async def expert_refresh(expert: Expert, *, user_id: uuid.UUID | None = None) -> Expert:
     """Re-discover one expert's tools (on the owner's behalf unless `user_id`) and store the result."""
-    owner_id = user_id or await sync_to_async(_owner_id)(expert.workspace_id)
+    owner_id = user_id or await sync_to_async(selectors.workspace_owner_id)(workspace_id=expert.workspace_id)
     found = await discover(url=expert.url, auth=expert.auth, caller=Caller(owner_id, expert.workspace_id))
-    return await sync_to_async(services.expert_discovery_save)(expert=expert, discovery=_discovery(found))
-
-
-def _owner_id(workspace_id: uuid.UUID) -> uuid.UUID:
-    return Workspace.objects.values_list("owner_id", flat=True).get(id=workspace_id)
-
-
-def _workspace_experts(workspace_id: uuid.UUID) -> list[Expert]:
-    return list(Expert.objects.filter(workspace_id=workspace_id).order_by("created_at", "id"))
+    return await sync_to_async(services.expert_discovery_save)(expert=expert, discovery=found.outcome())
 
 
 async def expert_tools(*, workspace_id: uuid.UUID) -> list[ExpertTool]:
@@ -84,7 +66,7 @@ async def expert_tools(*, workspace_id: uuid.UUID) -> list[ExpertTool]:
     notification) are re-discovered first, concurrently; one that cannot be reached keeps its
     last known tools until it answers again.
     """
-    experts = await sync_to_async(_workspace_experts)(workspace_id)
+    experts = await sync_to_async(selectors.experts_of_workspace)(workspace_id=workspace_id)
     now = timezone.now()
     stale = [expert for expert in experts if expert.tools_expire_at is None or expert.tools_expire_at <= now]
     if stale:

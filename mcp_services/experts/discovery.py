@@ -28,6 +28,7 @@ from mcp_types import DiscoverResult, ToolListChangedNotification
 
 from common.errors import CortexError, ErrorCode
 from mcp_services.experts import hosts, tokens
+from workspaces import services
 
 _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncHTTPTransport] = (
     weakref.WeakKeyDictionary()
@@ -144,6 +145,16 @@ class Discovery:
     error: str = ""
     discovered_at: datetime = field(default_factory=timezone.now)
     expires_at: datetime | None = None
+
+    def outcome(self) -> services.ExpertDiscovery:
+        """What the `workspaces` services store."""
+        return services.ExpertDiscovery(
+            status=self.status,
+            tools=self.tools,
+            last_error=self.error,
+            discovered_at=self.discovered_at,
+            tools_expire_at=self.expires_at,
+        )
 
 
 def _expiry(ttl_ms: int | None, now: datetime) -> datetime:
