@@ -9,8 +9,8 @@ class McpServicesConfig(AppConfig):
     def ready(self) -> None:
         from django.core.checks import register
 
-        from mcp_services import metrics, receivers  # noqa: F401 - connects the workspaces hooks
         from mcp_services.experts import checks
+        from mcp_services.outbox import metrics, receivers  # noqa: F401 - connects the workspaces hooks
 
         metrics.register()
         register(checks.signing_keys_check)

@@ -30,7 +30,7 @@ from common import metrics
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import encoding_error
 from mcp_services.experts.discovery import Caller, connect, describe, discover, unwrap
-from mcp_services.servers.common import db_call
+from mcp_services.serving import db_call
 from workspaces import selectors, services
 from workspaces.models import Expert
 
