@@ -54,6 +54,15 @@ def expert_list(*, workspace: Workspace) -> QuerySet[Expert]:
     return Expert.objects.filter(workspace=workspace).order_by("created_at", "id")
 
 
+def experts_of_workspace(*, workspace_id: uuid.UUID) -> list[Expert]:
+    """For the core's own use (a turn's tools), not for a request: no access check here."""
+    return list(Expert.objects.filter(workspace_id=workspace_id).order_by("created_at", "id"))
+
+
+def workspace_owner_id(*, workspace_id: uuid.UUID) -> uuid.UUID:
+    return Workspace.objects.values_list("owner_id", flat=True).get(id=workspace_id)
+
+
 def experts_for_member(*, user_id: uuid.UUID, workspace_id: uuid.UUID) -> list[Expert]:
     """The experts of a workspace, for a user who owns it or takes part in one of its conversations
     (the users on whose behalf the core calls them); empty for anyone else."""

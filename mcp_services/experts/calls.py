@@ -4,7 +4,8 @@
     result = await expert_call(user_id=..., workspace_id=..., expert="notes", tool="add_note", arguments={...})
     # {"content": "<the result's text>", "structured": {...} or None}
 
-Each call is made on the user's behalf with a token minted for that call (`tokens`), never with
+Reads and writes run through `db_call` (a worker thread whose connection is closed afterwards: a
+turn worker holds no database connection between calls). Each call is made on the user's behalf with a token minted for that call (`tokens`), never with
 the user's own token, to a host checked just before the call (`hosts`). Refusals are
 `ExpertCallError` with a stable code: not_found (no such expert in the workspace, the user is not
 a member of it, or no such tool), permission_denied (the tool is not in the expert's allowlist, or
@@ -21,7 +22,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.utils import timezone
 from mcp import MCPError
 from mcp_types import TextContent
@@ -30,8 +30,9 @@ from common import metrics
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import encoding_error
 from mcp_services.experts.discovery import Caller, connect, describe, discover, unwrap
+from mcp_services.serving import db_call
 from workspaces import selectors, services
-from workspaces.models import Expert, Workspace
+from workspaces.models import Expert
 
 logger = logging.getLogger(__name__)
 
@@ -52,29 +53,11 @@ class ExpertTool:
     input_schema: dict[str, Any]
 
 
-def _discovery(found: Any) -> services.ExpertDiscovery:
-    return services.ExpertDiscovery(
-        status=found.status,
-        tools=found.tools,
-        last_error=found.error,
-        discovered_at=found.discovered_at,
-        tools_expire_at=found.expires_at,
-    )
-
-
 async def expert_refresh(expert: Expert, *, user_id: uuid.UUID | None = None) -> Expert:
     """Re-discover one expert's tools (on the owner's behalf unless `user_id`) and store the result."""
-    owner_id = user_id or await sync_to_async(_owner_id)(expert.workspace_id)
+    owner_id = user_id or await db_call(selectors.workspace_owner_id)(workspace_id=expert.workspace_id)
     found = await discover(url=expert.url, auth=expert.auth, caller=Caller(owner_id, expert.workspace_id))
-    return await sync_to_async(services.expert_discovery_save)(expert=expert, discovery=_discovery(found))
-
-
-def _owner_id(workspace_id: uuid.UUID) -> uuid.UUID:
-    return Workspace.objects.values_list("owner_id", flat=True).get(id=workspace_id)
-
-
-def _workspace_experts(workspace_id: uuid.UUID) -> list[Expert]:
-    return list(Expert.objects.filter(workspace_id=workspace_id).order_by("created_at", "id"))
+    return await db_call(services.expert_discovery_save)(expert=expert, discovery=found.outcome())
 
 
 async def expert_tools(*, workspace_id: uuid.UUID) -> list[ExpertTool]:
@@ -84,7 +67,7 @@ async def expert_tools(*, workspace_id: uuid.UUID) -> list[ExpertTool]:
     notification) are re-discovered first, concurrently; one that cannot be reached keeps its
     last known tools until it answers again.
     """
-    experts = await sync_to_async(_workspace_experts)(workspace_id)
+    experts = await db_call(selectors.experts_of_workspace)(workspace_id=workspace_id)
     now = timezone.now()
     stale = [expert for expert in experts if expert.tools_expire_at is None or expert.tools_expire_at <= now]
     if stale:
@@ -131,7 +114,7 @@ async def expert_call(
     Returns `{"content": <the result's text>, "structured": <structured content or None>}`;
     raises `ExpertCallError`.
     """
-    found = await sync_to_async(_expert_for)(user_id, workspace_id, expert)
+    found = await db_call(_expert_for)(user_id, workspace_id, expert)
     if found is None:
         raise ExpertCallError(ErrorCode.NOT_FOUND, f"No expert named {expert!r} in this workspace.")
     if found.allowed_tools is not None and tool not in found.allowed_tools:
@@ -178,7 +161,7 @@ async def expert_call(
         if failure is not None:
             metrics.MCP_ERRORS.labels("expert", "call_tool", str(failure)).inc()
         if tools_changed:
-            await sync_to_async(services.expert_tools_expire)(expert_id=found.id)
+            await db_call(services.expert_tools_expire)(expert_id=found.id)
 
     text = "\n".join(part.text for part in result.content if isinstance(part, TextContent))
     if result.is_error:

@@ -28,6 +28,7 @@ from mcp_types import DiscoverResult, ToolListChangedNotification
 
 from common.errors import CortexError, ErrorCode
 from mcp_services.experts import hosts, tokens
+from workspaces import services
 
 _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncHTTPTransport] = (
     weakref.WeakKeyDictionary()
@@ -40,7 +41,7 @@ def _http(headers: dict[str, str], timeout: float) -> httpx2.AsyncClient:
     loop = asyncio.get_running_loop()
     transport = _transports.get(loop)
     if transport is None:
-        transport = _transports[loop] = httpx2.AsyncHTTPTransport()
+        transport = _transports[loop] = hosts.checked_transport()
     return httpx2.AsyncClient(
         transport=transport, headers=headers, timeout=timeout, follow_redirects=False, trust_env=False
     )
@@ -144,6 +145,16 @@ class Discovery:
     error: str = ""
     discovered_at: datetime = field(default_factory=timezone.now)
     expires_at: datetime | None = None
+
+    def outcome(self) -> services.ExpertDiscovery:
+        """What the `workspaces` services store."""
+        return services.ExpertDiscovery(
+            status=self.status,
+            tools=self.tools,
+            last_error=self.error,
+            discovered_at=self.discovered_at,
+            tools_expire_at=self.expires_at,
+        )
 
 
 def _expiry(ttl_ms: int | None, now: datetime) -> datetime:

@@ -20,7 +20,6 @@ from rest_framework.views import APIView
 from accounts.requests import AuthenticatedRequest
 from mcp_services import client
 from mcp_services.experts import tokens
-from mcp_services.experts.calls import _discovery
 from mcp_services.experts.discovery import Caller, discover
 from mcp_services.experts.serializers import ExpertInputSerializer, ExpertOutputSerializer, ExpertPatchSerializer
 from workspaces import selectors, services
@@ -45,10 +44,12 @@ def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict:
 
 def _discover(*, url: str, auth: str, user_id: Any, workspace_id: Any) -> services.ExpertDiscovery:
     found = client.call(lambda: discover(url=url, auth=auth, caller=Caller(user_id, workspace_id)), timeout=30)
-    return _discovery(found)
+    return found.outcome()
 
 
 class ExpertListCreateApi(APIView):
+    error_statuses = (409,)  # for the schema (common.schema): a name already used in the workspace
+
     @extend_schema(operation_id="expert_list", responses={200: ExpertListEnvelope})
     def get(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
@@ -78,11 +79,9 @@ class ExpertListCreateApi(APIView):
             {"status": "expert created", "expert": ExpertOutputSerializer(expert).data}, status=status.HTTP_201_CREATED
         )
 
-    error_statuses = (409,)
-
 
 class ExpertDetailApi(APIView):
-    error_statuses = (409,)
+    error_statuses = (409,)  # a rename to a name already used
 
     def _expert(self, request: AuthenticatedRequest, workspace_id: str, expert_id: str) -> Expert:
         return selectors.expert_get_for_user(user=request.user, workspace_id=workspace_id, expert_id=expert_id)

@@ -36,13 +36,9 @@ def note_search(*, workspace_id: uuid.UUID, query: str, limit: int = 10) -> list
     return list(notes.order_by("-created_at", "-id")[:limit])
 
 
-def note_get(*, workspace_id: uuid.UUID, note_id: str) -> Note:
+def note_get(*, workspace_id: uuid.UUID, note_id: uuid.UUID) -> Note:
     """One note of the workspace; another workspace's note is as missing as one that never existed."""
-    try:
-        parsed = uuid.UUID(str(note_id))
-    except ValueError:
-        raise CortexError(ErrorCode.NOT_FOUND, "No such note.") from None
-    note = Note.objects.filter(workspace_id=workspace_id, id=parsed).first()
+    note = Note.objects.filter(workspace_id=workspace_id, id=note_id).first()
     if note is None:
         raise CortexError(ErrorCode.NOT_FOUND, "No such note.")
     return note

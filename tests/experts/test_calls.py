@@ -8,7 +8,7 @@ import stat
 import uuid
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.core.management import call_command
 
 from mcp_services.experts import tokens
@@ -39,7 +39,7 @@ def _setup(url: str, *, allowed_tools: list[str] | None = None, auth: str = "cor
     return owner, member, outsider, workspace
 
 
-setup = sync_to_async(_setup)
+setup = database_sync_to_async(_setup)
 
 
 async def call(user, workspace, tool="echo", arguments=None, expert="rec", **kwargs):
@@ -84,7 +84,7 @@ async def test_refusals_carry_their_codes(expert):
 
     assert await code_of(expert="nobody") == "not_found"
     assert await code_of(user=outsider) == "not_found", "not a member of the workspace"
-    assert await code_of(workspace=await sync_to_async(WorkspaceFactory)()) == "not_found"
+    assert await code_of(workspace=await database_sync_to_async(WorkspaceFactory)()) == "not_found"
     assert await code_of(tool="ghost") == "not_found", "allowed, but the expert has no such tool"
     assert await code_of(tool="secret") == "permission_denied", "not in the allowlist"
     assert await code_of(arguments={"text": "\ud800"}) == "invalid_input"
@@ -99,7 +99,7 @@ async def test_an_unreachable_expert_is_service_unavailable():
         await call(owner, workspace)
     assert caught.value.code == "service_unavailable"
     assert await expert_tools(workspace_id=workspace.id) == []
-    stored = await Expert.objects.aget(workspace=workspace)
+    stored = await database_sync_to_async(Expert.objects.get)(workspace=workspace)
     assert stored.status == "unreachable" and "unreachable" in stored.last_error
 
 
@@ -162,3 +162,20 @@ def test_jwks_publishes_every_key_and_the_first_signs(client):
 
 def test_manage_check_is_clean_with_keys_configured():
     call_command("check")
+
+
+async def test_the_socket_connects_only_to_addresses_the_policy_allows(expert, settings):
+    """The last line against DNS rebinding: whatever the URL, the connection itself is checked."""
+    import httpx2
+
+    from mcp_services.experts import hosts
+
+    async with httpx2.AsyncClient(transport=hosts.checked_transport()) as http:
+        with pytest.raises(httpx2.ConnectError, match="not in EXPERT_ALLOWED_HOSTS"):
+            await http.get("http://10.255.255.1:9/")
+        settings.EXPERT_ALLOWED_HOSTS = ["localhost"]
+        with pytest.raises(httpx2.ConnectError, match="resolves to"):
+            await http.post(expert.url.replace("127.0.0.1", "localhost"), json={})
+        settings.EXPERT_ALLOWED_HOSTS = ["localhost", "127.0.0.1", "::1"]  # localhost may also be ::1
+        response = await http.post(expert.url.replace("127.0.0.1", "localhost"), json={})
+        assert response.status_code in (400, 406), "connected (the expert refused the empty body)"

@@ -10,7 +10,7 @@ import uuid
 import httpx2
 import jwt
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from mcp_services.experts import tokens
 from mcp_services.experts.calls import ExpertCallError, expert_call, expert_tools
@@ -99,7 +99,7 @@ def _two_workspaces(url: str):
 
 @pytest.mark.django_db(transaction=True)
 async def test_two_workspaces_never_see_each_others_notes(notes_stack: NotesStack):
-    alice, charlie, first, second = await sync_to_async(_two_workspaces)(url_of(notes_stack.notes_a))
+    alice, charlie, first, second = await database_sync_to_async(_two_workspaces)(url_of(notes_stack.notes_a))
     assert [tool.name for tool in await expert_tools(workspace_id=first.id)] == [
         "add_note",
         "search_notes",

@@ -12,9 +12,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from mcp.server.auth.settings import AuthSettings
 
+from mcp_services import serving
 from mcp_services.notes.auth import CoreTokenVerifier
 from mcp_services.notes.server import build_notes_server
-from mcp_services.servers import common
 
 
 class Command(BaseCommand):
@@ -44,6 +44,6 @@ class Command(BaseCommand):
         )
         # The authorization server is the core (it issues the tokens); this expert is a resource server.
         auth = AuthSettings(issuer_url=f"{core.scheme}://{core.netloc}", resource_server_url=None)  # type: ignore[arg-type]
-        common.run(
+        serving.run(
             build_notes_server(token_verifier=verifier, auth=auth), transport="streamable-http", host=host, port=port
         )
