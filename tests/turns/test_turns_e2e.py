@@ -26,6 +26,7 @@ from tests.servers import (
     free_port,
     fresh_database,
     manage_command,
+    redis_server,
     running,
     server_env,
 )
@@ -334,3 +335,25 @@ def test_direct_call_to_unknown_expert_or_with_bad_json_fails_clearly(system):
         assert [event["type"] for _, event in events] == ["assistant.started", "assistant.failed"]
         assert events[-1][1]["data"]["error"]["code"] == "invalid_input"
         assert "not valid JSON" in events[-1][1]["data"]["error"]["message"]
+
+
+def test_with_redis_the_worker_publishes_through_the_shared_channel_layer():
+    """No relay URL: the worker's events reach a core process's streams through Redis."""
+    with fresh_database() as db_env, redis_server() as redis_url:
+        env = server_env(**db_env, **ENV, REDIS_URL=redis_url)
+        create_users("alice@example.com", password=PASSWORD, env=env)
+        with running(core_server(env=env, server="uvicorn")) as core, running(turn_worker(env)):
+            token = login(core.url, "alice@example.com", PASSWORD)
+            auth = {"Authorization": f"Bearer {token}"}
+            workspace = httpx2.post(f"{core.url}/config/workspace", json={"name": "W"}, headers=auth).json()
+            conversation = httpx2.post(
+                f"{core.url}/config/conversation",
+                json={"workspace_id": workspace["workspace"]["id"], "topic": "T", "responder": "echo"},
+                headers=auth,
+            ).json()["conversation"]["id"]
+            with SSEStream(core.url, token=token) as stream:
+                body = {"content": "through redis", "conversation_id": conversation}
+                turn_id = httpx2.post(f"{core.url}/input", json=body, headers=auth, timeout=30).json()["turn_id"]
+                events = until_end(stream, turn_id)
+    assert events[-1][1]["type"] == "assistant.completed"
+    assert deltas(events) == "through redis"
