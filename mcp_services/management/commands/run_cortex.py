@@ -1,9 +1,9 @@
 """`manage.py run_cortex`: the whole system as one supervised group (what `make run` starts).
 
-Children, started in this order and stopped in the reverse one: the memory service, the cognition
-service, the notes expert, the memory outbox worker, the turn worker (assistant turns), housekeeping
-(pruning on a schedule), and the core (uvicorn). The notes expert is only run here: a workspace's
-owner registers it explicitly.
+Children, started in this order: the memory service, the cognition service, the notes expert, the
+memory outbox worker, the turn worker (assistant turns), housekeeping (pruning on a schedule), and
+the core (uvicorn); stopped the core first, then the workers, then the services. The notes expert
+is only run here: a workspace's owner registers it explicitly.
 
 A crash is not an outage: a child other than the core that dies is restarted with exponential
 backoff (1 s, doubling up to 30 s; back to 1 s once it has run for a minute), and every exit and
@@ -259,20 +259,26 @@ class Command(BaseCommand):
             time.sleep(POLL_SECONDS)
 
         # The core first, and alone: its in-flight requests finish and their outbox rows commit
-        # while the services are still there to receive them; then the others, in reverse order.
-        for child in reversed(children):
-            self.stop(child)
+        # while the services are still there to receive them; then the workers together (their
+        # last deliveries and turns still reach the services), then the services together: a
+        # stop costs the slowest child of each step, not the sum of all (each takes a second or two).
+        self.stop(*[child for child in children if child is core])
+        self.stop(*[child for child in children if child is not core and child.service is None])
+        self.stop(*[child for child in children if child.service is not None])
         self.log("stopped")
         if exit_code:
             sys.exit(exit_code)
 
-    def stop(self, child: Child) -> None:
-        if child.process is None or child.process.poll() is not None:
-            return
-        child.process.send_signal(signal.SIGTERM)
-        try:
-            child.process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.log(f"{child.name} did not stop in {STOP_SECONDS:.0f}s; killing it")
-            child.process.kill()
-            child.process.wait()
+    def stop(self, *children: Child) -> None:
+        """SIGTERM to each, then wait for all of them (SIGKILL after STOP_SECONDS)."""
+        running = [child for child in children if child.process is not None and child.process.poll() is None]
+        for child in running:
+            child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        for child in running:
+            try:
+                child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.log(f"{child.name} did not stop in {STOP_SECONDS:.0f}s; killing it")
+                child.process.kill()
+                child.process.wait()
