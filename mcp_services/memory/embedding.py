@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import openai
@@ -168,14 +168,30 @@ def embedder_name() -> str | None:
     return embedder.name if embedder is not None else None
 
 
-def embed_texts(texts: Sequence[str]) -> list[np.ndarray | None]:
-    """Vectors for `texts` with the configured embedder; all None when embeddings are off or the
-    endpoint fails (the items are stored anyway, found by keyword until `memory_reindex`)."""
+class Embedded(NamedTuple):
+    """Vectors for some texts and the model that made them: `model` None = not embedded (embeddings
+    are off, or the endpoint failed), so the items are stored for `memory_reindex` to do later."""
+
+    model: str | None
+    vectors: list[np.ndarray | None]
+
+
+def embed_texts(texts: Sequence[str]) -> Embedded:
+    """Vectors for `texts` with the configured embedder, never raising: the items are stored anyway
+    and found by keyword until `memory_reindex` embeds them."""
     embedder = get_embedder()
-    if embedder is None or not texts:
-        return [None] * len(texts)
+    if embedder is None:
+        return Embedded(None, [None] * len(texts))
+    if not texts:
+        return Embedded(embedder.name, [])
     try:
-        return embedder.embed(texts)
+        return Embedded(embedder.name, embedder.embed(texts))
     except Exception as exc:  # noqa: BLE001 - any endpoint failure: store without vectors, reindex later
         logger.warning("embedding %d text(s) with %s failed: %s", len(texts), embedder.name, exc)
-        return [None] * len(texts)
+        return Embedded(None, [None] * len(texts))
+
+
+def embed_query(query: str) -> tuple[str, np.ndarray] | None:
+    """The query's vector and model, or None (off, failed, or nothing to embed): keyword only."""
+    model, [vector] = embed_texts([query])
+    return (model, vector) if model is not None and vector is not None else None

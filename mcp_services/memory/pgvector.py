@@ -121,12 +121,13 @@ def nearest(
         return [(row_id, float(similarity)) for row_id, similarity in cursor.fetchall()]
 
 
-def similarities(connection: Any, *, row_ids: list[int], query: np.ndarray) -> dict[int, float]:
+def similarities(connection: Any, *, model: str, row_ids: list[int], query: np.ndarray) -> dict[int, float]:
     if not row_ids:
         return {}
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, 1 - ({COLUMN} <=> %s::vector) FROM {TABLE} WHERE id = ANY(%s) AND {COLUMN} IS NOT NULL",
-            [literal(query), row_ids],
+            f"SELECT id, 1 - ({COLUMN} <=> %s::vector) FROM {TABLE} "
+            f"WHERE id = ANY(%s) AND embedding_model = %s AND {COLUMN} IS NOT NULL",
+            [literal(query), row_ids, model],
         )
         return {row_id: float(similarity) for row_id, similarity in cursor.fetchall()}

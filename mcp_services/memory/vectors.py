@@ -82,6 +82,18 @@ class UserVectors:
         top = top[np.argsort(-similarities[top], kind="stable")]
         return [(int(self.ids[i]), float(similarities[i])) for i in top if np.isfinite(similarities[i])]
 
+    def similarities(self, query: np.ndarray, row_ids: Iterable[int]) -> dict[int, float]:
+        """The similarity of these rows (those with a vector here) with the query. `ids` is sorted:
+        rows are read in id order and appended rows are newer."""
+        if not len(self.ids) or self.matrix.shape[1] != query.shape[0]:
+            return {}
+        wanted = np.fromiter(row_ids, dtype=np.int64)
+        positions = np.searchsorted(self.ids, wanted)
+        found = (positions < len(self.ids)) & (self.ids[np.minimum(positions, len(self.ids) - 1)] == wanted)
+        rows = positions[found]
+        values = self.matrix[rows] @ query.astype(DTYPE, copy=False)
+        return {int(row_id): float(value) for row_id, value in zip(wanted[found], values, strict=True)}
+
     def appended(self, *, generation: int, rows: Sequence[tuple[int, np.ndarray, str | None]]) -> UserVectors:
         if not rows:
             return UserVectors(self.model, generation, self.ids, self.matrix, self.conversations)
@@ -108,6 +120,22 @@ class UserVectors:
 
 def _ragged(blobs: Sequence[bytes | memoryview]) -> np.ndarray:  # pragma: no cover - a corrupt row
     raise ValueError("stored vectors of one model have different lengths")
+
+
+_cache: VectorCache | None = None
+_cache_lock = threading.Lock()
+
+
+def cache() -> VectorCache:
+    """The process's cache (the memory service's), sized by MEMORY_VECTOR_CACHE_MB."""
+    global _cache
+    if _cache is None:
+        from django.conf import settings
+
+        with _cache_lock:
+            if _cache is None:
+                _cache = VectorCache(max_bytes=settings.CORTEX["MEMORY_VECTOR_CACHE_MB"] * 1024 * 1024)
+    return _cache
 
 
 class VectorCache:
@@ -146,24 +174,21 @@ class VectorCache:
         self,
         user_key: str,
         *,
-        model: str,
         before: int,
         after: int,
+        model: str | None = None,
         added: Sequence[tuple[int, np.ndarray, str | None]] = (),
         removed: Iterable[int] = (),
     ) -> None:
-        """Our own committed write moved the user's count from `before` to `after`: update the
-        matrix if it is the one at `before`; any other difference (another writer got in between)
-        drops it, and the next search reloads."""
+        """Our own committed write moved the user's change count from `before` to `after`, adding
+        `added` (vectors of `model`) and removing `removed`: update the matrix if it is the one at
+        `before`. Any other difference (another writer got in between) drops it, and the next
+        search reads the user's vectors again."""
         with self._lock:
             entry = self._entries.get(user_key)
-            if entry is None or entry.model != model:
-                if entry is not None:
-                    del self._entries[user_key]
-                return
-            if entry.generation >= after:
-                return  # reloaded after our commit: it already holds our write
-            if entry.generation != before:
+            if entry is None or entry.generation >= after:
+                return  # nothing cached, or read after our commit: it already holds our write
+            if entry.generation != before or (added and entry.model != model):
                 del self._entries[user_key]
                 return
             removed = list(removed)

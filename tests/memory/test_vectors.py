@@ -37,14 +37,14 @@ def test_search_is_exact_and_ordered_and_filters_by_conversation():
 def test_cache_applies_our_own_write_only_on_the_generation_it_was_built_at():
     cache = VectorCache(max_bytes=10**6)
     cache.put("u", matrix(generation=5))
-    cache.apply("u", model="m", before=5, after=6, added=[(4, unit(0, 0, 1), None)])
+    cache.apply("u", before=5, after=6, model="m", added=[(4, unit(0, 0, 1), None)])
     entry = cache.get("u", model="m", generation=6)
     assert entry is not None and list(entry.ids) == [1, 2, 3, 4]
-    cache.apply("u", model="m", before=6, after=8, removed=[2, 3])
+    cache.apply("u", before=6, after=8, removed=[2, 3])
     entry = cache.get("u", model="m", generation=8)
     assert entry is not None and list(entry.ids) == [1, 4]
     # Another writer got in between (the count moved by more than our write): the matrix goes.
-    cache.apply("u", model="m", before=9, after=10, removed=[1])
+    cache.apply("u", before=9, after=10, removed=[1])
     assert "u" not in cache
     assert cache.get("u", model="m", generation=10) is None
 
@@ -66,3 +66,10 @@ def test_cache_drops_the_least_recently_used_user_past_its_size():
     cache.get("a", model="m", generation=1)
     cache.put("c", matrix())
     assert "a" in cache and "c" in cache and "b" not in cache
+
+
+def test_similarities_of_given_rows_skip_rows_without_a_vector():
+    vectors = matrix()
+    found = vectors.similarities(unit(1, 0, 0), [3, 7, 1])
+    assert set(found) == {1, 3}
+    assert np.isclose(found[1], 1.0) and np.isclose(found[3], np.sqrt(0.5))
