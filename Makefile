@@ -31,11 +31,13 @@ run: venv
 
 test: lint test-sqlite test-postgres
 
-# Static checks (config in pyproject.toml): ruff lint and format, mypy with django-stubs.
+# Static checks (config in pyproject.toml): ruff lint and format, mypy with django-stubs, and the
+# import contracts (import-linter: memory and cognition never import the core's apps or the outbox).
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	DEBUG=1 $(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test-sqlite: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

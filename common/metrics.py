@@ -2,7 +2,7 @@
 
 Counters and histograms cost a lock and an add each: nothing here touches the database on a
 request. What needs the database (the outbox backlog) is computed when Prometheus scrapes, by a
-collector the owning app registers (`register_scrape_collector`, from `mcp_services.metrics`).
+collector the owning app registers (`register_scrape_collector`, from `mcp_services.outbox.metrics`).
 
 Several processes (uvicorn `--workers`, and the services and outbox worker under `run_cortex`)
 share their metrics through prometheus-client's multiprocess mode: with `PROMETHEUS_MULTIPROC_DIR`

@@ -1,9 +1,11 @@
+from typing import cast
+
 from django.contrib import admin
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from mcp_services.models import MemoryItem, OutboxEntry
+from mcp_services.models import MemoryItem, OutboxEntry, OutboxEntryQuerySet
 
 
 @admin.register(MemoryItem)
@@ -37,14 +39,14 @@ class OutboxStateFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[OutboxEntry]) -> QuerySet[OutboxEntry]:
-        pending = Q(delivered_at__isnull=True, failed_at__isnull=True)
+        entries = cast(OutboxEntryQuerySet, queryset)  # the model's manager: the admin's queryset
         match self.value():
             case "pending":
-                return queryset.filter(pending)
+                return entries.pending()
             case "retrying":
-                return queryset.filter(pending, attempts__gt=0)
+                return entries.pending().filter(attempts__gt=0)
             case "in_flight":
-                return queryset.filter(pending, claimed_until__gt=timezone.now())
+                return entries.pending().filter(claimed_until__gt=timezone.now())
             case "delivered":
                 return queryset.filter(delivered_at__isnull=False)
             case "failed":

@@ -7,6 +7,6 @@ class McpServicesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from mcp_services import metrics, receivers  # noqa: F401 - connects the workspaces hooks
+        from mcp_services.outbox import metrics, receivers  # noqa: F401 - connects the workspaces hooks
 
         metrics.register()

@@ -49,7 +49,7 @@ class ServiceUnavailable(CortexError):
 class ServiceToolError(CortexError):
     """The service answered, with a refusal (`permanent`: the same call will be refused again).
 
-    The code is the one the service put in the JSON-RPC error's `data` (`servers.common.refusal`);
+    The code is the one the service put in the JSON-RPC error's `data` (`serving.refusal`);
     a tool that crashed (`is_error` with only text) is a `tool_error`, which may be transient.
     """
 

@@ -7,8 +7,14 @@ against its own database, and it learns about users only through the ids it is g
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 from django.utils import timezone
+
+# The one definition of a pending outbox entry: neither delivered nor refused for good. Used by
+# `OutboxEntryQuerySet.pending`, the due-entries index, and the metrics' aggregate.
+PENDING = models.Q(delivered_at__isnull=True, failed_at__isnull=True)
 
 
 class MemoryItem(models.Model):
@@ -59,6 +65,16 @@ class MemoryGeneration(models.Model):
         return f"{self.user_id}@{self.generation}"
 
 
+class OutboxEntryQuerySet(models.QuerySet["OutboxEntry"]):
+    def pending(self) -> OutboxEntryQuerySet:
+        """Not yet delivered, nor refused for good: still owed to the memory service."""
+        return self.filter(PENDING)
+
+    def unclaimed(self, now: datetime) -> OutboxEntryQuerySet:
+        """No drainer holds a lease on these (never claimed, or the lease expired)."""
+        return self.filter(models.Q(claimed_until__isnull=True) | models.Q(claimed_until__lt=now))
+
+
 class OutboxEntry(models.Model):
     """One call owed to the memory service, written in the same transaction as its cause.
 
@@ -86,13 +102,15 @@ class OutboxEntry(models.Model):
     # Set when the service refused the call as invalid: retrying cannot help, an operator must look.
     failed_at = models.DateTimeField(null=True, blank=True)
 
+    objects = OutboxEntryQuerySet.as_manager()
+
     class Meta:
         verbose_name_plural = "outbox entries"
         indexes = [
             models.Index(
                 fields=["next_attempt_at", "id"],
                 name="outbox_due",
-                condition=models.Q(delivered_at__isnull=True, failed_at__isnull=True),
+                condition=PENDING,
             ),
             models.Index(fields=["user_id", "conversation_id"], name="outbox_user_conv"),
         ]

@@ -11,7 +11,7 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 
 from accounts import limits
-from mcp_services.servers.cognition import candidate_count
+from mcp_services.cognition.server import candidate_count
 from streaming import services as streaming_services
 from tests.streaming.conftest import SSEClient, WSClient, bearer, fresh_channel_layer  # noqa: F401 (autouse)
 

@@ -18,7 +18,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp_services.client import ServiceClient
-from mcp_services.servers.memory import build_memory_server
+from mcp_services.memory.server import build_memory_server
 from tests.servers import ServerProcess, core_server, free_port, fresh_database, manage_command, running, server_env
 
 TOKEN = os.environ["CORTEX_SERVICE_TOKEN"]

@@ -9,7 +9,7 @@ import pytest
 from mcp import Client
 
 from mcp_services.client import ServiceClient
-from mcp_services.servers.cognition import blend, build_cognition_server
+from mcp_services.cognition.server import blend, build_cognition_server
 from tests.mcp.conftest import held
 from tests.servers import free_port
 
@@ -97,10 +97,10 @@ async def test_memory_down_gives_an_empty_context_with_an_error():
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"user_id": "nope"}, "user_id must be a UUID"),
-        ({"user_id": str(uuid.uuid4()), "limit": 0}, "limit must be"),
-        ({"user_id": str(uuid.uuid4()), "limit": 5000}, "limit must be"),
-        ({"user_id": str(uuid.uuid4()), "conversation_id": "../x"}, "conversation_id must be a UUID"),
+        ({"user_id": "nope"}, "user_id: Input should be a valid UUID"),
+        ({"user_id": str(uuid.uuid4()), "limit": 0}, "limit: Input should be greater than or equal to 1"),
+        ({"user_id": str(uuid.uuid4()), "limit": 5000}, "limit: Input should be less than or equal to 1000"),
+        ({"user_id": str(uuid.uuid4()), "conversation_id": "../x"}, "conversation_id: Input should be a valid UUID"),
     ],
 )
 async def test_bad_arguments_are_a_tool_error(cognition, arguments, message):

@@ -10,7 +10,7 @@ import pytest
 from mcp import MCPError
 
 from mcp_services.models import MemoryItem
-from mcp_services.servers.common import db_call
+from mcp_services.serving import db_call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -156,15 +156,31 @@ async def test_delete_memory_by_item_and_by_conversation(memory):
     ("tool", "arguments", "message"),
     [
         ("store_input", {"input_data": {"content": "x"}}, "user_id"),
-        ("store_input", {"user_id": "", "input_data": {"content": "x"}}, "user_id is required"),
-        ("store_input", {"user_id": "not-a-uuid", "input_data": {"content": "x"}}, "user_id must be a UUID"),
+        ("store_input", {"user_id": "", "input_data": {"content": "x"}}, "user_id: Input should be a valid UUID"),
+        (
+            "store_input",
+            {"user_id": "not-a-uuid", "input_data": {"content": "x"}},
+            "user_id: Input should be a valid UUID",
+        ),
         ("store_input", {"user_id": str(uuid.uuid4()), "input_data": ["x"]}, "valid dictionary"),
         ("store_input", {"user_id": str(uuid.uuid4()), "input_data": "x"}, "valid dictionary"),
-        ("store_input", {"user_id": str(uuid.uuid4()), "input_data": {"content": 5}}, "content must be a string"),
+        (
+            "store_input",
+            {"user_id": str(uuid.uuid4()), "input_data": {"content": 5}},
+            "input_data.content: Input should be a valid string",
+        ),
         ("store_input", {"user_id": str(uuid.uuid4()), "input_data": {"timestamp": "soon"}}, "ISO 8601"),
-        ("search_memory", {"user_id": str(uuid.uuid4()), "query": "x", "limit": -1}, "limit must be"),
-        ("search_memory", {"user_id": str(uuid.uuid4()), "query": "x", "limit": 10**9}, "limit must be"),
-        ("search_memory", {"user_id": "nope", "query": "x"}, "user_id must be a UUID"),
+        (
+            "search_memory",
+            {"user_id": str(uuid.uuid4()), "query": "x", "limit": -1},
+            "limit: Input should be greater than or equal to 1",
+        ),
+        (
+            "search_memory",
+            {"user_id": str(uuid.uuid4()), "query": "x", "limit": 10**9},
+            "limit: Input should be less than or equal to 1000",
+        ),
+        ("search_memory", {"user_id": "nope", "query": "x"}, "user_id: Input should be a valid UUID"),
         ("delete_memory", {"user_id": str(uuid.uuid4())}, "give item_id or conversation_id"),
     ],
 )
@@ -177,7 +193,7 @@ async def test_bad_arguments_are_a_clear_tool_error_and_store_nothing(memory, to
 
 @pytest.mark.parametrize("limit", ["-1", "0", "100000"])
 async def test_history_with_a_bad_limit_is_an_error(memory, limit):
-    with pytest.raises(MCPError, match="limit must be"):
+    with pytest.raises(MCPError, match=r"limit: Input should be (greater|less) than or equal to"):
         await memory.read_resource(f"history/{uuid.uuid4()}/limit/{limit}")
 
 
@@ -202,13 +218,20 @@ async def test_a_refusal_carries_its_code_as_data_not_text(memory, memory_server
 
     result = await memory.call_tool("store_input", {"user_id": "not-a-uuid", "input_data": {"content": "x"}})
     assert result.is_error
-    assert result.structured_content == {"error": {"code": "invalid_input", "message": "user_id must be a UUID."}}
+    error = result.structured_content["error"]
+    assert error["code"] == "invalid_input" and error["message"].startswith("user_id: Input should be a valid UUID")
+    assert list(error["fields"]) == ["user_id"]
 
     client = ServiceClient(name="memory", target=memory_server, token=None, timeout=10)
     try:
         with pytest.raises(ServiceToolError) as refused:
             await client.call_tool("delete_memory", {"user_id": str(uuid.uuid4())})
+        # An argument of the wrong type (the SDK's validation) is as clear and as final a refusal.
+        with pytest.raises(ServiceToolError) as mistyped:
+            await client.call_tool("search_memory", {"user_id": "nope", "query": "x", "limit": 0})
     finally:
         await client.aclose()
     assert refused.value.code is ErrorCode.INVALID_INPUT and refused.value.permanent
     assert refused.value.message == "give item_id or conversation_id (or both), or everything=true."
+    assert mistyped.value.code is ErrorCode.INVALID_INPUT and mistyped.value.permanent
+    assert set(mistyped.value.fields or {}) == {"user_id", "limit"}

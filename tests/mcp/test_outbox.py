@@ -9,8 +9,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from conftest import client_for
-from mcp_services import delivery, services
 from mcp_services.models import OutboxEntry
+from mcp_services.outbox import delivery, services
 from tests.servers import free_port
 
 

@@ -11,8 +11,9 @@ import pytest
 from django.db import connection
 
 from common.errors import ErrorCode
-from mcp_services import client, delivery, services
+from mcp_services import client
 from mcp_services.models import OutboxEntry
+from mcp_services.outbox import delivery, services
 from tests.mcp.conftest import memory_history, memory_service, running
 from tests.servers import fresh_database, server_env
 

@@ -58,7 +58,8 @@ async def test_every_memory_tool_and_resource_over_http(services):
         assert [item["id"] for item in found.structured_content["items"]] == ["m1"]
 
         bad = await memory.call_tool("store_input", {"user_id": "nope", "input_data": {"content": "x"}})
-        assert bad.is_error and "user_id must be a UUID" in bad.content[0].text
+        assert bad.is_error and bad.structured_content["error"]["code"] == "invalid_input"
+        assert "user_id: Input should be a valid UUID" in bad.content[0].text
 
         deleted = await memory.call_tool("delete_memory", {"user_id": user, "item_id": "m1"})
         assert deleted.structured_content == {"deleted": 1}
@@ -171,3 +172,26 @@ async def test_stdio_transport_keeps_stdout_for_the_protocol(services):
         assert stored.structured_content["status"] == "stored"
         history = json.loads((await memory.read_resource(f"history/{user}")).contents[0].text)
     assert [item["content"] for item in history] == ["over stdio"]
+
+
+async def test_the_real_services_publish_typed_tool_arguments(services):
+    """`tools/list` from the running processes: the SDK validates these, so a caller sees the bounds."""
+    async with http_client(services.memory_url) as memory:
+        tools = {tool.name: tool.input_schema for tool in (await memory.list_tools()).tools}
+    search = tools["search_memory"]["properties"]
+    assert search["user_id"] == {"format": "uuid", "title": "User Id", "type": "string"}
+    assert (search["limit"]["minimum"], search["limit"]["maximum"], search["limit"]["default"]) == (1, 1000, 10)
+    assert search["query"]["maxLength"] == 1000
+    assert tools["delete_memory"]["properties"]["user_id"]["format"] == "uuid"
+    assert tools["store_inputs"]["properties"]["items"]["maxItems"] == 1000
+    store = tools["store_input"]
+    assert store["properties"]["user_id"]["format"] == "uuid" and store["required"] == ["user_id", "input_data"]
+    memory_input = store["$defs"]["MemoryInput"]
+    assert memory_input["properties"]["content"]["type"] == "string" and memory_input["additionalProperties"] is True
+
+    async with http_client(services.cognition_url, token=COGNITION_TOKEN) as cognition:
+        [get_context] = [tool for tool in (await cognition.list_tools()).tools if tool.name == "get_context"]
+    context = get_context.input_schema["properties"]
+    assert context["user_id"]["format"] == "uuid"
+    assert (context["limit"]["minimum"], context["limit"]["maximum"]) == (1, 1000)
+    assert {"format": "uuid", "type": "string"} in context["conversation_id"]["anyOf"]

@@ -25,7 +25,7 @@ from django.db import connections
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
-from mcp_services import services
+from mcp_services.outbox import services
 
 
 class Command(BaseCommand):

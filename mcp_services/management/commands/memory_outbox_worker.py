@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connections
 
-from mcp_services import delivery
+from mcp_services.outbox import delivery
 
 
 class Command(BaseCommand):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from mcp_services import serving
 from mcp_services.client import ServiceClient
+from mcp_services.cognition.server import build_cognition_server
 from mcp_services.management.commands.run_memory_service import add_service_arguments
-from mcp_services.servers import common
-from mcp_services.servers.cognition import build_cognition_server
 
 
 class Command(BaseCommand):
@@ -24,15 +24,15 @@ class Command(BaseCommand):
         memory = ServiceClient(
             name="memory",
             target=options["memory_url"] or cortex["MEMORY_URL"],
-            token=common.cognition_token(),  # read-only at memory: search and history
+            token=serving.cognition_token(),  # read-only at memory: search and history
             timeout=float(cortex["SERVICE_TIMEOUT_SECONDS"]),
         )
         auth = (
             {}
             if options["transport"] == "stdio"
-            else common.auth_options(host=options["host"], port=options["port"], cognition=True)
+            else serving.auth_options(host=options["host"], port=options["port"], cognition=True)
         )
-        common.run(
+        serving.run(
             build_cognition_server(memory=memory, **auth),
             transport=options["transport"],
             host=options["host"],

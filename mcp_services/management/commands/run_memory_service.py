@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from mcp_services.servers import common
-from mcp_services.servers.memory import build_memory_server
+from mcp_services import serving
+from mcp_services.memory.server import build_memory_server
 
 
 class Command(BaseCommand):
@@ -16,9 +16,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         auth = (
-            {} if options["transport"] == "stdio" else common.auth_options(host=options["host"], port=options["port"])
+            {} if options["transport"] == "stdio" else serving.auth_options(host=options["host"], port=options["port"])
         )
-        common.run(
+        serving.run(
             build_memory_server(**auth), transport=options["transport"], host=options["host"], port=options["port"]
         )
 
@@ -26,4 +26,4 @@ class Command(BaseCommand):
 def add_service_arguments(parser: CommandParser, *, port: int) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="Bind address (loopback unless a token is set).")
     parser.add_argument("--port", type=int, default=port)
-    parser.add_argument("--transport", choices=common.TRANSPORTS, default="streamable-http")
+    parser.add_argument("--transport", choices=serving.TRANSPORTS, default="streamable-http")

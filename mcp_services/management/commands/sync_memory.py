@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from mcp_services import delivery, selectors
+from mcp_services.outbox import delivery, selectors
 
 
 class Command(BaseCommand):
@@ -16,12 +16,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        total = delivery.DrainResult()
-        while True:
-            batch = delivery.outbox_drain_batch(ignore_schedule=not options["respect_backoff"])
-            total.add(batch)
-            if batch.claimed == 0 or batch.retried:
-                break
+        total = delivery.outbox_drain(ignore_schedule=not options["respect_backoff"])
         pending = selectors.outbox_pending_count()
         self.stdout.write(
             f"delivered {total.delivered}, failed to deliver {total.retried} (will retry), "

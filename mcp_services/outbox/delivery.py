@@ -20,9 +20,10 @@ from django.conf import settings
 from django.db import connections, transaction
 
 from common.errors import CortexError, ErrorCode
-from mcp_services import client, services
+from mcp_services import client
 from mcp_services.client import ServiceToolError, ServiceUnavailable, UnsendableArguments
 from mcp_services.models import OutboxEntry
+from mcp_services.outbox import services
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common.metrics import register_scrape_collector
-from mcp_services.models import OutboxEntry
+from mcp_services.models import PENDING, OutboxEntry
 
 
 class OutboxCollector(Collector):
@@ -21,10 +21,9 @@ class OutboxCollector(Collector):
             "cortex_outbox_oldest_pending_age_seconds", "Age of the oldest undelivered outbox entry (0 when none)."
         )
         failed = GaugeMetricFamily("cortex_outbox_failed", "Memory outbox entries marked failed for good.")
-        pending = Q(delivered_at__isnull=True, failed_at__isnull=True)
         numbers = OutboxEntry.objects.aggregate(
-            pending=Count("id", filter=pending),
-            oldest=Min("created_at", filter=pending),
+            pending=Count("id", filter=PENDING),
+            oldest=Min("created_at", filter=PENDING),
             failed=Count("id", filter=Q(failed_at__isnull=False)),
         )
         backlog.add_metric([], numbers["pending"])

@@ -1,19 +1,17 @@
 """The cognition service: context for a user, read from memory through one long-lived MCP client."""
 
-from __future__ import annotations
-
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+from uuid import UUID
 
 from django.conf import settings
-from mcp.server.mcpserver import MCPServer
+from pydantic import Field
 
-from common.errors import CortexError, ErrorCode
-from mcp_services import services
+from common.errors import CortexError
 from mcp_services.client import ServiceClient
-from mcp_services.servers.common import refused_as_result
-from mcp_services.servers.memory import MAX_QUERY_CHARS
+from mcp_services.memory.schemas import Query, max_limit
+from mcp_services.serving import CortexMCPServer
 
 logger = logging.getLogger(__name__)
 
@@ -50,29 +48,28 @@ def candidate_count(limit: int) -> int:
     return max(limit, min(limit * CANDIDATE_FACTOR, cortex["CONTEXT_MAX_CANDIDATES"], cortex["MEMORY_MAX_LIMIT"]))
 
 
-def build_cognition_server(*, memory: ServiceClient, **auth: Any) -> MCPServer:
-    server = MCPServer(
+def build_cognition_server(*, memory: ServiceClient, **auth: Any) -> CortexMCPServer:
+    server = CortexMCPServer(
         "CortexCognition",
         instructions="Context for a user: newest memory items, or the most relevant ones for a query.",
         **auth,
     )
 
+    most = max_limit()
+
     @server.tool()
-    @refused_as_result
     async def get_context(
-        user_id: str, query: str | None = None, limit: int = 10, conversation_id: str | None = None
+        user_id: UUID,
+        query: Query | None = None,
+        limit: Annotated[int, Field(ge=1, le=most)] = 10,
+        conversation_id: UUID | None = None,
     ) -> dict[str, Any]:
         """Context items for a user: the newest without a query; with one, relevance blended with recency.
 
         If memory cannot be read, the context is empty and `error` says why.
         """
-        user = services.parse_user_id(user_id)
-        count = services.parse_limit(limit)
-        conversation = str(services.parse_uuid(conversation_id, name="conversation_id")) if conversation_id else None
-        if query is not None and (not isinstance(query, str) or len(query) > MAX_QUERY_CHARS):
-            raise CortexError(
-                ErrorCode.INVALID_INPUT, f"query must be a string of at most {MAX_QUERY_CHARS} characters."
-            )
+        user, count = user_id, limit
+        conversation = str(conversation_id) if conversation_id else None
         query = query.strip() if query else None
         answer: dict[str, Any] = {"context": [], "user_id": str(user), "query": query, "count": 0}
         try:

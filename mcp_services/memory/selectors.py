@@ -9,8 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from mcp_services.models import MemoryItem, OutboxEntry
-from mcp_services.services import normalized_conversation_id
+from mcp_services.memory.services import normalized_conversation_id
+from mcp_services.models import MemoryItem
 
 # Search terms: words only, so user text can never be read as FTS5 / tsquery syntax.
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -97,7 +97,3 @@ def _ranked_ids(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [(row_id, float(score)) for row_id, score in cursor.fetchall()]
-
-
-def outbox_pending_count() -> int:
-    return OutboxEntry.objects.filter(delivered_at__isnull=True, failed_at__isnull=True).count()

@@ -1,4 +1,4 @@
-"""What both MCP services share: service-token auth, Host/Origin checks, DB access from async
+"""What every MCP server of the project shares (memory, cognition, the notes expert): service-token auth, Host/Origin checks, DB access from async
 tools, and running the ASGI app under uvicorn with clean shutdown."""
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from mcp import MCPError
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import INVALID_PARAMS, CallToolResult, TextContent
+from mcp_types import INVALID_PARAMS, CallToolResult, InputRequiredResult, TextContent
+from pydantic import ValidationError
 
 from common.asgi import ObservedApp
 from common.errors import CortexError, ErrorCode
@@ -77,20 +79,47 @@ def refusal(error: CortexError | ErrorCode, message: str = "") -> MCPError:
     return MCPError(code=INVALID_PARAMS, message=error.message, data=error.mcp_data())
 
 
-def refused_as_result(tool: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | CallToolResult]]:
-    """A tool's `CortexError` as an error result (`is_error`, so a model can read and correct it)
-    whose structured content is the error envelope: callers read the code, not the text."""
+def invalid_arguments(exc: ValidationError, *, names: dict[int, str] | None = None) -> CortexError:
+    """Arguments that fail their declared types, as one `invalid_input` naming each field (`names`:
+    the argument names of a validated tuple's positions)."""
+    problems: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False):
+        loc = list(error["loc"])
+        if names and loc and isinstance(loc[0], int):
+            loc[0] = names.get(loc[0], loc[0])
+        name = ".".join(str(part) for part in loc) or "arguments"
+        problems.setdefault(name, []).append(error["msg"])
+    message = "; ".join(f"{name}: {', '.join(messages)}" for name, messages in problems.items())
+    return CortexError(ErrorCode.INVALID_INPUT, message + ".", fields=problems)
 
-    @functools.wraps(tool)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> T | CallToolResult:
+
+def _refused(error: CortexError) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=str(error))], structured_content=error.body(), is_error=True
+    )
+
+
+class CortexMCPServer(MCPServer):
+    """An MCP server whose refusals carry the error envelope.
+
+    A tool's `CortexError`, and arguments that fail the tool's typed signature (the SDK validates
+    them against the published `inputSchema`), come back as an error result (`is_error`, so a model
+    can read and correct it) whose structured content is the envelope: callers read the code, not
+    the text. Anything else stays the SDK's (a crash is logged and answered without its details).
+    """
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
         try:
-            return await tool(*args, **kwargs)
-        except CortexError as exc:
-            return CallToolResult(
-                content=[TextContent(type="text", text=str(exc))], structured_content=exc.body(), is_error=True
-            )
-
-    return call
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, CortexError):
+                return _refused(cause)
+            if isinstance(cause, ValidationError) and not isinstance(exc, UnexpectedToolError):
+                return _refused(invalid_arguments(cause))
+            raise
 
 
 def is_loopback(host: str) -> bool:

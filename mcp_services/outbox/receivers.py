@@ -10,7 +10,7 @@ from django.db import transaction
 from django.dispatch import receiver
 
 from accounts.signals import user_deleting
-from mcp_services import delivery, services
+from mcp_services.outbox import delivery, services
 from workspaces.models import Message
 from workspaces.services import CreatedInput
 from workspaces.signals import conversations_deleting, messages_created

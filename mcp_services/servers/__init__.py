@@ -1,1 +1,0 @@
-"""The MCP services: memory (`memory.py`) and cognition (`cognition.py`), and what they share."""
