@@ -445,8 +445,6 @@ CORTEX: dict[str, Any] = {
     # Users' vectors the memory process keeps in memory for exact search (without pgvector), in MB
     # (100,000 items of 256 dimensions: about 100 MB).
     "MEMORY_VECTOR_CACHE_MB": env_int("MEMORY_VECTOR_CACHE_MB", 256, minimum=1),
-    # Search candidates cognition asks memory for per get_context call (ranked, then blended).
-    "CONTEXT_MAX_CANDIDATES": env_int("CONTEXT_MAX_CANDIDATES", 200, minimum=1),
     # JSON nesting accepted in request bodies and metadata (deeper: 400).
     "MAX_JSON_DEPTH": env_int("MAX_JSON_DEPTH", 32, minimum=2),
     "MEMORY_HISTORY_MAX_ITEMS": env_int("MEMORY_HISTORY_MAX_ITEMS", 10_000, minimum=1),

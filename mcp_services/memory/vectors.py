@@ -43,12 +43,14 @@ class UserVectors:
 
     @classmethod
     def build(
-        cls, *, model: str, generation: int, rows: Iterable[tuple[int, bytes | memoryview, str | None]]
+        cls, *, model: str, generation: int, rows: Iterable[tuple[int, bytes | memoryview | None, str | None]]
     ) -> UserVectors:
         ids: list[int] = []
         blobs: list[bytes | memoryview] = []
         conversations: list[str | None] = []
         for row_id, blob, conversation_id in rows:
+            if blob is None:  # nothing to embed (the query reads only rows with a vector)
+                continue
             ids.append(row_id)
             blobs.append(blob)
             conversations.append(conversation_id)
