@@ -229,7 +229,8 @@ async def bench_context(memory_url: str, cognition_url: str, user_id: uuid.UUID)
 
     token = os.environ["CORTEX_SERVICE_TOKEN"]
     memory = ServiceClient(name="memory", target=memory_url, token=token, timeout=60)
-    cognition = ServiceClient(name="cognition", target=cognition_url, token=token, timeout=60)
+    cognition_token = os.environ.get("CORTEX_COGNITION_TOKEN") or token
+    cognition = ServiceClient(name="cognition", target=cognition_url, token=cognition_token, timeout=60)
     queries = [query["query"] for query in evaluation_set()["queries"]]
     rng = random.Random(3)
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.core.management.base import BaseCommand, CommandParser
 
 from mcp_services import serving
+from mcp_services.memory import embedding
 from mcp_services.memory.server import build_memory_server
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -15,6 +20,9 @@ class Command(BaseCommand):
         add_service_arguments(parser, port=9000)
 
     def handle(self, *args, **options) -> None:
+        # The embedding model is loaded before serving: the first store must not wait for it.
+        embedder = embedding.get_embedder()
+        logger.info("memory service: embeddings %s", embedder.name if embedder else "off (keyword search only)")
         auth = (
             {} if options["transport"] == "stdio" else serving.auth_options(host=options["host"], port=options["port"])
         )
