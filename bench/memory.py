@@ -131,26 +131,28 @@ def sentences(count: int, *, seed: int) -> list[str]:
     return [" ".join(rng.sample(words, rng.randint(6, 16))) for _ in range(count)]
 
 
-async def bench_store(memory_url: str) -> None:
+async def bench_store(memory_url: str, plain_url: str) -> None:
+    """`plain_url`: the same service with MEMORY_EMBEDDER=off, measured in turn on the same
+    machine at the same time, so the cost of embedding stands apart from the machine's load."""
     from mcp_services.client import ServiceClient
 
+    half = STORE_CALLS // 2
+    texts = sentences(half + BATCH_ITEMS, seed=5)
+    embedded = plain = 0.0
+    for _ in range(2):  # interleaved: a burst of load from elsewhere falls on both
+        embedded += await store_rate(memory_url, texts[:half]) / 2
+        plain += await store_rate(plain_url, texts[:half]) / 2
+    print(
+        f"store_input over one long-lived client, {2 * half} sequential calls each: "
+        f"{embedded:,.0f} calls/s with embedding, {plain:,.0f} calls/s with MEMORY_EMBEDDER=off"
+    )
     client = ServiceClient(name="memory", target=memory_url, token=os.environ["CORTEX_SERVICE_TOKEN"], timeout=30)
     user = str(uuid.uuid4())
-    texts = sentences(STORE_CALLS + BATCH_ITEMS, seed=5)
-    await client.call_tool("store_input", {"user_id": user, "input_data": {"content": "warm-up"}})
-    started = time.perf_counter()
-    for n in range(STORE_CALLS):
-        await client.call_tool("store_input", {"user_id": user, "input_data": {"id": f"s{n}", "content": texts[n]}})
-    sequential = STORE_CALLS / (time.perf_counter() - started)
-    print(
-        f"store_input with embedding, one long-lived client, {STORE_CALLS} sequential calls: {sequential:,.0f} calls/s"
-    )
-
     batch = 500
     started = time.perf_counter()
     for start in range(0, BATCH_ITEMS, batch):
         items = [
-            {"user_id": user, "input_data": {"id": f"b{n}", "content": texts[STORE_CALLS + n]}}
+            {"user_id": user, "input_data": {"id": f"b{n}", "content": texts[half + n]}}
             for n in range(start, min(start + batch, BATCH_ITEMS))
         ]
         answer = await client.call_tool("store_inputs", {"items": items})
@@ -160,9 +162,19 @@ async def bench_store(memory_url: str) -> None:
     await client.aclose()
 
 
-def bulk_load(user_id: uuid.UUID, count: int) -> None:
+def bulk_load_vocabulary(user_id: uuid.UUID, count: int) -> None:
     """`count` embedded items for one user, written through the ORM in this process (what a long
-    life of `store_input` leaves behind, without waiting for it)."""
+    life of `store_input` leaves behind, without waiting for it): twelve words each from
+    `bench.mcp`'s vocabulary of 3,000 made-up words, as `bench.mcp` measures keyword search on."""
+    from bench.mcp import vocabulary
+
+    words = vocabulary()
+    rng = random.Random(11)
+    bulk_load(user_id, count, texts=lambda n: [" ".join(rng.choice(words) for _ in range(12)) for _ in range(n)])
+
+
+def bulk_load(user_id: uuid.UUID, count: int, *, texts: Any) -> None:
+    """`count` embedded items made by `texts(n)`, bulk-inserted through the ORM."""
     from django.db import connection
 
     from mcp_services.memory import pgvector
@@ -175,10 +187,10 @@ def bulk_load(user_id: uuid.UUID, count: int) -> None:
     start = datetime.now(UTC) - timedelta(days=365)
     chunk = 5000
     for offset in range(0, count, chunk):
-        texts = sentences(min(chunk, count - offset), seed=offset + 17)
-        embedded = embedder.embed(texts)
+        batch = texts(min(chunk, count - offset))
+        embedded = embedder.embed(batch)
         rows = []
-        for n, (text, vector) in enumerate(zip(texts, embedded, strict=True)):
+        for n, (text, vector) in enumerate(zip(batch, embedded, strict=True)):
             moment = start + timedelta(minutes=5 * (offset + n))
             item_id = f"bulk-{offset + n}"
             data = {
@@ -374,10 +386,15 @@ def main() -> int:
             asyncio.run(bench_quality(memory_url))
             if options.quality:
                 return 0
-            asyncio.run(bench_store(memory_url))
+            plain_port = free_port()
+            plain = manage_command(
+                "run_memory_service", "--port", str(plain_port), env={**env, "MEMORY_EMBEDDER": "off"}, port=plain_port
+            )
+            with running(plain, timeout=60):
+                asyncio.run(bench_store(memory_url, f"http://127.0.0.1:{plain_port}/mcp"))
             user_id = uuid.uuid4()
             started = time.perf_counter()
-            bulk_load(user_id, CONTEXT_ITEMS)
+            bulk_load_vocabulary(user_id, CONTEXT_ITEMS)
             from django.db import connections
 
             connections.close_all()

@@ -67,12 +67,22 @@ def memory_search(
     similarities: dict[int, float] = {}
     if embedded is not None:
         model, vector = embedded
-        similarities = dict(
-            _nearest(user_id=user_id, model=model, query=vector, limit=wanted, conversation_id=conversation)
-        )
-        if mode == "hybrid":  # the keyword candidates' own similarity, where they have a vector
-            missing = [row_id for row_id, _ in keyword if row_id not in similarities]
-            similarities.update(_similarities(user_id=user_id, model=model, query=vector, row_ids=missing))
+        # The keyword candidates' own similarity too, where they have a vector (hybrid).
+        missing = [row_id for row_id, _ in keyword]
+        if pgvector.fits(vector) and pgvector.enabled(connection):
+            similarities = dict(
+                pgvector.nearest(
+                    connection, user_id=user_id, model=model, query=vector, limit=wanted, conversation_id=conversation
+                )
+            )
+            missing = [row_id for row_id in missing if row_id not in similarities]
+            similarities.update(pgvector.similarities(connection, model=model, row_ids=missing, query=vector))
+        else:
+            matrix = user_vectors(user_id=user_id, model=model)
+            similarities = dict(matrix.search(vector, limit=wanted, conversation_id=conversation))
+            similarities.update(
+                matrix.similarities(vector, [row_id for row_id in missing if row_id not in similarities])
+            )
     candidates = {row_id for row_id, _ in keyword} | similarities.keys()
     rows = {
         row_id: (data, moment.timestamp())
@@ -183,28 +193,8 @@ def user_vectors(*, user_id: uuid.UUID, model: str) -> vectors.UserVectors:
         .order_by("id")
         .values_list("id", "embedding", "conversation_id")
     )
-    loaded = vectors.UserVectors.build(model=model, generation=generation, rows=rows.iterator(chunk_size=5000))
+    loaded = vectors.UserVectors.build(
+        model=model, generation=generation, rows=rows.iterator(chunk_size=2000), expected=rows.count()
+    )
     cache.put(key, loaded)
     return loaded
-
-
-def _uses_pgvector(vector: Any) -> bool:
-    return pgvector.fits(vector) and pgvector.enabled(connection)
-
-
-def _nearest(
-    *, user_id: uuid.UUID, model: str, query: Any, limit: int, conversation_id: str | None
-) -> list[tuple[int, float]]:
-    if _uses_pgvector(query):
-        return pgvector.nearest(
-            connection, user_id=user_id, model=model, query=query, limit=limit, conversation_id=conversation_id
-        )
-    return user_vectors(user_id=user_id, model=model).search(query, limit=limit, conversation_id=conversation_id)
-
-
-def _similarities(*, user_id: uuid.UUID, model: str, query: Any, row_ids: list[int]) -> dict[int, float]:
-    if not row_ids:
-        return {}
-    if _uses_pgvector(query):
-        return pgvector.similarities(connection, model=model, row_ids=row_ids, query=query)
-    return user_vectors(user_id=user_id, model=model).similarities(query, row_ids)
