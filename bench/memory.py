@@ -131,6 +131,20 @@ def sentences(count: int, *, seed: int) -> list[str]:
     return [" ".join(rng.sample(words, rng.randint(6, 16))) for _ in range(count)]
 
 
+async def store_rate(url: str, texts: list[str]) -> float:
+    from mcp_services.client import ServiceClient
+
+    client = ServiceClient(name="memory", target=url, token=os.environ["CORTEX_SERVICE_TOKEN"], timeout=30)
+    user = str(uuid.uuid4())
+    await client.call_tool("store_input", {"user_id": user, "input_data": {"content": "warm-up"}})
+    started = time.perf_counter()
+    for n, text in enumerate(texts):
+        await client.call_tool("store_input", {"user_id": user, "input_data": {"id": f"s{n}", "content": text}})
+    rate = len(texts) / (time.perf_counter() - started)
+    await client.aclose()
+    return rate
+
+
 async def bench_store(memory_url: str, plain_url: str) -> None:
     """`plain_url`: the same service with MEMORY_EMBEDDER=off, measured in turn on the same
     machine at the same time, so the cost of embedding stands apart from the machine's load."""
