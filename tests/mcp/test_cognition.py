@@ -120,4 +120,3 @@ async def test_memory_down_gives_an_empty_context_with_an_error():
 async def test_bad_arguments_are_a_tool_error(cognition, arguments, message):
     result = await cognition.call_tool("get_context", arguments)
     assert result.is_error and message in result.content[0].text
-
