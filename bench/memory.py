@@ -83,9 +83,9 @@ async def ask_all(client: Any, user_id: str, queries: list[dict[str, Any]], mode
     return positions
 
 
-def quality_markdown(results: dict[str, dict[str, float]]) -> str:
+def quality_markdown(results: dict[str, dict[str, float]], *, label: str = "mode") -> str:
     lines = [
-        "| mode | paraphrases recall@3 | keyword queries recall@3 | identifiers recall@3 | recall@1 overall |",
+        f"| {label} | paraphrases recall@3 | keyword queries recall@3 | identifiers recall@3 | recall@1 overall |",
         "|---|---|---|---|---|",
     ]
     for mode, table in results.items():
@@ -360,7 +360,7 @@ def design() -> None:
             target = ids[query["target"]]
             positions[query["kind"]].append(ranked.index(target) if target in ranked else 3)
         results[name] = recall(positions)
-    print(quality_markdown(results))
+    print(quality_markdown(results, label="design"))
 
 
 def main() -> int:
