@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["bench.hotpath", "bench.streaming", "bench.mcp", "bench.memory"]
+BENCHMARKS = ["bench.hotpath", "bench.streaming", "bench.mcp", "bench.experts", "bench.memory"]
 
 
 def main() -> int:

@@ -125,6 +125,7 @@ INSTALLED_APPS = [
     "workspaces",
     "streaming",
     "mcp_services",
+    "mcp_services.notes",
 ]
 
 MIDDLEWARE = [
@@ -347,6 +348,40 @@ SPECTACULAR_SETTINGS = {
                 },
             }
         },
+        "/.well-known/jwks.json": {
+            "get": {
+                "operationId": "expert_jwks",
+                "summary": "Public keys of the tokens the core mints for experts",
+                "description": (
+                    "A JSON Web Key Set (Ed25519, `OKP`/`EdDSA`, each with its `kid`). Every call the core makes to an"
+                    " expert registered with auth `core_token` carries `Authorization: Bearer <JWT>` minted for that"
+                    " call: `iss` the core (`JWT_ISSUER`), `aud` the expert's URL, `sub` the user, `workspace_id`,"
+                    " `tool` (`tools/list` for discovery), `iat`, `exp` (at most 5 minutes) and `jti`. Two keys may be"
+                    " published at once (rotation): the first signs. No authentication; cacheable for 5 minutes."
+                ),
+                "tags": ["experts"],
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The key set",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "keys": {
+                                            "type": "array",
+                                            "items": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        }
+                                    },
+                                    "required": ["keys"],
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
         "/output/ws": {
             "get": {
                 "operationId": "output_websocket",
@@ -462,6 +497,28 @@ CORTEX: dict[str, Any] = {
     # unreachable service is retried without limit).
     "OUTBOX_MAX_TOOL_ERRORS": env_int("OUTBOX_MAX_TOOL_ERRORS", 10, minimum=1),
 }
+
+# Experts (per-workspace MCP servers the core calls on a user's behalf; mcp_services.experts).
+# Hosts the core may call: host names, IP addresses or networks (CIDR). A URL whose host is not
+# listed is refused (400) at registration, and again at call time, when the name is resolved and
+# every address must be a listed address/network or a public one. Loopback only in debug; empty
+# (no expert can be registered) otherwise, so production lists its expert hosts explicitly.
+EXPERT_ALLOWED_HOSTS = env_list("EXPERT_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "::1"] if DEBUG else [])
+# Keys that sign the per-call tokens sent to experts (Ed25519 PEM private keys): file paths or PEM
+# text, comma-separated; the first signs, all are published at /.well-known/jwks.json (rotation).
+# Unset in debug: one key is generated and kept in var/. Unset otherwise: `core_token` experts
+# cannot be called (`manage.py check` warns, and the call fails with service_unavailable).
+EXPERT_SIGNING_KEYS = env_list("EXPERT_SIGNING_KEYS")
+EXPERT_DEBUG_KEY_PATH = BASE_DIR / "var" / "expert-signing-key.pem"
+EXPERT_TOKEN_SECONDS = env_int("EXPERT_TOKEN_SECONDS", 120, minimum=1)
+if EXPERT_TOKEN_SECONDS > 300:
+    raise ImproperlyConfigured("EXPERT_TOKEN_SECONDS must be at most 300 (tokens for experts live 5 minutes at most).")
+# Cached tool lists: the server's `ttlMs` hint, kept within these bounds (seconds).
+EXPERT_TOOLS_MIN_TTL_SECONDS = env_int("EXPERT_TOOLS_MIN_TTL_SECONDS", 60, minimum=0)
+EXPERT_TOOLS_MAX_TTL_SECONDS = env_int("EXPERT_TOOLS_MAX_TTL_SECONDS", 24 * 3600, minimum=1)
+EXPERT_DISCOVERY_TIMEOUT_SECONDS = env_int("EXPERT_DISCOVERY_TIMEOUT_SECONDS", 5, minimum=1)
+# The notes expert (`manage.py run_notes_expert`): where it fetches the core's public keys.
+NOTES_JWKS_URL = env_str("NOTES_JWKS_URL", "http://127.0.0.1:8000/.well-known/jwks.json")
 
 # LOG_FORMAT=json: one JSON object per line, each with the request id (common.logs).
 LOG_FORMAT = env_str("LOG_FORMAT") or "plain"

@@ -16,3 +16,23 @@ os.environ.setdefault("SECURE_COOKIES", "0")
 os.environ.setdefault("MEMORY_DRAIN_ON_COMMIT", "0")
 # The test database is created next to this file; end-to-end servers get their own files.
 os.environ.setdefault("SQLITE_PATH", os.path.join(tempfile.gettempdir(), f"cortex-test-{os.getpid()}.sqlite3"))
+
+# Two expert signing keys (rotation: the first signs, both are published), shared with every
+# server process the tests start; experts may be registered on loopback by address only.
+if "EXPERT_SIGNING_KEYS" not in os.environ:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    _key_dir = tempfile.mkdtemp(prefix="cortex-test-keys-")
+    _paths = []
+    for _index in range(2):
+        _path = os.path.join(_key_dir, f"expert-{_index}.pem")
+        with open(_path, "wb") as _file:
+            _file.write(
+                Ed25519PrivateKey.generate().private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
+        _paths.append(_path)
+    os.environ["EXPERT_SIGNING_KEYS"] = ",".join(_paths)
+os.environ.setdefault("EXPERT_ALLOWED_HOSTS", "127.0.0.1")

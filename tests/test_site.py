@@ -148,6 +148,10 @@ def test_openapi_schema_declares_bearer_auth(client):
         "/output/ws",
         "/output/ticket",
         "/context",
+        "/config/workspace/{workspace_id}/experts",
+        "/config/workspace/{workspace_id}/experts/{expert_id}",
+        "/config/workspace/{workspace_id}/experts/{expert_id}/refresh",
+        "/.well-known/jwks.json",
     ]:
         assert path in schema["paths"], path
     assert client.get("/docs").status_code == 200

@@ -3,7 +3,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from workspaces import services
-from workspaces.models import Conversation, IdempotencyRecord, Message, Workspace
+from workspaces.models import Conversation, Expert, IdempotencyRecord, Message, Workspace
 
 
 def _link(obj, label: str | None = None) -> str:
@@ -109,3 +109,50 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
     list_select_related = ("user", "message")
     raw_id_fields = ("user", "message")
     readonly_fields = ("request_hash", "response", "created_at")
+
+
+@admin.register(Expert)
+class ExpertAdmin(admin.ModelAdmin):
+    """Read-only inspection: experts are registered, changed and refreshed by their workspace's owner
+    through the API (which checks the URL's host and discovers the tools); deletes use the service."""
+
+    list_display = ("name", "workspace_link", "url", "auth", "status", "tool_count", "discovered_at")
+    list_filter = ("status", "auth")
+    search_fields = ("name", "url", "id", "workspace__name", "workspace__owner__email")
+    list_select_related = ("workspace",)
+    readonly_fields = (
+        "id",
+        "workspace",
+        "name",
+        "url",
+        "auth",
+        "allowed_tools",
+        "tools",
+        "status",
+        "last_error",
+        "discovered_at",
+        "tools_expire_at",
+        "created_at",
+        "updated_at",
+    )
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def delete_model(self, request, obj: Expert) -> None:
+        services.expert_delete(expert=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for expert in queryset:
+            services.expert_delete(expert=expert)
+
+    @admin.display(description="workspace", ordering="workspace__name")
+    def workspace_link(self, obj: Expert) -> str:
+        return _link(obj.workspace)
+
+    @admin.display(description="tools")
+    def tool_count(self, obj: Expert) -> int:
+        return len(obj.visible_tools())

@@ -78,3 +78,49 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: {self.key}"
+
+
+class Expert(models.Model):
+    """An MCP server a workspace's owner registered: the core calls its tools on users' behalf.
+
+    `tools` is the tool list as last discovered (`tools/list`), kept until `tools_expire_at` (the
+    server's cache hint, within the configured bounds); `allowed_tools` (None: all) limits what
+    the model and direct calls may use. An expert that could not be reached is kept with
+    `status` unreachable and the reason in `last_error`.
+    """
+
+    class Auth(models.TextChoices):
+        CORE_TOKEN = "core_token", "a token minted by the core for each call"
+        NONE = "none", "no credentials"
+
+    class Status(models.TextChoices):
+        OK = "ok", "ok"
+        UNREACHABLE = "unreachable", "unreachable"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="experts")
+    name = models.SlugField(max_length=64)
+    url = models.URLField(max_length=500)
+    auth = models.CharField(max_length=16, choices=Auth.choices, default=Auth.CORE_TOKEN)
+    allowed_tools = models.JSONField(null=True, blank=True, default=None)
+    tools = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNREACHABLE)
+    last_error = models.TextField(blank=True, default="")
+    discovered_at = models.DateTimeField(null=True, blank=True)
+    tools_expire_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="expert_name_per_workspace")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def visible_tools(self) -> list[dict]:
+        """The discovered tools the allowlist lets through."""
+        if self.allowed_tools is None:
+            return list(self.tools)
+        allowed = set(self.allowed_tools)
+        return [tool for tool in self.tools if tool.get("name") in allowed]

@@ -14,7 +14,7 @@ from django.db.models import Q, QuerySet
 from django.http import Http404
 
 from accounts.models import User
-from workspaces.models import Conversation, Message, Workspace
+from workspaces.models import Conversation, Expert, Message, Workspace
 
 
 def _as_uuid(value: object) -> uuid.UUID:
@@ -39,6 +39,40 @@ def conversation_get_for_user(*, user: User, conversation_id: object, manage: bo
     if conversation is None:
         raise Http404
     return conversation
+
+
+def expert_get_for_user(*, user: User, workspace_id: object, expert_id: object) -> Expert:
+    """An expert of a workspace the user owns (the workspace's check; a foreign one is the same 404)."""
+    workspace = workspace_get_for_user(user=user, workspace_id=workspace_id)
+    expert = Expert.objects.filter(workspace=workspace, id=_as_uuid(expert_id)).select_related("workspace").first()
+    if expert is None:
+        raise Http404
+    return expert
+
+
+def expert_list(*, workspace: Workspace) -> QuerySet[Expert]:
+    return Expert.objects.filter(workspace=workspace).order_by("created_at", "id")
+
+
+def experts_of_workspace(*, workspace_id: uuid.UUID) -> list[Expert]:
+    """For the core's own use (a turn's tools), not for a request: no access check here."""
+    return list(Expert.objects.filter(workspace_id=workspace_id).order_by("created_at", "id"))
+
+
+def workspace_owner_id(*, workspace_id: uuid.UUID) -> uuid.UUID:
+    return Workspace.objects.values_list("owner_id", flat=True).get(id=workspace_id)
+
+
+def experts_for_member(*, user_id: uuid.UUID, workspace_id: uuid.UUID) -> list[Expert]:
+    """The experts of a workspace, for a user who owns it or takes part in one of its conversations
+    (the users on whose behalf the core calls them); empty for anyone else."""
+    member = Workspace.objects.filter(
+        Q(owner_id=user_id) | Q(conversations__participants__id=user_id, conversations__participants__is_active=True),
+        id=workspace_id,
+    ).exists()
+    if not member:
+        return []
+    return list(Expert.objects.filter(workspace_id=workspace_id).order_by("created_at", "id"))
 
 
 def workspace_list(*, user: User) -> QuerySet[Workspace]:

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
-from workspaces.models import Conversation, IdempotencyRecord, Message, Workspace
+from workspaces.models import Conversation, Expert, IdempotencyRecord, Message, Workspace
 from workspaces.selectors import conversation_recipient_ids, iso
 from workspaces.signals import conversations_deleting, messages_created
 
@@ -41,7 +41,7 @@ class InputResponse(TypedDict):
     data: InputData
 
 
-def _validated(instance: Workspace | Conversation | Message, *, exclude: list[str] | None = None) -> None:
+def _validated(instance: Workspace | Conversation | Message | Expert, *, exclude: list[str] | None = None) -> None:
     instance.full_clean(exclude=exclude, validate_unique=False, validate_constraints=False)
 
 
@@ -333,3 +333,132 @@ def message_create(
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
+
+
+# --- experts -------------------------------------------------------------------------------------
+
+MAX_ALLOWED_TOOLS = 200
+
+
+@dataclass(frozen=True)
+class ExpertDiscovery:
+    """The outcome of a `tools/list` (made by the caller, outside any transaction)."""
+
+    status: str
+    tools: list[dict[str, Any]]
+    last_error: str = ""
+    discovered_at: Any = None
+    tools_expire_at: Any = None
+
+
+def _allowed_tools_checked(allowed_tools: list[str] | None) -> list[str] | None:
+    if allowed_tools is None:
+        return None
+    if not isinstance(allowed_tools, list) or len(allowed_tools) > MAX_ALLOWED_TOOLS:
+        raise ValidationError({"tools": [f"A list of at most {MAX_ALLOWED_TOOLS} tool names."]})
+    if any(not isinstance(name, str) or not 0 < len(name) <= 128 for name in allowed_tools):
+        raise ValidationError({"tools": ["Tool names are strings of 1 to 128 characters."]})
+    return sorted(set(allowed_tools))
+
+
+def _name_taken(*, name: str) -> CortexError:
+    return CortexError(
+        ErrorCode.CONFLICT, f"This workspace already has an expert named {name!r}.", fields={"name": ["Already taken."]}
+    )
+
+
+@transaction.atomic
+def expert_create(
+    *,
+    workspace: Workspace,
+    name: str,
+    url: str,
+    auth: str = Expert.Auth.CORE_TOKEN,
+    allowed_tools: list[str] | None = None,
+    discovery: ExpertDiscovery,
+) -> Expert:
+    """Register an expert with what its discovery found (an unreachable one is kept as such).
+
+    The URL's host has been checked against EXPERT_ALLOWED_HOSTS by the caller, which also
+    checks it again before every call.
+    """
+    expert = Expert(
+        workspace=workspace,
+        name=name,
+        url=url,
+        auth=auth,
+        allowed_tools=_allowed_tools_checked(allowed_tools),
+        status=discovery.status,
+        tools=discovery.tools,
+        last_error=discovery.last_error[:2000],
+        discovered_at=discovery.discovered_at,
+        tools_expire_at=discovery.tools_expire_at,
+    )
+    _validated(expert, exclude=["workspace"])
+    if Expert.objects.filter(workspace=workspace, name=name).exists():
+        raise _name_taken(name=name)
+    try:
+        with transaction.atomic():  # a concurrent registration of the same name: the constraint decides
+            expert.save(force_insert=True)
+    except IntegrityError:
+        raise _name_taken(name=name) from None
+    return expert
+
+
+@transaction.atomic
+def expert_update(*, expert: Expert, discovery: ExpertDiscovery | None = None, **changes: Any) -> Expert:
+    """Change name, url, auth or the allowlist (`allowed_tools`); with `discovery`, store it too."""
+    fields: list[str] = [name for name in ("name", "url", "auth", "allowed_tools") if name in changes]
+    if "allowed_tools" in changes:
+        changes["allowed_tools"] = _allowed_tools_checked(changes["allowed_tools"])
+    for name in fields:
+        setattr(expert, name, changes[name])
+    if discovery is not None:
+        _discovery_apply(expert, discovery)
+        fields += ["status", "tools", "last_error", "discovered_at", "tools_expire_at"]
+    _validated(expert, exclude=["workspace"])
+    if (
+        "name" in fields
+        and Expert.objects.filter(workspace_id=expert.workspace_id, name=expert.name).exclude(id=expert.id).exists()
+    ):
+        raise _name_taken(name=expert.name)
+    if fields:
+        try:
+            with transaction.atomic():
+                expert.save(update_fields=[*fields, "updated_at"])
+        except IntegrityError:
+            raise _name_taken(name=expert.name) from None
+    return expert
+
+
+def _discovery_apply(expert: Expert, discovery: ExpertDiscovery) -> None:
+    expert.status = discovery.status
+    if discovery.status == Expert.Status.OK:
+        expert.tools = discovery.tools
+        expert.tools_expire_at = discovery.tools_expire_at
+    # An unreachable expert keeps the tools it had (a model may still see them; calls fail and say
+    # why). It is tried again after the shortest cache time, not on every use: a host that drops
+    # packets would otherwise cost each turn the whole discovery timeout.
+    else:
+        expert.tools_expire_at = (discovery.discovered_at or timezone.now()) + timedelta(
+            seconds=settings.EXPERT_TOOLS_MIN_TTL_SECONDS
+        )
+    expert.last_error = discovery.last_error[:2000]
+    expert.discovered_at = discovery.discovered_at
+
+
+@transaction.atomic
+def expert_discovery_save(*, expert: Expert, discovery: ExpertDiscovery) -> Expert:
+    _discovery_apply(expert, discovery)
+    expert.save(update_fields=["status", "tools", "last_error", "discovered_at", "tools_expire_at", "updated_at"])
+    return expert
+
+
+def expert_tools_expire(*, expert_id: uuid.UUID) -> None:
+    """The expert said its tool list changed (`notifications/tools/list_changed`): re-list on next use."""
+    Expert.objects.filter(id=expert_id).update(tools_expire_at=timezone.now())
+
+
+@transaction.atomic
+def expert_delete(*, expert: Expert) -> None:
+    expert.delete()

@@ -15,7 +15,7 @@ import httpx2
 import pytest
 
 from tests.mcp.conftest import COGNITION_TOKEN, Stack, http_client, stack, wait_until
-from tests.servers import ROOT, free_port, fresh_database, manage, manage_command, running, server_env
+from tests.servers import ROOT, free_port, fresh_database, manage, manage_command, running, server_env, wait_for_port
 
 pytestmark = pytest.mark.e2e
 
@@ -215,7 +215,7 @@ def _environ(pid: int) -> dict[str, str]:
 
 
 def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_own_credential():
-    ports = free_port(), free_port(), free_port()
+    ports = free_port(), free_port(), free_port(), free_port()
     with fresh_database() as database:
         env = server_env(**database, CORTEX_COGNITION_TOKEN="")  # production mode, keys and service token set
         supervisor = manage_command(
@@ -226,6 +226,8 @@ def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_ow
             str(ports[1]),
             "--cognition-port",
             str(ports[2]),
+            "--notes-port",
+            str(ports[3]),
             env=env,
             port=ports[0],
         ).start()
@@ -234,14 +236,22 @@ def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_ow
             children = {}
             for pid in _children(supervisor.process.pid):
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                for name in (b"run_memory_service", b"run_cognition_service", b"daphne", b"uvicorn"):
+                names = (b"run_memory_service", b"run_cognition_service", b"run_notes_expert", b"daphne", b"uvicorn")
+                for name in names:
                     if name in cmdline:
                         children[name.decode()] = _environ(pid)
             memory, cognition = children["run_memory_service"], children["run_cognition_service"]
             core = children.get("daphne") or children["uvicorn"]
-            for service in (memory, cognition):
+            notes = children["run_notes_expert"]
+            for service in (memory, cognition, notes):
                 assert "SECRET_KEY" not in service and "JWT_SIGNING_KEY" not in service
+                assert "EXPERT_SIGNING_KEYS" not in service
             assert "CORTEX_SERVICE_TOKEN" not in cognition
+            # The notes expert is called with tokens the core mints: it holds no service credential.
+            assert "CORTEX_SERVICE_TOKEN" not in notes and "CORTEX_COGNITION_TOKEN" not in notes
+            assert core["EXPERT_SIGNING_KEYS"] == env["EXPERT_SIGNING_KEYS"]
+            wait_for_port(ports[3], timeout=30)
+            assert httpx2.post(f"http://127.0.0.1:{ports[3]}/mcp", json={}, timeout=5).status_code == 401
             assert (
                 cognition["CORTEX_COGNITION_TOKEN"]
                 and cognition["CORTEX_COGNITION_TOKEN"] != env["CORTEX_SERVICE_TOKEN"]

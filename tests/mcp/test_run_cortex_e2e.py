@@ -34,6 +34,8 @@ def group(database: dict[str, str], core_port: int, memory_port: int, cognition_
         str(memory_port),
         "--cognition-port",
         str(cognition_port),
+        "--notes-port",
+        str(free_port()),
         env=env,
         port=core_port,
     )

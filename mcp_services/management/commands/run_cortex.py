@@ -1,7 +1,8 @@
 """`manage.py run_cortex`: the whole system as one supervised group (what `make run` starts).
 
 Children, started in this order and stopped in the reverse one: the memory service, the cognition
-service, the memory outbox worker, housekeeping (pruning on a schedule), and the core (uvicorn).
+service, the notes expert, the memory outbox worker, housekeeping (pruning on a schedule), and the
+core (uvicorn). The notes expert is only run here: a workspace's owner registers it explicitly.
 
 A crash is not an outage: a child other than the core that dies is restarted with exponential
 backoff (1 s, doubling up to 30 s; back to 1 s once it has run for a minute), and every exit and
@@ -47,7 +48,7 @@ class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen = None  # type: ignore[assignment]  # set when started
-    service: str | None = None  # "memory" / "cognition": started with `Command.service_env`
+    service: str | None = None  # "memory" / "cognition" / "notes": started with `Command.service_env`
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = RESTART_BACKOFF_FIRST
@@ -79,6 +80,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--memory-port", type=int, default=9000)
         parser.add_argument("--cognition-port", type=int, default=9100)
+        parser.add_argument("--notes-port", type=int, default=9200, help="The notes expert (0: not run).")
         parser.add_argument(
             "--workers", type=int, default=1, help="core processes (more than one needs REDIS_URL for live events)"
         )
@@ -107,10 +109,15 @@ class Command(BaseCommand):
         }
 
     @staticmethod
-    def service_env(env: dict[str, str], *, cognition: bool) -> dict[str, str]:
-        """A service child's environment: no key that signs user tokens or sessions; cognition
-        also without the service token (it holds only its read-only credential)."""
-        dropped = {"SECRET_KEY", "JWT_SIGNING_KEY", *(["CORTEX_SERVICE_TOKEN"] if cognition else [])}
+    def service_env(env: dict[str, str], *, cognition: bool = False, expert: bool = False) -> dict[str, str]:
+        """A service child's environment: no key that signs user tokens, sessions or expert tokens;
+        cognition also without the service token (it holds only its read-only credential), and an
+        expert without any service credential (it is called with tokens the core mints)."""
+        dropped = {"SECRET_KEY", "JWT_SIGNING_KEY", "EXPERT_SIGNING_KEYS"}
+        if cognition or expert:
+            dropped.add("CORTEX_SERVICE_TOKEN")
+        if expert:
+            dropped.add("CORTEX_COGNITION_TOKEN")
         return {**{k: v for k, v in env.items() if k not in dropped}, "CORTEX_SERVICE_PROCESS": "1"}
 
     def children(self, options: dict) -> list[Child]:
@@ -122,6 +129,24 @@ class Command(BaseCommand):
                 "cognition",
                 [*manage, "run_cognition_service", "--port", str(options["cognition_port"])],
                 service="cognition",
+            ),
+            *(
+                [
+                    Child(
+                        "notes",
+                        [
+                            *manage,
+                            "run_notes_expert",
+                            "--port",
+                            str(options["notes_port"]),
+                            "--jwks-url",
+                            f"http://{self.local_host(options)}:{options['port']}/.well-known/jwks.json",
+                        ],
+                        service="notes",
+                    )
+                ]
+                if options["notes_port"]
+                else []
             ),
             Child("outbox-worker", [*manage, "memory_outbox_worker"]),
             Child("housekeeping", [*manage, "housekeeping", "--every", str(options["housekeeping_every"])]),
@@ -154,11 +179,19 @@ class Command(BaseCommand):
             ),
         ]
 
+    @staticmethod
+    def local_host(options: dict) -> str:
+        return "127.0.0.1" if options["host"] in ("0.0.0.0", "::", "") else options["host"]
+
     def log(self, message: str) -> None:
         self.stderr.write(f"[run_cortex] {time.strftime('%H:%M:%S')} {message}")
 
     def start(self, child: Child, env: dict[str, str]) -> None:
-        child_env = self.service_env(env, cognition=child.service == "cognition") if child.service else env
+        child_env = (
+            self.service_env(env, cognition=child.service == "cognition", expert=child.service == "notes")
+            if child.service
+            else env
+        )
         # Own process groups: the terminal's Ctrl-C reaches only us, and we stop children in order.
         child.process = subprocess.Popen(child.argv, env=child_env, start_new_session=True)
         child.started_at = time.monotonic()
@@ -169,7 +202,7 @@ class Command(BaseCommand):
             raise CommandError("--workers above 1 needs REDIS_URL: live events cross processes through Redis.")
         children = self.children(options)
         env = self.child_env(options)
-        host = "127.0.0.1" if options["host"] in ("0.0.0.0", "::", "") else options["host"]
+        host = self.local_host(options)
         if listening(host, options["port"]):
             # Checked first: otherwise the other process would look like our core having started.
             raise CommandError(f"{host}:{options['port']} is already in use; the core cannot start there.")

@@ -1,0 +1,200 @@
+"""Talking to an expert over MCP (streamable HTTP): one connection per call, and tool discovery.
+
+Each call gets its own token (`tokens.expert_token_mint`), so each opens its own MCP `Client` with
+that token in its `Authorization` header, over an `httpx2.AsyncClient` shared per event loop (its
+construction is the expensive part, about 34 ms). Before connecting, the host is resolved and
+checked (`hosts.check_resolved`). Redirects are not followed by our client; the MCP SDK itself
+follows only same-origin 307/308 redirects of a request, which stay on the allowed host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx2
+from django.conf import settings
+from django.utils import timezone
+from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import DiscoverResult, ToolListChangedNotification
+
+from common.errors import CortexError, ErrorCode
+from mcp_services.experts import hosts, tokens
+from workspaces import services
+
+_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncHTTPTransport] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _http(headers: dict[str, str], timeout: float) -> httpx2.AsyncClient:
+    """A client with this call's headers over the loop's shared transport (its connection pool and
+    TLS context, the costly part). Not closed after the call: that would close the shared transport."""
+    loop = asyncio.get_running_loop()
+    transport = _transports.get(loop)
+    if transport is None:
+        transport = _transports[loop] = hosts.checked_transport()
+    return httpx2.AsyncClient(
+        transport=transport, headers=headers, timeout=timeout, follow_redirects=False, trust_env=False
+    )
+
+
+# The expert's `server/discover` answer, reused for as long as its cache hint allows: a call is then
+# one request instead of two. Forgotten when a connection fails (the expert may have changed).
+_discovered: dict[str, tuple[str, DiscoverResult, float]] = {}
+
+
+def _prior(url: str) -> dict[str, Any]:
+    known = _discovered.get(url)
+    if known is None or known[2] <= time.monotonic():
+        _discovered.pop(url, None)
+        return {}
+    return {"mode": known[0], "prior_discover": known[1]}
+
+
+def _remember(url: str, client: Client) -> None:
+    result = client.session.discover_result
+    if result is not None and result.ttl_ms > 0 and url not in _discovered:
+        ttl = min(result.ttl_ms / 1000, settings.EXPERT_TOOLS_MAX_TTL_SECONDS)
+        _discovered[url] = (client.protocol_version, result, time.monotonic() + ttl)
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def describe(exc: BaseException) -> str:
+    exc = unwrap(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+@dataclass
+class Connection:
+    client: Client
+    tools_changed: bool = False  # the expert sent notifications/tools/list_changed during the call
+
+
+@dataclass(frozen=True)
+class Caller:
+    """On whose behalf a connection is made (the token's `sub` and `workspace_id`)."""
+
+    user_id: uuid.UUID
+    workspace_id: uuid.UUID
+
+
+@contextlib.asynccontextmanager
+async def connect(*, url: str, auth: str, caller: Caller, tool: str, timeout: float) -> AsyncIterator[Connection]:
+    """An MCP client to the expert at `url` for one operation (`tool`, or `tokens.DISCOVERY_TOOL`).
+
+    Raises `CortexError`: permission_denied for a refused host, service_unavailable when the
+    expert cannot be reached or no token can be minted.
+    """
+    await hosts.check_resolved(url)
+    headers: dict[str, str] = {}
+    if auth == "core_token":
+        token = tokens.expert_token_mint(
+            audience=url, user_id=caller.user_id, workspace_id=caller.workspace_id, tool=tool
+        )
+        headers["Authorization"] = f"Bearer {token}"
+    connection: Connection | None = None
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ToolListChangedNotification) and connection is not None:
+            connection.tools_changed = True
+
+    transport = streamable_http_client(url, http_client=_http(headers, timeout), terminate_on_close=False)
+    client = Client(transport, read_timeout_seconds=timeout, cache=None, message_handler=on_message, **_prior(url))
+    connection = Connection(client=client)
+    try:
+        async with asyncio.timeout(timeout):
+            await client.__aenter__()
+    except BaseException as exc:  # noqa: BLE001 - any failure to connect is the expert being unreachable
+        _discovered.pop(url, None)
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        raise CortexError(ErrorCode.SERVICE_UNAVAILABLE, f"The expert is unreachable: {describe(exc)}") from None
+    _remember(url, client)
+    try:
+        yield connection
+    except BaseException:
+        _discovered.pop(url, None)
+        raise
+    finally:
+        with contextlib.suppress(BaseException):
+            await client.__aexit__(None, None, None)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What `tools/list` found: the tools (or the reason it failed) and until when to trust them."""
+
+    status: str  # "ok" | "unreachable"
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    discovered_at: datetime = field(default_factory=timezone.now)
+    expires_at: datetime | None = None
+
+    def outcome(self) -> services.ExpertDiscovery:
+        """What the `workspaces` services store."""
+        return services.ExpertDiscovery(
+            status=self.status,
+            tools=self.tools,
+            last_error=self.error,
+            discovered_at=self.discovered_at,
+            tools_expire_at=self.expires_at,
+        )
+
+
+def _expiry(ttl_ms: int | None, now: datetime) -> datetime:
+    """The server's `ttlMs` cache hint, kept within EXPERT_TOOLS_MIN/MAX_TTL_SECONDS (a hint of 0,
+    "immediately stale", still waits the minimum: every model turn would otherwise re-list)."""
+    seconds = (ttl_ms or 0) / 1000
+    seconds = max(settings.EXPERT_TOOLS_MIN_TTL_SECONDS, min(seconds, settings.EXPERT_TOOLS_MAX_TTL_SECONDS))
+    return now + timedelta(seconds=seconds)
+
+
+def tool_entry(tool: Any) -> dict[str, Any]:
+    return {
+        "name": tool.name,
+        "description": tool.description or "",
+        "input_schema": tool.input_schema or {"type": "object"},
+    }
+
+
+async def discover(*, url: str, auth: str, caller: Caller, timeout: float | None = None) -> Discovery:
+    """List the expert's tools (all pages). Never raises for an unreachable or refusing expert:
+    the result says so, and the expert is kept with that status."""
+    limit = float(timeout or settings.EXPERT_DISCOVERY_TIMEOUT_SECONDS)
+    now = timezone.now()
+    try:
+        async with asyncio.timeout(limit):
+            async with connect(url=url, auth=auth, caller=caller, tool=tokens.DISCOVERY_TOOL, timeout=limit) as conn:
+                tools: list[dict[str, Any]] = []
+                ttl_ms: int | None = None
+                cursor: str | None = None
+                for _page in range(100):
+                    result = await conn.client.list_tools(cursor=cursor, cache_mode="bypass")
+                    tools.extend(tool_entry(tool) for tool in result.tools)
+                    ttl_ms = result.ttl_ms if ttl_ms is None else min(ttl_ms, result.ttl_ms)
+                    cursor = result.next_cursor
+                    if not cursor:
+                        break
+    except CortexError as exc:
+        return Discovery(status="unreachable", error=exc.message, discovered_at=now)
+    except MCPError as exc:
+        return Discovery(status="unreachable", error=f"tools/list refused: {exc.message}", discovered_at=now)
+    except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - any transport failure: unreachable
+        return Discovery(status="unreachable", error=f"The expert is unreachable: {describe(exc)}", discovered_at=now)
+    return Discovery(status="ok", tools=tools, discovered_at=now, expires_at=_expiry(ttl_ms, now))

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from mcp_services.experts import hosts
+from workspaces.models import Expert
+from workspaces.serializers import StrictCharField
+
+
+class _UrlField(serializers.URLField):
+    """An expert URL: http(s), and a host EXPERT_ALLOWED_HOSTS allows (else 400)."""
+
+    def to_internal_value(self, data):
+        url = super().to_internal_value(data)
+        refusal = hosts.url_refusal(url)
+        if refusal is not None:
+            raise serializers.ValidationError(refusal, code="host_not_allowed")
+        return url
+
+
+def _allowlist(**kwargs) -> serializers.ListField:
+    return serializers.ListField(
+        child=StrictCharField(max_length=128),
+        max_length=200,
+        allow_null=True,
+        help_text="Tool names the expert may be used with (null or absent: all its tools).",
+        **kwargs,
+    )
+
+
+class ExpertInputSerializer(serializers.Serializer):
+    name = serializers.SlugField(max_length=64, help_text="Unique in the workspace; `/<name> <tool> <json>` calls it.")
+    url = _UrlField(max_length=500, help_text="The expert's streamable HTTP MCP endpoint.")
+    auth = serializers.ChoiceField(choices=Expert.Auth.choices, default=Expert.Auth.CORE_TOKEN)
+    tools = _allowlist(required=False, default=None)
+
+
+class ExpertPatchSerializer(serializers.Serializer):
+    name = serializers.SlugField(max_length=64, required=False)
+    url = _UrlField(max_length=500, required=False)
+    auth = serializers.ChoiceField(choices=Expert.Auth.choices, required=False)
+    tools = _allowlist(required=False)
+
+
+class ExpertToolSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    input_schema = serializers.DictField()
+
+
+class ExpertOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    workspace_id = serializers.UUIDField()
+    name = serializers.CharField()
+    url = serializers.CharField()
+    auth = serializers.CharField()
+    status = serializers.ChoiceField(choices=Expert.Status.choices)
+    tools = serializers.SerializerMethodField(help_text="The discovered tools the allowlist lets through.")
+    allowed_tools = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    last_error = serializers.CharField(help_text="Why the last discovery failed (empty when it worked).")
+    discovered_at = serializers.DateTimeField(allow_null=True)
+    tools_expire_at = serializers.DateTimeField(
+        allow_null=True, help_text="Until when the cached tools are used (the expert's cache hint)."
+    )
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    def get_tools(self, expert: Expert) -> list[dict]:
+        return ExpertToolSerializer(expert.visible_tools(), many=True).data  # type: ignore[return-value]

@@ -1,0 +1,146 @@
+"""`/config/workspace/<id>/experts`: registration by the workspace's owner, and the public keys.
+
+Parse, authorize with the workspace's one access check (`expert_get_for_user` /
+`workspace_get_for_user`: others get the same 404 as for a missing workspace), discover the tools
+over MCP outside any transaction, then one service call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.requests import AuthenticatedRequest
+from mcp_services import client
+from mcp_services.experts import tokens
+from mcp_services.experts.discovery import Caller, discover
+from mcp_services.experts.serializers import ExpertInputSerializer, ExpertOutputSerializer, ExpertPatchSerializer
+from workspaces import selectors, services
+from workspaces.models import Expert
+
+ExpertEnvelope = inline_serializer(
+    "ExpertEnvelope", {"status": serializers.CharField(), "expert": ExpertOutputSerializer()}
+)
+ExpertListEnvelope = inline_serializer("ExpertListEnvelope", {"experts": ExpertOutputSerializer(many=True)})
+
+DISCOVERY_NOTE = (
+    " The expert's tools are discovered over MCP (`tools/list`) before this answers; an expert that"
+    " cannot be reached is saved with `status` `unreachable` and the reason in `last_error`."
+)
+
+
+def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _discover(*, url: str, auth: str, user_id: Any, workspace_id: Any) -> services.ExpertDiscovery:
+    found = client.call(lambda: discover(url=url, auth=auth, caller=Caller(user_id, workspace_id)), timeout=30)
+    return found.outcome()
+
+
+class ExpertListCreateApi(APIView):
+    error_statuses = (409,)  # for the schema (common.schema): a name already used in the workspace
+
+    @extend_schema(operation_id="expert_list", responses={200: ExpertListEnvelope})
+    def get(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
+        workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
+        experts = selectors.expert_list(workspace=workspace)
+        return Response({"experts": ExpertOutputSerializer(experts, many=True).data})
+
+    @extend_schema(
+        operation_id="expert_create",
+        request=ExpertInputSerializer,
+        responses={201: ExpertEnvelope},
+        description="Register an MCP expert in the workspace (owner only). A URL whose host is not in"
+        " `EXPERT_ALLOWED_HOSTS` is a 400; a name already used in the workspace a 409." + DISCOVERY_NOTE,
+    )
+    def post(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
+        workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
+        data = _valid(ExpertInputSerializer, request.data)
+        discovery = _discover(url=data["url"], auth=data["auth"], user_id=request.user.id, workspace_id=workspace.id)
+        expert = services.expert_create(
+            workspace=workspace,
+            name=data["name"],
+            url=data["url"],
+            auth=data["auth"],
+            allowed_tools=data["tools"],
+            discovery=discovery,
+        )
+        return Response(
+            {"status": "expert created", "expert": ExpertOutputSerializer(expert).data}, status=status.HTTP_201_CREATED
+        )
+
+
+class ExpertDetailApi(APIView):
+    error_statuses = (409,)  # a rename to a name already used
+
+    def _expert(self, request: AuthenticatedRequest, workspace_id: str, expert_id: str) -> Expert:
+        return selectors.expert_get_for_user(user=request.user, workspace_id=workspace_id, expert_id=expert_id)
+
+    @extend_schema(operation_id="expert_get", responses={200: ExpertEnvelope})
+    def get(self, request: AuthenticatedRequest, workspace_id: str, expert_id: str) -> Response:
+        expert = self._expert(request, workspace_id, expert_id)
+        return Response({"status": "ok", "expert": ExpertOutputSerializer(expert).data})
+
+    @extend_schema(
+        operation_id="expert_update",
+        request=ExpertPatchSerializer,
+        responses={200: ExpertEnvelope},
+        description="Change the name, URL, auth or tool allowlist. A changed URL or auth is discovered again."
+        + DISCOVERY_NOTE,
+    )
+    def patch(self, request: AuthenticatedRequest, workspace_id: str, expert_id: str) -> Response:
+        expert = self._expert(request, workspace_id, expert_id)
+        data = _valid(ExpertPatchSerializer, request.data)
+        changes = {name: data[name] for name in ("name", "url", "auth") if name in data}
+        if "tools" in data:
+            changes["allowed_tools"] = data["tools"]
+        discovery = None
+        if changes.get("url", expert.url) != expert.url or changes.get("auth", expert.auth) != expert.auth:
+            discovery = _discover(
+                url=changes.get("url", expert.url),
+                auth=changes.get("auth", expert.auth),
+                user_id=request.user.id,
+                workspace_id=expert.workspace_id,
+            )
+        expert = services.expert_update(expert=expert, discovery=discovery, **changes)
+        return Response({"status": "expert updated", "expert": ExpertOutputSerializer(expert).data})
+
+    @extend_schema(operation_id="expert_delete", responses={204: None})
+    def delete(self, request: AuthenticatedRequest, workspace_id: str, expert_id: str) -> Response:
+        services.expert_delete(expert=self._expert(request, workspace_id, expert_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ExpertRefreshApi(APIView):
+    @extend_schema(
+        operation_id="expert_refresh",
+        request=None,
+        responses={200: ExpertEnvelope},
+        description="Discover the expert's tools again now (its cache hint is otherwise honoured)." + DISCOVERY_NOTE,
+    )
+    def post(self, request: AuthenticatedRequest, workspace_id: str, expert_id: str) -> Response:
+        expert = selectors.expert_get_for_user(user=request.user, workspace_id=workspace_id, expert_id=expert_id)
+        discovery = _discover(
+            url=expert.url, auth=expert.auth, user_id=request.user.id, workspace_id=expert.workspace_id
+        )
+        expert = services.expert_discovery_save(expert=expert, discovery=discovery)
+        return Response({"status": "expert refreshed", "expert": ExpertOutputSerializer(expert).data})
+
+
+@csrf_exempt
+@require_GET
+def jwks(request: HttpRequest) -> JsonResponse:
+    """The public keys of the tokens the core mints for experts (public: that is the point)."""
+    response = JsonResponse(tokens.jwks())
+    response["Cache-Control"] = "public, max-age=300"
+    return response

@@ -1,0 +1,1 @@
+"""The notes expert: an MCP server (its own service) for workspace notes, called with tokens the core mints."""
