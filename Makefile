@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 venv: $(STAMP)
 
 # Reinstall only when the pinned requirements change.
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-pgserver.txt
 	@if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 		rm -rf $(VENV); py=$$(scripts/find_python.sh) && echo "Creating $(VENV) with $$py" && "$$py" -m venv $(VENV); \
 	fi

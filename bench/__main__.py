@@ -5,7 +5,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["bench.hotpath", "bench.streaming", "bench.mcp", "bench.experts", "bench.turns"]
+BENCHMARKS = [
+    "bench.hotpath",
+    "bench.streaming",
+    "bench.mcp",
+    "bench.experts",
+    "bench.memory",
+    "bench.turns",
+]
 
 
 def main() -> int:

@@ -57,6 +57,13 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env_str(name) or default).lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 DEBUG = env_bool("DEBUG", False)
 
 _DEBUG_ONLY_SECRET = "insecure-debug-only-secret-key-never-use-in-production"
@@ -465,8 +472,20 @@ CORTEX: dict[str, Any] = {
     "SERVICE_ALLOWED_ORIGINS": env_list("SERVICE_ALLOWED_ORIGINS"),
     "MEMORY_MAX_ITEM_BYTES": env_int("MEMORY_MAX_ITEM_BYTES", 256 * 1024, minimum=1024),
     "MEMORY_MAX_LIMIT": env_int("MEMORY_MAX_LIMIT", 1000, minimum=1),
-    # Search candidates cognition asks memory for per get_context call (ranked, then blended).
-    "CONTEXT_MAX_CANDIDATES": env_int("CONTEXT_MAX_CANDIDATES", 200, minimum=1),
+    # Semantic memory: the embedder the memory service uses for items and queries. "wordllama"
+    # (default): the model bundled in the wordllama wheel, offline, on CPU. "openai": an
+    # OpenAI-compatible embeddings endpoint (EMBEDDINGS_URL, EMBEDDINGS_MODEL, EMBEDDINGS_API_KEY;
+    # EMBEDDINGS_DIMENSIONS asks for shorter vectors where the model allows it). "off": keyword
+    # search only. Changing it makes stored vectors stale: `manage.py memory_reindex` redoes them.
+    "MEMORY_EMBEDDER": env_choice("MEMORY_EMBEDDER", "wordllama", ("wordllama", "openai", "off")),
+    "EMBEDDINGS_URL": env_str("EMBEDDINGS_URL"),
+    "EMBEDDINGS_MODEL": env_str("EMBEDDINGS_MODEL"),
+    "EMBEDDINGS_API_KEY": env_str("EMBEDDINGS_API_KEY"),
+    "EMBEDDINGS_DIMENSIONS": env_int("EMBEDDINGS_DIMENSIONS", 0, minimum=0),
+    "EMBEDDINGS_TIMEOUT_SECONDS": env_int("EMBEDDINGS_TIMEOUT_SECONDS", 30, minimum=1),
+    # Users' vectors the memory process keeps in memory for exact search (without pgvector), in MB
+    # (100,000 items of 256 dimensions: about 100 MB).
+    "MEMORY_VECTOR_CACHE_MB": env_int("MEMORY_VECTOR_CACHE_MB", 256, minimum=1),
     # JSON nesting accepted in request bodies and metadata (deeper: 400).
     "MAX_JSON_DEPTH": env_int("MAX_JSON_DEPTH", 32, minimum=2),
     "MEMORY_HISTORY_MAX_ITEMS": env_int("MEMORY_HISTORY_MAX_ITEMS", 10_000, minimum=1),

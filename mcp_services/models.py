@@ -33,6 +33,14 @@ class MemoryItem(models.Model):
     data = models.JSONField()
     timestamp = models.DateTimeField()
     stored_at = models.DateTimeField(default=timezone.now)
+    # The content's vector (little-endian float32, unit length) and the model that made it.
+    # `embedding_model` null = not embedded yet (`memory_reindex` does it; keyword search finds
+    # the item meanwhile); a model with no vector = nothing to embed (empty content). Both are
+    # nullable so that adding them is an ALTER TABLE on SQLite: rebuilding the table would drop the
+    # full-text triggers of migration 0002. On PostgreSQL with pgvector, migration 0003 adds an
+    # `embedding_vec` column with an HNSW index beside them.
+    embedding = models.BinaryField(null=True, blank=True, editable=False)
+    embedding_model = models.CharField(max_length=100, null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user_id", "item_id"], name="memory_item_user_item")]
@@ -43,6 +51,18 @@ class MemoryItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}/{self.item_id}"
+
+
+class MemoryGeneration(models.Model):
+    """How many times a user's memory items changed (inserted, deleted, re-embedded), counted by
+    database triggers (migration 0003) so that every write path counts. The memory process trusts
+    its in-memory copy of a user's vectors only while this number is the one it was built at."""
+
+    user_id = models.UUIDField(primary_key=True)
+    generation = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.generation}"
 
 
 class OutboxEntryQuerySet(models.QuerySet["OutboxEntry"]):

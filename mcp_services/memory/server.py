@@ -15,6 +15,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from common.errors import CortexError, ErrorCode
 from mcp_services.memory import selectors, services
 from mcp_services.memory.schemas import MAX_BATCH_ITEMS, Key, MemoryInput, Query, StoreItem, max_limit
+from mcp_services.memory.selectors import SearchMode
 from mcp_services.serving import CortexMCPServer, db_call, invalid_arguments, may_write, refusal
 
 
@@ -27,7 +28,7 @@ def build_memory_server(**auth: Any) -> CortexMCPServer:
     """`auth`: `token_verifier=` and `auth=` from `serving.auth_options` (none in-process)."""
     server = CortexMCPServer(
         "CortexMemory",
-        instructions="Per-user memory of Cortex inputs: store, history, full-text search, delete.",
+        instructions="Per-user memory of Cortex inputs: store, history, hybrid (semantic and full-text) search, delete.",
         **auth,
     )
     most = max_limit()
@@ -82,15 +83,28 @@ def build_memory_server(**auth: Any) -> CortexMCPServer:
         query: Query,
         limit: Annotated[int, Field(ge=1, le=most)] = 10,
         conversation_id: Key | None = None,
+        mode: SearchMode = "hybrid",
     ) -> dict[str, Any]:
-        """The user's items matching the query by full-text relevance, best first.
+        """The user's items for the query, best first. `mode`: "hybrid" (default: meaning and words,
+        so a paraphrase and an exact identifier are both found), "semantic" (vector similarity
+        only) or "keyword" (full-text relevance only).
 
-        `scores` holds each item's relevance in (0, 1], relative to the best match.
+        `scores[i]` is `items[i]`'s score; `parts[i]` what it is made of: `keyword_rank` (1 = the
+        best full-text match, null: not a full-text match), `similarity` (cosine, null: no vector
+        compared) and `recency` (1 now, halving every 30 days).
         """
         found = await db_call(selectors.memory_search)(
-            user_id=user_id, query=query, limit=limit, conversation_id=conversation_id or None
+            user_id=user_id, query=query, limit=limit, mode=mode, conversation_id=conversation_id or None
         )
-        return {"items": [item for item, _ in found], "scores": [round(score, 6) for _, score in found]}
+        return {
+            "mode": mode,
+            "items": [result["item"] for result in found],
+            "scores": [result["score"] for result in found],
+            "parts": [
+                {"keyword_rank": r["keyword_rank"], "similarity": r["similarity"], "recency": r["recency"]}
+                for r in found
+            ],
+        }
 
     @server.tool()
     async def delete_memory(

@@ -7,13 +7,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
+import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
+from mcp_services.memory import embedding, pgvector, vectors
 from mcp_services.memory.schemas import MemoryInput
-from mcp_services.models import MemoryItem
+from mcp_services.models import MemoryGeneration, MemoryItem
 
 
 def _invalid(message: str) -> CortexError:
@@ -49,23 +51,30 @@ def normalized_conversation_id(value: str | None) -> str | None:
 # --- memory items ------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def memory_item_store(*, user_id: uuid.UUID, input_data: MemoryInput) -> tuple[MemoryItem, bool]:
     """Store one item; a retry with the same `input_data["id"]` stores nothing and returns the first.
 
-    Returns the item and whether it was created now.
+    The content is embedded first, outside the transaction. Returns the item and whether it was
+    created now.
     """
     item, moment = _normalized_item(input_data)
-    return MemoryItem.objects.get_or_create(
-        user_id=user_id,
-        item_id=item["id"],
-        defaults={
-            "conversation_id": normalized_conversation_id(item.get("conversation_id")),
-            "content": item.get("content", ""),
-            "data": item,
-            "timestamp": moment,
-        },
-    )
+    model, [vector] = embedding.embed_texts([item.get("content", "")])
+    with transaction.atomic():
+        row, created = MemoryItem.objects.get_or_create(
+            user_id=user_id,
+            item_id=item["id"],
+            defaults={
+                "conversation_id": normalized_conversation_id(item.get("conversation_id")),
+                "content": item.get("content", ""),
+                "data": item,
+                "timestamp": moment,
+                "embedding": None if vector is None else vectors.encode(vector),
+                "embedding_model": model,
+            },
+        )
+        if created:
+            _vectors_written(model=model, rows=[(row.id, user_id, vector, row.conversation_id)])
+    return row, created
 
 
 class StoreOutcome(TypedDict):
@@ -78,7 +87,8 @@ class StoreOutcome(TypedDict):
 def memory_items_store(*, items: list[tuple[uuid.UUID, MemoryInput]]) -> list[StoreOutcome]:
     """Store many `(user_id, input_data)` items in one transaction, each as `memory_item_store`
     would: idempotent on `(user_id, input_data["id"])`, and an invalid item refused on its own
-    (`status: "invalid"`) without failing the others."""
+    (`status: "invalid"`) without failing the others. The contents are embedded in one batch
+    before the transaction."""
     outcomes: list[StoreOutcome] = []
     rows: list[MemoryItem] = []
     for user_id, input_data in items:
@@ -100,6 +110,12 @@ def memory_items_store(*, items: list[tuple[uuid.UUID, MemoryInput]]) -> list[St
         )
     if not rows:
         return outcomes
+    model, embedded = embedding.embed_texts([row.content for row in rows])
+    by_key: dict[tuple[uuid.UUID, str], np.ndarray | None] = {}
+    for row, vector in zip(rows, embedded, strict=True):
+        row.embedding = None if vector is None else vectors.encode(vector)
+        row.embedding_model = model
+        by_key.setdefault((row.user_id, row.item_id), vector)
     with transaction.atomic():
         existing = set(
             MemoryItem.objects.filter(
@@ -111,11 +127,24 @@ def memory_items_store(*, items: list[tuple[uuid.UUID, MemoryInput]]) -> list[St
             key = (row.user_id, row.item_id)
             if key not in existing:
                 fresh.setdefault(key, row)  # the same item twice in one call is stored once
-        MemoryItem.objects.bulk_create(fresh.values(), ignore_conflicts=True)
-    stored = iter(rows)
+        if fresh:
+            MemoryItem.objects.bulk_create(fresh.values(), ignore_conflicts=True)
+            # ignore_conflicts leaves the new rows without ids: read them back.
+            stored = MemoryItem.objects.filter(
+                user_id__in={key[0] for key in fresh}, item_id__in={key[1] for key in fresh}
+            ).values_list("id", "user_id", "item_id", "conversation_id")
+            _vectors_written(
+                model=model,
+                rows=[
+                    (row_id, user_id, by_key[(user_id, item_id)], conversation_id)
+                    for row_id, user_id, item_id, conversation_id in stored
+                    if (user_id, item_id) in fresh
+                ],
+            )
+    stored_rows = iter(rows)
     for outcome in outcomes:
         if outcome["status"] == "stored":
-            row = next(stored)
+            row = next(stored_rows)
             if (row.user_id, row.item_id) in existing:
                 outcome["status"] = "duplicate"
     return outcomes
@@ -125,11 +154,18 @@ def memory_items_store(*, items: list[tuple[uuid.UUID, MemoryInput]]) -> list[St
 def memory_item_delete(
     *, user_id: uuid.UUID, item_id: str | None = None, conversation_id: str | None = None, everything: bool = False
 ) -> int:
-    """One item, a conversation's items, or (`everything`, for a deleted user) all of them."""
+    """One item, a conversation's items, or (`everything`, for a deleted user) all of them.
+
+    The rows go with their vectors (and their full-text and pgvector index entries); the memory
+    process's copy of the user's vectors loses them at commit, or all of it for `everything`,
+    together with the user's change count: nothing of the user is left.
+    """
     if everything:
         if item_id or conversation_id:
             raise _invalid("everything excludes item_id and conversation_id.")
         deleted, _ = MemoryItem.objects.filter(user_id=user_id).delete()
+        MemoryGeneration.objects.filter(user_id=user_id).delete()
+        transaction.on_commit(lambda: vectors.cache().forget(user_id.hex))
         return deleted
     if not item_id and not conversation_id:
         raise _invalid("give item_id or conversation_id (or both), or everything=true.")
@@ -138,5 +174,93 @@ def memory_item_delete(
         items = items.filter(item_id=str(item_id))
     if conversation_id:
         items = items.filter(conversation_id=normalized_conversation_id(conversation_id))
-    deleted, _ = items.delete()
+    row_ids = list(items.values_list("id", flat=True))
+    if not row_ids:
+        return 0
+    deleted, _ = MemoryItem.objects.filter(id__in=row_ids).delete()
+    _changed(user_id=user_id, count=deleted, removed=row_ids)
     return deleted
+
+
+def memory_items_reindex(*, after_id: int, batch_size: int, everything: bool = False) -> tuple[int, int | None]:
+    """Embed the next `batch_size` items after row `after_id` (in id order) whose vector is missing
+    or was made by another model (`everything`: all of them). Returns how many and the last row id
+    (None: nothing left). Each batch is its own transaction, so a stopped reindex resumes where it
+    was; the embedding runs before it, and a failing endpoint raises (nothing is marked done)."""
+    embedder = embedding.get_embedder()
+    if embedder is None:
+        raise CortexError(ErrorCode.INVALID_INPUT, "Embeddings are off (MEMORY_EMBEDDER=off): nothing to reindex.")
+    todo = MemoryItem.objects.filter(id__gt=after_id)
+    if not everything:
+        todo = todo.exclude(embedding_model=embedder.name)
+    batch = list(todo.order_by("id").values_list("id", "content")[:batch_size])
+    if not batch:
+        return 0, None
+    embedded = embedder.embed([content for _, content in batch])
+    with transaction.atomic():
+        MemoryItem.objects.bulk_update(
+            [
+                MemoryItem(
+                    id=row_id,
+                    embedding=None if vector is None else vectors.encode(vector),
+                    embedding_model=embedder.name,
+                )
+                for (row_id, _), vector in zip(batch, embedded, strict=True)
+            ],
+            ["embedding", "embedding_model"],
+        )
+        if pgvector.enabled(connection):
+            pgvector.write(connection, [(row_id, vector) for (row_id, _), vector in zip(batch, embedded, strict=True)])
+    return len(batch), batch[-1][0]
+
+
+def memory_reindex_todo(*, everything: bool = False) -> int:
+    embedder = embedding.get_embedder()
+    if embedder is None or everything:
+        return MemoryItem.objects.count()
+    return MemoryItem.objects.exclude(embedding_model=embedder.name).count()
+
+
+# --- the memory process's copy of users' vectors -------------------------------------------------
+
+
+def _vectors_written(*, model: str | None, rows: list[tuple[int, uuid.UUID, np.ndarray | None, str | None]]) -> None:
+    """Inside the storing transaction: mirror the new vectors into pgvector's column where there is
+    one, else tell the process's cache (at commit) what was added."""
+    if not rows:
+        return
+    if pgvector.enabled(connection):
+        pgvector.write(connection, [(row_id, vector) for row_id, _, vector, _ in rows])
+        return
+    by_user: dict[uuid.UUID, list[tuple[int, np.ndarray | None, str | None]]] = {}
+    for row_id, user_id, vector, conversation_id in rows:
+        by_user.setdefault(user_id, []).append((row_id, vector, conversation_id))
+    for user_id, added in by_user.items():
+        _changed(
+            user_id=user_id,
+            count=len(added),
+            model=model,
+            added=[(row_id, vector, conversation) for row_id, vector, conversation in added if vector is not None],
+        )
+
+
+def _changed(
+    *,
+    user_id: uuid.UUID,
+    count: int,
+    model: str | None = None,
+    added: list[tuple[int, np.ndarray, str | None]] | None = None,
+    removed: list[int] | None = None,
+) -> None:
+    """Inside the writing transaction, after `count` row changes of the user (which the triggers
+    counted): at commit, apply them to the cached matrix if nobody else changed the user's items
+    in between (the count read now, minus ours, is the matrix's)."""
+    if pgvector.enabled(connection):
+        return
+    after = MemoryGeneration.objects.filter(user_id=user_id).values_list("generation", flat=True).first() or 0
+    key = user_id.hex
+    transaction.on_commit(
+        lambda: vectors.cache().apply(
+            key, before=after - count, after=after, model=model, added=added or (), removed=removed or ()
+        )
+    )

@@ -11,7 +11,6 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 
 from accounts import limits
-from mcp_services.cognition.server import candidate_count
 from streaming import services as streaming_services
 from tests.streaming.conftest import SSEClient, WSClient, bearer, fresh_channel_layer  # noqa: F401 (autouse)
 
@@ -53,13 +52,6 @@ def test_the_client_address_trusts_forwarding_headers_only_from_configured_proxi
     settings.TRUSTED_PROXIES = trusted
     request = RequestFactory().get("/", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded)
     assert limits.client_address(request) == expected
-
-
-def test_cognition_asks_memory_for_a_bounded_number_of_candidates(settings):
-    settings.CORTEX = {**settings.CORTEX, "CONTEXT_MAX_CANDIDATES": 200, "MEMORY_MAX_LIMIT": 1000}
-    assert candidate_count(10) == 50
-    assert candidate_count(100) == 200  # not 500
-    assert candidate_count(1000) == 1000  # never fewer than asked for
 
 
 @pytest.mark.django_db

@@ -99,10 +99,13 @@ async def test_search_ranks_an_older_relevant_item_above_newer_ones(memory):
     await store(memory, user, id="mid", content="The team lunch is on Friday", timestamp=at(60))
     for n in range(5):
         await store(memory, user, id=f"new{n}", content=f"Unrelated note number {n}", timestamp=at(n))
-    result = await memory.call_tool("search_memory", {"user_id": user, "query": "budget reviews", "limit": 5})
+    result = await memory.call_tool(
+        "search_memory", {"user_id": user, "query": "budget reviews", "limit": 5, "mode": "keyword"}
+    )
     found = result.structured_content
     assert [item["id"] for item in found["items"]] == ["old"]
     assert found["scores"] == [1.0]
+    assert found["parts"] == [{"keyword_rank": 1, "similarity": None, "recency": found["parts"][0]["recency"]}]
 
 
 async def test_search_orders_by_relevance_not_by_substring(memory):

@@ -1,0 +1,75 @@
+"""The vector store's pieces without a database: the bytes format, exact search, and when the
+memory process may keep using a user's matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mcp_services.memory.vectors import UserVectors, VectorCache, decode, encode
+
+
+def unit(*values: float) -> np.ndarray:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def matrix(generation: int = 1) -> UserVectors:
+    rows = [(1, encode(unit(1, 0, 0)), None), (2, encode(unit(0, 1, 0)), "c1"), (3, encode(unit(1, 1, 0)), "c1")]
+    return UserVectors.build(model="m", generation=generation, rows=rows)
+
+
+def test_vectors_round_trip_as_little_endian_float32():
+    vector = unit(0.25, -1.5, 3.0)
+    blob = encode(vector)
+    assert len(blob) == 12 and blob == vector.astype("<f4").tobytes()
+    assert np.array_equal(decode(blob), vector)
+
+
+def test_search_is_exact_and_ordered_and_filters_by_conversation():
+    vectors = matrix()
+    found = vectors.search(unit(1, 0.1, 0), limit=3)
+    assert [row_id for row_id, _ in found] == [1, 3, 2]
+    assert found[0][1] > found[1][1] > found[2][1]
+    assert [row_id for row_id, _ in vectors.search(unit(1, 0, 0), limit=3, conversation_id="c1")] == [3, 2]
+    assert vectors.search(unit(1, 0), limit=3) == []  # another model's width: nothing to compare
+
+
+def test_cache_applies_our_own_write_only_on_the_generation_it_was_built_at():
+    cache = VectorCache(max_bytes=10**6)
+    cache.put("u", matrix(generation=5))
+    cache.apply("u", before=5, after=6, model="m", added=[(4, unit(0, 0, 1), None)])
+    entry = cache.get("u", model="m", generation=6)
+    assert entry is not None and list(entry.ids) == [1, 2, 3, 4]
+    cache.apply("u", before=6, after=8, removed=[2, 3])
+    entry = cache.get("u", model="m", generation=8)
+    assert entry is not None and list(entry.ids) == [1, 4]
+    # Another writer got in between (the count moved by more than our write): the matrix goes.
+    cache.apply("u", before=9, after=10, removed=[1])
+    assert "u" not in cache
+    assert cache.get("u", model="m", generation=10) is None
+
+
+def test_cache_never_serves_another_generation_or_model_and_forgets_a_user():
+    cache = VectorCache(max_bytes=10**6)
+    cache.put("u", matrix(generation=3))
+    assert cache.get("u", model="m", generation=4) is None
+    assert cache.get("u", model="other", generation=3) is None
+    cache.forget("u")
+    assert "u" not in cache
+
+
+def test_cache_drops_the_least_recently_used_user_past_its_size():
+    one = matrix()
+    cache = VectorCache(max_bytes=2 * one.nbytes)
+    cache.put("a", matrix())
+    cache.put("b", matrix())
+    cache.get("a", model="m", generation=1)
+    cache.put("c", matrix())
+    assert "a" in cache and "c" in cache and "b" not in cache
+
+
+def test_similarities_of_given_rows_skip_rows_without_a_vector():
+    vectors = matrix()
+    found = vectors.similarities(unit(1, 0, 0), [3, 7, 1])
+    assert set(found) == {1, 3}
+    assert np.isclose(found[1], 1.0) and np.isclose(found[3], np.sqrt(0.5))
