@@ -550,6 +550,9 @@ if EXPERT_TOKEN_SECONDS > 300:
 EXPERT_TOOLS_MIN_TTL_SECONDS = env_int("EXPERT_TOOLS_MIN_TTL_SECONDS", 60, minimum=0)
 EXPERT_TOOLS_MAX_TTL_SECONDS = env_int("EXPERT_TOOLS_MAX_TTL_SECONDS", 24 * 3600, minimum=1)
 EXPERT_DISCOVERY_TIMEOUT_SECONDS = env_int("EXPERT_DISCOVERY_TIMEOUT_SECONDS", 5, minimum=1)
+# The largest tool result (its text plus its structured content, as JSON) the core accepts from an
+# expert: a larger one is refused (payload_too_large), never written into every participant's log.
+EXPERT_RESULT_MAX_BYTES = env_int("EXPERT_RESULT_MAX_BYTES", 256 * 1024, minimum=1024)
 # The notes expert (`manage.py run_notes_expert`): where it fetches the core's public keys.
 NOTES_JWKS_URL = env_str("NOTES_JWKS_URL", "http://127.0.0.1:8000/.well-known/jwks.json")
 

@@ -16,12 +16,14 @@ configured), invalid_input (arguments that cannot be sent), tool_error (the tool
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from mcp import MCPError
 from mcp_types import TextContent
@@ -164,6 +166,16 @@ async def expert_call(
             await db_call(services.expert_tools_expire)(expert_id=found.id)
 
     text = "\n".join(part.text for part in result.content if isinstance(part, TextContent))
+    limit = settings.EXPERT_RESULT_MAX_BYTES
+    size = len(text.encode())
+    if result.structured_content is not None:
+        size += len(json.dumps(result.structured_content, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limit:
+        metrics.MCP_ERRORS.labels("expert", "call_tool", ErrorCode.PAYLOAD_TOO_LARGE).inc()
+        raise ExpertCallError(
+            ErrorCode.PAYLOAD_TOO_LARGE,
+            f"The expert {expert!r} answered {size:,} bytes; at most {limit:,} are accepted (EXPERT_RESULT_MAX_BYTES).",
+        )
     if result.is_error:
         sent = CortexError.from_mcp_data((result.structured_content or {}).get("error"), text or f"{tool} failed")
         metrics.MCP_ERRORS.labels("expert", "call_tool", ErrorCode.TOOL_ERROR).inc()

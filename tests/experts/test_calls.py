@@ -93,6 +93,15 @@ async def test_refusals_carry_their_codes(expert):
     assert failed.value.code == "tool_error" and "the disk is full" in failed.value.message
 
 
+async def test_a_result_larger_than_the_limit_is_refused_not_passed_on(expert, settings):
+    owner, _, _, workspace = await setup(expert.url)
+    settings.EXPERT_RESULT_MAX_BYTES = 1024
+    assert (await call(owner, workspace, arguments={"text": "x" * 300}))["structured"] == {"text": "x" * 300}
+    with pytest.raises(ExpertCallError) as refused:
+        await call(owner, workspace, arguments={"text": "x" * 600})  # its text and structured copy: > 1 KiB
+    assert refused.value.code == "payload_too_large" and "EXPERT_RESULT_MAX_BYTES" in refused.value.message
+
+
 async def test_an_unreachable_expert_is_service_unavailable():
     owner, _, _, workspace = await setup(f"http://127.0.0.1:{free_port()}/mcp")
     with pytest.raises(ExpertCallError) as caught:

@@ -73,3 +73,19 @@ def test_similarities_of_given_rows_skip_rows_without_a_vector():
     found = vectors.similarities(unit(1, 0, 0), [3, 7, 1])
     assert set(found) == {1, 3}
     assert np.isclose(found[1], 1.0) and np.isclose(found[3], np.sqrt(0.5))
+
+
+def test_appends_fill_room_without_changing_what_an_older_entry_holds():
+    base = matrix()
+    first = base.appended(generation=2, rows=[(4, unit(0, 0, 1), "c2")])
+    second = first.appended(generation=3, rows=[(5, unit(0, 1, 1), None)])
+    # The second append went into the room the first one made: no copy of the matrix.
+    assert second.spare is first.spare and np.shares_memory(second.matrix, first.matrix)
+    assert list(base.ids) == [1, 2, 3] and list(first.ids) == [1, 2, 3, 4] and list(second.ids) == [1, 2, 3, 4, 5]
+    assert [row_id for row_id, _ in first.search(unit(0, 0.1, 1), limit=5)] == [4, 2, 3, 1]  # no 5 here
+    # Appending to an entry that is not the newest on its room copies instead of overwriting row 5.
+    other = first.appended(generation=3, rows=[(6, unit(1, 0, 1), None)])
+    assert other.spare is not first.spare
+    assert list(second.ids) == [1, 2, 3, 4, 5] and np.allclose(second.matrix[4], unit(0, 1, 1))
+    assert list(other.ids) == [1, 2, 3, 4, 6] and other.conversations[3] == "c2"
+    assert second.nbytes >= second.spare.matrix.nbytes  # the cache counts the room it holds
