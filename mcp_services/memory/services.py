@@ -9,7 +9,7 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
@@ -60,21 +60,23 @@ def memory_item_store(*, user_id: uuid.UUID, input_data: MemoryInput) -> tuple[M
     item, moment = _normalized_item(input_data)
     model, [vector] = embedding.embed_texts([item.get("content", "")])
     with transaction.atomic():
-        row, created = MemoryItem.objects.get_or_create(
-            user_id=user_id,
-            item_id=item["id"],
-            defaults={
-                "conversation_id": normalized_conversation_id(item.get("conversation_id")),
-                "content": item.get("content", ""),
-                "data": item,
-                "timestamp": moment,
-                "embedding": None if vector is None else vectors.encode(vector),
-                "embedding_model": model,
-            },
-        )
-        if created:
-            _vectors_written(model=model, rows=[(row.id, user_id, vector, row.conversation_id)])
-    return row, created
+        # Insert first (a retry is the exception): one statement instead of a read and an insert.
+        try:
+            with transaction.atomic():
+                row = MemoryItem.objects.create(
+                    user_id=user_id,
+                    item_id=item["id"],
+                    conversation_id=normalized_conversation_id(item.get("conversation_id")),
+                    content=item.get("content", ""),
+                    data=item,
+                    timestamp=moment,
+                    embedding=None if vector is None else vectors.encode(vector),
+                    embedding_model=model,
+                )
+        except IntegrityError:  # stored before: (user_id, item_id) is unique
+            return MemoryItem.objects.get(user_id=user_id, item_id=item["id"]), False
+        _vectors_written(model=model, rows=[(row.id, user_id, vector, row.conversation_id)])
+    return row, True
 
 
 class StoreOutcome(TypedDict):
@@ -257,8 +259,11 @@ def _changed(
     in between (the count read now, minus ours, is the matrix's)."""
     if pgvector.enabled(connection):
         return
-    after = MemoryGeneration.objects.filter(user_id=user_id).values_list("generation", flat=True).first() or 0
     key = user_id.hex
+    if key not in vectors.cache():
+        # Nothing held to update: the next search reads the user's vectors (and their count) anew.
+        return
+    after = MemoryGeneration.objects.filter(user_id=user_id).values_list("generation", flat=True).first() or 0
     transaction.on_commit(
         lambda: vectors.cache().apply(
             key, before=after - count, after=after, model=model, added=added or (), removed=removed or ()
