@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcp_services.memory.vectors import UserVectors, VectorCache, decode, encode
+from mcp_services.memory.vectors import SPLIT_ROWS, UserVectors, VectorCache, decode, encode
 
 
 def unit(*values: float) -> np.ndarray:
@@ -89,3 +89,15 @@ def test_appends_fill_room_without_changing_what_an_older_entry_holds():
     assert list(second.ids) == [1, 2, 3, 4, 5] and np.allclose(second.matrix[4], unit(0, 1, 1))
     assert list(other.ids) == [1, 2, 3, 4, 6] and other.conversations[3] == "c2"
     assert second.nbytes >= second.spare.matrix.nbytes  # the cache counts the room it holds
+
+
+def test_a_large_matrix_is_searched_in_two_halves_with_the_same_answer():
+    rng = np.random.default_rng(7)
+    rows = rng.standard_normal((SPLIT_ROWS + 1001, 16)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    vectors = UserVectors.build(model="m", generation=1, rows=[(n, encode(row), None) for n, row in enumerate(rows)])
+    query = rows[SPLIT_ROWS + 1000]  # in the second half: found only if that half was multiplied
+    found = vectors.search(query, limit=5)
+    expected = np.argsort(-(rows @ query), kind="stable")[:5]
+    assert [row_id for row_id, _ in found] == list(expected) and found[0][0] == SPLIT_ROWS + 1000
+    assert np.isclose(found[0][1], 1.0)
