@@ -31,6 +31,7 @@ from mcp_types import TextContent
 from common import metrics
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import encoding_error
+from mcp_services.experts import hosts
 from mcp_services.experts.discovery import Caller, connect, describe, discover, unwrap
 from mcp_services.serving import db_call
 from workspaces import selectors, services
@@ -133,6 +134,8 @@ async def expert_call(
     started = time.perf_counter()
     failure: str | None = None
     tools_changed = False
+    oversize: list[str] = []
+    noting = hosts.oversize.set(oversize)
     try:
         async with asyncio.timeout(timeout):
             async with connect(
@@ -142,6 +145,20 @@ async def expert_call(
                     result = await connection.client.call_tool(tool, arguments)
                 finally:
                     tools_changed = connection.tools_changed
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # our caller cancelled us (a cancelled turn, a stopping worker)
+        # Nobody cancelled this task: the SDK's transport task failed mid-call and its cancel scope
+        # let the cancellation out instead of the error. The expert failed; the caller goes on.
+        failure = ErrorCode.PAYLOAD_TOO_LARGE if oversize else ErrorCode.SERVICE_UNAVAILABLE
+        if oversize:
+            raise ExpertCallError(
+                ErrorCode.PAYLOAD_TOO_LARGE, f"The expert {expert!r} answered too much: {oversize[0]}."
+            ) from None
+        raise ExpertCallError(
+            ErrorCode.SERVICE_UNAVAILABLE, f"The expert {expert!r} failed: the connection failed during the call."
+        ) from None
     except CortexError as exc:
         failure = exc.code
         raise ExpertCallError(exc.code, exc.message) from None
@@ -153,12 +170,18 @@ async def expert_call(
         ) from None
     except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - a transport failure: the expert is unreachable
         inner = unwrap(exc)
+        if oversize:
+            failure = ErrorCode.PAYLOAD_TOO_LARGE
+            raise ExpertCallError(
+                ErrorCode.PAYLOAD_TOO_LARGE, f"The expert {expert!r} answered too much: {oversize[0]}."
+            ) from None
         if isinstance(inner, MCPError):
             failure = ErrorCode.TOOL_ERROR
             raise ExpertCallError(ErrorCode.TOOL_ERROR, inner.message) from None
         failure = ErrorCode.SERVICE_UNAVAILABLE
         raise ExpertCallError(ErrorCode.SERVICE_UNAVAILABLE, f"The expert {expert!r} failed: {describe(exc)}") from None
     finally:
+        hosts.oversize.reset(noting)
         metrics.MCP_CALLS.labels("expert", "call_tool").observe(time.perf_counter() - started)
         if failure is not None:
             metrics.MCP_ERRORS.labels("expert", "call_tool", str(failure)).inc()

@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
+from contextvars import ContextVar
 from urllib.parse import urlsplit
 
 import httpx2
@@ -157,9 +158,45 @@ class CheckedBackend(AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+class ResponseTooLarge(httpx2.ReadError):
+    """An expert's response is announced larger than `response_limit()` bytes: it is not read."""
+
+
+def response_limit() -> int:
+    """The most bytes of one expert response the core reads: room for a result of
+    EXPERT_RESULT_MAX_BYTES as text and as structured content, JSON-escaped, in its JSON-RPC frame."""
+    return 4 * settings.EXPERT_RESULT_MAX_BYTES + 64 * 1024
+
+
+# Set by a caller to a list: a refusal for size is noted there too. The MCP SDK's transport task
+# does not always pass its error on to the call it was serving; the note survives that.
+oversize: ContextVar[list[str] | None] = ContextVar("expert_oversize", default=None)
+
+
+class _BoundedTransport(httpx2.AsyncHTTPTransport):
+    """A response whose `Content-Length` is past `response_limit()` is refused before its body is
+    read: a hostile expert cannot make the core buffer a huge answer (the MCP SDK reads a whole
+    response before we see the result). A body without a length (chunked, or an event stream) is
+    bounded by the call's timeout, and its result by EXPERT_RESULT_MAX_BYTES once read."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await super().handle_async_request(request)
+        length = response.headers.get("content-length", "")
+        limit = response_limit()
+        if length.isdigit() and int(length) > limit:
+            await response.aclose()
+            reason = f"its response is {int(length):,} bytes, more than {limit:,}"
+            noted = oversize.get()
+            if noted is not None:
+                noted.append(reason)
+            raise ResponseTooLarge(reason)
+        return response
+
+
 def checked_transport() -> httpx2.AsyncHTTPTransport:
-    """An httpx transport whose connections go only to addresses the host policy allows."""
-    transport = httpx2.AsyncHTTPTransport(trust_env=False)
+    """An httpx transport whose connections go only to addresses the host policy allows, and which
+    refuses a response announced as larger than `response_limit()`."""
+    transport = _BoundedTransport(trust_env=False)
     # httpx2 takes no network backend argument: its pool's is wrapped (versions pinned; the
     # call-time SSRF tests go through this).
     pool = transport._pool

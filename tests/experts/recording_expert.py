@@ -9,6 +9,7 @@ It verifies nothing: the tests read its log to see exactly what the core sent.
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 import uvicorn
@@ -25,6 +26,11 @@ def build(ttl_ms: int) -> MCPServer:
     async def echo(text: str) -> dict[str, Any]:
         """Return the text."""
         return {"text": text}
+
+    @server.tool()
+    async def crash() -> dict[str, Any]:
+        """The process dies in the middle of the call (an expert that crashes)."""
+        os._exit(3)
 
     @server.tool()
     async def fail(reason: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@ refusal with its code, the SSRF check repeated at call time, and the signing key
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import uuid
@@ -100,6 +101,20 @@ async def test_a_result_larger_than_the_limit_is_refused_not_passed_on(expert, s
     with pytest.raises(ExpertCallError) as refused:
         await call(owner, workspace, arguments={"text": "x" * 600})  # its text and structured copy: > 1 KiB
     assert refused.value.code == "payload_too_large" and "EXPERT_RESULT_MAX_BYTES" in refused.value.message
+    # Far larger: refused from its Content-Length (past 4 x the limit + 64 KiB), its body not read.
+    with pytest.raises(ExpertCallError) as cut:
+        await call(owner, workspace, arguments={"text": "x" * 200_000})
+    assert cut.value.code == "payload_too_large" and "more than 69,632" in cut.value.message
+
+
+async def test_an_expert_that_dies_mid_call_fails_the_call_and_the_caller_goes_on():
+    with recording_expert(ttl_ms=600_000) as doomed:
+        owner, _, _, workspace = await setup(doomed.url)
+        await call(owner, workspace)  # discovered and cached: the next request is the call itself
+        with pytest.raises(ExpertCallError) as failed:
+            await call(owner, workspace, tool="crash", arguments={})
+        assert failed.value.code == "service_unavailable"
+    assert asyncio.current_task().cancelling() == 0  # no cancellation leaked into the caller
 
 
 async def test_an_unreachable_expert_is_service_unavailable():
