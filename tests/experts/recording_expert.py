@@ -1,7 +1,7 @@
 """A test expert outside the project: an MCP server that writes every `Authorization` header it
 receives to a file (one line each, "-" for none), and answers `tools/list` with a cache hint.
 
-    python -m tests.experts.recording_expert --port P --log FILE [--ttl-ms N]
+    python -m tests.experts.recording_expert --port P --log FILE [--ttl-ms N] [--crash-tool]
 
 It verifies nothing: the tests read its log to see exactly what the core sent.
 """
@@ -19,7 +19,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 
 
-def build(ttl_ms: int) -> MCPServer:
+def build(ttl_ms: int, *, crash_tool: bool = False) -> MCPServer:
     server = MCPServer("Recorder", cache_hints={"tools/list": CacheHint(ttl_ms=ttl_ms)})
 
     @server.tool()
@@ -28,14 +28,16 @@ def build(ttl_ms: int) -> MCPServer:
         return {"text": text}
 
     @server.tool()
-    async def crash() -> dict[str, Any]:
-        """The process dies in the middle of the call (an expert that crashes)."""
-        os._exit(3)
-
-    @server.tool()
     async def fail(reason: str) -> dict[str, Any]:
         """Always fails with the reason."""
         raise ToolError(reason)
+
+    if crash_tool:
+
+        @server.tool()
+        async def crash() -> dict[str, Any]:
+            """The process dies in the middle of the call (an expert that crashes)."""
+            os._exit(3)
 
     return server
 
@@ -57,9 +59,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log", required=True)
     parser.add_argument("--ttl-ms", type=int, default=0)
+    parser.add_argument("--crash-tool", action="store_true")
     options = parser.parse_args()
     security = TransportSecuritySettings(allowed_hosts=["127.0.0.1:*", "localhost:*"], allowed_origins=[])
-    app = build(options.ttl_ms).streamable_http_app(
+    app = build(options.ttl_ms, crash_tool=options.crash_tool).streamable_http_app(
         stateless_http=True, json_response=True, transport_security=security, host="127.0.0.1"
     )
     uvicorn.run(recording(app, options.log), host="127.0.0.1", port=options.port, log_level="warning")

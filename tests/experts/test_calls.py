@@ -108,7 +108,7 @@ async def test_a_result_larger_than_the_limit_is_refused_not_passed_on(expert, s
 
 
 async def test_an_expert_that_dies_mid_call_fails_the_call_and_the_caller_goes_on():
-    with recording_expert(ttl_ms=600_000) as doomed:
+    with recording_expert(ttl_ms=600_000, crash_tool=True) as doomed:
         owner, _, _, workspace = await setup(doomed.url)
         await call(owner, workspace)  # discovered and cached: the next request is the call itself
         with pytest.raises(ExpertCallError) as failed:
