@@ -510,6 +510,9 @@ CORTEX: dict[str, Any] = {
     "TURN_LEASE_SECONDS": env_int("TURN_LEASE_SECONDS", 30, minimum=2),
     "TURN_POLL_MS": env_int("TURN_POLL_MS", 100, minimum=10),
     "TURN_CONCURRENCY": env_int("TURN_CONCURRENCY", 64, minimum=1),
+    # Turns started by one user that run at once (across conversations and workers); the user's
+    # further turns wait, so one user cannot take every slot of the workers.
+    "TURN_MAX_RUNNING_PER_USER": env_int("TURN_MAX_RUNNING_PER_USER", 4, minimum=1),
     # Deltas: the first chunk of an answer is written at once, then text is coalesced for this
     # long or this many characters per event (a long answer is not thousands of rows).
     "TURN_DELTA_FLUSH_MS": env_int("TURN_DELTA_FLUSH_MS", 50, minimum=0),

@@ -14,7 +14,8 @@ from typing import Any, Literal, TypedDict
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
@@ -156,11 +157,25 @@ def _leasable(now: Any) -> Q:
 
 
 def _due(now: Any) -> Any:
-    """Open turns no live lease holds that are the oldest open turn of their conversation."""
+    """Open turns no live lease holds that are the oldest open turn of their conversation, and
+    whose user has fewer than TURN_MAX_RUNNING_PER_USER turns running (`user_running`, annotated)."""
     earlier_open = Turn.objects.filter(_open(), conversation_id=OuterRef("conversation_id")).filter(
         Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__lt=OuterRef("id"))
     )
-    return Turn.objects.filter(_open()).filter(_leasable(now)).exclude(Exists(earlier_open))
+    running = (
+        Turn.objects.filter(status=Turn.Status.RUNNING, user_id=OuterRef("user_id"), lease_expires_at__gte=now)
+        .order_by()
+        .values("user_id")
+        .annotate(count=Count("id"))
+        .values("count")
+    )
+    return (
+        Turn.objects.filter(_open())
+        .filter(_leasable(now))
+        .exclude(Exists(earlier_open))
+        .annotate(user_running=Coalesce(Subquery(running, output_field=IntegerField()), 0))
+        .filter(user_running__lt=settings.CORTEX["TURN_MAX_RUNNING_PER_USER"])
+    )
 
 
 def turns_due_exist() -> bool:
@@ -186,6 +201,8 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         recipients = _recipients({turn.conversation_id for turn in due})
         events: list[NewEvent] = []
         started: list[Turn] = []
+        cap = settings.CORTEX["TURN_MAX_RUNNING_PER_USER"]
+        starting: dict[uuid.UUID, int] = {}  # per user, in this claim
         for turn in due:
             members = recipients.get(turn.conversation_id, [])
             if turn.status == Turn.Status.RUNNING:
@@ -200,6 +217,9 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
                 error = {"code": ErrorCode.INTERNAL_ERROR, "message": turn.error}
                 events.append(_event(turn, FAILED, {"error": error}, members))
                 continue
+            if turn.user_running + starting.get(turn.user_id, 0) >= cap:
+                continue  # the user's other turns fill their share: this one waits (queued)
+            starting[turn.user_id] = starting.get(turn.user_id, 0) + 1
             started.append(turn)
             events.append(_event(turn, STARTED, {"input_id": str(turn.input_message_id)}, members))
         lease = now + timedelta(seconds=settings.CORTEX["TURN_LEASE_SECONDS"])

@@ -125,6 +125,23 @@ def test_turns_of_a_conversation_run_one_at_a_time_in_input_order(alice, workspa
     assert [str(row.id) for row in services.turns_claim(owner="w2", limit=10)[0]] == [second]
 
 
+def test_one_user_runs_at_most_their_share_of_turns_at_once(alice, bob, workspace, settings):
+    settings.CORTEX = {**settings.CORTEX, "TURN_MAX_RUNNING_PER_USER": 2}
+    mine = [ConversationFactory(workspace=workspace, participants=[bob], responder="echo") for _ in range(4)]
+    alices = [post_input(alice, conversation, f"a{n}").json()["turn_id"] for n, conversation in enumerate(mine)]
+    bobs = post_input(bob, mine[0], "b").json()["turn_id"]  # queued behind alice's first in that conversation
+    other = ConversationFactory(workspace=workspace, participants=[bob], responder="echo")
+    bobs_elsewhere = post_input(bob, other, "b2").json()["turn_id"]
+    claimed, _ = services.turns_claim(owner="w1", limit=10)
+    assert [str(row.id) for row in claimed] == [*alices[:2], bobs_elsewhere]
+    assert services.turns_claim(owner="w2", limit=10)[0] == [], "alice has her 2 running"
+    assert not services.turns_due_exist(), "an idle poll takes no write lock"
+    services.turns_write(owner="w1", writes=[services.TurnWrite(claimed[0].id, finish="completed", content="x")])
+    # One of alice's ended: her next turn starts, and bob's (queued behind her first) too.
+    assert [str(row.id) for row in services.turns_claim(owner="w2", limit=10)[0]] == [alices[2], bobs]
+    assert Turn.objects.get(id=alices[3]).status == "queued"
+
+
 def test_expired_lease_fails_the_turn_and_frees_the_conversation(alice, echo_conversation):
     first = post_input(alice, echo_conversation, "first").json()["turn_id"]
     second = post_input(alice, echo_conversation, "second").json()["turn_id"]
