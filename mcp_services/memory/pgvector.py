@@ -9,6 +9,7 @@ the column, which exists on some databases only.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -93,6 +94,55 @@ def write(connection: Any, rows: list[tuple[int, np.ndarray | None]]) -> None:
             "FROM unnest(%s::bigint[], %s::text[]) AS v(id, vec) WHERE m.id = v.id",
             [ids, texts],
         )
+
+
+_INSERTED = (
+    "user_id",
+    "item_id",
+    "conversation_id",
+    "content",
+    "data",
+    "timestamp",
+    "stored_at",
+    "embedding",
+    "embedding_model",
+)
+_ARRAY_TYPES = ("uuid", "text", "text", "text", "text", "timestamptz", "timestamptz", "bytea", "text")
+
+
+def insert(connection: Any, rows: list[Any], vectors: list[np.ndarray | None]) -> list[tuple[int, Any, str, Any]]:
+    """INSERT unsaved `MemoryItem`s with their vector column in the same statement: each row and
+    each of its indexes (HNSW, GIN, btrees) written once, where the ORM's INSERT and an UPDATE of
+    the column would write them twice. Rows already stored (same user and item id) are skipped.
+    Returns (id, user_id, item_id, conversation_id) of the rows inserted."""
+    if not rows:
+        return []
+    from mcp_services.models import MemoryItem
+
+    fields: list[Any] = [MemoryItem._meta.get_field(name) for name in _INSERTED]
+    data = fields[_INSERTED.index("data")]
+    columns: list[str] = [field.column for field in fields]
+    values: list[list[Any]] = [[] for _ in fields]
+    for row in rows:
+        for position, field in enumerate(fields):
+            value = getattr(row, field.attname)
+            if field is data:
+                value = json.dumps(value, cls=data.encoder)
+            elif isinstance(value, memoryview):
+                value = bytes(value)
+            values[position].append(value)
+    texts = [literal(vector) if fits(vector) else None for vector in vectors]  # type: ignore[arg-type]
+    names = [f"c{position}" for position in range(len(fields))]
+    selected = [f"{name}::jsonb" if field is data else name for name, field in zip(names, fields, strict=True)]
+    arrays = [f"%s::{kind}[]" for kind in _ARRAY_TYPES] + ["%s::text[]"]
+    sql = (
+        f"INSERT INTO {TABLE} ({', '.join(columns)}, {COLUMN}) "
+        f"SELECT {', '.join(selected)}, v::vector FROM unnest({', '.join(arrays)}) AS r({', '.join(names)}, v) "
+        "ON CONFLICT (user_id, item_id) DO NOTHING RETURNING id, user_id, item_id, conversation_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, texts])
+        return [tuple(found) for found in cursor.fetchall()]
 
 
 def nearest(

@@ -59,20 +59,27 @@ def memory_item_store(*, user_id: uuid.UUID, input_data: MemoryInput) -> tuple[M
     """
     item, moment = _normalized_item(input_data)
     model, [vector] = embedding.embed_texts([item.get("content", "")])
+    row = MemoryItem(
+        user_id=user_id,
+        item_id=item["id"],
+        conversation_id=normalized_conversation_id(item.get("conversation_id")),
+        content=item.get("content", ""),
+        data=item,
+        timestamp=moment,
+        embedding=None if vector is None else vectors.encode(vector),
+        embedding_model=model,
+    )
     with transaction.atomic():
+        if pgvector.enabled(connection):  # the vector column in the same INSERT
+            inserted = pgvector.insert(connection, [row], [vector])
+            if not inserted:
+                return MemoryItem.objects.get(user_id=user_id, item_id=item["id"]), False
+            row.id, row._state.adding, row._state.db = inserted[0][0], False, connection.alias
+            return row, True
         # Insert first (a retry is the exception): one statement instead of a read and an insert.
         try:
             with transaction.atomic():
-                row = MemoryItem.objects.create(
-                    user_id=user_id,
-                    item_id=item["id"],
-                    conversation_id=normalized_conversation_id(item.get("conversation_id")),
-                    content=item.get("content", ""),
-                    data=item,
-                    timestamp=moment,
-                    embedding=None if vector is None else vectors.encode(vector),
-                    embedding_model=model,
-                )
+                row.save(force_insert=True)
         except IntegrityError:  # stored before: (user_id, item_id) is unique
             return MemoryItem.objects.get(user_id=user_id, item_id=item["id"]), False
         _vectors_written(model=model, rows=[(row.id, user_id, vector, row.conversation_id)])
@@ -129,7 +136,9 @@ def memory_items_store(*, items: list[tuple[uuid.UUID, MemoryInput]]) -> list[St
             key = (row.user_id, row.item_id)
             if key not in existing:
                 fresh.setdefault(key, row)  # the same item twice in one call is stored once
-        if fresh:
+        if fresh and pgvector.enabled(connection):  # the vector column in the same INSERT
+            pgvector.insert(connection, list(fresh.values()), [by_key[key] for key in fresh])
+        elif fresh:
             MemoryItem.objects.bulk_create(fresh.values(), ignore_conflicts=True)
             # ignore_conflicts leaves the new rows without ids: read them back.
             stored = MemoryItem.objects.filter(

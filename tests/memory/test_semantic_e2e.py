@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -102,6 +103,33 @@ async def test_a_paraphrase_and_an_identifier_are_found_end_to_end_with_their_sc
             "get_context", {"user_id": user, "query": "which nuts can my son not eat", "limit": 3}
         )
         assert "allergy" in [item["id"] for item in context.structured_content["context"]]
+
+
+async def test_stores_are_idempotent_and_each_stored_item_is_found_by_its_meaning(services):
+    user = str(uuid.uuid4())
+    budget = {"id": "budget", "content": "The quarterly budget for the penguin enclosure is approved"}
+    async with http_client(services.memory_url) as memory:
+        for _ in range(2):  # a retry stores nothing new
+            answer = await memory.call_tool("store_input", {"user_id": user, "input_data": budget})
+            assert not answer.is_error and answer.structured_content["item_id"] == "budget"
+        batch = [
+            {"user_id": user, "input_data": budget},  # stored before
+            {"user_id": user, "input_data": {"id": "flight", "content": "Our flight to Lisbon leaves at dawn"}},
+            {"user_id": user, "input_data": {"id": "flight", "content": "Our flight to Lisbon leaves at dawn"}},
+        ]
+        answer = await memory.call_tool("store_inputs", {"items": batch})
+        assert [result["status"] for result in answer.structured_content["results"]] == [
+            "duplicate",
+            "stored",
+            "stored",  # the same item twice in one call: stored once
+        ]
+        history = await memory.read_resource(f"history/{user}")
+        assert sorted(item["id"] for item in json.loads(history.contents[0].text)) == ["budget", "flight"]
+        for query, expected in [("money for the bird habitat", "budget"), ("airplane trip to Portugal", "flight")]:
+            found = await memory.call_tool(
+                "search_memory", {"user_id": user, "query": query, "limit": 1, "mode": "semantic"}
+            )
+            assert [item["id"] for item in found.structured_content["items"]] == [expected], query
 
 
 def test_reindex_after_a_model_change_makes_stale_vectors_current():
