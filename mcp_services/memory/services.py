@@ -51,6 +51,18 @@ def normalized_conversation_id(value: str | None) -> str | None:
 # --- memory items ------------------------------------------------------------------------------
 
 
+def _new_row(user_id: uuid.UUID, item: dict[str, Any], moment: datetime) -> MemoryItem:
+    """The unsaved row of a normalized item (its vector is set by the caller)."""
+    return MemoryItem(
+        user_id=user_id,
+        item_id=item["id"],
+        conversation_id=normalized_conversation_id(item.get("conversation_id")),
+        content=item.get("content", ""),
+        data=item,
+        timestamp=moment,
+    )
+
+
 def memory_item_store(*, user_id: uuid.UUID, input_data: MemoryInput) -> tuple[MemoryItem, bool]:
     """Store one item; a retry with the same `input_data["id"]` stores nothing and returns the first.
 
@@ -59,16 +71,9 @@ def memory_item_store(*, user_id: uuid.UUID, input_data: MemoryInput) -> tuple[M
     """
     item, moment = _normalized_item(input_data)
     model, [vector] = embedding.embed_texts([item.get("content", "")])
-    row = MemoryItem(
-        user_id=user_id,
-        item_id=item["id"],
-        conversation_id=normalized_conversation_id(item.get("conversation_id")),
-        content=item.get("content", ""),
-        data=item,
-        timestamp=moment,
-        embedding=None if vector is None else vectors.encode(vector),
-        embedding_model=model,
-    )
+    row = _new_row(user_id, item, moment)
+    row.embedding = None if vector is None else vectors.encode(vector)
+    row.embedding_model = model
     with transaction.atomic():
         if pgvector.enabled(connection):  # the vector column in the same INSERT
             inserted = pgvector.insert(connection, [row], [vector])
@@ -107,16 +112,7 @@ def memory_items_store(*, items: list[tuple[uuid.UUID, MemoryInput]]) -> list[St
             outcomes.append({"item_id": None, "status": "invalid", "code": exc.code, "error": exc.message})
             continue
         outcomes.append({"item_id": item["id"], "status": "stored"})
-        rows.append(
-            MemoryItem(
-                user_id=user_id,
-                item_id=item["id"],
-                conversation_id=normalized_conversation_id(item.get("conversation_id")),
-                content=item.get("content", ""),
-                data=item,
-                timestamp=moment,
-            )
-        )
+        rows.append(_new_row(user_id, item, moment))
     if not rows:
         return outcomes
     model, embedded = embedding.embed_texts([row.content for row in rows])
