@@ -136,18 +136,21 @@ def memory_items_store(*, items: list[tuple[uuid.UUID, MemoryInput]]) -> list[St
             pgvector.insert(connection, list(fresh.values()), [by_key[key] for key in fresh])
         elif fresh:
             MemoryItem.objects.bulk_create(fresh.values(), ignore_conflicts=True)
-            # ignore_conflicts leaves the new rows without ids: read them back.
-            stored = MemoryItem.objects.filter(
-                user_id__in={key[0] for key in fresh}, item_id__in={key[1] for key in fresh}
-            ).values_list("id", "user_id", "item_id", "conversation_id")
-            _vectors_written(
-                model=model,
-                rows=[
-                    (row_id, user_id, by_key[(user_id, item_id)], conversation_id)
-                    for row_id, user_id, item_id, conversation_id in stored
-                    if (user_id, item_id) in fresh
-                ],
-            )
+            # ignore_conflicts leaves the new rows without ids: read them back, for the users whose
+            # matrix the process holds (the others' next search reads their vectors anew).
+            held = {user_id for user_id, _ in fresh if user_id.hex in vectors.cache()}
+            if held:
+                stored = MemoryItem.objects.filter(
+                    user_id__in=held, item_id__in={item_id for user_id, item_id in fresh if user_id in held}
+                ).values_list("id", "user_id", "item_id", "conversation_id")
+                _vectors_written(
+                    model=model,
+                    rows=[
+                        (row_id, user_id, by_key[(user_id, item_id)], conversation_id)
+                        for row_id, user_id, item_id, conversation_id in stored
+                        if (user_id, item_id) in fresh
+                    ],
+                )
     stored_rows = iter(rows)
     for outcome in outcomes:
         if outcome["status"] == "stored":
@@ -232,12 +235,9 @@ def memory_reindex_todo(*, everything: bool = False) -> int:
 
 
 def _vectors_written(*, model: str | None, rows: list[tuple[int, uuid.UUID, np.ndarray | None, str | None]]) -> None:
-    """Inside the storing transaction: mirror the new vectors into pgvector's column where there is
-    one, else tell the process's cache (at commit) what was added."""
+    """Inside the storing transaction (without pgvector, whose column is written by the INSERT):
+    tell the process's cache, at commit, what was added."""
     if not rows:
-        return
-    if pgvector.enabled(connection):
-        pgvector.write(connection, [(row_id, vector) for row_id, _, vector, _ in rows])
         return
     by_user: dict[uuid.UUID, list[tuple[int, np.ndarray | None, str | None]]] = {}
     for row_id, user_id, vector, conversation_id in rows:
