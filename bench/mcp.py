@@ -22,7 +22,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
-from tests.servers import core_server, create_user, free_port, fresh_database, manage_command, running, server_env
+from tests.servers import (
+    ServerProcess,
+    core_server,
+    create_user,
+    free_port,
+    fresh_database,
+    manage_command,
+    running,
+    server_env,
+)
 
 STORE_CALLS = int(os.environ.get("BENCH_STORE_CALLS", 1000))
 CONTEXT_ITEMS = int(os.environ.get("BENCH_CONTEXT_ITEMS", 100_000))
@@ -99,9 +108,9 @@ async def bench_store(memory_url: str) -> None:
 
 
 async def bench_context(cognition_url: str, user_id: uuid.UUID, words: list[str]) -> None:
-    from mcp_services.client import ServiceClient
+    from mcp_services.client import ServiceClient, cognition_token
 
-    client = ServiceClient(name="cognition", target=cognition_url, token=os.environ["CORTEX_SERVICE_TOKEN"], timeout=30)
+    client = ServiceClient(name="cognition", target=cognition_url, token=cognition_token(), timeout=30)
     rng = random.Random(3)
     for label, make in (
         ("with a query", lambda: {"user_id": str(user_id), "query": " ".join(rng.sample(words, 2)), "limit": 10}),
@@ -203,6 +212,22 @@ def bench_inputs_memory_down(env: dict[str, str]) -> bool:
     return ok
 
 
+def service_pair(database: dict[str, str], **extra: str) -> tuple[dict[str, str], ServerProcess, ServerProcess]:
+    """The environment (MEMORY_URL, COGNITION_URL set) and not yet started memory and cognition
+    processes on free ports, against `database`."""
+    memory_port, cognition_port = free_port(), free_port()
+    env = server_env(
+        **database,
+        MEMORY_URL=f"http://127.0.0.1:{memory_port}/mcp",
+        COGNITION_URL=f"http://127.0.0.1:{cognition_port}/mcp",
+        LOG_LEVEL="WARNING",
+        **extra,
+    )
+    memory = manage_command("run_memory_service", "--port", str(memory_port), env=env, port=memory_port)
+    cognition = manage_command("run_cognition_service", "--port", str(cognition_port), env=env, port=cognition_port)
+    return env, memory, cognition
+
+
 def main() -> int:
     database_kind = "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
     print(f"database: {database_kind}; machine: {os.cpu_count()} CPUs")
@@ -212,17 +237,8 @@ def main() -> int:
         import django
 
         django.setup()
-        memory_port, cognition_port = free_port(), free_port()
-        memory_url = f"http://127.0.0.1:{memory_port}/mcp"
-        env = server_env(
-            **database,
-            MEMORY_URL=memory_url,
-            COGNITION_URL=f"http://127.0.0.1:{cognition_port}/mcp",
-            INPUT_RATE="1000000/min",
-            LOG_LEVEL="WARNING",
-        )
-        memory = manage_command("run_memory_service", "--port", str(memory_port), env=env, port=memory_port)
-        cognition = manage_command("run_cognition_service", "--port", str(cognition_port), env=env, port=cognition_port)
+        env, memory, cognition = service_pair(database, INPUT_RATE="1000000/min")
+        memory_url = env["MEMORY_URL"]
         with running(memory), running(cognition):
             asyncio.run(bench_store(memory_url))
 

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
-from tests.servers import free_port, fresh_database, manage_command, pgvector_database, running, server_env
+from bench.mcp import service_pair
+from tests.servers import free_port, fresh_database, manage_command, pgvector_database, running
 
 EVAL_SET = Path(__file__).resolve().parent.parent / "tests" / "data" / "memory_eval.json"
 MODES = ("hybrid", "semantic", "keyword")
@@ -251,12 +252,11 @@ async def timed(client: Any, tool: str, make: Any, calls: int) -> list[float]:
 
 
 async def bench_context(memory_url: str, cognition_url: str, user_id: uuid.UUID) -> None:
-    from mcp_services.client import ServiceClient
+    from mcp_services.client import ServiceClient, cognition_token
 
     token = os.environ["CORTEX_SERVICE_TOKEN"]
     memory = ServiceClient(name="memory", target=memory_url, token=token, timeout=60)
-    cognition_token = os.environ.get("CORTEX_COGNITION_TOKEN") or token
-    cognition = ServiceClient(name="cognition", target=cognition_url, token=cognition_token, timeout=60)
+    cognition = ServiceClient(name="cognition", target=cognition_url, token=cognition_token(), timeout=60)
     queries = [query["query"] for query in evaluation_set()["queries"]]
     rng = random.Random(3)
 
@@ -399,16 +399,8 @@ def main() -> int:
         import django
 
         django.setup()
-        memory_port, cognition_port = free_port(), free_port()
-        memory_url = f"http://127.0.0.1:{memory_port}/mcp"
-        env = server_env(
-            **database,
-            MEMORY_URL=memory_url,
-            COGNITION_URL=f"http://127.0.0.1:{cognition_port}/mcp",
-            LOG_LEVEL="WARNING",
-        )
-        memory = manage_command("run_memory_service", "--port", str(memory_port), env=env, port=memory_port)
-        cognition = manage_command("run_cognition_service", "--port", str(cognition_port), env=env, port=cognition_port)
+        env, memory, cognition = service_pair(database)
+        memory_url = env["MEMORY_URL"]
         with running(memory, timeout=60), running(cognition, timeout=60):
             asyncio.run(bench_quality(memory_url))
             if options.quality:

@@ -327,10 +327,13 @@ def memory() -> ServiceClient:
     return _service_loop.client("memory", settings.CORTEX["MEMORY_URL"], settings.CORTEX["SERVICE_TOKEN"])
 
 
-def cognition() -> ServiceClient:
+def cognition_token() -> str:
     # Cognition knows only its own (read-only) credential, so that is what it checks.
-    token = settings.CORTEX["COGNITION_TOKEN"] or settings.CORTEX["SERVICE_TOKEN"]
-    return _service_loop.client("cognition", settings.CORTEX["COGNITION_URL"], token)
+    return settings.CORTEX["COGNITION_TOKEN"] or settings.CORTEX["SERVICE_TOKEN"]
+
+
+def cognition() -> ServiceClient:
+    return _service_loop.client("cognition", settings.CORTEX["COGNITION_URL"], cognition_token())
 
 
 def call(factory: Callable[[], Awaitable[T]], *, timeout: float | None = None) -> T:
