@@ -67,7 +67,7 @@ def _fresh_throttles():
     from django.core.cache import cache
 
     from accounts.authentication import user_cache
-    from accounts.throttles import process_rates
+    from common.web.throttles import process_rates
 
     cache.clear()
     process_rates.clear()

@@ -1,0 +1,1 @@
+"""Accounts: the user model, JWT login/refresh/logout, failed-login limits and user management."""

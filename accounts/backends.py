@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
 from accounts import limits
+from common.web.addresses import client_address
 
 
 class LimitedModelBackend(ModelBackend):
@@ -19,7 +20,7 @@ class LimitedModelBackend(ModelBackend):
         login = username if username is not None else kwargs.get("email")
         if login is None or password is None:
             return None
-        address = limits.client_address(request) if request is not None else None
+        address = client_address(request) if request is not None else None
         try:
             limits.login_attempt_begin(email=str(login), address=address)
         except limits.LoginLimited as limited:

@@ -1,7 +1,4 @@
-"""Who is asking, and how often they may fail: the client address and the failed-login limits.
-
-The client address is the peer's unless the peer is a configured proxy (`TRUSTED_PROXIES`, none by
-default): a client cannot pick its own address by sending `X-Forwarded-For`.
+"""How often a login may fail: per account and per client address (`common.web.addresses`).
 
 Failed logins are counted per account and per client address in the cache (shared by every
 process when `REDIS_URL` is set), never in the database: a failed login costs no write. An attempt
@@ -12,42 +9,10 @@ parallel guesses cannot all slip in before the first failure is recorded.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import time
-from functools import lru_cache
 
 from django.conf import settings
 from django.core.cache import cache
-from django.http import HttpRequest
-
-
-@lru_cache(maxsize=8)
-def _proxy_networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
-
-
-def _is_trusted_proxy(address: str) -> bool:
-    networks = _proxy_networks(tuple(settings.TRUSTED_PROXIES))
-    if not networks:
-        return False
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
-
-
-def client_address(request: HttpRequest) -> str:
-    """The real client address: `X-Forwarded-For` counts only when the peer is a trusted proxy."""
-    address = request.META.get("REMOTE_ADDR") or "unknown"
-    if not _is_trusted_proxy(address):
-        return address
-    forwarded = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
-    for hop in reversed(forwarded):  # appended by each proxy: the rightmost untrusted hop is the client
-        if not _is_trusted_proxy(hop):
-            return hop
-        address = hop
-    return address
 
 
 class LoginLimited(Exception):

@@ -8,7 +8,7 @@ from django.contrib.auth.models import PermissionsMixin
 from django.db import models
 from django.utils import timezone
 
-from accounts.fields import MetadataField
+from common.fields import MetadataField
 
 
 class UserManager(BaseUserManager["User"]):

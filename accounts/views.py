@@ -10,7 +10,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.parsers import BoundedJSONParser
 from accounts.serializers import (
     LoginInputSerializer,
     RefreshInputSerializer,
@@ -18,7 +17,9 @@ from accounts.serializers import (
     VerifyOutputSerializer,
 )
 from accounts.services import InvalidRefreshToken, refresh_token_revoke, token_pair_issue, token_pair_refresh
-from accounts.throttles import AddressRateThrottle, RefreshRateThrottle
+from accounts.throttles import RefreshRateThrottle
+from common.web.parsers import BoundedJSONParser
+from common.web.throttles import AddressRateThrottle
 
 
 class _PublicAuthView(APIView):

@@ -1,5 +1,5 @@
-"""Shared by every app and imported by none of their models: errors, logs, metrics, the schema.
+"""Shared by every app and importing none: errors, logs, metrics, the schema, `web/` (HTTP plumbing).
 
-Model-free and app-free: nothing here imports `accounts`, `workspaces`, `streaming` or
-`mcp_services`, so any app (and `cortex_site`'s configuration) may import it without a cycle.
+Model-free and app-free: nothing here imports `accounts`, `workspaces`, `streaming`,
+`mcp_services` or `turns` (the layers contract in `pyproject.toml`), so any app may import it.
 """

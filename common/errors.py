@@ -1,12 +1,14 @@
 """The one error type and the one envelope: `{"error": {"code", "message", "fields"?}}`.
 
-`CortexError` is the only exception the project raises for a refusal a caller should see: a REST
-view, a stream consumer, an MCP tool and the MCP client all raise it with an `ErrorCode`, and the
+`CortexError` is the project's own exception for a refusal a caller should see (Django's `Http404`
+and DRF's validation, authentication and throttling errors are the framework's, and leave through
+the same handler as the same envelope): a REST view, a stream consumer, an MCP tool and the MCP
+client all raise it with an `ErrorCode`, and the
 code travels unchanged: as the envelope's `code` over HTTP and WebSocket, and as the JSON-RPC
 error's `data` across MCP (`mcp_error` / `CortexError.from_mcp_data`), never parsed out of text.
 
-Over HTTP every error leaves through `common.handlers` (DRF's exception handler and Django's
-`handler*` views) and, in debug mode too, `common.middleware.error_envelope`. This module imports
+Over HTTP every error leaves through `common.web.handlers` (DRF's exception handler and Django's
+`handler*` views) and, in debug mode too, `common.web.envelope.error_envelope`. This module imports
 nothing of Django, so settings and every app can use it.
 """
 

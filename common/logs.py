@@ -1,7 +1,7 @@
 """Logs an operator can search: one JSON object per line (`LOG_FORMAT=json`), each with the id of the
 request it belongs to, and nothing secret in them.
 
-The request id lives in a context variable: set by `common.asgi.ObservedApp` for every HTTP and
+The request id lives in a context variable: set by `common.web.asgi.ObservedApp` for every HTTP and
 WebSocket request (from a well-formed incoming `X-Request-ID`, else a fresh one), returned in the
 `X-Request-ID` response header, copied into threads by asgiref, sent on every MCP call the request
 causes (`mcp_services.client`), and set again by the MCP services from that header, so one id
@@ -42,10 +42,6 @@ def request_id_from(incoming: bytes | str | None) -> str:
         if _ACCEPTABLE_ID.fullmatch(incoming):
             return incoming
     return new_request_id()
-
-
-def current_request_id() -> str | None:
-    return REQUEST_ID.get()
 
 
 class RequestIdFilter(logging.Filter):

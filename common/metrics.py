@@ -32,7 +32,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from common.errors import ErrorCode
-from common.handlers import json_error
+from common.web.handlers import json_error
 
 HTTP_REQUESTS = Counter(
     "cortex_http_requests_total", "HTTP requests answered, by route and status.", ["method", "route", "status"]

@@ -1,0 +1,1 @@
+"""Configuration only: settings read from the environment, URLs, and ASGI routing."""

@@ -126,13 +126,14 @@ INSTALLED_APPS = [
     "streaming",
     "mcp_services",
     "turns",
+    "operations",
     "mcp_services.notes",
 ]
 
 MIDDLEWARE = [
-    "common.middleware.error_envelope",
+    "common.web.envelope.error_envelope",
     "django.middleware.security.SecurityMiddleware",
-    "cortex_site.middleware.StaticFilesMiddleware",
+    "common.web.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -142,7 +143,7 @@ MIDDLEWARE = [
 ]
 
 # The API's paths (see `cortex_site.asgi`) run only async middleware: no thread hop per request.
-API_MIDDLEWARE = ["common.middleware.AsyncErrorEnvelope", "cortex_site.middleware.ApiSecurityMiddleware"]
+API_MIDDLEWARE = ["common.web.envelope.AsyncErrorEnvelope", "common.web.middleware.ApiSecurityMiddleware"]
 
 ROOT_URLCONF = "cortex_site.urls"
 APPEND_SLASH = False
@@ -229,9 +230,9 @@ if not DEBUG:
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.CachedJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["accounts.parsers.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["common.web.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "common.handlers.exception_handler",
+    "EXCEPTION_HANDLER": "common.web.handlers.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "common.schema.AutoSchema",
     # Login requests per client address (see TRUSTED_PROXIES); refresh and logout per user (or per
     # address for tokens that name no valid user); context per user. Failed logins have their own

@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from common.metrics import metrics_view
-from mcp_services import health
+from operations import health
 
 urlpatterns = [
     # The input path first: Django tries patterns in order on every request.
@@ -21,7 +21,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
 ]
 
-handler400 = "common.handlers.bad_request"
-handler403 = "common.handlers.permission_denied"
-handler404 = "common.handlers.page_not_found"
-handler500 = "common.handlers.server_error"
+handler400 = "common.web.handlers.bad_request"
+handler403 = "common.web.handlers.permission_denied"
+handler404 = "common.web.handlers.page_not_found"
+handler500 = "common.web.handlers.server_error"

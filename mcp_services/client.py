@@ -33,6 +33,7 @@ from mcp_types import CONNECTION_CLOSED, TextResourceContents
 from common import metrics
 from common.errors import CortexError, ErrorCode
 from common.logs import REQUEST_ID, REQUEST_ID_HEADER
+from mcp_services.serving import cognition_token
 
 logger = logging.getLogger(__name__)
 
@@ -325,11 +326,6 @@ atexit.register(_service_loop.close)
 
 def memory() -> ServiceClient:
     return _service_loop.client("memory", settings.CORTEX["MEMORY_URL"], settings.CORTEX["SERVICE_TOKEN"])
-
-
-def cognition_token() -> str:
-    # Cognition knows only its own (read-only) credential, so that is what it checks.
-    return settings.CORTEX["COGNITION_TOKEN"] or settings.CORTEX["SERVICE_TOKEN"]
 
 
 def cognition() -> ServiceClient:

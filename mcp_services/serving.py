@@ -26,8 +26,8 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import INVALID_PARAMS, CallToolResult, InputRequiredResult, TextContent
 from pydantic import ValidationError
 
-from common.asgi import ObservedApp
 from common.errors import CortexError, ErrorCode
+from common.web.asgi import ObservedApp
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,10 @@ def may_write() -> bool:
     return token is None or WRITE_SCOPE in token.scopes
 
 
-def cognition_token() -> str | None:
-    return settings.CORTEX["COGNITION_TOKEN"] or settings.CORTEX["SERVICE_TOKEN"]
+def cognition_token() -> str:
+    """The one rule for cognition's credential, checked by cognition and sent by every caller: its own
+    read-only token (CORTEX_COGNITION_TOKEN), else the service token."""
+    return settings.CORTEX["COGNITION_TOKEN"] or settings.CORTEX["SERVICE_TOKEN"] or ""
 
 
 def refusal(error: CortexError | ErrorCode, message: str = "") -> MCPError:
@@ -157,7 +159,7 @@ def auth_options(*, host: str, port: int, cognition: bool = False) -> dict[str, 
     """
     if cognition:
         token = service_token(
-            host=host, token=cognition_token() or "", name="CORTEX_COGNITION_TOKEN (or CORTEX_SERVICE_TOKEN)"
+            host=host, token=cognition_token(), name="CORTEX_COGNITION_TOKEN (or CORTEX_SERVICE_TOKEN)"
         )
         read_only = None
     else:

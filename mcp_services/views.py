@@ -7,9 +7,9 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.requests import AuthenticatedRequest
-from accounts.throttles import GcraScopedRateThrottle
 from common.errors import CortexError, ErrorCode
+from common.web.requests import AuthenticatedRequest
+from common.web.throttles import GcraScopedRateThrottle
 from mcp_services import client
 from workspaces.selectors import conversation_get_for_user
 

@@ -49,7 +49,8 @@ from django.http import Http404
 
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
-from streaming import daphne_compat, selectors, shutdown, slots
+from common.web import daphne_compat, shutdown
+from streaming import selectors, slots
 from streaming.auth import stream_user
 from streaming.services import STREAM_EVENT, STREAM_REVOKE, LiveMessage, user_group
 from workspaces.selectors import conversation_get_for_user
@@ -338,7 +339,7 @@ class _EventStream:
                 await self.channel_layer.send(self.channel_name, {"type": "stream.stop"})
 
     async def tick(self, now: float, wall: float) -> None:
-        """Called by the process's `_ticker` about once a second."""
+        """Called by the process's `_ticker` every TICK_SECONDS (0.5 s)."""
         if self.finished or not self.streaming or self.ending:
             return
         if self.expires_at - wall <= 0:

@@ -9,7 +9,7 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.urls import path
 
-from streaming import daphne_compat
+from common.web import daphne_compat
 from streaming.consumers import EventSocketConsumer, EventStreamConsumer
 
 daphne_compat.install()

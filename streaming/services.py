@@ -42,16 +42,6 @@ STREAM_EVENT = "stream.event"  # channel-layer message type, handled by the cons
 STREAM_REVOKE = "stream.revoke"  # ends every stream of a user (deactivated or deleted)
 
 
-class EventPayload(TypedDict):
-    id: str
-    type: str
-    user_id: str
-    conversation_id: str | None
-    data: dict[str, Any]
-    metadata: dict[str, Any]
-    timestamp: str
-
-
 class LiveMessage(TypedDict):
     type: str  # STREAM_EVENT
     seq: int

@@ -22,9 +22,9 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.requests import AuthenticatedRequest
-from accounts.throttles import GcraScopedRateThrottle
 from common.errors import ErrorCode, error_body
+from common.web.requests import AuthenticatedRequest
+from common.web.throttles import GcraScopedRateThrottle
 from streaming import services
 
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.test import Client
 
-from mcp_services.health import readiness
+from operations.health import readiness
 from tests.servers import free_port
 
 

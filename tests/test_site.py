@@ -100,7 +100,7 @@ def test_wrong_method_is_405_envelope_in_every_mode(client, settings, debug, met
 @pytest.mark.django_db
 @pytest.mark.parametrize("debug", [False, True], ids=["production", "debug"])
 def test_a_crash_in_a_plain_view_is_a_500_envelope_in_every_mode(settings, debug, monkeypatch):
-    from mcp_services import health
+    from operations import health
 
     settings.DEBUG = debug
     client = Client(raise_request_exception=False)

@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from common.errors import CortexError, ErrorCode
-from mcp_services.client import ServiceClient
+from mcp_services.client import ServiceClient, cognition_token
 from turns import experts, selectors
 from turns.services import TurnRow
 from workspaces.models import Message
@@ -70,7 +70,7 @@ class Runtime:
             self._cognition = ServiceClient(
                 name="cognition",
                 target=cortex["COGNITION_URL"],
-                token=cortex["COGNITION_TOKEN"] or cortex["SERVICE_TOKEN"],
+                token=cognition_token(),
                 timeout=float(cortex["SERVICE_TIMEOUT_SECONDS"]),
             )
         return self._cognition

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import transaction
@@ -37,40 +37,6 @@ TOOL_RESULT = "tool.result"
 COMPLETED = "assistant.completed"
 FAILED = "assistant.failed"
 CANCELLED = "assistant.cancelled"
-
-
-class StartedData(TypedDict):
-    turn_id: str
-    input_id: str
-
-
-class DeltaData(TypedDict):
-    turn_id: str
-    text: str
-
-
-class ToolCallData(TypedDict):
-    turn_id: str
-    call_id: str
-    expert: str
-    tool: str
-    arguments: Any
-
-
-class CompletedData(TypedDict):
-    turn_id: str
-    message_id: str
-    content: str
-
-
-class ErrorData(TypedDict):
-    code: str  # a common.errors.ErrorCode
-    message: str
-
-
-class FailedData(TypedDict):
-    turn_id: str
-    error: ErrorData
 
 
 def turns_create_for_inputs(*, created: list[CreatedInput]) -> None:

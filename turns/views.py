@@ -7,7 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.requests import AuthenticatedRequest
+from common.web.requests import AuthenticatedRequest
 from turns import selectors, services
 from turns.models import Turn
 

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from accounts.fields import MetadataField
+from common.fields import MetadataField
 
 
 class ConfigRecord(models.Model):

@@ -5,7 +5,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accounts.fields import validate_metadata
+from common.fields import validate_metadata
 from workspaces.models import Conversation, Message
 
 

@@ -1,4 +1,4 @@
-"""Hooks for the apps that build on workspaces (streaming, mcp_services).
+"""Hooks for the apps that build on workspaces (streaming, mcp_services, turns).
 
 These are sent *inside* the writing transaction, so a receiver's rows (event log, memory outbox)
 commit or roll back together with the message; receivers must do nothing slow and must defer

@@ -17,7 +17,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.requests import AuthenticatedRequest
+from common.web.requests import AuthenticatedRequest
 from mcp_services import client
 from mcp_services.experts import tokens
 from mcp_services.experts.discovery import Caller, discover

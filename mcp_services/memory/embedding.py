@@ -163,11 +163,6 @@ def get_embedder() -> Embedder | None:
     return _embedder
 
 
-def embedder_name() -> str | None:
-    embedder = get_embedder()
-    return embedder.name if embedder is not None else None
-
-
 class Embedded(NamedTuple):
     """Vectors for some texts and the model that made them: `model` None = not embedded (embeddings
     are off, or the endpoint failed), so the items are stored for `memory_reindex` to do later."""

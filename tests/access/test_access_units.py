@@ -10,7 +10,7 @@ from django.db import connection
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 
-from accounts import limits
+from common.web.addresses import client_address
 from streaming import services as streaming_services
 from tests.streaming.conftest import SSEClient, WSClient, bearer, fresh_channel_layer  # noqa: F401 (autouse)
 
@@ -51,7 +51,7 @@ def test_the_client_address_trusts_forwarding_headers_only_from_configured_proxi
 ):
     settings.TRUSTED_PROXIES = trusted
     request = RequestFactory().get("/", REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded)
-    assert limits.client_address(request) == expected
+    assert client_address(request) == expected
 
 
 @pytest.mark.django_db

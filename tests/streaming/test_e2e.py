@@ -179,7 +179,7 @@ def test_websocket_is_closed_with_1001_when_the_server_shuts_down(site: Site):
         site.post("alice", "before shutdown", url=server.url)
         assert ws_event(connection)["data"]["content"] == "before shutdown"  # the stream is live
         # An HTTP connection that just finished is what makes daphne's own shutdown hook fail
-        # (see streaming.daphne_compat); ours must close the socket with 1001 regardless.
+        # (see common.web.daphne_compat); ours must close the socket with 1001 regardless.
         server.stop()
         with pytest.raises(ConnectionClosed) as closed:
             connection.recv(timeout=10)

@@ -7,13 +7,10 @@ them apart and the memory tools are idempotent. Delivered entries are pruned by 
 
 from __future__ import annotations
 
-import signal
-import threading
-
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import connections
 
+from common.loops import run_until_stopped
 from mcp_services.outbox import delivery
 
 
@@ -25,25 +22,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         poll = options["poll"] or settings.CORTEX["OUTBOX_POLL_SECONDS"]
-        stop = threading.Event()
+        run_until_stopped(self.drain_once, every=poll, name="memory outbox worker", log=self.stderr.write)
 
-        def request_stop(signum, frame) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
-        self.stderr.write(f"memory outbox worker: polling every {poll}s")
-        while not stop.is_set():
-            try:
-                result = delivery.outbox_drain()
-                if result.claimed:
-                    self.stderr.write(
-                        f"memory outbox: {result.delivered} delivered, {result.retried} to retry, "
-                        f"{result.failed} refused"
-                    )
-            except Exception as exc:  # noqa: BLE001 - the database or the service is down: keep polling
-                self.stderr.write(f"memory outbox drain failed: {exc!r}")
-            finally:
-                connections.close_all()
-            stop.wait(poll)  # `outbox_drain` returned: nothing is due, or the service is struggling
-        self.stderr.write("memory outbox worker: stopped")
+    def drain_once(self) -> str | None:
+        # `outbox_drain` returned: nothing is due, or the service is struggling, so the loop waits.
+        result = delivery.outbox_drain()
+        if not result.claimed:
+            return None
+        return f"memory outbox: {result.delivered} delivered, {result.retried} to retry, {result.failed} refused"

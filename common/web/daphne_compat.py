@@ -11,7 +11,7 @@ codes are for, so for them we send the same close frame through `sendCloseFrame`
 On shutdown daphne cancels every application so it can say goodbye, but its
 `kill_all_applications` raises KeyError (and cancels nothing) while any HTTP keep-alive
 connection has a finished application: then WebSockets are simply dropped. A shutdown trigger of
-our own ends the open streams first (`streaming.shutdown`: WebSockets closed with 1001, SSE
+our own ends the open streams first (`common.web.shutdown`: WebSockets closed with 1001, SSE
 responses ended), whatever daphne's trigger does.
 
 Daphne applies no backpressure: whatever the application sends is appended to Twisted's
@@ -32,7 +32,7 @@ import logging
 import sys
 from typing import Any
 
-from streaming import shutdown
+from common.web import shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _transport(protocol: Any) -> Any:
 def unsent_bytes(send: Any) -> int | None:
     """Bytes written to a daphne connection and not yet taken by the kernel; None under another
     server. `send` is the ASGI send callable daphne gave the application (a partial holding its
-    protocol object), possibly wrapped by middleware that sets `__wrapped__` (common.asgi)."""
+    protocol object), possibly wrapped by middleware that sets `__wrapped__` (common.web.asgi)."""
     while hasattr(send, "__wrapped__"):
         send = send.__wrapped__
     if not isinstance(send, functools.partial) or not send.args:

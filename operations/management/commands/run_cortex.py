@@ -15,7 +15,7 @@ stops every child cleanly, the core first, so its last inputs are committed befo
 Hand-written rather than a process manager: honcho (Procfile) stops the whole group when one
 process exits, which is the behaviour this replaces; supervisor restarts, but it is a daemon with
 its own configuration files and logs, cannot tell "the core failed to start" from "a service
-crashed", and would add a second way to start the system. This loop is about a hundred lines.
+crashed", and would add a second way to start the system.
 
 The children share one service token through their environment. In debug mode, without
 CORTEX_SERVICE_TOKEN, a fresh one is generated for the group; outside debug mode it must be set.

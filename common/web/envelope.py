@@ -5,7 +5,7 @@
   views are used only outside debug), and plain views answer a wrong method with an empty 405.
   The admin and the docs keep their own pages.
 - It names the route (`config/workspace/<str:workspace_id>`, never the raw path) for the metrics
-  that `common.asgi.ObservedApp` records.
+  that `common.web.asgi.ObservedApp` records.
 
 `error_envelope` is sync and async capable (Django's full stack, and the in-process test client);
 `AsyncErrorEnvelope` is the same, async only, for the API's stack (`API_MIDDLEWARE`), which runs
@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
-from common.asgi import UNMATCHED
 from common.errors import ErrorCode
-from common.handlers import json_error
+from common.web.asgi import UNMATCHED
+from common.web.handlers import json_error
 
 OWN_PAGES = ("/admin/", "/docs", "/static/")
 

@@ -13,18 +13,16 @@ several copies running at once (one per host) do no harm.
 from __future__ import annotations
 
 import io
-import signal
-import threading
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import connections
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
+from common.loops import run_until_stopped
 from mcp_services.outbox import services
 
 
@@ -39,23 +37,7 @@ class Command(BaseCommand):
         if not every:
             self.stdout.write(self.run_once())
             return
-        stop = threading.Event()
-
-        def request_stop(signum: int, frame: Any) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
-        self.stderr.write(f"housekeeping: pruning every {every:g}s")
-        while not stop.is_set():
-            try:
-                self.stderr.write(self.run_once())
-            except Exception as exc:  # noqa: BLE001 - the database is down: try again next time
-                self.stderr.write(f"housekeeping failed: {exc!r}")
-            finally:
-                connections.close_all()
-            stop.wait(every)
-        self.stderr.write("housekeeping: stopped")
+        run_until_stopped(self.run_once, every=every, name="housekeeping", log=self.stderr.write)
 
     def run_once(self) -> str:
         events = io.StringIO()

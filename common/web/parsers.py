@@ -3,7 +3,7 @@
 DRF's parser lets `json.loads` recurse until Python's recursion limit (a 500 with a traceback for
 a body nested about 3,000 deep). Here such a body is a 400 with the envelope, and so is any body
 nested deeper than `MAX_JSON_DEPTH` plus the body object itself (so `metadata` gets its full 32
-levels; its own bound is checked by `accounts.fields.validate_metadata`).
+levels; its own bound is checked by `common.fields.validate_metadata`).
 
 JSON may also spell characters no text column takes: `\\u0000` (PostgreSQL refuses NUL in text
 and jsonb) and unpaired surrogates such as `\\ud800` (not encodable as UTF-8, so echoing them back
@@ -18,7 +18,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from accounts.fields import json_depth_exceeds
+from common.fields import json_depth_exceeds
 
 
 def _unstorable(value: Any) -> bool:

@@ -1,4 +1,6 @@
-"""`ObservedApp`: the ASGI layer around the core and the MCP services that gives every request an id,
+"""The ASGI layers: `ObservedApp` and `ApiASGIHandler`.
+
+`ObservedApp` is the ASGI layer around the core and the MCP services that gives every request an id,
 one access log line and its metrics.
 
 It sits outside Channels' router, so the SSE and WebSocket consumers are covered as well as the
@@ -8,10 +10,22 @@ increments: no database, no allocation beyond the header.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from typing import Any
+
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.conf import settings
+from django.core import signals
+from django.core.exceptions import ImproperlyConfigured, RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.exception import convert_exception_to_response
+from django.urls import set_script_prefix
+from django.utils.module_loading import import_string
 
 from common import metrics
 from common.logs import REQUEST_ID, request_id_from
@@ -48,7 +62,7 @@ class ObservedApp:
     """`service`: "core" records HTTP and stream metrics; a service name (memory, cognition) only
     takes the request id from the caller and logs its access line. `routes`: the paths served by
     Channels consumers, which are routes in themselves (Django views name theirs through
-    `common.middleware`)."""
+    `common.web.envelope`)."""
 
     def __init__(
         self, app: ASGIApp, *, service: str = "core", routes: Iterable[str] = (), access_log: bool = True
@@ -101,7 +115,7 @@ class ObservedApp:
                 state["status"] = 403  # refused before the handshake
             await send(message)
 
-        # The server's own send stays reachable (streaming.daphne_compat reads daphne's buffer through it).
+        # The server's own send stays reachable (common.web.daphne_compat reads daphne's buffer through it).
         observed_send.__wrapped__ = send  # type: ignore[attr-defined]
         try:
             await self.app(scope, receive, observed_send)
@@ -137,3 +151,103 @@ class ObservedApp:
                     },
                 )
             REQUEST_ID.reset(token)
+
+
+# Idle per-request sync threads kept for reuse (more are made, and dropped, under bursts).
+SYNC_THREADS_KEPT = 32
+
+
+class _SyncThread(ThreadPoolExecutor):
+    """One request's sync thread (reused across requests); remembers whether anything ran on it."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="cortex-api")
+        self.used = False
+
+    def submit(self, *args, **kwargs):
+        self.used = True
+        return super().submit(*args, **kwargs)
+
+
+class _RequestProcessed(Exception):
+    pass
+
+
+class ApiASGIHandler(ASGIHandler):
+    """Django for the API, without thread hops a request does not need.
+
+    - Middleware: `API_MIDDLEWARE`, async only (Django sends every hook of a sync-capable
+      middleware through `sync_to_async`).
+    - Sync code of a request (sync views, the async ORM) runs on a reused thread instead of a new
+      one per request (`ThreadSensitiveContext` with a pooled executor).
+    - Django's request signals exist to close the database connections of the request's sync
+      thread. `request_started` is not sent (the previous request on the thread closed them at its
+      end); `request_finished` (`response.close()`) runs on that thread when the request used it,
+      and on the event loop when it did not, where it has nothing to close: an async view that
+      never left the loop (POST /input) costs no hop at all.
+    The rest (body, request, disconnect, response) is Django's `ASGIHandler.handle`.
+    """
+
+    def __init__(self) -> None:
+        self._idle: list[_SyncThread] = []
+        super().__init__()
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware: list = []
+        self._template_response_middleware: list = []
+        self._exception_middleware: list = []
+        handler = convert_exception_to_response(self._get_response_async)  # type: ignore[attr-defined]
+        for path in reversed(settings.API_MIDDLEWARE):
+            middleware = import_string(path)
+            if getattr(middleware, "sync_capable", True) or not getattr(middleware, "async_capable", False):
+                raise ImproperlyConfigured(f"API_MIDDLEWARE must be async-only middleware: {path} is not")
+            handler = convert_exception_to_response(middleware(handler))
+        self._middleware_chain = handler
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        thread = self._idle.pop() if self._idle else _SyncThread()
+        thread.used = False
+        try:
+            async with ThreadSensitiveContext(executor=thread):
+                await self._handle(scope, receive, send, thread)
+        finally:
+            if len(self._idle) < SYNC_THREADS_KEPT:
+                self._idle.append(thread)
+            else:
+                thread.shutdown(wait=False)
+
+    async def _handle(self, scope, receive, send, thread: _SyncThread) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        with closing(body_file):
+            set_script_prefix(get_script_prefix(scope))
+            request, response = self.create_request(scope, body_file)
+            if request is None:
+                await self.send_response(response, send)  # type: ignore[arg-type]  # the error response
+            else:
+                response = None
+                try:
+                    try:
+                        async with asyncio.TaskGroup() as tasks:
+                            tasks.create_task(self.listen_for_disconnect(receive))
+                            response = await self.run_get_response(request)
+                            await self.send_response(response, send)
+                            raise _RequestProcessed
+                    except* (_RequestProcessed, RequestAborted):
+                        pass
+                except BaseExceptionGroup as group:
+                    if len(group.exceptions) == 1:
+                        raise group.exceptions[0] from None
+                    raise
+            finish = response.close if response is not None else self._request_finished
+            if thread.used:
+                await sync_to_async(finish)()
+            else:
+                finish()
+
+    def _request_finished(self) -> None:
+        signals.request_finished.send(sender=self.__class__)

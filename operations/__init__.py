@@ -1,0 +1,1 @@
+"""Running the system: the supervisor (`run_cortex`), housekeeping, and liveness/readiness."""
