@@ -89,7 +89,8 @@ def encoding_error(arguments: Any) -> str | None:
     return None
 
 
-def _unwrap(exc: BaseException) -> BaseException:
+def unwrap(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-exception groups (anyio wraps what a task raised)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
@@ -141,7 +142,7 @@ class ServiceClient:
                 else:  # cancelled by `_connected` after its timeout: nobody waits any more
                     ready.cancel()
             elif not isinstance(exc, asyncio.CancelledError):
-                logger.info("%s: connection closed: %r", self.name, _unwrap(exc))
+                logger.info("%s: connection closed: %r", self.name, unwrap(exc))
         finally:
             if self._stop is stop:
                 self._client = None
@@ -168,7 +169,7 @@ class ServiceClient:
                 self._owner.cancel()
                 if ready.done() and not ready.cancelled():
                     ready.exception()  # retrieved: it is reported below
-                raise ServiceUnavailable(f"{self.name} service unreachable: {_describe(exc)}") from None
+                raise ServiceUnavailable(f"{self.name} service unreachable: {describe(exc)}") from None
             logger.debug("%s: connected to %s", self.name, self.target)
             return self._client
 
@@ -200,12 +201,12 @@ class ServiceClient:
                 async with asyncio.timeout(self.timeout):
                     return await make(client)
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - sorted into answer or outage
-                inner = _unwrap(exc)
+                inner = unwrap(exc)
                 # A dead transport fails pending requests with CONNECTION_CLOSED: that is not an answer.
                 if isinstance(inner, MCPError) and inner.code != CONNECTION_CLOSED:
                     raise inner from None  # an answer: the caller counts the refusal by its code
                 self._drop(client)
-                raise ServiceUnavailable(f"{self.name} service failed: {_describe(inner)}") from None
+                raise ServiceUnavailable(f"{self.name} service failed: {describe(inner)}") from None
         except ServiceUnavailable:
             failure = ErrorCode.SERVICE_UNAVAILABLE
             raise
@@ -257,8 +258,9 @@ class ServiceClient:
             raise ServiceUnavailable(f"{self.name} service refused the check: {exc}") from None
 
 
-def _describe(exc: BaseException) -> str:
-    exc = _unwrap(exc)
+def describe(exc: BaseException) -> str:
+    """A transport failure in a few words, for a log line or an error message."""
+    exc = unwrap(exc)
     if isinstance(exc, TimeoutError):
         return "timed out"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

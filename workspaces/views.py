@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from common.web.requests import AuthenticatedRequest
 from common.web.throttles import GcraScopedRateThrottle
-from common.web.views import AsyncAPIView
+from common.web.views import AsyncAPIView, validated
 from workspaces import selectors, services
 from workspaces.serializers import (
     ConversationInputSerializer,
@@ -29,12 +29,6 @@ from workspaces.serializers import (
     WorkspacePatchSerializer,
 )
 from workspaces.writer import writer
-
-
-def _valid(serializer_class: type[serializers.Serializer], data, **kwargs) -> dict:
-    serializer = serializer_class(data=data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 @functools.cache
@@ -56,7 +50,7 @@ class WorkspaceListCreateApi(APIView):
 
     @extend_schema(request=WorkspaceInputSerializer, responses={201: _envelope("workspace", WorkspaceOutputSerializer)})
     def post(self, request: AuthenticatedRequest) -> Response:
-        data = _valid(WorkspaceInputSerializer, request.data)
+        data = validated(WorkspaceInputSerializer, request.data)
         workspace = services.workspace_create(owner=request.user, **data)
         return Response(
             {"status": "workspace created", "workspace": WorkspaceOutputSerializer(workspace).data},
@@ -73,7 +67,7 @@ class WorkspaceDetailApi(APIView):
     @extend_schema(request=WorkspacePatchSerializer, responses={200: _envelope("workspace", WorkspaceOutputSerializer)})
     def patch(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
-        data = _valid(WorkspacePatchSerializer, request.data)
+        data = validated(WorkspacePatchSerializer, request.data)
         workspace = services.workspace_update(workspace=workspace, **data)
         return Response({"status": "workspace updated", "workspace": WorkspaceOutputSerializer(workspace).data})
 
@@ -91,7 +85,7 @@ class ConversationListCreateApi(APIView):
         responses={200: _envelope("conversations", ConversationOutputSerializer, many=True)},
     )
     def get(self, request: AuthenticatedRequest) -> Response:
-        query = _valid(ConversationListQuerySerializer, request.query_params)
+        query = validated(ConversationListQuerySerializer, request.query_params)
         conversations = selectors.conversation_list(user=request.user, workspace_id=query.get("workspace_id"))
         return Response({"conversations": ConversationOutputSerializer(conversations, many=True).data})
 
@@ -99,7 +93,7 @@ class ConversationListCreateApi(APIView):
         request=ConversationInputSerializer, responses={201: _envelope("conversation", ConversationOutputSerializer)}
     )
     def post(self, request: AuthenticatedRequest) -> Response:
-        data = _valid(ConversationInputSerializer, request.data)
+        data = validated(ConversationInputSerializer, request.data)
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=data.pop("workspace_id"))
         conversation = services.conversation_create(workspace=workspace, creator=request.user, **data)
         return Response(
@@ -122,7 +116,7 @@ class ConversationDetailApi(APIView):
     )
     def patch(self, request: AuthenticatedRequest, conversation_id: str) -> Response:
         conversation = self._conversation(request, conversation_id)
-        data = _valid(ConversationPatchSerializer, request.data)
+        data = validated(ConversationPatchSerializer, request.data)
         conversation = services.conversation_update(conversation=conversation, **data)
         return Response(
             {"status": "conversation updated", "conversation": ConversationOutputSerializer(conversation).data}
@@ -165,7 +159,7 @@ class InputApi(AsyncAPIView):
         key = request.headers.get("Idempotency-Key")
         if key is not None and not (0 < len(key) <= 255):
             raise serializers.ValidationError({"Idempotency-Key": ["Must be 1 to 255 characters."]})
-        data = _valid(InputSerializer, request.data)
+        data = validated(InputSerializer, request.data)
         # Queued for the process's writer thread (group commit); answered after the commit.
         response, _created = await writer.submit(
             services.InputRequest(
@@ -190,7 +184,7 @@ class MessageListApi(APIView):
         },
     )
     def get(self, request: AuthenticatedRequest) -> Response:
-        query = _valid(MessageListQuerySerializer, request.query_params)
+        query = validated(MessageListQuerySerializer, request.query_params)
         conversation = selectors.conversation_get_for_user(user=request.user, conversation_id=query["conversation_id"])
         before = None
         if "before" in query:

@@ -1,4 +1,5 @@
-"""`AsyncAPIView`: a DRF view whose handlers run on the event loop (the API's hot paths)."""
+"""What API views share: `validated` input, and `AsyncAPIView`, a DRF view whose handlers run on the
+event loop (the API's hot paths)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
 from rest_framework.views import APIView
+
+
+def validated(serializer_class: type[serializers.Serializer], data: Any, **kwargs: Any) -> dict:
+    """The input serializer's validated data, or DRF's ValidationError (a 400 envelope)."""
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
 
 
 class AsyncAPIView(APIView):

@@ -30,9 +30,9 @@ from mcp_types import TextContent
 
 from common import metrics
 from common.errors import CortexError, ErrorCode
-from mcp_services.client import encoding_error
+from mcp_services.client import describe, encoding_error, unwrap
 from mcp_services.experts import hosts
-from mcp_services.experts.discovery import Caller, connect, describe, discover, unwrap
+from mcp_services.experts.discovery import Caller, connect, discover
 from mcp_services.serving import db_call
 from workspaces import selectors, services
 from workspaces.models import Expert

@@ -27,6 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import DiscoverResult, ToolListChangedNotification
 
 from common.errors import CortexError, ErrorCode
+from mcp_services.client import describe
 from mcp_services.experts import hosts, tokens
 from workspaces import services
 
@@ -65,19 +66,6 @@ def _remember(url: str, client: Client) -> None:
     if result is not None and result.ttl_ms > 0 and url not in _discovered:
         ttl = min(result.ttl_ms / 1000, settings.EXPERT_TOOLS_MAX_TTL_SECONDS)
         _discovered[url] = (client.protocol_version, result, time.monotonic() + ttl)
-
-
-def unwrap(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def describe(exc: BaseException) -> str:
-    exc = unwrap(exc)
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 @dataclass

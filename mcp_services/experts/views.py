@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.web.requests import AuthenticatedRequest
+from common.web.views import validated
 from mcp_services import client
 from mcp_services.experts import tokens
 from mcp_services.experts.discovery import Caller, discover
@@ -34,12 +35,6 @@ DISCOVERY_NOTE = (
     " The expert's tools are discovered over MCP (`tools/list`) before this answers; an expert that"
     " cannot be reached is saved with `status` `unreachable` and the reason in `last_error`."
 )
-
-
-def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def _discover(*, url: str, auth: str, user_id: Any, workspace_id: Any) -> services.ExpertDiscovery:
@@ -65,7 +60,7 @@ class ExpertListCreateApi(APIView):
     )
     def post(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
-        data = _valid(ExpertInputSerializer, request.data)
+        data = validated(ExpertInputSerializer, request.data)
         discovery = _discover(url=data["url"], auth=data["auth"], user_id=request.user.id, workspace_id=workspace.id)
         expert = services.expert_create(
             workspace=workspace,
@@ -100,7 +95,7 @@ class ExpertDetailApi(APIView):
     )
     def patch(self, request: AuthenticatedRequest, workspace_id: str, expert_id: str) -> Response:
         expert = self._expert(request, workspace_id, expert_id)
-        data = _valid(ExpertPatchSerializer, request.data)
+        data = validated(ExpertPatchSerializer, request.data)
         changes = {name: data[name] for name in ("name", "url", "auth") if name in data}
         if "tools" in data:
             changes["allowed_tools"] = data["tools"]
