@@ -253,7 +253,7 @@ def main() -> int:
             asyncio.run(bench_context(cognition.url + "/mcp", user_id, words))
 
             create_user("bench@example.com", PASSWORD, env=env)
-            worker = manage_command("memory_outbox_worker", env=env, port=0, ready_line="memory outbox worker: polling")
+            worker = manage_command("memory_outbox_worker", env=env, port=0, ready_line="memory outbox worker: running")
             with running(core_server(env=env)) as core, running(worker):
                 started = time.perf_counter()
                 user = bench_inputs(core.url, "bench@example.com")

@@ -130,7 +130,7 @@ def cognition_service(env: dict[str, str], *, port: int | None = None) -> Server
 
 
 def outbox_worker(env: dict[str, str]) -> ServerProcess:
-    return manage_command("memory_outbox_worker", env=env, port=0, ready_line="memory outbox worker: polling")
+    return manage_command("memory_outbox_worker", env=env, port=0, ready_line="memory outbox worker: running")
 
 
 @dataclass
