@@ -3,7 +3,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from accounts.models import RefreshTokenFamily, User
+from accounts.models import ExternalIdentity, RefreshTokenFamily, User
 from accounts.services import user_delete
 
 
@@ -19,8 +19,22 @@ class UserEditForm(UserChangeForm):
         fields = "__all__"
 
 
+class ExternalIdentityInline(admin.TabularInline):
+    """A user's identity-provider accounts; deleting one unlinks it (its logins are revoked)."""
+
+    model = ExternalIdentity
+    extra = 0
+    fields = ("provider", "issuer", "subject", "email", "created_at", "last_login")
+    readonly_fields = fields
+    can_delete = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
+    inlines = [ExternalIdentityInline]
     add_form = UserCreationForm
     form = UserEditForm
     list_display = ("email", "name", "is_active", "is_staff", "date_joined", "last_login")
@@ -122,3 +136,20 @@ class RefreshTokenFamilyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return request.method in ("GET", "HEAD") and super().has_change_permission(request, obj)
+
+
+@admin.register(ExternalIdentity)
+class ExternalIdentityAdmin(admin.ModelAdmin):
+    """Links made by sign-ins, or by an operator (say, a staff user's identity before their first
+    admin sign-in: the provider's `iss` and the user's `sub`). Deleting one revokes its logins."""
+
+    list_display = ("user", "provider", "subject", "email", "created_at", "last_login")
+    list_filter = ("provider",)
+    search_fields = ("user__email", "email", "=subject")
+    readonly_fields = ("created_at", "last_login")
+    raw_id_fields = ("user",)
+    list_select_related = ("user",)
+
+
+# The admin login page also offers the identity providers (linked staff users only get in).
+admin.site.login_template = "admin/cortex_login.html"

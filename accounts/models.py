@@ -80,3 +80,45 @@ class RefreshTokenFamily(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} since {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ExternalIdentity(models.Model):
+    """A user's account at an identity provider: (issuer, `sub`) names it, one user owns it.
+
+    `issuer` is the token's own `iss` (for Entra multi-tenant providers, the tenant's issuer), so
+    the same `sub` at two tenants or two providers is two identities. Deleting the row unlinks it:
+    the provider's ID tokens no longer sign this user in, and the refresh tokens its sign-ins
+    started are revoked (`IdentitySignIn`, `accounts.services`).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="identities")
+    provider = models.CharField(max_length=64, help_text="The OIDC_PROVIDERS entry that linked it.")
+    issuer = models.CharField(max_length=500)
+    subject = models.CharField(max_length=255)
+    email = models.EmailField(blank=True, help_text="As the provider said at the last sign-in.")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_login = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "external identities"
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="identity_issuer_subject_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.subject}"
+
+
+class IdentitySignIn(models.Model):
+    """Which refresh token family an identity started: unlinking the identity revokes them."""
+
+    family = models.OneToOneField("accounts.RefreshTokenFamily", on_delete=models.CASCADE, primary_key=True)
+    identity = models.ForeignKey(ExternalIdentity, on_delete=models.CASCADE, related_name="sign_ins")
+
+
+class LoginCode(models.Model):
+    """The code flow's single-use hand-over (`return_to?login_code=...`): only its SHA-256 is kept,
+    it lives `LOGIN_CODE_SECONDS` and is deleted when redeemed."""
+
+    code_hash = models.CharField(max_length=64, primary_key=True)
+    identity = models.ForeignKey(ExternalIdentity, on_delete=models.CASCADE, related_name="+")
+    expires_at = models.DateTimeField(db_index=True)

@@ -39,3 +39,21 @@ class VerifyOutputSerializer(serializers.Serializer):
     user_id = serializers.UUIDField(source="id")
     name = serializers.CharField()
     email = serializers.EmailField()
+
+
+class ExchangeInputSerializer(serializers.Serializer):
+    provider = serializers.CharField(max_length=64)
+    id_token = serializers.CharField(max_length=16384)
+
+
+class LoginCodeInputSerializer(serializers.Serializer):
+    login_code = serializers.CharField(max_length=256)
+
+
+class ProviderSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    login_url = serializers.CharField()
+
+
+class ProvidersOutputSerializer(serializers.Serializer):
+    providers = ProviderSerializer(many=True)

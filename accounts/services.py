@@ -9,18 +9,23 @@ token that is really being used (rotated, revoked, or reused) leads to a write t
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
+from datetime import timedelta
 from typing import Any, TypedDict, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
-from accounts.models import RefreshTokenFamily, User
+from accounts.models import ExternalIdentity, IdentitySignIn, LoginCode, RefreshTokenFamily, User
+from accounts.oidc import Provider
 from accounts.signals import user_deleting
 from accounts.tokens import FAMILY_CLAIM, FamilyRefreshToken
 
@@ -132,3 +137,114 @@ def refresh_token_revoke(*, refresh_token: str) -> None:
     token, _user = _load_or_revoke(refresh_token)
     with transaction.atomic():
         token.blacklist()
+
+
+# Sign-in with identity providers (accounts.oidc verifies the tokens; these are the writes).
+
+LOGIN_CODE_SECONDS = 60
+
+
+class IdentityRefused(Exception):
+    """The verified identity may not sign in: not linked and not provisioned, or inactive."""
+
+
+def _claimed_email(claims: dict[str, Any]) -> str:
+    email = claims.get("email")
+    if not email and isinstance(claims.get("emails"), list) and claims["emails"]:
+        email = claims["emails"][0]  # Azure AD B2C's user flows send a list
+    return email.strip().lower() if isinstance(email, str) and "@" in email and len(email) <= 254 else ""
+
+
+def _identity_provision(*, provider: Provider, claims: dict[str, Any], email: str) -> ExternalIdentity:
+    if provider.provision == "off":
+        raise IdentityRefused(f"{provider.name} does not provision users")
+    if not email:
+        raise IdentityRefused("the token carries no email address")
+    user = User.objects.filter(email=email).first()
+    if provider.provision == "existing":
+        # Only the provider's word that it verified this address may join it to an account.
+        if claims.get("email_verified") is not True:
+            raise IdentityRefused("the email address is not verified")
+        if user is None:
+            raise IdentityRefused("no user has this email address")
+    elif user is not None:  # "auto": an email alone never links to an existing account
+        raise IdentityRefused("another account has this email address")
+    try:
+        with transaction.atomic():
+            if user is None:
+                name = claims.get("name")
+                user = User.objects.create_user(email=email, name=name[:200] if isinstance(name, str) else "")
+            return ExternalIdentity.objects.create(
+                user=user, provider=provider.name, issuer=claims["iss"], subject=claims["sub"], email=email
+            )
+    except (IntegrityError, ValidationError):
+        # A concurrent first sign-in linked this identity (or took this email) first; or the
+        # provider's address is not one we can store.
+        raise IdentityRefused("the identity could not be linked; sign in again") from None
+
+
+@transaction.atomic
+def identity_sign_in(*, provider: Provider, claims: dict[str, Any]) -> ExternalIdentity:
+    """The identity (issuer, `sub`) of verified `claims`, linked or provisioned as `provider` allows.
+
+    Raises `IdentityRefused` when it is not linked and may not be, or when its user is inactive.
+    """
+    email = _claimed_email(claims)
+    identity = (
+        ExternalIdentity.objects.select_related("user").filter(issuer=claims["iss"], subject=claims["sub"]).first()
+    )
+    if identity is None:
+        identity = _identity_provision(provider=provider, claims=claims, email=email)
+    if not identity.user.is_active:
+        raise IdentityRefused("the user is deactivated")
+    identity.last_login = timezone.now()
+    identity.email = email or identity.email
+    identity.save(update_fields=["last_login", "email"])
+    return identity
+
+
+@transaction.atomic
+def identity_token_pair_issue(*, identity: ExternalIdentity) -> TokenPair:
+    """A login through `identity`: its refresh token family dies with the link."""
+    family = RefreshTokenFamily.objects.create(user=identity.user)
+    IdentitySignIn.objects.create(family=family, identity=identity)
+    return token_pair_issue(user=identity.user, family_id=family.id)
+
+
+def identity_unlinking(sender: Any, instance: ExternalIdentity, **kwargs: Any) -> None:
+    """pre_delete of an identity (the admin, a service, a user's deletion): the logins it started
+    end, so a deleted link leaves no refresh token of that provider working."""
+    RefreshTokenFamily.objects.filter(identitysignin__identity=instance, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+
+
+def _code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+@transaction.atomic
+def login_code_create(*, identity: ExternalIdentity) -> str:
+    """A single-use code for the browser's page to redeem (the code flow ends with it, never with
+    a token in a URL). Expired codes are swept here: there are few, and the index finds them."""
+    now = timezone.now()
+    LoginCode.objects.filter(expires_at__lte=now).delete()
+    code = secrets.token_urlsafe(32)
+    LoginCode.objects.create(
+        code_hash=_code_hash(code), identity=identity, expires_at=now + timedelta(seconds=LOGIN_CODE_SECONDS)
+    )
+    return code
+
+
+@transaction.atomic
+def login_code_redeem(*, login_code: str) -> ExternalIdentity:
+    """The identity a live `login_code` was made for; the code is gone after the first try."""
+    row = LoginCode.objects.select_related("identity__user").filter(code_hash=_code_hash(login_code)).first()
+    # The delete decides between two concurrent redeems: only one of them deletes the row.
+    if row is None or LoginCode.objects.filter(code_hash=row.code_hash).delete()[0] != 1:
+        raise IdentityRefused("unknown or used login code")
+    if row.expires_at <= timezone.now():
+        raise IdentityRefused("expired login code")
+    if not row.identity.user.is_active:
+        raise IdentityRefused("the user is deactivated")
+    return row.identity

@@ -7,6 +7,7 @@ instead of a deployment running on a published key.
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -55,6 +56,16 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if raw is None:
         return list(default or [])
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_json(name: str, default: Any) -> Any:
+    raw = env_str(name)
+    if raw is None:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be JSON: {exc}") from None
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -260,6 +271,20 @@ LOGIN_FAILURES_PER_ADDRESS = env_int("LOGIN_FAILURES_PER_ADDRESS", 100, minimum=
 LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60, minimum=1)
 
 AUTHENTICATION_BACKENDS = ["accounts.backends.LimitedModelBackend"]
+
+# Sign-in with identity providers (OpenID Connect): a JSON list of
+# {"name", "issuer", "client_id", "client_secret"?, "provision": "auto"|"existing"|"off", "scopes"?,
+#  "tenants"?, "policy"?}; `manage.py check` validates it (accounts.checks) and the README shows
+# Entra ID, Entra External ID and B2C entries. Discovery documents are re-read every
+# OIDC_DISCOVERY_SECONDS, key sets every OIDC_KEYS_SECONDS, and a token signed with an unknown
+# key refetches the keys at most once per OIDC_KEY_REFRESH_SECONDS per provider.
+OIDC_PROVIDERS: Any = env_json("OIDC_PROVIDERS", [])
+OIDC_DISCOVERY_SECONDS = env_int("OIDC_DISCOVERY_SECONDS", 3600, minimum=1)
+OIDC_KEYS_SECONDS = env_int("OIDC_KEYS_SECONDS", 3600, minimum=1)
+OIDC_KEY_REFRESH_SECONDS = env_int("OIDC_KEY_REFRESH_SECONDS", 60, minimum=0)
+OIDC_HTTP_TIMEOUT_SECONDS = env_int("OIDC_HTTP_TIMEOUT_SECONDS", 5, minimum=1)
+# Clock skew allowed on the ID token's exp, iat and nbf.
+OIDC_LEEWAY_SECONDS = env_int("OIDC_LEEWAY_SECONDS", 30, minimum=0)
 
 CACHES = {
     "default": {

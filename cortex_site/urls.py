@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
+from accounts.oidc_views import admin_oidc_complete
 from common.metrics import metrics_view
 from operations import health
 
@@ -17,6 +18,7 @@ urlpatterns = [
     path("", include("turns.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
+    path("admin/oidc/complete", admin_oidc_complete, name="admin-oidc-complete"),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
 ]
