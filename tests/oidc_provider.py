@@ -70,6 +70,9 @@ class OidcProvider:
         self.user: dict[str, Any] = {"sub": "user-1", "email": "user-1@example.com", "email_verified": True}
         self.id_token_overrides: dict[str, Any] = {}
         self.token_requests: list[dict[str, list[str]]] = []
+        # When set, /authorize answers 200 and keeps the redirect back here instead of sending it.
+        self.hold_redirects = False
+        self.held: list[str] = []
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
@@ -242,6 +245,9 @@ def _handler(provider: OidcProvider) -> type[BaseHTTPRequestHandler]:
                 return self._json(200, provider.jwks())
             if path == "generic/authorize":
                 status, headers = provider.authorize({k: v[0] for k, v in parse_qs(parts.query).items()})
+                if provider.hold_redirects and "Location" in headers:
+                    provider.held.append(headers["Location"])
+                    return self._json(200, {"held": True})
                 return self._json(status, {}, headers)
             return self._json(404, {})
 
