@@ -114,6 +114,9 @@ class IdentitySignIn(models.Model):
     family = models.OneToOneField("accounts.RefreshTokenFamily", on_delete=models.CASCADE, primary_key=True)
     identity = models.ForeignKey(ExternalIdentity, on_delete=models.CASCADE, related_name="sign_ins")
 
+    def __str__(self) -> str:
+        return f"{self.identity_id}: {self.family_id}"
+
 
 class LoginCode(models.Model):
     """The code flow's single-use hand-over (`return_to?login_code=...`): only its SHA-256 is kept,
@@ -122,3 +125,6 @@ class LoginCode(models.Model):
     code_hash = models.CharField(max_length=64, primary_key=True)
     identity = models.ForeignKey(ExternalIdentity, on_delete=models.CASCADE, related_name="+")
     expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"login code until {self.expires_at:%H:%M:%S}"

@@ -189,7 +189,9 @@ class _ProviderKeys:
                     if self._metadata is None:
                         raise
                     # Keep serving the last good document; try again in a minute, not per request.
-                    logger.warning("OIDC provider %s: discovery failed, keeping the cached document", self.provider.name)
+                    logger.warning(
+                        "OIDC provider %s: discovery failed, keeping the cached document", self.provider.name
+                    )
                     self._fresh_until = time.monotonic() + 60
             return self._metadata
 
@@ -224,9 +226,10 @@ def _fetch_metadata(provider: Provider) -> dict[str, Any]:
     if not isinstance(metadata, dict) or not isinstance(metadata.get("issuer"), str):
         raise ProviderUnavailable(f"{provider.name}: the discovery document has no issuer")
     for key in ("jwks_uri", "authorization_endpoint", "token_endpoint"):
-        if key in metadata or key == "jwks_uri":
-            if error := url_error(metadata.get(key), f"{provider.name}'s {key}"):
-                raise ProviderUnavailable(error)
+        if (key in metadata or key == "jwks_uri") and (
+            error := url_error(metadata.get(key), f"{provider.name}'s {key}")
+        ):
+            raise ProviderUnavailable(error)
     return metadata
 
 
@@ -284,7 +287,7 @@ def id_token_claims(provider: Provider, raw: str, *, nonce: str | None = None) -
     if not isinstance(kid, str) or not kid:
         raise IdTokenRejected("no kid")
     key = _state(provider).signing_key(kid)
-    if algorithm not in KEY_TYPE_ALGORITHMS.get(key.key_type, ()):
+    if algorithm not in KEY_TYPE_ALGORITHMS.get(key.key_type or "", ()):
         raise IdTokenRejected(f"key {kid!r} ({key.key_type}) cannot verify {algorithm}")
     issuer = _expected_issuer(provider, metadata["issuer"], unverified)
     leeway = settings.OIDC_LEEWAY_SECONDS
@@ -348,7 +351,7 @@ def authorization_url(provider: Provider, *, redirect_uri: str, state: str, nonc
     if "authorization_endpoint" not in metadata:
         raise ProviderUnavailable(f"{provider.name} has no authorization endpoint")
     with _oauth_session(provider, metadata, redirect_uri) as session:
-        url, _state_ = session.create_authorization_url(
+        url, _ = session.create_authorization_url(
             metadata["authorization_endpoint"], state=state, nonce=nonce, code_verifier=code_verifier
         )
     return url

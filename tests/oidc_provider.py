@@ -216,7 +216,12 @@ class OidcProvider:
         if not verifier or challenge != grant["challenge"]:
             return 400, {"error": "invalid_grant", "error_description": "PKCE verification failed"}
         id_token = self.mint(grant["user"], **{"nonce": grant["nonce"], **self.id_token_overrides})
-        return 200, {"access_token": secrets.token_urlsafe(16), "token_type": "Bearer", "expires_in": 300, "id_token": id_token}
+        return 200, {
+            "access_token": secrets.token_urlsafe(16),
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "id_token": id_token,
+        }
 
 
 def _handler(provider: OidcProvider) -> type[BaseHTTPRequestHandler]:

@@ -12,7 +12,6 @@ import json
 import time
 from urllib.parse import parse_qs, urlsplit
 
-import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -129,9 +128,8 @@ def test_forged_kids_cost_the_provider_at_most_one_fetch_a_minute(api, idp):
 
 
 def _hs256_with_public_key(idp: OidcProvider) -> str:
-    public_pem = (
-        idp.signing_key.private.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = idp.signing_key.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return unsigned(
         {"alg": "HS256", "typ": "JWT", "kid": idp.signing_key.kid},
@@ -290,7 +288,9 @@ def test_deleting_the_link_ends_that_providers_sign_ins(api, idp):
     refresh = api.post("/auth/refresh", {"refresh_token": pair["refresh_token"]}, format="json")
     assert_error(refresh, 401, "invalid_refresh_token")
     # The user's password login is theirs, not the provider's: it goes on.
-    assert api.post("/auth/refresh", {"refresh_token": password_pair["refresh_token"]}, format="json").status_code == 200
+    assert (
+        api.post("/auth/refresh", {"refresh_token": password_pair["refresh_token"]}, format="json").status_code == 200
+    )
 
 
 def test_providers_are_listed_with_their_login_urls(api):

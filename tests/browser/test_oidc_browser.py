@@ -42,7 +42,13 @@ def stack():
 
     idp = OidcProvider()
     providers = [
-        {"name": "corp", "issuer": idp.generic, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "provision": "auto"}
+        {
+            "name": "corp",
+            "issuer": idp.generic,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "provision": "auto",
+        }
     ]
     try:
         with fresh_database() as database:
