@@ -177,16 +177,21 @@ class _ProviderKeys:
         self._lock = threading.Lock()
         self._metadata: dict[str, Any] | None = None
         self._fresh_until = 0.0
+        self._failed_until = 0.0
         self._jwks: jwt.PyJWKClient | None = None
 
     def metadata(self) -> dict[str, Any]:
         with self._lock:
+            if self._metadata is None and time.monotonic() < self._failed_until:
+                # A provider that is down is asked again in a few seconds, not once per request.
+                raise ProviderUnavailable(f"{self.provider.name}: discovery failed moments ago")
             if self._metadata is None or time.monotonic() >= self._fresh_until:
                 try:
                     self._metadata = _fetch_metadata(self.provider)
                     self._fresh_until = time.monotonic() + settings.OIDC_DISCOVERY_SECONDS
                 except ProviderUnavailable:
                     if self._metadata is None:
+                        self._failed_until = time.monotonic() + 5
                         raise
                     # Keep serving the last good document; try again in a minute, not per request.
                     logger.warning(

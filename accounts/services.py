@@ -236,9 +236,9 @@ def login_code_create(*, identity: ExternalIdentity) -> str:
     return code
 
 
-@transaction.atomic
 def login_code_redeem(*, login_code: str) -> ExternalIdentity:
-    """The identity a live `login_code` was made for; the code is gone after the first try."""
+    """The identity a live `login_code` was made for; the code is gone after the first try, even
+    a refused one (so no transaction: the delete must stay when the refusal is raised)."""
     row = LoginCode.objects.select_related("identity__user").filter(code_hash=_code_hash(login_code)).first()
     # The delete decides between two concurrent redeems: only one of them deletes the row.
     if row is None or LoginCode.objects.filter(code_hash=row.code_hash).delete()[0] != 1:
