@@ -52,9 +52,10 @@ from accounts.services import (
     login_code_create,
     login_code_redeem,
 )
-from accounts.throttles import AddressRateThrottle
 from accounts.views import _PublicAuthView
 from common.errors import CortexError, ErrorCode
+from common.web.addresses import client_address
+from common.web.throttles import AddressRateThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class ExchangeApi(_LoginView):
         data.is_valid(raise_exception=True)
         name, raw = data.validated_data["provider"], data.validated_data["id_token"]
         account = f"oidc:{name}:{claimed_subject(raw)}"
-        address = limits.client_address(request._request)
+        address = client_address(request._request)
         try:
             limits.login_attempt_begin(email=account, address=address)
         except limits.LoginLimited as limited:
