@@ -443,3 +443,30 @@ def test_the_admin_refuses_a_linked_user_who_is_not_staff(idp, client):
     assert ExternalIdentity.objects.exists()
     assert client.get("/admin/").status_code == 302  # still signed out
     assert b"may not use the admin site" in client.get("/admin/login/").content
+
+
+def test_check_warns_about_an_open_multi_tenant_provider(settings):
+    from accounts.checks import oidc_providers_check
+
+    entry = {
+        "name": "entra",
+        "issuer": "https://login.microsoftonline.com/organizations/v2.0",
+        "client_id": "x",
+        "provision": "auto",
+    }
+    settings.OIDC_PROVIDERS = [entry]
+    assert [message.id for message in oidc_providers_check()] == ["accounts.W001"]
+    settings.OIDC_PROVIDERS = [{**entry, "tenants": [ENTRA_TENANT]}]
+    assert oidc_providers_check() == []
+
+
+def test_the_admin_shows_links_and_deleting_one_there_revokes_its_logins(api, idp, client):
+    pair = exchange(api, idp.mint()).json()
+    identity = ExternalIdentity.objects.get()
+    client.force_login(UserFactory(email="root@example.com", is_staff=True, is_superuser=True))
+    assert b"user-1" in client.get(f"/admin/accounts/user/{identity.user_id}/change/").content
+    assert b"user-1@example.com" in client.get("/admin/accounts/externalidentity/").content
+    deleted = client.post(f"/admin/accounts/externalidentity/{identity.pk}/delete/", {"post": "yes"})
+    assert deleted.status_code == 302 and not ExternalIdentity.objects.exists()
+    refresh = api.post("/auth/refresh", {"refresh_token": pair["refresh_token"]}, format="json")
+    assert_error(refresh, 401, "invalid_refresh_token")
