@@ -484,6 +484,12 @@ CORTEX: dict[str, Any] = {
     # Cognition's own credential: it calls memory with it and is called with it, and memory lets it
     # only read (search, history). Unset: the service token is used (`run_cortex` always sets one).
     "COGNITION_TOKEN": env_str("CORTEX_COGNITION_TOKEN"),
+    # The turn worker's credential for `POST /internal/events` (live events to any user's streams,
+    # accepted from loopback peers only); `run_cortex` makes a fresh one and gives it to the core and
+    # the turn worker alone. Unset: the path answers 404 (with REDIS_URL it is not needed).
+    "RELAY_TOKEN": env_str("CORTEX_RELAY_TOKEN"),
+    # Prometheus's credential for `GET /metrics` (its own: no process of the group holds it). Unset: 404.
+    "METRICS_TOKEN": env_str("CORTEX_METRICS_TOKEN"),
     # The input path: a user row is trusted this long per process (deactivation, deletion and
     # password changes take effect within it), and the writer commits up to this many inputs at once.
     "AUTH_USER_CACHE_SECONDS": env_int("AUTH_USER_CACHE_SECONDS", 5, minimum=0),
