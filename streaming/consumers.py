@@ -16,6 +16,7 @@ Live copies wait in a bounded per-connection queue; a client that falls behind b
 last event id (under daphne, which buffers whatever is written, `daphne_compat` cuts off a
 connection whose socket buffer passes the same byte bound). Group membership and the stream's slot
 (`streaming.slots`, at most `STREAMS_PER_USER`) are released on every exit path (`__call__`'s finally).
+A stream joins its group again every half `group_expiry`, so a membership never expires under it.
 
 A stream never outlives its credential. It ends, with a final `{"type": "end", "reason": ...}`
 (SSE: a `data:` line without `id:`, so `Last-Event-ID` stays on the last real event; WebSocket: a
@@ -166,6 +167,13 @@ _ticker = _Ticker()
 TICK_SECONDS = 0.5
 
 
+def _rejoin_seconds(layer: Any) -> float:
+    """How often a stream joins its group again: Channels' layers drop a group membership once it
+    is `group_expiry` old (a day by default, in memory and in Redis alike), and a stream open longer
+    would silently receive no more live events. Joining again renews it; halfway leaves margin."""
+    return max(TICK_SECONDS, getattr(layer, "group_expiry", 86400) / 2)
+
+
 class _EventStream:
     """The protocol shared by the SSE and WebSocket consumers (see the module docstring)."""
 
@@ -183,6 +191,7 @@ class _EventStream:
     queue: list[LiveMessage] | None = None
     next_ping: float = 0.0  # monotonic: when the ticker pings this stream next
     next_renew: float = 0.0  # monotonic: when the ticker renews its slot next
+    next_rejoin: float = 0.0  # monotonic: when the ticker adds the stream to its group again
     ending: bool = False  # the ticker has asked the consumer to end the stream
     pump: asyncio.Task | None = None
     last_seen: int = 0  # highest seq this stream has covered (sent, or filtered out)
@@ -276,6 +285,7 @@ class _EventStream:
         now = time.monotonic()
         self.next_ping = now + settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
         self.next_renew = now + settings.CORTEX["STREAM_RECHECK_SECONDS"]
+        self.next_rejoin = now + _rejoin_seconds(self.channel_layer)
         self.pump = asyncio.create_task(self._pump(self._replay_then_deliver(position)))
         _ticker.add(self)
         shutdown.register(self)
@@ -354,6 +364,9 @@ class _EventStream:
             self.next_renew = now + settings.CORTEX["STREAM_RECHECK_SECONDS"]
             if self.slot is not None:
                 await slots.slot_renew(key=self.slot, holder=self.channel_name)
+        if now >= self.next_rejoin and self.group is not None:
+            self.next_rejoin = now + _rejoin_seconds(self.channel_layer)
+            await self.channel_layer.group_add(self.group, self.channel_name)
         if now >= self.next_ping and (self.pump is None or self.pump.done()):
             self.next_ping = now + settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
             await self._write_ping()

@@ -41,3 +41,21 @@ async def test_expired_messages_are_swept_at_most_once_a_sweep_period(monkeypatc
     await layer.send(channel, {"type": "old"})
     layer._clean_expired()  # within the period: skipped
     assert layer.channels[channel].qsize() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_open_longer_than_the_group_expiry_still_receives_live_events(alice, settings):
+    """Channels drops a group membership `group_expiry` after the join (a day by default); a stream
+    joins again before that, so one open for days keeps getting live events."""
+    from tests.streaming.conftest import SSEClient, bearer, fresh_channel_layer, post_input  # noqa: F401
+
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "streaming.layers.ProcessChannelLayer", "CONFIG": {"group_expiry": 2}}
+    }
+    sse = await SSEClient(headers=await bearer(alice)).open()
+    assert await sse.frame() == "retry: 3000"
+    await asyncio.sleep(4.5)  # two group lifetimes, and sweeps in between
+    await post_input(alice, "still here")
+    _id, event = await sse.event()
+    assert event["type"] == "input" and event["data"]["content"] == "still here"
+    await sse.close()
