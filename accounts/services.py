@@ -133,10 +133,14 @@ def user_delete(*, user: User) -> None:
 
 
 def refresh_token_revoke(*, refresh_token: str) -> None:
-    """Logout: this token is dead (the family's other, already rotated tokens are dead anyway)."""
-    token, _user = _load_or_revoke(refresh_token)
+    """Logout: this token is dead (the family's other, already rotated tokens are dead anyway), and
+    so is every stream credential issued before now (`User.sessions_ended_at`; the save ends the
+    user's open streams through `streaming`'s receiver)."""
+    token, user = _load_or_revoke(refresh_token)
     with transaction.atomic():
         token.blacklist()
+        user.sessions_ended_at = timezone.now()
+        user.save(update_fields=["sessions_ended_at"])
 
 
 # Sign-in with identity providers (accounts.oidc verifies the tokens; these are the writes).
