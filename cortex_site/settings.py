@@ -269,6 +269,11 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
 LOGIN_FAILURES_PER_ADDRESS = env_int("LOGIN_FAILURES_PER_ADDRESS", 100, minimum=1)
 LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60, minimum=1)
+# Device cookies (accounts.limits): a browser that has logged in to an account gets a cookie that
+# lasts LOGIN_DEVICE_COOKIE_DAYS; its attempts count against its own LOGIN_FAILURES_PER_DEVICE
+# instead of the account's and the address's, so guessing from elsewhere cannot lock it out.
+LOGIN_FAILURES_PER_DEVICE = env_int("LOGIN_FAILURES_PER_DEVICE", 5, minimum=1)
+LOGIN_DEVICE_COOKIE_DAYS = env_int("LOGIN_DEVICE_COOKIE_DAYS", 90, minimum=1)
 
 AUTHENTICATION_BACKENDS = ["accounts.backends.LimitedModelBackend"]
 
