@@ -356,7 +356,8 @@ SPECTACULAR_SETTINGS = {
                     " cookie expires)."
                     ' The stream ends with a final `data: {"type": "end", "reason": ...}` (no `id:`) when the'
                     " access token that opened it (or requested its ticket) expires (`token_expired`: reconnect with a"
-                    " fresh token and `Last-Event-ID`, nothing is lost), or when its user is deactivated or deleted"
+                    " fresh token and `Last-Event-ID`, nothing is lost), or when its user is deactivated or deleted,"
+                    " or logs out or changes the password after its credential was issued"
                     " (`revoked`, within 30 s). A client that stops reading is cut off once about 1 MB"
                     " (`STREAM_BUFFER_BYTES`) waits for it; it resumes with `Last-Event-ID`."
                     " Event types: `input`, and the assistant turns' (each with `data.turn_id`): `assistant.started`"
@@ -428,7 +429,7 @@ SPECTACULAR_SETTINGS = {
                     " origin checked. Close code 1008 for failed auth, 1013 for a client that fell behind or a user"
                     " over `STREAMS_PER_USER` (after an error envelope frame), 1001 on server shutdown, 4401 when the"
                     " access token that opened it (or requested its ticket) expired and 4403 when its user was"
-                    ' deactivated or deleted (each after a final `{"type": "end", "reason": "token_expired"|'
+                    ' deactivated or deleted, or logged out or changed the password (each after a final `{"type": "end", "reason": "token_expired"|'
                     '"revoked"}` frame).'
                 ),
                 "tags": ["output"],
@@ -474,8 +475,9 @@ CORTEX: dict[str, Any] = {
     "STREAMS_PER_USER": env_int("STREAMS_PER_USER", 10, minimum=1),
     # A resume further back than this many events gets {"type": "reset"} and starts at the head.
     "REPLAY_LIMIT_EVENTS": env_int("REPLAY_LIMIT_EVENTS", 10_000, minimum=1),
-    # How often an open stream re-checks that its user is still active (deactivation also stops
-    # streams at once through the channel layer; this is the bound if that message is lost).
+    # How often an open stream re-checks that its user is still active and has not logged out or
+    # changed the password since its credential was issued (both also stop streams at once through
+    # the channel layer; this is the bound if that message is lost).
     "STREAM_RECHECK_SECONDS": env_int("STREAM_RECHECK_SECONDS", 15, minimum=1),
     "EVENT_RETENTION_HOURS": env_int("EVENT_RETENTION_HOURS", 24, minimum=1),
     "IDEMPOTENCY_HOURS": 24,
