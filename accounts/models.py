@@ -69,7 +69,7 @@ class User(AbstractBaseUser, PermissionsMixin):
         # `_password` is set by `set_password` until the next save: a password change by any path
         # (admin, `changepassword`, shell; not a hasher upgrade at login, which clears it first)
         # ends what was signed in before it.
-        if self._password is not None and not self._state.adding:
+        if getattr(self, "_password", None) is not None and not self._state.adding:
             self.sessions_ended_at = timezone.now()
             fields = kwargs.get("update_fields")
             if fields is not None and "password" in fields:

@@ -125,7 +125,7 @@ class _Rechecks:
                 logger.exception("Re-checking streaming users failed; trying again next period")
                 continue
             revoked = {
-                user_id: math.inf if user_id not in active else active[user_id].timestamp()  # type: ignore[union-attr]
+                user_id: math.inf if user_id not in active else active[user_id].timestamp()
                 for user_id in self.users
                 if user_id not in active or active[user_id] is not None
             }

@@ -244,9 +244,10 @@ class RequestGuard:
                     await _refuse(send, 413, ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.")
                     return
             elif _header(scope, b"transfer-encoding") is not None:
-                receive = await self._read_bounded(receive, send, limit)
-                if receive is None:
+                bounded = await self._read_bounded(receive, send, limit)
+                if bounded is None:
                     return
+                receive = bounded
         await self.app(scope, receive, send)
 
     @staticmethod
