@@ -74,10 +74,10 @@ def _entry(raw: str) -> _Entry:
     value = raw.strip().lower()
     ports: frozenset[int] | None = DEFAULT_PORTS
     if value.startswith("["):  # [IPv6 address or network], with an optional :port
-        host, _, rest = value[1:].partition("]")
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ImproperlyConfigured(f"EXPERT_ALLOWED_HOSTS: {raw!r} is malformed.")
         if rest:
-            if not rest.startswith(":"):
-                raise ImproperlyConfigured(f"EXPERT_ALLOWED_HOSTS: {raw!r} is malformed.")
             ports = _ports(rest[1:], raw)
     elif value.count(":") == 1:  # name:port or IPv4[/prefix]:port (a bare IPv6 has several colons)
         host, _, port = value.partition(":")
