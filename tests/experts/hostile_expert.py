@@ -8,6 +8,7 @@ Modes:
 - "sse": `text/event-stream`, no length, `size` bytes of comment lines (free for an SSE parser's
   per-event limit), then the connection closes;
 - "error": a JSON-RPC error whose message is `size` characters (with its `Content-Length`);
+- "gzip": a JSON-RPC result of `size` bytes, gzip-encoded (about a thousandth of that on the wire);
 - "stall": no answer until the peer hangs up, or `stall` seconds (`most_running` counts how many
   were held at once).
 
@@ -18,6 +19,7 @@ small, so that is mostly the core's receive buffer).
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import socket
@@ -124,6 +126,13 @@ class HostileExpert:
             ).encode()
             head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             connection.sendall(head.encode() + b"Connection: close\r\n\r\n")
+            self._send(connection, body)
+            return
+        if self.mode == "gzip":
+            result = {"content": [{"type": "text", "text": "x" * self.size}]}
+            body = gzip.compress(json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}).encode())
+            head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            connection.sendall(f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
             self._send(connection, body)
             return
         if self.mode == "sse":

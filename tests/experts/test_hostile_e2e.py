@@ -95,6 +95,13 @@ async def test_a_streamed_error_answer_is_cut_off_near_the_limit(hostile):
     _assert_cut_near_the_limit(refused.message, hostile)
 
 
+async def test_a_compressed_answer_is_refused_unread(hostile):
+    """64 MiB of text in about 64 KiB of gzip: what arrives says nothing of what it inflates to."""
+    hostile.mode = "gzip"
+    refused = await _call(hostile)
+    assert refused.code == "payload_too_large" and "gzip-encoded" in refused.message, refused.message
+
+
 async def test_a_discovery_answer_without_a_length_is_cut_off_near_the_limit(hostile):
     hostile.target = "tools/list"
     found = await discover(url=hostile.url, auth="none", caller=Caller(uuid.uuid4(), uuid.uuid4()))
