@@ -254,6 +254,8 @@ REST_FRAMEWORK = {
         "input": env_str("INPUT_RATE", "600/min"),
         "ticket": env_str("TICKET_RATE", "60/min"),
         "context": env_str("CONTEXT_RATE", "120/min"),
+        # Per user, the expert requests that discover (register, patch, refresh: each connects out).
+        "expert_discovery": env_str("EXPERT_DISCOVERY_RATE", "20/min"),
     },
     "UNAUTHENTICATED_USER": None,
 }
@@ -574,11 +576,16 @@ CORTEX: dict[str, Any] = {
 }
 
 # Experts (per-workspace MCP servers the core calls on a user's behalf; mcp_services.experts).
-# Hosts the core may call: host names, IP addresses or networks (CIDR). A URL whose host is not
-# listed is refused (400) at registration, and again at call time, when the name is resolved and
-# every address must be a listed address/network or a public one. Loopback only in debug; empty
-# (no expert can be registered) otherwise, so production lists its expert hosts explicitly.
-EXPERT_ALLOWED_HOSTS = env_list("EXPERT_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "::1"] if DEBUG else [])
+# Hosts the core may call: host names, IP addresses or networks (CIDR), each with an optional port
+# (`notes.internal:9200`, `[::1]:9200`, `10.0.8.0/24:*`); without one, ports 80 and 443 only. A URL
+# whose host and port are not listed is refused (400) at registration, and again at call time, when
+# the name is resolved and every address must be listed (with the port) or public. Loopback in
+# debug, on 80, 443 and the shipped notes expert's 9200; empty (no expert can be registered)
+# otherwise, so production lists its expert hosts explicitly.
+_LOOPBACK_EXPERTS = ["localhost", "127.0.0.1", "[::1]"]
+EXPERT_ALLOWED_HOSTS = env_list(
+    "EXPERT_ALLOWED_HOSTS", [*_LOOPBACK_EXPERTS, *(f"{host}:9200" for host in _LOOPBACK_EXPERTS)] if DEBUG else []
+)
 # Keys that sign the per-call tokens sent to experts (Ed25519 PEM private keys): file paths or PEM
 # text, comma-separated; the first signs, all are published at /.well-known/jwks.json (rotation).
 # Unset in debug: one key is generated and kept in var/. Unset otherwise: `core_token` experts
@@ -591,9 +598,14 @@ if EXPERT_TOKEN_SECONDS > 300:
 # Cached tool lists: the server's `ttlMs` hint, kept within these bounds (seconds).
 EXPERT_TOOLS_MIN_TTL_SECONDS = env_int("EXPERT_TOOLS_MIN_TTL_SECONDS", 60, minimum=0)
 EXPERT_TOOLS_MAX_TTL_SECONDS = env_int("EXPERT_TOOLS_MAX_TTL_SECONDS", 24 * 3600, minimum=1)
+# A discovery (tools/list, which registering and refreshing wait for) takes at most this long, and
+# at most EXPERT_DISCOVERY_CONCURRENCY run at once per process; one that finds no free slot within
+# the timeout is a 503 (the request waits at most twice the timeout in all).
 EXPERT_DISCOVERY_TIMEOUT_SECONDS = env_int("EXPERT_DISCOVERY_TIMEOUT_SECONDS", 5, minimum=1)
+EXPERT_DISCOVERY_CONCURRENCY = env_int("EXPERT_DISCOVERY_CONCURRENCY", 4, minimum=1)
 # The largest tool result (its text plus its structured content, as JSON) the core accepts from an
 # expert: a larger one is refused (payload_too_large), never written into every participant's log.
+# It also bounds what one call or discovery reads, as it streams: 4 x this + 64 KiB (1.1 MB).
 EXPERT_RESULT_MAX_BYTES = env_int("EXPERT_RESULT_MAX_BYTES", 256 * 1024, minimum=1024)
 # The notes expert (`manage.py run_notes_expert`): where it fetches the core's public keys.
 NOTES_JWKS_URL = env_str("NOTES_JWKS_URL", "http://127.0.0.1:8000/.well-known/jwks.json")

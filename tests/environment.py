@@ -37,4 +37,5 @@ if "EXPERT_SIGNING_KEYS" not in os.environ:
             )
         _paths.append(_path)
     os.environ["EXPERT_SIGNING_KEYS"] = ",".join(_paths)
-os.environ.setdefault("EXPERT_ALLOWED_HOSTS", "127.0.0.1")
+# Test experts listen on free ports: any port of 127.0.0.1 (production entries name their ports).
+os.environ.setdefault("EXPERT_ALLOWED_HOSTS", "127.0.0.1:*")

@@ -31,8 +31,7 @@ from mcp_types import TextContent
 from common import metrics
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import describe, encoding_error, unwrap
-from mcp_services.experts import hosts
-from mcp_services.experts.discovery import Caller, connect, discover
+from mcp_services.experts.discovery import Caller, connect, discover, said
 from mcp_services.serving import db_call
 from workspaces import selectors, services
 from workspaces.models import Expert
@@ -134,8 +133,6 @@ async def expert_call(
     started = time.perf_counter()
     failure: str | None = None
     tools_changed = False
-    oversize: list[str] = []
-    noting = hosts.oversize.set(oversize)
     try:
         async with asyncio.timeout(timeout):
             async with connect(
@@ -151,37 +148,29 @@ async def expert_call(
             raise  # our caller cancelled us (a cancelled turn, a stopping worker)
         # Nobody cancelled this task: the SDK's transport task failed mid-call and its cancel scope
         # let the cancellation out instead of the error. The expert failed; the caller goes on.
-        failure = ErrorCode.PAYLOAD_TOO_LARGE if oversize else ErrorCode.SERVICE_UNAVAILABLE
-        if oversize:
-            raise ExpertCallError(
-                ErrorCode.PAYLOAD_TOO_LARGE, f"The expert {expert!r} answered too much: {oversize[0]}."
-            ) from None
+        failure = ErrorCode.SERVICE_UNAVAILABLE
         raise ExpertCallError(
             ErrorCode.SERVICE_UNAVAILABLE, f"The expert {expert!r} failed: the connection failed during the call."
         ) from None
-    except CortexError as exc:
+    except CortexError as exc:  # refused host, unreachable, no key, or it answered too much (`connect`)
         failure = exc.code
         raise ExpertCallError(exc.code, exc.message) from None
     except MCPError as exc:
         failure = ErrorCode.TOOL_ERROR
         sent = CortexError.from_mcp_data(exc.data, exc.message)
         raise ExpertCallError(
-            sent.code if sent else ErrorCode.TOOL_ERROR, sent.message if sent else exc.message
+            sent.code if sent else ErrorCode.TOOL_ERROR, said(sent.message if sent else exc.message)
         ) from None
     except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - a transport failure: the expert is unreachable
         inner = unwrap(exc)
-        if oversize:
-            failure = ErrorCode.PAYLOAD_TOO_LARGE
-            raise ExpertCallError(
-                ErrorCode.PAYLOAD_TOO_LARGE, f"The expert {expert!r} answered too much: {oversize[0]}."
-            ) from None
         if isinstance(inner, MCPError):
             failure = ErrorCode.TOOL_ERROR
-            raise ExpertCallError(ErrorCode.TOOL_ERROR, inner.message) from None
+            raise ExpertCallError(ErrorCode.TOOL_ERROR, said(inner.message)) from None
         failure = ErrorCode.SERVICE_UNAVAILABLE
-        raise ExpertCallError(ErrorCode.SERVICE_UNAVAILABLE, f"The expert {expert!r} failed: {describe(exc)}") from None
+        raise ExpertCallError(
+            ErrorCode.SERVICE_UNAVAILABLE, f"The expert {expert!r} failed: {said(describe(exc))}"
+        ) from None
     finally:
-        hosts.oversize.reset(noting)
         metrics.MCP_CALLS.labels("expert", "call_tool").observe(time.perf_counter() - started)
         if failure is not None:
             metrics.MCP_ERRORS.labels("expert", "call_tool", str(failure)).inc()
@@ -202,7 +191,7 @@ async def expert_call(
     if result.is_error:
         sent = CortexError.from_mcp_data((result.structured_content or {}).get("error"), text or f"{tool} failed")
         metrics.MCP_ERRORS.labels("expert", "call_tool", ErrorCode.TOOL_ERROR).inc()
-        if sent is not None:
-            raise ExpertCallError(ErrorCode.TOOL_ERROR, sent.message)
-        raise ExpertCallError(ErrorCode.TOOL_ERROR, text or f"{tool} failed")
+        raise ExpertCallError(
+            ErrorCode.TOOL_ERROR, said(sent.message if sent is not None else text or f"{tool} failed")
+        )
     return {"content": text, "structured": result.structured_content}

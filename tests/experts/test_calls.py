@@ -138,14 +138,14 @@ async def test_the_host_is_checked_again_at_call_time(expert, settings):
 
 
 async def test_a_listed_name_that_resolves_to_an_unlisted_address_is_refused(expert, settings):
-    settings.EXPERT_ALLOWED_HOSTS = ["localhost"]  # the name, not its loopback address
+    settings.EXPERT_ALLOWED_HOSTS = ["localhost:*"]  # the name, not its loopback address
     owner, _, _, workspace = await setup(expert.url.replace("127.0.0.1", "localhost"))
     seen = len(expert.authorizations())
     with pytest.raises(ExpertCallError) as caught:
         await call(owner, workspace)
     assert caught.value.code == "permission_denied" and "resolves to" in caught.value.message
     assert len(expert.authorizations()) == seen
-    settings.EXPERT_ALLOWED_HOSTS = ["localhost", "127.0.0.0/8", "::1"]
+    settings.EXPERT_ALLOWED_HOSTS = ["localhost:*", "127.0.0.0/8:*", "[::1]:*"]
     assert (await call(owner, workspace))["structured"] == {"text": "hi"}
 
 
@@ -197,9 +197,9 @@ async def test_the_socket_connects_only_to_addresses_the_policy_allows(expert, s
     async with httpx2.AsyncClient(transport=hosts.checked_transport()) as http:
         with pytest.raises(httpx2.ConnectError, match="not in EXPERT_ALLOWED_HOSTS"):
             await http.get("http://10.255.255.1:9/")
-        settings.EXPERT_ALLOWED_HOSTS = ["localhost"]
+        settings.EXPERT_ALLOWED_HOSTS = ["localhost:*"]
         with pytest.raises(httpx2.ConnectError, match="resolves to"):
             await http.post(expert.url.replace("127.0.0.1", "localhost"), json={})
-        settings.EXPERT_ALLOWED_HOSTS = ["localhost", "127.0.0.1", "::1"]  # localhost may also be ::1
+        settings.EXPERT_ALLOWED_HOSTS = ["localhost:*", "127.0.0.1:*", "[::1]:*"]  # localhost may also be ::1
         response = await http.post(expert.url.replace("127.0.0.1", "localhost"), json={})
         assert response.status_code in (400, 406), "connected (the expert refused the empty body)"
