@@ -88,12 +88,37 @@ def _responder_field(**kwargs) -> serializers.ChoiceField:
     return serializers.ChoiceField(choices=Conversation.Responder.values, help_text=_RESPONDER_HELP, **kwargs)
 
 
+_CONTEXT_SCOPE_HELP = (
+    "What an `llm` turn's model request may hold. `conversation` (the default): only what every participant"
+    " may read: this conversation's messages and answers, and memory items that came from this conversation"
+    " (from any participant). `personal`: also the requester's own memory from every workspace and"
+    " conversation; only while the conversation has a single participant (else 409 `conflict`); adding a"
+    " participant sets it back to `conversation`."
+)
+_TURN_POLICY_HELP = (
+    "What an input that starts a turn does while another turn of this conversation is queued or running:"
+    " `queue` (the default: turns run one after another, in input order), `reject` (409 `turn_in_progress`,"
+    " nothing stored) or `interrupt` (the open turns end `assistant.cancelled` with `data.reason`"
+    ' "interrupted", and the new one runs next).'
+)
+
+
+def _scope_field(**kwargs) -> serializers.ChoiceField:
+    return serializers.ChoiceField(choices=Conversation.ContextScope.values, help_text=_CONTEXT_SCOPE_HELP, **kwargs)
+
+
+def _policy_field(**kwargs) -> serializers.ChoiceField:
+    return serializers.ChoiceField(choices=Conversation.TurnPolicy.values, help_text=_TURN_POLICY_HELP, **kwargs)
+
+
 class ConversationInputSerializer(serializers.Serializer):
     workspace_id = serializers.UUIDField()
     topic = StrictCharField(max_length=200)
     participant_ids = _participants_field(required=False, default=list)
     metadata = MetadataField(default=dict)
     responder = _responder_field(required=False, default=Conversation.Responder.NONE)
+    context_scope = _scope_field(required=False, default=Conversation.ContextScope.CONVERSATION)
+    turn_policy = _policy_field(required=False, default=Conversation.TurnPolicy.QUEUE)
 
 
 class ConversationPatchSerializer(serializers.Serializer):
@@ -101,6 +126,8 @@ class ConversationPatchSerializer(serializers.Serializer):
     participant_ids = _participants_field(required=False)
     metadata = MetadataField()
     responder = _responder_field(required=False)
+    context_scope = _scope_field(required=False)
+    turn_policy = _policy_field(required=False)
 
 
 class ConversationOutputSerializer(ConfigRecordOutputSerializer):
@@ -108,6 +135,8 @@ class ConversationOutputSerializer(ConfigRecordOutputSerializer):
     topic = serializers.CharField()
     participant_ids = serializers.SerializerMethodField()
     responder = _responder_field()
+    context_scope = _scope_field()
+    turn_policy = _policy_field()
 
     def get_participant_ids(self, conversation) -> list[str]:
         return sorted(str(user.id) for user in conversation.participants.all())
