@@ -76,7 +76,9 @@ async def test_a_member_calls_a_tool_and_gets_its_content_and_structured_result(
 
 async def test_refusals_carry_their_codes(expert):
     owner, member, outsider, workspace = await setup(expert.url, allowed_tools=["echo", "fail", "ghost"])
-    await expert_tools(workspace_id=workspace.id, user_id=owner.id)  # a fresh cache: unknown tools are known to be unknown
+    await expert_tools(
+        workspace_id=workspace.id, user_id=owner.id
+    )  # a fresh cache: unknown tools are known to be unknown
 
     async def code_of(**kwargs) -> str:
         with pytest.raises(ExpertCallError) as caught:
@@ -203,3 +205,15 @@ async def test_the_socket_connects_only_to_addresses_the_policy_allows(expert, s
         settings.EXPERT_ALLOWED_HOSTS = ["localhost", "127.0.0.1", "::1"]  # localhost may also be ::1
         response = await http.post(expert.url.replace("127.0.0.1", "localhost"), json={})
         assert response.status_code in (400, 406), "connected (the expert refused the empty body)"
+
+
+async def test_no_expert_is_listed_or_called_for_an_inactive_user_owner_or_participant(expert):
+    owner, member, outsider, workspace = await setup(expert.url)
+    for user in (owner, member):
+        user.is_active = False
+        await database_sync_to_async(user.save)(update_fields=["is_active"])
+        assert await expert_tools(workspace_id=workspace.id, user_id=user.id) == []
+        with pytest.raises(ExpertCallError) as refused:
+            await call(user, workspace)
+        assert refused.value.code == "not_found"
+    assert await expert_tools(workspace_id=workspace.id, user_id=outsider.id) == []
