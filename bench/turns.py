@@ -34,8 +34,8 @@ import httpx2
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
 from bench.streaming import RawSSE, cpu_seconds, percentile
 from tests.servers import (
-    ServerProcess,
     core_server,
+    fake_llm_server,
     free_port,
     fresh_database,
     manage,
@@ -282,20 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
     print(f"database={database} concurrent={args.concurrent} streams={args.streams} words={args.words}", flush=True)
     llm_log = Path(tempfile.mkdtemp(prefix="cortex-bench-llm-")) / "requests.jsonl"
-    llm_port = free_port()
     result: dict = {"database": database}
     with fresh_database() as db_env:
         env = server_env(**db_env, **ENV, ECHO_DELAY_MS=str(args.echo_delay_ms))
         ids = setup(env, args.concurrent)
-        fake = ServerProcess(
-            name="fake-llm",
-            argv=[sys.executable, "-m", "uvicorn", "--port", str(llm_port), "--no-access-log", "tests.fake_llm:app"],
-            port=llm_port,
-            env={**env, "FAKE_LLM_LOG": str(llm_log), "FAKE_LLM_CHUNK_DELAY_MS": "20"},
-        )
+        fake = fake_llm_server(env=env, log=llm_log)
         core = core_server(env=env, server="uvicorn")
         core.argv[3:3] = ["--loop", "uvloop", "--http", "httptools", "--lifespan", "off"]
-        worker_env = {**env, "CORTEX_CORE_URL": core.url, "CORTEX_LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1"}
+        worker_env = {**env, "CORTEX_CORE_URL": core.url, "CORTEX_LLM_BASE_URL": f"{fake.url}/v1"}
         worker = manage_command("turn_worker", env=worker_env, port=0, ready_line="turn worker: running")
         with running(fake), running(core), running(worker):
             result["first_delta"] = asyncio.run(first_delta(core.port, llm_log, ids["llm"], args.latency_turns))

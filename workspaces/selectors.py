@@ -1,7 +1,9 @@
 """Reads, and the one access check per resource.
 
 `workspace_get_for_user` and `conversation_get_for_user` are the only ways views, consumers and
-tools reach a workspace or conversation by id. Both raise `Http404` alike for a missing object and
+tools reach a workspace or conversation by id (turns through `turns.selectors.turn_get_for_user`,
+which asks the latter), but for `POST /input`: its batch write checks every sender at once with
+`conversation_recipient_ids`, the same rule. Both raise `Http404` alike for a missing object and
 for one the caller may not see, so a response never reveals that another user's object exists.
 
 Who takes part in a conversation is one rule, `_memberships` (an active participant): the access

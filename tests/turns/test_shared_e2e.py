@@ -9,7 +9,6 @@ makes is read from the fake model's log: it is what leaves the system.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,14 +18,22 @@ import pytest
 
 from tests.experts.conftest import notes_expert
 from tests.mcp.conftest import memory_history, stack, wait_until
-from tests.servers import ServerProcess, core_server, create_users, free_port, manage, manage_command, running
-from tests.streaming.clients import login
-from tests.turns.test_turns_e2e import LONG, TERMINAL, Site, deltas, first_of, until_end
+from tests.servers import core_server, create_users, fake_llm_server, manage, running
+from tests.turns.test_turns_e2e import (
+    LONG,
+    PASSWORD,
+    TERMINAL,
+    USERS,
+    Site,
+    deltas,
+    first_of,
+    signed_in,
+    turn_worker,
+    until_end,
+)
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "correct-horse-battery-staple"
-USERS = ("alice@example.com", "bob@example.com", "charlie@example.com", "dave@example.com")
 ENV = {
     "SSE_HEARTBEAT_SECONDS": "1",
     "LOG_LEVEL": "WARNING",
@@ -73,19 +80,12 @@ def memory_holds(memory_url: str, user_id: str, text: str) -> None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[Shared]:
     llm_log = tmp_path_factory.mktemp("fake-llm") / "requests.jsonl"
-    llm_port = free_port()
     with stack() as services:
         base = {**services.env, **ENV}
         create_users(*USERS, password=PASSWORD, env=base)
-        fake_llm = ServerProcess(
-            name="fake-llm",
-            argv=[sys.executable, "-m", "uvicorn", "--port", str(llm_port), "--no-access-log", "tests.fake_llm:app"],
-            port=llm_port,
-            env={**base, "FAKE_LLM_LOG": str(llm_log), "FAKE_LLM_CHUNK_DELAY_MS": "20"},
-        )
+        fake_llm = fake_llm_server(env=base, log=llm_log)
         core = core_server(env=base, server="uvicorn")
-        env = {**base, "CORTEX_CORE_URL": core.url, "CORTEX_LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1"}
-        worker = manage_command("turn_worker", env=env, port=0, ready_line="turn worker: running")
+        env = {**base, "CORTEX_CORE_URL": core.url, "CORTEX_LLM_BASE_URL": f"{fake_llm.url}/v1"}
         notes = notes_expert(base, jwks_url=f"{core.url}/.well-known/jwks.json")
         with (
             running(services.memory()),
@@ -93,28 +93,9 @@ def site(tmp_path_factory) -> Iterator[Shared]:
             running(fake_llm),
             running(core),
             running(notes),
-            running(worker),
+            running(turn_worker(env)),
         ):
-            tokens = {email.split("@")[0]: login(core.url, email, PASSWORD) for email in USERS}
-            user_ids = {
-                who: httpx2.get(f"{core.url}/auth/verify", headers={"Authorization": f"Bearer {token}"}).json()[
-                    "user_id"
-                ]
-                for who, token in tokens.items()
-            }
-            workspace = httpx2.post(
-                f"{core.url}/config/workspace",
-                json={"name": "Team"},
-                headers={"Authorization": f"Bearer {tokens['alice']}"},
-            ).json()["workspace"]
-            shared = Shared(core.url, env, tokens, user_ids, workspace["id"], llm_log)
-            registered = httpx2.post(
-                f"{core.url}/config/workspace/{workspace['id']}/experts",
-                json={"name": "notes", "url": f"{notes.url}/mcp", "auth": "core_token"},
-                headers=shared.auth("alice"),
-                timeout=30,
-            )
-            assert registered.status_code == 201, registered.text
+            shared = signed_in(Shared, core_url=core.url, env=env, llm_log=llm_log, notes_url=notes.url)
             shared.memory_url = services.memory_url
             yield shared
 
@@ -279,7 +260,7 @@ def test_queue_runs_two_concurrent_inputs_one_after_another(site):
 def test_a_deactivated_users_queued_turn_fails_without_running_or_calling_experts(site):
     conversation = site.conversation("echo", participants=("bob", "dave"))
     with site.stream("bob") as stream:
-        running_turn = site.post("bob", conversation, LONG)
+        running_turn = site.post("bob", conversation, " ".join(f"w{n}" for n in range(300)))  # about 12 s
         first_of(stream, running_turn["turn_id"], "assistant.delta")
         queued = site.post("dave", conversation, '/notes add_note {"title": "dave was here"}')
         manage(
@@ -288,6 +269,7 @@ def test_a_deactivated_users_queued_turn_fails_without_running_or_calling_expert
             "from accounts.models import User; User.objects.filter(email='dave@example.com').update(is_active=False)",
             env=site.env,
         )
+        httpx2.post(f"{site.url}/turns/{running_turn['turn_id']}/cancel", headers=site.auth("bob"), timeout=10)
         until_end(stream, running_turn["turn_id"])
         events = until_end(stream, queued["turn_id"])
     assert [event["type"] for _, event in events] == ["assistant.failed"], "it never started, never called notes"
