@@ -277,3 +277,17 @@ def test_a_capped_users_queue_does_not_hold_up_anyone_else(alice, bob, workspace
     assert (
         heads.count() == Turn.objects.filter(status__in=["queued", "running"]).values("conversation").distinct().count()
     )
+
+
+def test_creating_conversations_is_rate_limited_per_user_and_listing_is_not(alice, bob, workspace, monkeypatch):
+    from common.web.throttles import GcraScopedRateThrottle
+
+    monkeypatch.setitem(GcraScopedRateThrottle.THROTTLE_RATES, "conversation", "2/min")
+    client = client_for(alice)
+    body = {"workspace_id": str(workspace.id), "topic": "t"}
+    assert [client.post("/config/conversation", body, format="json").status_code for _ in range(3)] == [201, 201, 429]
+    assert client.post("/config/conversation", body, format="json").json()["error"]["code"] == "throttled"
+    assert client.get("/config/conversation").status_code == 200
+    own = client_for(bob).post("/config/workspace", {"name": "B"}, format="json").json()["workspace"]
+    other = client_for(bob).post("/config/conversation", {"workspace_id": own["id"], "topic": "t"}, format="json")
+    assert other.status_code == 201, "per user: bob has his own allowance"
