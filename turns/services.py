@@ -182,12 +182,15 @@ def _open() -> Q:
     return Q(status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING])
 
 
-def _capped_users(now: Any) -> list[uuid.UUID]:
-    """Users with TURN_MAX_RUNNING_PER_USER turns running under live leases (a read of the running
-    turns alone: `turn_running`)."""
+def _running_counts(now: Any) -> dict[uuid.UUID, int]:
+    """Turns running under live leases, per user (a read of the running turns alone: `turn_running`)."""
     running = Turn.objects.filter(status=Turn.Status.RUNNING, lease_expires_at__gte=now)
-    counted = running.order_by().values("user_id").annotate(count=Count("id"))
-    return [row["user_id"] for row in counted if row["count"] >= settings.CORTEX["TURN_MAX_RUNNING_PER_USER"]]
+    return dict(running.order_by().values("user_id").annotate(count=Count("id")).values_list("user_id", "count"))
+
+
+def _capped(running: dict[uuid.UUID, int]) -> list[uuid.UUID]:
+    """Users with TURN_MAX_RUNNING_PER_USER turns running: their queued turns wait."""
+    return [user_id for user_id, count in running.items() if count >= settings.CORTEX["TURN_MAX_RUNNING_PER_USER"]]
 
 
 def _due(now: Any, capped: list[uuid.UUID]) -> Q:
@@ -204,7 +207,7 @@ def turns_due_exist() -> bool:
     """A read before `turns_claim`: while nothing is due (idle, or every conversation busy with its
     running turn) the worker's polls take no write lock."""
     now = timezone.now()
-    capped = _capped_users(now)
+    capped = _capped(_running_counts(now))
     return (
         Turn.objects.filter(status=Turn.Status.RUNNING, lease_expires_at__lt=now).exists()
         or Turn.objects.filter(head=True, status=Turn.Status.QUEUED).exclude(user_id__in=capped).exists()
@@ -223,7 +226,8 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
     """
     now = timezone.now()
     with transaction.atomic():
-        capped = _capped_users(now)
+        running = _running_counts(now)
+        capped = _capped(running)
         expired = Turn.objects.filter(status=Turn.Status.RUNNING, lease_expires_at__lt=now)
         heads = Turn.objects.filter(head=True, status=Turn.Status.QUEUED).exclude(user_id__in=capped)
         seen = [
@@ -245,15 +249,6 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         ended: list[Any] = []
         cap = settings.CORTEX["TURN_MAX_RUNNING_PER_USER"]
         starting: dict[uuid.UUID, int] = {}  # per user, in this claim
-        running = dict(
-            Turn.objects.filter(
-                status=Turn.Status.RUNNING, lease_expires_at__gte=now, user_id__in={t.user_id for t in due}
-            )
-            .order_by()
-            .values("user_id")
-            .annotate(count=Count("id"))
-            .values_list("user_id", "count")
-        )
         for turn in due:
             members = recipients.get(turn.conversation_id, [])
             if turn.status == Turn.Status.RUNNING or not turn.user_active:
@@ -289,9 +284,15 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
             turn.status, turn.lease_owner, turn.lease_expires_at = Turn.Status.RUNNING, owner, lease
             turn.attempts += 1
             turn.started_at, turn.deadline = now, deadline
-        Turn.objects.bulk_update(
-            started, ["status", "lease_owner", "lease_expires_at", "attempts", "started_at", "deadline"]
-        )
+        if started:  # the same values for all: one plain UPDATE (bulk_update's CASE costs ~5 ms a row to build)
+            Turn.objects.filter(id__in=[turn.id for turn in started]).update(
+                status=Turn.Status.RUNNING,
+                lease_owner=owner,
+                lease_expires_at=lease,
+                attempts=F("attempts") + 1,
+                started_at=now,
+                deadline=deadline,
+            )
         live = events_append(events=events)
         inputs = dict(
             Message.objects.filter(id__in=[turn.input_message_id for turn in started]).values_list("id", "content")
