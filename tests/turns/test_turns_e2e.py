@@ -284,7 +284,8 @@ def test_model_asking_for_a_tool_it_was_not_offered_is_told_and_goes_on(system):
     result = next(event["data"] for _, event in events if event["type"] == "tool.result")
     assert result["error"]["code"] == "not_found"
     assert events[-1][1]["type"] == "assistant.completed"
-    assert events[-1][1]["data"]["content"].startswith("Noted: Error (not_found)")
+    told = quoted("result of notes__add_note", "Error (not_found): No tool named 'notes__add_note' here.", 99)
+    assert events[-1][1]["data"]["content"] == "Noted: " + told, "the model was told, as data"
 
 
 def _expert_id(site: Site) -> str:
