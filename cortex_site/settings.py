@@ -252,6 +252,8 @@ REST_FRAMEWORK = {
         "login": env_str("LOGIN_RATE", "300/min"),
         "refresh": env_str("REFRESH_RATE", "30/min"),
         "input": env_str("INPUT_RATE", "600/min"),
+        # Conversations per user: each one can hold a queued turn at the head of its queue.
+        "conversation": env_str("CONVERSATION_RATE", "60/min"),
         "ticket": env_str("TICKET_RATE", "60/min"),
         "context": env_str("CONTEXT_RATE", "120/min"),
         # Per user, the expert requests that discover (register, patch, refresh: each connects out).

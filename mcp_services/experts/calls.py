@@ -1,6 +1,6 @@
 """The core's calls to experts, for turns (the model's function tools and direct `/<expert> <tool>` calls).
 
-    tools = await expert_tools(workspace_id=...)          # what the model may call
+    tools = await expert_tools(workspace_id=..., user_id=...)   # what the model may call
     result = await expert_call(user_id=..., workspace_id=..., expert="notes", tool="add_note", arguments={...})
     # {"content": "<the result's text>", "structured": {...} or None}
 
@@ -55,25 +55,27 @@ class ExpertTool:
     input_schema: dict[str, Any]
 
 
-async def expert_refresh(expert: Expert, *, user_id: uuid.UUID | None = None) -> Expert:
-    """Re-discover one expert's tools (on the owner's behalf unless `user_id`) and store the result."""
-    owner_id = user_id or await db_call(selectors.workspace_owner_id)(workspace_id=expert.workspace_id)
-    found = await discover(url=expert.url, auth=expert.auth, caller=Caller(owner_id, expert.workspace_id))
+async def expert_refresh(expert: Expert, *, user_id: uuid.UUID) -> Expert:
+    """Re-discover one expert's tools on `user_id`'s behalf and store the result."""
+    found = await discover(url=expert.url, auth=expert.auth, caller=Caller(user_id, expert.workspace_id))
     return await db_call(services.expert_discovery_save)(expert=expert, discovery=found.outcome())
 
 
-async def expert_tools(*, workspace_id: uuid.UUID) -> list[ExpertTool]:
-    """The tools of the workspace's experts that their allowlists let through, from the cache.
+async def expert_tools(*, workspace_id: uuid.UUID, user_id: uuid.UUID) -> list[ExpertTool]:
+    """The tools of the workspace's experts that their allowlists let through, from the cache, for
+    `user_id` (`selectors.experts_for_member`: none for a user who takes no part, or is inactive).
 
     Experts whose cached list has expired (the server's cache hint, or a list-changed
-    notification) are re-discovered first, concurrently; one that cannot be reached keeps its
-    last known tools until it answers again.
+    notification) are re-discovered first, on that user's behalf, concurrently; one that cannot be
+    reached keeps its last known tools until it answers again.
     """
-    experts = await db_call(selectors.experts_of_workspace)(workspace_id=workspace_id)
+    experts = await db_call(selectors.experts_for_member)(user_id=user_id, workspace_id=workspace_id)
     now = timezone.now()
     stale = [expert for expert in experts if expert.tools_expire_at is None or expert.tools_expire_at <= now]
     if stale:
-        refreshed = await asyncio.gather(*(expert_refresh(expert) for expert in stale), return_exceptions=True)
+        refreshed = await asyncio.gather(
+            *(expert_refresh(expert, user_id=user_id) for expert in stale), return_exceptions=True
+        )
         for old, new in zip(stale, refreshed, strict=True):
             if isinstance(new, BaseException):
                 logger.warning("expert %s: refresh failed: %s", old.name, describe(new))
