@@ -38,6 +38,16 @@ class SearchResult(TypedDict):
     keyword_rank: int | None  # 1 = the best full-text match; None: not a full-text candidate
     similarity: float | None  # cosine similarity with the query; None: no vector compared
     recency: float  # 1 now, halving every RECENCY_HALF_LIFE_DAYS
+    coverage: float | None  # share of the query's terms the item holds (hybrid, keyword candidates)
+    exact: bool  # names the query's identifiers exactly, or holds the query as a phrase (hybrid)
+
+
+SCORE_PARTS = ("keyword_rank", "similarity", "recency", "coverage", "exact")
+
+
+def score_parts(result: SearchResult) -> dict[str, Any]:
+    """What a result's score is made of, as the tools answer it."""
+    return {name: result[name] for name in SCORE_PARTS}  # type: ignore[literal-required]
 
 
 def memory_search(
@@ -54,7 +64,10 @@ def memory_search(
       score being the engine's relative to the best match, in (0, 1];
     - semantic: cosine similarity of the vectors only (items without a vector of the current model
       are not found);
-    - hybrid: both lists cut to their best candidates and fused (`ranking.fuse`). Without a query
+    - hybrid: both lists cut to their best candidates and fused (`ranking.fuse`: the similarity,
+      plus a bonus for the share of the query's words an item holds and a larger one for an item
+      naming the query's identifiers exactly, so a shared word never outweighs the meaning and an
+      identifier still comes first). Without a query
       vector (embeddings off or failing) it is the keyword ranking; an item without a vector (not
       reindexed yet) is still found by its words.
     """
@@ -91,8 +104,15 @@ def memory_search(
     now = timezone.now().timestamp()
     moments = {row_id: moment for row_id, (_, moment) in rows.items()}
     if mode == "hybrid" and embedded is not None:
+        contents = {row_id: str(rows[row_id][0].get("content", "")) for row_id, _ in keyword if row_id in rows}
         ranked = ranking.fuse(
-            keyword=[row_id for row_id, _ in keyword], similarities=similarities, moments=moments, now=now, limit=limit
+            keyword=[row_id for row_id, _ in keyword],
+            similarities=similarities,
+            moments=moments,
+            now=now,
+            limit=limit,
+            coverage={row_id: ranking.coverage(query, content) for row_id, content in contents.items()},
+            exact={row_id for row_id, content in contents.items() if ranking.exact(query, content)},
         )
     elif mode == "semantic":
         ordered = sorted(
@@ -120,6 +140,8 @@ def memory_search(
             "keyword_rank": entry.keyword_rank,
             "similarity": ranking.rounded(entry.similarity),
             "recency": round(entry.recency, 6),
+            "coverage": ranking.rounded(entry.coverage),
+            "exact": entry.exact,
         }
         for entry in ranked
         if entry.row_id in rows

@@ -15,7 +15,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from common.errors import CortexError, ErrorCode
 from mcp_services.memory import selectors, services
 from mcp_services.memory.schemas import MAX_BATCH_ITEMS, Key, MemoryInput, Query, StoreItem, max_limit
-from mcp_services.memory.selectors import SearchMode
+from mcp_services.memory.selectors import SearchMode, score_parts
 from mcp_services.serving import CortexMCPServer, db_call, invalid_arguments, may_write, refusal
 
 
@@ -91,7 +91,9 @@ def build_memory_server(**auth: Any) -> CortexMCPServer:
 
         `scores[i]` is `items[i]`'s score; `parts[i]` what it is made of: `keyword_rank` (1 = the
         best full-text match, null: not a full-text match), `similarity` (cosine, null: no vector
-        compared) and `recency` (1 now, halving every 30 days).
+        compared), `recency` (1 now, halving every 30 days), `coverage` (hybrid: the share of the
+        query's words the item holds; null: not a full-text match) and `exact` (hybrid: the item
+        names the query's identifiers exactly, or holds the query as a phrase).
         """
         found = await db_call(selectors.memory_search)(
             user_id=user_id, query=query, limit=limit, mode=mode, conversation_id=conversation_id or None
@@ -100,10 +102,7 @@ def build_memory_server(**auth: Any) -> CortexMCPServer:
             "mode": mode,
             "items": [result["item"] for result in found],
             "scores": [result["score"] for result in found],
-            "parts": [
-                {"keyword_rank": r["keyword_rank"], "similarity": r["similarity"], "recency": r["recency"]}
-                for r in found
-            ],
+            "parts": [score_parts(r) for r in found],
         }
 
     @server.tool()
