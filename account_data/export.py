@@ -9,12 +9,14 @@ async (each page read in a thread), because Django buffers a sync iterator whole
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db.models import Model, QuerySet
+from django.conf import settings
+from django.db.models import QuerySet
 
 from account_data.memory import memory_list
 from accounts.models import User
@@ -46,95 +48,70 @@ def _profile(user: User) -> dict[str, Any]:
     }
 
 
-def _workspace(row: Workspace) -> dict[str, Any]:
-    return {
-        "id": str(row.id),
-        "name": row.name,
-        "description": row.description,
-        "metadata": row.metadata,
-        "created_at": _stamp(row.created_at),
-    }
+# Each table's exported fields (`values()` names): no secret of any kind is among them (an
+# expert's tools by name only; no password hash, token or key anywhere).
+FIELDS = {
+    "workspace": ("id", "name", "description", "metadata", "created_at"),
+    "expert": ("id", "workspace_id", "name", "url", "auth", "status", "allowed_tools", "tools", "created_at"),
+    "conversation": ("id", "workspace_id", "topic", "responder", "metadata", "created_at"),
+    "message": ("id", "conversation_id", "sender_id", "author", "content", "metadata", "created_at"),
+    "turn": (
+        "id",
+        "conversation_id",
+        "input_message_id",
+        "kind",
+        "status",
+        "result_message_id",
+        "error",
+        "created_at",
+        "finished_at",
+    ),
+}
 
 
-def _conversation(row: Conversation) -> dict[str, Any]:
-    return {
-        "id": str(row.id),
-        "workspace_id": str(row.workspace_id),
-        "topic": row.topic,
-        "responder": row.responder,
-        "participant_ids": [str(pk) for pk in row.participants.values_list("id", flat=True)],
-        "metadata": row.metadata,
-        "created_at": _stamp(row.created_at),
-    }
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _stamp(value)
+    return str(value) if isinstance(value, uuid.UUID) else value
 
 
-def _message(row: Message) -> dict[str, Any]:
-    return {
-        "id": str(row.id),
-        "conversation_id": str(row.conversation_id),
-        "sender_id": str(row.sender_id),
-        "author": row.author,
-        "content": row.content,
-        "metadata": row.metadata,
-        "created_at": _stamp(row.created_at),
-    }
-
-
-def _expert(row: Expert) -> dict[str, Any]:
-    """Without secrets: no credential or token of any kind is exported."""
-    return {
-        "id": str(row.id),
-        "workspace_id": str(row.workspace_id),
-        "name": row.name,
-        "url": row.url,
-        "auth": row.auth,
-        "status": row.status,
-        "allowed_tools": row.allowed_tools,
-        "tools": [tool.get("name") for tool in row.tools if isinstance(tool, dict)],
-        "created_at": _stamp(row.created_at),
-    }
-
-
-def _turn(row: Turn) -> dict[str, Any]:
-    return {
-        "id": str(row.id),
-        "conversation_id": str(row.conversation_id),
-        "input_id": str(row.input_message_id),
-        "kind": row.kind,
-        "status": row.status,
-        "result_message_id": str(row.result_message_id) if row.result_message_id else None,
-        "error": row.error,
-        "created_at": _stamp(row.created_at),
-        "finished_at": _stamp(row.finished_at),
-    }
-
-
-def _page(queryset: QuerySet, after: Any) -> list[Model]:
+def _page(kind: str, queryset: QuerySet, after: Any) -> list[dict[str, Any]]:
+    """The next `EXPORT_PAGE_ROWS` rows after primary key `after`, as exported."""
     rows = queryset.order_by("pk")
     if after is not None:
         rows = rows.filter(pk__gt=after)
-    return list(rows[:EXPORT_PAGE_ROWS])
+    page = [
+        {name: _plain(value) for name, value in row.items()} for row in rows.values(*FIELDS[kind])[:EXPORT_PAGE_ROWS]
+    ]
+    if kind == "expert":
+        for row in page:
+            row["tools"] = [tool.get("name") for tool in row["tools"] or [] if isinstance(tool, dict)]
+    if kind == "conversation" and page:
+        members: dict[str, list[str]] = {row["id"]: [] for row in page}
+        through = Conversation.participants.through.objects.filter(conversation_id__in=list(members))
+        for conversation_id, user_id in through.values_list("conversation_id", "user_id"):
+            members[str(conversation_id)].append(str(user_id))
+        for row in page:
+            row["participant_ids"] = members[row["id"]]
+    return page
 
 
-async def _table(kind: str, queryset: QuerySet, shape: Callable[[Any], dict[str, Any]]) -> AsyncIterator[str]:
+async def _table(kind: str, queryset: QuerySet) -> AsyncIterator[str]:
     """One chunk of lines per page of `queryset`, in primary-key order."""
     after = None
     while True:
-        rows = await sync_to_async(_page)(queryset, after)
-        if not rows:
+        page = await sync_to_async(_page)(kind, queryset, after)
+        if not page:
             return
-        after = rows[-1].pk
-        yield "".join([_line(kind, data) for data in await sync_to_async(_shaped)(rows, shape)])
-
-
-def _shaped(rows: Iterable[Any], shape: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
-    return [shape(row) for row in rows]
+        after = page[-1]["id"]
+        yield "".join([_line(kind, row) for row in page])
 
 
 async def _memory(user: User) -> AsyncIterator[str]:
     cursor = None
     while True:
-        items, cursor = await sync_to_async(memory_list)(user_id=user.id, limit=MEMORY_PAGE_ITEMS, cursor=cursor)
+        limit = min(MEMORY_PAGE_ITEMS, settings.CORTEX["MEMORY_MAX_LIMIT"])
+        items, cursor = await sync_to_async(memory_list)(user_id=user.id, limit=limit, cursor=cursor)
         if items:
             yield "".join([_line("memory_item", item) for item in items])
         if cursor is None:
@@ -149,11 +126,11 @@ async def export_chunks(user: User) -> AsyncIterator[bytes]:
     yield _line("profile", await sync_to_async(_profile)(user)).encode()
     taking_part = Conversation.objects.filter(participants=user)
     sources: list[tuple[str, AsyncIterator[str]]] = [
-        ("workspace", _table("workspace", Workspace.objects.filter(owner=user), _workspace)),
-        ("expert", _table("expert", Expert.objects.filter(workspace__owner=user), _expert)),
-        ("conversation", _table("conversation", taking_part, _conversation)),
-        ("message", _table("message", Message.objects.filter(conversation__in=taking_part), _message)),
-        ("turn", _table("turn", Turn.objects.filter(user=user), _turn)),
+        ("workspace", _table("workspace", Workspace.objects.filter(owner=user))),
+        ("expert", _table("expert", Expert.objects.filter(workspace__owner=user))),
+        ("conversation", _table("conversation", taking_part)),
+        ("message", _table("message", Message.objects.filter(conversation__in=taking_part))),
+        ("turn", _table("turn", Turn.objects.filter(user=user))),
         ("memory_item", _memory(user)),
     ]
     counts: dict[str, int] = {}
