@@ -133,8 +133,9 @@ def _evaluate(
         top = [int(i) for i in np.argsort(-sims)[: ranking.CANDIDATES]]
         keyword = [row for row, _ in found]
         candidates = {row: float(sims[row]) for row in [*top, *keyword]}
-        coverage = {row: ranking.coverage(query["query"], items[row]["content"]) for row in keyword}
-        exact = {row for row in keyword if ranking.exact(query["query"], items[row]["content"])}
+        match = ranking.Matcher(query["query"])
+        coverage = {row: match.coverage(items[row]["content"]) for row in keyword}
+        exact = {row for row in keyword if match.exact(items[row]["content"])}
         out.append(
             (query, Candidates(keyword, dict(found), candidates, coverage, exact, moments, sims, query["query"]))
         )

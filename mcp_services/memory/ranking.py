@@ -69,13 +69,18 @@ def keyword_terms(query: str) -> list[str]:
 
 
 _SUFFIXES = ("ing", "ies", "es", "ed", "ly", "s")
+_DIGIT = re.compile(r"\d")
+_FORMS = "(?:" + "|".join(_SUFFIXES) + ")?"
+# An identifier as written: word characters joined by - . # / : with at least one digit
+# ("INC-4821", "web-07.prod.example.net", "3.14.2", "88-4117").
+_IDENTIFIER = re.compile(r"\w+(?:[-.#/:]\w+)*", re.UNICODE)
 
 
 def stem(word: str) -> str:
     """A light suffix stripper, close enough to the engines' stemmers (porter on SQLite, PostgreSQL's
     english) to tell whether an item contains a query term: "training" and "train", "matches" and
     "match" are one term. Identifiers (any digit) are left whole."""
-    if any(char.isdigit() for char in word):
+    if _DIGIT.search(word):
         return word
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
@@ -87,45 +92,69 @@ def term_weight(term: str) -> float:
     """An identifier-like term (with a digit: a ticket, host or order number) names one thing; a
     word may name many. IDF would say the same from the user's own items, at the price of a count
     per term per search."""
-    return IDENTIFIER_TERM_WEIGHT if any(char.isdigit() for char in term) else 1.0
-
-
-def coverage(query: str, content: str) -> float:
-    """The share of the query's keyword terms (weighted by `term_weight`) that `content` contains:
-    1.0 when it has every one, as an exact identifier or phrase does; a distractor sharing one
-    common word of four gets 0.25."""
-    terms = keyword_terms(query)
-    if not terms:
-        return 0.0
-    words = {stem(word) for word in _WORD.findall(content.lower())}
-    total = sum(term_weight(term) for term in terms)
-    return sum(term_weight(term) for term in terms if stem(term) in words) / total
-
-
-# An identifier as written: word characters joined by - . # / : with at least one digit
-# ("INC-4821", "web-07.prod.example.net", "3.14.2", "88-4117").
-_IDENTIFIER = re.compile(r"\w+(?:[-.#/:]\w+)*", re.UNICODE)
+    return IDENTIFIER_TERM_WEIGHT if _DIGIT.search(term) else 1.0
 
 
 def identifiers(query: str) -> list[str]:
-    return [token for token in _IDENTIFIER.findall(query.lower()) if any(char.isdigit() for char in token)]
+    return [token for token in _IDENTIFIER.findall(query.lower()) if _DIGIT.search(token)]
 
 
-def _contains(text: str, needle: str) -> bool:
-    """`needle` in `text` not glued to more of a word or number ("inc-4821" is not in "inc-48210")."""
-    return re.search(rf"(?<![\w.-]){re.escape(needle)}(?![\w]|[.-]\w)", text) is not None
+def _whole(needle: str) -> re.Pattern[str]:
+    """`needle` not glued to more of a word or number ("inc-4821" is not in "inc-48210")."""
+    return re.compile(rf"(?<![\w.-]){re.escape(needle)}(?![\w]|[.-]\w)")
+
+
+class Matcher:
+    """What a query's words say about one candidate, prepared once per search (a search looks at
+    up to 2 x CANDIDATES items)."""
+
+    def __init__(self, query: str) -> None:
+        terms = keyword_terms(query)
+        # A term is in an item when one of the item's words stems to the term's stem: that word is
+        # the stem plus one of the suffixes `stem` strips (one regular expression search per term,
+        # not a stem per word of every candidate).
+        self._terms = [
+            (
+                re.compile(rf"(?<!\w){re.escape(stem(term))}{'' if _DIGIT.search(term) else _FORMS}(?!\w)"),
+                term_weight(term),
+            )
+            for term in dict.fromkeys(terms)
+        ]
+        self._total = sum(weight for _, weight in self._terms)
+        wanted = identifiers(query)
+        phrase = " ".join(query.lower().strip(" \"'?!.").split())
+        if wanted:
+            self._exact = [_whole(identifier) for identifier in wanted]
+        elif len(phrase.split()) >= 2 and len(keyword_terms(phrase)) >= 2:
+            self._exact = [_whole(phrase)]
+        else:
+            self._exact = []
+
+    def coverage(self, content: str) -> float:
+        """The share of the query's keyword terms (weighted by `term_weight`) that `content`
+        contains: 1.0 when it has every one, as an exact identifier or phrase does; a distractor
+        sharing one common word of four gets 0.25."""
+        if not self._total:
+            return 0.0
+        text = content.lower()
+        return sum(weight for pattern, weight in self._terms if pattern.search(text)) / self._total
+
+    def exact(self, content: str) -> bool:
+        """The item names the query's identifiers exactly (all of them), or, for a query of words
+        only, holds the query itself as a phrase: what a person typing it means, and what a vector
+        cannot tell from its near misses."""
+        if not self._exact:
+            return False
+        text = " ".join(content.lower().split())
+        return all(pattern.search(text) for pattern in self._exact)
+
+
+def coverage(query: str, content: str) -> float:
+    return Matcher(query).coverage(content)
 
 
 def exact(query: str, content: str) -> bool:
-    """The item names the query's identifiers exactly (all of them), or, for a query of words
-    only, holds the query itself as a phrase: what a person typing it means, and what a vector
-    cannot tell from its near misses."""
-    text = " ".join(content.lower().split())
-    wanted = identifiers(query)
-    if wanted:
-        return all(_contains(text, identifier) for identifier in wanted)
-    phrase = " ".join(query.lower().strip(" \"'?!.").split())
-    return len(phrase.split()) >= 2 and len(keyword_terms(phrase)) >= 2 and _contains(text, phrase)
+    return Matcher(query).exact(content)
 
 
 def recency(age_seconds: float) -> float:

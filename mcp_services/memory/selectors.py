@@ -147,14 +147,15 @@ def memory_search(
     moments = {row_id: moment for row_id, (_, moment) in rows.items()}
     if mode == "hybrid" and embedded is not None:
         contents = {row_id: str(rows[row_id][0].get("content", "")) for row_id, _ in keyword if row_id in rows}
+        match = ranking.Matcher(query)
         ranked = ranking.fuse(
             keyword=[row_id for row_id, _ in keyword],
             similarities=similarities,
             moments=moments,
             now=now,
             limit=limit,
-            coverage={row_id: ranking.coverage(query, content) for row_id, content in contents.items()},
-            exact={row_id for row_id, content in contents.items() if ranking.exact(query, content)},
+            coverage={row_id: match.coverage(content) for row_id, content in contents.items()},
+            exact={row_id for row_id, content in contents.items() if match.exact(content)},
         )
     elif mode == "semantic":
         ordered = sorted(
