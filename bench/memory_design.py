@@ -109,10 +109,13 @@ def designs() -> dict[str, Design]:
         "similarity + 0.2 x coverage^2": _additive(0.2, by_rank=False, power=2.0),
         "similarity + 0.3 x coverage^3": _additive(0.3, by_rank=False, power=3.0),
         "similarity + 0.2 x coverage^2 / keyword rank": _additive(0.2, by_rank=True, power=2.0),
-        "similarity + 0.2 x coverage^2 + exact identifier/phrase (shipped)": _fuse,
+        "similarity + 0.2 x coverage^2 + exact identifier/phrase": lambda c: _fuse(
+            c, coverage_weight=0.2, coverage_power=2
+        ),
         "similarity + 0.1 x coverage + exact identifier/phrase": lambda c: _fuse(
             c, coverage_weight=0.1, coverage_power=1
         ),
+        "similarity + 0.3 x coverage^3 + exact identifier/phrase (shipped)": _fuse,
     }
 
 

@@ -9,7 +9,7 @@ query a distractor that shares its words but not its meaning):
 - reciprocal rank fusion lets every keyword trap outrank a paraphrase found only by its vector
   (a paraphrase shares no word, so it is in one list only); the score is led by the vector
   similarity instead;
-- the keyword bonus is the share of the query's terms the item holds (`coverage`), squared: a
+- the keyword bonus is the share of the query's terms the item holds (`coverage`), cubed: a
   bonus by keyword rank (issue 10's `0.1 / rank`) gave the best full-text match the whole bonus
   even when it shared one common word of four ("when do I pay for vehicle coverage" and "Pay the
   electric bill"), and outweighed the gap in similarity to the right note;
@@ -17,7 +17,7 @@ query a distractor that shares its words but not its meaning):
   `EXACT_BONUS`, which puts it first: a word-averaging model cannot tell INC-4821 from INC-4812;
 - recency is a small boost inside the score (a half-life in days), not a third list.
 
-`score = max(similarity, 0) + COVERAGE_WEIGHT * coverage ** 2 + EXACT_BONUS * exact
+`score = max(similarity, 0) + COVERAGE_WEIGHT * coverage ** 3 + EXACT_BONUS * exact
          + RECENCY_WEIGHT * 0.5 ** (age / half-life)`
 """
 
@@ -33,8 +33,8 @@ CANDIDATES = 20
 # the evaluation set, 90% of unrelated note/query pairs are under 0.12, and 19 of the 20 paraphrase
 # targets above 0.14), and a search would otherwise always answer `limit` items.
 MIN_SIMILARITY = 0.1
-COVERAGE_WEIGHT = 0.2
-COVERAGE_POWER = 2.0
+COVERAGE_WEIGHT = 0.3
+COVERAGE_POWER = 3.0
 EXACT_BONUS = 1.0
 IDENTIFIER_TERM_WEIGHT = 2.0
 RECENCY_WEIGHT = 0.02
