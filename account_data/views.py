@@ -140,6 +140,7 @@ class MemoryDetailApi(_MemoryApi):
 class AccountApi(APIView):
     throttle_classes = [GcraScopedRateThrottle]
     throttle_scope = "account_erase"  # per user: ACCOUNT_ERASE_RATE (password guesses)
+    error_statuses = (400, 413, 415)  # a DELETE with a body (common.schema reads bodies of POST, PUT, PATCH)
 
     @extend_schema(
         operation_id="account_delete",
