@@ -16,6 +16,7 @@ from account_data import export, memory, services
 from common.fields import validate_metadata
 from common.web.requests import AuthenticatedRequest
 from common.web.throttles import GcraScopedRateThrottle
+from common.web.views import validated
 from mcp_services.memory.schemas import MAX_CONTENT_CHARS, MAX_KEY_CHARS, MAX_QUERY_CHARS
 
 
@@ -79,9 +80,7 @@ class MemoryListApi(_MemoryApi):
         },
     )
     def get(self, request: AuthenticatedRequest) -> Response:
-        params = MemoryQuerySerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        data = params.validated_data
+        data = validated(MemoryQuerySerializer, request.query_params)
         conversation_id = data.get("conversation_id") or None
         if data.get("query"):
             items = memory.memory_search(
@@ -100,9 +99,7 @@ class MemoryListApi(_MemoryApi):
         responses={201: inline_serializer("MemoryAdded", fields={"item": MemoryItemSerializer()})},
     )
     def post(self, request: AuthenticatedRequest) -> Response:
-        body = MemoryAddSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        item = memory.memory_add(user_id=request.user.id, **body.validated_data)
+        item = memory.memory_add(user_id=request.user.id, **validated(MemoryAddSerializer, request.data))
         return Response({"item": item}, status=status.HTTP_201_CREATED)
 
 
@@ -122,9 +119,8 @@ class MemoryDetailApi(_MemoryApi):
         responses={200: inline_serializer("MemoryCorrected", fields={"item": MemoryItemSerializer()})},
     )
     def patch(self, request: AuthenticatedRequest, item_id: str) -> Response:
-        body = MemoryCorrectSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        item = memory.memory_correct(user_id=request.user.id, item_id=item_id, content=body.validated_data["content"])
+        content = validated(MemoryCorrectSerializer, request.data)["content"]
+        item = memory.memory_correct(user_id=request.user.id, item_id=item_id, content=content)
         return Response({"item": item})
 
     @extend_schema(
@@ -154,12 +150,11 @@ class AccountApi(APIView):
         responses={204: None},
     )
     def delete(self, request: AuthenticatedRequest) -> Response:
-        body = AccountDeleteSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        body = validated(AccountDeleteSerializer, request.data)
         services.account_erase(
             user=request.user,
-            password=body.validated_data.get("password"),
-            confirm=body.validated_data.get("confirm"),
+            password=body.get("password"),
+            confirm=body.get("confirm"),
             token_issued_at=getattr(request.auth, "payload", {}).get("iat"),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
