@@ -93,14 +93,20 @@ def export(base_url: str, email: str, pids: dict[str, int]) -> None:
     started = time.perf_counter()
     first_byte = None
     headers = {"Authorization": f"Bearer {token}"}
+    save = os.environ.get("BENCH_EXPORT_SAVE")  # a file to write the small account's download to
+    out = open(save, "wb") if save and email.startswith("small") else None  # noqa: SIM115 - closed below
     with httpx2.stream("GET", f"{base_url}/account/export", headers=headers, timeout=600) as response:
         assert response.status_code == 200, response.read()
         for chunk in response.iter_bytes():
+            if out is not None:
+                out.write(chunk)
             if first_byte is None:
                 first_byte = time.perf_counter() - started
             size += len(chunk)
             lines += chunk.count(b"\n")
     took = time.perf_counter() - started
+    if out is not None:
+        out.close()
     growth = ", ".join(
         f"{name} RSS {before[name]:.0f} MB, peak +{status_mb(pid, 'VmHWM') - before[name]:.1f} MB"
         for name, pid in pids.items()
