@@ -16,7 +16,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from account_data.memory import memory_list
 from accounts.models import User
@@ -75,36 +75,40 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, uuid.UUID) else value
 
 
-def _page(kind: str, queryset: QuerySet, after: Any) -> list[dict[str, Any]]:
-    """The next `EXPORT_PAGE_ROWS` rows after primary key `after`, as exported."""
-    rows = queryset.order_by("pk")
+def _page(kind: str, queryset: QuerySet, after: tuple[datetime, Any] | None) -> list[dict[str, Any]]:
+    """The next `EXPORT_PAGE_ROWS` rows after `after` (created_at, pk) in time order, raw values."""
+    rows = queryset.order_by("created_at", "pk")
     if after is not None:
-        rows = rows.filter(pk__gt=after)
-    page = [
-        {name: _plain(value) for name, value in row.items()} for row in rows.values(*FIELDS[kind])[:EXPORT_PAGE_ROWS]
-    ]
+        rows = rows.filter(Q(created_at__gt=after[0]) | Q(created_at=after[0], pk__gt=after[1]))
+    return list(rows.values(*FIELDS[kind])[:EXPORT_PAGE_ROWS])
+
+
+def _exported(kind: str, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A page as exported: plain JSON values, an expert's tools by name, a conversation's
+    participants (one query for the page)."""
+    exported = [{name: _plain(value) for name, value in row.items()} for row in page]
     if kind == "expert":
-        for row in page:
+        for row in exported:
             row["tools"] = [tool.get("name") for tool in row["tools"] or [] if isinstance(tool, dict)]
-    if kind == "conversation" and page:
-        members: dict[str, list[str]] = {row["id"]: [] for row in page}
+    if kind == "conversation":
+        members: dict[str, list[str]] = {row["id"]: [] for row in exported}
         through = Conversation.participants.through.objects.filter(conversation_id__in=list(members))
         for conversation_id, user_id in through.values_list("conversation_id", "user_id"):
             members[str(conversation_id)].append(str(user_id))
-        for row in page:
+        for row in exported:
             row["participant_ids"] = members[row["id"]]
-    return page
+    return exported
 
 
 async def _table(kind: str, queryset: QuerySet) -> AsyncIterator[str]:
-    """One chunk of lines per page of `queryset`, in primary-key order."""
+    """One chunk of lines per page of `queryset`, oldest first (keyset on created_at and pk)."""
     after = None
     while True:
         page = await sync_to_async(_page)(kind, queryset, after)
         if not page:
             return
-        after = page[-1]["id"]
-        yield "".join([_line(kind, row) for row in page])
+        after = (page[-1]["created_at"], page[-1]["id"])
+        yield "".join([_line(kind, row) for row in await sync_to_async(_exported)(kind, page)])
 
 
 async def _memory(user: User) -> AsyncIterator[str]:
