@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -233,26 +234,29 @@ def test_the_export_is_limited_per_user(site: Site):
 # --- erasure -------------------------------------------------------------------------------------
 
 
-def rows_naming(database: dict[str, str], needles: list[str]) -> dict[str, int]:
-    """Every table of a database, each row read whole as text: how many rows of each table name
-    any of `needles` (the user's id in both spellings, their email)."""
-    found: dict[str, int] = {}
+def every_row(database: dict[str, str]) -> Iterator[tuple[str, tuple]]:
+    """(table, row) for every row of every table of a server's database."""
     if database.get("DATABASE_URL"):
         import psycopg
 
-        with psycopg.connect(database["DATABASE_URL"]) as conn:
-            tables = [row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
-            for table in tables:
-                for row in conn.execute(f'SELECT * FROM "{table}"'):
-                    if any(needle in str(row).lower() for needle in needles):
-                        found[table] = found.get(table, 0) + 1
-        return found
-    with contextlib.closing(sqlite3.connect(database["SQLITE_PATH"], timeout=20)) as conn:
-        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        for table in tables:
+        connect: Any = lambda: psycopg.connect(database["DATABASE_URL"])  # noqa: E731
+        list_tables = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    else:
+        connect = lambda: contextlib.closing(sqlite3.connect(database["SQLITE_PATH"], timeout=20))  # noqa: E731
+        list_tables = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    with connect() as conn:
+        for (table,) in list(conn.execute(list_tables)):
             for row in conn.execute(f'SELECT * FROM "{table}"'):
-                if any(needle in str(row).lower() for needle in needles):
-                    found[table] = found.get(table, 0) + 1
+                yield table, row
+
+
+def rows_naming(database: dict[str, str], needles: list[str]) -> dict[str, int]:
+    """How many rows of each table name any of `needles` (the user's id in both spellings, their
+    email), every row read whole as text."""
+    found: dict[str, int] = {}
+    for table, row in every_row(database):
+        if any(needle in str(row).lower() for needle in needles):
+            found[table] = found.get(table, 0) + 1
     return found
 
 
