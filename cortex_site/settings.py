@@ -258,6 +258,9 @@ REST_FRAMEWORK = {
         "context": env_str("CONTEXT_RATE", "120/min"),
         # Per user, the expert requests that discover (register, patch, refresh: each connects out).
         "expert_discovery": env_str("EXPERT_DISCOVERY_RATE", "20/min"),
+        "memory": env_str("MEMORY_RATE", "300/min"),
+        "export": env_str("EXPORT_RATE", "5/hour"),
+        "account_erase": env_str("ACCOUNT_ERASE_RATE", "10/hour"),
     },
     "UNAUTHENTICATED_USER": None,
 }
@@ -532,6 +535,8 @@ CORTEX: dict[str, Any] = {
     # JSON nesting accepted in request bodies and metadata (deeper: 400).
     "MAX_JSON_DEPTH": env_int("MAX_JSON_DEPTH", 32, minimum=2),
     "MEMORY_HISTORY_MAX_ITEMS": env_int("MEMORY_HISTORY_MAX_ITEMS", 10_000, minimum=1),
+    # DELETE /account for an account without a password: the sign-in must be this recent.
+    "ACCOUNT_ERASE_FRESH_SECONDS": env_int("ACCOUNT_ERASE_FRESH_SECONDS", 300, minimum=1),
     # Memory outbox: a drain is kicked after each commit (MEMORY_DRAIN_ON_COMMIT) and the
     # `memory_outbox_worker` retries what failed, backing off exponentially up to the maximum.
     "MEMORY_DRAIN_ON_COMMIT": env_bool("MEMORY_DRAIN_ON_COMMIT", True),
