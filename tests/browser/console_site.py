@@ -31,8 +31,17 @@ class ConsoleSite:
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 
+    def login(self, who: str) -> None:
+        body = {"email": f"{who}@example.com", "password": PASSWORD}
+        login = httpx2.post(f"{self.core_url}/auth/login", json=body, timeout=60).json()
+        self.tokens[who] = login["access_token"]
+        self.user_ids[who] = login["claims"]["oid"]
+
     def api(self, who: str, method: str, path: str, **kwargs: Any) -> dict:
         response = httpx2.request(method, f"{self.core_url}{path}", headers=self.auth(who), timeout=30, **kwargs)
+        if response.status_code == 401:  # short-lived tokens in some modules: log in again
+            self.login(who)
+            response = httpx2.request(method, f"{self.core_url}{path}", headers=self.auth(who), timeout=30, **kwargs)
         assert response.status_code < 300, response.text
         return response.json() if response.content else {}
 
@@ -110,12 +119,8 @@ def console_site(**env_overrides: str) -> Iterator[ConsoleSite]:
             try:
                 site = ConsoleSite(core_url=core.url, url=proxy.url, proxy=proxy, browser=browser)
                 for email in USERS:
-                    who = email.split("@")[0]
-                    login = httpx2.post(f"{core.url}/auth/login", json={"email": email, "password": PASSWORD}, timeout=60).json()
-                    site.tokens[who] = login["access_token"]
-                    site.user_ids[who] = login["claims"]["oid"]
+                    site.login(email.split("@")[0])
                 yield site
             finally:
                 browser.close()
                 proxy.close()
-

@@ -70,7 +70,9 @@ def test_sign_in_refuses_a_wrong_password_and_keeps_no_token_in_storage(site: Co
         page.get_by_label("Password").fill("correct-horse-battery-staple")
         page.get_by_label("Password").press("Enter")  # the keyboard alone signs in
         wait_live(page)
-        stored = page.evaluate("JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage}) + document.cookie")
+        stored = page.evaluate(
+            "JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage}) + document.cookie"
+        )
         token = page.evaluate("window.cortex.session.accessToken")
         refresh = page.evaluate("window.cortex.session.refreshToken")
         assert token not in stored and refresh not in stored and "eyJ" not in stored
@@ -201,7 +203,9 @@ def test_reopening_after_close_shows_what_was_missed(site: ConsoleSite):
         site.post("bob", "missed two", conversation)
         page = site.sign_in(context, "alice", "#/activity")
         nav_count = page.locator("#nav .count")
-        wait_until(lambda: texts(page, ".activity .event.missed .event-text")[:2] == ["missed two", "missed one"], timeout=20)
+        wait_until(
+            lambda: texts(page, ".activity .event.missed .event-text")[:2] == ["missed two", "missed one"], timeout=20
+        )
         missed = texts(page, ".activity .event.missed .event-text")
         assert missed.count("missed one") == 1 and missed.count("missed two") == 1
         assert "seen before closing" not in missed, "resumed from the last event seen, not from the start"
