@@ -67,7 +67,15 @@ class ConsoleSite:
 
     def _watch(self, page: Any) -> None:
         page.on("pageerror", lambda error: self.page_errors.append(str(error)))
-        page.on("dialog", lambda dialog: (self.page_errors.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+        page.on("dialog", self._dialog)
+
+    def _dialog(self, dialog: Any) -> None:
+        """The console asks before deleting (confirm: yes); an alert would be injected script."""
+        if dialog.type == "confirm":
+            dialog.accept()
+        else:
+            self.page_errors.append(f"{dialog.type}: {dialog.message}")
+            dialog.dismiss()
 
     def open_console(self, context: Any, hash_: str = "") -> Any:
         page = context.new_page()

@@ -215,3 +215,40 @@ def test_reopening_after_close_shows_what_was_missed(site: ConsoleSite):
         assert texts(page, ".message .text") == ["seen before closing", "missed one", "missed two"]
     finally:
         context.close()
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button')]
+  .filter((el) => !el.closest('[hidden]') && !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.textContent.trim())
+  .map((el) => el.outerHTML)"""
+
+
+def test_an_owner_registers_an_expert_and_every_control_is_labelled(site: ConsoleSite):
+    conversation = site.conversation("alice", site.workspace_id, "labelled", responder="echo")
+    context = site.new_context()
+    try:
+        page = site.sign_in(context, "alice", f"#/c/{conversation}")
+        page.get_by_text("Settings and participants").click()
+        assert page.evaluate(UNLABELLED) == []
+        page.goto(f"{site.url}/console/#/experts")
+        section = page.locator("section.card", has=page.get_by_role("heading", name="Team"))
+        section.get_by_text("Register an expert").click()
+        section.get_by_label("Name").fill("ghost")
+        section.get_by_label("MCP URL").fill("http://127.0.0.1:9/mcp")  # nothing listens: saved as unreachable
+        section.get_by_label("Authentication").select_option("none")
+        section.get_by_role("button", name="Register expert").click()
+        card = section.locator(".expert", has_text="ghost")
+        card.wait_for(timeout=30_000)
+        assert "unreachable" in card.locator(".badge").inner_text()
+        experts = site.api("alice", "GET", f"/config/workspace/{site.workspace_id}/experts")["experts"]
+        assert [(e["name"], e["auth"], e["status"]) for e in experts] == [("ghost", "none", "unreachable")]
+        assert page.evaluate(UNLABELLED) == []
+        card.get_by_role("button", name="Remove").click()
+        card.wait_for(state="detached")
+        assert site.api("alice", "GET", f"/config/workspace/{site.workspace_id}/experts")["experts"] == []
+        # Bob owns no workspace: no experts for him, and the conversation's settings are not his to change.
+        bob_context = site.new_context()
+        bob = site.sign_in(bob_context, "bob")
+        assert "Experts" not in bob.locator("#nav").inner_text()
+        bob_context.close()
+    finally:
+        context.close()
