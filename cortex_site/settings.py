@@ -139,6 +139,7 @@ INSTALLED_APPS = [
     "turns",
     "operations",
     "mcp_services.notes",
+    "console",
 ]
 
 MIDDLEWARE = [

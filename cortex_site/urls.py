@@ -20,6 +20,7 @@ urlpatterns = [
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/oidc/complete", admin_oidc_complete, name="admin-oidc-complete"),
+    path("console/", include("console.urls")),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
 ]
