@@ -123,8 +123,9 @@ def running(server: ServerProcess, *, timeout: float = 30.0) -> Iterator[ServerP
         server.stop()
 
 
-def core_server(*, env: dict[str, str], port: int | None = None, server: str = "daphne") -> ServerProcess:
-    """A core process serving `cortex_site.asgi:application` (daphne, or uvicorn)."""
+def core_server(*, env: dict[str, str], port: int | None = None, server: str = "uvicorn") -> ServerProcess:
+    """A core process serving `cortex_site.asgi:application`: uvicorn, as production runs it
+    (`run_cortex`), or daphne (`runserver`) for the tests about daphne's own behaviour."""
     port = port or free_port()
     if server == "uvicorn":
         # --no-proxy-headers: uvicorn would otherwise take X-Forwarded-For from loopback peers as the

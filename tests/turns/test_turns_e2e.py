@@ -138,7 +138,7 @@ def system(tmp_path_factory) -> Iterator[tuple[Site, ServerProcess]]:
             port=llm_port,
             env={**base, "FAKE_LLM_LOG": str(llm_log), "FAKE_LLM_CHUNK_DELAY_MS": "20"},
         )
-        core = core_server(env=base, server="uvicorn")
+        core = core_server(env=base)
         env = {
             **base,
             "CORTEX_CORE_URL": core.url,
@@ -342,7 +342,7 @@ def test_with_redis_the_worker_publishes_through_the_shared_channel_layer():
     with fresh_database() as db_env, redis_server() as redis_url:
         env = server_env(**db_env, **ENV, REDIS_URL=redis_url)
         create_users("alice@example.com", password=PASSWORD, env=env)
-        with running(core_server(env=env, server="uvicorn")) as core, running(turn_worker(env)):
+        with running(core_server(env=env)) as core, running(turn_worker(env)):
             token = login(core.url, "alice@example.com", PASSWORD)
             auth = {"Authorization": f"Bearer {token}"}
             workspace = httpx2.post(f"{core.url}/config/workspace", json={"name": "W"}, headers=auth).json()
