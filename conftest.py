@@ -114,37 +114,15 @@ def pytest_runtest_call(item: pytest.Item) -> object:
         return (yield)
 
 
-# --- pytest-xdist (`make test` and `make check` run `-n 4 --dist loadgroup`) ---------------------
-
-
-def _shares_a_started_stack(item: pytest.Item) -> bool:
-    """Whether the test uses a module-scoped fixture of ours (a stack of processes started once
-    for the module's tests)."""
-    fixtureinfo = getattr(item, "_fixtureinfo", None)
-    if fixtureinfo is None:
-        return False
-    return any(
-        fixturedef.scope in ("module", "package", "class") and fixturedef.func.__module__.startswith("tests.")
-        for fixturedefs in fixtureinfo.name2fixturedefs.values()
-        for fixturedef in fixturedefs
-    )
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In an xdist worker, the tests that share a module's started stack go to one worker, so it
-    starts once (marked before xdist's own hook reads the marks); every other test is handed out
-    on its own."""
-    if not hasattr(config, "workerinput"):
-        return
-    for item in items:
-        if item.get_closest_marker("e2e") and _shares_a_started_stack(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+# --- pytest-xdist (`make test` and `make check` run `-n 4 --dist loadfile --no-loadscope-reorder`) ---
+# Each file's tests run on one worker, so a module's started stack starts once. (loadgroup would
+# split files further, but pytest-xdist 3.8 cannot group under pytest 9: its `item._nodeid` suffix
+# no longer reaches the node id.)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist sends the worker's collection, after every reordering
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """In an xdist worker, the end-to-end tests are handed out first: they wait on processes, and
-    a long one started last would keep its worker busy after the others are done."""
+    """In an xdist worker, the files with end-to-end tests are handed out first: those tests wait
+    on processes, and a long one started last would keep its worker busy after the others are done."""
     if hasattr(session.config, "workerinput"):
         session.items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
