@@ -9,7 +9,7 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 # pytest-xdist workers: most of the suite's time is end-to-end tests waiting on the processes they
 # start, so more workers than this machine's two cores pay off. WORKERS=0 runs in one process.
-WORKERS ?= 4
+WORKERS ?= 3
 XDIST := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: run check test lint test-sqlite test-postgres bench venv migrate clean

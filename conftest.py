@@ -114,7 +114,7 @@ def pytest_runtest_call(item: pytest.Item) -> object:
         return (yield)
 
 
-# --- pytest-xdist (`make test` and `make check` run `-n 4 --dist loadfile --no-loadscope-reorder`) ---
+# --- pytest-xdist (`make test` and `make check` run `-n 3 --dist loadfile --no-loadscope-reorder`) ---
 # Each file's tests run on one worker, so a module's started stack starts once. (loadgroup would
 # split files further, but pytest-xdist 3.8 cannot group under pytest 9: its `item._nodeid` suffix
 # no longer reaches the node id.)
