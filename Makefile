@@ -1,4 +1,5 @@
-# Cortex Core: `make run` serves the whole system, `make test` runs the whole suite.
+# Cortex Core: `make run` serves the whole system, `make check` is the fast loop (lint and every
+# test that starts no process), `make test` runs the whole suite on SQLite and on PostgreSQL.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,8 +7,12 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# pytest-xdist workers: most of the suite's time is end-to-end tests waiting on the processes they
+# start, so more workers than this machine's two cores pay off. WORKERS=0 runs in one process.
+WORKERS ?= 3
+XDIST := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile --no-loadscope-reorder)
 
-.PHONY: run test lint test-sqlite test-postgres bench venv migrate clean
+.PHONY: run check test lint test-sqlite test-postgres bench venv migrate clean
 
 venv: $(STAMP)
 
@@ -31,6 +36,10 @@ run: venv
 
 test: lint test-sqlite test-postgres
 
+# Before each commit: lint, then every test that starts no process (`-m "not e2e"`, on SQLite).
+check: lint
+	$(PY) -m pytest -m "not e2e" $(XDIST) $(PYTEST_ARGS)
+
 # Static checks (config in pyproject.toml): ruff lint and format, mypy with django-stubs, and the
 # import contracts (import-linter: memory and cognition never import the core's apps or the outbox).
 lint: venv
@@ -40,10 +49,12 @@ lint: venv
 	$(VENV)/bin/lint-imports --no-cache
 
 test-sqlite: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
+# The end-to-end tests marked database_agnostic (the browser, shutdown, the supervisor) ran in the
+# SQLite pass; each xdist worker gets its own test database (pytest-django: test_postgres_gw0, ...).
 test-postgres: venv
-	PY=$(PY) scripts/with_postgres.sh $(PY) -m pytest $(PYTEST_ARGS)
+	PY=$(PY) scripts/with_postgres.sh $(PY) -m pytest -m "not database_agnostic" $(XDIST) $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) -m bench

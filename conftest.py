@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+from collections.abc import Iterator
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -73,3 +77,52 @@ def _fresh_throttles():
     process_rates.clear()
     user_cache.clear()
     yield
+
+
+# --- the e2e marker is kept honest ------------------------------------------------------------
+# `make check` runs `-m "not e2e"`: every test that starts no process. A test that starts one
+# (a server, a `manage.py` command, an interpreter) without the marker fails here, so the fast
+# loop never waits on a process and the marker never goes stale.
+
+
+@contextlib.contextmanager
+def _no_processes(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("e2e"):
+        yield
+        return
+    original = subprocess.Popen.__init__
+
+    def refuse(self: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
+        raise AssertionError(f"{item.nodeid} starts a process ({args!r}) without @pytest.mark.e2e")
+
+    subprocess.Popen.__init__ = refuse  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = original  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> object:
+    with _no_processes(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> object:
+    with _no_processes(item):
+        return (yield)
+
+
+# --- pytest-xdist (`make test` and `make check` run `-n 3 --dist loadfile --no-loadscope-reorder`) ---
+# Each file's tests run on one worker, so a module's started stack starts once. (loadgroup would
+# split files further, but pytest-xdist 3.8 cannot group under pytest 9: its `item._nodeid` suffix
+# no longer reaches the node id.)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist sends the worker's collection, after every reordering
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In an xdist worker, the files with end-to-end tests are handed out first: those tests wait
+    on processes, and a long one started last would keep its worker busy after the others are done."""
+    if hasattr(session.config, "workerinput"):
+        session.items.sort(key=lambda item: item.get_closest_marker("e2e") is None)

@@ -7,11 +7,13 @@ start, so a broken server is easy to diagnose.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -121,8 +123,9 @@ def running(server: ServerProcess, *, timeout: float = 30.0) -> Iterator[ServerP
         server.stop()
 
 
-def core_server(*, env: dict[str, str], port: int | None = None, server: str = "daphne") -> ServerProcess:
-    """A core process serving `cortex_site.asgi:application` (daphne, or uvicorn)."""
+def core_server(*, env: dict[str, str], port: int | None = None, server: str = "uvicorn") -> ServerProcess:
+    """A core process serving `cortex_site.asgi:application`: uvicorn, as production runs it
+    (`run_cortex`), or daphne (`runserver`) for the tests about daphne's own behaviour."""
     port = port or free_port()
     if server == "uvicorn":
         # --no-proxy-headers: uvicorn would otherwise take X-Forwarded-For from loopback peers as the
@@ -231,26 +234,75 @@ def manage(*args: str, env: dict[str, str], input_text: str | None = None) -> st
     return result.stdout
 
 
+# One migrated template per test process: `fresh_database()` copies it instead of running
+# `migrate` again (seconds of CPU each time, and a suite starts about twenty of them).
+_template: dict[str, str] = {}
+
+
+def _drop_template() -> None:
+    if "name" in _template:
+        import psycopg
+
+        with contextlib.suppress(psycopg.Error), psycopg.connect(_template["base"], autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{_template["name"]}" WITH (FORCE)')
+    elif "path" in _template:
+        shutil.rmtree(Path(_template["path"]).parent, ignore_errors=True)
+
+
+def _migrated_template(base: str | None) -> dict[str, str]:
+    """The template of this process (PostgreSQL: a database; SQLite: a file), migrated on first use."""
+    if not _template:
+        if base:
+            import psycopg
+
+            name = f"cortex_e2e_template_{os.getpid()}"
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                conn.execute(f'CREATE DATABASE "{name}"')
+            overrides = {"DATABASE_URL": base.rsplit("/", 1)[0] + f"/{name}"}
+            template = {"base": base, "name": name}
+        else:
+            path = Path(tempfile.mkdtemp(prefix="cortex-e2e-template-")) / "db.sqlite3"
+            overrides = {"SQLITE_PATH": str(path)}
+            template = {"path": str(path)}
+        atexit.register(_drop_template)
+        _template.update(template)  # registered before migrating, so a failed migrate is removed too
+        try:
+            manage("migrate", "--noinput", env=server_env(**overrides))
+        except BaseException:
+            _drop_template()
+            _template.clear()
+            raise
+    return _template
+
+
 @contextlib.contextmanager
 def fresh_database() -> Iterator[dict[str, str]]:
     """A new, migrated database for server processes (they cannot see the test's transaction).
 
-    On PostgreSQL (DATABASE_URL set) a new database on the same server; else a new SQLite file.
-    Yields the environment overrides that point a process at it.
+    On PostgreSQL (DATABASE_URL set) a new database on the same server, created from this
+    process's migrated template (`CREATE DATABASE ... TEMPLATE`); else a copy of a migrated SQLite
+    file. Yields the environment overrides that point a process at it.
     """
     base = os.environ.get("DATABASE_URL")
+    template = _migrated_template(base)
     if base:
         import psycopg
 
         name = f"cortex_e2e_{os.getpid()}_{time.monotonic_ns()}"
         with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template["name"]}"')
         overrides = {"DATABASE_URL": base.rsplit("/", 1)[0] + f"/{name}"}
     else:
         path = Path(tempfile.mkdtemp(prefix="cortex-e2e-")) / "db.sqlite3"
+        # SQLite's backup API: a consistent copy whatever the template's journal holds.
+        with (
+            contextlib.closing(sqlite3.connect(template["path"])) as source,
+            contextlib.closing(sqlite3.connect(path)) as copy,
+        ):
+            source.backup(copy)
         overrides = {"SQLITE_PATH": str(path)}
     try:
-        manage("migrate", "--noinput", env=server_env(**overrides))
         yield overrides
     finally:
         if base:

@@ -11,7 +11,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.servers import ROOT
+
+pytestmark = pytest.mark.e2e
 
 
 def test_hotpath_benchmark_smoke_run_loses_nothing(tmp_path):

@@ -40,7 +40,7 @@ def test_a_requests_id_joins_the_core_cognition_and_memory_lines_and_no_secret_i
             running(system.memory()) as memory,
             running(system.cognition()) as cognition,
             # uvicorn without its access log (as in production): the core writes its own access lines.
-            running(core_server(env=system.env, server="uvicorn")) as core,
+            running(core_server(env=system.env)) as core,
         ):
             http = httpx2.Client(base_url=core.url, timeout=10)
             login = http.post("/auth/login", json={"email": "olga@example.com", "password": PASSWORD})

@@ -36,6 +36,7 @@ def load_settings(**env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("missing", sorted(GOOD))
 def test_startup_refuses_production_without_required_setting(missing):
     env = {k: v for k, v in GOOD.items() if k != missing}
@@ -44,6 +45,7 @@ def test_startup_refuses_production_without_required_setting(missing):
     assert "ImproperlyConfigured" in result.stderr and missing in result.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "env, message",
     [
@@ -61,12 +63,14 @@ def test_startup_refuses_insecure_or_malformed_settings(env, message):
     assert message in result.stderr
 
 
+@pytest.mark.e2e
 def test_debug_is_off_by_default_and_production_settings_load():
     result = load_settings(**GOOD)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 
 
+@pytest.mark.e2e
 def test_debug_mode_runs_without_secrets():
     result = load_settings(DEBUG="1")
     assert result.returncode == 0, result.stderr

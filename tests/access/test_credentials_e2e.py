@@ -1,4 +1,4 @@
-"""Credentials that end and guessing that is stopped, against a real daphne process (issue 8)."""
+"""Credentials that end and guessing that is stopped, against a real core process (uvicorn, issue 8)."""
 
 from __future__ import annotations
 

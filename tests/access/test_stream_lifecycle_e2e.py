@@ -86,7 +86,7 @@ def site() -> Iterator[Site]:
     with fresh_database() as db_env:
         env = server_env(**db_env, **ENV)
         create_users(*USERS, password=PASSWORD, env=env)
-        with running(core_server(env=env)) as server:
+        with running(core_server(env=env, server="daphne")) as server:
             yield Site(env, server.url)
 
 
@@ -217,7 +217,7 @@ def test_a_stream_ends_when_its_access_token_expires_then_resumes_without_loss()
     with fresh_database() as db_env:
         env = server_env(**db_env, **env_overrides)
         create_users("grace@example.com", password=PASSWORD, env=env)
-        with running(core_server(env=env)) as server:
+        with running(core_server(env=env, server="daphne")) as server:
             site = Site(env, server.url)
             issued = time.monotonic()  # the token's 4 s start here (its `exp` is whole seconds: -1 s at most)
             token = site.token("grace")
@@ -253,7 +253,7 @@ def test_twenty_clients_that_never_read_cannot_grow_the_servers_memory():
     with fresh_database() as db_env:
         env = server_env(**db_env, **{**ENV, "STREAMS_PER_USER": "25"})
         create_users("ivan@example.com", password=PASSWORD, env=env)
-        with running(core_server(env=env)) as server:
+        with running(core_server(env=env, server="daphne")) as server:
             site = Site(env, server.url)
             token = site.token("ivan")
             sockets = []

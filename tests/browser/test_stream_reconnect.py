@@ -16,7 +16,8 @@ from tests.browser.chromium import CHROMIUM_FLAGS, CuttableProxy, chromium_or_sk
 from tests.mcp.conftest import PASSWORD, wait_until
 from tests.servers import core_server, create_users, fresh_database, running, server_env
 
-pytestmark = pytest.mark.e2e
+# The browser reconnects the same way whatever the database: `make test` runs this in one pass.
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 OPEN_STREAM = """async ([email, password]) => {
   const login = await (await fetch('/auth/login', {method: 'POST', headers: {'Content-Type': 'application/json'},
@@ -40,7 +41,7 @@ def test_eventsource_resumes_by_itself_after_the_connection_is_cut():
     with fresh_database() as database:
         env = server_env(**database, SSE_RETRY_MS="300", SSE_HEARTBEAT_SECONDS="1", MEMORY_DRAIN_ON_COMMIT="0")
         create_users("browser@example.com", password=PASSWORD, env=env)
-        with running(core_server(env=env, server="uvicorn")) as core, sync_playwright() as playwright:
+        with running(core_server(env=env)) as core, sync_playwright() as playwright:
             proxy = CuttableProxy(core.port)
             browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
             try:

@@ -69,7 +69,7 @@ def notes_stack() -> Iterator[NotesStack]:
     """A core process (serving the JWKS) and two notes experts, A and B, on one fresh database."""
     with fresh_database() as database:
         env = server_env(**database)
-        with running(core_server(env=env, server="uvicorn")) as core:
+        with running(core_server(env=env)) as core:
             jwks_url = f"{core.url}/.well-known/jwks.json"
             with running(notes_expert(env, jwks_url=jwks_url)) as a, running(notes_expert(env, jwks_url=jwks_url)) as b:
                 yield NotesStack(env=env, core=core, notes_a=a, notes_b=b)

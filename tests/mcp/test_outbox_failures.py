@@ -37,6 +37,7 @@ def enqueue(user_id: uuid.UUID, content: str) -> str:
     return str(message_id)
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_an_entry_that_cannot_be_encoded_is_marked_failed_once_and_the_others_are_delivered(
     alice, real_memory, caplog, admin_client
@@ -69,6 +70,7 @@ def test_an_entry_that_cannot_be_encoded_is_marked_failed_once_and_the_others_ar
     assert "refused" in page and "UnsendableArguments" in page
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_an_entry_the_service_refuses_as_invalid_is_marked_failed_at_the_first_answer(alice, real_memory):
     services.outbox_stores_enqueue(stores=[(alice.id, uuid.uuid4(), {"id": "x", "content": "fine", "timestamp": 12})])

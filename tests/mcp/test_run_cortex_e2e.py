@@ -20,7 +20,10 @@ from tests.mcp.conftest import PASSWORD, TOKEN, wait_until
 from tests.mcp.test_delivery_e2e import assert_exactly_once, login
 from tests.servers import ROOT, ServerProcess, create_user, free_port, fresh_database, manage_command, server_env
 
-pytestmark = pytest.mark.e2e
+# Supervision is the same whatever the database (`make test` runs this in its SQLite pass only);
+# the database's part of a killed service (each input delivered once) is covered in both passes by
+# tests/mcp/test_delivery_e2e.py.
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 
 def group(database: dict[str, str], core_port: int, memory_port: int, cognition_port: int, **env: str):

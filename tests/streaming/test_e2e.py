@@ -1,5 +1,6 @@
-"""End to end against real daphne processes: fan-out, resume under concurrent writers, several
-processes sharing Redis, shutdown, slow clients."""
+"""End to end against real daphne processes (what `runserver` serves, with streaming.daphne_compat):
+fan-out, resume under concurrent writers, several processes sharing Redis, shutdown; uvicorn for
+slow clients and as the second process."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def site() -> Iterator[Site]:
     with fresh_database() as db_env:
         env = server_env(**db_env, **ENV)
         create_users(*USERS, password=PASSWORD, env=env)
-        with running(core_server(env=env)) as server:
+        with running(core_server(env=env, server="daphne")) as server:
             yield _site(env, server.url)
 
 
@@ -173,7 +174,7 @@ def test_ticket_opens_a_stream_once(site: Site):
 
 
 def test_websocket_is_closed_with_1001_when_the_server_shuts_down(site: Site):
-    server = core_server(env=site.env)
+    server = core_server(env=site.env, server="daphne")
     with running(server):
         connection = websocket(server.url, token=site.tokens["alice"])
         site.post("alice", "before shutdown", url=server.url)
@@ -189,7 +190,7 @@ def test_websocket_is_closed_with_1001_when_the_server_shuts_down(site: Site):
 def test_two_processes_share_events_through_redis(site: Site):
     with redis_server() as redis_url:
         env = {**site.env, "REDIS_URL": redis_url}
-        with running(core_server(env=env)) as a, running(core_server(env=env, server="uvicorn")) as b:
+        with running(core_server(env=env, server="daphne")) as a, running(core_server(env=env)) as b:
             with SSEStream(b.url, token=site.tokens["alice"]) as stream:
                 ws = websocket(b.url, token=site.tokens["alice"])
                 data = site.post("bob", "from A", url=a.url)
@@ -211,7 +212,7 @@ def test_a_client_that_falls_behind_is_disconnected_and_resumes(site: Site):
     MB on loopback, are full); the stream's buffer then overflows and the server ends the response.
     Resuming from the last id read gets everything."""
     env = {**site.env, "STREAM_BUFFER_EVENTS": "3"}
-    with running(core_server(env=env, server="uvicorn")) as server:
+    with running(core_server(env=env)) as server:
         sock = socket.create_connection(("127.0.0.1", server.port))
         sock.sendall(
             f"GET /output/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {site.tokens['charlie']}\r\n\r\n".encode()

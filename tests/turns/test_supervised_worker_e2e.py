@@ -17,7 +17,9 @@ from tests.servers import create_user, free_port, fresh_database
 from tests.streaming.clients import SSEStream, login
 from tests.turns.test_turns_e2e import LONG, first_of, until_end
 
-pytestmark = pytest.mark.e2e
+# Supervision is the same whatever the database (`make test` runs this in its SQLite pass only); an
+# expired lease failing its turn is tested on both databases in tests/turns/test_turns_api.py.
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 
 def test_killed_turn_worker_is_restarted_and_its_turn_ends_failed_not_stuck():

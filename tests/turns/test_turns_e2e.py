@@ -153,7 +153,7 @@ def system(tmp_path_factory) -> Iterator[tuple[Site, ServerProcess]]:
         base = server_env(**db_env, **ENV)
         create_users(*USERS, password=PASSWORD, env=base)
         fake_llm = fake_llm_server(env=base, log=llm_log)
-        core = core_server(env=base, server="uvicorn")
+        core = core_server(env=base)
         env = {**base, "CORTEX_CORE_URL": core.url, "CORTEX_LLM_BASE_URL": f"{fake_llm.url}/v1"}
         notes = notes_expert(base, jwks_url=f"{core.url}/.well-known/jwks.json")
         with running(fake_llm), running(core), running(notes), running(turn_worker(env)) as worker:
@@ -336,7 +336,7 @@ def test_with_redis_the_worker_publishes_through_the_shared_channel_layer():
     with fresh_database() as db_env, redis_server() as redis_url:
         env = server_env(**db_env, **ENV, REDIS_URL=redis_url)
         create_users("alice@example.com", password=PASSWORD, env=env)
-        with running(core_server(env=env, server="uvicorn")) as core, running(turn_worker(env)):
+        with running(core_server(env=env)) as core, running(turn_worker(env)):
             token = login(core.url, "alice@example.com", PASSWORD)
             auth = {"Authorization": f"Bearer {token}"}
             workspace = httpx2.post(f"{core.url}/config/workspace", json={"name": "W"}, headers=auth).json()
