@@ -22,6 +22,8 @@ from common.errors import CortexError, ErrorCode
 from mcp_services.outbox import delivery
 from mcp_services.outbox import services as memory_outbox
 from streaming.services import LiveMessage, NewEvent, events_append, events_publish
+from turns.inbox import services as inbox
+from turns.inbox.services import Pause
 from turns.models import Turn
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids
@@ -84,12 +86,14 @@ def turn_cancel(*, turn: Turn) -> Turn:
             raise CortexError(ErrorCode.CONFLICT, f"This turn has already finished ({locked.status}).")
         now = timezone.now()
         live: Live = []
-        if locked.status == Turn.Status.QUEUED:
+        if locked.status in (Turn.Status.QUEUED, Turn.Status.WAITING):  # no worker holds it: at once
+            # A waiting turn's open request expires with it (`approval.resolved` "expired" first).
+            recipients = _recipients({locked.conversation_id}).get(locked.conversation_id, [])
+            closed = inbox.turn_requests_close(turn=locked, recipients=recipients, now=now)
             locked.status = Turn.Status.CANCELLED
             locked.cancel_requested_at = locked.finished_at = now
             locked.save(update_fields=["status", "cancel_requested_at", "finished_at"])
-            recipients = _recipients({locked.conversation_id}).get(locked.conversation_id, [])
-            live = events_append(events=[_event(locked, CANCELLED, {}, recipients)])
+            live = events_append(events=[*closed, _event(locked, CANCELLED, {}, recipients)])
         elif locked.cancel_requested_at is None:
             locked.cancel_requested_at = now
             locked.save(update_fields=["cancel_requested_at"])
@@ -112,10 +116,13 @@ class TurnRow:
     input_id: uuid.UUID
     content: str
     deadline: Any  # datetime
+    # A turn resumed after waiting in the inbox: its responder's saved state and the answer.
+    state: dict[str, Any] | None = None
+    resolution: dict[str, Any] | None = None
 
 
 def _open() -> Q:
-    return Q(status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING])
+    return Q(status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING, Turn.Status.WAITING])
 
 
 def _leasable(now: Any) -> Q:
@@ -124,7 +131,8 @@ def _leasable(now: Any) -> Q:
 
 def _due(now: Any) -> Any:
     """Open turns no live lease holds that are the oldest open turn of their conversation, and
-    whose user has fewer than TURN_MAX_RUNNING_PER_USER turns running (`user_running`, annotated)."""
+    whose user has fewer than TURN_MAX_RUNNING_PER_USER turns running (`user_running`, annotated).
+    A waiting turn is due once its request is answered or expired (`resume_at`, `turns.inbox`)."""
     earlier_open = Turn.objects.filter(_open(), conversation_id=OuterRef("conversation_id")).filter(
         Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__lt=OuterRef("id"))
     )
@@ -138,6 +146,7 @@ def _due(now: Any) -> Any:
     return (
         Turn.objects.filter(_open())
         .filter(_leasable(now))
+        .exclude(status=Turn.Status.WAITING, resume_at__gt=now)
         .exclude(Exists(earlier_open))
         .annotate(user_running=Coalesce(Subquery(running, output_field=IntegerField()), 0))
         .filter(user_running__lt=settings.CORTEX["TURN_MAX_RUNNING_PER_USER"])
@@ -167,6 +176,7 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         recipients = _recipients({turn.conversation_id for turn in due})
         events: list[NewEvent] = []
         started: list[Turn] = []
+        resumed: list[Turn] = []  # waiting turns going on (no second `assistant.started`)
         cap = settings.CORTEX["TURN_MAX_RUNNING_PER_USER"]
         starting: dict[uuid.UUID, int] = {}  # per user, in this claim
         for turn in due:
@@ -187,15 +197,23 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
                 continue  # the user's other turns fill their share: this one waits (queued)
             starting[turn.user_id] = starting.get(turn.user_id, 0) + 1
             started.append(turn)
-            events.append(_event(turn, STARTED, {"input_id": str(turn.input_message_id)}, members))
+            if turn.status == Turn.Status.WAITING:
+                resumed.append(turn)
+            else:
+                events.append(_event(turn, STARTED, {"input_id": str(turn.input_message_id)}, members))
+        resolutions, resolved = inbox.turns_resume(turns=resumed, recipients=recipients, now=now)
+        events.extend(resolved)
         lease = now + timedelta(seconds=settings.CORTEX["TURN_LEASE_SECONDS"])
         deadline = now + timedelta(seconds=settings.CORTEX["TURN_TIME_LIMIT_SECONDS"])
         for turn in started:
+            if turn.status == Turn.Status.WAITING:  # the time limit it had left when it paused
+                turn.deadline, turn.resume_at = now + timedelta(seconds=turn.time_left or 0), None
+            else:
+                turn.started_at, turn.deadline = now, deadline
             turn.status, turn.lease_owner, turn.lease_expires_at = Turn.Status.RUNNING, owner, lease
             turn.attempts += 1
-            turn.started_at, turn.deadline = now, deadline
         Turn.objects.bulk_update(
-            started, ["status", "lease_owner", "lease_expires_at", "attempts", "started_at", "deadline"]
+            started, ["status", "lease_owner", "lease_expires_at", "attempts", "started_at", "deadline", "resume_at"]
         )
         live = events_append(events=events)
         inputs = dict(
@@ -216,6 +234,8 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
             input_id=turn.input_message_id,
             content=inputs[turn.input_message_id],
             deadline=turn.deadline,
+            state=turn.state if turn.id in resolutions else None,
+            resolution=resolutions.get(turn.id),
         )
         for turn in started
     ]
@@ -232,6 +252,7 @@ class TurnWrite:
     content: str = ""  # the answer, with "completed"
     error: str = ""  # with "failed": the message, and its code
     error_code: str = ErrorCode.INTERNAL_ERROR
+    pause: Pause | None = None  # the turn waits in the inbox (instead of `finish`)
 
 
 @dataclass(frozen=True)
@@ -261,6 +282,11 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
             states[write.turn_id] = TurnState(lost=False, cancel_requested=turn.cancel_requested_at is not None)
             members = recipients.get(turn.conversation_id, [])
             events.extend(_event(turn, type_, data, members) for type_, data in write.events)
+            if write.pause is not None and turn.cancel_requested_at is None:
+                events.extend(inbox.turn_pause(turn=turn, pause=write.pause, recipients=members, now=now))
+                continue
+            if write.pause is not None:  # cancelled before it could ask: it ends instead
+                write.finish = "cancelled"
             if write.finish is None:
                 continue
             turn.lease_owner, turn.lease_expires_at, turn.finished_at = "", None, now

@@ -32,7 +32,7 @@ from django.utils import timezone
 from common.errors import ErrorCode
 from streaming.services import events_publish_now
 from turns import responders, services
-from turns.responders import Runtime, TurnFailed
+from turns.responders import Runtime, TurnFailed, TurnPaused
 from turns.services import Live, TurnRow, TurnState, TurnWrite
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class TurnEmitter:
         state = await self.writer.submit(write)
         if state.lost:
             raise TurnLost
-        if state.cancel_requested and write.finish is None:
+        if state.cancel_requested and write.finish is None and write.pause is None:
             raise CancelSeen
 
     async def delta(self, text: str) -> None:
@@ -302,6 +302,8 @@ class TurnWorker:
                 async with asyncio.timeout(max(remaining, 0)):
                     content = await respond(turn, emitter, self.runtime)
                 final = TurnWrite(turn.id, finish="completed", content=content)
+            except TurnPaused as paused:  # it waits in the inbox; whichever worker claims it goes on
+                final = TurnWrite(turn.id, pause=paused.pause)
             except CancelSeen:
                 final = TurnWrite(turn.id, finish="cancelled")
             except asyncio.CancelledError:

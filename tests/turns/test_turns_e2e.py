@@ -126,11 +126,17 @@ def deltas(events: list[tuple[str | None, dict]]) -> str:
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory) -> Iterator[tuple[Site, ServerProcess]]:
+def system_env() -> dict[str, str]:
+    """Settings a module using `system` adds (override it there)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory, system_env) -> Iterator[tuple[Site, ServerProcess]]:
     llm_log = tmp_path_factory.mktemp("fake-llm") / "requests.jsonl"
     llm_port = free_port()
     with fresh_database() as db_env:
-        base = server_env(**db_env, **ENV)
+        base = server_env(**db_env, **ENV, **system_env)
         create_users(*USERS, password=PASSWORD, env=base)
         fake_llm = ServerProcess(
             name="fake-llm",
@@ -161,7 +167,14 @@ def system(tmp_path_factory) -> Iterator[tuple[Site, ServerProcess]]:
             site = Site(core.url, env, tokens, user_ids, workspace["id"], llm_log)
             registered = httpx2.post(
                 f"{core.url}/config/workspace/{workspace['id']}/experts",
-                json={"name": "notes", "url": f"{notes.url}/mcp", "auth": "core_token"},
+                # add_note would ask for approval (it is not read-only): these tests are about the
+                # tool call itself (tests/turns/test_inbox_e2e.py: the asking).
+                json={
+                    "name": "notes",
+                    "url": f"{notes.url}/mcp",
+                    "auth": "core_token",
+                    "tool_policy": {"add_note": "auto"},
+                },
                 headers=site.auth("alice"),
                 timeout=30,
             )
