@@ -14,15 +14,17 @@ import json
 import logging
 import re
 import uuid
+from datetime import timedelta
 from typing import Any, Protocol
 
 import openai
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import ServiceClient, cognition_token
-from mcp_services.experts.calls import ExpertNeedsInput
+from mcp_services.experts.calls import ExpertNeedsInput, Question
 from turns import experts, selectors
 from turns.inbox import selectors as inbox_selectors
 from turns.inbox.services import Pause, pause_refusal
@@ -68,6 +70,7 @@ class TurnOutput(Protocol):
     async def delta(self, text: str) -> None: ...
     async def tool_call(self, *, call_id: str, expert: str, tool: str, arguments: Any) -> None: ...
     async def tool_result(self, *, call_id: str, result: Any = None, error: Any = None) -> None: ...
+    async def question(self, data: dict[str, Any], expires_at: Any) -> dict[str, Any]: ...
 
 
 class Runtime:
@@ -145,16 +148,28 @@ async def _denied(out: TurnOutput, message: str, call_id: str = "") -> tuple[str
     return f"Error ({error.code}): {message}", error
 
 
-async def _ask(turn: TurnRow, kind: str, data: dict[str, Any], asked: dict[str, Any]) -> None:
-    """Raise `NeedsRequester` unless the request is past a bound (then the caller denies at once):
-    too large to show, or the requester already has INBOX_MAX_OPEN_PER_USER open requests (a read
-    before the pause: concurrent turns of one user can pass it together, at most
-    TURN_MAX_RUNNING_PER_USER - 1 over)."""
+def _question_data(expert: str, question: Question) -> dict[str, Any]:
+    data: dict[str, Any] = {"expert": expert, "message": question.message}
+    data.update({"url": question.url} if question.url is not None else {"schema": question.schema})
+    return data
+
+
+async def _refusal(turn: TurnRow, kind: str, data: dict[str, Any]) -> str | None:
+    """Why the request cannot be put to the requester (then it is denied at once): too large to
+    show, or the requester already has INBOX_MAX_OPEN_PER_USER open requests (a read before the
+    pause: concurrent turns of one user can pass it together, at most TURN_MAX_RUNNING_PER_USER - 1
+    over)."""
     refusal = pause_refusal(kind, data)
     if refusal is None:
         limit = settings.CORTEX["INBOX_MAX_OPEN_PER_USER"]
         if await sync_to_async(inbox_selectors.inbox_open_count)(user_id=turn.user_id) >= limit:
             refusal = f"The requester already has {limit} open requests in their inbox (INBOX_MAX_OPEN_PER_USER)."
+    return refusal
+
+
+async def _ask(turn: TurnRow, kind: str, data: dict[str, Any], asked: dict[str, Any]) -> None:
+    """Raise `NeedsRequester`, or a `denied` CortexError past a bound (`_refusal`)."""
+    refusal = await _refusal(turn, kind, data)
     if refusal is None:
         raise NeedsRequester(kind, data, asked)
     raise CortexError(ErrorCode.DENIED, refusal)
@@ -187,7 +202,18 @@ async def _run_tool(
     call_id = (resume or {}).get("call_id") or f"call_{uuid.uuid4().hex[:24]}"
     if resume is None or resume["kind"] == "approval":
         await out.tool_call(call_id=call_id, expert=expert, tool=tool, arguments=arguments)
-    replies: dict[str, Any] = {}
+    timeout = settings.CORTEX["TURN_TOOL_TIMEOUT_SECONDS"]
+    call_deadline = timezone.now() + timedelta(seconds=timeout)
+
+    async def ask_mid_call(question: Question) -> dict[str, Any]:
+        """The older form: the expert waits on the open call, so the question expires with it."""
+        data = _question_data(expert, question)
+        refusal = await _refusal(turn, "question", data)
+        if refusal is not None:
+            raise CortexError(ErrorCode.DENIED, refusal)
+        return await out.question(data, call_deadline)
+
+    replies: dict[str, Any] = {"ask": ask_mid_call}
     if resume is not None and resume["kind"] == "question":
         replies = {"input_responses": {resume["key"]: answer}, "request_state": resume["request_state"]}
     try:
@@ -197,13 +223,12 @@ async def _run_tool(
             expert=expert,
             tool=tool,
             arguments=arguments,
-            timeout=settings.CORTEX["TURN_TOOL_TIMEOUT_SECONDS"],
+            timeout=timeout,
             **replies,
         )
     except ExpertNeedsInput as needs:
         question = needs.question
-        data: dict[str, Any] = {"expert": expert, "message": question.message}
-        data.update({"url": question.url} if question.url is not None else {"schema": question.schema})
+        data = _question_data(expert, question)
         asked = {
             "kind": "question",
             **{"expert": expert, "tool": tool, "arguments": arguments},

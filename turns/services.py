@@ -253,6 +253,7 @@ class TurnWrite:
     error: str = ""  # with "failed": the message, and its code
     error_code: str = ErrorCode.INTERNAL_ERROR
     pause: Pause | None = None  # the turn waits in the inbox (instead of `finish`)
+    ask: tuple[dict[str, Any], Any] | None = None  # a question asked mid-call: (its fields, expires_at)
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,12 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
             states[write.turn_id] = TurnState(lost=False, cancel_requested=turn.cancel_requested_at is not None)
             members = recipients.get(turn.conversation_id, [])
             events.extend(_event(turn, type_, data, members) for type_, data in write.events)
+            if write.ask is not None:
+                events.extend(
+                    inbox.question_open(
+                        turn=turn, data=write.ask[0], expires_at=write.ask[1], recipients=members, now=now
+                    )
+                )
             if write.pause is not None and turn.cancel_requested_at is None:
                 events.extend(inbox.turn_pause(turn=turn, pause=write.pause, recipients=members, now=now))
                 continue

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
+from tests.experts.conftest import recording_expert
 from tests.servers import ServerProcess
 from tests.streaming.clients import login
 from tests.turns.test_turns_e2e import (
@@ -215,3 +216,31 @@ def test_question_is_validated_against_its_schema_and_answered(site):
     result = next(event for _, event in events if event["type"] == "tool.result")
     assert result["data"]["result"]["structured"] == {"deleted": True, "note_id": note_id}
     assert events[-1][1]["type"] == "assistant.completed"
+
+
+def test_question_asked_mid_call_by_an_older_expert_is_answered_while_the_call_waits(site):
+    with recording_expert(legacy_asker=True) as asker:
+        registered = httpx2.post(
+            f"{site.url}/config/workspace/{site.workspace_id}/experts",
+            json={"name": "asker", "url": asker.url, "auth": "none", "tool_policy": {"confirm": "auto"}},
+            headers=site.auth("alice"),
+            timeout=30,
+        )
+        assert registered.status_code == 201 and registered.json()["expert"]["status"] == "ok", registered.text
+        conversation = site.conversation("none")
+        with site.stream("alice") as laptop:
+            turn_id = site.post("alice", conversation, '/asker confirm {"what": "jump"}')["turn_id"]
+            _, question = first_of(laptop, turn_id, "question.asked")
+            data = question["data"]
+            assert (data["expert"], data["message"]) == ("asker", "Really jump?")
+            assert data["schema"]["properties"]["sure"]["type"] == "boolean"
+            assert answer(site, "alice", data["request_id"], {"action": "accept", "content": {}}).status_code == 400
+            good = answer(site, "alice2", data["request_id"], {"action": "accept", "content": {"sure": True}})
+            assert good.status_code == 200, good.text
+            events = until_end(laptop, turn_id)
+        httpx2.delete(
+            f"{site.url}/config/workspace/{site.workspace_id}/experts/{registered.json()['expert']['id']}",
+            headers=site.auth("alice"),
+        )
+    assert types(events) == ["question.answered", "tool.result", "assistant.completed"]
+    assert events[1][1]["data"]["result"]["structured"] == {"action": "accept", "sure": True}

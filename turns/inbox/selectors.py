@@ -38,6 +38,14 @@ def inbox_open_count(*, user_id: uuid.UUID) -> int:
     return InboxRequest.objects.filter(user_id=user_id, status=InboxRequest.Status.OPEN).count()
 
 
+def question_answer_of(*, request_id: uuid.UUID) -> dict[str, Any] | None:
+    """The answer to a request once it is answered or expired (None while it is open)."""
+    row = InboxRequest.objects.filter(id=request_id).values_list("status", "answer").first()
+    if row is None or row[0] == InboxRequest.Status.OPEN:
+        return None
+    return row[1]
+
+
 def inbox_item(request: InboxRequest) -> dict[str, Any]:
     """What a client needs to render it: the event's fields, and the request's own."""
     return {

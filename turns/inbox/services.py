@@ -88,6 +88,43 @@ def turn_pause(*, turn: Turn, pause: Pause, recipients: list[uuid.UUID], now: da
     return [_event(turn, type_, request.data, recipients, now)]
 
 
+def question_open(
+    *, turn: Turn, data: dict[str, Any], expires_at: datetime, recipients: list[uuid.UUID], now: datetime
+) -> list[NewEvent]:
+    """Inside the turn's write: a question an expert asks in the middle of a call (the older
+    `elicitation/create` form). The call stays open and the turn keeps running (its worker awaits
+    the answer, `question_answer_of`), until the call's own deadline (`expires_at`)."""
+    request = InboxRequest(
+        id=uuid.UUID(data["request_id"]),
+        turn=turn,
+        user_id=turn.user_id,
+        conversation_id=turn.conversation_id,
+        kind=InboxRequest.Kind.QUESTION,
+        created_at=now,
+        expires_at=expires_at,
+    )
+    request.data = {**data, "expires_at": iso(expires_at)}
+    request.save()
+    return [_event(turn, QUESTION_ASKED, request.data, recipients, now)]
+
+
+def question_expire(*, request_id: uuid.UUID) -> list[tuple[str, Any]]:
+    """A mid-call question whose call can wait no longer: expired, unless an answer won first
+    (then nothing changes). Returns the live events to publish (`question.answered` "cancel")."""
+    now = timezone.now()
+    with transaction.atomic():
+        expired = InboxRequest.objects.filter(id=request_id, status=InboxRequest.Status.OPEN).update(
+            status=InboxRequest.Status.EXPIRED, answer={"action": "cancel"}, answered_at=now
+        )
+        if not expired:
+            return []
+        request = InboxRequest.objects.select_related("turn").get(id=request_id)
+        recipients = conversation_recipient_ids(conversation_ids={request.conversation_id}).get(
+            request.conversation_id, []
+        )
+        return events_append(events=[_resolved(request, {"action": "cancel"}, request.turn, recipients, now)])
+
+
 def _resolved(request: InboxRequest, answer: dict[str, Any], turn: Turn, recipients: list[uuid.UUID], now: datetime):
     if request.kind == InboxRequest.Kind.APPROVAL:
         data = {"request_id": str(request.id), "decision": answer["decision"]}
