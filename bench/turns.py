@@ -286,11 +286,13 @@ async def inbox(port: int, notes_url: str, setup_ids: dict, worker_pid: int, wai
         to_call: list[float] = []
         to_stream: list[float] = []
         to_answered: list[float] = []  # the answer's own request (the core's side)
+        committed_to_call: list[float] = []  # the worker's side: from the answer's commit
         for item in items[:answered]:
             sent = time.time()
             response = await client.post(f"/inbox/{item['id']}/answer", json={"decision": "approve"}, headers=auth)
             response.raise_for_status()
             to_answered.append(time.time() - sent)
+            committed = datetime.fromisoformat(response.json()["item"]["answered_at"]).timestamp()
             async for frame in frames:
                 parsed = parse(frame)
                 if parsed is None:
@@ -298,7 +300,9 @@ async def inbox(port: int, notes_url: str, setup_ids: dict, worker_pid: int, wai
                 event = parsed[1]
                 if event["type"] == "tool.call" and event["data"]["turn_id"] == item["turn_id"]:
                     to_stream.append(time.time() - sent)
-                    to_call.append(datetime.fromisoformat(event["timestamp"]).timestamp() - sent)
+                    called = datetime.fromisoformat(event["timestamp"]).timestamp()
+                    to_call.append(called - sent)
+                    committed_to_call.append(called - committed)
                     break
         stream.close()
     return {
@@ -311,6 +315,9 @@ async def inbox(port: int, notes_url: str, setup_ids: dict, worker_pid: int, wai
         "answer_to_tool_call_ms_p99": round(1000 * percentile(to_call, 0.99), 1),
         "answer_to_tool_call_ms_max": round(1000 * max(to_call), 1),
         "answer_request_ms_p50": round(1000 * percentile(to_answered, 0.5), 1),
+        "answer_request_ms_p99": round(1000 * percentile(to_answered, 0.99), 1),
+        "answer_committed_to_tool_call_ms_p50": round(1000 * percentile(committed_to_call, 0.5), 1),
+        "answer_committed_to_tool_call_ms_p99": round(1000 * percentile(committed_to_call, 0.99), 1),
         "answer_to_stream_ms_p50": round(1000 * percentile(to_stream, 0.5), 1),
         "answer_to_stream_ms_p99": round(1000 * percentile(to_stream, 0.99), 1),
     }

@@ -29,6 +29,7 @@ from tests.turns.test_turns_e2e import (
 pytestmark = pytest.mark.e2e
 
 APPROVAL_SECONDS = 6
+READY = "turn worker: running"
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +175,15 @@ def test_a_waiting_turn_survives_a_killed_worker_and_is_answered_after_the_resta
         turn_id = site.post("alice", conversation, "remember milk [tool]")["turn_id"]
         _, asked = first_of(laptop, turn_id, "approval.requested")
         worker.kill()  # SIGKILL: nothing of the worker survives but the database
+        started = worker.log_path.read_text(errors="replace").count(READY)
         worker.start()
-        time.sleep(1)  # the new worker polls: the waiting turn is not due, nothing happens to it
+        deadline = time.monotonic() + 60
+        while worker.log_path.read_text(errors="replace").count(READY) <= started:  # the new one runs
+            assert time.monotonic() < deadline, worker.log()
+            time.sleep(0.1)
+        time.sleep(0.5)  # it polls: the waiting turn is not due, nothing happens to it
+        turn = httpx2.get(f"{site.url}/turns/{turn_id}", headers=site.auth("alice")).json()["turn"]
+        assert turn["status"] == "waiting"
         assert answer(site, "alice2", asked["data"]["request_id"], {"decision": "approve"}).status_code == 200
         events = until_end(laptop, turn_id)
     assert types(events)[:3] == ["approval.resolved", "tool.call", "tool.result"]

@@ -58,4 +58,5 @@ def inbox_item(request: InboxRequest) -> dict[str, Any]:
         "created_at": iso(request.created_at),
         "expires_at": iso(request.expires_at),
         "answer": request.answer,
+        "answered_at": iso(request.answered_at) if request.answered_at else None,
     }

@@ -34,6 +34,7 @@ class InboxItemSerializer(serializers.Serializer):
     schema = serializers.DictField(required=False, help_text="Questions in form mode: a flat JSON schema.")
     url = serializers.CharField(required=False, help_text="Questions in URL mode: where to go.")
     answer = serializers.DictField(allow_null=True)
+    answered_at = serializers.CharField(allow_null=True)
 
 
 class AnswerInputSerializer(serializers.Serializer):
