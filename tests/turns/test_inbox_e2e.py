@@ -28,7 +28,9 @@ from tests.turns.test_turns_e2e import (
 
 pytestmark = pytest.mark.e2e
 
-APPROVAL_SECONDS = 6
+# Long enough for a worker to be killed and restarted on a loaded machine; the expiry test's turn
+# is started first (`expiring`) and waits while the other tests run.
+APPROVAL_SECONDS = 45
 READY = "turn worker: running"
 
 
@@ -61,6 +63,23 @@ def site(stack) -> Site:
     return stack[0]
 
 
+@pytest.fixture(scope="module")
+def expiring(stack) -> tuple[str, str, str]:
+    """A turn left unanswered from the module's start: (turn_id, request_id, the stream position before it)."""
+    site = stack[0]
+    conversation = site.conversation("llm")
+    with site.stream("alice") as laptop:
+        turn_id = site.post("alice", conversation, "remember milk [tool]")["turn_id"]
+        before = None
+        while True:
+            event_id, event = laptop.event(timeout=20)
+            if event.get("data", {}).get("turn_id") == turn_id and event["type"] == "assistant.started":
+                break
+            before = event_id
+        _, asked = first_of(laptop, turn_id, "approval.requested")
+    return turn_id, asked["data"]["request_id"], before or "0"
+
+
 def answer(site: Site, who: str, request_id: str, body: dict) -> httpx2.Response:
     return httpx2.post(f"{site.url}/inbox/{request_id}/answer", json=body, headers=site.auth(who), timeout=10)
 
@@ -75,7 +94,7 @@ def types(events: list) -> list[str]:
     return [event["type"] for _, event in events]
 
 
-def test_approval_asked_on_one_device_is_answered_on_the_other(site):
+def test_approval_asked_on_one_device_is_answered_on_the_other(site, expiring):
     conversation = site.conversation("llm")
     with site.stream("alice") as laptop, site.stream("alice2") as phone:
         turn_id = site.post("alice", conversation, "remember milk [tool]")["turn_id"]
@@ -152,20 +171,6 @@ def test_only_the_requester_answers_participant_403_outsider_404(site):
         events = until_end(laptop, turn_id)
     resolved = [event for _, event in events if event["type"] == "approval.resolved"]
     assert [event["data"]["decision"] for event in resolved] == [winner["decision"]]
-
-
-def test_unanswered_approval_expires_as_denied(site):
-    conversation = site.conversation("llm")
-    with site.stream("alice") as laptop:
-        turn_id = site.post("alice", conversation, "remember milk [tool]")["turn_id"]
-        _, asked = first_of(laptop, turn_id, "approval.requested")
-        events = until_end(laptop, turn_id, timeout=APPROVAL_SECONDS + 15)
-    assert types(events)[:2] == ["approval.resolved", "tool.result"]
-    assert events[0][1]["data"]["decision"] == "expired"
-    assert events[1][1]["data"]["error"]["code"] == "denied"
-    assert events[-1][1]["type"] == "assistant.completed"
-    late = answer(site, "alice", asked["data"]["request_id"], {"decision": "approve"})
-    assert late.status_code == 409
 
 
 def test_a_waiting_turn_survives_a_killed_worker_and_is_answered_after_the_restart(stack):
@@ -252,3 +257,15 @@ def test_question_asked_mid_call_by_an_older_expert_is_answered_while_the_call_w
         )
     assert types(events) == ["question.answered", "tool.result", "assistant.completed"]
     assert events[1][1]["data"]["result"]["structured"] == {"action": "accept", "sure": True}
+
+
+def test_unanswered_approval_expires_as_denied(site, expiring):
+    turn_id, request_id, before = expiring
+    with site.stream("alice", headers={"Last-Event-ID": before}) as laptop:
+        events = until_end(laptop, turn_id, timeout=APPROVAL_SECONDS + 30)
+    assert types(events)[:3] == ["assistant.started", "approval.requested", "approval.resolved"]
+    assert events[2][1]["data"] == {"turn_id": turn_id, "request_id": request_id, "decision": "expired"}
+    assert events[3][1]["type"] == "tool.result" and events[3][1]["data"]["error"]["code"] == "denied"
+    assert events[-1][1]["type"] == "assistant.completed"
+    late = answer(site, "alice", request_id, {"decision": "approve"})
+    assert late.status_code == 409
