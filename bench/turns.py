@@ -66,15 +66,19 @@ ENV = {
 TERMINAL = {"assistant.completed", "assistant.failed", "assistant.cancelled"}
 
 
+SHELL_PRELUDE = (
+    "import json\n"
+    "from accounts.models import User\n"
+    "from workspaces.services import workspace_create, conversation_create\n"
+)
+
+
 def setup(env: dict[str, str], users: int) -> dict[str, str]:
     """Users u0..uN-1, each with a workspace and an `echo` conversation; u0 also an `llm` one."""
     out = manage(
         "shell",
         "-c",
-        "import json\n"
-        "from accounts.models import User\n"
-        "from workspaces.services import workspace_create, conversation_create\n"
-        "ids = {}\n"
+        SHELL_PRELUDE + "ids = {}\n"
         f"for n in range({users}):\n"
         f"    u = User.objects.create_user(email=f'u{{n}}@example.com', password={PASSWORD!r})\n"
         "    w = workspace_create(owner=u, name='bench')\n"
@@ -228,15 +232,12 @@ def process_cost(pid: int) -> dict:
     }
 
 
-def setup_inbox(env: dict[str, str], conversations: int) -> list[str]:
+def setup_inbox(env: dict[str, str], conversations: int) -> dict:
     """User u0 with one workspace and `conversations` conversations (no responder: direct calls)."""
     out = manage(
         "shell",
         "-c",
-        "import json\n"
-        "from accounts.models import User\n"
-        "from workspaces.services import workspace_create, conversation_create\n"
-        f"u = User.objects.create_user(email='u0@example.com', password={PASSWORD!r})\n"
+        SHELL_PRELUDE + f"u = User.objects.create_user(email='u0@example.com', password={PASSWORD!r})\n"
         "w = workspace_create(owner=u, name='bench')\n"
         f"ids = [str(conversation_create(workspace=w, creator=u, topic=f'c{{n}}').id) for n in range({conversations})]\n"
         "print(json.dumps({'workspace': str(w.id), 'conversations': ids}))\n",

@@ -22,6 +22,7 @@ from common.errors import CortexError, ErrorCode
 from mcp_services.outbox import delivery
 from mcp_services.outbox import services as memory_outbox
 from streaming.services import LiveMessage, NewEvent, events_append, events_publish
+from turns.events import turn_event
 from turns.inbox import services as inbox
 from turns.inbox.services import Pause
 from turns.models import Turn
@@ -61,14 +62,7 @@ def turns_create_for_inputs(*, created: list[CreatedInput]) -> None:
 
 
 def _event(turn: Turn | TurnRow, type_: str, data: dict[str, Any], recipients: list[uuid.UUID]) -> NewEvent:
-    return NewEvent(
-        type=type_,
-        user_id=turn.user_id,
-        conversation_id=turn.conversation_id,
-        data={"turn_id": str(turn.id), **data},
-        recipient_ids=recipients,
-        created_at=timezone.now(),
-    )
+    return turn_event(turn, type_, data, recipients)
 
 
 def _recipients(conversation_ids: set[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:

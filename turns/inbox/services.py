@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
 from streaming.services import NewEvent, events_append, events_publish
+from turns.events import turn_event
 from turns.inbox.models import InboxRequest
 from turns.models import Turn
 from workspaces.selectors import conversation_recipient_ids, iso
@@ -45,14 +46,7 @@ class Pause:
 
 
 def _event(turn: Turn, type_: str, data: dict[str, Any], recipients: list[uuid.UUID], now: datetime) -> NewEvent:
-    return NewEvent(
-        type=type_,
-        user_id=turn.user_id,
-        conversation_id=turn.conversation_id,
-        data={"turn_id": str(turn.id), **data},
-        recipient_ids=recipients,
-        created_at=now,
-    )
+    return turn_event(turn, type_, data, recipients, now=now)
 
 
 def pause_refusal(pause_kind: str, data: dict[str, Any]) -> str | None:

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from common.errors import CortexError, ErrorCode
 from common.web.requests import AuthenticatedRequest
+from common.web.views import validated
 from turns.inbox import selectors, services
 from turns.inbox.models import InboxRequest
 
@@ -98,10 +99,9 @@ class InboxAnswerApi(APIView):
     )
     def post(self, request: AuthenticatedRequest, request_id: str) -> Response:
         item = selectors.inbox_request_get_for_user(user=request.user, request_id=request_id)
-        serializer = AnswerInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = validated(AnswerInputSerializer, request.data)
         if item.user_id != request.user.id:
             raise CortexError(ErrorCode.FORBIDDEN, "Only the participant whose input started the turn can answer.")
-        answer = _answer(item, serializer.validated_data)
+        answer = _answer(item, data)
         item = services.inbox_answer(request=item, user=request.user, answer=answer)
         return Response({"item": selectors.inbox_item(item)})
