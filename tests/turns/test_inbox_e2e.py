@@ -8,9 +8,11 @@ streams): a turn asks on one and is answered from the other.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx2
 import pytest
@@ -90,6 +92,12 @@ def inbox(site: Site, who: str) -> list[dict]:
     return response.json()["items"]
 
 
+def show(*events: Any) -> None:
+    for event in events:
+        event = event[1] if isinstance(event, tuple) else event
+        print(json.dumps({"type": event["type"], "data": event["data"]}))
+
+
 def types(events: list) -> list[str]:
     return [event["type"] for _, event in events]
 
@@ -113,6 +121,7 @@ def test_approval_asked_on_one_device_is_answered_on_the_other(site, expiring):
         assert answered.status_code == 200, answered.text
         assert answered.json()["item"]["status"] == "answered"
         events = until_end(laptop, turn_id)
+    show(asked, *events)  # shown with -s: the stream as a client sees it, for the closing note
     assert types(events)[:3] == ["approval.resolved", "tool.call", "tool.result"]
     assert events[0][1]["data"] == {"turn_id": turn_id, "request_id": data["request_id"], "decision": "approve"}
     call = events[1][1]["data"]
@@ -216,6 +225,7 @@ def test_question_is_validated_against_its_schema_and_answered(site):
         good = answer(site, "alice2", data["request_id"], {"action": "accept", "content": {"confirm": True}})
         assert good.status_code == 200, good.text
         events = until_end(laptop, turn_id)
+    show(*events)
     assert types(events) == [
         "assistant.started",
         "tool.call",
