@@ -1,5 +1,6 @@
 """Password login for every path (the API, the admin, anything calling `authenticate`), with the
-failed-login limits of `accounts.limits` applied before the password is checked."""
+failed-login limits of `accounts.limits` applied before the password is checked (per device for
+a request with the account's device cookie, which `POST /auth/login` sets)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ class LimitedModelBackend(ModelBackend):
         if login is None or password is None:
             return None
         address = client_address(request) if request is not None else None
+        cookie = request.COOKIES.get(limits.DEVICE_COOKIE) if request is not None else None
+        device = limits.trusted_device(email=str(login), cookie=cookie)
         try:
-            limits.login_attempt_begin(email=str(login), address=address)
+            limits.login_attempt_begin(email=str(login), address=address, device=device)
         except limits.LoginLimited as limited:
             if request is not None:
                 request.login_retry_after = limited.retry_after  # type: ignore[attr-defined]
@@ -30,5 +33,5 @@ class LimitedModelBackend(ModelBackend):
             raise PermissionDenied(str(limited)) from None
         user = super().authenticate(request, username=login, password=password, **kwargs)
         if user is not None:
-            limits.login_attempt_succeeded(email=str(login), address=address)
+            limits.login_attempt_succeeded(email=str(login), address=address, device=device)
         return user

@@ -42,6 +42,10 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # The last logout or password change: stream tickets, stream cookies and open streams whose
+    # credential was issued before it are refused (`streaming`), on every process within
+    # STREAM_RECHECK_SECONDS and at once through the channel layer.
+    sessions_ended_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = UserManager()
 
@@ -60,6 +64,17 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def get_short_name(self) -> str:
         return self.name or self.email
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # `_password` is set by `set_password` until the next save: a password change by any path
+        # (admin, `changepassword`, shell; not a hasher upgrade at login, which clears it first)
+        # ends what was signed in before it.
+        if getattr(self, "_password", None) is not None and not self._state.adding:
+            self.sessions_ended_at = timezone.now()
+            fields = kwargs.get("update_fields")
+            if fields is not None and "password" in fields:
+                kwargs["update_fields"] = {*fields, "sessions_ended_at"}
+        super().save(*args, **kwargs)
 
 
 class RefreshTokenFamily(models.Model):

@@ -21,7 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import ExternalIdentity, IdentitySignIn, LoginCode, RefreshTokenFamily, User
@@ -127,16 +127,22 @@ def token_pair_refresh(*, refresh_token: str) -> TokenPair:
 def user_delete(*, user: User) -> None:
     """Delete a user and everything theirs, as the API deletes: their workspaces (conversations,
     messages and events with them) and their memory, purged through the outbox; their streams end
-    (`streaming` listens to the delete)."""
+    (`streaming` listens to the delete); their refresh tokens' records go too (simplejwt would keep
+    them with the user unset, each token's text still carrying the name and email)."""
     user_deleting.send(sender=User, user=user)
+    OutstandingToken.objects.filter(user=user).delete()
     user.delete()
 
 
 def refresh_token_revoke(*, refresh_token: str) -> None:
-    """Logout: this token is dead (the family's other, already rotated tokens are dead anyway)."""
-    token, _user = _load_or_revoke(refresh_token)
+    """Logout: this token is dead (the family's other, already rotated tokens are dead anyway), and
+    so is every stream credential issued before now (`User.sessions_ended_at`; the save ends the
+    user's open streams through `streaming`'s receiver)."""
+    token, user = _load_or_revoke(refresh_token)
     with transaction.atomic():
         token.blacklist()
+        user.sessions_ended_at = timezone.now()
+        user.save(update_fields=["sessions_ended_at"])
 
 
 # Sign-in with identity providers (accounts.oidc verifies the tokens; these are the writes).

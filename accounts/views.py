@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -10,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import limits
 from accounts.serializers import (
     LoginInputSerializer,
     RefreshInputSerializer,
@@ -59,7 +61,19 @@ class LoginApi(_PublicAuthView):
             raise Throttled(wait=retry_after)
         if user is None:  # the same answer for an unknown email, a wrong password, an inactive user
             raise AuthenticationFailed("Incorrect email or password.", code="invalid_credentials")
-        return Response(token_pair_issue(user=user))
+        response = Response(token_pair_issue(user=user))
+        # This browser has proved it knows the password: its later attempts get their own allowance
+        # (accounts.limits). Sent to this path only, read by no script, sent by no other site.
+        response.set_cookie(
+            limits.DEVICE_COOKIE,
+            limits.device_cookie_issue(email=data.validated_data["email"]),
+            max_age=settings.LOGIN_DEVICE_COOKIE_DAYS * 86400,
+            path=request.path,
+            secure=settings.SESSION_COOKIE_SECURE,
+            httponly=True,
+            samesite="Strict",
+        )
+        return response
 
 
 class RefreshApi(_PublicAuthView):

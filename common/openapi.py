@@ -15,7 +15,7 @@ DESCRIPTIONS = {
     403: "Forbidden",
     404: "Not found, or not yours",
     405: "Method not allowed",
-    409: "Conflict (`idempotency_conflict`: the key was used with another body)",
+    409: "Conflict (`idempotency_conflict`: the key was used with another body; `turn_in_progress`: `turn_policy` reject)",
     413: "The request body is too large",
     415: "The body is not JSON",
     429: "Throttled: retry after `Retry-After` seconds",

@@ -4,7 +4,8 @@ HTTP paths owned by `streaming` (the SSE stream) go to Channels consumers; the A
 `common.web.asgi.ApiASGIHandler` (Django with the API's async-only middleware, see `common.web.middleware`);
 everything else (admin, docs, unknown paths) to Django with the full middleware. WebSocket
 connections go through `streaming.routing.websocket_application`, which checks the origin before
-any consumer runs.
+any consumer runs. In front of all of them `common.web.asgi.RequestGuard` refuses a foreign `Host`
+and a body over the limit before anything reads it.
 """
 
 import os
@@ -18,8 +19,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from common.web.asgi import ApiASGIHandler, ObservedApp  # noqa: E402
+from common.web.asgi import ApiASGIHandler, ObservedApp, RequestGuard  # noqa: E402
 from streaming.routing import http_urlpatterns, websocket_application, websocket_urlpatterns  # noqa: E402
+from streaming.views import RELAY_MAX_BYTES  # noqa: E402
 
 api_asgi_app = ApiASGIHandler()
 API_PATHS = (
@@ -27,14 +29,18 @@ API_PATHS = (
 )
 
 # Outermost: the request id, the access log line and the metrics of every request and stream.
+# Then `Host` and the body's size, on every path (common.web.asgi.RequestGuard).
 application = ObservedApp(
-    ProtocolTypeRouter(
-        {
-            "http": URLRouter(
-                [*http_urlpatterns, re_path(API_PATHS, api_asgi_app), re_path(r"", django_asgi_app)]  # type: ignore[arg-type]
-            ),
-            "websocket": websocket_application,
-        }
+    RequestGuard(
+        ProtocolTypeRouter(
+            {
+                "http": URLRouter(
+                    [*http_urlpatterns, re_path(API_PATHS, api_asgi_app), re_path(r"", django_asgi_app)]  # type: ignore[arg-type]
+                ),
+                "websocket": websocket_application,
+            }
+        ),
+        loopback_limits={"/internal/events": RELAY_MAX_BYTES},
     ),
     routes=[f"/{pattern.pattern}" for pattern in [*http_urlpatterns, *websocket_urlpatterns]],
     access_log=settings.ACCESS_LOG,

@@ -139,6 +139,7 @@ INSTALLED_APPS = [
     "turns",
     "operations",
     "mcp_services.notes",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -252,8 +253,15 @@ REST_FRAMEWORK = {
         "login": env_str("LOGIN_RATE", "300/min"),
         "refresh": env_str("REFRESH_RATE", "30/min"),
         "input": env_str("INPUT_RATE", "600/min"),
+        # Conversations per user: each one can hold a queued turn at the head of its queue.
+        "conversation": env_str("CONVERSATION_RATE", "60/min"),
         "ticket": env_str("TICKET_RATE", "60/min"),
         "context": env_str("CONTEXT_RATE", "120/min"),
+        # Per user, the expert requests that discover (register, patch, refresh: each connects out).
+        "expert_discovery": env_str("EXPERT_DISCOVERY_RATE", "20/min"),
+        "memory": env_str("MEMORY_RATE", "300/min"),
+        "export": env_str("EXPORT_RATE", "5/hour"),
+        "account_erase": env_str("ACCOUNT_ERASE_RATE", "10/hour"),
     },
     "UNAUTHENTICATED_USER": None,
 }
@@ -269,6 +277,11 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 LOGIN_FAILURES_PER_ACCOUNT = env_int("LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
 LOGIN_FAILURES_PER_ADDRESS = env_int("LOGIN_FAILURES_PER_ADDRESS", 100, minimum=1)
 LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60, minimum=1)
+# Device cookies (accounts.limits): a browser that has logged in to an account gets a cookie that
+# lasts LOGIN_DEVICE_COOKIE_DAYS; its attempts count against its own LOGIN_FAILURES_PER_DEVICE
+# instead of the account's and the address's, so guessing from elsewhere cannot lock it out.
+LOGIN_FAILURES_PER_DEVICE = env_int("LOGIN_FAILURES_PER_DEVICE", 5, minimum=1)
+LOGIN_DEVICE_COOKIE_DAYS = env_int("LOGIN_DEVICE_COOKIE_DAYS", 90, minimum=1)
 
 AUTHENTICATION_BACKENDS = ["accounts.backends.LimitedModelBackend"]
 
@@ -351,7 +364,8 @@ SPECTACULAR_SETTINGS = {
                     " cookie expires)."
                     ' The stream ends with a final `data: {"type": "end", "reason": ...}` (no `id:`) when the'
                     " access token that opened it (or requested its ticket) expires (`token_expired`: reconnect with a"
-                    " fresh token and `Last-Event-ID`, nothing is lost), or when its user is deactivated or deleted"
+                    " fresh token and `Last-Event-ID`, nothing is lost), or when its user is deactivated or deleted,"
+                    " or logs out or changes the password after its credential was issued"
                     " (`revoked`, within 30 s). A client that stops reading is cut off once about 1 MB"
                     " (`STREAM_BUFFER_BYTES`) waits for it; it resumes with `Last-Event-ID`."
                     " Event types: `input`, and the assistant turns' (each with `data.turn_id`): `assistant.started`"
@@ -423,7 +437,7 @@ SPECTACULAR_SETTINGS = {
                     " origin checked. Close code 1008 for failed auth, 1013 for a client that fell behind or a user"
                     " over `STREAMS_PER_USER` (after an error envelope frame), 1001 on server shutdown, 4401 when the"
                     " access token that opened it (or requested its ticket) expired and 4403 when its user was"
-                    ' deactivated or deleted (each after a final `{"type": "end", "reason": "token_expired"|'
+                    ' deactivated or deleted, or logged out or changed the password (each after a final `{"type": "end", "reason": "token_expired"|'
                     '"revoked"}` frame).'
                 ),
                 "tags": ["output"],
@@ -469,8 +483,9 @@ CORTEX: dict[str, Any] = {
     "STREAMS_PER_USER": env_int("STREAMS_PER_USER", 10, minimum=1),
     # A resume further back than this many events gets {"type": "reset"} and starts at the head.
     "REPLAY_LIMIT_EVENTS": env_int("REPLAY_LIMIT_EVENTS", 10_000, minimum=1),
-    # How often an open stream re-checks that its user is still active (deactivation also stops
-    # streams at once through the channel layer; this is the bound if that message is lost).
+    # How often an open stream re-checks that its user is still active and has not logged out or
+    # changed the password since its credential was issued (both also stop streams at once through
+    # the channel layer; this is the bound if that message is lost).
     "STREAM_RECHECK_SECONDS": env_int("STREAM_RECHECK_SECONDS", 15, minimum=1),
     "EVENT_RETENTION_HOURS": env_int("EVENT_RETENTION_HOURS", 24, minimum=1),
     "IDEMPOTENCY_HOURS": 24,
@@ -484,6 +499,12 @@ CORTEX: dict[str, Any] = {
     # Cognition's own credential: it calls memory with it and is called with it, and memory lets it
     # only read (search, history). Unset: the service token is used (`run_cortex` always sets one).
     "COGNITION_TOKEN": env_str("CORTEX_COGNITION_TOKEN"),
+    # The turn worker's credential for `POST /internal/events` (live events to any user's streams,
+    # accepted from loopback peers only); `run_cortex` makes a fresh one and gives it to the core and
+    # the turn worker alone. Unset: the path answers 404 (with REDIS_URL it is not needed).
+    "RELAY_TOKEN": env_str("CORTEX_RELAY_TOKEN"),
+    # Prometheus's credential for `GET /metrics` (its own: no process of the group holds it). Unset: 404.
+    "METRICS_TOKEN": env_str("CORTEX_METRICS_TOKEN"),
     # The input path: a user row is trusted this long per process (deactivation, deletion and
     # password changes take effect within it), and the writer commits up to this many inputs at once.
     "AUTH_USER_CACHE_SECONDS": env_int("AUTH_USER_CACHE_SECONDS", 5, minimum=0),
@@ -515,6 +536,8 @@ CORTEX: dict[str, Any] = {
     # JSON nesting accepted in request bodies and metadata (deeper: 400).
     "MAX_JSON_DEPTH": env_int("MAX_JSON_DEPTH", 32, minimum=2),
     "MEMORY_HISTORY_MAX_ITEMS": env_int("MEMORY_HISTORY_MAX_ITEMS", 10_000, minimum=1),
+    # DELETE /account for an account without a password: the sign-in must be this recent.
+    "ACCOUNT_ERASE_FRESH_SECONDS": env_int("ACCOUNT_ERASE_FRESH_SECONDS", 300, minimum=1),
     # Memory outbox: a drain is kicked after each commit (MEMORY_DRAIN_ON_COMMIT) and the
     # `memory_outbox_worker` retries what failed, backing off exponentially up to the maximum.
     "MEMORY_DRAIN_ON_COMMIT": env_bool("MEMORY_DRAIN_ON_COMMIT", True),
@@ -568,11 +591,16 @@ CORTEX: dict[str, Any] = {
 }
 
 # Experts (per-workspace MCP servers the core calls on a user's behalf; mcp_services.experts).
-# Hosts the core may call: host names, IP addresses or networks (CIDR). A URL whose host is not
-# listed is refused (400) at registration, and again at call time, when the name is resolved and
-# every address must be a listed address/network or a public one. Loopback only in debug; empty
-# (no expert can be registered) otherwise, so production lists its expert hosts explicitly.
-EXPERT_ALLOWED_HOSTS = env_list("EXPERT_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "::1"] if DEBUG else [])
+# Hosts the core may call: host names, IP addresses or networks (CIDR), each with an optional port
+# (`notes.internal:9200`, `[::1]:9200`, `10.0.8.0/24:*`); without one, ports 80 and 443 only. A URL
+# whose host and port are not listed is refused (400) at registration, and again at call time, when
+# the name is resolved and every address must be listed (with the port) or public. Loopback in
+# debug, on 80, 443 and the shipped notes expert's 9200; empty (no expert can be registered)
+# otherwise, so production lists its expert hosts explicitly.
+_LOOPBACK_EXPERTS = ["localhost", "127.0.0.1", "[::1]"]
+EXPERT_ALLOWED_HOSTS = env_list(
+    "EXPERT_ALLOWED_HOSTS", [*_LOOPBACK_EXPERTS, *(f"{host}:9200" for host in _LOOPBACK_EXPERTS)] if DEBUG else []
+)
 # Keys that sign the per-call tokens sent to experts (Ed25519 PEM private keys): file paths or PEM
 # text, comma-separated; the first signs, all are published at /.well-known/jwks.json (rotation).
 # Unset in debug: one key is generated and kept in var/. Unset otherwise: `core_token` experts
@@ -585,9 +613,14 @@ if EXPERT_TOKEN_SECONDS > 300:
 # Cached tool lists: the server's `ttlMs` hint, kept within these bounds (seconds).
 EXPERT_TOOLS_MIN_TTL_SECONDS = env_int("EXPERT_TOOLS_MIN_TTL_SECONDS", 60, minimum=0)
 EXPERT_TOOLS_MAX_TTL_SECONDS = env_int("EXPERT_TOOLS_MAX_TTL_SECONDS", 24 * 3600, minimum=1)
+# A discovery (tools/list, which registering and refreshing wait for) takes at most this long, and
+# at most EXPERT_DISCOVERY_CONCURRENCY run at once per process; one that finds no free slot within
+# the timeout is a 503 (the request waits at most twice the timeout in all).
 EXPERT_DISCOVERY_TIMEOUT_SECONDS = env_int("EXPERT_DISCOVERY_TIMEOUT_SECONDS", 5, minimum=1)
+EXPERT_DISCOVERY_CONCURRENCY = env_int("EXPERT_DISCOVERY_CONCURRENCY", 4, minimum=1)
 # The largest tool result (its text plus its structured content, as JSON) the core accepts from an
 # expert: a larger one is refused (payload_too_large), never written into every participant's log.
+# It also bounds what one call or discovery reads, as it streams: 4 x this + 64 KiB (1.1 MB).
 EXPERT_RESULT_MAX_BYTES = env_int("EXPERT_RESULT_MAX_BYTES", 256 * 1024, minimum=1024)
 # The notes expert (`manage.py run_notes_expert`): where it fetches the core's public keys.
 NOTES_JWKS_URL = env_str("NOTES_JWKS_URL", "http://127.0.0.1:8000/.well-known/jwks.json")

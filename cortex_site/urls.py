@@ -16,9 +16,11 @@ urlpatterns = [
     path("", include("mcp_services.urls")),
     path("", include("streaming.urls")),
     path("", include("turns.urls")),
+    path("", include("account_data.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/oidc/complete", admin_oidc_complete, name="admin-oidc-complete"),
+    path("console/", include("console.urls")),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),
 ]

@@ -14,4 +14,5 @@ class McpServicesConfig(AppConfig):
 
         metrics.register()
         register(checks.signing_keys_check)
+        register(checks.allowed_hosts_check)
         checks.warn_at_startup()

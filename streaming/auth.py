@@ -33,6 +33,10 @@ class StreamCredential:
     # The stream ends at this moment: the access token's expiry (for a ticket, the expiry of the
     # access token that requested it).
     expires_at: datetime
+    # When the credential was issued: a logout or password change after it ends the stream. An
+    # access token's `iat` has whole seconds: it counts as issued at the end of its second, so a
+    # login just after a logout is never taken for one before it.
+    issued_at: datetime
 
 
 async def _user_for_header(header: bytes) -> StreamCredential:
@@ -45,7 +49,11 @@ async def _user_for_header(header: bytes) -> StreamCredential:
         user = await authentication.aget_user(token)
     except (InvalidToken, TokenError, AuthenticationFailed):
         raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.") from None
-    return StreamCredential(user=user, expires_at=datetime.fromtimestamp(token["exp"], tz=UTC))
+    return StreamCredential(
+        user=user,
+        expires_at=datetime.fromtimestamp(token["exp"], tz=UTC),
+        issued_at=datetime.fromtimestamp(int(token.get("iat", 0)) + 1, tz=UTC),
+    )
 
 
 def _user_for_ticket(ticket: str) -> StreamCredential:
@@ -53,7 +61,7 @@ def _user_for_ticket(ticket: str) -> StreamCredential:
     if record is None:
         raise CortexError(ErrorCode.INVALID_TOKEN, "The ticket is invalid, expired or already used.")
     expires_at = record.credential_expires_at or (timezone.now() + settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"])
-    return StreamCredential(user=record.user, expires_at=expires_at)
+    return StreamCredential(user=record.user, expires_at=expires_at, issued_at=record.created_at)
 
 
 async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]]) -> StreamCredential:
@@ -81,5 +89,5 @@ def _user_for_cookie(value: str) -> StreamCredential:
     found = services.stream_cookie_user(value=value)
     if found is None:
         raise CortexError(ErrorCode.INVALID_TOKEN, "The stream cookie is invalid or expired; get a new ticket.")
-    user, expires_at = found
-    return StreamCredential(user=user, expires_at=expires_at)
+    user, expires_at, issued_at = found
+    return StreamCredential(user=user, expires_at=expires_at, issued_at=issued_at)

@@ -16,13 +16,15 @@ Live copies wait in a bounded per-connection queue; a client that falls behind b
 last event id (under daphne, which buffers whatever is written, `daphne_compat` cuts off a
 connection whose socket buffer passes the same byte bound). Group membership and the stream's slot
 (`streaming.slots`, at most `STREAMS_PER_USER`) are released on every exit path (`__call__`'s finally).
+A stream joins its group again every half `group_expiry`, so a membership never expires under it.
 
 A stream never outlives its credential. It ends, with a final `{"type": "end", "reason": ...}`
 (SSE: a `data:` line without `id:`, so `Last-Event-ID` stays on the last real event; WebSocket: a
 text frame, then close code 4401 or 4403):
 - `token_expired` (close 4401) when the access token that opened it (or requested its ticket)
   expires: reconnect with a fresh token and `Last-Event-ID`, nothing is lost;
-- `revoked` (close 4403) when its user is deactivated or deleted: at once through a `stream.revoke`
+- `revoked` (close 4403) when its user is deactivated or deleted, or logs out or changes the
+  password after its credential (token, ticket, cookie) was issued: at once through a `stream.revoke`
   message to the user's group, and at the latest at the next re-check of the user
   (`STREAM_RECHECK_SECONDS`, default 15: one read per process for all its streaming users, never
   one per stream or per event).
@@ -34,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from typing import Any
@@ -85,17 +88,20 @@ class _Stalled(Exception):
 class _Rechecks:
     """The process's re-check of its streaming users: one query for all of them every
     `STREAM_RECHECK_SECONDS`, not one per stream (5,000 idle streams made 5,000 queries a period,
-    which delayed their heartbeats). Users found inactive or deleted are in `revoked`, which each
-    stream looks at on its own period; the immediate path is `streams_revoke`'s message."""
+    which delayed their heartbeats). `revoked` maps a user to the moment before which their streams'
+    credentials are void: infinity for users found inactive or deleted, their last logout or
+    password change otherwise. Each stream looks at it on its own period; the immediate path is
+    `streams_revoke`'s message."""
 
     def __init__(self) -> None:
         self.users: dict[uuid.UUID, int] = {}  # user id -> open streams in this process
-        self.revoked: set[uuid.UUID] = set()
+        self.revoked: dict[uuid.UUID, float] = {}
         self.task: asyncio.Task | None = None
 
     def add(self, user_id: uuid.UUID) -> None:
         self.users[user_id] = self.users.get(user_id, 0) + 1
-        self.revoked.discard(user_id)  # they were checked active just now, when the stream opened
+        if self.revoked.get(user_id) == math.inf:
+            del self.revoked[user_id]  # they were checked active just now, when the stream opened
         loop = asyncio.get_running_loop()
         if self.task is None or self.task.done() or self.task.get_loop() is not loop:
             self.task = loop.create_task(self._run(), name="cortex-stream-rechecks")
@@ -118,11 +124,19 @@ class _Rechecks:
             except Exception:
                 logger.exception("Re-checking streaming users failed; trying again next period")
                 continue
-            revoked = {user_id for user_id in self.users if user_id not in active}
+            revoked = {
+                user_id: math.inf if user_id not in active else active[user_id].timestamp()
+                for user_id in self.users
+                if user_id not in active or active[user_id] is not None
+            }
             layer = get_channel_layer()
-            for user_id in revoked - self.revoked:  # end their streams in this process now
-                with contextlib.suppress(Exception):
-                    await layer.group_send(user_group(user_id), {"type": STREAM_REVOKE})
+            for user_id, before in revoked.items():
+                if self.revoked.get(user_id) != before:  # end their streams in this process now
+                    message = (
+                        {"type": STREAM_REVOKE} if before == math.inf else {"type": STREAM_REVOKE, "before": before}
+                    )
+                    with contextlib.suppress(Exception):
+                        await layer.group_send(user_group(user_id), message)
             self.revoked = revoked
 
 
@@ -166,6 +180,13 @@ _ticker = _Ticker()
 TICK_SECONDS = 0.5
 
 
+def _rejoin_seconds(layer: Any) -> float:
+    """How often a stream joins its group again: Channels' layers drop a group membership once it
+    is `group_expiry` old (a day by default, in memory and in Redis alike), and a stream open longer
+    would silently receive no more live events. Joining again renews it; halfway leaves margin."""
+    return max(TICK_SECONDS, getattr(layer, "group_expiry", 86400) / 2)
+
+
 class _EventStream:
     """The protocol shared by the SSE and WebSocket consumers (see the module docstring)."""
 
@@ -183,12 +204,14 @@ class _EventStream:
     queue: list[LiveMessage] | None = None
     next_ping: float = 0.0  # monotonic: when the ticker pings this stream next
     next_renew: float = 0.0  # monotonic: when the ticker renews its slot next
+    next_rejoin: float = 0.0  # monotonic: when the ticker adds the stream to its group again
     ending: bool = False  # the ticker has asked the consumer to end the stream
     pump: asyncio.Task | None = None
     last_seen: int = 0  # highest seq this stream has covered (sent, or filtered out)
     streaming: bool = False
     finished: bool = False
     expires_at: float = 0.0  # epoch seconds: the credential's expiry
+    issued_at: float = 0.0  # epoch seconds: when the credential was issued (a later logout ends the stream)
     slot: str | None = None
     queued_bytes: int = 0
     server_send: Any = None  # the server's ASGI send callable (daphne flow control)
@@ -230,9 +253,13 @@ class _EventStream:
         credential = await stream_user(headers=headers, query=query)
         self.user = credential.user
         self.expires_at = credential.expires_at.timestamp()
+        self.issued_at = credential.issued_at.timestamp()
         # The token check may use a cached user row (accounts.authentication): a stream is long, so
-        # it starts only for a user who is active now (one read per stream, none per event).
-        if not await database_sync_to_async(selectors.user_may_stream)(user_id=self.user.id):
+        # it starts only for a user who is active now and has not logged out or changed the password
+        # since its credential was issued (one read per stream, none per event).
+        if not await database_sync_to_async(selectors.user_may_stream)(
+            user_id=self.user.id, issued_at=credential.issued_at
+        ):
             raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.")
 
         raw_id = headers.get(b"last-event-id", b"").decode("latin-1").strip() or (
@@ -276,6 +303,7 @@ class _EventStream:
         now = time.monotonic()
         self.next_ping = now + settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
         self.next_renew = now + settings.CORTEX["STREAM_RECHECK_SECONDS"]
+        self.next_rejoin = now + _rejoin_seconds(self.channel_layer)
         self.pump = asyncio.create_task(self._pump(self._replay_then_deliver(position)))
         _ticker.add(self)
         shutdown.register(self)
@@ -346,7 +374,7 @@ class _EventStream:
             self.ending = True  # one end message is enough
             await self._end("token_expired")
             return
-        if self.user is not None and self.user.id in _rechecks.revoked:
+        if self.user is not None and self.issued_at < _rechecks.revoked.get(self.user.id, -math.inf):
             self.ending = True
             await self._end("revoked")
             return
@@ -354,6 +382,9 @@ class _EventStream:
             self.next_renew = now + settings.CORTEX["STREAM_RECHECK_SECONDS"]
             if self.slot is not None:
                 await slots.slot_renew(key=self.slot, holder=self.channel_name)
+        if now >= self.next_rejoin and self.group is not None:
+            self.next_rejoin = now + _rejoin_seconds(self.channel_layer)
+            await self.channel_layer.group_add(self.group, self.channel_name)
         if now >= self.next_ping and (self.pump is None or self.pump.done()):
             self.next_ping = now + settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
             await self._write_ping()
@@ -421,9 +452,13 @@ class _EventStream:
         raise StopConsumer()
 
     async def stream_revoke(self, message: dict) -> None:
-        """The user was deactivated or deleted (`streaming.services.streams_revoke`): end now."""
+        """The user was deactivated or deleted, or logged out or changed the password `before` a
+        moment (`streaming.services.streams_revoke`): end now, unless opened after that moment."""
         if self.finished:
             raise StopConsumer()
+        before = message.get("before")
+        if before is not None and self.issued_at >= before:
+            return
         await self.stream_stop({"reason": "revoked"})
 
     # Teardown.

@@ -16,9 +16,17 @@ def on_user_saved(sender: Any, *, instance: Any, created: bool, raw: bool = Fals
         services.cursor_ensure(user_id=instance.id)
 
 
-def on_user_saved_revoke(sender: Any, *, instance: Any, raw: bool = False, **kwargs: Any) -> None:
-    if not raw and not instance.is_active:
+def on_user_saved_revoke(
+    sender: Any, *, instance: Any, raw: bool = False, update_fields: Any = None, **kwargs: Any
+) -> None:
+    if raw:
+        return
+    if not instance.is_active:
         services.streams_revoke(user_id=instance.id)
+    elif instance.sessions_ended_at is not None and (update_fields is None or "sessions_ended_at" in update_fields):
+        # A logout or password change: the streams opened before it end (a full save of a user
+        # sends this again, which ends nothing new).
+        services.streams_revoke(user_id=instance.id, before=instance.sessions_ended_at)
 
 
 def on_user_deleted(sender: Any, *, instance: Any, **kwargs: Any) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import NamedTuple
 
-from django.db.models import TextField
+from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 
 from accounts.models import User
@@ -40,11 +41,17 @@ def event_page(
     return [(seq, event_json(seq, body)) for seq, body in rows]
 
 
-def users_may_stream(*, user_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """Those of these users who are still active (and not deleted)."""
-    return set(User.objects.filter(id__in=user_ids, is_active=True).values_list("id", flat=True))
+def users_may_stream(*, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, datetime | None]:
+    """Those of these users who are still active (and not deleted), each with the moment their
+    earlier stream credentials ended (`User.sessions_ended_at`: logout, password change)."""
+    return dict(User.objects.filter(id__in=user_ids, is_active=True).values_list("id", "sessions_ended_at"))
 
 
-def user_may_stream(*, user_id: uuid.UUID) -> bool:
-    """Still active (and not deleted): an open stream re-checks this now and then."""
-    return User.objects.filter(id=user_id, is_active=True).exists()
+def user_may_stream(*, user_id: uuid.UUID, issued_at: datetime) -> bool:
+    """Still active (and not deleted), and the stream's credential was issued after the user's last
+    logout or password change."""
+    return (
+        User.objects.filter(id=user_id, is_active=True)
+        .filter(Q(sessions_ended_at__isnull=True) | Q(sessions_ended_at__lte=issued_at))
+        .exists()
+    )

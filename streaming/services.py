@@ -303,13 +303,17 @@ def live_messages_valid(messages: Any) -> list[tuple[str, LiveMessage]] | None:
 _GROUP = re.compile(r"user\.[0-9a-f]{32}")
 
 
-def streams_revoke(*, user_id: uuid.UUID) -> None:
-    """End every open stream of a user, on every process, once the caller's transaction commits.
+def streams_revoke(*, user_id: uuid.UUID, before: datetime | None = None) -> None:
+    """End every open stream of a user (or those whose credential was issued `before` then), on
+    every process, once the caller's transaction commits.
 
     At most once, like every channel-layer message: each stream also re-checks its user every
     `STREAM_RECHECK_SECONDS`, which bounds how long a lost message leaves it open.
     """
-    message: tuple[str, dict[str, Any]] = (user_group(user_id), {"type": STREAM_REVOKE})
+    body: dict[str, Any] = {"type": STREAM_REVOKE}
+    if before is not None:
+        body["before"] = before.timestamp()
+    message: tuple[str, dict[str, Any]] = (user_group(user_id), body)
     transaction.on_commit(lambda: events_publish([message]))  # type: ignore[list-item]
 
 
@@ -382,23 +386,26 @@ def stream_cookie_issue(*, user: User, credential_expires_at: datetime | None = 
     expiry: STREAM_COOKIE_SECONDS, and no later than `credential_expires_at` (the access token
     that asked for it), so a stream it opens ends when a ticket's would.
     """
-    expires_at = timezone.now() + timedelta(seconds=settings.CORTEX["STREAM_COOKIE_SECONDS"])
+    now = timezone.now()
+    expires_at = now + timedelta(seconds=settings.CORTEX["STREAM_COOKIE_SECONDS"])
     if credential_expires_at is not None:
         expires_at = min(expires_at, credential_expires_at)
-    payload = f"{user.pk}:{int(expires_at.timestamp())}:{user.get_session_auth_hash()}"
+    payload = f"{user.pk}:{int(expires_at.timestamp())}:{now.timestamp():.6f}:{user.get_session_auth_hash()}"
     return signing.TimestampSigner(salt=_STREAM_COOKIE_SALT).sign(payload), expires_at
 
 
-def stream_cookie_user(*, value: str) -> tuple[User, datetime] | None:
-    """The active user a valid, unexpired stream cookie belongs to, and when it expires; or None."""
+def stream_cookie_user(*, value: str) -> tuple[User, datetime, datetime] | None:
+    """The active user a valid, unexpired stream cookie belongs to, when it expires and when it was
+    issued (a logout after that refuses it: `streaming.auth`); or None."""
     if not value or len(value) > 500:
         return None
     try:
         payload = signing.TimestampSigner(salt=_STREAM_COOKIE_SALT).unsign(
             value, max_age=settings.CORTEX["STREAM_COOKIE_SECONDS"]
         )
-        user_id, expires, session_hash = payload.split(":", 2)
+        user_id, expires, issued, session_hash = payload.split(":", 3)
         expires_at = datetime.fromtimestamp(int(expires), tz=UTC)
+        issued_at = datetime.fromtimestamp(float(issued), tz=UTC)
     except (signing.BadSignature, ValueError):  # also SignatureExpired
         return None
     if expires_at <= timezone.now():
@@ -406,7 +413,7 @@ def stream_cookie_user(*, value: str) -> tuple[User, datetime] | None:
     user = User.objects.filter(pk=user_id, is_active=True).first()
     if user is None or not constant_time_compare(session_hash, user.get_session_auth_hash()):
         return None
-    return user, expires_at
+    return user, expires_at, issued_at
 
 
 @transaction.atomic

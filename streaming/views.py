@@ -3,7 +3,8 @@ stream cookie that lets EventSource's built-in reconnect resume after the ticket
 
 `POST /internal/events`: the relay for events committed by another process of the deployment (the
 turn worker) when there is no shared channel layer (no REDIS_URL): it hands them to this process's
-streams. Service token only; not part of the public API.
+streams. Loopback peers with the relay token only (`CORTEX_RELAY_TOKEN`, which `run_cortex` gives to
+the core and the turn worker alone); not part of the public API.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.errors import ErrorCode, error_body
+from common.web.addresses import peer_is_loopback
 from common.web.requests import AuthenticatedRequest
 from common.web.throttles import GcraScopedRateThrottle
 from streaming import services
@@ -69,16 +71,18 @@ RELAY_MAX_BYTES = 16 * 1024 * 1024
 @csrf_exempt
 async def internal_events(request: HttpRequest) -> HttpResponse:
     """Relay committed events (their live copies, as `events_append` made them) to this process's
-    streams. Anyone without the service token gets the 404 of a path that does not exist."""
-    token = settings.CORTEX["SERVICE_TOKEN"]
+    streams. A peer that is not on loopback, or has not the relay token, gets the 404 of a path that
+    does not exist: whoever could post here could show any user any event."""
+    token = settings.CORTEX["RELAY_TOKEN"]
     header = request.headers.get("Authorization", "")
-    if not token or not constant_time_compare(header, f"Bearer {token}"):
+    if not token or not peer_is_loopback(request) or not constant_time_compare(header, f"Bearer {token}"):
         return JsonResponse(error_body(ErrorCode.NOT_FOUND, "Not found."), status=404)
     if request.method != "POST":
         return JsonResponse(error_body(ErrorCode.METHOD_NOT_ALLOWED, "Use POST."), status=405)
     try:
         # Not `request.body`: DATA_UPLOAD_MAX_MEMORY_SIZE bounds clients' requests, and one relayed
-        # event (a long answer) may be larger; the sender is the deployment itself (the token).
+        # event (a long answer) may be larger; the sender is the deployment itself (the token), and
+        # `common.web.asgi.RequestGuard` lets loopback peers send RELAY_MAX_BYTES on this path.
         messages = services.live_messages_valid(json.loads(request.read(RELAY_MAX_BYTES)).get("events"))
     except (ValueError, AttributeError):
         messages = None

@@ -10,6 +10,8 @@ os.environ.setdefault("JWT_SIGNING_KEY", "test-jwt-signing-key-0123456789-abcdef
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 os.environ.setdefault("CORTEX_SERVICE_TOKEN", "test-service-token-0123456789")
 os.environ.setdefault("CORTEX_COGNITION_TOKEN", "test-cognition-token-0123456789")
+os.environ.setdefault("CORTEX_RELAY_TOKEN", "test-relay-token-0123456789")
+os.environ.setdefault("CORTEX_METRICS_TOKEN", "test-metrics-token-0123456789")
 os.environ.setdefault("SECURE_COOKIES", "0")
 # In-process tests drive the memory outbox themselves: the core's drain thread would race them and
 # outlive their databases. End-to-end servers that need it turn it back on explicitly.
@@ -35,4 +37,5 @@ if "EXPERT_SIGNING_KEYS" not in os.environ:
             )
         _paths.append(_path)
     os.environ["EXPERT_SIGNING_KEYS"] = ",".join(_paths)
-os.environ.setdefault("EXPERT_ALLOWED_HOSTS", "127.0.0.1")
+# Test experts listen on free ports: any port of 127.0.0.1 (production entries name their ports).
+os.environ.setdefault("EXPERT_ALLOWED_HOSTS", "127.0.0.1:*")

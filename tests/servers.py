@@ -144,6 +144,18 @@ def core_server(*, env: dict[str, str], port: int | None = None, server: str = "
     return ServerProcess(name=f"core:{port}", argv=argv, port=port, env=env)
 
 
+def fake_llm_server(*, env: dict[str, str], log: Path, chunk_delay_ms: int = 20) -> ServerProcess:
+    """The fake OpenAI-compatible model (`tests/fake_llm.py`) on a free port, logging every request
+    to `log`; its API is at `<url>/v1`."""
+    port = free_port()
+    return ServerProcess(
+        name="fake-llm",
+        argv=[sys.executable, "-m", "uvicorn", "--port", str(port), "--no-access-log", "tests.fake_llm:app"],
+        port=port,
+        env={**env, "FAKE_LLM_LOG": str(log), "FAKE_LLM_CHUNK_DELAY_MS": str(chunk_delay_ms)},
+    )
+
+
 def manage_command(
     name: str, *args: str, env: dict[str, str], port: int, ready_line: str | None = None
 ) -> ServerProcess:

@@ -1,9 +1,10 @@
 """What an operator sees: JSON log lines joined across processes by the request id, no secrets in
-them, and Prometheus metrics behind the service token."""
+them, and Prometheus metrics behind a scrape token of their own."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import httpx2
@@ -11,6 +12,10 @@ import pytest
 
 from tests.mcp.conftest import PASSWORD, TOKEN, running, stack, wait_until
 from tests.servers import ServerProcess, core_server, create_users
+
+METRICS_TOKEN = os.environ["CORTEX_METRICS_TOKEN"]
+SCRAPE = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+SCRAPE_HEADER = {"HTTP_AUTHORIZATION": SCRAPE["Authorization"]}
 
 SECRET_CONTENT = "the-launch-code-is-4242"
 
@@ -78,18 +83,20 @@ def test_a_requests_id_joins_the_core_cognition_and_memory_lines_and_no_secret_i
 
 
 @pytest.mark.django_db
-def test_metrics_are_served_only_with_the_service_token(api, alice, settings):
+def test_metrics_are_served_only_with_the_scrape_token(api, alice, settings):
     from conftest import client_for
 
     assert api.get("/metrics").status_code == 404
     assert api.get("/metrics", HTTP_AUTHORIZATION="Bearer not-the-token").status_code == 404
-    settings.CORTEX = {**settings.CORTEX, "SERVICE_TOKEN": None}
+    # The service token, which every process of the group holds, is not a scrape credential.
+    assert api.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 404
+    settings.CORTEX = {**settings.CORTEX, "METRICS_TOKEN": None}
     assert api.get("/metrics", HTTP_AUTHORIZATION="Bearer None").status_code == 404
 
-    settings.CORTEX = {**settings.CORTEX, "SERVICE_TOKEN": TOKEN}
+    settings.CORTEX = {**settings.CORTEX, "METRICS_TOKEN": METRICS_TOKEN}
 
     def scrape() -> str:
-        response = api.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+        response = api.get("/metrics", **SCRAPE_HEADER)
         assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
         return response.content.decode()
 
@@ -132,18 +139,17 @@ def test_metrics_count_requests_by_route_streams_events_and_service_calls():
             with http.stream("GET", "/output/stream", headers=auth) as stream:
                 lines = stream.iter_lines()
                 next(lines)  # retry hint: the stream is open
-                scrape = httpx2.get(f"{core.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+                scrape = httpx2.get(f"{core.url}/metrics", headers=SCRAPE).text
                 assert 'cortex_open_streams{transport="sse"} 1.0' in scrape
                 assert http.post("/input", json={"content": "hi"}, headers=auth).status_code == 200
                 assert any(line.startswith("data:") for line in lines)
             wait_until(
                 lambda: (
-                    'cortex_open_streams{transport="sse"} 0.0'
-                    in httpx2.get(f"{core.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+                    'cortex_open_streams{transport="sse"} 0.0' in httpx2.get(f"{core.url}/metrics", headers=SCRAPE).text
                 ),
                 timeout=10,
             )
-            scrape = httpx2.get(f"{core.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
+            scrape = httpx2.get(f"{core.url}/metrics", headers=SCRAPE).text
             http.close()
     expected = [
         'cortex_http_requests_total{method="GET",route="config/workspace/<str:workspace_id>",status="200"} 1.0',
@@ -230,9 +236,7 @@ def test_metrics_of_several_worker_processes_are_served_together(tmp_path):
         with running(workers) as core:
             for _ in range(40):  # new connections: spread over both processes
                 assert httpx2.get(f"{core.url}/healthz").status_code == 200
-            scrapes = [
-                httpx2.get(f"{core.url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text for _ in range(4)
-            ]
+            scrapes = [httpx2.get(f"{core.url}/metrics", headers=SCRAPE).text for _ in range(4)]
     pids = {path.name for path in tmp_path.iterdir()}
     assert len({name.rsplit("_", 1)[-1] for name in pids}) >= 2, pids  # two processes wrote metrics
     for scrape in scrapes:

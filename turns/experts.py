@@ -32,10 +32,11 @@ def _function_name(expert: str, tool: str, taken: set[str]) -> str:
     return name
 
 
-async def workspace_tools(*, workspace_id: uuid.UUID) -> list[FunctionTool]:
+async def workspace_tools(*, workspace_id: uuid.UUID, user_id: uuid.UUID) -> list[FunctionTool]:
+    """The tools offered to the model in a turn of `user_id` (none for an inactive user)."""
     functions: list[FunctionTool] = []
     taken: set[str] = set()
-    for tool in await expert_tools(workspace_id=workspace_id):
+    for tool in await expert_tools(workspace_id=workspace_id, user_id=user_id):
         name = _function_name(tool.expert, tool.name, taken)
         taken.add(name)
         functions.append(

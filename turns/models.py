@@ -37,6 +37,9 @@ class Turn(models.Model):
     input_message = models.OneToOneField("workspaces.Message", on_delete=models.CASCADE, related_name="turn")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=10, choices=Kind.choices)
+    # `direct`: the call as parsed once from the input (`workspaces.services.DirectCall`:
+    # expert, tool, and the arguments' JSON text, which the turn parses and may refuse).
+    direct_call = models.JSONField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     # The input's time: turns of a conversation run one at a time in this order (then by id).
     created_at = models.DateTimeField(default=timezone.now)
@@ -46,6 +49,11 @@ class Turn(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     deadline = models.DateTimeField(null=True, blank=True)  # started_at + TURN_TIME_LIMIT_SECONDS
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=20, blank=True)  # "interrupted": a newer input's (turn_policy)
+    # The oldest open turn of its conversation: the only one that may run. Kept by every write that
+    # opens or ends a turn (under the conversation's row lock), so the claim reads the heads alone
+    # and its cost does not grow with the turns queued behind them.
+    head = models.BooleanField(default=False)
     finished_at = models.DateTimeField(null=True, blank=True)
     result_message = models.ForeignKey(
         "workspaces.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -68,6 +76,12 @@ class Turn(models.Model):
             ),
             models.Index(fields=["resume_at"], name="turn_waiting", condition=models.Q(status="waiting")),
             models.Index(fields=["conversation", "created_at", "id"], name="turn_conversation_order"),
+            models.Index(
+                fields=["created_at", "id"], name="turn_runnable", condition=models.Q(head=True, status="queued")
+            ),
+            models.Index(
+                fields=["user", "lease_expires_at"], name="turn_running", condition=models.Q(status="running")
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,4 +1,5 @@
-"""The turn of an input is written in the transaction that accepts the input (`messages_created`)."""
+"""The turn of an input is written in the transaction that accepts the input (`messages_created`),
+which first asks which of its conversations have a turn open (`conversations_busy`, for `turn_policy`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ from django.dispatch import receiver
 
 from turns import services
 from workspaces.services import CreatedInput
-from workspaces.signals import messages_created
+from workspaces.signals import conversations_busy, messages_created
 
 
 @receiver(messages_created, dispatch_uid="turns.turns_create")
 def create_turns(sender: Any, created: list[CreatedInput], **kwargs: Any) -> None:
     services.turns_create_for_inputs(created=[entry for entry in created if entry.turn_id is not None])
+
+
+@receiver(conversations_busy, dispatch_uid="turns.conversations_busy")
+def busy_conversations(sender: Any, conversation_ids: set, **kwargs: Any) -> set:
+    return services.conversations_open_turns(conversation_ids=conversation_ids)

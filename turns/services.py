@@ -14,8 +14,7 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
@@ -27,8 +26,8 @@ from turns.inbox import services as inbox
 from turns.inbox.services import Pause
 from turns.models import Turn
 from workspaces.models import Conversation, Message
-from workspaces.selectors import conversation_recipient_ids
-from workspaces.services import CreatedInput, direct_call_parse, message_data
+from workspaces.selectors import conversation_recipient_ids, conversation_settings
+from workspaces.services import CreatedInput, message_data
 
 Live = list[tuple[str, LiveMessage]]
 
@@ -40,10 +39,14 @@ TOOL_RESULT = "tool.result"
 COMPLETED = "assistant.completed"
 FAILED = "assistant.failed"
 CANCELLED = "assistant.cancelled"
+INTERRUPTED = "interrupted"  # `assistant.cancelled`'s reason when a newer input interrupted the turn
 
 
 def turns_create_for_inputs(*, created: list[CreatedInput]) -> None:
-    """The turns of a batch of inputs, inside its transaction (one insert for the batch)."""
+    """The turns of a batch of inputs, inside its transaction (one insert for the batch), under
+    their conversations' locks (`messages_create` took them, and the open turns' with
+    `conversations_open_turns`). In a conversation whose `turn_policy` is interrupt, the newest
+    input's turn interrupts every older open one."""
     if not created:
         return
     Turn.objects.bulk_create(
@@ -53,12 +56,81 @@ def turns_create_for_inputs(*, created: list[CreatedInput]) -> None:
                 conversation_id=entry.message.conversation_id,  # type: ignore[misc]  # set: only conversations have turns
                 input_message=entry.message,
                 user_id=entry.message.sender_id,
-                kind=Turn.Kind.DIRECT if direct_call_parse(entry.message.content) else entry.responder,
+                kind=Turn.Kind.DIRECT if entry.direct_call else entry.responder,
+                direct_call=entry.direct_call.as_json() if entry.direct_call else None,
                 created_at=entry.message.created_at,
             )
             for entry in created
         ]
     )
+    newest: dict[uuid.UUID, uuid.UUID] = {
+        entry.message.conversation_id: entry.turn_id  # type: ignore[misc]  # both set for a turn
+        for entry in created
+        if entry.turn_policy == Conversation.TurnPolicy.INTERRUPT
+    }
+    live = _interrupt(newest) if newest else []
+    _heads_advance({entry.message.conversation_id for entry in created})  # type: ignore[misc]
+    transaction.on_commit(lambda: events_publish(live))
+
+
+def conversations_open_turns(*, conversation_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these conversations have an open turn; their open turns are locked (PostgreSQL)
+    before the input's events are, in the order every turn write takes its locks."""
+    if not conversation_ids:
+        return set()
+    rows = Turn.objects.select_for_update().filter(_open(), conversation_id__in=conversation_ids)
+    return set(rows.values_list("conversation_id", flat=True))
+
+
+def _interrupt(newest: dict[uuid.UUID, uuid.UUID]) -> Live:
+    """Interrupt the open turns older than `newest[conversation]`: a queued or waiting one ends now
+    (a waiting one's open request expires with it), a running one is asked to stop (its worker
+    ends it); all end `assistant.cancelled`, reason interrupted."""
+    now = timezone.now()
+    older = Turn.objects.filter(_open(), conversation_id__in=newest.keys()).exclude(id__in=newest.values())
+    queued: list[Turn] = []
+    waiting: list[Turn] = []
+    for turn in older:
+        turn.cancel_reason = INTERRUPTED
+        if turn.status == Turn.Status.WAITING:
+            waiting.append(turn)
+        if turn.status in (Turn.Status.QUEUED, Turn.Status.WAITING):
+            turn.status, turn.head = Turn.Status.CANCELLED, False
+            turn.cancel_requested_at = turn.finished_at = now
+            queued.append(turn)
+        elif turn.cancel_requested_at is None:
+            turn.cancel_requested_at = now
+        turn.save(update_fields=["status", "head", "cancel_requested_at", "cancel_reason", "finished_at"])
+    recipients = _recipients({turn.conversation_id for turn in queued})
+    closed = [
+        event
+        for turn in waiting
+        for event in inbox.turn_requests_close(turn=turn, recipients=recipients.get(turn.conversation_id, []), now=now)
+    ]
+    return events_append(
+        events=[
+            *closed,
+            *(_event(turn, CANCELLED, _cancelled(turn), recipients.get(turn.conversation_id, [])) for turn in queued),
+        ]
+    )
+
+
+def _cancelled(turn: Turn) -> dict[str, Any]:
+    return {"reason": turn.cancel_reason} if turn.cancel_reason else {}
+
+
+def _heads_advance(conversation_ids: set[uuid.UUID]) -> None:
+    """Mark the oldest open turn of each conversation as its head (after turns opened or ended;
+    the caller holds the conversations' locks). Reads one index entry per conversation."""
+    for conversation_id in conversation_ids:
+        first = (
+            Turn.objects.filter(_open(), conversation_id=conversation_id)
+            .order_by("created_at", "id")
+            .values_list("id", "head")
+            .first()
+        )
+        if first is not None and not first[1]:
+            Turn.objects.filter(id=first[0]).update(head=True)
 
 
 def _event(turn: Turn | TurnRow, type_: str, data: dict[str, Any], recipients: list[uuid.UUID]) -> NewEvent:
@@ -75,19 +147,21 @@ def turn_cancel(*, turn: Turn) -> Turn:
     one is flagged, and its worker ends it with `assistant.cancelled` as soon as it sees the flag.
     A finished turn is a conflict."""
     with transaction.atomic():
+        conversation_settings(conversation_ids={turn.conversation_id}, lock=True)  # lock order: conversation, turn
         locked = Turn.objects.select_for_update().get(pk=turn.pk)
         if locked.finished:
             raise CortexError(ErrorCode.CONFLICT, f"This turn has already finished ({locked.status}).")
         now = timezone.now()
         live: Live = []
         if locked.status in (Turn.Status.QUEUED, Turn.Status.WAITING):  # no worker holds it: at once
-            # A waiting turn's open request expires with it (`approval.resolved` "expired" first).
             recipients = _recipients({locked.conversation_id}).get(locked.conversation_id, [])
+            # A waiting turn's open request expires with it (`approval.resolved` "expired" first).
             closed = inbox.turn_requests_close(turn=locked, recipients=recipients, now=now)
-            locked.status = Turn.Status.CANCELLED
+            locked.status, locked.head = Turn.Status.CANCELLED, False
             locked.cancel_requested_at = locked.finished_at = now
-            locked.save(update_fields=["status", "cancel_requested_at", "finished_at"])
-            live = events_append(events=[*closed, _event(locked, CANCELLED, {}, recipients)])
+            locked.save(update_fields=["status", "head", "cancel_requested_at", "finished_at"])
+            _heads_advance({locked.conversation_id})
+            live = events_append(events=[*closed, _event(locked, CANCELLED, _cancelled(locked), recipients)])
         elif locked.cancel_requested_at is None:
             locked.cancel_requested_at = now
             locked.save(update_fields=["cancel_requested_at"])
@@ -110,6 +184,8 @@ class TurnRow:
     input_id: uuid.UUID
     content: str
     deadline: Any  # datetime
+    context_scope: str = Conversation.ContextScope.CONVERSATION
+    direct_call: dict[str, str] | None = None  # `direct`: the parsed call (`DirectCall.as_json`)
     # A turn resumed after waiting in the inbox: its responder's saved state and the answer.
     state: dict[str, Any] | None = None
     resolution: dict[str, Any] | None = None
@@ -119,75 +195,106 @@ def _open() -> Q:
     return Q(status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING, Turn.Status.WAITING])
 
 
-def _leasable(now: Any) -> Q:
-    return Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+def _running_counts(now: Any) -> dict[uuid.UUID, int]:
+    """Turns running under live leases, per user (a read of the running turns alone: `turn_running`)."""
+    running = Turn.objects.filter(status=Turn.Status.RUNNING, lease_expires_at__gte=now)
+    return dict(running.order_by().values("user_id").annotate(count=Count("id")).values_list("user_id", "count"))
 
 
-def _due(now: Any) -> Any:
-    """Open turns no live lease holds that are the oldest open turn of their conversation, and
-    whose user has fewer than TURN_MAX_RUNNING_PER_USER turns running (`user_running`, annotated).
-    A waiting turn is due once its request is answered or expired (`resume_at`, `turns.inbox`)."""
-    earlier_open = Turn.objects.filter(_open(), conversation_id=OuterRef("conversation_id")).filter(
-        Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__lt=OuterRef("id"))
-    )
-    running = (
-        Turn.objects.filter(status=Turn.Status.RUNNING, user_id=OuterRef("user_id"), lease_expires_at__gte=now)
-        .order_by()
-        .values("user_id")
-        .annotate(count=Count("id"))
-        .values("count")
-    )
-    return (
-        Turn.objects.filter(_open())
-        .filter(_leasable(now))
-        .exclude(status=Turn.Status.WAITING, resume_at__gt=now)
-        .exclude(Exists(earlier_open))
-        .annotate(user_running=Coalesce(Subquery(running, output_field=IntegerField()), 0))
-        .filter(user_running__lt=settings.CORTEX["TURN_MAX_RUNNING_PER_USER"])
-    )
+def _capped(running: dict[uuid.UUID, int]) -> list[uuid.UUID]:
+    """Users with TURN_MAX_RUNNING_PER_USER turns running: their queued turns wait."""
+    return [user_id for user_id, count in running.items() if count >= settings.CORTEX["TURN_MAX_RUNNING_PER_USER"]]
+
+
+def _due(now: Any, capped: list[uuid.UUID]) -> Q:
+    """Running turns whose lease expired (their worker died), and queued heads (the oldest open
+    turn of their conversation: `head`) of users below their running-turn cap. The claim reads the
+    heads in time order through `turn_runnable`, skipping the capped users' own heads: its cost
+    grows with running turns and open conversations, not with the turns queued behind them."""
+    expired = Q(status=Turn.Status.RUNNING, lease_expires_at__lt=now)
+    runnable = Q(head=True) & (Q(status=Turn.Status.QUEUED) | _resumable(now)) & ~Q(user_id__in=capped)
+    return expired | runnable
+
+
+def _resumable(now: Any) -> Q:
+    """A waiting turn (always its conversation's head: it was running when it paused) is due again
+    once its request is answered or expired (`resume_at`, `turns.inbox`; read through `turn_waiting`)."""
+    return Q(status=Turn.Status.WAITING, resume_at__lte=now)
 
 
 def turns_due_exist() -> bool:
     """A read before `turns_claim`: while nothing is due (idle, or every conversation busy with its
     running turn) the worker's polls take no write lock."""
-    return _due(timezone.now()).exists()
+    now = timezone.now()
+    capped = _capped(_running_counts(now))
+    return (
+        Turn.objects.filter(status=Turn.Status.RUNNING, lease_expires_at__lt=now).exists()
+        or Turn.objects.filter(head=True, status=Turn.Status.QUEUED).exclude(user_id__in=capped).exists()
+        or Turn.objects.filter(_resumable(now)).exclude(user_id__in=capped).exists()
+    )
 
 
 def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
     """Lease up to `limit` turns to `owner` and start them (`assistant.started`), the oldest first:
-    in each conversation only its oldest open turn, so turns run one at a time, in input order.
+    in each conversation only its head, so turns run one at a time, in input order.
 
     A running turn whose lease expired was abandoned by a worker that died: it is ended here as
     failed (its partial deltas are in the log; a rerun would repeat them), which frees its
-    conversation for the next turn. PostgreSQL: `FOR UPDATE SKIP LOCKED` keeps concurrent workers
-    apart; SQLite: the IMMEDIATE transaction does.
+    conversation for the next turn. A queued turn of a user who is no longer active ends failed
+    without running (a waiting one's open request expires with it). A waiting turn whose request
+    was answered or expired resumes, with no second `assistant.started`. PostgreSQL: the conversations' locks, then `FOR UPDATE SKIP LOCKED` on the
+    turns, keep concurrent workers and inputs apart; SQLite: the IMMEDIATE transaction does.
     """
     now = timezone.now()
     with transaction.atomic():
-        due = list(_due(now).select_for_update(skip_locked=True, of=("self",)).order_by("created_at", "id")[:limit])
-        if not due:
+        running = _running_counts(now)
+        capped = _capped(running)
+        expired = Turn.objects.filter(status=Turn.Status.RUNNING, lease_expires_at__lt=now)
+        heads = Turn.objects.filter(head=True, status=Turn.Status.QUEUED).exclude(user_id__in=capped)
+        resumable = Turn.objects.filter(_resumable(now), head=True).exclude(user_id__in=capped)
+        seen = [
+            *expired.order_by("created_at", "id").values_list("id", "conversation_id")[:limit],
+            *heads.order_by("created_at", "id").values_list("id", "conversation_id")[:limit],
+            *resumable.order_by("resume_at").values_list("id", "conversation_id")[:limit],
+        ]
+        if not seen:
             return [], []
+        conversations = conversation_settings(conversation_ids={cid for _, cid in seen}, lock=True)
+        due = list(
+            Turn.objects.filter(_due(now, capped), id__in=[turn_id for turn_id, _ in seen])
+            .annotate(user_active=F("user__is_active"))
+            .select_for_update(skip_locked=True, of=("self",))
+            .order_by("created_at", "id")[:limit]
+        )
         recipients = _recipients({turn.conversation_id for turn in due})
         events: list[NewEvent] = []
-        started: list[Turn] = []
-        resumed: list[Turn] = []  # waiting turns going on (no second `assistant.started`)
+        started: list[Any] = []  # the claimed turns (annotated with `user_active`)
+        resumed: list[Any] = []  # waiting turns going on (no second `assistant.started`)
+        ended: list[Any] = []
         cap = settings.CORTEX["TURN_MAX_RUNNING_PER_USER"]
         starting: dict[uuid.UUID, int] = {}  # per user, in this claim
         for turn in due:
             members = recipients.get(turn.conversation_id, [])
-            if turn.status == Turn.Status.RUNNING:
+            if turn.status == Turn.Status.RUNNING or not turn.user_active:
+                turn.error = (
+                    "The worker running this turn stopped (its lease expired)."
+                    if turn.status == Turn.Status.RUNNING
+                    else "The user who sent this input is no longer active."
+                )
+                code = ErrorCode.INTERNAL_ERROR if turn.status == Turn.Status.RUNNING else ErrorCode.PERMISSION_DENIED
                 turn.status, turn.finished_at, turn.lease_owner, turn.lease_expires_at = (
                     Turn.Status.FAILED,
                     now,
                     "",
                     None,
                 )
-                turn.error = "The worker running this turn stopped (its lease expired)."
-                turn.save(update_fields=["status", "finished_at", "lease_owner", "lease_expires_at", "error"])
-                error = {"code": ErrorCode.INTERNAL_ERROR, "message": turn.error}
-                events.append(_event(turn, FAILED, {"error": error}, members))
+                turn.head = False
+                ended.append(turn)
+                if turn.status == Turn.Status.WAITING:  # its open request expires with it
+                    events.extend(inbox.turn_requests_close(turn=turn, recipients=members, now=now))
+                events.append(_event(turn, FAILED, {"error": {"code": code, "message": turn.error}}, members))
                 continue
-            if turn.user_running + starting.get(turn.user_id, 0) >= cap:
+            if running.get(turn.user_id, 0) + starting.get(turn.user_id, 0) >= cap:
                 continue  # the user's other turns fill their share: this one waits (queued)
             starting[turn.user_id] = starting.get(turn.user_id, 0) + 1
             started.append(turn)
@@ -197,37 +304,50 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
                 events.append(_event(turn, STARTED, {"input_id": str(turn.input_message_id)}, members))
         resolutions, resolved = inbox.turns_resume(turns=resumed, recipients=recipients, now=now)
         events.extend(resolved)
+        if ended:
+            Turn.objects.bulk_update(
+                ended, ["status", "finished_at", "lease_owner", "lease_expires_at", "error", "head"]
+            )
+            _heads_advance({turn.conversation_id for turn in ended})
         lease = now + timedelta(seconds=settings.CORTEX["TURN_LEASE_SECONDS"])
         deadline = now + timedelta(seconds=settings.CORTEX["TURN_TIME_LIMIT_SECONDS"])
-        for turn in started:
-            if turn.status == Turn.Status.WAITING:  # the time limit it had left when it paused
-                turn.deadline, turn.resume_at = now + timedelta(seconds=turn.time_left or 0), None
-            else:
-                turn.started_at, turn.deadline = now, deadline
+        fresh = {turn.id for turn in started if turn.status == Turn.Status.QUEUED}
+        if fresh:  # the same values for all: one plain UPDATE (bulk_update's CASE costs ~5 ms a row to build)
+            Turn.objects.filter(id__in=fresh).update(
+                status=Turn.Status.RUNNING,
+                lease_owner=owner,
+                lease_expires_at=lease,
+                attempts=F("attempts") + 1,
+                started_at=now,
+                deadline=deadline,
+            )
+        for turn in resumed:  # the time limit it had left when it paused (waiting does not count)
+            turn.deadline, turn.resume_at = now + timedelta(seconds=turn.time_left or 0), None
             turn.status, turn.lease_owner, turn.lease_expires_at = Turn.Status.RUNNING, owner, lease
             turn.attempts += 1
-        Turn.objects.bulk_update(
-            started, ["status", "lease_owner", "lease_expires_at", "attempts", "started_at", "deadline", "resume_at"]
-        )
+        if resumed:
+            Turn.objects.bulk_update(
+                resumed, ["status", "lease_owner", "lease_expires_at", "attempts", "deadline", "resume_at"]
+            )
+        for turn in started:
+            if turn.id in fresh:
+                turn.started_at, turn.deadline = now, deadline
         live = events_append(events=events)
         inputs = dict(
             Message.objects.filter(id__in=[turn.input_message_id for turn in started]).values_list("id", "content")
-        )
-        workspaces = dict(
-            Conversation.objects.filter(id__in={turn.conversation_id for turn in started}).values_list(
-                "id", "workspace_id"
-            )
         )
     rows = [
         TurnRow(
             id=turn.id,
             kind=turn.kind,
             conversation_id=turn.conversation_id,
-            workspace_id=workspaces[turn.conversation_id],
+            workspace_id=conversations[turn.conversation_id].workspace_id,
             user_id=turn.user_id,
             input_id=turn.input_message_id,
             content=inputs[turn.input_message_id],
             deadline=turn.deadline,
+            context_scope=conversations[turn.conversation_id].context_scope,
+            direct_call=turn.direct_call,
             state=turn.state if turn.id in resolutions else None,
             resolution=resolutions.get(turn.id),
         )
@@ -262,7 +382,11 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
     finished turns, renew the leases of the others. A turn no longer leased to `owner` is left alone."""
     now = timezone.now()
     ids = {write.turn_id for write in writes}
+    ending = [write.turn_id for write in writes if write.finish is not None]
     with transaction.atomic():
+        if ending:  # their conversations' next turns become heads: lock order conversation, turn
+            places = set(Turn.objects.filter(id__in=ending).values_list("conversation_id", flat=True))
+            conversation_settings(conversation_ids=places, lock=True)
         turns = {turn.id: turn for turn in Turn.objects.select_for_update().filter(id__in=ids)}
         recipients = _recipients({turn.conversation_id for turn in turns.values()})
         states: dict[uuid.UUID, TurnState] = {}
@@ -290,7 +414,7 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
                 write.finish = "cancelled"
             if write.finish is None:
                 continue
-            turn.lease_owner, turn.lease_expires_at, turn.finished_at = "", None, now
+            turn.lease_owner, turn.lease_expires_at, turn.finished_at, turn.head = "", None, now, False
             if write.finish == "completed":
                 answer = Message(
                     conversation_id=turn.conversation_id,
@@ -311,7 +435,7 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
                 events.append(_event(turn, FAILED, {"error": error}, members))
             else:
                 turn.status = Turn.Status.CANCELLED
-                events.append(_event(turn, CANCELLED, {}, members))
+                events.append(_event(turn, CANCELLED, _cancelled(turn), members))
             finished.append(turn)
         if answers:
             Message.objects.bulk_create(answers)
@@ -326,8 +450,10 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
             transaction.on_commit(delivery.kick)
         if finished:
             Turn.objects.bulk_update(
-                finished, ["status", "lease_owner", "lease_expires_at", "finished_at", "result_message", "error"]
+                finished,
+                ["status", "lease_owner", "lease_expires_at", "finished_at", "result_message", "error", "head"],
             )
+            _heads_advance({turn.conversation_id for turn in finished})
         renew = [turn.id for turn in turns.values() if turn.status == Turn.Status.RUNNING and turn.lease_owner == owner]
         if renew:
             lease = now + timedelta(seconds=settings.CORTEX["TURN_LEASE_SECONDS"])

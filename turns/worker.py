@@ -9,7 +9,8 @@
   round goes in one transaction. A turn's deltas are coalesced by its `TurnEmitter` (the first
   chunk at once, then every `TURN_DELTA_FLUSH_MS` or `TURN_DELTA_FLUSH_CHARS`).
 - After each commit the live copies go to the streams (`Relay`): through the channel layer when it
-  is shared (REDIS_URL), else posted to the core's `/internal/events` (CORTEX_CORE_URL). Streams
+  is shared (REDIS_URL), else posted to the core's `/internal/events` (CORTEX_CORE_URL, with
+  CORTEX_RELAY_TOKEN). Streams
   also catch up from the log at their next event or reconnect, so a lost relay loses nothing.
 """
 
@@ -99,7 +100,7 @@ class Relay:
             await events_publish_now(live)
             return
         core = settings.CORTEX["CORE_URL"]
-        token = settings.CORTEX["SERVICE_TOKEN"]
+        token = settings.CORTEX["RELAY_TOKEN"]
         if not core or not token:
             return  # streams find these events at their next event or reconnect
         if self._http is None:

@@ -37,10 +37,24 @@ class Conversation(ConfigRecord):
         ECHO = "echo", "echo (development and tests)"
         LLM = "llm", "llm (OpenAI-compatible chat)"
 
+    class ContextScope(models.TextChoices):
+        CONVERSATION = "conversation", "this conversation (what every participant may read)"
+        PERSONAL = "personal", "the requester's memory from everywhere (single participant only)"
+
+    class TurnPolicy(models.TextChoices):
+        QUEUE = "queue", "queue: turns run one after another"
+        REJECT = "reject", "reject: an input while a turn is open is a 409"
+        INTERRUPT = "interrupt", "interrupt: a new input cancels the open turns"
+
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="conversations")
     topic = models.CharField(max_length=200)
     # Who answers an input here: nobody (the default), or an assistant turn (the `turns` app).
     responder = models.CharField(max_length=10, choices=Responder.choices, default=Responder.NONE)
+    # What a turn's model request may hold: the answer and its tool results go to every
+    # participant, so by default only what every participant may read (CONTRACT.md).
+    context_scope = models.CharField(max_length=12, choices=ContextScope.choices, default=ContextScope.CONVERSATION)
+    # What a second input does while a turn is open ("double texting").
+    turn_policy = models.CharField(max_length=10, choices=TurnPolicy.choices, default=TurnPolicy.QUEUE)
     participants = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="conversations")
 
     def __str__(self) -> str:

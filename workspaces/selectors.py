@@ -1,8 +1,14 @@
 """Reads, and the one access check per resource.
 
 `workspace_get_for_user` and `conversation_get_for_user` are the only ways views, consumers and
-tools reach a workspace or conversation by id. Both raise `Http404` alike for a missing object and
+tools reach a workspace or conversation by id (turns through `turns.selectors.turn_get_for_user`,
+which asks the latter), but for `POST /input`: its batch write checks every sender at once with
+`conversation_recipient_ids`, the same rule. Both raise `Http404` alike for a missing object and
 for one the caller may not see, so a response never reveals that another user's object exists.
+
+Who takes part in a conversation is one rule, `_memberships` (an active participant): the access
+check, the batch check of `POST /input` and the recipients of events (`conversation_recipient_ids`),
+and the experts a turn may offer or call on someone's behalf (`experts_for_member`) all read it.
 """
 
 from __future__ import annotations
@@ -32,9 +38,23 @@ def workspace_get_for_user(*, user: User, workspace_id: object) -> Workspace:
     return workspace
 
 
+def _memberships(*, conversation_ids: set[uuid.UUID] | None = None, user_id: uuid.UUID | None = None) -> QuerySet:
+    """The rule: who takes part in a conversation is its active participants. Rows of the
+    participants table (`conversation_id`, `user_id`), narrowed to some conversations or a user."""
+    rows = Conversation.participants.through.objects.filter(user__is_active=True)
+    if conversation_ids is not None:
+        rows = rows.filter(conversation_id__in=conversation_ids)
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    return rows
+
+
 def conversation_get_for_user(*, user: User, conversation_id: object, manage: bool = False) -> Conversation:
     """Participants may read and post; `manage=True` (config changes) needs the workspace owner."""
-    access = Q(workspace__owner=user) if manage else Q(participants=user)
+    if manage:
+        access = Q(workspace__owner=user)
+    else:
+        access = Q(id__in=_memberships(user_id=user.id).values("conversation_id"))
     conversation = Conversation.objects.filter(access, id=_as_uuid(conversation_id)).select_related("workspace").first()
     if conversation is None:
         raise Http404
@@ -54,22 +74,12 @@ def expert_list(*, workspace: Workspace) -> QuerySet[Expert]:
     return Expert.objects.filter(workspace=workspace).order_by("created_at", "id")
 
 
-def experts_of_workspace(*, workspace_id: uuid.UUID) -> list[Expert]:
-    """For the core's own use (a turn's tools), not for a request: no access check here."""
-    return list(Expert.objects.filter(workspace_id=workspace_id).order_by("created_at", "id"))
-
-
-def workspace_owner_id(*, workspace_id: uuid.UUID) -> uuid.UUID:
-    return Workspace.objects.values_list("owner_id", flat=True).get(id=workspace_id)
-
-
 def experts_for_member(*, user_id: uuid.UUID, workspace_id: uuid.UUID) -> list[Expert]:
-    """The experts of a workspace, for a user who owns it or takes part in one of its conversations
-    (the users on whose behalf the core calls them); empty for anyone else."""
-    member = Workspace.objects.filter(
-        Q(owner_id=user_id) | Q(conversations__participants__id=user_id, conversations__participants__is_active=True),
-        id=workspace_id,
-    ).exists()
+    """The experts of a workspace, for a user who takes part in one of its conversations (the
+    conversation rule: an active participant; the owner is a participant of every conversation of
+    their workspace); empty for anyone else, an inactive owner too. The core lists, offers and
+    calls experts only on behalf of such a user."""
+    member = _memberships(user_id=user_id).filter(conversation__workspace_id=workspace_id).exists()
     if not member:
         return []
     return list(Expert.objects.filter(workspace_id=workspace_id).order_by("created_at", "id"))
@@ -97,19 +107,26 @@ def conversation_recipient_ids(*, conversation_ids: set[uuid.UUID]) -> dict[uuid
     if not conversation_ids:
         return {}
     members: dict[uuid.UUID, list[uuid.UUID]] = {}
-    rows = Conversation.participants.through.objects.filter(
-        conversation_id__in=conversation_ids, user__is_active=True
-    ).values_list("conversation_id", "user_id")
+    rows = _memberships(conversation_ids=conversation_ids).values_list("conversation_id", "user_id")
     for conversation_id, user_id in rows:
         members.setdefault(conversation_id, []).append(user_id)
     return members
 
 
-def conversation_responders(*, conversation_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
-    """Each conversation's responder (`Conversation.responder`)."""
+def conversation_settings(*, conversation_ids: set[uuid.UUID], lock: bool = False) -> dict[uuid.UUID, Conversation]:
+    """Each conversation's turn settings (`responder`, `turn_policy`, `context_scope`). With `lock`, the
+    rows are locked in id order (PostgreSQL): an input that opens a turn and a turn that ends take
+    the conversation's lock first, so its queue and its head turn change one write at a time."""
     if not conversation_ids:
         return {}
-    return dict(Conversation.objects.filter(id__in=conversation_ids).values_list("id", "responder"))
+    rows = (
+        Conversation.objects.filter(id__in=conversation_ids)
+        .only("id", "workspace_id", "responder", "turn_policy", "context_scope")
+        .order_by("id")
+    )
+    if lock:
+        rows = rows.select_for_update()
+    return {conversation.id: conversation for conversation in rows}
 
 
 def message_list(*, conversation: Conversation, before: Message | None = None, limit: int = 50) -> list[Message]:

@@ -76,16 +76,36 @@ def _participants_field(**kwargs) -> serializers.ListField:
     )
 
 
-_RESPONDER_HELP = (
-    "Who answers inputs here: `none` (nobody, the default), `echo` (streams each input back: for"
-    " development and tests) or `llm` (the configured OpenAI-compatible model, with the cognition"
-    " context and the workspace's expert tools). With a responder other than `none`, each input starts"
-    " an assistant turn (`turn_id` in the `POST /input` response)."
-)
+# The conversation's turn settings, each with what it means for a client (in the schema).
+_SETTINGS: dict[str, tuple[list[str], str]] = {
+    "responder": (
+        Conversation.Responder.values,
+        "Who answers inputs here: `none` (nobody, the default), `echo` (streams each input back: for"
+        " development and tests) or `llm` (the configured OpenAI-compatible model, with the cognition"
+        " context and the workspace's expert tools). With a responder other than `none`, each input starts"
+        " an assistant turn (`turn_id` in the `POST /input` response).",
+    ),
+    "context_scope": (
+        Conversation.ContextScope.values,
+        "What an `llm` turn's model request may hold. `conversation` (the default): only what every participant"
+        " may read: this conversation's messages and answers, and memory items that came from this conversation"
+        " (from any participant). `personal`: also the requester's own memory from every workspace and"
+        " conversation; only while the conversation has a single participant (else 409 `conflict`); adding a"
+        " participant sets it back to `conversation`.",
+    ),
+    "turn_policy": (
+        Conversation.TurnPolicy.values,
+        "What an input that starts a turn does while another turn of this conversation is queued or running:"
+        " `queue` (the default: turns run one after another, in input order), `reject` (409 `turn_in_progress`,"
+        " nothing stored) or `interrupt` (the open turns end `assistant.cancelled` with `data.reason`"
+        ' "interrupted", and the new one runs next).',
+    ),
+}
 
 
-def _responder_field(**kwargs) -> serializers.ChoiceField:
-    return serializers.ChoiceField(choices=Conversation.Responder.values, help_text=_RESPONDER_HELP, **kwargs)
+def _setting_field(name: str, **kwargs) -> serializers.ChoiceField:
+    choices, help_text = _SETTINGS[name]
+    return serializers.ChoiceField(choices=choices, help_text=help_text, **kwargs)
 
 
 class ConversationInputSerializer(serializers.Serializer):
@@ -93,21 +113,27 @@ class ConversationInputSerializer(serializers.Serializer):
     topic = StrictCharField(max_length=200)
     participant_ids = _participants_field(required=False, default=list)
     metadata = MetadataField(default=dict)
-    responder = _responder_field(required=False, default=Conversation.Responder.NONE)
+    responder = _setting_field("responder", required=False, default=Conversation.Responder.NONE)
+    context_scope = _setting_field("context_scope", required=False, default=Conversation.ContextScope.CONVERSATION)
+    turn_policy = _setting_field("turn_policy", required=False, default=Conversation.TurnPolicy.QUEUE)
 
 
 class ConversationPatchSerializer(serializers.Serializer):
     topic = StrictCharField(max_length=200, required=False)
     participant_ids = _participants_field(required=False)
     metadata = MetadataField()
-    responder = _responder_field(required=False)
+    responder = _setting_field("responder", required=False)
+    context_scope = _setting_field("context_scope", required=False)
+    turn_policy = _setting_field("turn_policy", required=False)
 
 
 class ConversationOutputSerializer(ConfigRecordOutputSerializer):
     workspace_id = serializers.UUIDField()
     topic = serializers.CharField()
     participant_ids = serializers.SerializerMethodField()
-    responder = _responder_field()
+    responder = _setting_field("responder")
+    context_scope = _setting_field("context_scope")
+    turn_policy = _setting_field("turn_policy")
 
     def get_participant_ids(self, conversation) -> list[str]:
         return sorted(str(user.id) for user in conversation.participants.all())

@@ -12,7 +12,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -25,8 +25,8 @@ from django.utils import timezone
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
 from workspaces.models import Conversation, Expert, IdempotencyRecord, Message, Workspace
-from workspaces.selectors import conversation_recipient_ids, conversation_responders, iso
-from workspaces.signals import conversations_deleting, messages_created
+from workspaces.selectors import conversation_recipient_ids, conversation_settings, iso
+from workspaces.signals import conversations_busy, conversations_deleting, messages_created
 
 
 class InputData(TypedDict):
@@ -103,11 +103,21 @@ def conversation_create(
     participant_ids: list[uuid.UUID] | None = None,
     metadata: dict | None = None,
     responder: str = Conversation.Responder.NONE,
+    context_scope: str = Conversation.ContextScope.CONVERSATION,
+    turn_policy: str = Conversation.TurnPolicy.QUEUE,
 ) -> Conversation:
     """Only the workspace owner creates conversations (the caller has checked); they always take part."""
-    conversation = Conversation(workspace=workspace, topic=topic, metadata=metadata or {}, responder=responder)
+    conversation = Conversation(
+        workspace=workspace,
+        topic=topic,
+        metadata=metadata or {},
+        responder=responder,
+        context_scope=context_scope,
+        turn_policy=turn_policy,
+    )
     _validated(conversation, exclude=["workspace"])
     members = _participants_resolve(participant_ids or [], creator)
+    _personal_checked(conversation, len(members))
     conversation.save(force_insert=True)
     conversation.participants.set(members)  # type: ignore[arg-type]  # primary keys (UUIDs) are fine
     return conversation
@@ -117,15 +127,34 @@ def conversation_create(
 def conversation_update(
     *, conversation: Conversation, participant_ids: list[uuid.UUID] | None = None, **changes: Any
 ) -> Conversation:
-    fields = [name for name in ("topic", "metadata", "responder") if name in changes]
+    fields = [name for name in ("topic", "metadata", "responder", "context_scope", "turn_policy") if name in changes]
     for name in fields:
         setattr(conversation, name, changes[name])
     _validated(conversation, exclude=["workspace"])
+    members = None
+    if participant_ids is not None:
+        members = _participants_resolve(participant_ids, conversation.workspace.owner)
+        if len(members) > 1 and "context_scope" not in changes:
+            # Someone joins: what the assistant reads is again what every participant may read.
+            conversation.context_scope = Conversation.ContextScope.CONVERSATION
+            fields.append("context_scope")
+    _personal_checked(conversation, len(members) if members is not None else conversation.participants.count())
     if fields:
         conversation.save(update_fields=[*fields, "updated_at"])
-    if participant_ids is not None:
-        conversation.participants.set(_participants_resolve(participant_ids, conversation.workspace.owner))  # type: ignore[arg-type]
+    if members is not None:
+        conversation.participants.set(members)  # type: ignore[arg-type]
     return conversation
+
+
+def _personal_checked(conversation: Conversation, participants: int) -> None:
+    """`personal` context reaches the requester's memory from everywhere, and a turn's answer goes
+    to every participant: so only a conversation of one may have it."""
+    if conversation.context_scope == Conversation.ContextScope.PERSONAL and participants > 1:
+        raise CortexError(
+            ErrorCode.CONFLICT,
+            'context_scope "personal" is only for a conversation with a single participant.',
+            fields={"context_scope": ["Only with a single participant."]},
+        )
 
 
 @transaction.atomic
@@ -200,6 +229,8 @@ class CreatedInput:
     # app's hook inserts the turn row with it, in this transaction).
     turn_id: uuid.UUID | None = None
     responder: str = Conversation.Responder.NONE
+    direct_call: DirectCall | None = None  # the content parsed as `/<expert> <tool> <json>`, once
+    turn_policy: str = Conversation.TurnPolicy.QUEUE
 
 
 # `/<expert> <tool> <json object>`: a direct call of one expert tool, without a model. Only a
@@ -212,9 +243,15 @@ DIRECT_CALL = re.compile(
 
 @dataclass(frozen=True)
 class DirectCall:
+    """Parsed once, when the input is accepted; carried on the input (`CreatedInput`) and stored
+    on its turn (`Turn.direct_call`), which runs it."""
+
     expert: str
     tool: str
     arguments: str  # the JSON text as sent: parsed (and refused) by the turn
+
+    def as_json(self) -> dict[str, str]:
+        return {"expert": self.expert, "tool": self.tool, "arguments": self.arguments}
 
 
 def direct_call_parse(content: str) -> DirectCall | None:
@@ -224,11 +261,11 @@ def direct_call_parse(content: str) -> DirectCall | None:
     return DirectCall(expert=match["expert"], tool=match["tool"], arguments=match["arguments"])
 
 
-def input_starts_turn(*, content: str, conversation_id: uuid.UUID | None, responder: str | None) -> bool:
+def input_starts_turn(*, call: DirectCall | None, conversation_id: uuid.UUID | None, responder: str | None) -> bool:
     """An input to a conversation whose responder is not `none`, or a direct call, starts a turn."""
     if conversation_id is None:
         return False
-    return (responder not in (None, Conversation.Responder.NONE)) or direct_call_parse(content) is not None
+    return (responder not in (None, Conversation.Responder.NONE)) or call is not None
 
 
 # The outcome of one input: its response and whether it was created now (False: a replay), or the
@@ -275,7 +312,25 @@ def _messages_write(requests: list[InputRequest]) -> list[InputOutcome]:
     outcomes: list[InputOutcome | None] = [None] * len(requests)
     conversation_ids = {request.conversation_id for request in requests if request.conversation_id}
     members = conversation_recipient_ids(conversation_ids=conversation_ids)
-    responders = conversation_responders(conversation_ids=conversation_ids)
+    calls = [direct_call_parse(request.content) if request.conversation_id else None for request in requests]
+    conversations = conversation_settings(conversation_ids=conversation_ids)
+    opening = {
+        request.conversation_id
+        for request, call in zip(requests, calls, strict=True)
+        if request.conversation_id in conversations
+        and input_starts_turn(
+            call=call,
+            conversation_id=request.conversation_id,
+            responder=conversations[request.conversation_id].responder,
+        )
+    }
+    busy: set[uuid.UUID] = set()
+    if opening:  # inputs that open turns: the conversations' locks, then their open turns
+        conversations.update(conversation_settings(conversation_ids=opening, lock=True))
+        policed = {cid for cid in opening if conversations[cid].turn_policy != Conversation.TurnPolicy.QUEUE}
+        for _receiver, found in conversations_busy.send(sender=Conversation, conversation_ids=policed):
+            open_in = cast(set[uuid.UUID], found)
+            busy |= {cid for cid in open_in if conversations[cid].turn_policy == Conversation.TurnPolicy.REJECT}
     records = _idempotency_records(requests)
     window_start = timezone.now() - timedelta(hours=settings.CORTEX["IDEMPOTENCY_HOURS"])
     first_of_key: dict[tuple[uuid.UUID, str], IdempotencyRecord] = {}
@@ -317,9 +372,19 @@ def _messages_write(requests: list[InputRequest]) -> list[InputOutcome]:
             continue
         data = message_data(message)
         response: InputResponse = {"status": "received", "data": data}
-        responder = responders.get(request.conversation_id) if request.conversation_id else None
+        conversation = conversations.get(request.conversation_id) if request.conversation_id else None
+        responder = conversation.responder if conversation else None
         turn_id = None
-        if input_starts_turn(content=request.content, conversation_id=request.conversation_id, responder=responder):
+        if input_starts_turn(call=calls[index], conversation_id=request.conversation_id, responder=responder):
+            assert conversation is not None  # a turn is only in a conversation
+            if conversation.id in busy:
+                outcomes[index] = CortexError(
+                    ErrorCode.TURN_IN_PROGRESS,
+                    "This conversation has a turn in progress (its turn_policy is reject): nothing was stored.",
+                )
+                continue
+            if conversation.turn_policy == Conversation.TurnPolicy.REJECT:
+                busy.add(conversation.id)  # the next input of this batch finds this turn open
             # In the response (and so in the idempotency record): a retry answers the same turn.
             turn_id = uuid.uuid4()
             response["turn_id"] = str(turn_id)
@@ -331,6 +396,8 @@ def _messages_write(requests: list[InputRequest]) -> list[InputOutcome]:
                 data=data,
                 turn_id=turn_id,
                 responder=responder or Conversation.Responder.NONE,
+                direct_call=calls[index],
+                turn_policy=conversation.turn_policy if conversation else Conversation.TurnPolicy.QUEUE,
             )
         )
         if key is not None:

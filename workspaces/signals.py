@@ -13,3 +13,7 @@ messages_created = Signal()
 
 # kwargs: conversation_ids (list[UUID]) and owner_id, sent before the rows are deleted
 conversations_deleting = Signal()
+
+# kwargs: conversation_ids (set[UUID]); each receiver returns the set of those conversations that
+# have an open (queued or running) turn, for `turn_policy: reject` (the turns app answers)
+conversations_busy = Signal()

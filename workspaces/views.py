@@ -79,6 +79,13 @@ class WorkspaceDetailApi(APIView):
 
 
 class ConversationListCreateApi(APIView):
+    throttle_classes = [GcraScopedRateThrottle]
+    throttle_scope = "conversation"  # creating, per user (CONVERSATION_RATE); listing is not limited
+    error_statuses = (409,)  # for the schema: `personal` context with more than one participant
+
+    def get_throttles(self):
+        return super().get_throttles() if self.request.method == "POST" else []
+
     @extend_schema(
         operation_id="conversation_list",
         parameters=[ConversationListQuerySerializer],
@@ -103,6 +110,8 @@ class ConversationListCreateApi(APIView):
 
 
 class ConversationDetailApi(APIView):
+    error_statuses = (409,)  # for the schema: `personal` context with more than one participant
+
     def _conversation(self, request: AuthenticatedRequest, conversation_id: str):
         return selectors.conversation_get_for_user(user=request.user, conversation_id=conversation_id, manage=True)
 
@@ -131,7 +140,7 @@ class ConversationDetailApi(APIView):
 class InputApi(AsyncAPIView):
     throttle_classes = [GcraScopedRateThrottle]
     throttle_scope = "input"
-    error_statuses = (409,)  # for the schema (common.schema): an Idempotency-Key reused with another body
+    error_statuses = (409,)  # for the schema (common.schema): an Idempotency-Key reused, turn_policy reject
 
     @extend_schema(
         description=(

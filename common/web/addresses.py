@@ -39,3 +39,12 @@ def client_address(request: HttpRequest) -> str:
             return hop
         address = hop
     return address
+
+
+def peer_is_loopback(request: HttpRequest) -> bool:
+    """The connection itself comes from this machine (the peer, never a forwarded address): for
+    paths only the deployment's own processes may use."""
+    try:
+        return ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "").is_loopback
+    except ValueError:
+        return False

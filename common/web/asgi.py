@@ -1,4 +1,4 @@
-"""The ASGI layers: `ObservedApp` and `ApiASGIHandler`.
+"""The ASGI layers: `ObservedApp`, `RequestGuard` and `ApiASGIHandler`.
 
 `ObservedApp` is the ASGI layer around the core and the MCP services that gives every request an id,
 one access log line and its metrics.
@@ -11,6 +11,8 @@ increments: no database, no allocation beyond the header.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -24,10 +26,12 @@ from django.core import signals
 from django.core.exceptions import ImproperlyConfigured, RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.http.request import split_domain_port, validate_host
 from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
 
 from common import metrics
+from common.errors import ErrorCode, error_body
 from common.logs import REQUEST_ID, request_id_from
 
 Scope = dict[str, Any]
@@ -151,6 +155,129 @@ class ObservedApp:
                     },
                 )
             REQUEST_ID.reset(token)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope.get("headers", ()) if key == name), None)
+
+
+def _host_allowed(scope: Scope) -> bool:
+    host = _header(scope, b"host")
+    if host is None:  # HTTP/1.0: the address the server listens on, as Django does
+        server = scope.get("server")
+        if not server:
+            return False
+        host = f"{server[0]}:{server[1]}".encode()
+    domain, _port = split_domain_port(host.decode("latin-1"))
+    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+
+
+async def _refuse(send: Send, status: int, code: ErrorCode, message: str) -> None:
+    """An envelope answer, and the connection closed after it: what the client may still be sending
+    is never read."""
+    body = json.dumps(error_body(code, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestGuard:
+    """What is refused before any view, consumer or middleware runs, on every path (the API's
+    stack, Django's full stack, the streams):
+
+    - a `Host` that is not in `ALLOWED_HOSTS`: 400 (a WebSocket handshake: refused). Django checks
+      it only when something calls `request.get_host()`, which no API path did, so a page on any
+      domain could rebind its name to 127.0.0.1 and use `make run`'s API with the demo user;
+    - a body over `MAX_REQUEST_BYTES`: 413 before more than that is read. Django's handlers read
+      the whole body (to a temporary file, of any size) before anything looks at it, so a
+      multi-GB POST to `/auth/login` filled the disk before its 401. A `Content-Length` over the
+      limit is refused before a byte of the body is read; a chunked body is read up to the limit
+      and refused at the chunk that passes it (it is short enough to hold, and is handed on).
+
+    `loopback_limits`: larger bounds for some paths, for loopback peers only (the relay of
+    `/internal/events`, whose sender is the deployment's own turn worker).
+    """
+
+    def __init__(self, app: ASGIApp, *, loopback_limits: dict[str, int] | None = None) -> None:
+        self.app = app
+        self.loopback_limits = loopback_limits or {}
+
+    def _limit(self, scope: Scope) -> int:
+        larger = self.loopback_limits.get(scope.get("path", ""))
+        if larger is not None:
+            try:
+                if ipaddress.ip_address((scope.get("client") or ("",))[0]).is_loopback:
+                    return larger
+            except ValueError:
+                pass
+        return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if not _host_allowed(scope):
+            if kind == "http":
+                await _refuse(send, 400, ErrorCode.BAD_REQUEST, "This server does not answer to that Host.")
+            else:
+                await receive()  # websocket.connect; closing before accepting refuses the handshake (403)
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        if kind == "http":
+            limit = self._limit(scope)
+            length = _header(scope, b"content-length")
+            if length is not None:  # the server reads no more than it announces
+                if not length.isdigit():
+                    await _refuse(send, 400, ErrorCode.BAD_REQUEST, "Invalid Content-Length.")
+                    return
+                if int(length) > limit:
+                    await _refuse(send, 413, ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.")
+                    return
+            elif _header(scope, b"transfer-encoding") is not None:
+                bounded = await self._read_bounded(receive, send, limit)
+                if bounded is None:
+                    return
+                receive = bounded
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _read_bounded(receive: Receive, send: Send, limit: int) -> Receive | None:
+        """A chunked body, read while it stays within `limit`; then handed on whole. None: refused
+        (413) or the client left."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # http.disconnect
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _refuse(send, 413, ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.")
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        first: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        async def replay() -> Message:
+            nonlocal first
+            if first is not None:
+                message, first = first, None
+                return message
+            return await receive()
+
+        return replay
 
 
 # Idle per-request sync threads kept for reuse (more are made, and dropped, under bursts).

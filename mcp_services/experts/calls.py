@@ -1,6 +1,6 @@
 """The core's calls to experts, for turns (the model's function tools and direct `/<expert> <tool>` calls).
 
-    tools = await expert_tools(workspace_id=...)          # what the model may call
+    tools = await expert_tools(workspace_id=..., user_id=...)   # what the model may call
     result = await expert_call(user_id=..., workspace_id=..., expert="notes", tool="add_note", arguments={...})
     # {"content": "<the result's text>", "structured": {...} or None}
 
@@ -51,8 +51,7 @@ from mcp_types import (
 from common import metrics
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import describe, encoding_error, unwrap
-from mcp_services.experts import hosts
-from mcp_services.experts.discovery import Caller, connect, discover
+from mcp_services.experts.discovery import Caller, connect, discover, said
 from mcp_services.serving import db_call
 from workspaces import selectors, services
 from workspaces.models import Expert
@@ -127,25 +126,27 @@ class ExpertTool:
     policy: str = "ask"  # "auto" | "ask" (denied tools are not listed)
 
 
-async def expert_refresh(expert: Expert, *, user_id: uuid.UUID | None = None) -> Expert:
-    """Re-discover one expert's tools (on the owner's behalf unless `user_id`) and store the result."""
-    owner_id = user_id or await db_call(selectors.workspace_owner_id)(workspace_id=expert.workspace_id)
-    found = await discover(url=expert.url, auth=expert.auth, caller=Caller(owner_id, expert.workspace_id))
+async def expert_refresh(expert: Expert, *, user_id: uuid.UUID) -> Expert:
+    """Re-discover one expert's tools on `user_id`'s behalf and store the result."""
+    found = await discover(url=expert.url, auth=expert.auth, caller=Caller(user_id, expert.workspace_id))
     return await db_call(services.expert_discovery_save)(expert=expert, discovery=found.outcome())
 
 
-async def expert_tools(*, workspace_id: uuid.UUID) -> list[ExpertTool]:
-    """The tools of the workspace's experts that their allowlists let through, from the cache.
+async def expert_tools(*, workspace_id: uuid.UUID, user_id: uuid.UUID) -> list[ExpertTool]:
+    """The tools of the workspace's experts that their allowlists let through, from the cache, for
+    `user_id` (`selectors.experts_for_member`: none for a user who takes no part, or is inactive).
 
     Experts whose cached list has expired (the server's cache hint, or a list-changed
-    notification) are re-discovered first, concurrently; one that cannot be reached keeps its
-    last known tools until it answers again.
+    notification) are re-discovered first, on that user's behalf, concurrently; one that cannot be
+    reached keeps its last known tools until it answers again.
     """
-    experts = await db_call(selectors.experts_of_workspace)(workspace_id=workspace_id)
+    experts = await db_call(selectors.experts_for_member)(user_id=user_id, workspace_id=workspace_id)
     now = timezone.now()
     stale = [expert for expert in experts if expert.tools_expire_at is None or expert.tools_expire_at <= now]
     if stale:
-        refreshed = await asyncio.gather(*(expert_refresh(expert) for expert in stale), return_exceptions=True)
+        refreshed = await asyncio.gather(
+            *(expert_refresh(expert, user_id=user_id) for expert in stale), return_exceptions=True
+        )
         for old, new in zip(stale, refreshed, strict=True):
             if isinstance(new, BaseException):
                 logger.warning("expert %s: refresh failed: %s", old.name, describe(new))
@@ -219,8 +220,6 @@ async def expert_call(
     started = time.perf_counter()
     failure: str | None = None
     tools_changed = False
-    oversize: list[str] = []
-    noting = hosts.oversize.set(oversize)
     try:
         async with asyncio.timeout(timeout):
             async with connect(
@@ -248,37 +247,29 @@ async def expert_call(
             raise  # our caller cancelled us (a cancelled turn, a stopping worker)
         # Nobody cancelled this task: the SDK's transport task failed mid-call and its cancel scope
         # let the cancellation out instead of the error. The expert failed; the caller goes on.
-        failure = ErrorCode.PAYLOAD_TOO_LARGE if oversize else ErrorCode.SERVICE_UNAVAILABLE
-        if oversize:
-            raise ExpertCallError(
-                ErrorCode.PAYLOAD_TOO_LARGE, f"The expert {expert!r} answered too much: {oversize[0]}."
-            ) from None
+        failure = ErrorCode.SERVICE_UNAVAILABLE
         raise ExpertCallError(
             ErrorCode.SERVICE_UNAVAILABLE, f"The expert {expert!r} failed: the connection failed during the call."
         ) from None
-    except CortexError as exc:
+    except CortexError as exc:  # refused host, unreachable, no key, or it answered too much (`connect`)
         failure = exc.code
         raise ExpertCallError(exc.code, exc.message) from None
     except MCPError as exc:
         failure = ErrorCode.TOOL_ERROR
         sent = CortexError.from_mcp_data(exc.data, exc.message)
         raise ExpertCallError(
-            sent.code if sent else ErrorCode.TOOL_ERROR, sent.message if sent else exc.message
+            sent.code if sent else ErrorCode.TOOL_ERROR, said(sent.message if sent else exc.message)
         ) from None
     except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - a transport failure: the expert is unreachable
         inner = unwrap(exc)
-        if oversize:
-            failure = ErrorCode.PAYLOAD_TOO_LARGE
-            raise ExpertCallError(
-                ErrorCode.PAYLOAD_TOO_LARGE, f"The expert {expert!r} answered too much: {oversize[0]}."
-            ) from None
         if isinstance(inner, MCPError):
             failure = ErrorCode.TOOL_ERROR
-            raise ExpertCallError(ErrorCode.TOOL_ERROR, inner.message) from None
+            raise ExpertCallError(ErrorCode.TOOL_ERROR, said(inner.message)) from None
         failure = ErrorCode.SERVICE_UNAVAILABLE
-        raise ExpertCallError(ErrorCode.SERVICE_UNAVAILABLE, f"The expert {expert!r} failed: {describe(exc)}") from None
+        raise ExpertCallError(
+            ErrorCode.SERVICE_UNAVAILABLE, f"The expert {expert!r} failed: {said(describe(exc))}"
+        ) from None
     finally:
-        hosts.oversize.reset(noting)
         metrics.MCP_CALLS.labels("expert", "call_tool").observe(time.perf_counter() - started)
         if failure is not None:
             metrics.MCP_ERRORS.labels("expert", "call_tool", str(failure)).inc()
@@ -303,9 +294,9 @@ async def expert_call(
     if result.is_error:
         sent = CortexError.from_mcp_data((result.structured_content or {}).get("error"), text or f"{tool} failed")
         metrics.MCP_ERRORS.labels("expert", "call_tool", ErrorCode.TOOL_ERROR).inc()
-        if sent is not None:
-            raise ExpertCallError(ErrorCode.TOOL_ERROR, sent.message)
-        raise ExpertCallError(ErrorCode.TOOL_ERROR, text or f"{tool} failed")
+        raise ExpertCallError(
+            ErrorCode.TOOL_ERROR, said(sent.message if sent is not None else text or f"{tool} failed")
+        )
     return {"content": text, "structured": result.structured_content}
 
 

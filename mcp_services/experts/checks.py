@@ -1,4 +1,5 @@
-"""Startup checks: a core without expert signing keys says so (its `core_token` experts cannot be called)."""
+"""Startup checks: a core without expert signing keys says so (its `core_token` experts cannot be
+called), and an `EXPERT_ALLOWED_HOSTS` entry that cannot be read stops it."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.core.checks import Error as CheckError
 from django.core.checks import Warning as CheckWarning
+from django.core.exceptions import ImproperlyConfigured
 
-from mcp_services.experts import tokens
+from mcp_services.experts import hosts, tokens
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,14 @@ def signing_keys_check(app_configs: Any = None, **kwargs: Any) -> list[CheckWarn
             id="cortex.W001",
         )
     ]
+
+
+def allowed_hosts_check(app_configs: Any = None, **kwargs: Any) -> list[CheckError]:
+    try:
+        hosts.url_refusal("http://check.invalid/")
+    except ImproperlyConfigured as exc:
+        return [CheckError(str(exc), hint="See EXPERT_ALLOWED_HOSTS in .env.example.", id="cortex.E001")]
+    return []
 
 
 def warn_at_startup() -> None:

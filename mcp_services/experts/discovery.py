@@ -5,6 +5,11 @@ that token in its `Authorization` header, over an `httpx2.AsyncClient` shared pe
 construction is the expensive part, about 34 ms). Before connecting, the host is resolved and
 checked (`hosts.check_resolved`). Redirects are not followed by our client; the MCP SDK itself
 follows only same-origin 307/308 redirects of a request, which stay on the allowed host.
+
+An expert is outside the project and may be hostile. What it answers is read up to one budget per
+operation (`hosts.ResponseBudget`), its error messages are cut (`said`) before they go anywhere,
+and discoveries, which the core's requests wait for, run at most EXPERT_DISCOVERY_CONCURRENCY at
+once per event loop, each within EXPERT_DISCOVERY_TIMEOUT_SECONDS.
 """
 
 from __future__ import annotations
@@ -36,15 +41,19 @@ _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncHT
 )
 
 
-def _http(headers: dict[str, str], timeout: float) -> httpx2.AsyncClient:
-    """A client with this call's headers over the loop's shared transport (its connection pool and
-    TLS context, the costly part). Not closed after the call: that would close the shared transport."""
+def _http(headers: dict[str, str], timeout: float, budget: hosts.ResponseBudget) -> httpx2.AsyncClient:
+    """A client with this call's headers and budget over the loop's shared transport (its connection
+    pool and TLS context, the costly part). Not closed after the call: nothing of it is its own."""
     loop = asyncio.get_running_loop()
     transport = _transports.get(loop)
     if transport is None:
         transport = _transports[loop] = hosts.checked_transport()
     return httpx2.AsyncClient(
-        transport=transport, headers=headers, timeout=timeout, follow_redirects=False, trust_env=False
+        transport=hosts.BoundedTransport(transport, budget),
+        headers={**headers, "Accept-Encoding": "identity"},
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
     )
 
 
@@ -68,6 +77,18 @@ def _remember(url: str, client: Client) -> None:
         _discovered[url] = (client.protocol_version, result, time.monotonic() + ttl)
 
 
+# An expert's error message goes into every participant's log, to the model and into `last_error`:
+# a sentence or two is what a person reads, and an expert could otherwise send a megabyte of it.
+MESSAGE_MAX_CHARS = 1000
+
+
+def said(text: str) -> str:
+    """An expert's own words (an error message, a failure's description), cut to MESSAGE_MAX_CHARS."""
+    if len(text) <= MESSAGE_MAX_CHARS:
+        return text
+    return f"{text[:MESSAGE_MAX_CHARS]}... (cut: {len(text):,} characters)"
+
+
 @dataclass
 class Connection:
     client: Client
@@ -82,6 +103,18 @@ class Caller:
     workspace_id: uuid.UUID
 
 
+def _too_much(budget: hosts.ResponseBudget, exc: BaseException) -> CortexError | None:
+    """payload_too_large if the operation ran out of budget, whatever the failure looks like by
+    now (a read error, "SSE stream ended without a response", a cancellation out of the SDK's
+    task group); None if it did not, or if our own caller cancelled us."""
+    if budget.exceeded is None:
+        return None
+    task = asyncio.current_task()
+    if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+        return None
+    return CortexError(ErrorCode.PAYLOAD_TOO_LARGE, f"The expert answered too much: {budget.exceeded}.")
+
+
 @contextlib.asynccontextmanager
 async def connect(
     *, url: str, auth: str, caller: Caller, tool: str, timeout: float, elicit: Any = None
@@ -90,7 +123,8 @@ async def connect(
     `elicit`: the `elicitation_callback` that answers an expert's mid-call question.
 
     Raises `CortexError`: permission_denied for a refused host, service_unavailable when the
-    expert cannot be reached or no token can be minted.
+    expert cannot be reached or no token can be minted, payload_too_large when the expert sent
+    more than `hosts.response_limit()` bytes (whatever else the SDK made of the cut-off answer).
     """
     await hosts.check_resolved(url)
     headers: dict[str, str] = {}
@@ -105,7 +139,9 @@ async def connect(
         if isinstance(message, ToolListChangedNotification) and connection is not None:
             connection.tools_changed = True
 
-    transport = streamable_http_client(url, http_client=_http(headers, timeout), terminate_on_close=False)
+    budget = hosts.ResponseBudget(hosts.response_limit())
+    http = _http(headers, timeout, budget)
+    transport = streamable_http_client(url, http_client=http, terminate_on_close=False)
     client = Client(
         transport,
         read_timeout_seconds=timeout,
@@ -120,18 +156,29 @@ async def connect(
             await client.__aenter__()
     except BaseException as exc:  # noqa: BLE001 - any failure to connect is the expert being unreachable
         _discovered.pop(url, None)
+        too_much = _too_much(budget, exc)
+        if too_much is not None:
+            raise too_much from None
         if isinstance(exc, asyncio.CancelledError):
             raise
-        raise CortexError(ErrorCode.SERVICE_UNAVAILABLE, f"The expert is unreachable: {describe(exc)}") from None
+        raise CortexError(ErrorCode.SERVICE_UNAVAILABLE, f"The expert is unreachable: {said(describe(exc))}") from None
     _remember(url, client)
+    failed: BaseException | None = None
     try:
         yield connection
-    except BaseException:
+    except BaseException as exc:  # noqa: BLE001 - raised again below, once the client is closed
         _discovered.pop(url, None)
-        raise
+        failed = exc
     finally:
         with contextlib.suppress(BaseException):
             await client.__aexit__(None, None, None)
+    if failed is not None:
+        # Judged after the client's task group has exited: until then its own cancellation of
+        # this task (the transport failed) is indistinguishable from our caller's.
+        too_much = _too_much(budget, failed)
+        if too_much is not None:
+            raise too_much from None
+        raise failed
 
 
 @dataclass(frozen=True)
@@ -174,10 +221,48 @@ def tool_entry(tool: Any) -> dict[str, Any]:
     }
 
 
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextlib.asynccontextmanager
+async def _discovery_slot(wait: float) -> AsyncIterator[None]:
+    """One of EXPERT_DISCOVERY_CONCURRENCY discoveries on this loop (the core's requests all
+    discover on the process's one service loop), waited for at most `wait` seconds; else
+    service_unavailable. Requests that register or refresh experts cannot make the process hold
+    more than that many connections to experts that answer slowly, or never."""
+    loop = asyncio.get_running_loop()
+    size = settings.EXPERT_DISCOVERY_CONCURRENCY
+    known = _slots.get(loop)
+    if known is None or known[0] != size:
+        known = _slots[loop] = (size, asyncio.Semaphore(size))
+    semaphore = known[1]
+    try:
+        async with asyncio.timeout(wait):
+            await semaphore.acquire()
+    except TimeoutError:
+        raise CortexError(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            f"{size} expert discoveries are already running (EXPERT_DISCOVERY_CONCURRENCY); try again shortly.",
+        ) from None
+    try:
+        yield
+    finally:
+        semaphore.release()
+
+
 async def discover(*, url: str, auth: str, caller: Caller, timeout: float | None = None) -> Discovery:
     """List the expert's tools (all pages). Never raises for an unreachable or refusing expert:
-    the result says so, and the expert is kept with that status."""
+    the result says so, and the expert is kept with that status. Raises `CortexError`
+    (service_unavailable) when no discovery slot frees up within the time limit: that is this
+    process being busy, not the expert's status. At most twice the limit in all."""
     limit = float(timeout or settings.EXPERT_DISCOVERY_TIMEOUT_SECONDS)
+    async with _discovery_slot(limit):
+        return await _discover(url=url, auth=auth, caller=caller, limit=limit)
+
+
+async def _discover(*, url: str, auth: str, caller: Caller, limit: float) -> Discovery:
     now = timezone.now()
     try:
         async with asyncio.timeout(limit):
@@ -195,7 +280,9 @@ async def discover(*, url: str, auth: str, caller: Caller, timeout: float | None
     except CortexError as exc:
         return Discovery(status="unreachable", error=exc.message, discovered_at=now)
     except MCPError as exc:
-        return Discovery(status="unreachable", error=f"tools/list refused: {exc.message}", discovered_at=now)
+        return Discovery(status="unreachable", error=f"tools/list refused: {said(exc.message)}", discovered_at=now)
     except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - any transport failure: unreachable
-        return Discovery(status="unreachable", error=f"The expert is unreachable: {describe(exc)}", discovered_at=now)
+        return Discovery(
+            status="unreachable", error=f"The expert is unreachable: {said(describe(exc))}", discovered_at=now
+        )
     return Discovery(status="ok", tools=tools, discovered_at=now, expires_at=_expiry(ttl_ms, now))

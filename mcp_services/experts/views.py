@@ -2,13 +2,16 @@
 
 Parse, authorize with the workspace's one access check (`expert_get_for_user` /
 `workspace_get_for_user`: others get the same 404 as for a missing workspace), discover the tools
-over MCP outside any transaction, then one service call.
+over MCP outside any transaction, then one service call. The requests that discover connect out
+to a host the owner chose and wait for it: they are limited per user (`EXPERT_DISCOVERY_RATE`),
+and the discoveries themselves in time and number (`discovery.discover`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
@@ -18,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.web.requests import AuthenticatedRequest
+from common.web.throttles import GcraScopedRateThrottle
 from common.web.views import validated
 from mcp_services import client
 from mcp_services.experts import tokens
@@ -34,16 +38,31 @@ ExpertListEnvelope = inline_serializer("ExpertListEnvelope", {"experts": ExpertO
 DISCOVERY_NOTE = (
     " The expert's tools are discovered over MCP (`tools/list`) before this answers; an expert that"
     " cannot be reached is saved with `status` `unreachable` and the reason in `last_error`."
+    " Requests that discover are limited per user (`EXPERT_DISCOVERY_RATE`, default 20/min: 429 with"
+    " Retry-After); 503 when the process is already running EXPERT_DISCOVERY_CONCURRENCY discoveries."
 )
 
 
+class DiscoveryRateThrottle(GcraScopedRateThrottle):
+    """The writes (create, patch, refresh) count against the user's discovery rate; reads do not."""
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        if request.method not in ("POST", "PATCH"):
+            return True
+        return super().allow_request(request, view)
+
+
 def _discover(*, url: str, auth: str, user_id: Any, workspace_id: Any) -> services.ExpertDiscovery:
-    found = client.call(lambda: discover(url=url, auth=auth, caller=Caller(user_id, workspace_id)), timeout=30)
+    # The slot wait and the discovery are each bounded by EXPERT_DISCOVERY_TIMEOUT_SECONDS.
+    limit = 2 * settings.EXPERT_DISCOVERY_TIMEOUT_SECONDS + 1
+    found = client.call(lambda: discover(url=url, auth=auth, caller=Caller(user_id, workspace_id)), timeout=limit)
     return found.outcome()
 
 
 class ExpertListCreateApi(APIView):
-    error_statuses = (409,)  # for the schema (common.schema): a name already used in the workspace
+    throttle_classes = [DiscoveryRateThrottle]
+    throttle_scope = "expert_discovery"
+    error_statuses = (409, 503)  # for the schema (common.schema): a name already used; discoveries busy
 
     @extend_schema(operation_id="expert_list", responses={200: ExpertListEnvelope})
     def get(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
@@ -77,7 +96,9 @@ class ExpertListCreateApi(APIView):
 
 
 class ExpertDetailApi(APIView):
-    error_statuses = (409,)  # a rename to a name already used
+    throttle_classes = [DiscoveryRateThrottle]
+    throttle_scope = "expert_discovery"
+    error_statuses = (409, 503)  # a rename to a name already used; discoveries busy
 
     def _expert(self, request: AuthenticatedRequest, workspace_id: str, expert_id: str) -> Expert:
         return selectors.expert_get_for_user(user=request.user, workspace_id=workspace_id, expert_id=expert_id)
@@ -118,6 +139,10 @@ class ExpertDetailApi(APIView):
 
 
 class ExpertRefreshApi(APIView):
+    throttle_classes = [DiscoveryRateThrottle]
+    throttle_scope = "expert_discovery"
+    error_statuses = (503,)  # discoveries busy
+
     @extend_schema(
         operation_id="expert_refresh",
         request=None,

@@ -17,6 +17,9 @@ MAX_KEY_CHARS = 255
 Query = Annotated[str, Field(max_length=MAX_QUERY_CHARS)]
 # An item or conversation id as memory stores it (a conversation id is usually a UUID, not always).
 Key = Annotated[str, Field(max_length=MAX_KEY_CHARS)]
+# What a person adds or corrects by hand (the whole item stays within MEMORY_MAX_ITEM_BYTES).
+MAX_CONTENT_CHARS = 10_000
+MemoryContent = Annotated[str, Field(min_length=1, max_length=MAX_CONTENT_CHARS, pattern=r"\S")]
 
 
 def max_limit() -> int:

@@ -3,13 +3,17 @@ vector similarity (numpy over the user's vectors, or pgvector's HNSW index), and
 
 from __future__ import annotations
 
+import base64
 import uuid
+from datetime import datetime
 from typing import Any, Literal, TypedDict
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
+from common.errors import CortexError, ErrorCode
 from mcp_services.memory import embedding, pgvector, ranking, vectors
 from mcp_services.memory.services import normalized_conversation_id
 from mcp_services.models import MemoryGeneration, MemoryItem
@@ -32,12 +36,60 @@ def memory_history(
     return list(items.values_list("data", flat=True))
 
 
+def _cursor(moment: datetime, row_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{moment.isoformat()}|{row_id}".encode()).decode().rstrip("=")
+
+
+def _after(cursor: str) -> tuple[datetime, int]:
+    try:
+        moment, row_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
+        return datetime.fromisoformat(moment), int(row_id)
+    except (ValueError, UnicodeDecodeError):
+        raise CortexError(ErrorCode.INVALID_INPUT, "cursor is not one this service gave.") from None
+
+
+def memory_page(
+    *, user_id: uuid.UUID, limit: int, cursor: str | None = None, conversation_id: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The user's items newest first, `limit` at a time after `cursor` (keyset pagination on
+    (timestamp, row id), the user's index: a page costs the same at the millionth item as at the
+    first, and items stored meanwhile neither shift nor repeat a page). Returns the items and the
+    cursor of the next page (None: no more)."""
+    items = MemoryItem.objects.filter(user_id=user_id)
+    if conversation_id:
+        items = items.filter(conversation_id=normalized_conversation_id(conversation_id))
+    if cursor:
+        moment, row_id = _after(cursor)
+        items = items.filter(Q(timestamp__lt=moment) | Q(timestamp=moment, id__lt=row_id))
+    rows = list(items.order_by("-timestamp", "-id").values_list("id", "data", "timestamp")[: limit + 1])
+    following = _cursor(rows[limit - 1][2], rows[limit - 1][0]) if len(rows) > limit else None
+    return [data for _, data, _ in rows[:limit]], following
+
+
+def memory_item_get(*, user_id: uuid.UUID, item_id: str) -> dict[str, Any]:
+    """One of the user's items; another user's is the same "not found" as a missing one."""
+    data = MemoryItem.objects.filter(user_id=user_id, item_id=str(item_id)).values_list("data", flat=True).first()
+    if data is None:
+        raise CortexError(ErrorCode.NOT_FOUND, "No such memory item.")
+    return data
+
+
 class SearchResult(TypedDict):
     item: dict[str, Any]
     score: float
     keyword_rank: int | None  # 1 = the best full-text match; None: not a full-text candidate
     similarity: float | None  # cosine similarity with the query; None: no vector compared
     recency: float  # 1 now, halving every RECENCY_HALF_LIFE_DAYS
+    coverage: float | None  # share of the query's terms the item holds (hybrid, keyword candidates)
+    exact: bool  # names the query's identifiers exactly, or holds the query as a phrase (hybrid)
+
+
+SCORE_PARTS = ("keyword_rank", "similarity", "recency", "coverage", "exact")
+
+
+def score_parts(result: SearchResult) -> dict[str, Any]:
+    """What a result's score is made of, as the tools answer it."""
+    return {name: result[name] for name in SCORE_PARTS}  # type: ignore[literal-required]
 
 
 def memory_search(
@@ -54,7 +106,10 @@ def memory_search(
       score being the engine's relative to the best match, in (0, 1];
     - semantic: cosine similarity of the vectors only (items without a vector of the current model
       are not found);
-    - hybrid: both lists cut to their best candidates and fused (`ranking.fuse`). Without a query
+    - hybrid: both lists cut to their best candidates and fused (`ranking.fuse`: the similarity,
+      plus a bonus for the share of the query's words an item holds and a larger one for an item
+      naming the query's identifiers exactly, so a shared word never outweighs the meaning and an
+      identifier still comes first). Without a query
       vector (embeddings off or failing) it is the keyword ranking; an item without a vector (not
       reindexed yet) is still found by its words.
     """
@@ -91,8 +146,16 @@ def memory_search(
     now = timezone.now().timestamp()
     moments = {row_id: moment for row_id, (_, moment) in rows.items()}
     if mode == "hybrid" and embedded is not None:
+        contents = {row_id: str(rows[row_id][0].get("content", "")) for row_id, _ in keyword if row_id in rows}
+        match = ranking.Matcher(query)
         ranked = ranking.fuse(
-            keyword=[row_id for row_id, _ in keyword], similarities=similarities, moments=moments, now=now, limit=limit
+            keyword=[row_id for row_id, _ in keyword],
+            similarities=similarities,
+            moments=moments,
+            now=now,
+            limit=limit,
+            coverage={row_id: match.coverage(content) for row_id, content in contents.items()},
+            exact={row_id for row_id, content in contents.items() if match.exact(content)},
         )
     elif mode == "semantic":
         ordered = sorted(
@@ -120,6 +183,8 @@ def memory_search(
             "keyword_rank": entry.keyword_rank,
             "similarity": ranking.rounded(entry.similarity),
             "recency": round(entry.recency, 6),
+            "coverage": ranking.rounded(entry.coverage),
+            "exact": entry.exact,
         }
         for entry in ranked
         if entry.row_id in rows

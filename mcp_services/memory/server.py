@@ -14,8 +14,16 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from common.errors import CortexError, ErrorCode
 from mcp_services.memory import selectors, services
-from mcp_services.memory.schemas import MAX_BATCH_ITEMS, Key, MemoryInput, Query, StoreItem, max_limit
-from mcp_services.memory.selectors import SearchMode
+from mcp_services.memory.schemas import (
+    MAX_BATCH_ITEMS,
+    Key,
+    MemoryContent,
+    MemoryInput,
+    Query,
+    StoreItem,
+    max_limit,
+)
+from mcp_services.memory.selectors import SearchMode, score_parts
 from mcp_services.serving import CortexMCPServer, db_call, invalid_arguments, may_write, refusal
 
 
@@ -91,7 +99,9 @@ def build_memory_server(**auth: Any) -> CortexMCPServer:
 
         `scores[i]` is `items[i]`'s score; `parts[i]` what it is made of: `keyword_rank` (1 = the
         best full-text match, null: not a full-text match), `similarity` (cosine, null: no vector
-        compared) and `recency` (1 now, halving every 30 days).
+        compared), `recency` (1 now, halving every 30 days), `coverage` (hybrid: the share of the
+        query's words the item holds; null: not a full-text match) and `exact` (hybrid: the item
+        names the query's identifiers exactly, or holds the query as a phrase).
         """
         found = await db_call(selectors.memory_search)(
             user_id=user_id, query=query, limit=limit, mode=mode, conversation_id=conversation_id or None
@@ -100,10 +110,7 @@ def build_memory_server(**auth: Any) -> CortexMCPServer:
             "mode": mode,
             "items": [result["item"] for result in found],
             "scores": [result["score"] for result in found],
-            "parts": [
-                {"keyword_rank": r["keyword_rank"], "similarity": r["similarity"], "recency": r["recency"]}
-                for r in found
-            ],
+            "parts": [score_parts(r) for r in found],
         }
 
     @server.tool()
@@ -117,6 +124,45 @@ def build_memory_server(**auth: Any) -> CortexMCPServer:
             user_id=user_id, item_id=item_id or None, conversation_id=conversation_id or None, everything=everything
         )
         return {"deleted": deleted}
+
+    @server.tool()
+    async def list_memory(
+        user_id: uuid.UUID,
+        limit: Annotated[int, Field(ge=1, le=most)] = 50,
+        cursor: Key | None = None,
+        conversation_id: Key | None = None,
+    ) -> dict[str, Any]:
+        """The user's items, newest first, `limit` at a time: pass the answer's `next_cursor` as
+        `cursor` for the next page (null: no more). Keyset pagination: stable while items are added."""
+        items, following = await db_call(selectors.memory_page)(
+            user_id=user_id, limit=limit, cursor=cursor or None, conversation_id=conversation_id or None
+        )
+        return {"items": items, "next_cursor": following}
+
+    @server.tool()
+    async def get_memory(user_id: uuid.UUID, item_id: Key) -> dict[str, Any]:
+        """One of the user's items; `not_found` for a missing one and for another user's alike."""
+        return {"item": await db_call(selectors.memory_item_get)(user_id=user_id, item_id=item_id)}
+
+    @server.tool()
+    async def add_memory(
+        user_id: uuid.UUID, content: MemoryContent, metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Remember something the user states directly, outside any conversation (a new item with a
+        new id, `"source": "user"`), embedded like any stored input."""
+        _require_write()
+        data = MemoryInput.model_validate({"content": content, "metadata": metadata or {}, "source": "user"})
+        item, _created = await db_call(services.memory_item_store)(user_id=user_id, input_data=data)
+        return {"item": item.data}
+
+    @server.tool()
+    async def correct_memory(user_id: uuid.UUID, item_id: Key, content: MemoryContent) -> dict[str, Any]:
+        """Replace one of the user's items' content (the user corrected it): re-embedded at once, so
+        it is found by its new meaning and words, and no longer by its old ones. `not_found` for a
+        missing item and another user's alike."""
+        _require_write()
+        row = await db_call(services.memory_item_correct)(user_id=user_id, item_id=item_id, content=content)
+        return {"item": row.data}
 
     @server.resource("history/{user_id}", mime_type="application/json")
     async def history(user_id: str) -> list[dict[str, Any]]:

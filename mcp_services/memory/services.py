@@ -192,6 +192,36 @@ def memory_item_delete(
     return deleted
 
 
+def memory_item_correct(*, user_id: uuid.UUID, item_id: str, content: str) -> MemoryItem:
+    """Replace an item's content (the person corrected it) and its vector: found by its new
+    meaning and words at once, by its old ones no more (the full-text index follows the content by
+    trigger; the memory process's matrix gets the new vector at commit). The content is embedded
+    first, outside the transaction."""
+    model, [vector] = embedding.embed_texts([content])
+    with transaction.atomic():
+        row = MemoryItem.objects.select_for_update().filter(user_id=user_id, item_id=str(item_id)).first()
+        if row is None:
+            raise CortexError(ErrorCode.NOT_FOUND, "No such memory item.")
+        row.data = {**row.data, "content": content}
+        limit = settings.CORTEX["MEMORY_MAX_ITEM_BYTES"]
+        if len(json.dumps(row.data, separators=(",", ":"), ensure_ascii=False).encode()) > limit:
+            raise _invalid(f"The item must be at most {limit} bytes of JSON.")
+        row.content = content
+        row.embedding = None if vector is None else vectors.encode(vector)
+        row.embedding_model = model
+        row.save(update_fields=["content", "data", "embedding", "embedding_model"])
+        if pgvector.enabled(connection):
+            pgvector.write(connection, [(row.id, vector)])
+        _changed(
+            user_id=user_id,
+            count=1,
+            model=model,
+            replaced=[(row.id, vector)] if vector is not None else None,
+            removed=[row.id] if vector is None else None,
+        )
+    return row
+
+
 def memory_items_reindex(*, after_id: int, batch_size: int, everything: bool = False) -> tuple[int, int | None]:
     """Embed the next `batch_size` items after row `after_id` (in id order) whose vector is missing
     or was made by another model (`everything`: all of them). Returns how many and the last row id
@@ -258,6 +288,7 @@ def _changed(
     model: str | None = None,
     added: list[tuple[int, np.ndarray, str | None]] | None = None,
     removed: list[int] | None = None,
+    replaced: list[tuple[int, np.ndarray]] | None = None,
 ) -> None:
     """Inside the writing transaction, after `count` row changes of the user (which the triggers
     counted): at commit, apply them to the cached matrix if nobody else changed the user's items
@@ -271,6 +302,12 @@ def _changed(
     after = MemoryGeneration.objects.filter(user_id=user_id).values_list("generation", flat=True).first() or 0
     transaction.on_commit(
         lambda: vectors.cache().apply(
-            key, before=after - count, after=after, model=model, added=added or (), removed=removed or ()
+            key,
+            before=after - count,
+            after=after,
+            model=model,
+            added=added or (),
+            removed=removed or (),
+            replaced=replaced or (),
         )
     )

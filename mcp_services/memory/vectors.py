@@ -169,6 +169,18 @@ class UserVectors:
             room,
         )
 
+    def replacing(self, *, generation: int, rows: Sequence[tuple[int, np.ndarray]]) -> UserVectors | None:
+        """A copy with these rows' vectors replaced (a corrected item keeps its row id, so its
+        place in the sorted `ids`); None when a row is not held here (it had no vector: appending
+        it would break the order of `ids`, so the matrix is read again)."""
+        matrix = self.matrix.copy()
+        for row_id, vector in rows:
+            position = int(np.searchsorted(self.ids, row_id))
+            if position >= len(self.ids) or self.ids[position] != row_id:
+                return None
+            matrix[position] = vector
+        return UserVectors(self.model, generation, self.ids, matrix, self.conversations)
+
     def without(self, *, generation: int, row_ids: Iterable[int]) -> UserVectors:
         keep = ~np.isin(self.ids, np.fromiter(row_ids, dtype=np.int64))
         return UserVectors(
@@ -246,20 +258,28 @@ class VectorCache:
         model: str | None = None,
         added: Sequence[tuple[int, np.ndarray, str | None]] = (),
         removed: Iterable[int] = (),
+        replaced: Sequence[tuple[int, np.ndarray]] = (),
     ) -> None:
         """Our own committed write moved the user's change count from `before` to `after`, adding
-        `added` (vectors of `model`) and removing `removed`: update the matrix if it is the one at
+        `added` (vectors of `model`), removing `removed` and replacing the vectors of `replaced`
+        (corrected items): update the matrix if it is the one at
         `before`. Any other difference (another writer got in between) drops it, and the next
         search reads the user's vectors again."""
         with self._lock:
             entry = self._entries.get(user_key)
             if entry is None or entry.generation >= after:
                 return  # nothing cached, or read after our commit: it already holds our write
-            if entry.generation != before or (added and entry.model != model):
+            if entry.generation != before or ((added or replaced) and entry.model != model):
                 del self._entries[user_key]
                 return
             removed = list(removed)
             updated = entry.without(generation=after, row_ids=removed) if removed else entry
+            if replaced:
+                swapped = updated.replacing(generation=after, rows=replaced)
+                if swapped is None:
+                    del self._entries[user_key]
+                    return
+                updated = swapped
             self._entries[user_key] = updated.appended(generation=after, rows=list(added))
 
     def forget(self, user_key: str) -> None:

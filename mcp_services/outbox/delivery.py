@@ -142,6 +142,13 @@ def outbox_drain_batch(*, ignore_schedule: bool = False) -> DrainResult:
     result.delivered = len(delivered)
     with transaction.atomic():  # one short write transaction for the whole batch's outcomes
         services.outbox_mark_delivered(entry_ids=delivered)
+        services.outbox_forget_purged_users(
+            user_ids=[
+                entry.user_id
+                for entry, outcome in zip(entries, outcomes, strict=True)
+                if outcome is None and entry.arguments.get("everything")
+            ]
+        )
         for entry, outcome in zip(entries, outcomes, strict=True):
             if outcome is None:
                 continue

@@ -64,6 +64,20 @@ def outbox_user_purge_enqueue(*, user_id: uuid.UUID) -> OutboxEntry:
     )
 
 
+def outbox_forget_purged_users(*, user_ids: list[uuid.UUID]) -> int:
+    """A deleted user's memory is purged: their outbox rows (the purge itself included, which
+    still names them) go now rather than at `OUTBOX_RETENTION_HOURS`, so nothing of the account is
+    left. Only rows no drainer holds: a store still in flight is pruned later as delivered."""
+    if not user_ids:
+        return 0
+    deleted, _ = (
+        OutboxEntry.objects.filter(user_id__in=user_ids)
+        .filter(Q(delivered_at__isnull=False) | Q(failed_at__isnull=False) | Q(claimed_until__isnull=True))
+        .delete()
+    )
+    return deleted
+
+
 @transaction.atomic
 def outbox_claim(*, limit: int, ignore_schedule: bool = False) -> list[OutboxEntry]:
     """Lease up to `limit` due entries, oldest first, to this drainer.

@@ -236,7 +236,16 @@ def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_ow
             children = {}
             for pid in _children(supervisor.process.pid):
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                names = (b"run_memory_service", b"run_cognition_service", b"run_notes_expert", b"daphne", b"uvicorn")
+                names = (
+                    b"run_memory_service",
+                    b"run_cognition_service",
+                    b"run_notes_expert",
+                    b"memory_outbox_worker",
+                    b"turn_worker",
+                    b"housekeeping",
+                    b"daphne",
+                    b"uvicorn",
+                )
                 for name in names:
                     if name in cmdline:
                         children[name.decode()] = _environ(pid)
@@ -257,6 +266,21 @@ def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_ow
                 and cognition["CORTEX_COGNITION_TOKEN"] != env["CORTEX_SERVICE_TOKEN"]
             )
             assert core["SECRET_KEY"] == env["SECRET_KEY"]  # the core keeps what it needs
+            # Live events for any user: only the turn worker posts them, only the core takes them.
+            assert (
+                core["CORTEX_RELAY_TOKEN"]
+                and children["turn_worker"]["CORTEX_RELAY_TOKEN"] == core["CORTEX_RELAY_TOKEN"]
+            )
+            for name in (
+                "run_memory_service",
+                "run_cognition_service",
+                "run_notes_expert",
+                "memory_outbox_worker",
+                "housekeeping",
+            ):
+                assert "CORTEX_RELAY_TOKEN" not in children[name], name
+                assert "CORTEX_METRICS_TOKEN" not in children[name], name
+            assert "CORTEX_METRICS_TOKEN" not in children["turn_worker"]
             # Cognition works with its own credential (readyz checked it), and the core reached both.
             assert httpx2.post(f"http://127.0.0.1:{ports[1]}/mcp", json={}, timeout=5).status_code == 401
         finally:

@@ -209,3 +209,40 @@ def test_missing_token_is_401_with_www_authenticate(api, db):
     response = api.get("/auth/verify")
     assert_error(response, 401, "not_authenticated")
     assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_browser_that_logged_in_keeps_its_own_allowance_when_others_guess(alice, bob):
+    """OWASP device cookies: five wrong passwords from elsewhere rest the account for everyone
+    without the cookie, but not for the owner's browser, which has its own five."""
+    from http.cookies import SimpleCookie
+
+    from rest_framework.test import APIClient
+
+    owner = APIClient(REMOTE_ADDR="198.51.100.7")
+    response = login(owner)
+    assert response.status_code == 200
+    morsel = SimpleCookie(response.cookies["cortex_device"].output(header=""))["cortex_device"]
+    assert morsel["httponly"] and morsel["samesite"] == "Strict" and morsel["path"] == "/auth/login"
+    assert int(morsel["max-age"]) == 90 * 86400
+
+    attacker = APIClient(REMOTE_ADDR="203.0.113.66")
+    for _ in range(5):
+        assert_error(login(attacker, password="wrong"), 401)
+    assert_error(login(attacker), 429, "throttled")  # the account rests for anyone without the cookie
+    assert_error(
+        login(APIClient(REMOTE_ADDR="198.51.100.7")), 429, "throttled"
+    )  # the owner's address alone is not enough
+    assert login(owner).status_code == 200  # the owner's browser is not locked out
+
+    # Another account's cookie, or a forged one, is no pass for this account.
+    bobs = APIClient()
+    assert login(bobs, email="bob@example.com").status_code == 200
+    assert_error(login(bobs), 429, "throttled")
+    forged = APIClient()
+    forged.cookies["cortex_device"] = owner.cookies["cortex_device"].value[:-3] + "abc"
+    assert_error(login(forged), 429, "throttled")
+
+    # The device's own allowance: its wrong guesses rest the device, not the account.
+    for _ in range(5):
+        assert_error(login(owner, password="wrong"), 401)
+    assert_error(login(owner), 429, "throttled")

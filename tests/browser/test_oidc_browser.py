@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
-from tests.browser.test_stream_reconnect import CHROMIUM_FLAGS, chromium_or_skip
+from tests.browser.chromium import CHROMIUM_FLAGS, chromium_or_skip
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
 from tests.servers import core_server, fresh_database, manage, running, server_env
 
@@ -125,3 +125,20 @@ def test_the_admin_login_page_refuses_a_user_who_is_not_staff(stack):
     page.wait_for_url(f"{core.url}/admin/login/")
     assert "may not use the admin site" in page.content()
     assert page.goto(f"{core.url}/admin/").url.startswith(f"{core.url}/admin/login/")
+
+
+def test_the_console_signs_in_with_a_provider_button_and_spends_the_login_code(stack):
+    idp, core, browser = stack
+    idp.user = {"sub": "console-sub", "email": "console@example.com", "email_verified": True, "name": "Con Sole"}
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{core.url}/console/")
+    page.get_by_role("link", name="corp").click()
+    page.wait_for_selector('#connection[data-state="live"]', timeout=20_000)
+    assert urlsplit(page.url).path == "/console/" and "login_code" not in page.url, "the code leaves the address bar"
+    assert page.evaluate("window.cortex.user.email") == "console@example.com"
+    assert "Con Sole" in page.locator("#account summary").inner_text()
+    assert errors == []
+    context.close()

@@ -57,12 +57,12 @@ async def call(user, workspace, tool="echo", arguments=None, expert="rec", **kwa
 async def test_expert_tools_discovers_stale_experts_and_caches_them(expert):
     owner, *_, workspace = await setup(expert.url, allowed_tools=["echo"])
     seen = len(expert.authorizations())
-    tools = await expert_tools(workspace_id=workspace.id)
+    tools = await expert_tools(workspace_id=workspace.id, user_id=owner.id)
     assert [(tool.expert, tool.name) for tool in tools] == [("rec", "echo")], "the allowlist applies"
     assert tools[0].input_schema["required"] == ["text"]
     assert len(expert.authorizations()) > seen, "discovered: the cache was empty"
     seen = len(expert.authorizations())
-    assert await expert_tools(workspace_id=workspace.id) == tools
+    assert await expert_tools(workspace_id=workspace.id, user_id=owner.id) == tools
     assert len(expert.authorizations()) == seen, "served from the cache (the server said 10 minutes)"
 
 
@@ -76,7 +76,9 @@ async def test_a_member_calls_a_tool_and_gets_its_content_and_structured_result(
 
 async def test_refusals_carry_their_codes(expert):
     owner, member, outsider, workspace = await setup(expert.url, allowed_tools=["echo", "fail", "ghost"])
-    await expert_tools(workspace_id=workspace.id)  # a fresh cache: unknown tools are known to be unknown
+    await expert_tools(
+        workspace_id=workspace.id, user_id=owner.id
+    )  # a fresh cache: unknown tools are known to be unknown
 
     async def code_of(**kwargs) -> str:
         with pytest.raises(ExpertCallError) as caught:
@@ -122,7 +124,7 @@ async def test_an_unreachable_expert_is_service_unavailable():
     with pytest.raises(ExpertCallError) as caught:
         await call(owner, workspace)
     assert caught.value.code == "service_unavailable"
-    assert await expert_tools(workspace_id=workspace.id) == []
+    assert await expert_tools(workspace_id=workspace.id, user_id=owner.id) == []
     stored = await database_sync_to_async(Expert.objects.get)(workspace=workspace)
     assert stored.status == "unreachable" and "unreachable" in stored.last_error
 
@@ -138,14 +140,14 @@ async def test_the_host_is_checked_again_at_call_time(expert, settings):
 
 
 async def test_a_listed_name_that_resolves_to_an_unlisted_address_is_refused(expert, settings):
-    settings.EXPERT_ALLOWED_HOSTS = ["localhost"]  # the name, not its loopback address
+    settings.EXPERT_ALLOWED_HOSTS = ["localhost:*"]  # the name, not its loopback address
     owner, _, _, workspace = await setup(expert.url.replace("127.0.0.1", "localhost"))
     seen = len(expert.authorizations())
     with pytest.raises(ExpertCallError) as caught:
         await call(owner, workspace)
     assert caught.value.code == "permission_denied" and "resolves to" in caught.value.message
     assert len(expert.authorizations()) == seen
-    settings.EXPERT_ALLOWED_HOSTS = ["localhost", "127.0.0.0/8", "::1"]
+    settings.EXPERT_ALLOWED_HOSTS = ["localhost:*", "127.0.0.0/8:*", "[::1]:*"]
     assert (await call(owner, workspace))["structured"] == {"text": "hi"}
 
 
@@ -197,9 +199,21 @@ async def test_the_socket_connects_only_to_addresses_the_policy_allows(expert, s
     async with httpx2.AsyncClient(transport=hosts.checked_transport()) as http:
         with pytest.raises(httpx2.ConnectError, match="not in EXPERT_ALLOWED_HOSTS"):
             await http.get("http://10.255.255.1:9/")
-        settings.EXPERT_ALLOWED_HOSTS = ["localhost"]
+        settings.EXPERT_ALLOWED_HOSTS = ["localhost:*"]
         with pytest.raises(httpx2.ConnectError, match="resolves to"):
             await http.post(expert.url.replace("127.0.0.1", "localhost"), json={})
-        settings.EXPERT_ALLOWED_HOSTS = ["localhost", "127.0.0.1", "::1"]  # localhost may also be ::1
+        settings.EXPERT_ALLOWED_HOSTS = ["localhost:*", "127.0.0.1:*", "[::1]:*"]  # localhost may also be ::1
         response = await http.post(expert.url.replace("127.0.0.1", "localhost"), json={})
         assert response.status_code in (400, 406), "connected (the expert refused the empty body)"
+
+
+async def test_no_expert_is_listed_or_called_for_an_inactive_user_owner_or_participant(expert):
+    owner, member, outsider, workspace = await setup(expert.url)
+    for user in (owner, member):
+        user.is_active = False
+        await database_sync_to_async(user.save)(update_fields=["is_active"])
+        assert await expert_tools(workspace_id=workspace.id, user_id=user.id) == []
+        with pytest.raises(ExpertCallError) as refused:
+            await call(user, workspace)
+        assert refused.value.code == "not_found"
+    assert await expert_tools(workspace_id=workspace.id, user_id=outsider.id) == []

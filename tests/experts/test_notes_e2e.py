@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from mcp_services.experts import tokens
 from mcp_services.experts.calls import ExpertCallError, ExpertNeedsInput, expert_call, expert_tools
 from tests.experts.conftest import NotesStack
-from tests.factories import UserFactory, WorkspaceFactory
+from tests.factories import ConversationFactory, UserFactory, WorkspaceFactory
 from tests.servers import create_user
 from workspaces import services
 
@@ -91,6 +91,7 @@ def _two_workspaces(url: str):
     alice, charlie = UserFactory(), UserFactory()
     first, second = WorkspaceFactory(owner=alice), WorkspaceFactory(owner=charlie)
     for workspace in (first, second):
+        ConversationFactory(workspace=workspace)  # experts serve the members of its conversations
         services.expert_create(
             workspace=workspace, name="notes", url=url, discovery=services.ExpertDiscovery(status="ok", tools=[])
         )
@@ -100,7 +101,7 @@ def _two_workspaces(url: str):
 @pytest.mark.django_db(transaction=True)
 async def test_two_workspaces_never_see_each_others_notes(notes_stack: NotesStack):
     alice, charlie, first, second = await database_sync_to_async(_two_workspaces)(url_of(notes_stack.notes_a))
-    tools = await expert_tools(workspace_id=first.id)
+    tools = await expert_tools(workspace_id=first.id, user_id=alice.id)
     assert [(tool.name, tool.policy) for tool in tools] == [  # the reads say they only read
         ("add_note", "ask"),
         ("search_notes", "auto"),

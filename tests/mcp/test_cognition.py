@@ -120,3 +120,27 @@ async def test_memory_down_gives_an_empty_context_with_an_error():
 async def test_bad_arguments_are_a_tool_error(cognition, arguments, message):
     result = await cognition.call_tool("get_context", arguments)
     assert result.is_error and message in result.content[0].text
+
+
+async def test_with_participants_a_conversations_items_come_from_each_participants_memory_only(
+    memory_client, cognition
+):
+    alice, bob, conversation, elsewhere = (str(uuid.uuid4()) for _ in range(4))
+    items = [
+        (alice, "a-here", "the zorblax rollout starts monday", conversation),
+        (bob, "b-here", "zorblax needs the new certificate", conversation),
+        (alice, "a-elsewhere", "my zorblax salary is private", elsewhere),
+        (bob, "b-elsewhere", "zorblax notes from another workspace", elsewhere),
+    ]
+    for owner, item_id, content, conversation_id in items:
+        await memory_client.call_tool(
+            "store_input",
+            {"user_id": owner, "input_data": {"id": item_id, "content": content, "conversation_id": conversation_id}},
+        )
+    scoped = {"user_id": alice, "conversation_id": conversation, "participant_ids": [alice, bob]}
+    found = await context(cognition, query="zorblax", **scoped)
+    assert {(item["id"], item["user_id"]) for item in found["context"]} == {("a-here", alice), ("b-here", bob)}
+    newest = await context(cognition, **scoped)  # without a query: the newest of each, merged
+    assert {item["id"] for item in newest["context"]} == {"a-here", "b-here"}
+    alone = await context(cognition, query="zorblax", user_id=alice, conversation_id=conversation)
+    assert [item["id"] for item in alone["context"]] == ["a-here"], "without participants: the user's own"

@@ -105,7 +105,15 @@ async def test_search_ranks_an_older_relevant_item_above_newer_ones(memory):
     found = result.structured_content
     assert [item["id"] for item in found["items"]] == ["old"]
     assert found["scores"] == [1.0]
-    assert found["parts"] == [{"keyword_rank": 1, "similarity": None, "recency": found["parts"][0]["recency"]}]
+    assert found["parts"] == [
+        {
+            "keyword_rank": 1,
+            "similarity": None,
+            "recency": found["parts"][0]["recency"],
+            "coverage": None,  # hybrid only
+            "exact": False,
+        }
+    ]
 
 
 async def test_search_orders_by_relevance_not_by_substring(memory):

@@ -249,3 +249,34 @@ def traces(env: Stack, user: str) -> dict[str, int]:
             ('"penguin" OR "otter" OR "giraffe" OR "herring"',),
         )[0][0]
     return {"generations": generations[0][0], "fulltext": fulltext}
+
+
+async def test_a_corrected_item_is_found_by_its_new_meaning_and_a_deleted_one_not_at_all(services):
+    """On both vector paths (numpy over the held matrix, pgvector's column and index)."""
+    user = str(uuid.uuid4())
+    async with http_client(services.memory_url) as memory:
+        items = [
+            {"user_id": user, "input_data": {"id": "fact", "content": "The dentist appointment is on Monday"}},
+            {"user_id": user, "input_data": {"id": "gone", "content": "The spare key is under the flower pot"}},
+            *(
+                {"user_id": user, "input_data": {"id": f"n{n}", "content": f"Shopping: eggs and rice {n}"}}
+                for n in range(5)
+            ),
+        ]
+        await memory.call_tool("store_inputs", {"items": items})
+
+        async def semantic(query: str) -> list[str]:
+            args = {"user_id": user, "query": query, "limit": 3, "mode": "semantic"}
+            return [item["id"] for item in (await memory.call_tool("search_memory", args)).structured_content["items"]]
+
+        assert (await semantic("when do I see the dentist"))[0] == "fact"  # the matrix is held from here
+        corrected = await memory.call_tool(
+            "correct_memory", {"user_id": user, "item_id": "fact", "content": "Piano lessons start in September"}
+        )
+        assert not corrected.is_error, corrected.content
+        assert (await semantic("music classes in the autumn"))[0] == "fact"
+        assert "fact" not in await semantic("when do I see the dentist")
+        assert (await memory.call_tool("delete_memory", {"user_id": user, "item_id": "gone"})).structured_content == {
+            "deleted": 1
+        }
+        assert "gone" not in await semantic("where is the spare key")

@@ -10,6 +10,7 @@ from channels.exceptions import ChannelFull
 
 from streaming import layers
 from streaming.layers import ProcessChannelLayer
+from tests.streaming.conftest import fresh_channel_layer  # noqa: F401 (autouse)
 
 
 async def test_group_messages_reach_every_member_in_order_and_a_full_channel_refuses():
@@ -41,3 +42,35 @@ async def test_expired_messages_are_swept_at_most_once_a_sweep_period(monkeypatc
     await layer.send(channel, {"type": "old"})
     layer._clean_expired()  # within the period: skipped
     assert layer.channels[channel].qsize() == 1
+
+
+async def _a_stream_outlives_the_group_expiry(user, settings, layer: dict) -> None:
+    from tests.streaming.conftest import SSEClient, bearer, post_input
+
+    settings.CHANNEL_LAYERS = {"default": layer}
+    sse = await SSEClient(headers=await bearer(user)).open()
+    assert await sse.frame() == "retry: 3000"
+    await asyncio.sleep(4.5)  # two group lifetimes, and sweeps in between
+    await post_input(user, "still here")
+    _id, event = await sse.event()
+    assert event["type"] == "input" and event["data"]["content"] == "still here"
+    await sse.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_open_longer_than_the_group_expiry_still_receives_live_events(alice, settings):
+    """Channels drops a group membership `group_expiry` after the join (a day by default); a stream
+    joins again before that, so one open for days keeps getting live events."""
+    layer = {"BACKEND": "streaming.layers.ProcessChannelLayer", "CONFIG": {"group_expiry": 2}}
+    await _a_stream_outlives_the_group_expiry(alice, settings, layer)
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_open_longer_than_the_redis_group_expiry_still_receives_live_events(alice, settings):
+    from tests.servers import redis_server
+
+    with redis_server() as url:
+        config = {"hosts": [{"address": url, "socket_timeout": 30}], "group_expiry": 2}
+        layer = {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": config}
+        await _a_stream_outlives_the_group_expiry(alice, settings, layer)

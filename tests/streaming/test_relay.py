@@ -1,5 +1,6 @@
 """`POST /internal/events`: events committed by another process (the turn worker, without Redis)
-reach this process's streams; only the service token may relay, and only well-formed live copies."""
+reach this process's streams; only a loopback peer with the relay token may relay (not the service
+token every process holds), and only well-formed live copies."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from tests.streaming.conftest import SSEClient, bearer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TOKEN = os.environ["CORTEX_SERVICE_TOKEN"]
+TOKEN = os.environ["CORTEX_RELAY_TOKEN"]
+SERVICE_TOKEN = os.environ["CORTEX_SERVICE_TOKEN"]
 
 
 def committed_event(user, text: str = "from the worker") -> list:
@@ -38,8 +40,8 @@ def committed_event(user, text: str = "from the worker") -> list:
     return [[group, message] for group, message in live]
 
 
-def relay(body: object, token: str | None = TOKEN):
-    client = APIClient()
+def relay(body: object, token: str | None = TOKEN, peer: str = "127.0.0.1"):
+    client = APIClient(REMOTE_ADDR=peer)
     if token:
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return client.post("/internal/events", json.dumps(body), content_type="application/json")
@@ -56,10 +58,15 @@ async def test_relayed_events_reach_the_recipients_streams(alice):
     await sse.close()
 
 
-def test_only_the_service_token_relays_and_only_live_copies(alice):
+def test_only_a_loopback_peer_with_the_relay_token_relays_and_only_live_copies(alice):
     events = committed_event(alice)
     assert relay({"events": events}, token=None).status_code == 404
     assert relay({"events": events}, token="not-the-token").status_code == 404
+    # The memory, cognition, outbox and housekeeping processes hold the service token: not enough.
+    assert relay({"events": events}, token=SERVICE_TOKEN).status_code == 404
+    for peer in ("10.0.0.7", "192.168.1.20", "2001:db8::1", "unknown"):
+        assert relay({"events": events}, peer=peer).status_code == 404, peer
+    assert relay({"events": events}, peer="::1").status_code == 204
     group, message = events[0]
     forged = [
         [group, {**message, "type": "stream.revoke"}],

@@ -187,3 +187,107 @@ def test_outsider_gets_404_for_a_turn_and_changes_nothing(alice, charlie, echo_c
     turn = Turn.objects.get(id=turn_id)
     assert turn.status == "queued" and turn.cancel_requested_at is None
     assert client_for(alice).get(f"/turns/{turn_id}").json()["turn"]["status"] == "queued"
+
+
+def test_reject_policy_refuses_an_input_while_a_turn_is_open_and_stores_nothing(alice, bob, echo_conversation):
+    echo_conversation.turn_policy = "reject"
+    echo_conversation.save(update_fields=["turn_policy"])
+    first = post_input(alice, echo_conversation, "first")
+    assert first.status_code == 200
+    before = (Message.objects.count(), Event.objects.count(), OutboxEntry.objects.count(), Turn.objects.count())
+    refused = post_input(bob, echo_conversation, "second")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "turn_in_progress"
+    after = (Message.objects.count(), Event.objects.count(), OutboxEntry.objects.count(), Turn.objects.count())
+    assert after == before, "nothing of the refused input was stored"
+    claimed, _ = services.turns_claim(owner="w1", limit=10)
+    assert post_input(bob, echo_conversation, "while running").status_code == 409
+    services.turns_write(owner="w1", writes=[services.TurnWrite(claimed[0].id, finish="completed", content="x")])
+    assert post_input(bob, echo_conversation, "now").status_code == 200
+
+
+def test_interrupt_policy_cancels_older_open_turns_and_the_new_one_runs_next(alice, bob, echo_conversation):
+    echo_conversation.turn_policy = "interrupt"
+    echo_conversation.save(update_fields=["turn_policy"])
+    running = post_input(alice, echo_conversation, "first").json()["turn_id"]
+    services.turns_claim(owner="w1", limit=10)
+    queued = post_input(alice, echo_conversation, "second").json()["turn_id"]
+    newest = post_input(bob, echo_conversation, "third").json()["turn_id"]
+    assert Turn.objects.get(id=queued).status == "cancelled", "a queued one ends at once"
+    flagged = Turn.objects.get(id=running)
+    assert flagged.cancel_requested_at is not None and flagged.cancel_reason == "interrupted"
+    assert services.turns_claim(owner="w2", limit=10)[0] == [], "the interrupted turn still holds the conversation"
+    services.turns_write(owner="w1", writes=[services.TurnWrite(flagged.id, finish="cancelled")])
+    cancelled = [
+        event.body.payload["data"]
+        for event in Event.objects.filter(recipient=bob, body__type="assistant.cancelled").select_related("body")
+    ]
+    assert sorted(data["turn_id"] for data in cancelled) == sorted([running, queued])
+    assert all(data["reason"] == "interrupted" for data in cancelled)
+    assert [str(row.id) for row in services.turns_claim(owner="w2", limit=10)[0]] == [newest]
+
+
+def test_personal_context_only_for_a_single_participant(alice, bob, workspace):
+    client = client_for(alice)
+    body = {"workspace_id": str(workspace.id), "topic": "t", "responder": "llm", "context_scope": "personal"}
+    refused = client.post("/config/conversation", {**body, "participant_ids": [str(bob.id)]}, format="json")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "conflict"
+    alone = client.post("/config/conversation", body, format="json").json()["conversation"]
+    assert alone["context_scope"] == "personal" and alone["turn_policy"] == "queue"
+    joined = client.patch(f"/config/conversation/{alone['id']}", {"participant_ids": [str(bob.id)]}, format="json")
+    assert joined.json()["conversation"]["context_scope"] == "conversation"
+    again = client.patch(f"/config/conversation/{alone['id']}", {"context_scope": "personal"}, format="json")
+    assert again.status_code == 409
+
+
+def test_a_deactivated_users_queued_turn_fails_at_the_claim_without_starting(alice, bob, echo_conversation):
+    running = post_input(alice, echo_conversation, "first").json()["turn_id"]
+    services.turns_claim(owner="w1", limit=10)
+    queued = post_input(bob, echo_conversation, '/notes add_note {"title": "x"}').json()["turn_id"]
+    assert Turn.objects.get(id=queued).direct_call == {
+        "expert": "notes",
+        "tool": "add_note",
+        "arguments": '{"title": "x"}',
+    }
+    bob.is_active = False
+    bob.save(update_fields=["is_active"])
+    services.turns_write(owner="w1", writes=[services.TurnWrite(uuid.UUID(running), finish="completed", content="x")])
+    assert services.turns_claim(owner="w1", limit=10)[0] == []
+    ended = Turn.objects.get(id=queued)
+    assert ended.status == "failed" and ended.started_at is None and not ended.head
+    types = [
+        e.body.type
+        for e in Event.objects.filter(recipient=alice).select_related("body")
+        if e.body.payload["data"].get("turn_id") == queued
+    ]
+    assert types == ["assistant.failed"]
+
+
+def test_a_capped_users_queue_does_not_hold_up_anyone_else(alice, bob, workspace, settings):
+    settings.CORTEX = {**settings.CORTEX, "TURN_MAX_RUNNING_PER_USER": 1}
+    busy = ConversationFactory(workspace=workspace, responder="echo")
+    for n in range(30):
+        post_input(alice, ConversationFactory(workspace=workspace, responder="echo") if n % 3 else busy, f"a{n}")
+    services.turns_claim(owner="w1", limit=1)
+    other = ConversationFactory(workspace=workspace, participants=[bob], responder="echo")
+    bobs = post_input(bob, other, "b").json()["turn_id"]
+    assert services.turns_due_exist()
+    assert [str(row.id) for row in services.turns_claim(owner="w2", limit=64)[0]] == [bobs]
+    assert not services.turns_due_exist(), "alice's queue waits behind her cap"
+    heads = Turn.objects.filter(head=True, status__in=["queued", "running"])
+    assert (
+        heads.count() == Turn.objects.filter(status__in=["queued", "running"]).values("conversation").distinct().count()
+    )
+
+
+def test_creating_conversations_is_rate_limited_per_user_and_listing_is_not(alice, bob, workspace, monkeypatch):
+    from common.web.throttles import GcraScopedRateThrottle
+
+    monkeypatch.setitem(GcraScopedRateThrottle.THROTTLE_RATES, "conversation", "2/min")
+    client = client_for(alice)
+    body = {"workspace_id": str(workspace.id), "topic": "t"}
+    assert [client.post("/config/conversation", body, format="json").status_code for _ in range(3)] == [201, 201, 429]
+    assert client.post("/config/conversation", body, format="json").json()["error"]["code"] == "throttled"
+    assert client.get("/config/conversation").status_code == 200
+    own = client_for(bob).post("/config/workspace", {"name": "B"}, format="json").json()["workspace"]
+    other = client_for(bob).post("/config/conversation", {"workspace_id": own["id"], "topic": "t"}, format="json")
+    assert other.status_code == 201, "per user: bob has his own allowance"

@@ -9,7 +9,6 @@ core's streams through `/internal/events` (CORTEX_CORE_URL), and streams resume 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from tests.servers import (
     ServerProcess,
     core_server,
     create_users,
+    fake_llm_server,
     free_port,
     fresh_database,
     manage_command,
@@ -31,11 +31,12 @@ from tests.servers import (
     server_env,
 )
 from tests.streaming.clients import SSEStream, login
+from turns.responders import TOOL_RESULT_CHARS, quoted
 
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "correct-horse-battery-staple"
-USERS = ("alice@example.com", "bob@example.com", "charlie@example.com")
+USERS = ("alice@example.com", "bob@example.com", "charlie@example.com", "dave@example.com")
 LLM_KEY = "sk-fake-test-key"
 ENV = {
     "SSE_HEARTBEAT_SECONDS": "1",
@@ -125,6 +126,28 @@ def deltas(events: list[tuple[str | None, dict]]) -> str:
     return "".join(event["data"]["text"] for _, event in events if event["type"] == "assistant.delta")
 
 
+def signed_in(cls: type[Site], *, core_url: str, env: dict[str, str], llm_log: Path, notes_url: str) -> Site:
+    """Every user signed in, alice's workspace with the notes expert registered."""
+    tokens = {email.split("@")[0]: login(core_url, email, PASSWORD) for email in USERS}
+    verify = f"{core_url}/auth/verify"
+    user_ids = {
+        who: httpx2.get(verify, headers={"Authorization": f"Bearer {token}"}).json()["user_id"]
+        for who, token in tokens.items()
+    }
+    alice = {"Authorization": f"Bearer {tokens['alice']}"}
+    workspace = httpx2.post(f"{core_url}/config/workspace", json={"name": "W"}, headers=alice).json()["workspace"]
+    registered = httpx2.post(
+        f"{core_url}/config/workspace/{workspace['id']}/experts",
+        # add_note would ask for approval (it is not read-only): these tests are about the tool call
+        # itself (tests/turns/test_inbox_e2e.py: the asking).
+        json={"name": "notes", "url": f"{notes_url}/mcp", "auth": "core_token", "tool_policy": {"add_note": "auto"}},
+        headers=alice,
+        timeout=30,
+    )
+    assert registered.status_code == 201 and registered.json()["expert"]["status"] == "ok", registered.text
+    return cls(core_url, env, tokens, user_ids, workspace["id"], llm_log)
+
+
 @pytest.fixture(scope="module")
 def system_env() -> dict[str, str]:
     """Settings a module using `system` adds (override it there)."""
@@ -134,52 +157,15 @@ def system_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory, system_env) -> Iterator[tuple[Site, ServerProcess]]:
     llm_log = tmp_path_factory.mktemp("fake-llm") / "requests.jsonl"
-    llm_port = free_port()
     with fresh_database() as db_env:
         base = server_env(**db_env, **ENV, **system_env)
         create_users(*USERS, password=PASSWORD, env=base)
-        fake_llm = ServerProcess(
-            name="fake-llm",
-            argv=[sys.executable, "-m", "uvicorn", "--port", str(llm_port), "--no-access-log", "tests.fake_llm:app"],
-            port=llm_port,
-            env={**base, "FAKE_LLM_LOG": str(llm_log), "FAKE_LLM_CHUNK_DELAY_MS": "20"},
-        )
+        fake_llm = fake_llm_server(env=base, log=llm_log)
         core = core_server(env=base, server="uvicorn")
-        env = {
-            **base,
-            "CORTEX_CORE_URL": core.url,
-            "CORTEX_LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
-        }
+        env = {**base, "CORTEX_CORE_URL": core.url, "CORTEX_LLM_BASE_URL": f"{fake_llm.url}/v1"}
         notes = notes_expert(base, jwks_url=f"{core.url}/.well-known/jwks.json")
         with running(fake_llm), running(core), running(notes), running(turn_worker(env)) as worker:
-            tokens = {email.split("@")[0]: login(core.url, email, PASSWORD) for email in USERS}
-            user_ids = {
-                who: httpx2.get(f"{core.url}/auth/verify", headers={"Authorization": f"Bearer {token}"}).json()[
-                    "user_id"
-                ]
-                for who, token in tokens.items()
-            }
-            workspace = httpx2.post(
-                f"{core.url}/config/workspace",
-                json={"name": "W"},
-                headers={"Authorization": f"Bearer {tokens['alice']}"},
-            ).json()["workspace"]
-            site = Site(core.url, env, tokens, user_ids, workspace["id"], llm_log)
-            registered = httpx2.post(
-                f"{core.url}/config/workspace/{workspace['id']}/experts",
-                # add_note would ask for approval (it is not read-only): these tests are about the
-                # tool call itself (tests/turns/test_inbox_e2e.py: the asking).
-                json={
-                    "name": "notes",
-                    "url": f"{notes.url}/mcp",
-                    "auth": "core_token",
-                    "tool_policy": {"add_note": "auto"},
-                },
-                headers=site.auth("alice"),
-                timeout=30,
-            )
-            assert registered.status_code == 201 and registered.json()["expert"]["status"] == "ok", registered.text
-            yield site, worker
+            yield signed_in(Site, core_url=core.url, env=env, llm_log=llm_log, notes_url=notes.url), worker
 
 
 def test_echo_turn_reaches_every_participant_and_its_answer_is_a_message(system):
@@ -264,13 +250,15 @@ def test_llm_turn_streams_the_model_and_calls_the_expert_tool_it_asks_for(system
     assert (call["expert"], call["tool"], call["arguments"]) == ("notes", "add_note", {"title": "milk"})
     assert result["call_id"] == call["call_id"] and "error" not in result, result
     text = deltas(events)
-    assert text == "Noted: " + result["result"]["content"] and events[-1][1]["data"]["content"] == text
+    # The model read the tool's result as bounded data (the fake model answers with what it read).
+    read = quoted("result of notes__add_note", result["result"]["content"], TOOL_RESULT_CHARS)
+    assert text == "Noted: " + read and events[-1][1]["data"]["content"] == text
     requests = [json.loads(line) for line in site.llm_log.read_text().splitlines()]
     assert len(requests) == 2
     first, second = requests[0], requests[1]
     assert first["headers"]["authorization"] == f"Bearer {LLM_KEY}"
     assert first["body"]["model"] == "fake-model" and first["body"]["stream"] is True
-    assert first["body"]["messages"][-1] == {"role": "user", "content": "remember milk [tool]"}
+    assert first["body"]["messages"][-1] == {"role": "user", "name": "alice", "content": "remember milk [tool]"}
     offered = {tool["function"]["name"] for tool in first["body"]["tools"]}
     assert {"notes__add_note", "notes__search_notes", "notes__get_note"} <= offered
     assert second["body"]["messages"][-1]["role"] == "tool"
@@ -304,7 +292,8 @@ def test_model_asking_for_a_tool_it_was_not_offered_is_told_and_goes_on(system):
     result = next(event["data"] for _, event in events if event["type"] == "tool.result")
     assert result["error"]["code"] == "not_found"
     assert events[-1][1]["type"] == "assistant.completed"
-    assert events[-1][1]["data"]["content"].startswith("Noted: Error (not_found)")
+    told = quoted("result of notes__add_note", "Error (not_found): No tool named 'notes__add_note' here.", 99)
+    assert events[-1][1]["data"]["content"] == "Noted: " + told, "the model was told, as data"
 
 
 def _expert_id(site: Site) -> str:

@@ -19,6 +19,9 @@ crashed", and would add a second way to start the system.
 
 The children share one service token through their environment. In debug mode, without
 CORTEX_SERVICE_TOKEN, a fresh one is generated for the group; outside debug mode it must be set.
+Two credentials are not shared (`PRIVATE_TO`): the relay token, with which the turn worker posts
+live events for any user to the core's `/internal/events` (fresh for each run unless
+CORTEX_RELAY_TOKEN is set), and Prometheus's scrape token, which only the core checks.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ STABLE_AFTER_SECONDS = 60.0  # a child that ran this long crashed afresh: its ba
 CORE_START_SECONDS = 60.0
 STOP_SECONDS = 10.0
 POLL_SECONDS = 0.2
+# Credentials only the named children receive (every other child's environment goes without).
+PRIVATE_TO = {"CORTEX_RELAY_TOKEN": {"core", "turn-worker"}, "CORTEX_METRICS_TOKEN": {"core"}}
 
 
 @dataclass
@@ -102,6 +107,7 @@ class Command(BaseCommand):
             **os.environ,
             "CORTEX_SERVICE_TOKEN": token,
             "CORTEX_COGNITION_TOKEN": cognition_token,
+            "CORTEX_RELAY_TOKEN": settings.CORTEX["RELAY_TOKEN"] or secrets.token_urlsafe(32),
             "MEMORY_URL": f"http://127.0.0.1:{options['memory_port']}/mcp",
             "COGNITION_URL": f"http://127.0.0.1:{options['cognition_port']}/mcp",
             # The turn worker relays its events to the core's streams here (without REDIS_URL).
@@ -196,6 +202,7 @@ class Command(BaseCommand):
             if child.service
             else env
         )
+        child_env = {key: value for key, value in child_env.items() if child.name in PRIVATE_TO.get(key, {child.name})}
         # Own process groups: the terminal's Ctrl-C reaches only us, and we stop children in order.
         child.process = subprocess.Popen(child.argv, env=child_env, start_new_session=True)
         child.started_at = time.monotonic()

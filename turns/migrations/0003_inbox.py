@@ -10,8 +10,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('turns', '0001_turns'),
-        ('workspaces', '0004_inbox'),
+        ('turns', '0002_turn_head_direct_call'),
+        ('workspaces', '0005_inbox'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workspaces', '0003_turns'),
+        ('workspaces', '0004_conversation_scope_policy'),
     ]
 
     operations = [

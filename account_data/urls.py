@@ -1,0 +1,10 @@
+from django.urls import path
+
+from account_data import views
+
+urlpatterns = [
+    path("memory", views.MemoryListApi.as_view(), name="memory-list"),
+    path("memory/<str:item_id>", views.MemoryDetailApi.as_view(), name="memory-detail"),
+    path("account", views.AccountApi.as_view(), name="account"),
+    path("account/export", views.AccountExportApi.as_view(), name="account-export"),
+]
