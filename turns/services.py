@@ -242,8 +242,9 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
     failed (its partial deltas are in the log; a rerun would repeat them), which frees its
     conversation for the next turn. A queued turn of a user who is no longer active ends failed
     without running (a waiting one's open request expires with it). A waiting turn whose request
-    was answered or expired resumes, with no second `assistant.started`. PostgreSQL: the conversations' locks, then `FOR UPDATE SKIP LOCKED` on the
-    turns, keep concurrent workers and inputs apart; SQLite: the IMMEDIATE transaction does.
+    was answered or expired resumes, with no second `assistant.started`. PostgreSQL: the
+    conversations' locks, then `FOR UPDATE SKIP LOCKED` on the turns, keep concurrent workers and
+    inputs apart; SQLite: the IMMEDIATE transaction does.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -382,7 +383,8 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
     finished turns, renew the leases of the others. A turn no longer leased to `owner` is left alone."""
     now = timezone.now()
     ids = {write.turn_id for write in writes}
-    ending = [write.turn_id for write in writes if write.finish is not None]
+    # A pause may end its turn too (cancelled before it could ask): its conversation is locked as well.
+    ending = [write.turn_id for write in writes if write.finish is not None or write.pause is not None]
     with transaction.atomic():
         if ending:  # their conversations' next turns become heads: lock order conversation, turn
             places = set(Turn.objects.filter(id__in=ending).values_list("conversation_id", flat=True))
