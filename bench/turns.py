@@ -12,7 +12,14 @@ it), one `manage.py turn_worker` relaying to it (no Redis), a fake OpenAI-compat
    turn's deltas exactly once, in order, adding up to the input (nothing lost or duplicated), and
    only its own user's events. Delivery latency: an event's `timestamp` (set by the worker just
    before its commit) to its arrival on a stream.
-3. Claims (`bench.turn_claims`): the worker's poll and claim with 10,000 queued turns (`--claims
+3. The inbox (its own stack, the worker at the default TURN_POLL_MS of 100 ms, the notes expert
+   as a process): WAITING direct calls of `add_note` (an `ask` tool) in as many conversations wait
+   for approval at once; the worker's memory (VmRSS), threads and open sockets are read before and
+   after (a waiting turn should cost none of them). Then ANSWERED of them are approved one after
+   another: the time from sending the answer to the worker's `tool.call` event (its `timestamp`,
+   set just before the call is made) and to that event's arrival on the stream.
+   Target: p99 under 250 ms.
+4. Claims (`bench.turn_claims`): the worker's poll and claim with 10,000 queued turns (`--claims
    --queued 1000,2000,10000` for a series) of one user blocked behind their running-turn cap, and
    10 other users' turns runnable. Target: p99 <= 10 ms; the others' turns start within 1 s.
 """
@@ -33,6 +40,7 @@ import httpx2
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
 from bench.streaming import RawSSE, cpu_seconds, percentile
+from tests.experts.conftest import notes_expert
 from tests.servers import (
     core_server,
     fake_llm_server,
@@ -62,15 +70,19 @@ ENV = {
 TERMINAL = {"assistant.completed", "assistant.failed", "assistant.cancelled"}
 
 
+SHELL_PRELUDE = (
+    "import json\n"
+    "from accounts.models import User\n"
+    "from workspaces.services import workspace_create, conversation_create\n"
+)
+
+
 def setup(env: dict[str, str], users: int) -> dict[str, str]:
     """Users u0..uN-1, each with a workspace and an `echo` conversation; u0 also an `llm` one."""
     out = manage(
         "shell",
         "-c",
-        "import json\n"
-        "from accounts.models import User\n"
-        "from workspaces.services import workspace_create, conversation_create\n"
-        "ids = {}\n"
+        SHELL_PRELUDE + "ids = {}\n"
         f"for n in range({users}):\n"
         f"    u = User.objects.create_user(email=f'u{{n}}@example.com', password={PASSWORD!r})\n"
         "    w = workspace_create(owner=u, name='bench')\n"
@@ -208,6 +220,136 @@ async def fanout(port: int, ids: dict[str, str], users: int, streams_each: int, 
     }
 
 
+def process_cost(pid: int) -> dict:
+    """The worker's resident memory, threads and open sockets (its connections)."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    sockets = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            sockets += os.readlink(fd).startswith("socket:")
+        except OSError:
+            continue
+    return {
+        "rss_mb": round(int(status["VmRSS"].split()[0]) / 1024, 1),
+        "threads": int(status["Threads"]),
+        "sockets": sockets,
+    }
+
+
+def setup_inbox(env: dict[str, str], conversations: int) -> dict:
+    """User u0 with one workspace and `conversations` conversations (no responder: direct calls)."""
+    out = manage(
+        "shell",
+        "-c",
+        SHELL_PRELUDE + f"u = User.objects.create_user(email='u0@example.com', password={PASSWORD!r})\n"
+        "w = workspace_create(owner=u, name='bench')\n"
+        f"ids = [str(conversation_create(workspace=w, creator=u, topic=f'c{{n}}').id) for n in range({conversations})]\n"
+        "print(json.dumps({'workspace': str(w.id), 'conversations': ids}))\n",
+        env=env,
+    )
+    return json.loads(out.strip().splitlines()[-1])
+
+
+async def inbox(port: int, notes_url: str, setup_ids: dict, worker_pid: int, waiting: int, answered: int) -> dict:
+    async with httpx2.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", timeout=60, limits=httpx2.Limits(max_connections=32)
+    ) as client:
+        token, _ = await login(client, 0)
+        auth = {"Authorization": f"Bearer {token}"}
+        registered = await client.post(
+            f"/config/workspace/{setup_ids['workspace']}/experts",
+            json={"name": "notes", "url": f"{notes_url}/mcp"},
+            headers=auth,
+        )
+        registered.raise_for_status()
+        await asyncio.sleep(1)
+        before = process_cost(worker_pid)
+        semaphore = asyncio.Semaphore(16)
+        turn_ids: list[str] = []
+
+        async def post(n: int, conversation_id: str) -> None:
+            async with semaphore:
+                body = {"content": f'/notes add_note {{"title": "bench {n}"}}', "conversation_id": conversation_id}
+                response = await client.post("/input", json=body, headers=auth)
+                response.raise_for_status()
+                turn_ids.append(response.json()["turn_id"])
+
+        start = time.monotonic()
+        await asyncio.gather(*(post(n, c) for n, c in enumerate(setup_ids["conversations"][:waiting])))
+        items: list[dict] = []
+        while time.monotonic() - start < 600:
+            items = (await client.get("/inbox", headers=auth)).json()["items"]
+            if len(items) >= waiting:
+                break
+            await asyncio.sleep(0.5)
+        all_waiting_s = time.monotonic() - start
+        await asyncio.sleep(2)  # settled: whatever the worker allocated for them is still held now
+        after = process_cost(worker_pid)
+        stream = RawSSE(port, token)
+        await stream.open()
+        frames = stream.frames()
+        to_call: list[float] = []
+        to_stream: list[float] = []
+        to_answered: list[float] = []  # the answer's own request (the core's side)
+        committed_to_call: list[float] = []  # the worker's side: from the answer's commit
+        for item in items[:answered]:
+            sent = time.time()
+            response = await client.post(f"/inbox/{item['id']}/answer", json={"decision": "approve"}, headers=auth)
+            response.raise_for_status()
+            to_answered.append(time.time() - sent)
+            committed = datetime.fromisoformat(response.json()["item"]["answered_at"]).timestamp()
+            async for frame in frames:
+                parsed = parse(frame)
+                if parsed is None:
+                    continue
+                event = parsed[1]
+                if event["type"] == "tool.call" and event["data"]["turn_id"] == item["turn_id"]:
+                    to_stream.append(time.time() - sent)
+                    called = datetime.fromisoformat(event["timestamp"]).timestamp()
+                    to_call.append(called - sent)
+                    committed_to_call.append(called - committed)
+                    break
+        stream.close()
+    return {
+        "waiting": len(items),
+        "seconds_until_all_waiting": round(all_waiting_s, 1),
+        "worker_before": before,
+        "worker_with_all_waiting": after,
+        "answered": len(to_call),
+        "answer_to_tool_call_ms_p50": round(1000 * percentile(to_call, 0.5), 1),
+        "answer_to_tool_call_ms_p99": round(1000 * percentile(to_call, 0.99), 1),
+        "answer_to_tool_call_ms_max": round(1000 * max(to_call), 1),
+        "answer_request_ms_p50": round(1000 * percentile(to_answered, 0.5), 1),
+        "answer_request_ms_p99": round(1000 * percentile(to_answered, 0.99), 1),
+        "answer_committed_to_tool_call_ms_p50": round(1000 * percentile(committed_to_call, 0.5), 1),
+        "answer_committed_to_tool_call_ms_p99": round(1000 * percentile(committed_to_call, 0.99), 1),
+        "answer_to_stream_ms_p50": round(1000 * percentile(to_stream, 0.5), 1),
+        "answer_to_stream_ms_p99": round(1000 * percentile(to_stream, 0.99), 1),
+    }
+
+
+def run_inbox(waiting: int, answered: int) -> dict:
+    with fresh_database() as db_env:
+        env = server_env(
+            **db_env,
+            **{
+                **ENV,
+                "TURN_POLL_MS": "100",  # the default: the target holds with the worker's polling
+                "INBOX_MAX_OPEN_PER_USER": str(waiting + 10),
+                "TURN_MAX_RUNNING_PER_USER": "64",
+            },
+        )
+        ids = setup_inbox(env, waiting)
+        core = core_server(env=env, server="uvicorn")
+        core.argv[3:3] = ["--loop", "uvloop", "--http", "httptools", "--lifespan", "off"]
+        notes = notes_expert(env, jwks_url=f"{core.url}/.well-known/jwks.json")
+        worker = manage_command(
+            "turn_worker", env={**env, "CORTEX_CORE_URL": core.url}, port=0, ready_line="turn worker: running"
+        )
+        with running(core), running(notes), running(worker):
+            return asyncio.run(inbox(core.port, notes.url, ids, worker.process.pid, waiting, answered))
+
+
 CLAIM_ENV = {"LOG_LEVEL": "WARNING", "TURN_LEASE_SECONDS": "3600", "ECHO_DELAY_MS": "0", "TURN_CONTEXT_ITEMS": "0"}
 
 
@@ -281,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=10, help="SSE streams per turn")
     parser.add_argument("--words", type=int, default=40, help="echo chunks per turn (ECHO_DELAY_MS apart)")
     parser.add_argument("--echo-delay-ms", type=int, default=20)
+    parser.add_argument("--waiting", type=int, default=1000, help="turns waiting in the inbox at once")
+    parser.add_argument("--answered", type=int, default=200, help="of them approved one by one (latency)")
+    parser.add_argument("--inbox-only", action="store_true", help="only the inbox part (3)")
     parser.add_argument("--out", default="var/bench/turns.json")
     args = parser.parse_args(argv if argv is not None else [])
     if args.claims_one:
@@ -293,6 +438,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"database={database} concurrent={args.concurrent} streams={args.streams} words={args.words}", flush=True)
     llm_log = Path(tempfile.mkdtemp(prefix="cortex-bench-llm-")) / "requests.jsonl"
     result: dict = {"database": database}
+    if args.waiting:
+        result["inbox"] = run_inbox(args.waiting, args.answered)
+        print("inbox:", json.dumps(result["inbox"]), flush=True)
+    if args.inbox_only:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        return 0 if result["inbox"]["waiting"] >= args.waiting else 1
     with fresh_database() as db_env:
         env = server_env(**db_env, **ENV, ECHO_DELAY_MS=str(args.echo_delay_ms))
         ids = setup(env, args.concurrent)

@@ -30,6 +30,8 @@ class ErrorCode(enum.StrEnum):
     INVALID_REFRESH_TOKEN = "invalid_refresh_token"
     TOKEN_IN_URL = "token_in_url"
     PERMISSION_DENIED = "permission_denied"
+    FORBIDDEN = "forbidden"
+    DENIED = "denied"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     NOT_ACCEPTABLE = "not_acceptable"
@@ -56,6 +58,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_REFRESH_TOKEN: 401,
     ErrorCode.TOKEN_IN_URL: 401,
     ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.DENIED: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.NOT_ACCEPTABLE: 406,

@@ -571,6 +571,13 @@ CORTEX: dict[str, Any] = {
     "TURN_TOOL_TIMEOUT_SECONDS": env_int("TURN_TOOL_TIMEOUT_SECONDS", 30, minimum=1),
     "TURN_CONTEXT_ITEMS": env_int("TURN_CONTEXT_ITEMS", 10, minimum=0),
     "TURN_HISTORY_MESSAGES": env_int("TURN_HISTORY_MESSAGES", 20, minimum=0),
+    # The inbox: an approval or question nobody answers expires after this long (the turn goes on,
+    # told "denied"); a user has at most INBOX_MAX_OPEN_PER_USER open at once (past it a tool that
+    # asks is refused as denied without asking); a question's message and schema are bounded.
+    "TURN_APPROVAL_SECONDS": env_int("TURN_APPROVAL_SECONDS", 600, minimum=1),
+    "INBOX_MAX_OPEN_PER_USER": env_int("INBOX_MAX_OPEN_PER_USER", 100, minimum=1),
+    "INBOX_MESSAGE_MAX_CHARS": env_int("INBOX_MESSAGE_MAX_CHARS", 2000, minimum=1),
+    "INBOX_SCHEMA_MAX_BYTES": env_int("INBOX_SCHEMA_MAX_BYTES", 16384, minimum=256),
     # The `echo` responder's pause between chunks (development and tests of long turns).
     "ECHO_DELAY_MS": env_int("ECHO_DELAY_MS", 0, minimum=0),
     # The `llm` responder: an OpenAI-compatible chat completions endpoint (the official SDK).

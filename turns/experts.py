@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_services.experts.calls import expert_call, expert_tools
+from mcp_services.experts.calls import expert_call, expert_tool_policy, expert_tools
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class FunctionTool:
     tool: str
     description: str
     input_schema: dict[str, Any]
+    policy: str = "ask"  # "auto" | "ask": an `ask` tool waits for the requester's approval
 
 
 def _function_name(expert: str, tool: str, taken: set[str]) -> str:
@@ -45,15 +46,35 @@ async def workspace_tools(*, workspace_id: uuid.UUID, user_id: uuid.UUID) -> lis
                 tool=tool.name,
                 description=tool.description or "",
                 input_schema=tool.input_schema or {"type": "object", "properties": {}},
+                policy=tool.policy,
             )
         )
     return functions
 
 
+async def tool_policy(*, user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str) -> str:
+    return await expert_tool_policy(user_id=user_id, workspace_id=workspace_id, expert=expert, tool=tool)
+
+
 async def call(
-    *, user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str, arguments: dict[str, Any], timeout: float
+    *,
+    user_id: uuid.UUID,
+    workspace_id: uuid.UUID,
+    expert: str,
+    tool: str,
+    arguments: dict[str, Any],
+    timeout: float,
+    **answers: Any,
 ) -> dict[str, Any]:
-    """`{"content": str, "structured": ...}`; a refusal or failure is an `ExpertCallError` (a CortexError)."""
+    """`{"content": str, "structured": ...}`; a refusal or failure is an `ExpertCallError` (a CortexError),
+    a question asked with `input_required` an `ExpertNeedsInput`; `answers`: `input_responses` and
+    `request_state` that answer one."""
     return await expert_call(
-        user_id=user_id, workspace_id=workspace_id, expert=expert, tool=tool, arguments=arguments, timeout=timeout
+        user_id=user_id,
+        workspace_id=workspace_id,
+        expert=expert,
+        tool=tool,
+        arguments=arguments,
+        timeout=timeout,
+        **answers,
     )

@@ -19,6 +19,7 @@ class Turn(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
         RUNNING = "running"
+        WAITING = "waiting"  # for an answer in the inbox (`turns.inbox`): no worker holds it
         COMPLETED = "completed"
         FAILED = "failed"
         CANCELLED = "cancelled"
@@ -58,6 +59,12 @@ class Turn(models.Model):
         "workspaces.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     error = models.TextField(blank=True)
+    # A waiting turn: when it is due again (its request's expiry, or now once answered), the time
+    # limit it had left when it paused (waiting does not count), and what its responder needs to
+    # go on (`turns.inbox.pause`).
+    resume_at = models.DateTimeField(null=True, blank=True)
+    time_left = models.FloatField(null=True, blank=True)
+    state = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -67,6 +74,7 @@ class Turn(models.Model):
                 name="turn_open",
                 condition=models.Q(status__in=["queued", "running"]),
             ),
+            models.Index(fields=["resume_at"], name="turn_waiting", condition=models.Q(status="waiting")),
             models.Index(fields=["conversation", "created_at", "id"], name="turn_conversation_order"),
             models.Index(
                 fields=["created_at", "id"], name="turn_runnable", condition=models.Q(head=True, status="queued")
@@ -82,3 +90,6 @@ class Turn(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in self.FINISHED
+
+
+from turns.inbox.models import InboxRequest  # noqa: E402,F401 - the app's models are found here

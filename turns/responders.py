@@ -1,6 +1,11 @@
 """What answers a turn: `echo`, `llm` (an OpenAI-compatible model through the official SDK), and
 direct expert calls (`/<expert> <tool> <json>`). Each streams through a `TurnOutput` and returns the
-answer's text; a clean failure is a `TurnFailed` with an error code."""
+answer's text; a clean failure is a `TurnFailed` with an error code.
+
+A tool call may need the requester first (`turns.inbox`): an `ask` tool's approval, or a question
+the expert asks with `input_required`. The responder then raises `TurnPaused` with what it needs to
+go on (JSON); the turn waits with nothing held, and whichever worker resumes it calls the responder
+again with `turn.state` and `turn.resolution` (the answer)."""
 
 from __future__ import annotations
 
@@ -9,15 +14,20 @@ import json
 import logging
 import re
 import uuid
+from datetime import timedelta
 from typing import Any, Protocol
 
 import openai
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import ServiceClient, cognition_token
+from mcp_services.experts.calls import ExpertNeedsInput, Question
 from turns import experts, selectors
+from turns.inbox import selectors as inbox_selectors
+from turns.inbox.services import Pause, pause_refusal
 from turns.services import TurnRow
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids
@@ -53,10 +63,31 @@ class TurnFailed(Exception):
         self.message = message
 
 
+class TurnPaused(Exception):
+    """The turn waits in the inbox: `pause` is the request and the responder's state."""
+
+    def __init__(self, pause: Pause) -> None:
+        super().__init__(pause.kind)
+        self.pause = pause
+
+
+class NeedsRequester(Exception):
+    """A tool call that cannot go on without the requester (`asked`: what to ask, and what the
+    call needs to go on); the responder adds its own state and pauses."""
+
+    def __init__(self, kind: str, data: dict[str, Any], asked: dict[str, Any]) -> None:
+        super().__init__(kind)
+        self.kind, self.data, self.asked = kind, data, asked
+
+    def pause(self, state: dict[str, Any]) -> TurnPaused:
+        return TurnPaused(Pause(kind=self.kind, data=self.data, state={**state, "asked": self.asked}))  # type: ignore[arg-type]
+
+
 class TurnOutput(Protocol):
     async def delta(self, text: str) -> None: ...
     async def tool_call(self, *, call_id: str, expert: str, tool: str, arguments: Any) -> None: ...
     async def tool_result(self, *, call_id: str, result: Any = None, error: Any = None) -> None: ...
+    async def question(self, data: dict[str, Any], expires_at: Any) -> dict[str, Any]: ...
 
 
 class Runtime:
@@ -130,12 +161,83 @@ async def echo(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
     return "".join(chunks)
 
 
+async def _denied(out: TurnOutput, message: str, call_id: str = "") -> tuple[str, CortexError]:
+    """A call the requester did not let happen (denied, expired, or past a bound): the model is told."""
+    error = CortexError(ErrorCode.DENIED, message)
+    await out.tool_result(
+        call_id=call_id or f"call_{uuid.uuid4().hex[:24]}", error={"code": str(error.code), "message": message}
+    )
+    return f"Error ({error.code}): {message}", error
+
+
+def _question_data(expert: str, question: Question) -> dict[str, Any]:
+    data: dict[str, Any] = {"expert": expert, "message": question.message}
+    data.update({"url": question.url} if question.url is not None else {"schema": question.schema})
+    return data
+
+
+async def _refusal(turn: TurnRow, kind: str, data: dict[str, Any]) -> str | None:
+    """Why the request cannot be put to the requester (then it is denied at once): too large to
+    show, or the requester already has INBOX_MAX_OPEN_PER_USER open requests (a read before the
+    pause: concurrent turns of one user can pass it together, at most TURN_MAX_RUNNING_PER_USER - 1
+    over)."""
+    refusal = pause_refusal(kind, data)
+    if refusal is None:
+        limit = settings.CORTEX["INBOX_MAX_OPEN_PER_USER"]
+        if await sync_to_async(inbox_selectors.inbox_open_count)(user_id=turn.user_id) >= limit:
+            refusal = f"The requester already has {limit} open requests in their inbox (INBOX_MAX_OPEN_PER_USER)."
+    return refusal
+
+
+async def _ask(turn: TurnRow, kind: str, data: dict[str, Any], asked: dict[str, Any]) -> None:
+    """Raise `NeedsRequester`, or a `denied` CortexError past a bound (`_refusal`)."""
+    refusal = await _refusal(turn, kind, data)
+    if refusal is None:
+        raise NeedsRequester(kind, data, asked)
+    raise CortexError(ErrorCode.DENIED, refusal)
+
+
 async def _run_tool(
-    turn: TurnRow, out: TurnOutput, *, expert: str, tool: str, arguments: dict[str, Any]
+    turn: TurnRow,
+    out: TurnOutput,
+    *,
+    expert: str,
+    tool: str,
+    arguments: dict[str, Any],
+    policy: str = "auto",
+    resume: dict[str, Any] | None = None,
 ) -> tuple[str, CortexError | None]:
-    """One expert call with its `tool.call` and `tool.result` events: (text for the model, error)."""
-    call_id = f"call_{uuid.uuid4().hex[:24]}"
-    await out.tool_call(call_id=call_id, expert=expert, tool=tool, arguments=arguments)
+    """One expert call with its `tool.call` and `tool.result` events: (text for the model, error).
+
+    An `ask` tool asks first (`NeedsRequester`); `resume` is the saved call (`asked`) with the
+    requester's answer, when the turn goes on after waiting."""
+    answer = (resume or {}).get("answer") or {}
+    if resume is None and policy == "ask":
+        try:
+            shown = {"expert": expert, "tool": tool, "arguments": arguments}  # exactly what approval sends
+            await _ask(turn, "approval", shown, {"kind": "approval", **shown})
+        except CortexError as exc:
+            return await _denied(out, exc.message)
+    if resume is not None and resume["kind"] == "approval" and answer.get("decision") != "approve":
+        said = "expired unanswered" if answer.get("decision") == "expired" else "was denied by the requester"
+        return await _denied(out, f"The call of {tool!r} {said}.")
+    call_id = (resume or {}).get("call_id") or f"call_{uuid.uuid4().hex[:24]}"
+    if resume is None or resume["kind"] == "approval":
+        await out.tool_call(call_id=call_id, expert=expert, tool=tool, arguments=arguments)
+    timeout = settings.CORTEX["TURN_TOOL_TIMEOUT_SECONDS"]
+    call_deadline = timezone.now() + timedelta(seconds=timeout)
+
+    async def ask_mid_call(question: Question) -> dict[str, Any]:
+        """The older form: the expert waits on the open call, so the question expires with it."""
+        data = _question_data(expert, question)
+        refusal = await _refusal(turn, "question", data)
+        if refusal is not None:
+            raise CortexError(ErrorCode.DENIED, refusal)
+        return await out.question(data, call_deadline)
+
+    replies: dict[str, Any] = {"ask": ask_mid_call}
+    if resume is not None and resume["kind"] == "question":
+        replies = {"input_responses": {resume["key"]: answer}, "request_state": resume["request_state"]}
     try:
         result = await experts.call(
             user_id=turn.user_id,
@@ -143,8 +245,22 @@ async def _run_tool(
             expert=expert,
             tool=tool,
             arguments=arguments,
-            timeout=settings.CORTEX["TURN_TOOL_TIMEOUT_SECONDS"],
+            timeout=timeout,
+            **replies,
         )
+    except ExpertNeedsInput as needs:
+        question = needs.question
+        data = _question_data(expert, question)
+        asked = {
+            "kind": "question",
+            **{"expert": expert, "tool": tool, "arguments": arguments},
+            **{"call_id": call_id, "key": question.key, "request_state": question.request_state},
+        }
+        try:
+            await _ask(turn, "question", data, asked)
+        except CortexError as exc:
+            await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
+            return f"Error ({exc.code}): {exc.message}", exc
     except CortexError as exc:
         await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
         return f"Error ({exc.code}): {exc.message}", exc
@@ -152,9 +268,27 @@ async def _run_tool(
     return str(result.get("content", "")), None
 
 
+def _resumed(turn: TurnRow) -> dict[str, Any] | None:
+    """The saved call a resumed turn goes on with, and the requester's answer to it."""
+    if turn.state is None or turn.resolution is None:
+        return None
+    return {**turn.state["asked"], "answer": turn.resolution["answer"]}
+
+
 async def direct(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
     """`/<expert> <tool> <json object>`: that one call (parsed when the input was accepted:
-    `TurnRow.direct_call`); its text is the answer."""
+    `TurnRow.direct_call`; under its tool's policy); its text is the answer."""
+    resume = _resumed(turn)
+    if resume is not None:
+        try:
+            text, error = await _run_tool(
+                turn, out, expert=resume["expert"], tool=resume["tool"], arguments=resume["arguments"], resume=resume
+            )
+        except NeedsRequester as needs:
+            raise needs.pause({"responder": "direct"}) from None
+        if error is not None:
+            raise TurnFailed(error.code, error.message)
+        return text
     call = turn.direct_call
     if not call:  # a direct turn always carries its call
         raise TurnFailed(ErrorCode.INVALID_INPUT, "Not a direct call: /<expert> <tool> <json object>.")
@@ -167,7 +301,11 @@ async def direct(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
         ) from None
     if not isinstance(arguments, dict):
         raise TurnFailed(ErrorCode.INVALID_INPUT, f"The arguments of /{expert} {tool} must be a JSON object.")
-    text, error = await _run_tool(turn, out, expert=expert, tool=tool, arguments=arguments)
+    policy = await experts.tool_policy(user_id=turn.user_id, workspace_id=turn.workspace_id, expert=expert, tool=tool)
+    try:
+        text, error = await _run_tool(turn, out, expert=expert, tool=tool, arguments=arguments, policy=policy)
+    except NeedsRequester as needs:
+        raise needs.pause({"responder": "direct"}) from None
     if error is not None:
         raise TurnFailed(error.code, error.message)
     return text
@@ -177,6 +315,13 @@ async def llm(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
     """The model, streamed, with the cognition context and the workspace's expert tools; tool calls
     are run and answered for up to TURN_MAX_TOOL_ROUNDS rounds, then the model must answer."""
     model = runtime.model()
+    resume = _resumed(turn)
+    if resume is not None:  # after waiting in the inbox: the model request as it was, and the answer
+        state = turn.state or {}
+        tools = await experts.workspace_tools(workspace_id=turn.workspace_id, user_id=turn.user_id)
+        return await _llm_rounds(
+            turn, out, model, tools, state["messages"], state["answer"], state["round"], (state["pending"], resume)
+        )
     members = await sync_to_async(conversation_recipient_ids)(conversation_ids={turn.conversation_id})
     participants = members.get(turn.conversation_id, [])
     context, history, tools = await asyncio.gather(
@@ -197,6 +342,21 @@ async def llm(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
         else:
             messages.append({"role": "user", "name": names[sender], "content": content})
     messages.append({"role": "user", "name": names[turn.user_id], "content": turn.content})
+    return await _llm_rounds(turn, out, model, tools, messages, [], 0, None)
+
+
+async def _llm_rounds(
+    turn: TurnRow,
+    out: TurnOutput,
+    model: openai.AsyncOpenAI,
+    tools: list[experts.FunctionTool],
+    messages: list[dict[str, Any]],
+    answer: list[str],
+    first_round: int,
+    paused: tuple[list[dict[str, str]], dict[str, Any]] | None,
+) -> str:
+    """The model's rounds from `first_round`; `paused`: the calls left of that round when the turn
+    paused, the first with the requester's answer (they are run before the next round)."""
     by_function = {tool.function: tool for tool in tools}
     functions = [
         {
@@ -209,9 +369,11 @@ async def llm(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
         }
         for tool in tools
     ]
-    answer: list[str] = []
     rounds = settings.CORTEX["TURN_MAX_TOOL_ROUNDS"]
-    for round_ in range(rounds + 1):
+    if paused is not None:
+        await _model_tool_calls(turn, out, by_function, messages, answer, first_round, *paused)
+        first_round += 1
+    for round_ in range(first_round, rounds + 1):
         request: dict[str, Any] = {"model": settings.CORTEX["LLM_MODEL"], "messages": messages, "stream": True}
         if functions and round_ < rounds:
             request["tools"] = functions
@@ -239,25 +401,46 @@ async def llm(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
         if not calls:
             return "".join(answer)
         ordered = [calls[index] for index in sorted(calls)]
+        for index, call in enumerate(ordered):
+            call["id"] = call["id"] or f"call_{index}"
         messages.append(
             {
                 "role": "assistant",
                 "content": "".join(text) or None,
                 "tool_calls": [
                     {
-                        "id": call["id"] or f"call_{index}",
+                        "id": call["id"],
                         "type": "function",
                         "function": {"name": call["name"], "arguments": call["arguments"] or "{}"},
                     }
-                    for index, call in enumerate(ordered)
+                    for call in ordered
                 ],
             }
         )
-        for index, call in enumerate(ordered):
-            result = await _model_tool_call(turn, out, by_function, call)
-            content = quoted(f"result of {call['name']}", result, TOOL_RESULT_CHARS)
-            messages.append({"role": "tool", "tool_call_id": call["id"] or f"call_{index}", "content": content})
+        await _model_tool_calls(turn, out, by_function, messages, answer, round_, ordered, None)
     return "".join(answer)  # not reached: the last round offers no tools
+
+
+async def _model_tool_calls(
+    turn: TurnRow,
+    out: TurnOutput,
+    by_function: dict[str, experts.FunctionTool],
+    messages: list[dict[str, Any]],
+    answer: list[str],
+    round_: int,
+    pending: list[dict[str, str]],
+    resume: dict[str, Any] | None,
+) -> None:
+    """Run a round's calls in order, each answer appended for the model. A call that needs the
+    requester pauses the turn with everything needed to go on from that call (JSON)."""
+    for position, call in enumerate(pending):
+        try:
+            result = await _model_tool_call(turn, out, by_function, call, resume if position == 0 else None)
+        except NeedsRequester as needs:
+            state = {"responder": "llm", "messages": messages, "answer": answer, "round": round_}
+            raise needs.pause({**state, "pending": pending[position:]}) from None
+        content = quoted(f"result of {call['name']}", result, TOOL_RESULT_CHARS)
+        messages.append({"role": "tool", "tool_call_id": call["id"], "content": content})
 
 
 def _system(
@@ -286,9 +469,18 @@ def _uuid_or_none(value: Any) -> uuid.UUID | None:
 
 
 async def _model_tool_call(
-    turn: TurnRow, out: TurnOutput, by_function: dict[str, experts.FunctionTool], call: dict[str, str]
+    turn: TurnRow,
+    out: TurnOutput,
+    by_function: dict[str, experts.FunctionTool],
+    call: dict[str, str],
+    resume: dict[str, Any] | None = None,
 ) -> str:
     """A tool call the model asked for; what went wrong is told to the model, which may go on."""
+    if resume is not None:  # the call as it was asked (its arguments are the ones approved)
+        text, _error = await _run_tool(
+            turn, out, expert=resume["expert"], tool=resume["tool"], arguments=resume["arguments"], resume=resume
+        )
+        return text
     target = by_function.get(call["name"])
     try:
         arguments = json.loads(call["arguments"] or "{}")
@@ -303,7 +495,9 @@ async def _model_tool_call(
         code = ErrorCode.NOT_FOUND if target is None else ErrorCode.INVALID_INPUT
         await out.tool_result(call_id=call_id, error={"code": str(code), "message": message})
         return f"Error ({code}): {message}"
-    text, _error = await _run_tool(turn, out, expert=target.expert, tool=target.tool, arguments=arguments)
+    text, _error = await _run_tool(
+        turn, out, expert=target.expert, tool=target.tool, arguments=arguments, policy=target.policy
+    )
     return text
 
 

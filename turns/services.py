@@ -21,6 +21,9 @@ from common.errors import CortexError, ErrorCode
 from mcp_services.outbox import delivery
 from mcp_services.outbox import services as memory_outbox
 from streaming.services import LiveMessage, NewEvent, events_append, events_publish
+from turns.events import turn_event
+from turns.inbox import services as inbox
+from turns.inbox.services import Pause
 from turns.models import Turn
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids, conversation_settings
@@ -80,14 +83,18 @@ def conversations_open_turns(*, conversation_ids: set[uuid.UUID]) -> set[uuid.UU
 
 
 def _interrupt(newest: dict[uuid.UUID, uuid.UUID]) -> Live:
-    """Interrupt the open turns older than `newest[conversation]`: a queued one ends now, a running
-    one is asked to stop (its worker ends it); both end `assistant.cancelled`, reason interrupted."""
+    """Interrupt the open turns older than `newest[conversation]`: a queued or waiting one ends now
+    (a waiting one's open request expires with it), a running one is asked to stop (its worker
+    ends it); all end `assistant.cancelled`, reason interrupted."""
     now = timezone.now()
     older = Turn.objects.filter(_open(), conversation_id__in=newest.keys()).exclude(id__in=newest.values())
     queued: list[Turn] = []
+    waiting: list[Turn] = []
     for turn in older:
         turn.cancel_reason = INTERRUPTED
-        if turn.status == Turn.Status.QUEUED:
+        if turn.status == Turn.Status.WAITING:
+            waiting.append(turn)
+        if turn.status in (Turn.Status.QUEUED, Turn.Status.WAITING):
             turn.status, turn.head = Turn.Status.CANCELLED, False
             turn.cancel_requested_at = turn.finished_at = now
             queued.append(turn)
@@ -95,8 +102,16 @@ def _interrupt(newest: dict[uuid.UUID, uuid.UUID]) -> Live:
             turn.cancel_requested_at = now
         turn.save(update_fields=["status", "head", "cancel_requested_at", "cancel_reason", "finished_at"])
     recipients = _recipients({turn.conversation_id for turn in queued})
+    closed = [
+        event
+        for turn in waiting
+        for event in inbox.turn_requests_close(turn=turn, recipients=recipients.get(turn.conversation_id, []), now=now)
+    ]
     return events_append(
-        events=[_event(turn, CANCELLED, _cancelled(turn), recipients.get(turn.conversation_id, [])) for turn in queued]
+        events=[
+            *closed,
+            *(_event(turn, CANCELLED, _cancelled(turn), recipients.get(turn.conversation_id, [])) for turn in queued),
+        ]
     )
 
 
@@ -119,14 +134,7 @@ def _heads_advance(conversation_ids: set[uuid.UUID]) -> None:
 
 
 def _event(turn: Turn | TurnRow, type_: str, data: dict[str, Any], recipients: list[uuid.UUID]) -> NewEvent:
-    return NewEvent(
-        type=type_,
-        user_id=turn.user_id,
-        conversation_id=turn.conversation_id,
-        data={"turn_id": str(turn.id), **data},
-        recipient_ids=recipients,
-        created_at=timezone.now(),
-    )
+    return turn_event(turn, type_, data, recipients)
 
 
 def _recipients(conversation_ids: set[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
@@ -145,13 +153,15 @@ def turn_cancel(*, turn: Turn) -> Turn:
             raise CortexError(ErrorCode.CONFLICT, f"This turn has already finished ({locked.status}).")
         now = timezone.now()
         live: Live = []
-        if locked.status == Turn.Status.QUEUED:
+        if locked.status in (Turn.Status.QUEUED, Turn.Status.WAITING):  # no worker holds it: at once
+            recipients = _recipients({locked.conversation_id}).get(locked.conversation_id, [])
+            # A waiting turn's open request expires with it (`approval.resolved` "expired" first).
+            closed = inbox.turn_requests_close(turn=locked, recipients=recipients, now=now)
             locked.status, locked.head = Turn.Status.CANCELLED, False
             locked.cancel_requested_at = locked.finished_at = now
             locked.save(update_fields=["status", "head", "cancel_requested_at", "finished_at"])
             _heads_advance({locked.conversation_id})
-            recipients = _recipients({locked.conversation_id}).get(locked.conversation_id, [])
-            live = events_append(events=[_event(locked, CANCELLED, _cancelled(locked), recipients)])
+            live = events_append(events=[*closed, _event(locked, CANCELLED, _cancelled(locked), recipients)])
         elif locked.cancel_requested_at is None:
             locked.cancel_requested_at = now
             locked.save(update_fields=["cancel_requested_at"])
@@ -176,10 +186,13 @@ class TurnRow:
     deadline: Any  # datetime
     context_scope: str = Conversation.ContextScope.CONVERSATION
     direct_call: dict[str, str] | None = None  # `direct`: the parsed call (`DirectCall.as_json`)
+    # A turn resumed after waiting in the inbox: its responder's saved state and the answer.
+    state: dict[str, Any] | None = None
+    resolution: dict[str, Any] | None = None
 
 
 def _open() -> Q:
-    return Q(status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING])
+    return Q(status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING, Turn.Status.WAITING])
 
 
 def _running_counts(now: Any) -> dict[uuid.UUID, int]:
@@ -199,8 +212,14 @@ def _due(now: Any, capped: list[uuid.UUID]) -> Q:
     heads in time order through `turn_runnable`, skipping the capped users' own heads: its cost
     grows with running turns and open conversations, not with the turns queued behind them."""
     expired = Q(status=Turn.Status.RUNNING, lease_expires_at__lt=now)
-    runnable = Q(head=True, status=Turn.Status.QUEUED) & ~Q(user_id__in=capped)
+    runnable = Q(head=True) & (Q(status=Turn.Status.QUEUED) | _resumable(now)) & ~Q(user_id__in=capped)
     return expired | runnable
+
+
+def _resumable(now: Any) -> Q:
+    """A waiting turn (always its conversation's head: it was running when it paused) is due again
+    once its request is answered or expired (`resume_at`, `turns.inbox`; read through `turn_waiting`)."""
+    return Q(status=Turn.Status.WAITING, resume_at__lte=now)
 
 
 def turns_due_exist() -> bool:
@@ -211,6 +230,7 @@ def turns_due_exist() -> bool:
     return (
         Turn.objects.filter(status=Turn.Status.RUNNING, lease_expires_at__lt=now).exists()
         or Turn.objects.filter(head=True, status=Turn.Status.QUEUED).exclude(user_id__in=capped).exists()
+        or Turn.objects.filter(_resumable(now)).exclude(user_id__in=capped).exists()
     )
 
 
@@ -221,8 +241,10 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
     A running turn whose lease expired was abandoned by a worker that died: it is ended here as
     failed (its partial deltas are in the log; a rerun would repeat them), which frees its
     conversation for the next turn. A queued turn of a user who is no longer active ends failed
-    without running. PostgreSQL: the conversations' locks, then `FOR UPDATE SKIP LOCKED` on the
-    turns, keep concurrent workers and inputs apart; SQLite: the IMMEDIATE transaction does.
+    without running (a waiting one's open request expires with it). A waiting turn whose request
+    was answered or expired resumes, with no second `assistant.started`. PostgreSQL: the
+    conversations' locks, then `FOR UPDATE SKIP LOCKED` on the turns, keep concurrent workers and
+    inputs apart; SQLite: the IMMEDIATE transaction does.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -230,9 +252,11 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         capped = _capped(running)
         expired = Turn.objects.filter(status=Turn.Status.RUNNING, lease_expires_at__lt=now)
         heads = Turn.objects.filter(head=True, status=Turn.Status.QUEUED).exclude(user_id__in=capped)
+        resumable = Turn.objects.filter(_resumable(now), head=True).exclude(user_id__in=capped)
         seen = [
             *expired.order_by("created_at", "id").values_list("id", "conversation_id")[:limit],
             *heads.order_by("created_at", "id").values_list("id", "conversation_id")[:limit],
+            *resumable.order_by("resume_at").values_list("id", "conversation_id")[:limit],
         ]
         if not seen:
             return [], []
@@ -246,6 +270,7 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         recipients = _recipients({turn.conversation_id for turn in due})
         events: list[NewEvent] = []
         started: list[Any] = []  # the claimed turns (annotated with `user_active`)
+        resumed: list[Any] = []  # waiting turns going on (no second `assistant.started`)
         ended: list[Any] = []
         cap = settings.CORTEX["TURN_MAX_RUNNING_PER_USER"]
         starting: dict[uuid.UUID, int] = {}  # per user, in this claim
@@ -266,13 +291,20 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
                 )
                 turn.head = False
                 ended.append(turn)
+                if turn.status == Turn.Status.WAITING:  # its open request expires with it
+                    events.extend(inbox.turn_requests_close(turn=turn, recipients=members, now=now))
                 events.append(_event(turn, FAILED, {"error": {"code": code, "message": turn.error}}, members))
                 continue
             if running.get(turn.user_id, 0) + starting.get(turn.user_id, 0) >= cap:
                 continue  # the user's other turns fill their share: this one waits (queued)
             starting[turn.user_id] = starting.get(turn.user_id, 0) + 1
             started.append(turn)
-            events.append(_event(turn, STARTED, {"input_id": str(turn.input_message_id)}, members))
+            if turn.status == Turn.Status.WAITING:
+                resumed.append(turn)
+            else:
+                events.append(_event(turn, STARTED, {"input_id": str(turn.input_message_id)}, members))
+        resolutions, resolved = inbox.turns_resume(turns=resumed, recipients=recipients, now=now)
+        events.extend(resolved)
         if ended:
             Turn.objects.bulk_update(
                 ended, ["status", "finished_at", "lease_owner", "lease_expires_at", "error", "head"]
@@ -280,12 +312,9 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
             _heads_advance({turn.conversation_id for turn in ended})
         lease = now + timedelta(seconds=settings.CORTEX["TURN_LEASE_SECONDS"])
         deadline = now + timedelta(seconds=settings.CORTEX["TURN_TIME_LIMIT_SECONDS"])
-        for turn in started:
-            turn.status, turn.lease_owner, turn.lease_expires_at = Turn.Status.RUNNING, owner, lease
-            turn.attempts += 1
-            turn.started_at, turn.deadline = now, deadline
-        if started:  # the same values for all: one plain UPDATE (bulk_update's CASE costs ~5 ms a row to build)
-            Turn.objects.filter(id__in=[turn.id for turn in started]).update(
+        fresh = {turn.id for turn in started if turn.status == Turn.Status.QUEUED}
+        if fresh:  # the same values for all: one plain UPDATE (bulk_update's CASE costs ~5 ms a row to build)
+            Turn.objects.filter(id__in=fresh).update(
                 status=Turn.Status.RUNNING,
                 lease_owner=owner,
                 lease_expires_at=lease,
@@ -293,6 +322,17 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
                 started_at=now,
                 deadline=deadline,
             )
+        for turn in resumed:  # the time limit it had left when it paused (waiting does not count)
+            turn.deadline, turn.resume_at = now + timedelta(seconds=turn.time_left or 0), None
+            turn.status, turn.lease_owner, turn.lease_expires_at = Turn.Status.RUNNING, owner, lease
+            turn.attempts += 1
+        if resumed:
+            Turn.objects.bulk_update(
+                resumed, ["status", "lease_owner", "lease_expires_at", "attempts", "deadline", "resume_at"]
+            )
+        for turn in started:
+            if turn.id in fresh:
+                turn.started_at, turn.deadline = now, deadline
         live = events_append(events=events)
         inputs = dict(
             Message.objects.filter(id__in=[turn.input_message_id for turn in started]).values_list("id", "content")
@@ -309,6 +349,8 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
             deadline=turn.deadline,
             context_scope=conversations[turn.conversation_id].context_scope,
             direct_call=turn.direct_call,
+            state=turn.state if turn.id in resolutions else None,
+            resolution=resolutions.get(turn.id),
         )
         for turn in started
     ]
@@ -325,6 +367,8 @@ class TurnWrite:
     content: str = ""  # the answer, with "completed"
     error: str = ""  # with "failed": the message, and its code
     error_code: str = ErrorCode.INTERNAL_ERROR
+    pause: Pause | None = None  # the turn waits in the inbox (instead of `finish`)
+    ask: tuple[dict[str, Any], Any] | None = None  # a question asked mid-call: (its fields, expires_at)
 
 
 @dataclass(frozen=True)
@@ -339,7 +383,8 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
     finished turns, renew the leases of the others. A turn no longer leased to `owner` is left alone."""
     now = timezone.now()
     ids = {write.turn_id for write in writes}
-    ending = [write.turn_id for write in writes if write.finish is not None]
+    # A pause may end its turn too (cancelled before it could ask): its conversation is locked as well.
+    ending = [write.turn_id for write in writes if write.finish is not None or write.pause is not None]
     with transaction.atomic():
         if ending:  # their conversations' next turns become heads: lock order conversation, turn
             places = set(Turn.objects.filter(id__in=ending).values_list("conversation_id", flat=True))
@@ -358,6 +403,17 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
             states[write.turn_id] = TurnState(lost=False, cancel_requested=turn.cancel_requested_at is not None)
             members = recipients.get(turn.conversation_id, [])
             events.extend(_event(turn, type_, data, members) for type_, data in write.events)
+            if write.ask is not None:
+                events.extend(
+                    inbox.question_open(
+                        turn=turn, data=write.ask[0], expires_at=write.ask[1], recipients=members, now=now
+                    )
+                )
+            if write.pause is not None and turn.cancel_requested_at is None:
+                events.extend(inbox.turn_pause(turn=turn, pause=write.pause, recipients=members, now=now))
+                continue
+            if write.pause is not None:  # cancelled before it could ask: it ends instead
+                write.finish = "cancelled"
             if write.finish is None:
                 continue
             turn.lease_owner, turn.lease_expires_at, turn.finished_at, turn.head = "", None, now, False

@@ -33,7 +33,9 @@ from django.utils import timezone
 from common.errors import ErrorCode
 from streaming.services import events_publish_now
 from turns import responders, services
-from turns.responders import Runtime, TurnFailed
+from turns.inbox import selectors as inbox_selectors
+from turns.inbox import services as inbox_services
+from turns.responders import Runtime, TurnFailed, TurnPaused
 from turns.services import Live, TurnRow, TurnState, TurnWrite
 
 logger = logging.getLogger(__name__)
@@ -185,7 +187,7 @@ class TurnEmitter:
         state = await self.writer.submit(write)
         if state.lost:
             raise TurnLost
-        if state.cancel_requested and write.finish is None:
+        if state.cancel_requested and write.finish is None and write.pause is None:
             raise CancelSeen
 
     async def delta(self, text: str) -> None:
@@ -215,6 +217,22 @@ class TurnEmitter:
         data: dict[str, Any] = {"call_id": call_id}
         data.update({"error": error} if error is not None else {"result": result})
         await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_RESULT, data)]))
+
+    async def question(self, data: dict[str, Any], expires_at: Any) -> dict[str, Any]:
+        """A question an expert asks in the middle of a call (`elicitation/create`): asked in every
+        participant's log, then its answer awaited on the event loop (a read every TURN_POLL_MS; no
+        thread waits) until `expires_at`, the call's own deadline; unanswered, it is a "cancel"."""
+        request_id = uuid.uuid4()
+        await self._write(TurnWrite(self.turn.id, ask=({**data, "request_id": str(request_id)}, expires_at)))
+        poll = settings.CORTEX["TURN_POLL_MS"] / 1000
+        while True:
+            answer = await db(inbox_selectors.question_answer_of)(request_id=request_id)
+            if answer is not None:
+                return answer
+            if timezone.now() >= expires_at:
+                self.writer.relay.publish(await db(inbox_services.question_expire)(request_id=request_id))
+                return await db(inbox_selectors.question_answer_of)(request_id=request_id) or {"action": "cancel"}
+            await asyncio.sleep(poll)
 
     async def finish(self, write: TurnWrite) -> None:
         if self.flusher is not None:
@@ -303,6 +321,8 @@ class TurnWorker:
                 async with asyncio.timeout(max(remaining, 0)):
                     content = await respond(turn, emitter, self.runtime)
                 final = TurnWrite(turn.id, finish="completed", content=content)
+            except TurnPaused as paused:  # it waits in the inbox; whichever worker claims it goes on
+                final = TurnWrite(turn.id, pause=paused.pause)
             except CancelSeen:
                 final = TurnWrite(turn.id, finish="cancelled")
             except asyncio.CancelledError:

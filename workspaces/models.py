@@ -130,6 +130,8 @@ class Expert(models.Model):
     url = models.URLField(max_length=500)
     auth = models.CharField(max_length=16, choices=Auth.choices, default=Auth.CORE_TOKEN)
     allowed_tools = models.JSONField(null=True, blank=True, default=None)
+    # {"<tool>": "auto" | "ask" | "deny"}; a tool without an entry: `policy_for`.
+    tool_policy = models.JSONField(default=dict, blank=True)
     tools = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNREACHABLE)
     last_error = models.TextField(blank=True, default="")
@@ -145,9 +147,26 @@ class Expert(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    POLICIES = ("auto", "ask", "deny")
+
+    def policy_for(self, tool: str) -> str:
+        """`auto`, `ask` or `deny` for one tool: its `tool_policy` entry, else what the expert
+        itself says of it (`readOnlyHint`, stored at discovery as `read_only`): a tool that only
+        reads runs at once, anything else asks the requester first (a tool we know nothing about
+        may act)."""
+        policy = (self.tool_policy or {}).get(tool)
+        if policy in self.POLICIES:
+            return policy
+        entry = next((entry for entry in self.tools if entry.get("name") == tool), None)
+        return "auto" if entry is not None and entry.get("read_only") is True else "ask"
+
     def visible_tools(self) -> list[dict]:
-        """The discovered tools the allowlist lets through."""
-        if self.allowed_tools is None:
-            return list(self.tools)
-        allowed = set(self.allowed_tools)
-        return [tool for tool in self.tools if tool.get("name") in allowed]
+        """The discovered tools the allowlist lets through, except those denied by `tool_policy`
+        (never offered to the model), each with its effective `policy`."""
+        allowed = None if self.allowed_tools is None else set(self.allowed_tools)
+        return [
+            {**tool, "policy": policy}
+            for tool in self.tools
+            if (allowed is None or tool.get("name") in allowed)
+            and (policy := self.policy_for(tool.get("name", ""))) != "deny"
+        ]

@@ -492,6 +492,7 @@ def expert_create(
     url: str,
     auth: str = Expert.Auth.CORE_TOKEN,
     allowed_tools: list[str] | None = None,
+    tool_policy: dict[str, str] | None = None,
     discovery: ExpertDiscovery,
 ) -> Expert:
     """Register an expert with what its discovery found (an unreachable one is kept as such).
@@ -505,6 +506,7 @@ def expert_create(
         url=url,
         auth=auth,
         allowed_tools=_allowed_tools_checked(allowed_tools),
+        tool_policy=dict(tool_policy or {}),
         status=discovery.status,
         tools=discovery.tools,
         last_error=discovery.last_error[:2000],
@@ -524,8 +526,9 @@ def expert_create(
 
 @transaction.atomic
 def expert_update(*, expert: Expert, discovery: ExpertDiscovery | None = None, **changes: Any) -> Expert:
-    """Change name, url, auth or the allowlist (`allowed_tools`); with `discovery`, store it too."""
-    fields: list[str] = [name for name in ("name", "url", "auth", "allowed_tools") if name in changes]
+    """Change name, url, auth, the allowlist (`allowed_tools`) or `tool_policy` (replaced whole);
+    with `discovery`, store it too."""
+    fields: list[str] = [name for name in ("name", "url", "auth", "allowed_tools", "tool_policy") if name in changes]
     if "allowed_tools" in changes:
         changes["allowed_tools"] = _allowed_tools_checked(changes["allowed_tools"])
     for name in fields:

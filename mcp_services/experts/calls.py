@@ -10,7 +10,16 @@ the user's own token, to a host checked just before the call (`hosts`). Refusals
 `ExpertCallError` with a stable code: not_found (no such expert in the workspace, the user is not
 a member of it, or no such tool), permission_denied (the tool is not in the expert's allowlist, or
 the host is not allowed), service_unavailable (the expert cannot be reached or no signing key is
-configured), invalid_input (arguments that cannot be sent), tool_error (the tool failed; its message).
+configured), invalid_input (arguments that cannot be sent), tool_error (the tool failed; its message),
+denied (the expert's `tool_policy` denies the tool).
+
+An expert may ask the user for input during a call (MCP elicitation), in either form of the SDK:
+- 2026-07-28 `input_required`: the call returns the question and an opaque `request_state`;
+  `expert_call` raises `ExpertNeedsInput` and the connection is closed. The caller stores both and
+  calls again, whenever the answer comes, with `input_responses` and `request_state`.
+- up to 2025-11-25, `elicitation/create` sent in the middle of the call: the connection has to stay
+  open. `ask` (an async callable) is awaited for the answer; without it the expert is told the
+  client cannot answer.
 """
 
 from __future__ import annotations
@@ -20,13 +29,24 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 from mcp import MCPError
-from mcp_types import TextContent
+from mcp_types import (
+    INVALID_REQUEST,
+    CallToolResult,
+    ElicitRequest,
+    ElicitRequestParams,
+    ElicitRequestURLParams,
+    ElicitResult,
+    ErrorData,
+    InputRequiredResult,
+    TextContent,
+)
 
 from common import metrics
 from common.errors import CortexError, ErrorCode
@@ -46,6 +66,56 @@ class ExpertCallError(CortexError):
 
 
 @dataclass(frozen=True)
+class Question:
+    """What an expert asks the user during a call: a form (`schema`, a flat JSON schema) or a URL."""
+
+    message: str
+    schema: dict[str, Any] | None = None
+    url: str | None = None
+    key: str = ""  # input_required: the key of the request in `input_requests`
+    request_state: str | None = None  # input_required: echoed back verbatim with the answer
+
+
+# The answer to a question: {"action": "accept" | "decline" | "cancel", "content": {...}?}.
+Answer = dict[str, Any]
+Ask = Callable[[Question], Awaitable[Answer]]
+
+
+class ExpertNeedsInput(Exception):
+    """The expert answered the call with `input_required`: nothing is held open; call again with
+    the answer (`input_responses={question.key: ...}`, `request_state=question.request_state`)."""
+
+    def __init__(self, question: Question) -> None:
+        super().__init__(question.message)
+        self.question = question
+
+
+def _question(params: ElicitRequestParams, *, key: str = "", request_state: str | None = None) -> Question:
+    if isinstance(params, ElicitRequestURLParams):
+        return Question(message=params.message, url=params.url, key=key, request_state=request_state)
+    return Question(message=params.message, schema=dict(params.requested_schema), key=key, request_state=request_state)
+
+
+def elicit_result(answer: Answer) -> ElicitResult:
+    if answer.get("action") == "accept":
+        return ElicitResult(action="accept", content=answer.get("content") or {})
+    return ElicitResult(action=answer.get("action", "cancel"))
+
+
+def _needs_input(result: InputRequiredResult) -> ExpertNeedsInput | ExpertCallError:
+    """The one question an `input_required` result asks; more than one elicitation at once, or
+    another kind of input (sampling, roots), is not something a person can answer here."""
+    requests = result.input_requests or {}
+    elicitations = [(key, request) for key, request in requests.items() if isinstance(request, ElicitRequest)]
+    if len(requests) != 1 or len(elicitations) != 1:
+        return ExpertCallError(
+            ErrorCode.TOOL_ERROR, "The expert asked for input this client cannot give (one question at a time)."
+        )
+    key, request = elicitations[0]
+    return ExpertNeedsInput(_question(request.params, key=key, request_state=result.request_state))
+
+
+@dataclass(frozen=True)
 class ExpertTool:
     """One tool of a registered expert, as the model sees it."""
 
@@ -53,6 +123,7 @@ class ExpertTool:
     name: str
     description: str
     input_schema: dict[str, Any]
+    policy: str = "ask"  # "auto" | "ask" (denied tools are not listed)
 
 
 async def expert_refresh(expert: Expert, *, user_id: uuid.UUID) -> Expert:
@@ -87,6 +158,7 @@ async def expert_tools(*, workspace_id: uuid.UUID, user_id: uuid.UUID) -> list[E
             name=tool["name"],
             description=tool.get("description", ""),
             input_schema=tool.get("input_schema") or {"type": "object"},
+            policy=tool["policy"],
         )
         for expert in experts
         for tool in expert.visible_tools()
@@ -104,6 +176,13 @@ def _expert_for(user_id: uuid.UUID, workspace_id: uuid.UUID, name: str) -> Exper
     )
 
 
+async def expert_tool_policy(*, user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str) -> str:
+    """The policy of one tool for a call on `user_id`'s behalf (a direct call asks this first);
+    an expert the user cannot reach is `auto` here: the call itself refuses it with its reason."""
+    found = await db_call(_expert_for)(user_id, workspace_id, expert)
+    return "auto" if found is None else found.policy_for(tool)
+
+
 async def expert_call(
     *,
     user_id: uuid.UUID,
@@ -112,17 +191,23 @@ async def expert_call(
     tool: str,
     arguments: dict[str, Any],
     timeout: float = DEFAULT_TIMEOUT,
+    ask: Ask | None = None,
+    input_responses: dict[str, Answer] | None = None,
+    request_state: str | None = None,
 ) -> dict[str, Any]:
     """Call `tool` of the workspace's expert named `expert` on behalf of `user_id`.
 
     Returns `{"content": <the result's text>, "structured": <structured content or None>}`;
-    raises `ExpertCallError`.
+    raises `ExpertCallError`, or `ExpertNeedsInput` when the expert asks a question with
+    `input_required` (see the module docstring; `input_responses` and `request_state` answer it).
     """
     found = await db_call(_expert_for)(user_id, workspace_id, expert)
     if found is None:
         raise ExpertCallError(ErrorCode.NOT_FOUND, f"No expert named {expert!r} in this workspace.")
     if found.allowed_tools is not None and tool not in found.allowed_tools:
         raise ExpertCallError(ErrorCode.PERMISSION_DENIED, f"The tool {tool!r} of {expert!r} is not allowed here.")
+    if found.policy_for(tool) == "deny":
+        raise ExpertCallError(ErrorCode.DENIED, f"The tool {tool!r} of {expert!r} is denied by its tool policy.")
     fresh = found.status == Expert.Status.OK and found.tools_expire_at and found.tools_expire_at > timezone.now()
     if fresh and tool not in {entry["name"] for entry in found.tools}:
         raise ExpertCallError(ErrorCode.NOT_FOUND, f"The expert {expert!r} has no tool {tool!r}.")
@@ -138,10 +223,22 @@ async def expert_call(
     try:
         async with asyncio.timeout(timeout):
             async with connect(
-                url=found.url, auth=found.auth, caller=Caller(user_id, workspace_id), tool=tool, timeout=timeout
+                url=found.url,
+                auth=found.auth,
+                caller=Caller(user_id, workspace_id),
+                tool=tool,
+                timeout=timeout,
+                elicit=_elicitation_callback(ask),
             ) as connection:
                 try:
-                    result = await connection.client.call_tool(tool, arguments)
+                    result = await connection.client.session.call_tool(
+                        tool,
+                        arguments,
+                        input_responses={key: elicit_result(answer) for key, answer in (input_responses or {}).items()}
+                        or None,
+                        request_state=request_state,
+                        allow_input_required=True,
+                    )
                 finally:
                     tools_changed = connection.tools_changed
     except asyncio.CancelledError:
@@ -179,6 +276,10 @@ async def expert_call(
         if tools_changed:
             await db_call(services.expert_tools_expire)(expert_id=found.id)
 
+    if isinstance(result, InputRequiredResult):
+        raise _needs_input(result)
+    if not isinstance(result, CallToolResult):
+        raise ExpertCallError(ErrorCode.TOOL_ERROR, f"The expert {expert!r} answered with an unexpected result.")
     text = "\n".join(part.text for part in result.content if isinstance(part, TextContent))
     limit = settings.EXPERT_RESULT_MAX_BYTES
     size = len(text.encode())
@@ -197,3 +298,18 @@ async def expert_call(
             ErrorCode.TOOL_ERROR, said(sent.message if sent is not None else text or f"{tool} failed")
         )
     return {"content": text, "structured": result.structured_content}
+
+
+def _elicitation_callback(ask: Ask | None) -> Any:
+    """The mid-call form (`elicitation/create`): the question goes to `ask`, awaited on the event
+    loop (no thread waits). Without `ask`, the expert is told this client cannot answer."""
+    if ask is None:
+        return None
+
+    async def on_elicit(context: Any, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+        try:
+            return elicit_result(await ask(_question(params)))
+        except CortexError as exc:
+            return ErrorData(code=INVALID_REQUEST, message=exc.message)
+
+    return on_elicit

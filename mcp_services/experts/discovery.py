@@ -116,8 +116,11 @@ def _too_much(budget: hosts.ResponseBudget, exc: BaseException) -> CortexError |
 
 
 @contextlib.asynccontextmanager
-async def connect(*, url: str, auth: str, caller: Caller, tool: str, timeout: float) -> AsyncIterator[Connection]:
-    """An MCP client to the expert at `url` for one operation (`tool`, or `tokens.DISCOVERY_TOOL`).
+async def connect(
+    *, url: str, auth: str, caller: Caller, tool: str, timeout: float, elicit: Any = None
+) -> AsyncIterator[Connection]:
+    """An MCP client to the expert at `url` for one operation (`tool`, or `tokens.DISCOVERY_TOOL`);
+    `elicit`: the `elicitation_callback` that answers an expert's mid-call question.
 
     Raises `CortexError`: permission_denied for a refused host, service_unavailable when the
     expert cannot be reached or no token can be minted, payload_too_large when the expert sent
@@ -139,7 +142,14 @@ async def connect(*, url: str, auth: str, caller: Caller, tool: str, timeout: fl
     budget = hosts.ResponseBudget(hosts.response_limit())
     http = _http(headers, timeout, budget)
     transport = streamable_http_client(url, http_client=http, terminate_on_close=False)
-    client = Client(transport, read_timeout_seconds=timeout, cache=None, message_handler=on_message, **_prior(url))
+    client = Client(
+        transport,
+        read_timeout_seconds=timeout,
+        cache=None,
+        message_handler=on_message,
+        elicitation_callback=elicit,
+        **_prior(url),
+    )
     connection = Connection(client=client)
     try:
         async with asyncio.timeout(timeout):
@@ -201,10 +211,13 @@ def _expiry(ttl_ms: int | None, now: datetime) -> datetime:
 
 
 def tool_entry(tool: Any) -> dict[str, Any]:
+    annotations = getattr(tool, "annotations", None)
     return {
         "name": tool.name,
         "description": tool.description or "",
         "input_schema": tool.input_schema or {"type": "object"},
+        # The expert's own word that the tool only reads (MCP `readOnlyHint`): the default policy.
+        "read_only": bool(annotations is not None and annotations.read_only_hint is True),
     }
 
 

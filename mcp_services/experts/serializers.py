@@ -28,11 +28,28 @@ def _allowlist(**kwargs) -> serializers.ListField:
     )
 
 
+def _tool_policy(**kwargs) -> serializers.DictField:
+    return serializers.DictField(
+        child=serializers.ChoiceField(choices=Expert.POLICIES),
+        help_text="Per tool: `auto` (runs at once), `ask` (the requester approves each call in the inbox) or"
+        " `deny` (never offered nor callable). A tool without an entry: `auto` when the expert marks it"
+        " `readOnlyHint`, else `ask`. A PATCH replaces the whole map.",
+        validators=[_at_most_200],
+        **kwargs,
+    )
+
+
+def _at_most_200(value: dict) -> None:
+    if len(value) > 200:
+        raise serializers.ValidationError("At most 200 tools.")
+
+
 class ExpertInputSerializer(serializers.Serializer):
     name = serializers.SlugField(max_length=64, help_text="Unique in the workspace; `/<name> <tool> <json>` calls it.")
     url = _UrlField(max_length=500, help_text="The expert's streamable HTTP MCP endpoint.")
     auth = serializers.ChoiceField(choices=Expert.Auth.choices, default=Expert.Auth.CORE_TOKEN)
     tools = _allowlist(required=False, default=None)
+    tool_policy = _tool_policy(required=False, default=dict)
 
 
 class ExpertPatchSerializer(serializers.Serializer):
@@ -40,12 +57,17 @@ class ExpertPatchSerializer(serializers.Serializer):
     url = _UrlField(max_length=500, required=False)
     auth = serializers.ChoiceField(choices=Expert.Auth.choices, required=False)
     tools = _allowlist(required=False)
+    tool_policy = _tool_policy(required=False)
 
 
 class ExpertToolSerializer(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField()
     input_schema = serializers.DictField()
+    read_only_hint = serializers.BooleanField(
+        source="read_only", default=False, help_text="The expert marks it `readOnlyHint`."
+    )
+    policy = serializers.ChoiceField(choices=["auto", "ask"], help_text="What a call of it does (see `tool_policy`).")
 
 
 class ExpertOutputSerializer(serializers.Serializer):
@@ -55,8 +77,11 @@ class ExpertOutputSerializer(serializers.Serializer):
     url = serializers.CharField()
     auth = serializers.CharField()
     status = serializers.ChoiceField(choices=Expert.Status.choices)
-    tools = serializers.SerializerMethodField(help_text="The discovered tools the allowlist lets through.")
+    tools = serializers.SerializerMethodField(
+        help_text="The discovered tools the allowlist lets through (and `tool_policy` does not deny)."
+    )
     allowed_tools = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    tool_policy = serializers.DictField(child=serializers.CharField())
     last_error = serializers.CharField(help_text="Why the last discovery failed (empty when it worked).")
     discovered_at = serializers.DateTimeField(allow_null=True)
     tools_expire_at = serializers.DateTimeField(

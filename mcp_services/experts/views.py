@@ -87,6 +87,7 @@ class ExpertListCreateApi(APIView):
             url=data["url"],
             auth=data["auth"],
             allowed_tools=data["tools"],
+            tool_policy=data["tool_policy"],
             discovery=discovery,
         )
         return Response(
@@ -111,13 +112,13 @@ class ExpertDetailApi(APIView):
         operation_id="expert_update",
         request=ExpertPatchSerializer,
         responses={200: ExpertEnvelope},
-        description="Change the name, URL, auth or tool allowlist. A changed URL or auth is discovered again."
+        description="Change the name, URL, auth, tool allowlist or `tool_policy`. A changed URL or auth is discovered again."
         + DISCOVERY_NOTE,
     )
     def patch(self, request: AuthenticatedRequest, workspace_id: str, expert_id: str) -> Response:
         expert = self._expert(request, workspace_id, expert_id)
         data = validated(ExpertPatchSerializer, request.data)
-        changes = {name: data[name] for name in ("name", "url", "auth") if name in data}
+        changes = {name: data[name] for name in ("name", "url", "auth", "tool_policy") if name in data}
         if "tools" in data:
             changes["allowed_tools"] = data["tools"]
         discovery = None

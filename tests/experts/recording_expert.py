@@ -1,25 +1,34 @@
 """A test expert outside the project: an MCP server that writes every `Authorization` header it
 receives to a file (one line each, "-" for none), and answers `tools/list` with a cache hint.
 
-    python -m tests.experts.recording_expert --port P --log FILE [--ttl-ms N] [--crash-tool]
+    python -m tests.experts.recording_expert --port P --log FILE [--ttl-ms N] [--crash-tool] [--legacy-asker]
 
-It verifies nothing: the tests read its log to see exactly what the core sent.
+It verifies nothing: the tests read its log to see exactly what the core sent. `--legacy-asker`:
+an expert of the older protocol (2025-11-25: it refuses `server/discover`, so clients fall back to
+`initialize`, and keeps sessions) whose tool `confirm` asks the user in the middle of the call
+(`elicitation/create`), the form that needs the call to stay open.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import Any
 
 import uvicorn
 from mcp.server.caching import CacheHint
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import BaseModel
 
 
-def build(ttl_ms: int, *, crash_tool: bool = False) -> MCPServer:
+class Confirmation(BaseModel):
+    sure: bool
+
+
+def build(ttl_ms: int, *, crash_tool: bool = False, asker: bool = False) -> MCPServer:
     server = MCPServer("Recorder", cache_hints={"tools/list": CacheHint(ttl_ms=ttl_ms)})
 
     @server.tool()
@@ -39,7 +48,52 @@ def build(ttl_ms: int, *, crash_tool: bool = False) -> MCPServer:
             """The process dies in the middle of the call (an expert that crashes)."""
             os._exit(3)
 
+    if asker:
+
+        @server.tool()
+        async def confirm(what: str, ctx: Context) -> dict[str, Any]:
+            """Asks the user to confirm `what`, mid-call, and says what they answered."""
+            answer = await ctx.elicit(f"Really {what}?", Confirmation)
+            return {"action": answer.action, "sure": getattr(getattr(answer, "data", None), "sure", None)}
+
     return server
+
+
+def legacy_only(app: Any) -> Any:
+    """Refuse `server/discover` (an older server): the client falls back to `initialize`."""
+
+    async def wrapped(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if b"server/discover" in body:
+            request = json.loads(body)
+            error = {
+                "jsonrpc": "2.0",
+                "id": request.get("id"),
+                "error": {"code": -32601, "message": "Method not found"},
+            }
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            )
+            await send({"type": "http.response.body", "body": json.dumps(error).encode()})
+            return None
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await app(scope, replay, send)
+
+    return wrapped
 
 
 def recording(app: Any, log_path: str) -> Any:
@@ -60,11 +114,15 @@ def main() -> None:
     parser.add_argument("--log", required=True)
     parser.add_argument("--ttl-ms", type=int, default=0)
     parser.add_argument("--crash-tool", action="store_true")
+    parser.add_argument("--legacy-asker", action="store_true")
     options = parser.parse_args()
     security = TransportSecuritySettings(allowed_hosts=["127.0.0.1:*", "localhost:*"], allowed_origins=[])
-    app = build(options.ttl_ms, crash_tool=options.crash_tool).streamable_http_app(
-        stateless_http=True, json_response=True, transport_security=security, host="127.0.0.1"
+    asker = options.legacy_asker
+    app = build(options.ttl_ms, crash_tool=options.crash_tool, asker=asker).streamable_http_app(
+        stateless_http=not asker, json_response=not asker, transport_security=security, host="127.0.0.1"
     )
+    if asker:
+        app = legacy_only(app)
     uvicorn.run(recording(app, options.log), host="127.0.0.1", port=options.port, log_level="warning")
 
 

@@ -24,7 +24,7 @@ from mcp_services.experts.calls import ExpertCallError, expert_call
 from mcp_services.experts.discovery import MESSAGE_MAX_CHARS, Caller, discover
 from tests.experts.conftest import recording_expert
 from tests.experts.hostile_expert import HostileExpert
-from tests.factories import UserFactory, WorkspaceFactory
+from tests.factories import ConversationFactory, UserFactory, WorkspaceFactory
 from workspaces import services
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
@@ -53,6 +53,7 @@ def _fresh_mode(hostile: HostileExpert) -> None:
 def _setup(url: str):
     owner = UserFactory()
     workspace = WorkspaceFactory(owner=owner)
+    ConversationFactory(workspace=workspace)  # experts serve the members of its conversations
     stale = services.ExpertDiscovery(status="ok", tools=[])  # no expiry: the call goes straight out
     services.expert_create(workspace=workspace, name="bad", url=url, auth="none", allowed_tools=None, discovery=stale)
     return owner, workspace

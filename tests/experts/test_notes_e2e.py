@@ -13,7 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from mcp_services.experts import tokens
-from mcp_services.experts.calls import ExpertCallError, expert_call, expert_tools
+from mcp_services.experts.calls import ExpertCallError, ExpertNeedsInput, expert_call, expert_tools
 from tests.experts.conftest import NotesStack
 from tests.factories import ConversationFactory, UserFactory, WorkspaceFactory
 from tests.servers import create_user
@@ -101,10 +101,12 @@ def _two_workspaces(url: str):
 @pytest.mark.django_db(transaction=True)
 async def test_two_workspaces_never_see_each_others_notes(notes_stack: NotesStack):
     alice, charlie, first, second = await database_sync_to_async(_two_workspaces)(url_of(notes_stack.notes_a))
-    assert [tool.name for tool in await expert_tools(workspace_id=first.id, user_id=alice.id)] == [
-        "add_note",
-        "search_notes",
-        "get_note",
+    tools = await expert_tools(workspace_id=first.id, user_id=alice.id)
+    assert [(tool.name, tool.policy) for tool in tools] == [  # the reads say they only read
+        ("add_note", "ask"),
+        ("search_notes", "auto"),
+        ("get_note", "auto"),
+        ("delete_note", "ask"),
     ]
 
     async def call(user, workspace, tool, **arguments):
@@ -124,6 +126,24 @@ async def test_two_workspaces_never_see_each_others_notes(notes_stack: NotesStac
     with pytest.raises(ExpertCallError) as caught:
         await call(alice, first, "get_note", note_id=theirs["id"])
     assert caught.value.code == "tool_error" and "No such note" in caught.value.message
+    with pytest.raises(ExpertCallError) as caught:
+        await call(alice, first, "delete_note", note_id=theirs["id"])
+    assert "No such note" in caught.value.message
+    with pytest.raises(ExpertNeedsInput) as asked:  # its own note: the expert asks first, holding nothing
+        await call(alice, first, "delete_note", note_id=mine["id"])
+    question = asked.value.question
+    assert "Launch plan" in question.message and question.schema["required"] == ["confirm"]
+    confirmed = await expert_call(
+        user_id=alice.id,
+        workspace_id=first.id,
+        expert="notes",
+        tool="delete_note",
+        arguments={"note_id": mine["id"]},
+        input_responses={question.key: {"action": "accept", "content": {"confirm": True}}},
+        request_state=question.request_state,
+    )
+    assert confirmed["structured"] == {"deleted": True, "note_id": mine["id"]}
+    assert (await call(alice, first, "search_notes"))["notes"] == []
 
 
 def test_a_token_for_one_tool_cannot_call_another(notes_stack: NotesStack):
@@ -156,6 +176,6 @@ def test_the_owner_registers_the_notes_expert_through_a_real_core(notes_stack: N
     assert response.status_code == 201, response.text
     expert = response.json()["expert"]
     assert expert["status"] == "ok"
-    assert [tool["name"] for tool in expert["tools"]] == ["add_note", "search_notes", "get_note"]
+    assert [tool["name"] for tool in expert["tools"]] == ["add_note", "search_notes", "get_note", "delete_note"]
     jwks = httpx2.get(f"{core}/.well-known/jwks.json", timeout=10).json()
     assert [key["kid"] for key in jwks["keys"]] == [key.kid for key in tokens.signing_keys()]

@@ -138,7 +138,9 @@ def signed_in(cls: type[Site], *, core_url: str, env: dict[str, str], llm_log: P
     workspace = httpx2.post(f"{core_url}/config/workspace", json={"name": "W"}, headers=alice).json()["workspace"]
     registered = httpx2.post(
         f"{core_url}/config/workspace/{workspace['id']}/experts",
-        json={"name": "notes", "url": f"{notes_url}/mcp", "auth": "core_token"},
+        # add_note would ask for approval (it is not read-only): these tests are about the tool call
+        # itself (tests/turns/test_inbox_e2e.py: the asking).
+        json={"name": "notes", "url": f"{notes_url}/mcp", "auth": "core_token", "tool_policy": {"add_note": "auto"}},
         headers=alice,
         timeout=30,
     )
@@ -147,10 +149,16 @@ def signed_in(cls: type[Site], *, core_url: str, env: dict[str, str], llm_log: P
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory) -> Iterator[tuple[Site, ServerProcess]]:
+def system_env() -> dict[str, str]:
+    """Settings a module using `system` adds (override it there)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory, system_env) -> Iterator[tuple[Site, ServerProcess]]:
     llm_log = tmp_path_factory.mktemp("fake-llm") / "requests.jsonl"
     with fresh_database() as db_env:
-        base = server_env(**db_env, **ENV)
+        base = server_env(**db_env, **ENV, **system_env)
         create_users(*USERS, password=PASSWORD, env=base)
         fake_llm = fake_llm_server(env=base, log=llm_log)
         core = core_server(env=base)

@@ -1,0 +1,193 @@
+"""Writes of the inbox: a turn pausing on a request, the requester's answer, a waiting turn resuming.
+
+A waiting turn holds nothing: no lease, no worker task, no connection. Its responder's state is in
+`Turn.state` and the request in `InboxRequest`. `Turn.resume_at` says when a worker may claim it
+again: the request's expiry while it is open, now once it is answered (the claim's one indexed
+condition, `turns.services._due`). Whichever worker claims it resumes it (`inbox_resume`).
+
+The turn's own writes call these inside their transactions (`turns.services`); events are returned
+as `NewEvent`s and published by the caller after the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from common.errors import CortexError, ErrorCode
+from streaming.services import NewEvent, events_append, events_publish
+from turns.events import turn_event
+from turns.inbox.models import InboxRequest
+from turns.models import Turn
+from workspaces.selectors import conversation_recipient_ids, iso
+
+APPROVAL_REQUESTED = "approval.requested"
+APPROVAL_RESOLVED = "approval.resolved"
+QUESTION_ASKED = "question.asked"
+QUESTION_ANSWERED = "question.answered"
+
+
+@dataclass
+class Pause:
+    """What a responder asks before it can go on (plain data from the worker)."""
+
+    kind: Literal["approval", "question"]
+    # The event's own fields: expert, tool, arguments (approval); expert, message, schema | url (question).
+    data: dict[str, Any]
+    state: dict[str, Any]  # what the responder needs to go on (JSON)
+
+
+def _event(turn: Turn, type_: str, data: dict[str, Any], recipients: list[uuid.UUID], now: datetime) -> NewEvent:
+    return turn_event(turn, type_, data, recipients, now=now)
+
+
+def pause_refusal(pause_kind: str, data: dict[str, Any]) -> str | None:
+    """Why a request cannot be put to the requester (it is too large to show), or None."""
+    cortex = settings.CORTEX
+    if len(str(data.get("message", ""))) > cortex["INBOX_MESSAGE_MAX_CHARS"]:
+        return f"The expert's question is longer than {cortex['INBOX_MESSAGE_MAX_CHARS']} characters."
+    shown = {key: data.get(key) for key in ("schema", "arguments", "url")}
+    if len(json.dumps(shown, default=str).encode()) > cortex["INBOX_SCHEMA_MAX_BYTES"]:
+        return f"The {pause_kind} is larger than {cortex['INBOX_SCHEMA_MAX_BYTES']} bytes (INBOX_SCHEMA_MAX_BYTES)."
+    return None
+
+
+def turn_pause(*, turn: Turn, pause: Pause, recipients: list[uuid.UUID], now: datetime) -> list[NewEvent]:
+    """Inside the turn's write (its row locked): the turn leaves its worker and waits for the
+    requester; every participant's log gets the request."""
+    expires_at = now + timedelta(seconds=settings.CORTEX["TURN_APPROVAL_SECONDS"])
+    request = InboxRequest(
+        turn=turn,
+        user_id=turn.user_id,
+        conversation_id=turn.conversation_id,
+        kind=pause.kind,
+        created_at=now,
+        expires_at=expires_at,
+    )
+    request.data = {"request_id": str(request.id), **pause.data, "expires_at": iso(expires_at)}
+    request.save()
+    left = (turn.deadline - now).total_seconds() if turn.deadline else settings.CORTEX["TURN_TIME_LIMIT_SECONDS"]
+    turn.status, turn.lease_owner, turn.lease_expires_at = Turn.Status.WAITING, "", None
+    turn.resume_at, turn.time_left, turn.state = expires_at, max(left, 1.0), pause.state
+    turn.save(update_fields=["status", "lease_owner", "lease_expires_at", "resume_at", "time_left", "state"])
+    type_ = APPROVAL_REQUESTED if pause.kind == "approval" else QUESTION_ASKED
+    return [_event(turn, type_, request.data, recipients, now)]
+
+
+def question_open(
+    *, turn: Turn, data: dict[str, Any], expires_at: datetime, recipients: list[uuid.UUID], now: datetime
+) -> list[NewEvent]:
+    """Inside the turn's write: a question an expert asks in the middle of a call (the older
+    `elicitation/create` form). The call stays open and the turn keeps running (its worker awaits
+    the answer, `question_answer_of`), until the call's own deadline (`expires_at`)."""
+    request = InboxRequest(
+        id=uuid.UUID(data["request_id"]),
+        turn=turn,
+        user_id=turn.user_id,
+        conversation_id=turn.conversation_id,
+        kind=InboxRequest.Kind.QUESTION,
+        created_at=now,
+        expires_at=expires_at,
+    )
+    request.data = {**data, "expires_at": iso(expires_at)}
+    request.save()
+    return [_event(turn, QUESTION_ASKED, request.data, recipients, now)]
+
+
+def question_expire(*, request_id: uuid.UUID) -> list[tuple[str, Any]]:
+    """A mid-call question whose call can wait no longer: expired, unless an answer won first
+    (then nothing changes). Returns the live events to publish (`question.answered` "cancel")."""
+    now = timezone.now()
+    with transaction.atomic():
+        expired = InboxRequest.objects.filter(id=request_id, status=InboxRequest.Status.OPEN).update(
+            status=InboxRequest.Status.EXPIRED, answer={"action": "cancel"}, answered_at=now
+        )
+        if not expired:
+            return []
+        request = InboxRequest.objects.select_related("turn").get(id=request_id)
+        recipients = conversation_recipient_ids(conversation_ids={request.conversation_id}).get(
+            request.conversation_id, []
+        )
+        return events_append(events=[_resolved(request, {"action": "cancel"}, request.turn, recipients, now)])
+
+
+def _resolved(request: InboxRequest, answer: dict[str, Any], turn: Turn, recipients: list[uuid.UUID], now: datetime):
+    if request.kind == InboxRequest.Kind.APPROVAL:
+        data = {"request_id": str(request.id), "decision": answer["decision"]}
+        return _event(turn, APPROVAL_RESOLVED, data, recipients, now)
+    data = {"request_id": str(request.id), "action": answer["action"]}
+    return _event(turn, QUESTION_ANSWERED, data, recipients, now)
+
+
+def turns_resume(*, turns: list[Turn], recipients: dict[uuid.UUID, list[uuid.UUID]], now: datetime):
+    """Inside the claim (the turns locked, about to run again): each waiting turn's request, expired
+    if nobody answered it (`approval.resolved` "expired" / `question.answered` "cancel"), and the
+    answer its responder goes on with, as {turn_id: {"kind", "answer"}}."""
+    requests = {
+        request.turn_id: request
+        for request in InboxRequest.objects.select_for_update()
+        .filter(turn_id__in=[turn.id for turn in turns])
+        .order_by("created_at")
+    }  # the latest per turn: a turn has one open request at a time
+    events: list[NewEvent] = []
+    resolutions: dict[uuid.UUID, dict[str, Any]] = {}
+    for turn in turns:
+        request = requests.get(turn.id)
+        if request is None:
+            continue
+        if request.status == InboxRequest.Status.OPEN:
+            request.answer = (
+                {"decision": "expired"} if request.kind == InboxRequest.Kind.APPROVAL else {"action": "cancel"}
+            )
+            request.status, request.answered_at = InboxRequest.Status.EXPIRED, now
+            request.save(update_fields=["status", "answer", "answered_at"])
+            events.append(_resolved(request, request.answer, turn, recipients.get(turn.conversation_id, []), now))
+        resolutions[turn.id] = {"kind": request.kind, "request_id": str(request.id), "answer": request.answer}
+    return resolutions, events
+
+
+def turn_requests_close(*, turn: Turn, recipients: list[uuid.UUID], now: datetime) -> list[NewEvent]:
+    """A waiting turn that is cancelled: its open request expires with it."""
+    events = []
+    for request in InboxRequest.objects.select_for_update().filter(turn=turn, status=InboxRequest.Status.OPEN):
+        request.answer = {"decision": "expired"} if request.kind == InboxRequest.Kind.APPROVAL else {"action": "cancel"}
+        request.status, request.answered_at = InboxRequest.Status.EXPIRED, now
+        request.save(update_fields=["status", "answer", "answered_at"])
+        events.append(_resolved(request, request.answer, turn, recipients, now))
+    return events
+
+
+def inbox_answer(*, request: InboxRequest, user: User, answer: dict[str, Any]) -> InboxRequest:
+    """The requester's answer (validated by the caller against the request's kind and schema).
+
+    Two devices answering at once: the conditional update below is the one decision (on
+    PostgreSQL the row lock orders them, on SQLite the IMMEDIATE transaction), so exactly one
+    answer wins and the other is a 409. An expired request is a 409 too, even before a worker has
+    noticed (its turn will resume with "expired"). The waiting turn becomes due at once.
+    """
+    if request.user_id != user.id:
+        raise CortexError(ErrorCode.FORBIDDEN, "Only the participant whose input started the turn can answer.")
+    now = timezone.now()
+    with transaction.atomic():
+        won = InboxRequest.objects.filter(id=request.id, status=InboxRequest.Status.OPEN, expires_at__gt=now).update(
+            status=InboxRequest.Status.ANSWERED, answer=answer, answered_at=now
+        )
+        if not won:
+            current = InboxRequest.objects.get(id=request.id)
+            state = "expired" if current.status != InboxRequest.Status.ANSWERED else "already answered"
+            raise CortexError(ErrorCode.CONFLICT, f"This request is {state}.")
+        turn = Turn.objects.select_for_update().get(id=request.turn_id)
+        Turn.objects.filter(id=turn.id, status=Turn.Status.WAITING).update(resume_at=now)
+        request.refresh_from_db()
+        recipients = conversation_recipient_ids(conversation_ids={turn.conversation_id}).get(turn.conversation_id, [])
+        live = events_append(events=[_resolved(request, answer, turn, recipients, now)])
+        transaction.on_commit(lambda: events_publish(live))
+    return request
