@@ -100,7 +100,7 @@ class Site:
         return SSEStream(self.url, token=self.tokens[who], **params)
 
 
-def until_end(stream: SSEStream, turn_id: str, *, timeout: float = 20) -> list[tuple[str | None, dict]]:
+def until_end(stream: SSEStream, turn_id: str, *, timeout: float = 45) -> list[tuple[str | None, dict]]:
     """The events of one turn on `stream`, through its terminal event (others are skipped)."""
     events: list[tuple[str | None, dict]] = []
     deadline = time.monotonic() + timeout
