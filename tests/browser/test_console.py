@@ -16,12 +16,12 @@ from tests.mcp.conftest import wait_until
 pytestmark = pytest.mark.e2e
 
 HOSTILE = ("<img src=x onerror=alert(1)>", "[x](javascript:alert(1))")
-LONG = " ".join(f"word{n}" for n in range(80))  # 80 echo chunks, 60 ms apart: about 5 s
+LONG = " ".join(f"word{n}" for n in range(80))  # 80 echo chunks, 150 ms apart: about 12 s
 
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[ConsoleSite]:
-    with console_site(ECHO_DELAY_MS="60") as running_site:
+    with console_site(ECHO_DELAY_MS="150") as running_site:
         running_site.workspace_id = running_site.workspace("alice", "Team")  # type: ignore[attr-defined]
         yield running_site
 

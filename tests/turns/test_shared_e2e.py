@@ -37,7 +37,7 @@ pytestmark = pytest.mark.e2e
 ENV = {
     "SSE_HEARTBEAT_SECONDS": "1",
     "LOG_LEVEL": "WARNING",
-    "ECHO_DELAY_MS": "40",
+    "ECHO_DELAY_MS": "100",  # a long echo turn runs ~10 s: room to post and cancel while it runs
     "TURN_POLL_MS": "50",
     "CORTEX_LLM_MODEL": "fake-model",
     "CORTEX_LLM_API_KEY": "sk-fake-test-key",
