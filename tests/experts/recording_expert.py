@@ -2,11 +2,13 @@
 receives to a file (one line each, "-" for none), and answers `tools/list` with a cache hint.
 
     python -m tests.experts.recording_expert --port P --log FILE [--ttl-ms N] [--crash-tool] [--legacy-asker]
+        [--form-asker]
 
 It verifies nothing: the tests read its log to see exactly what the core sent. `--legacy-asker`:
 an expert of the older protocol (2025-11-25: it refuses `server/discover`, so clients fall back to
 `initialize`, and keeps sessions) whose tool `confirm` asks the user in the middle of the call
-(`elicitation/create`), the form that needs the call to stay open.
+(`elicitation/create`), the form that needs the call to stay open. `--form-asker`: a tool `ask_form`
+that asks (2026-07-28 `input_required`) with whatever schema it is given, as a hostile expert would.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import ElicitRequest, ElicitRequestFormParams, ElicitResult, InputRequiredResult
 from pydantic import BaseModel
 
 
@@ -28,7 +31,7 @@ class Confirmation(BaseModel):
     sure: bool
 
 
-def build(ttl_ms: int, *, crash_tool: bool = False, asker: bool = False) -> MCPServer:
+def build(ttl_ms: int, *, crash_tool: bool = False, asker: bool = False, form_asker: bool = False) -> MCPServer:
     server = MCPServer("Recorder", cache_hints={"tools/list": CacheHint(ttl_ms=ttl_ms)})
 
     @server.tool()
@@ -55,6 +58,17 @@ def build(ttl_ms: int, *, crash_tool: bool = False, asker: bool = False) -> MCPS
             """Asks the user to confirm `what`, mid-call, and says what they answered."""
             answer = await ctx.elicit(f"Really {what}?", Confirmation)
             return {"action": answer.action, "sure": getattr(getattr(answer, "data", None), "sure", None)}
+
+    if form_asker:
+
+        @server.tool()
+        async def ask_form(schema: str, ctx: Context) -> dict[str, Any] | InputRequiredResult:
+            """Asks the user to fill in a form whose schema is `schema` (JSON text), and says the answer."""
+            reply = (ctx.input_responses or {}).get("form")
+            if not isinstance(reply, ElicitResult):
+                question = ElicitRequestFormParams(message="Fill this in.", requested_schema=json.loads(schema))
+                return InputRequiredResult(input_requests={"form": ElicitRequest(params=question)})
+            return {"action": reply.action, "content": reply.content}
 
     return server
 
@@ -115,10 +129,13 @@ def main() -> None:
     parser.add_argument("--ttl-ms", type=int, default=0)
     parser.add_argument("--crash-tool", action="store_true")
     parser.add_argument("--legacy-asker", action="store_true")
+    parser.add_argument("--form-asker", action="store_true")
     options = parser.parse_args()
     security = TransportSecuritySettings(allowed_hosts=["127.0.0.1:*", "localhost:*"], allowed_origins=[])
     asker = options.legacy_asker
-    app = build(options.ttl_ms, crash_tool=options.crash_tool, asker=asker).streamable_http_app(
+    app = build(
+        options.ttl_ms, crash_tool=options.crash_tool, asker=asker, form_asker=options.form_asker
+    ).streamable_http_app(
         stateless_http=not asker, json_response=not asker, transport_security=security, host="127.0.0.1"
     )
     if asker:

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
+from common.json_schemas import schema_problem
 from streaming.services import NewEvent, events_append, events_publish
 from turns.events import turn_event
 from turns.inbox.models import InboxRequest
@@ -50,13 +51,18 @@ def _event(turn: Turn, type_: str, data: dict[str, Any], recipients: list[uuid.U
 
 
 def pause_refusal(pause_kind: str, data: dict[str, Any]) -> str | None:
-    """Why a request cannot be put to the requester (it is too large to show), or None."""
+    """Why a request cannot be put to the requester (too large to show, or a question whose schema
+    cannot be used: `common.json_schemas`), or None."""
     cortex = settings.CORTEX
     if len(str(data.get("message", ""))) > cortex["INBOX_MESSAGE_MAX_CHARS"]:
         return f"The expert's question is longer than {cortex['INBOX_MESSAGE_MAX_CHARS']} characters."
     shown = {key: data.get(key) for key in ("schema", "arguments", "url")}
     if len(json.dumps(shown, default=str).encode()) > cortex["INBOX_SCHEMA_MAX_BYTES"]:
         return f"The {pause_kind} is larger than {cortex['INBOX_SCHEMA_MAX_BYTES']} bytes (INBOX_SCHEMA_MAX_BYTES)."
+    if pause_kind == "question" and data.get("url") is None:
+        problem = schema_problem(data.get("schema"))
+        if problem is not None:
+            return f"The expert's question cannot be asked: {problem}"
     return None
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.errors import CortexError, ErrorCode
+from common.json_schemas import UnusableSchema, content_errors
 from common.web.requests import AuthenticatedRequest
 from common.web.views import validated
 from turns.inbox import selectors, services
@@ -60,10 +60,14 @@ def _answer(request: InboxRequest, data: dict[str, Any]) -> dict[str, Any]:
     content = data.get("content") or {}
     schema = request.data.get("schema")
     if schema is not None:
-        problems: dict[str, list[str]] = {}
-        for error in jsonschema.Draft202012Validator(schema).iter_errors(content):
-            field = ".".join(str(part) for part in error.absolute_path) or "content"
-            problems.setdefault(field, []).append(error.message)
+        try:
+            problems = content_errors(schema, content)
+        except UnusableSchema as exc:  # asked before schemas were checked when asked: it can only be declined
+            raise CortexError(
+                ErrorCode.INVALID_INPUT,
+                f"{exc} The question cannot be accepted; decline or cancel it.",
+                fields={"content": [str(exc)]},
+            ) from None
         if problems:
             raise CortexError(
                 ErrorCode.INVALID_INPUT, "The content does not match the question's schema.", fields=problems
