@@ -135,11 +135,14 @@ class IdentitySignIn(models.Model):
 
 class LoginCode(models.Model):
     """The code flow's single-use hand-over (`return_to?login_code=...`): only its SHA-256 is kept,
-    it lives `LOGIN_CODE_SECONDS` and is deleted when redeemed."""
+    it lives `LOGIN_CODE_SECONDS`, is deleted when redeemed, and belongs to one browser."""
 
     code_hash = models.CharField(max_length=64, primary_key=True)
     identity = models.ForeignKey(ExternalIdentity, on_delete=models.CASCADE, related_name="+")
     expires_at = models.DateTimeField(db_index=True)
+    # SHA-256 of the sign-in browser cookie of the browser that started the flow: only that browser
+    # redeems the code (a code sent to someone else signs nobody in). Empty: redeemable by none.
+    browser_hash = models.CharField(max_length=64, default="")
 
     def __str__(self) -> str:
         return f"login code until {self.expires_at:%H:%M:%S}"

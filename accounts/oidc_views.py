@@ -5,6 +5,13 @@ The code flow's `state`, `nonce` and PKCE verifier live in a signed, HttpOnly co
 the state and scoped to the provider's paths: only the browser that started a flow can finish it,
 and a second tab's flow does not overwrite the first's. The flow ends with a single-use
 `login_code` in `return_to` (a path of this site), never with a token in a URL.
+
+A login code belongs to the browser that started its flow (against login CSRF: an attacker who
+stops their own sign-in at the callback and sends the victim `?login_code=<theirs>` signs nobody
+in). The login sets `BROWSER_COOKIE` (HttpOnly, SameSite=Lax, a random value kept while it lives,
+so two tabs' flows share it); the code keeps the value's SHA-256, and `/auth/login-code` and the
+admin's hand-over redeem it only with that cookie. A `return_to` that already carries a
+`login_code` is refused (the first code in a URL would win).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import hashlib
 import hmac
 import json
 import logging
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from authlib.common.security import generate_token
 from django.contrib import messages
@@ -46,7 +53,9 @@ from accounts.serializers import (
     TokenPairSerializer,
 )
 from accounts.services import (
+    LOGIN_CODE_SECONDS,
     IdentityRefused,
+    browser_hash,
     identity_sign_in,
     identity_token_pair_issue,
     login_code_create,
@@ -61,6 +70,18 @@ logger = logging.getLogger(__name__)
 
 FLOW_SECONDS = 600
 FLOW_SALT = "cortex.oidc.flow"
+BROWSER_COOKIE = "cortex_sign_in_browser"
+BROWSER_SECONDS = FLOW_SECONDS + LOGIN_CODE_SECONDS
+
+
+def _browser(request: HttpRequest) -> str:
+    """This browser's sign-in cookie value ("" when it has none)."""
+    value = request.COOKIES.get(BROWSER_COOKIE, "")
+    return value if 32 <= len(value) <= 128 and value.isascii() else ""
+
+
+def _carries_login_code(return_to: str) -> bool:
+    return "login_code" in parse_qs(urlsplit(return_to).query, keep_blank_values=True)
 
 
 def _refused(reason: object) -> AuthenticationFailed:
@@ -134,7 +155,7 @@ class LoginCodeApi(_LoginView):
         data = LoginCodeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            identity = login_code_redeem(login_code=data.validated_data["login_code"])
+            identity = login_code_redeem(login_code=data.validated_data["login_code"], browser=_browser(request._request))
         except IdentityRefused as exc:
             raise _refused(exc) from None
         return Response(identity_token_pair_issue(identity=identity))
@@ -169,12 +190,16 @@ class OidcLoginApi(_LoginView):
         return_to = request.query_params.get("return_to") or "/"
         if not same_origin_path(return_to):
             raise ValidationError({"return_to": ["Must be a path of this site."]})
+        if _carries_login_code(return_to):
+            raise ValidationError({"return_to": ["Must not carry a login_code."]})
+        browser = _browser(request._request) or generate_token(43)
         flow = {
             "provider": found.name,
             "state": generate_token(43),
             "nonce": generate_token(43),
             "verifier": generate_token(64),  # RFC 7636: 43-128 characters
             "return_to": return_to,
+            "browser": browser_hash(browser),
         }
         try:
             url = authorization_url(
@@ -197,6 +222,15 @@ class OidcLoginApi(_LoginView):
             secure=request.is_secure(),
             httponly=True,
             samesite="Lax",  # sent on the provider's top-level redirect back, not on cross-site posts
+        )
+        response.set_cookie(
+            BROWSER_COOKIE,
+            browser,
+            max_age=BROWSER_SECONDS,
+            path="/",  # /auth/login-code and the admin's hand-over read it
+            secure=request.is_secure(),
+            httponly=True,
+            samesite="Lax",
         )
         return response
 
@@ -226,10 +260,11 @@ class OidcCallbackApi(_LoginView):
         except ProviderUnavailable as exc:
             raise _unavailable(exc) from None
         return_to = flow["return_to"]
+        if _carries_login_code(return_to) or not flow.get("browser"):
+            raise _refused("a return_to that already carries a login_code, or a flow of no browser")
         separator = "&" if "?" in return_to else "?"
-        response = HttpResponseRedirect(
-            return_to + separator + urlencode({"login_code": login_code_create(identity=identity)})
-        )
+        code = login_code_create(identity=identity, browser_hash=flow["browser"])
+        response = HttpResponseRedirect(return_to + separator + urlencode({"login_code": code}))
         response["Cache-Control"] = "no-store"
         response["Referrer-Policy"] = "no-referrer"
         response.delete_cookie(cookie, path=f"/auth/oidc/{found.name}/")
@@ -245,7 +280,7 @@ def admin_login_url(provider: Provider, next_path: str) -> str:
 def admin_oidc_complete(request: HttpRequest) -> HttpResponse:
     """The end of an admin sign-in through a provider: a linked, active staff user gets a session."""
     try:
-        identity = login_code_redeem(login_code=request.GET.get("login_code", ""))
+        identity = login_code_redeem(login_code=request.GET.get("login_code", ""), browser=_browser(request))
     except IdentityRefused as exc:
         logger.info("OIDC admin sign-in refused: %s", exc)
         identity = None

@@ -10,6 +10,7 @@ token that is really being used (rotated, revoked, or reused) leads to a write t
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import uuid
 from datetime import timedelta
@@ -230,27 +231,39 @@ def _code_hash(code: str) -> str:
 
 
 @transaction.atomic
-def login_code_create(*, identity: ExternalIdentity) -> str:
+def login_code_create(*, identity: ExternalIdentity, browser_hash: str) -> str:
     """A single-use code for the browser's page to redeem (the code flow ends with it, never with
-    a token in a URL). Expired codes are swept here: there are few, and the index finds them."""
+    a token in a URL), bound to the browser that started the flow (`browser_hash`: the SHA-256 of
+    its sign-in cookie). Expired codes are swept here: there are few, and the index finds them."""
     now = timezone.now()
     LoginCode.objects.filter(expires_at__lte=now).delete()
     code = secrets.token_urlsafe(32)
     LoginCode.objects.create(
-        code_hash=_code_hash(code), identity=identity, expires_at=now + timedelta(seconds=LOGIN_CODE_SECONDS)
+        code_hash=_code_hash(code),
+        identity=identity,
+        expires_at=now + timedelta(seconds=LOGIN_CODE_SECONDS),
+        browser_hash=browser_hash,
     )
     return code
 
 
-def login_code_redeem(*, login_code: str) -> ExternalIdentity:
-    """The identity a live `login_code` was made for; the code is gone after the first try, even
-    a refused one (so no transaction: the delete must stay when the refusal is raised)."""
+def browser_hash(browser: str) -> str:
+    """What a login code keeps of the sign-in browser cookie's value."""
+    return _code_hash(browser)
+
+
+def login_code_redeem(*, login_code: str, browser: str) -> ExternalIdentity:
+    """The identity a live `login_code` was made for, redeemed by the browser that started its
+    flow (`browser`: its sign-in cookie's value); the code is gone after the first try, even a
+    refused one (so no transaction: the delete must stay when the refusal is raised)."""
     row = LoginCode.objects.select_related("identity__user").filter(code_hash=_code_hash(login_code)).first()
     # The delete decides between two concurrent redeems: only one of them deletes the row.
     if row is None or LoginCode.objects.filter(code_hash=row.code_hash).delete()[0] != 1:
         raise IdentityRefused("unknown or used login code")
     if row.expires_at <= timezone.now():
         raise IdentityRefused("expired login code")
+    if not browser or not row.browser_hash or not hmac.compare_digest(row.browser_hash, browser_hash(browser)):
+        raise IdentityRefused("a login code redeemed by another browser than the one that started its sign-in")
     if not row.identity.user.is_active:
         raise IdentityRefused("the user is deactivated")
     return row.identity

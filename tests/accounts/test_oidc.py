@@ -21,6 +21,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import ExternalIdentity, User
 from accounts.oidc import forget_provider_caches
+from accounts.oidc_views import BROWSER_COOKIE
 from tests.accounts.test_auth import assert_error, bearer
 from tests.factories import UserFactory
 from tests.oidc_provider import B2C_TENANT, CLIENT_ID, CLIENT_SECRET, ENTRA_TENANT, OidcProvider, make_key
@@ -369,6 +370,41 @@ def test_a_login_code_expires(idp, time_machine):
     code = parse_qs(urlsplit(callback(browser, start(browser))["Location"]).query)["login_code"][0]
     time_machine.move_to(time.time() + 61, tick=False)
     assert_error(browser.post("/auth/login-code", {"login_code": code}, format="json"), 401)
+
+
+def test_a_login_code_signs_in_only_the_browser_that_started_its_flow(idp):
+    """Login CSRF: the attacker stops their own sign-in at the callback and sends the code to the
+    victim. The victim's browser (another sign-in cookie, or none) redeems nothing, and the code
+    is spent."""
+    attacker = APIClient()
+    code = parse_qs(urlsplit(callback(attacker, start(attacker))["Location"]).query)["login_code"][0]
+    cookie = attacker.cookies[BROWSER_COOKIE]
+    assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/"
+    victim = APIClient()
+    assert_error(victim.post("/auth/login-code", {"login_code": code}, format="json"), 401, "invalid_token")
+    assert_error(attacker.post("/auth/login-code", {"login_code": code}, format="json"), 401, "invalid_token")
+    # A victim that has a sign-in cookie of its own (it started a flow once) is refused the same way.
+    victim.get("/auth/oidc/generic/login", {"return_to": "/"})
+    code = parse_qs(urlsplit(callback(attacker, start(attacker))["Location"]).query)["login_code"][0]
+    assert victim.cookies[BROWSER_COOKIE].value != attacker.cookies[BROWSER_COOKIE].value
+    assert_error(victim.post("/auth/login-code", {"login_code": code}, format="json"), 401, "invalid_token")
+
+
+def test_two_flows_of_one_browser_share_its_sign_in_cookie_and_both_codes_work(idp):
+    browser = APIClient()
+    first, second = start(browser), start(browser)
+    value = browser.cookies[BROWSER_COOKIE].value
+    codes = [parse_qs(urlsplit(callback(browser, q)["Location"]).query)["login_code"][0] for q in (first, second)]
+    assert browser.cookies[BROWSER_COOKIE].value == value
+    for code in codes:
+        assert browser.post("/auth/login-code", {"login_code": code}, format="json").status_code == 200
+
+
+def test_a_return_to_that_already_carries_a_login_code_is_refused(idp):
+    for return_to in ("/console/?login_code=theirs", "/console/?a=1&login_code=", "/x?login%5Fcode=theirs"):
+        response = APIClient().get("/auth/oidc/generic/login", {"return_to": return_to})
+        assert_error(response, 400, "invalid_input")
+        assert response.json()["error"]["fields"]["return_to"] == ["Must not carry a login_code."]
 
 
 def test_a_mismatched_state_is_refused(idp):

@@ -142,3 +142,70 @@ def test_the_console_signs_in_with_a_provider_button_and_spends_the_login_code(s
     assert "Con Sole" in page.locator("#account summary").inner_text()
     assert errors == []
     context.close()
+
+
+def _attackers_login_code(idp: OidcProvider, core, browser) -> str:
+    """The attacker signs in with their own account and stops where the code is in the URL."""
+    idp.user = {"sub": "attacker-sub", "email": "attacker@example.com", "email_verified": True, "name": "Mallory"}
+    attacker = browser.new_context()
+    page = attacker.new_page()
+    page.goto(f"{core.url}/auth/oidc/corp/login?return_to=/healthz")
+    [code] = parse_qs(urlsplit(page.url).query)["login_code"]
+    attacker.close()
+    return code
+
+
+def _victim_signed_in(idp: OidcProvider, core, context):
+    idp.user = {"sub": "victim-sub", "email": "victim@example.com", "email_verified": True, "name": "Victim"}
+    page = context.new_page()
+    page.goto(f"{core.url}/console/")
+    page.get_by_role("link", name="corp").click()
+    page.wait_for_selector('#connection[data-state="live"]', timeout=20_000)
+    assert page.evaluate("window.cortex.user.email") == "victim@example.com"
+    return page
+
+
+def test_an_attackers_login_code_opened_by_a_signed_in_victim_asks_first_and_never_signs_them_in(stack):
+    """Login CSRF, the console: the victim's open tab keeps the victim's session. The new tab
+    asks before it replaces the session; told to go ahead, it still gets nothing: the code
+    belongs to the attacker's browser."""
+    idp, core, browser = stack
+    victim = browser.new_context()
+    first = _victim_signed_in(idp, core, victim)
+    code = _attackers_login_code(idp, core, browser)
+    redeemed: list[int] = []
+    second = victim.new_page()
+    second.on("response", lambda r: redeemed.append(r.status) if r.url.endswith("/auth/login-code") else None)
+    errors: list[str] = []
+    second.on("pageerror", lambda error: errors.append(str(error)))
+    second.goto(f"{core.url}/console/?login_code={code}")
+    dialog = second.locator("#login-code-confirm")
+    dialog.wait_for(state="visible", timeout=20_000)
+    assert "victim@example.com" in dialog.inner_text() and redeemed == []  # nothing spent before asking
+    assert "login_code" not in second.url
+    second.locator('#login-code-confirm [data-choice="switch"]').click()  # the worst case: the victim agrees
+    second.wait_for_function("document.querySelector('#login-code-confirm') === null")
+    second.locator("#toast").wait_for(state="visible", timeout=20_000)  # the refusal is shown
+    assert redeemed == [401] and errors == []
+    for page in (first, second):
+        assert page.evaluate("window.cortex.user && window.cortex.user.email") == "victim@example.com"
+    victim.close()
+
+
+def test_an_attackers_login_code_opened_in_a_fresh_browser_signs_nobody_in(stack):
+    idp, core, browser = stack
+    code = _attackers_login_code(idp, core, browser)
+    victim = browser.new_context()
+    page = victim.new_page()
+    page.goto(f"{core.url}/console/?login_code={code}")
+    page.wait_for_selector("#signin-title", timeout=20_000)
+    assert page.evaluate("window.cortex.user") is None and "login_code" not in page.url
+    # Staying signed in keeps the session and spends nothing.
+    _victim_signed_in(idp, core, victim)
+    code = _attackers_login_code(idp, core, browser)
+    other = victim.new_page()
+    other.goto(f"{core.url}/console/?login_code={code}")
+    other.locator('#login-code-confirm [data-choice="stay"]').click(timeout=20_000)
+    other.wait_for_selector('#connection[data-state="live"]', timeout=20_000)
+    assert other.evaluate("window.cortex.user.email") == "victim@example.com"
+    victim.close()

@@ -843,10 +843,47 @@ function showExperts() {
 
 // ----- boot -------------------------------------------------------------------------------------------
 
+/**
+ * A sign-in link (`?login_code=`) opened where someone is already signed in: ask before the
+ * session is replaced (the link may come from someone else). Resolves true to use the link.
+ */
+function confirmLoginCode(user) {
+  return new Promise((resolve) => {
+    const dialog = h('dialog', { id: 'login-code-confirm', class: 'card', 'aria-labelledby': 'login-code-title' });
+    const choose = (useLink) => {
+      dialog.close();
+      dialog.remove();
+      resolve(useLink);
+    };
+    const stay = h('button', { type: 'button', 'data-choice': 'stay', onclick: () => choose(false) },
+      `Stay signed in as ${user.email || user.name || user.oid}`);
+    const use = h('button', { type: 'button', class: 'link', 'data-choice': 'switch', onclick: () => choose(true) },
+      'Sign in with the link instead');
+    dialog.addEventListener('cancel', (event) => {
+      event.preventDefault();
+      choose(false);
+    });
+    append(dialog, [
+      h('h2', { id: 'login-code-title' }, 'Switch accounts?'),
+      h('p', null, 'This page was opened with a sign-in link, but you are already signed in as ',
+        h('strong', null, user.email || user.name || user.oid), '. Use the link only if you just signed in ',
+        'with a provider yourself: a link someone sent you signs you in as them.'),
+      stay, ' ', use]);
+    document.body.append(dialog);
+    dialog.showModal();
+    stay.focus();
+  });
+}
+
 async function boot() {
   try {
-    if (new URL(location.href).searchParams.has('login_code')) {
-      if (await cortex.completeProviderLogin()) return undefined; // 'session' starts the console
+    const code = cortex.takeLoginCode();
+    if (code) {
+      const signedIn = await cortex.resume();
+      if (!signedIn || await confirmLoginCode(cortex.user)) {
+        if (await cortex.redeemLoginCode(code)) return undefined; // 'session' starts the console
+      }
+      if (signedIn) return undefined;
     }
   } catch (error) {
     failed(error);

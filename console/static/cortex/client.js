@@ -185,18 +185,34 @@ export class CortexClient extends Emitter {
   }
 
   /**
-   * Finish a provider sign-in: take `login_code` from the current URL (removing it from the address
-   * bar and history), redeem it once. Returns the user, or null when the URL holds no code.
+   * Take `login_code` from the URL, removing it from the address bar and history (so a reload or
+   * a shared link never spends it again). Returns the code, or null when the URL holds none.
    */
-  async completeProviderLogin(url = location.href) {
+  takeLoginCode(url = location.href) {
     const parsed = new URL(url);
     const code = parsed.searchParams.get('login_code');
     if (!code) return null;
     parsed.searchParams.delete('login_code');
     history.replaceState(history.state, '', parsed.pathname + parsed.search + parsed.hash);
+    return code;
+  }
+
+  /**
+   * Redeem a provider sign-in's `login_code` once and adopt its session on every tab. The server
+   * only accepts it from the browser that started that sign-in (its HttpOnly sign-in cookie).
+   * A page that already has a session must ask the person before calling this (a code from a link
+   * someone sent would otherwise replace it).
+   */
+  async redeemLoginCode(code) {
     const body = await this._fetchJson('POST', '/auth/login-code', { body: { login_code: code }, auth: false });
     this._adopt(this._sessionFrom(body), { broadcast: true });
     return this.user;
+  }
+
+  /** Finish a provider sign-in in a page with no session: take the code from the URL and redeem it. */
+  async completeProviderLogin(url = location.href) {
+    const code = this.takeLoginCode(url);
+    return code ? this.redeemLoginCode(code) : null;
   }
 
   /** Sign out on every tab of this origin; the refresh token dies server side. */
