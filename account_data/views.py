@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from account_data import export, memory, services
+from accounts.tokens import AUTH_TIME_CLAIM
 from common.fields import validate_metadata
 from common.web.requests import AuthenticatedRequest
 from common.web.throttles import GcraScopedRateThrottle
@@ -136,7 +137,7 @@ class MemoryDetailApi(_MemoryApi):
 class AccountApi(APIView):
     throttle_classes = [GcraScopedRateThrottle]
     throttle_scope = "account_erase"  # per user: ACCOUNT_ERASE_RATE (password guesses)
-    error_statuses = (400, 413, 415)  # a DELETE with a body (common.schema reads bodies of POST, PUT, PATCH)
+    error_statuses = (400, 413, 415)  # 401 (always listed): an identity-only erasure needs a fresh sign-in; a DELETE with a body (common.schema reads bodies of POST, PUT, PATCH)
 
     @extend_schema(
         operation_id="account_delete",
@@ -144,7 +145,8 @@ class AccountApi(APIView):
             "Delete the caller's account as the admin's user deletion does: workspaces it owns, its "
             "messages, memory (purged in the memory service), tokens and open streams. An account "
             "with a password sends it (`password`); an identity-only account sends its email address "
-            "as `confirm` with an access token from a sign-in no older than ACCOUNT_ERASE_FRESH_SECONDS."
+            "as `confirm` with an access token whose `auth_time` (its sign-in; a refresh keeps it) is no older "
+            "than ACCOUNT_ERASE_FRESH_SECONDS (default 300): else 401 `invalid_token`, sign in again."
         ),
         request=AccountDeleteSerializer,
         responses={204: None},
@@ -155,7 +157,7 @@ class AccountApi(APIView):
             user=request.user,
             password=body.get("password"),
             confirm=body.get("confirm"),
-            token_issued_at=getattr(request.auth, "payload", {}).get("iat"),
+            auth_time=getattr(request.auth, "payload", {}).get(AUTH_TIME_CLAIM),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 

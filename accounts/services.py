@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from datetime import timedelta
 from typing import Any, TypedDict, cast
@@ -28,7 +29,7 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 from accounts.models import ExternalIdentity, IdentitySignIn, LoginCode, RefreshTokenFamily, User
 from accounts.oidc import Provider
 from accounts.signals import user_deleting
-from accounts.tokens import FAMILY_CLAIM, FamilyRefreshToken
+from accounts.tokens import AUTH_TIME_CLAIM, FAMILY_CLAIM, FamilyRefreshToken
 
 
 class Claims(TypedDict):
@@ -59,14 +60,21 @@ def user_claims(user: User) -> Claims:
 
 
 @transaction.atomic
-def token_pair_issue(*, user: User, family_id: uuid.UUID | str | None = None) -> TokenPair:
-    """A new pair: a login starts a refresh token family, a rotation continues `family_id`'s."""
+def token_pair_issue(
+    *, user: User, family_id: uuid.UUID | str | None = None, auth_time: int | None = None
+) -> TokenPair:
+    """A new pair: a login starts a refresh token family, a rotation continues `family_id`'s.
+
+    `auth_time` (both tokens; simplejwt copies the refresh token's claims to the access token) is
+    when the person last proved who they are: now for a sign-in (the default), the presented
+    token's unchanged for a rotation (`token_pair_refresh`)."""
     if family_id is None:
         family_id = RefreshTokenFamily.objects.create(user=user).id
     refresh = FamilyRefreshToken.for_user(user, family_id=family_id)
     claims = user_claims(user)
     refresh["name"] = claims["name"]
     refresh["email"] = claims["email"]
+    refresh[AUTH_TIME_CLAIM] = int(time.time()) if auth_time is None else auth_time
     access = refresh.access_token
     return {
         "access_token": str(access),
@@ -121,7 +129,11 @@ def token_pair_refresh(*, refresh_token: str) -> TokenPair:
         _blacklisted, created = cast(tuple[Any, bool], token.blacklist())  # get_or_create's pair, mistyped
         if not created:  # a concurrent refresh with the same token won the race
             raise InvalidRefreshToken("Token is blacklisted")
-        return token_pair_issue(user=user, family_id=token[FAMILY_CLAIM])
+        # A token from before `auth_time` existed says 0: its sign-in is long past, never fresh.
+        auth_time = token.get(AUTH_TIME_CLAIM)
+        return token_pair_issue(
+            user=user, family_id=token[FAMILY_CLAIM], auth_time=auth_time if isinstance(auth_time, int) else 0
+        )
 
 
 @transaction.atomic

@@ -1,6 +1,8 @@
 """Our refresh token: simplejwt's, plus a family claim, checked without a database write.
 
 - `fam` names the login the token descends from (`RefreshTokenFamily`); rotation copies it.
+- `auth_time` is when that login happened (password, provider exchange, login code), in both
+  tokens; rotation copies it too, so a refreshed token is no proof of a recent sign-in.
 - Decoding checks signature, expiry, issuer/audience and type only. The blacklist, the family and
   the password are checked by `accounts.services` with reads, so a bad token costs no write.
 - The outstanding-token row keeps only the `jti`: a database or admin reader gets no usable token.
@@ -14,6 +16,7 @@ from rest_framework_simplejwt.tokens import RefreshToken, Token
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
 FAMILY_CLAIM = "fam"
+AUTH_TIME_CLAIM = "auth_time"  # OIDC's name: when the person last signed in (a refresh copies it)
 NOT_STORED = "(not stored)"
 
 
