@@ -20,6 +20,7 @@ from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -27,7 +28,7 @@ from common.errors import ErrorCode, error_body
 from common.web.addresses import peer_is_loopback
 from common.web.requests import AuthenticatedRequest
 from common.web.throttles import GcraScopedRateThrottle
-from streaming import services
+from streaming import selectors, services
 
 
 class TicketApi(APIView):
@@ -45,6 +46,12 @@ class TicketApi(APIView):
     def post(self, request: AuthenticatedRequest) -> Response:
         token: Any = request.auth  # the validated access token
         expires = datetime.fromtimestamp(token["exp"], tz=UTC) if token is not None else None
+        # A logout ends the stream credentials issued before it; an access token from before it
+        # must not simply ask for new ones (it stays valid on the REST API until it expires). As
+        # for streams, its whole-second `iat` counts as the end of that second (`streaming.auth`).
+        issued_at = datetime.fromtimestamp(int(token.get("iat", 0)) + 1, tz=UTC) if token is not None else None
+        if issued_at is not None and not selectors.user_may_stream(user_id=request.user.id, issued_at=issued_at):
+            raise AuthenticationFailed("This access token was issued before a logout; sign in again.", code="invalid_token")
         response = Response(
             services.ticket_issue(user=request.user, credential_expires_at=expires),
             headers={"Cache-Control": "no-store"},
