@@ -201,7 +201,9 @@ class RequestGuard:
       the whole body (to a temporary file, of any size) before anything looks at it, so a
       multi-GB POST to `/auth/login` filled the disk before its 401. A `Content-Length` over the
       limit is refused before a byte of the body is read; a chunked body is read up to the limit
-      and refused at the chunk that passes it (it is short enough to hold, and is handed on).
+      and refused at the chunk that passes it (it is short enough to hold, and is handed on);
+    - an ambiguous body length (`Content-Length` with `Transfer-Encoding`, or two different
+      `Content-Length`s): 400, whatever the HTTP parser below let through (h11 does).
 
     `loopback_limits`: larger bounds for some paths, for loopback peers only (the relay of
     `/internal/events`, whose sender is the deployment's own turn worker).
@@ -235,6 +237,12 @@ class RequestGuard:
             return
         if kind == "http":
             limit = self._limit(scope)
+            lengths = {value for key, value in scope.get("headers", ()) if key == b"content-length"}
+            if len(lengths) > 1 or (lengths and _header(scope, b"transfer-encoding") is not None):
+                # RFC 9112 6.3: an ambiguous length. httptools refuses it; h11 passes it on, and a
+                # proxy that believes the other header would smuggle a second request past us.
+                await _refuse(send, 400, ErrorCode.BAD_REQUEST, "Ambiguous body length (Content-Length and Transfer-Encoding).")
+                return
             length = _header(scope, b"content-length")
             if length is not None:  # the server reads no more than it announces
                 if not length.isdigit():
