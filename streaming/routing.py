@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from channels.routing import URLRouter
-from channels.security.websocket import OriginValidator
+from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 from django.urls import path
 
@@ -15,25 +16,71 @@ from streaming.consumers import EventSocketConsumer, EventStreamConsumer
 daphne_compat.install()
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(value: str, *, default_scheme: str = "") -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin, lower-cased, the port made explicit; None if malformed.
+    A value without a scheme (a bare host in `WS_ALLOWED_ORIGINS`) takes `default_scheme`."""
+    if "://" not in value and default_scheme:
+        value = f"{default_scheme}://{value}"
+    try:
+        parsed = urlsplit(value.strip())
+        scheme, host, port = parsed.scheme.lower(), (parsed.hostname or "").lower(), parsed.port
+    except ValueError:
+        return None
+    if scheme not in DEFAULT_PORTS or not host:
+        return None
+    return scheme, host, port or DEFAULT_PORTS[scheme]
+
+
+def _header(scope: Any, name: bytes) -> str | None:
+    value = next((value for key, value in scope.get("headers", ()) if key == name), None)
+    return value.decode("latin1") if value is not None else None
+
+
+def own_origin(scope: Any) -> tuple[str, str, int] | None:
+    """The origin of this server's own pages, as the handshake reached it: its `Host` (checked
+    against ALLOWED_HOSTS before this runs: `common.web.asgi.RequestGuard`) and its scheme (`wss`,
+    or https from a TLS proxy that says so when BEHIND_TLS_PROXY trusts it)."""
+    secure = scope.get("scheme") == "wss"
+    proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy and (_header(scope, b"x-forwarded-proto") or "").split(",")[0].strip().lower() == "https":
+        secure = True
+    host = _header(scope, b"host")
+    if host is None:
+        return None
+    return _origin(host, default_scheme="https" if secure else "http")
+
+
+def origin_allowed(scope: Any, origin: str) -> bool:
+    """The whole origin (scheme, host, port) is this server's own or listed in WS_ALLOWED_ORIGINS:
+    a page on another port or scheme of the same host is another origin (and the browser would
+    send it the stream cookie, which is not port-bound)."""
+    parsed = _origin(origin)
+    if parsed is None:
+        return False
+    listed = {_origin(entry, default_scheme="https") for entry in settings.CORTEX["WS_ALLOWED_ORIGINS"]}
+    return parsed == own_origin(scope) or parsed in listed
+
+
 class StreamOriginValidator(OriginValidator):
-    """Browsers must come from an allowed host or `WS_ALLOWED_ORIGINS`.
+    """Browsers must come from this server's own origin or one of `WS_ALLOWED_ORIGINS`, compared
+    whole (`origin_allowed`).
 
     A handshake without `Origin` is not from a browser (browsers always send it on WebSockets),
     so cross-site WebSocket hijacking cannot apply; such API clients authenticate with a bearer
     token or ticket like any other, and are let through.
     """
 
-    def valid_origin(self, parsed_origin: Any) -> bool:
-        if parsed_origin is None:
-            return True
-        return self.validate_origin(parsed_origin)
-
-
-def allowed_origins() -> list[str]:
-    return [*settings.ALLOWED_HOSTS, *settings.CORTEX["WS_ALLOWED_ORIGINS"]]
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        origin = _header(scope, b"origin")
+        if origin is None or origin_allowed(scope, origin):
+            return await self.application(scope, receive, send)
+        return await WebsocketDenier()(scope, receive, send)
 
 
 http_urlpatterns: list = [path("output/stream", EventStreamConsumer.as_asgi(), name="output-stream")]
 websocket_urlpatterns: list = [path("output/ws", EventSocketConsumer.as_asgi(), name="output-ws")]
 
-websocket_application = StreamOriginValidator(URLRouter(websocket_urlpatterns), allowed_origins())
+websocket_application = StreamOriginValidator(URLRouter(websocket_urlpatterns), [])  # origin_allowed decides

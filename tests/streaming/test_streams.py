@@ -124,7 +124,11 @@ async def test_malformed_last_event_id_is_400(alice):
     await _refused_sse(400, "invalid_input", headers=[*await bearer(alice), (b"last-event-id", b"abc")])
 
 
-@pytest.mark.parametrize("origin, allowed", [("http://evil.example", False), ("http://localhost:3000", True)])
+@pytest.mark.parametrize(
+    "origin, allowed",
+    # The page's own origin only (test_websocket_origin.py: ports, schemes, WS_ALLOWED_ORIGINS).
+    [("http://evil.example", False), ("http://localhost:3000", False), ("http://testserver", True)],
+)
 async def test_websocket_origin_is_checked(alice, origin, allowed):
     ws = WSClient(headers=await bearer(alice), origin=origin)
     connected, code = await ws.communicator.connect()
