@@ -179,13 +179,17 @@ def _identity_provision(*, provider: Provider, claims: dict[str, Any], email: st
         raise IdentityRefused(f"{provider.name} does not provision users")
     if not email:
         raise IdentityRefused("the token carries no email address")
+    # Only the provider's word that it verified this address may join it to an account, or create
+    # one with it ("auto": an unverified address would squat it, and an `existing` provider would
+    # later link its owner's verified identity to the squatter's account).
+    if claims.get("email_verified") is not True:
+        raise IdentityRefused("the email address is not verified")
     user = User.objects.filter(email=email).first()
     if provider.provision == "existing":
-        # Only the provider's word that it verified this address may join it to an account.
-        if claims.get("email_verified") is not True:
-            raise IdentityRefused("the email address is not verified")
         if user is None:
             raise IdentityRefused("no user has this email address")
+        if user.is_staff or user.is_superuser:  # an operator links staff by hand (issuer and sub)
+            raise IdentityRefused("a staff account is never linked by email")
     elif user is not None:  # "auto": an email alone never links to an existing account
         raise IdentityRefused("another account has this email address")
     try:

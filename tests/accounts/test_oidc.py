@@ -251,6 +251,27 @@ def test_existing_refuses_an_unverified_email(api, idp, alice, verified):
     assert not ExternalIdentity.objects.exists()
 
 
+@pytest.mark.parametrize("verified", [False, "true", None], ids=["false", "string true", "absent"])
+def test_auto_refuses_to_create_an_account_from_an_unverified_email(api, idp, verified):
+    """Issue 24 (low): an unverified address would squat it (and `existing` providers would later
+    link its real owner's verified identity to the squatter's account)."""
+    idp.user = {"sub": "squatter", "email": "victim@example.com", "email_verified": verified}
+    assert_error(exchange(api, idp.mint()), 401, "invalid_token")
+    assert not User.objects.exists() and not ExternalIdentity.objects.exists()
+
+
+@pytest.mark.parametrize("flag", ["is_staff", "is_superuser"])
+def test_existing_never_links_a_staff_account_by_email(api, idp, flag):
+    """Issue 24 (low): a verified email at some provider is no proof for the admin; an operator
+    links staff by hand (issuer and `sub`)."""
+    staff = UserFactory(email="root@example.com", **{flag: True})
+    idp.user = {"sub": "someone", "email": "root@example.com", "email_verified": True}
+    assert_error(exchange(api, idp.mint(), provider="generic-existing"), 401, "invalid_token")
+    assert not ExternalIdentity.objects.exists()
+    ExternalIdentity.objects.create(user=staff, provider="generic-existing", issuer=idp.generic, subject="someone")
+    assert exchange(api, idp.mint(), provider="generic-existing").json()["claims"]["oid"] == str(staff.id)
+
+
 def test_existing_refuses_an_email_nobody_has(api, idp):
     assert_error(exchange(api, idp.mint(), provider="generic-existing"), 401)
     assert not User.objects.exists()
