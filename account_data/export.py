@@ -19,7 +19,8 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 
 from account_data.memory import memory_list
-from accounts.models import User
+from accounts.models import ExternalIdentity, User
+from turns.inbox.models import InboxRequest
 from turns.models import Turn
 from workspaces.models import Conversation, Expert, Message, Workspace
 
@@ -66,6 +67,22 @@ FIELDS = {
         "created_at",
         "finished_at",
     ),
+    # Requests of the account's own turns, with what it answered (`data` is what it was shown:
+    # the tool and arguments, or the question and its form).
+    "inbox_request": (
+        "id",
+        "turn_id",
+        "conversation_id",
+        "kind",
+        "status",
+        "data",
+        "answer",
+        "created_at",
+        "expires_at",
+        "answered_at",
+    ),
+    # Linked sign-ins at identity providers: who the provider says the account is, nothing to sign in with.
+    "identity": ("id", "provider", "issuer", "subject", "email", "created_at", "last_login"),
 }
 
 
@@ -87,6 +104,9 @@ def _exported(kind: str, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A page as exported: plain JSON values, an expert's tools by name, a conversation's
     participants (one query for the page)."""
     exported = [{name: _plain(value) for name, value in row.items()} for row in page]
+    if kind == "identity":
+        for row in exported:
+            del row["id"]  # an internal row number, kept only for paging
     if kind == "expert":
         for row in exported:
             row["tools"] = [tool.get("name") for tool in row["tools"] or [] if isinstance(tool, dict)]
@@ -130,11 +150,13 @@ async def export_chunks(user: User) -> AsyncIterator[bytes]:
     yield _line("profile", await sync_to_async(_profile)(user)).encode()
     taking_part = Conversation.objects.filter(participants=user)
     sources: list[tuple[str, AsyncIterator[str]]] = [
+        ("identity", _table("identity", ExternalIdentity.objects.filter(user=user))),
         ("workspace", _table("workspace", Workspace.objects.filter(owner=user))),
         ("expert", _table("expert", Expert.objects.filter(workspace__owner=user))),
         ("conversation", _table("conversation", taking_part)),
         ("message", _table("message", Message.objects.filter(conversation__in=taking_part))),
         ("turn", _table("turn", Turn.objects.filter(user=user))),
+        ("inbox_request", _table("inbox_request", InboxRequest.objects.filter(user=user))),
         ("memory_item", _memory(user)),
     ]
     counts: dict[str, int] = {}
