@@ -170,8 +170,8 @@ class AccountExportApi(APIView):
         operation_id="account_export",
         description=(
             "Everything the account holds as one download (NDJSON, `cortex-export/1`: see the README): "
-            "profile, workspaces it owns, their experts (no secrets), conversations it takes part in "
-            "with their messages, its turns and memory items. Streamed in pages: memory use does not "
+            "profile, linked identities, workspaces it owns, their experts (no secrets), conversations it "
+            "takes part in with their messages, its turns, its inbox requests with its answers, and memory items. Streamed in pages: memory use does not "
             "grow with the account. Limited per user (EXPORT_RATE)."
         ),
         responses={(200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.BINARY)},
