@@ -137,7 +137,11 @@ class MemoryDetailApi(_MemoryApi):
 class AccountApi(APIView):
     throttle_classes = [GcraScopedRateThrottle]
     throttle_scope = "account_erase"  # per user: ACCOUNT_ERASE_RATE (password guesses)
-    error_statuses = (400, 413, 415)  # 401 (always listed): an identity-only erasure needs a fresh sign-in; a DELETE with a body (common.schema reads bodies of POST, PUT, PATCH)
+    error_statuses = (
+        400,
+        413,
+        415,
+    )  # 401 (always listed): an identity-only erasure needs a fresh sign-in; a DELETE with a body (common.schema reads bodies of POST, PUT, PATCH)
 
     @extend_schema(
         operation_id="account_delete",

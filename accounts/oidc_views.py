@@ -155,7 +155,9 @@ class LoginCodeApi(_LoginView):
         data = LoginCodeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            identity = login_code_redeem(login_code=data.validated_data["login_code"], browser=_browser(request._request))
+            identity = login_code_redeem(
+                login_code=data.validated_data["login_code"], browser=_browser(request._request)
+            )
         except IdentityRefused as exc:
             raise _refused(exc) from None
         return Response(identity_token_pair_issue(identity=identity))

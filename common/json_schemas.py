@@ -33,10 +33,10 @@ class UnusableSchema(ValueError):
 
 
 def _retrieve_nothing(uri: str) -> Resource[Any]:
-    raise NoSuchResource(ref=uri)
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class: mypy misreads it
 
 
-NOTHING: Registry[Any] = Registry(retrieve=_retrieve_nothing)  # type: ignore[call-arg]
+NOTHING: Registry[Any] = Registry(retrieve=_retrieve_nothing)  # type: ignore[call-arg]  # attrs, as above
 
 
 def _reference(node: Any) -> str | None:

@@ -51,7 +51,9 @@ class TicketApi(APIView):
         # for streams, its whole-second `iat` counts as the end of that second (`streaming.auth`).
         issued_at = datetime.fromtimestamp(int(token.get("iat", 0)) + 1, tz=UTC) if token is not None else None
         if issued_at is not None and not selectors.user_may_stream(user_id=request.user.id, issued_at=issued_at):
-            raise AuthenticationFailed("This access token was issued before a logout; sign in again.", code="invalid_token")
+            raise AuthenticationFailed(
+                "This access token was issued before a logout; sign in again.", code="invalid_token"
+            )
         response = Response(
             services.ticket_issue(user=request.user, credential_expires_at=expires),
             headers={"Cache-Control": "no-store"},

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0004_user_sessions_ended_at'),
+        ("accounts", "0004_user_sessions_ended_at"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='logincode',
-            name='browser_hash',
-            field=models.CharField(default='', max_length=64),
+            model_name="logincode",
+            name="browser_hash",
+            field=models.CharField(default="", max_length=64),
         ),
     ]

@@ -241,7 +241,9 @@ class RequestGuard:
             if len(lengths) > 1 or (lengths and _header(scope, b"transfer-encoding") is not None):
                 # RFC 9112 6.3: an ambiguous length. httptools refuses it; h11 passes it on, and a
                 # proxy that believes the other header would smuggle a second request past us.
-                await _refuse(send, 400, ErrorCode.BAD_REQUEST, "Ambiguous body length (Content-Length and Transfer-Encoding).")
+                await _refuse(
+                    send, 400, ErrorCode.BAD_REQUEST, "Ambiguous body length (Content-Length and Transfer-Encoding)."
+                )
                 return
             length = _header(scope, b"content-length")
             if length is not None:  # the server reads no more than it announces

@@ -25,7 +25,13 @@ FRESH_SECONDS = 3
 def stack() -> Iterator[tuple[OidcProvider, ServerProcess]]:
     idp = OidcProvider()
     providers = [
-        {"name": "corp", "issuer": idp.generic, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "provision": "auto"}
+        {
+            "name": "corp",
+            "issuer": idp.generic,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "provision": "auto",
+        }
     ]
     try:
         with fresh_database() as database:

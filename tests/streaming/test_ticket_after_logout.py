@@ -25,7 +25,9 @@ def test_an_access_token_from_before_a_logout_gets_no_new_ticket_or_cookie(alice
     time_machine.move_to(1_900_000_000.5, tick=False)
     before = token_pair_issue(user=alice)
     time_machine.move_to(1_900_000_002, tick=False)
-    assert APIClient().post("/auth/logout", {"refresh_token": before["refresh_token"]}, format="json").status_code == 204
+    assert (
+        APIClient().post("/auth/logout", {"refresh_token": before["refresh_token"]}, format="json").status_code == 204
+    )
     refused = ticket(before["access_token"])
     assert refused.status_code == 401, refused.content
     assert refused.json()["error"]["code"] == "invalid_token"
