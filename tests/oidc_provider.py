@@ -264,3 +264,9 @@ def _handler(provider: OidcProvider) -> type[BaseHTTPRequestHandler]:
             return self._json(status, answer, {"Cache-Control": "no-store"})
 
     return Handler
+
+
+def providers_setting(idp: OidcProvider, *, name: str = "corp", provision: str = "auto") -> str:
+    """`OIDC_PROVIDERS` for a core process: one generic provider served by `idp`."""
+    entry = {"name": name, "issuer": idp.generic, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+    return json.dumps([{**entry, "provision": provision}])

@@ -5,7 +5,6 @@ the account: 401. ACCOUNT_ERASE_FRESH_SECONDS is 3 here so the sign-in gets old 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 
@@ -13,7 +12,7 @@ import httpx2
 import jwt
 import pytest
 
-from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
+from tests.oidc_provider import OidcProvider, providers_setting
 from tests.servers import ServerProcess, core_server, fresh_database, running, server_env
 
 pytestmark = pytest.mark.e2e
@@ -24,19 +23,10 @@ FRESH_SECONDS = 3
 @pytest.fixture(scope="module")
 def stack() -> Iterator[tuple[OidcProvider, ServerProcess]]:
     idp = OidcProvider()
-    providers = [
-        {
-            "name": "corp",
-            "issuer": idp.generic,
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "provision": "auto",
-        }
-    ]
     try:
         with fresh_database() as database:
             env = server_env(
-                **database, OIDC_PROVIDERS=json.dumps(providers), ACCOUNT_ERASE_FRESH_SECONDS=str(FRESH_SECONDS)
+                **database, OIDC_PROVIDERS=providers_setting(idp), ACCOUNT_ERASE_FRESH_SECONDS=str(FRESH_SECONDS)
             )
             with running(core_server(env=env)) as core:
                 yield idp, core

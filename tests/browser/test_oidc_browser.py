@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 
 from tests.browser.chromium import CHROMIUM_FLAGS, chromium_or_skip
-from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
+from tests.oidc_provider import OidcProvider, providers_setting
 from tests.servers import core_server, fresh_database, manage, running, server_env
 
 pytestmark = pytest.mark.e2e
@@ -41,18 +41,9 @@ def stack():
     from playwright.sync_api import sync_playwright
 
     idp = OidcProvider()
-    providers = [
-        {
-            "name": "corp",
-            "issuer": idp.generic,
-            "client_id": CLIENT_ID,
-            "client_secret": CLIENT_SECRET,
-            "provision": "auto",
-        }
-    ]
     try:
         with fresh_database() as database:
-            env = server_env(**database, OIDC_PROVIDERS=json.dumps(providers))
+            env = server_env(**database, OIDC_PROVIDERS=providers_setting(idp))
             manage("shell", "-c", LINK_STAFF.format(issuer=idp.generic), env=env)
             with running(core_server(env=env, server="uvicorn")) as core, sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
