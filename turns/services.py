@@ -291,8 +291,9 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
                 )
                 turn.head = False
                 ended.append(turn)
-                if turn.status == Turn.Status.WAITING:  # its open request expires with it
-                    events.extend(inbox.turn_requests_close(turn=turn, recipients=members, now=now))
+                # Its open request expires with it: a waiting turn's, or a question its dead worker's
+                # call asked mid-call. Left open, it would count against INBOX_MAX_OPEN_PER_USER for ever.
+                events.extend(inbox.turn_requests_close(turn=turn, recipients=members, now=now))
                 events.append(_event(turn, FAILED, {"error": {"code": code, "message": turn.error}}, members))
                 continue
             if running.get(turn.user_id, 0) + starting.get(turn.user_id, 0) >= cap:
@@ -391,6 +392,7 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
             conversation_settings(conversation_ids=places, lock=True)
         turns = {turn.id: turn for turn in Turn.objects.select_for_update().filter(id__in=ids)}
         recipients = _recipients({turn.conversation_id for turn in turns.values()})
+        asking = inbox.turns_with_open_requests(turn_ids=ending)
         states: dict[uuid.UUID, TurnState] = {}
         events: list[NewEvent] = []
         answers: list[Message] = []
@@ -416,6 +418,8 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
                 write.finish = "cancelled"
             if write.finish is None:
                 continue
+            if turn.id in asking:  # a question asked mid-call, whose call ends with the turn
+                events.extend(inbox.turn_requests_close(turn=turn, recipients=members, now=now))
             turn.lease_owner, turn.lease_expires_at, turn.finished_at, turn.head = "", None, now, False
             if write.finish == "completed":
                 answer = Message(

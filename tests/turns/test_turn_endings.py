@@ -1,0 +1,101 @@
+"""Every way a turn ends closes what it left open in the inbox, and a turn that waited (queued, or in
+the inbox) is checked again when it runs: its services against the real database, called as the
+worker calls them (claim, write). alice owns, bob and dave participate, charlie is an outsider."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from conftest import client_for
+from streaming.models import Event
+from tests.factories import ConversationFactory
+from turns import services
+from turns.inbox.models import InboxRequest
+from turns.inbox.selectors import inbox_open_count
+from turns.inbox.services import Pause
+from turns.models import Turn
+from turns.services import TurnWrite
+
+pytestmark = pytest.mark.django_db
+
+OWNER = "worker-1"
+SCHEMA = {"type": "object", "properties": {"confirm": {"type": "boolean"}}, "required": ["confirm"]}
+
+
+def types_of(user) -> list[str]:
+    return [event.body.type for event in Event.objects.filter(recipient=user).order_by("seq").select_related("body")]
+
+
+def post(user, conversation, content: str) -> uuid.UUID:
+    response = client_for(user).post(
+        "/input", {"content": content, "conversation_id": str(conversation.id)}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    return uuid.UUID(response.json()["turn_id"])
+
+
+@pytest.fixture
+def echo(workspace, bob):
+    return ConversationFactory(workspace=workspace, topic="T", participants=[bob], responder="echo")
+
+
+@pytest.fixture
+def asking(alice, echo):
+    """alice's running turn, whose expert asked a question in the middle of its call (the older
+    `elicitation/create` form: the turn keeps running while the question is open)."""
+    turn_id = post(alice, echo, "hi")
+    [row], _ = services.turns_claim(owner=OWNER, limit=10)
+    question = {"request_id": str(uuid.uuid4()), "expert": "notes", "message": "Sure?", "schema": SCHEMA}
+    expires_at = timezone.now() + timedelta(seconds=60)
+    services.turns_write(owner=OWNER, writes=[TurnWrite(row.id, ask=(question, expires_at))])
+    assert inbox_open_count(user_id=alice.id) == 1
+    return Turn.objects.get(id=turn_id)
+
+
+@pytest.mark.parametrize("finish", ["cancelled", "failed", "completed"])
+def test_a_turn_that_ends_during_a_mid_call_question_closes_it(asking, alice, bob, finish):
+    services.turns_write(owner=OWNER, writes=[TurnWrite(asking.id, finish=finish, content="x", error="stopped")])
+    request = InboxRequest.objects.get()
+    assert (request.status, request.answer) == ("expired", {"action": "cancel"})
+    assert inbox_open_count(user_id=alice.id) == 0, "it no longer counts against INBOX_MAX_OPEN_PER_USER"
+    terminal = {"cancelled": "assistant.cancelled", "failed": "assistant.failed", "completed": "assistant.completed"}
+    for user in (alice, bob):
+        assert types_of(user)[-2:] == ["question.answered", terminal[finish]]
+
+
+def test_a_dead_workers_turn_ended_by_the_claim_closes_its_mid_call_question(asking, alice):
+    Turn.objects.filter(id=asking.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    rows, _ = services.turns_claim(owner="worker-2", limit=10)
+    assert rows == []
+    assert Turn.objects.get(id=asking.id).status == "failed"
+    assert InboxRequest.objects.get().status == "expired" and inbox_open_count(user_id=alice.id) == 0
+    assert types_of(alice)[-2:] == ["question.answered", "assistant.failed"]
+
+
+@pytest.fixture
+def waiting(alice, echo):
+    """alice's turn, paused on an approval (as a responder pauses it)."""
+    turn_id = post(alice, echo, "hi")
+    [row], _ = services.turns_claim(owner=OWNER, limit=10)
+    data = {"expert": "notes", "tool": "add_note", "arguments": {"title": "milk"}}
+    pause = Pause(kind="approval", data=data, state={"responder": "echo", "asked": {"kind": "approval", **data}})
+    services.turns_write(owner=OWNER, writes=[TurnWrite(row.id, pause=pause)])
+    return Turn.objects.get(id=turn_id)
+
+
+def test_a_waiting_turn_of_a_deactivated_user_fails_and_its_request_expires(waiting, alice, bob):
+    alice.is_active = False
+    alice.save(update_fields=["is_active"])
+    Turn.objects.filter(id=waiting.id).update(resume_at=timezone.now() - timedelta(seconds=1))
+    rows, _ = services.turns_claim(owner=OWNER, limit=10)
+    assert rows == []
+    turn = Turn.objects.get(id=waiting.id)
+    assert (turn.status, turn.head) == ("failed", False)
+    request = InboxRequest.objects.get()
+    assert (request.status, request.answer) == ("expired", {"decision": "expired"})
+    assert inbox_open_count(user_id=alice.id) == 0
+    assert types_of(bob)[-2:] == ["approval.resolved", "assistant.failed"]
