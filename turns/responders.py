@@ -30,7 +30,7 @@ from mcp_services.experts.calls import ExpertNeedsInput, Question
 from turns import experts, selectors
 from turns.inbox import selectors as inbox_selectors
 from turns.inbox.services import Pause, pause_refusal
-from turns.services import TurnRow
+from turns.services import STATE_SCOPE, TurnRow
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids
 
@@ -364,16 +364,11 @@ async def llm(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
     participants = await _audience(turn)
     shared = _shared(turn, participants)
     if resume is not None:  # after waiting in the inbox: the model request as it was, and the answer
+        # (the claim checked the saved `scope`: `turns.services._not_runnable`)
         state = turn.state or {}
-        if state.get("scope") == Conversation.ContextScope.PERSONAL and shared:
-            # Its request holds the requester's memory from everywhere, and someone joined since.
-            raise TurnFailed(
-                ErrorCode.PERMISSION_DENIED,
-                "Someone joined the conversation while this turn waited: its personal context cannot go on.",
-            )
         fence = Fence(state["fence"]) if state.get("fence") else Fence.new()
         tools = await experts.workspace_tools(workspace_id=turn.workspace_id, user_id=turn.user_id, shared=shared)
-        going_on = Resumable(state["messages"], state["answer"], state["round"], fence, state.get("scope", ""))
+        going_on = Resumable(state["messages"], state["answer"], state["round"], fence, state.get(STATE_SCOPE, ""))
         return await _llm_rounds(turn, out, model, tools, going_on, (state["pending"], resume))
     scope = _scope(turn, participants)
     context, history, tools = await asyncio.gather(
@@ -417,7 +412,7 @@ class Resumable:
             "answer": self.answer,
             "round": self.round,
             "fence": self.fence.nonce,
-            "scope": self.scope,
+            STATE_SCOPE: self.scope,
             "pending": pending,
         }
 

@@ -276,13 +276,9 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         starting: dict[uuid.UUID, int] = {}  # per user, in this claim
         for turn in due:
             members = recipients.get(turn.conversation_id, [])
-            if turn.status == Turn.Status.RUNNING or not turn.user_active:
-                turn.error = (
-                    "The worker running this turn stopped (its lease expired)."
-                    if turn.status == Turn.Status.RUNNING
-                    else "The user who sent this input is no longer active."
-                )
-                code = ErrorCode.INTERNAL_ERROR if turn.status == Turn.Status.RUNNING else ErrorCode.PERMISSION_DENIED
+            refused = _not_runnable(turn, members)
+            if refused is not None:
+                code, turn.error = refused
                 turn.status, turn.finished_at, turn.lease_owner, turn.lease_expires_at = (
                     Turn.Status.FAILED,
                     now,
@@ -356,6 +352,30 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         for turn in started
     ]
     return rows, live
+
+
+# The key of a responder's saved state (`Pause.state`) that says its model request holds the
+# requester's `personal` context: it may go on only while they are alone in the conversation.
+STATE_SCOPE = "scope"
+
+
+def _not_runnable(turn: Any, members: list[uuid.UUID]) -> tuple[ErrorCode, str] | None:
+    """Why a due turn ends here instead of running (its code and message), or None. Checked when a
+    queued turn starts and when a waiting one resumes: time has passed since its input was
+    accepted, and it acts with its requester's authority for whoever takes part now."""
+    if turn.status == Turn.Status.RUNNING:
+        return ErrorCode.INTERNAL_ERROR, "The worker running this turn stopped (its lease expired)."
+    if not turn.user_active:
+        return ErrorCode.PERMISSION_DENIED, "The user who sent this input is no longer active."
+    if turn.user_id not in members:
+        return ErrorCode.PERMISSION_DENIED, "The user who sent this input no longer takes part in this conversation."
+    personal = (turn.state or {}).get(STATE_SCOPE) == Conversation.ContextScope.PERSONAL
+    if turn.status == Turn.Status.WAITING and personal and any(user_id != turn.user_id for user_id in members):
+        return (
+            ErrorCode.PERMISSION_DENIED,
+            "Someone joined the conversation while this turn waited: it holds the requester's personal context.",
+        )
+    return None
 
 
 @dataclass

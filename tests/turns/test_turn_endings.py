@@ -99,3 +99,64 @@ def test_a_waiting_turn_of_a_deactivated_user_fails_and_its_request_expires(wait
     assert (request.status, request.answer) == ("expired", {"decision": "expired"})
     assert inbox_open_count(user_id=alice.id) == 0
     assert types_of(bob)[-2:] == ["approval.resolved", "assistant.failed"]
+
+
+def remove_participants(conversation, *keep):
+    response = client_for(conversation.workspace.owner).patch(
+        f"/config/conversation/{conversation.id}", {"participant_ids": [str(user.id) for user in keep]}, format="json"
+    )
+    assert response.status_code == 200, response.content
+
+
+def test_a_queued_turn_of_a_participant_removed_since_fails_without_running(alice, bob, echo):
+    turn_id = post(bob, echo, "hello")
+    remove_participants(echo)  # alice alone now
+    rows, _ = services.turns_claim(owner=OWNER, limit=10)
+    assert rows == []
+    turn = Turn.objects.get(id=turn_id)
+    assert (turn.status, turn.started_at) == ("failed", None)
+    failed = Event.objects.filter(recipient=alice, body__type="assistant.failed").get().body.payload["data"]
+    assert failed["error"]["code"] == "permission_denied"
+    assert "assistant.started" not in types_of(alice)
+
+
+def test_a_waiting_turn_of_a_participant_removed_since_fails_when_it_would_resume(workspace, alice, bob):
+    conversation = ConversationFactory(workspace=workspace, topic="T", participants=[bob], responder="echo")
+    turn_id = post(bob, conversation, "hi")
+    [row], _ = services.turns_claim(owner=OWNER, limit=10)
+    data = {"expert": "notes", "tool": "search_notes", "arguments": {}}
+    pause = Pause(kind="approval", data=data, state={"responder": "echo", "asked": {"kind": "approval", **data}})
+    services.turns_write(owner=OWNER, writes=[TurnWrite(row.id, pause=pause)])
+    request = InboxRequest.objects.get()
+    assert (
+        client_for(bob).post(f"/inbox/{request.id}/answer", {"decision": "approve"}, format="json").status_code == 200
+    )
+    remove_participants(conversation)
+    rows, _ = services.turns_claim(owner=OWNER, limit=10)
+    assert rows == [], "it does not go on with bob's authority once he no longer takes part"
+    assert Turn.objects.get(id=turn_id).status == "failed"
+    assert types_of(alice)[-1] == "assistant.failed"
+
+
+def test_a_turn_waiting_with_personal_context_fails_when_someone_joined_since(workspace, alice, bob):
+    alone = ConversationFactory(workspace=workspace, topic="Mine", participants=[], responder="echo")
+    client_for(alice).patch(f"/config/conversation/{alone.id}", {"context_scope": "personal"}, format="json")
+    turn_id = post(alice, alone, "what is my salary?")
+    [row], _ = services.turns_claim(owner=OWNER, limit=10)
+    assert row.context_scope == "personal"
+    data = {"expert": "notes", "tool": "add_note", "arguments": {"title": "salary"}}
+    state = {"responder": "llm", "scope": "personal", "messages": [], "asked": {"kind": "approval", **data}}
+    services.turns_write(owner=OWNER, writes=[TurnWrite(row.id, pause=Pause(kind="approval", data=data, state=state))])
+    joined = client_for(alice).patch(
+        f"/config/conversation/{alone.id}", {"participant_ids": [str(bob.id)]}, format="json"
+    )
+    assert joined.json()["conversation"]["context_scope"] == "conversation"
+    request = InboxRequest.objects.get()
+    assert (
+        client_for(alice).post(f"/inbox/{request.id}/answer", {"decision": "approve"}, format="json").status_code == 200
+    )
+    rows, _ = services.turns_claim(owner=OWNER, limit=10)
+    assert rows == [], "its saved model request holds alice's memory from everywhere: bob would read the answer"
+    turn = Turn.objects.get(id=turn_id)
+    assert turn.status == "failed" and "joined" in turn.error
+    assert types_of(bob) == ["approval.resolved", "assistant.failed"], "no word of the answer reached bob"
