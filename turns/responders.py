@@ -368,7 +368,14 @@ async def llm(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
         state = turn.state or {}
         fence = Fence(state["fence"]) if state.get("fence") else Fence.new()
         tools = await experts.workspace_tools(workspace_id=turn.workspace_id, user_id=turn.user_id, shared=shared)
-        going_on = Resumable(state["messages"], state["answer"], state["round"], fence, state.get(STATE_SCOPE, ""))
+        going_on = Resumable(
+            state["messages"],
+            state["answer"],
+            state["round"],
+            fence,
+            state.get(STATE_SCOPE, ""),
+            state.get("speakers", {}),
+        )
         return await _llm_rounds(turn, out, model, tools, going_on, (state["pending"], resume))
     scope = _scope(turn, participants)
     context, history, tools = await asyncio.gather(
@@ -392,7 +399,8 @@ async def llm(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
             said = content if sender == turn.user_id else neutralised(content)
             messages.append({"role": "user", "name": names[sender], "content": said})
     messages.append({"role": "user", "name": names[turn.user_id], "content": turn.content})
-    return await _llm_rounds(turn, out, model, tools, Resumable(messages, [], 0, fence, scope), None)
+    speakers = {name: str(user_id) for user_id, name in names.items()}
+    return await _llm_rounds(turn, out, model, tools, Resumable(messages, [], 0, fence, scope, speakers), None)
 
 
 @dataclass
@@ -404,6 +412,7 @@ class Resumable:
     round: int
     fence: Fence
     scope: str
+    speakers: dict[str, str]  # name -> user id: whose words each `name` marks (erasure scrubs by it)
 
     def state(self, pending: list[dict[str, str]]) -> dict[str, Any]:
         return {
@@ -413,6 +422,7 @@ class Resumable:
             "round": self.round,
             "fence": self.fence.nonce,
             STATE_SCOPE: self.scope,
+            "speakers": self.speakers,
             "pending": pending,
         }
 

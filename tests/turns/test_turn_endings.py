@@ -4,6 +4,7 @@ worker calls them (claim, write). alice owns, bob and dave participate, charlie 
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from conftest import client_for
 from streaming.models import Event
-from tests.factories import ConversationFactory
+from tests.factories import PASSWORD, ConversationFactory
 from turns import services
 from turns.inbox.models import InboxRequest
 from turns.inbox.selectors import inbox_open_count
@@ -159,4 +160,67 @@ def test_a_turn_waiting_with_personal_context_fails_when_someone_joined_since(wo
     assert rows == [], "its saved model request holds alice's memory from everywhere: bob would read the answer"
     turn = Turn.objects.get(id=turn_id)
     assert turn.status == "failed" and "joined" in turn.error
+    assert turn.state is None, "a finished turn keeps no model request"
     assert types_of(bob) == ["approval.resolved", "assistant.failed"], "no word of the answer reached bob"
+
+
+BOB_SAID = "My passport number is X1234567, keep it safe"
+
+
+def test_erasure_scrubs_the_erased_users_words_from_other_users_turns_and_inbox_rows(workspace, alice, bob):
+    conversation = ConversationFactory(workspace=workspace, topic="T", participants=[bob], responder="echo")
+    bobs = post(bob, conversation, BOB_SAID)
+    alices = post(alice, conversation, "Please note the passport number")
+    [row], _ = services.turns_claim(owner=OWNER, limit=10)
+    assert row.id == bobs
+    services.turns_write(owner=OWNER, writes=[TurnWrite(row.id, finish="completed", content=f"Noted: {BOB_SAID}")])
+    [row], _ = services.turns_claim(owner=OWNER, limit=10)
+    assert row.id == alices
+    # alice's llm turn, paused as the llm responder pauses: her model request holds bob's words (his
+    # message, his remembered item, and the arguments the model built from them).
+    arguments = {"title": "Passport", "body": BOB_SAID}
+    messages = [
+        {"role": "system", "content": "You are the assistant ... in a conversation between Alice, Bob. ..."},
+        {
+            "role": "user",
+            "name": "Bob",
+            "content": "<<data:00ff remembered items>>\n- Blood type AB negative\n<<end data:00ff>>",
+        },
+        {"role": "user", "name": "Bob", "content": BOB_SAID},
+        {"role": "assistant", "content": f"Noted: {BOB_SAID}"},
+        {"role": "user", "name": "Alice", "content": "Please note the passport number"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "notes__add_note", "arguments": json.dumps(arguments)},
+                }
+            ],
+        },
+    ]
+    data = {"expert": "notes", "tool": "add_note", "arguments": arguments}
+    state = {
+        "responder": "llm",
+        "messages": messages,
+        "answer": [],
+        "round": 0,
+        "speakers": {"Alice": str(alice.id), "Bob": str(bob.id)},
+        "pending": [{"id": "c1", "name": "notes__add_note", "arguments": json.dumps(arguments)}],
+        "asked": {"kind": "approval", **data},
+    }
+    services.turns_write(owner=OWNER, writes=[TurnWrite(row.id, pause=Pause(kind="approval", data=data, state=state))])
+
+    erased = client_for(bob).delete("/account", {"password": PASSWORD}, format="json")
+    assert erased.status_code == 204, erased.content
+
+    turn = Turn.objects.get(id=alices)
+    kept = json.dumps(turn.state)
+    assert "X1234567" not in kept and "AB negative" not in kept and "Bob" not in kept, kept
+    assert "Please note the passport number" in kept, "alice's own words stay"
+    request = InboxRequest.objects.get(turn_id=alices)
+    assert "X1234567" not in json.dumps(request.data)
+    assert request.data["arguments"] == turn.state["asked"]["arguments"], "the approval still shows what would be sent"
+    assert Turn.objects.get(id=alices).status == "waiting", "alice's turn goes on, without bob's words"
