@@ -543,9 +543,13 @@ def turns_user_forget(*, user_id: uuid.UUID) -> None:
         Turn.objects.select_for_update()
         .filter(conversation_id__in=conversation_ids, state__isnull=False)
         .exclude(user_id=user_id)
+        .order_by("id")
     )
     requests = list(
-        InboxRequest.objects.select_for_update().filter(conversation_id__in=conversation_ids).exclude(user_id=user_id)
+        InboxRequest.objects.select_for_update()
+        .filter(conversation_id__in=conversation_ids)
+        .exclude(user_id=user_id)
+        .order_by("id")
     )
     places = {turn.conversation_id for turn in turns} | {request.conversation_id for request in requests}
     words = {conversation_id: _said_by(user_id, conversation_id) for conversation_id in places}
