@@ -54,6 +54,9 @@ ENV = {
 }
 TERMINAL = {"assistant.completed", "assistant.failed", "assistant.cancelled"}
 LONG = " ".join(f"w{n}" for n in range(60))  # 60 echo chunks, 40 ms apart: about 2.4 s
+# A turn a test stops (cancel, interrupt, a killed worker) or posts beside: 500 chunks, 20 s or more,
+# so it is never a race with the turn's own end, however slow the machine (it ends when stopped).
+ENDLESS = " ".join(f"e{n}" for n in range(500))
 
 
 def turn_worker(env: dict[str, str]) -> ServerProcess:
@@ -228,13 +231,13 @@ def test_cancel_stops_a_running_turn(system):
     site, _ = system
     conversation = site.conversation("echo")
     with site.stream("alice") as alice:
-        turn_id = site.post("alice", conversation, LONG)["turn_id"]
+        turn_id = site.post("alice", conversation, ENDLESS)["turn_id"]
         first_of(alice, turn_id, "assistant.delta")
         response = httpx2.post(f"{site.url}/turns/{turn_id}/cancel", headers=site.auth("bob"))
         assert response.status_code == 202
         rest = until_end(alice, turn_id)
     assert rest[-1][1]["type"] == "assistant.cancelled"
-    assert deltas(rest) != LONG
+    assert deltas(rest) != ENDLESS
     turn = httpx2.get(f"{site.url}/turns/{turn_id}", headers=site.auth("alice")).json()["turn"]
     assert turn["status"] == "cancelled"
     late = httpx2.post(f"{site.url}/turns/{turn_id}/cancel", headers=site.auth("alice"))
