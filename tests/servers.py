@@ -65,7 +65,7 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *, timeout: float = 30.0) -> ServerProcess:
+    def start(self, *, timeout: float = 90.0) -> ServerProcess:  # a liveness bound: a loaded machine starts slowly
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

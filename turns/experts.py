@@ -32,11 +32,12 @@ def _function_name(expert: str, tool: str, taken: set[str]) -> str:
     return name
 
 
-async def workspace_tools(*, workspace_id: uuid.UUID, user_id: uuid.UUID) -> list[FunctionTool]:
-    """The tools offered to the model in a turn of `user_id` (none for an inactive user)."""
+async def workspace_tools(*, workspace_id: uuid.UUID, user_id: uuid.UUID, shared: bool) -> list[FunctionTool]:
+    """The tools offered to the model in a turn of `user_id` (none for an inactive user); `shared`:
+    the conversation has other participants (a tool without a `tool_policy` entry asks there)."""
     functions: list[FunctionTool] = []
     taken: set[str] = set()
-    for tool in await expert_tools(workspace_id=workspace_id, user_id=user_id):
+    for tool in await expert_tools(workspace_id=workspace_id, user_id=user_id, shared=shared):
         name = _function_name(tool.expert, tool.name, taken)
         taken.add(name)
         functions.append(
@@ -52,8 +53,8 @@ async def workspace_tools(*, workspace_id: uuid.UUID, user_id: uuid.UUID) -> lis
     return functions
 
 
-async def tool_policy(*, user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str) -> str:
-    return await expert_tool_policy(user_id=user_id, workspace_id=workspace_id, expert=expert, tool=tool)
+async def tool_policy(*, user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str, shared: bool) -> str:
+    return await expert_tool_policy(user_id=user_id, workspace_id=workspace_id, expert=expert, tool=tool, shared=shared)
 
 
 async def call(

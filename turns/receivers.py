@@ -1,5 +1,6 @@
 """The turn of an input is written in the transaction that accepts the input (`messages_created`),
-which first asks which of its conversations have a turn open (`conversations_busy`, for `turn_policy`)."""
+which first asks which of its conversations have a turn open (`conversations_busy`, for `turn_policy`).
+A user being deleted (`user_deleting`) leaves the other participants' turns and inbox requests."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from django.dispatch import receiver
 
+from accounts.signals import user_deleting
 from turns import services
 from workspaces.services import CreatedInput
 from workspaces.signals import conversations_busy, messages_created
@@ -20,3 +22,8 @@ def create_turns(sender: Any, created: list[CreatedInput], **kwargs: Any) -> Non
 @receiver(conversations_busy, dispatch_uid="turns.conversations_busy")
 def busy_conversations(sender: Any, conversation_ids: set, **kwargs: Any) -> set:
     return services.conversations_open_turns(conversation_ids=conversation_ids)
+
+
+@receiver(user_deleting, dispatch_uid="turns.forget_user")
+def forget_user(sender: Any, user: Any, **kwargs: Any) -> None:
+    services.turns_user_forget(user_id=user.id)

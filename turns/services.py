@@ -7,6 +7,8 @@ copies are returned to the caller, which publishes them only after the commit.
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,8 +25,10 @@ from mcp_services.outbox import services as memory_outbox
 from streaming.services import LiveMessage, NewEvent, events_append, events_publish
 from turns.events import turn_event
 from turns.inbox import services as inbox
+from turns.inbox.models import InboxRequest
 from turns.inbox.services import Pause
 from turns.models import Turn
+from turns.selectors import speaker_names
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids, conversation_settings
 from workspaces.services import CreatedInput, message_data
@@ -95,12 +99,13 @@ def _interrupt(newest: dict[uuid.UUID, uuid.UUID]) -> Live:
         if turn.status == Turn.Status.WAITING:
             waiting.append(turn)
         if turn.status in (Turn.Status.QUEUED, Turn.Status.WAITING):
-            turn.status, turn.head = Turn.Status.CANCELLED, False
+            turn.status, turn.head, turn.state = Turn.Status.CANCELLED, False, None
             turn.cancel_requested_at = turn.finished_at = now
             queued.append(turn)
         elif turn.cancel_requested_at is None:
             turn.cancel_requested_at = now
-        turn.save(update_fields=["status", "head", "cancel_requested_at", "cancel_reason", "finished_at"])
+        ended = ["state"] if turn.finished else []  # a running one keeps its state until its worker ends it
+        turn.save(update_fields=["status", "head", "cancel_requested_at", "cancel_reason", "finished_at", *ended])
     recipients = _recipients({turn.conversation_id for turn in queued})
     closed = [
         event
@@ -157,9 +162,9 @@ def turn_cancel(*, turn: Turn) -> Turn:
             recipients = _recipients({locked.conversation_id}).get(locked.conversation_id, [])
             # A waiting turn's open request expires with it (`approval.resolved` "expired" first).
             closed = inbox.turn_requests_close(turn=locked, recipients=recipients, now=now)
-            locked.status, locked.head = Turn.Status.CANCELLED, False
+            locked.status, locked.head, locked.state = Turn.Status.CANCELLED, False, None
             locked.cancel_requested_at = locked.finished_at = now
-            locked.save(update_fields=["status", "head", "cancel_requested_at", "finished_at"])
+            locked.save(update_fields=["status", "head", "cancel_requested_at", "finished_at", "state"])
             _heads_advance({locked.conversation_id})
             live = events_append(events=[*closed, _event(locked, CANCELLED, _cancelled(locked), recipients)])
         elif locked.cancel_requested_at is None:
@@ -276,23 +281,20 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         starting: dict[uuid.UUID, int] = {}  # per user, in this claim
         for turn in due:
             members = recipients.get(turn.conversation_id, [])
-            if turn.status == Turn.Status.RUNNING or not turn.user_active:
-                turn.error = (
-                    "The worker running this turn stopped (its lease expired)."
-                    if turn.status == Turn.Status.RUNNING
-                    else "The user who sent this input is no longer active."
-                )
-                code = ErrorCode.INTERNAL_ERROR if turn.status == Turn.Status.RUNNING else ErrorCode.PERMISSION_DENIED
+            refused = _not_runnable(turn, members)
+            if refused is not None:
+                code, turn.error = refused
                 turn.status, turn.finished_at, turn.lease_owner, turn.lease_expires_at = (
                     Turn.Status.FAILED,
                     now,
                     "",
                     None,
                 )
-                turn.head = False
+                turn.head, turn.state = False, None  # a finished turn keeps no model request
                 ended.append(turn)
-                if turn.status == Turn.Status.WAITING:  # its open request expires with it
-                    events.extend(inbox.turn_requests_close(turn=turn, recipients=members, now=now))
+                # Its open request expires with it: a waiting turn's, or a question its dead worker's
+                # call asked mid-call. Left open, it would count against INBOX_MAX_OPEN_PER_USER for ever.
+                events.extend(inbox.turn_requests_close(turn=turn, recipients=members, now=now))
                 events.append(_event(turn, FAILED, {"error": {"code": code, "message": turn.error}}, members))
                 continue
             if running.get(turn.user_id, 0) + starting.get(turn.user_id, 0) >= cap:
@@ -307,7 +309,7 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         events.extend(resolved)
         if ended:
             Turn.objects.bulk_update(
-                ended, ["status", "finished_at", "lease_owner", "lease_expires_at", "error", "head"]
+                ended, ["status", "finished_at", "lease_owner", "lease_expires_at", "error", "head", "state"]
             )
             _heads_advance({turn.conversation_id for turn in ended})
         lease = now + timedelta(seconds=settings.CORTEX["TURN_LEASE_SECONDS"])
@@ -357,6 +359,30 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
     return rows, live
 
 
+# The key of a responder's saved state (`Pause.state`) that says its model request holds the
+# requester's `personal` context: it may go on only while they are alone in the conversation.
+STATE_SCOPE = "scope"
+
+
+def _not_runnable(turn: Any, members: list[uuid.UUID]) -> tuple[ErrorCode, str] | None:
+    """Why a due turn ends here instead of running (its code and message), or None. Checked when a
+    queued turn starts and when a waiting one resumes: time has passed since its input was
+    accepted, and it acts with its requester's authority for whoever takes part now."""
+    if turn.status == Turn.Status.RUNNING:
+        return ErrorCode.INTERNAL_ERROR, "The worker running this turn stopped (its lease expired)."
+    if not turn.user_active:
+        return ErrorCode.PERMISSION_DENIED, "The user who sent this input is no longer active."
+    if turn.user_id not in members:
+        return ErrorCode.PERMISSION_DENIED, "The user who sent this input no longer takes part in this conversation."
+    personal = (turn.state or {}).get(STATE_SCOPE) == Conversation.ContextScope.PERSONAL
+    if turn.status == Turn.Status.WAITING and personal and any(user_id != turn.user_id for user_id in members):
+        return (
+            ErrorCode.PERMISSION_DENIED,
+            "Someone joined the conversation while this turn waited: it holds the requester's personal context.",
+        )
+    return None
+
+
 @dataclass
 class TurnWrite:
     """One turn's part of a worker's write: events, and maybe its end."""
@@ -391,6 +417,7 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
             conversation_settings(conversation_ids=places, lock=True)
         turns = {turn.id: turn for turn in Turn.objects.select_for_update().filter(id__in=ids)}
         recipients = _recipients({turn.conversation_id for turn in turns.values()})
+        asking = inbox.turns_with_open_requests(turn_ids=ending)
         states: dict[uuid.UUID, TurnState] = {}
         events: list[NewEvent] = []
         answers: list[Message] = []
@@ -416,7 +443,10 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
                 write.finish = "cancelled"
             if write.finish is None:
                 continue
+            if turn.id in asking:  # a question asked mid-call, whose call ends with the turn
+                events.extend(inbox.turn_requests_close(turn=turn, recipients=members, now=now))
             turn.lease_owner, turn.lease_expires_at, turn.finished_at, turn.head = "", None, now, False
+            turn.state = None  # a finished turn keeps no model request (other people's words among them)
             if write.finish == "completed":
                 answer = Message(
                     conversation_id=turn.conversation_id,
@@ -453,7 +483,16 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
         if finished:
             Turn.objects.bulk_update(
                 finished,
-                ["status", "lease_owner", "lease_expires_at", "finished_at", "result_message", "error", "head"],
+                [
+                    "status",
+                    "lease_owner",
+                    "lease_expires_at",
+                    "finished_at",
+                    "result_message",
+                    "error",
+                    "head",
+                    "state",
+                ],
             )
             _heads_advance({turn.conversation_id for turn in finished})
         renew = [turn.id for turn in turns.values() if turn.status == Turn.Status.RUNNING and turn.lease_owner == owner]
@@ -473,3 +512,103 @@ def turns_cancel_requested(*, owner: str, turn_ids: list[uuid.UUID]) -> set[uuid
             "id", flat=True
         )
     )
+
+
+# --- erasure ---------------------------------------------------------------------------------------
+
+ERASED = "[erased]"
+ERASED_NAME = "erased"
+SCRUB_MIN_CHARS = 8  # a shorter message is removed where it is attributed, never searched for as text
+SCRUB_MESSAGES = 500  # per conversation, the erased user's latest messages searched for as text
+
+
+def turns_user_forget(*, user_id: uuid.UUID) -> None:
+    """Before a user is deleted (`accounts.signals.user_deleting`, in its transaction): their words
+    leave the other participants' turns and inbox requests (their own go with them).
+
+    An open turn keeps the model request it waits with (`Turn.state`): there, the messages and
+    remembered items attributed to the user (by the name the turn used, `state["speakers"]`) become
+    `[erased]` and their name `erased`, and any verbatim copy of their messages elsewhere in it (an
+    answer quoting them, the arguments the model built from them) is cut out, as it is in the inbox
+    requests of those conversations (so an approval still shows exactly what would be sent). A
+    finished turn's state is no longer needed and is dropped."""
+    memberships = Conversation.participants.through.objects.filter(user_id=user_id)
+    conversation_ids = set(memberships.values_list("conversation_id", flat=True))
+    if not conversation_ids:
+        return
+    Turn.objects.filter(conversation_id__in=conversation_ids, state__isnull=False).filter(
+        status__in=Turn.FINISHED
+    ).update(state=None)
+    turns = list(
+        Turn.objects.select_for_update()
+        .filter(conversation_id__in=conversation_ids, state__isnull=False)
+        .exclude(user_id=user_id)
+        .order_by("id")
+    )
+    requests = list(
+        InboxRequest.objects.select_for_update()
+        .filter(conversation_id__in=conversation_ids)
+        .exclude(user_id=user_id)
+        .order_by("id")
+    )
+    places = {turn.conversation_id for turn in turns} | {request.conversation_id for request in requests}
+    words = {conversation_id: _said_by(user_id, conversation_id) for conversation_id in places}
+    names = {
+        conversation_id: speaker_names(conversation_id=conversation_id, user_ids={user_id}).get(user_id, "")
+        for conversation_id in {turn.conversation_id for turn in turns}
+    }
+    for turn in turns:
+        state = _state_scrubbed(turn.state or {}, user_id, names[turn.conversation_id])
+        turn.state = _scrubbed(state, words[turn.conversation_id])
+    Turn.objects.bulk_update(turns, ["state"])
+    for request in requests:
+        request.data = _scrubbed(request.data, words[request.conversation_id])
+        request.answer = _scrubbed(request.answer, words[request.conversation_id])
+    InboxRequest.objects.bulk_update(requests, ["data", "answer"])
+
+
+def _said_by(user_id: uuid.UUID, conversation_id: uuid.UUID) -> list[str]:
+    """The needles for the user's words in a conversation: their latest messages (inputs, and the
+    answers to their turns), as text and as they read inside JSON text, longest first."""
+    contents = Message.objects.filter(sender_id=user_id, conversation_id=conversation_id).order_by("-created_at")
+    needles: set[str] = set()
+    for content in contents.values_list("content", flat=True)[:SCRUB_MESSAGES]:
+        if len(content) >= SCRUB_MIN_CHARS:
+            needles.update((content, json.dumps(content)[1:-1]))
+    return sorted(needles, key=len, reverse=True)
+
+
+def _state_scrubbed(state: dict[str, Any], user_id: uuid.UUID, name_now: str) -> dict[str, Any]:
+    """The messages of a saved model request that are attributed to the user, emptied."""
+    speakers: dict[str, str] = state.get("speakers") or {}
+    theirs = {name for name, speaker in speakers.items() if speaker == str(user_id)}
+    if not speakers and name_now:  # saved before turns recorded their speakers: the name as it is now
+        theirs = {name_now}
+    if not theirs:
+        return state
+    pattern = re.compile("|".join(rf"\b{re.escape(name)}\b" for name in sorted(theirs, key=len, reverse=True)))
+    messages = []
+    for message in state.get("messages") or []:
+        if message.get("name") in theirs:
+            message = {**message, "name": ERASED_NAME, "content": ERASED}
+        elif message.get("role") == "system" and isinstance(message.get("content"), str):
+            message = {**message, "content": pattern.sub(ERASED_NAME, message["content"])}
+        messages.append(message)
+    kept = {name: speaker for name, speaker in speakers.items() if name not in theirs}
+    return {**state, "messages": messages, **({"speakers": kept} if "speakers" in state else {})}
+
+
+def _scrubbed(value: Any, needles: list[str]) -> Any:
+    """`value` (JSON) with every verbatim copy of the needles replaced by `[erased]`."""
+    if not needles:
+        return value
+    if isinstance(value, str):
+        for needle in needles:
+            if needle in value:
+                value = value.replace(needle, ERASED)
+        return value
+    if isinstance(value, list):
+        return [_scrubbed(item, needles) for item in value]
+    if isinstance(value, dict):
+        return {key: _scrubbed(item, needles) for key, item in value.items()}
+    return value

@@ -149,24 +149,28 @@ class Expert(models.Model):
 
     POLICIES = ("auto", "ask", "deny")
 
-    def policy_for(self, tool: str) -> str:
-        """`auto`, `ask` or `deny` for one tool: its `tool_policy` entry, else what the expert
-        itself says of it (`readOnlyHint`, stored at discovery as `read_only`): a tool that only
-        reads runs at once, anything else asks the requester first (a tool we know nothing about
-        may act)."""
+    def policy_for(self, tool: str, *, shared: bool = False) -> str:
+        """`auto`, `ask` or `deny` for one tool: its `tool_policy` entry (the owner's word), else
+        what the expert itself says of it (`readOnlyHint`, stored at discovery as `read_only`): a
+        tool that only reads runs at once, anything else asks the requester first (a tool we know
+        nothing about may act). `shared`: a turn in a conversation with other participants, who see
+        its results and whose words reach the model: there a tool without an entry asks whatever
+        the expert says (the expert's hint is not the owner's decision)."""
         policy = (self.tool_policy or {}).get(tool)
         if policy in self.POLICIES:
             return policy
+        if shared:
+            return "ask"
         entry = next((entry for entry in self.tools if entry.get("name") == tool), None)
         return "auto" if entry is not None and entry.get("read_only") is True else "ask"
 
-    def visible_tools(self) -> list[dict]:
+    def visible_tools(self, *, shared: bool = False) -> list[dict]:
         """The discovered tools the allowlist lets through, except those denied by `tool_policy`
-        (never offered to the model), each with its effective `policy`."""
+        (never offered to the model), each with its effective `policy` (`policy_for`)."""
         allowed = None if self.allowed_tools is None else set(self.allowed_tools)
         return [
             {**tool, "policy": policy}
             for tool in self.tools
             if (allowed is None or tool.get("name") in allowed)
-            and (policy := self.policy_for(tool.get("name", ""))) != "deny"
+            and (policy := self.policy_for(tool.get("name", ""), shared=shared)) != "deny"
         ]

@@ -132,9 +132,10 @@ async def expert_refresh(expert: Expert, *, user_id: uuid.UUID) -> Expert:
     return await db_call(services.expert_discovery_save)(expert=expert, discovery=found.outcome())
 
 
-async def expert_tools(*, workspace_id: uuid.UUID, user_id: uuid.UUID) -> list[ExpertTool]:
+async def expert_tools(*, workspace_id: uuid.UUID, user_id: uuid.UUID, shared: bool = False) -> list[ExpertTool]:
     """The tools of the workspace's experts that their allowlists let through, from the cache, for
-    `user_id` (`selectors.experts_for_member`: none for a user who takes no part, or is inactive).
+    `user_id` (`selectors.experts_for_member`: none for a user who takes no part, or is inactive),
+    each with its policy (`Expert.policy_for`; `shared`: for a conversation with other participants).
 
     Experts whose cached list has expired (the server's cache hint, or a list-changed
     notification) are re-discovered first, on that user's behalf, concurrently; one that cannot be
@@ -161,7 +162,7 @@ async def expert_tools(*, workspace_id: uuid.UUID, user_id: uuid.UUID) -> list[E
             policy=tool["policy"],
         )
         for expert in experts
-        for tool in expert.visible_tools()
+        for tool in expert.visible_tools(shared=shared)
     ]
 
 
@@ -176,11 +177,14 @@ def _expert_for(user_id: uuid.UUID, workspace_id: uuid.UUID, name: str) -> Exper
     )
 
 
-async def expert_tool_policy(*, user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str) -> str:
-    """The policy of one tool for a call on `user_id`'s behalf (a direct call asks this first);
-    an expert the user cannot reach is `auto` here: the call itself refuses it with its reason."""
+async def expert_tool_policy(
+    *, user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str, shared: bool = False
+) -> str:
+    """The policy of one tool for a call on `user_id`'s behalf (a direct call asks this first;
+    `shared`: `Expert.policy_for`); an expert the user cannot reach is `auto` here: the call itself
+    refuses it with its reason."""
     found = await db_call(_expert_for)(user_id, workspace_id, expert)
-    return "auto" if found is None else found.policy_for(tool)
+    return "auto" if found is None else found.policy_for(tool, shared=shared)
 
 
 async def expert_call(

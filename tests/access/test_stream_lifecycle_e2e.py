@@ -184,7 +184,7 @@ def test_open_streams_per_user_are_capped_with_429_before_the_stream_starts(site
     finally:
         streams.pop().close()
     # A slot is free again: the next stream opens and works.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while True:
         with SSEStream(site.url, token=erin) as stream:
             if stream.response.status_code == 200:
@@ -213,13 +213,14 @@ def test_a_resume_further_back_than_the_replay_limit_gets_reset_and_starts_at_th
 
 
 def test_a_stream_ends_when_its_access_token_expires_then_resumes_without_loss():
-    env_overrides = {**ENV, "ACCESS_TOKEN_SECONDS": "4"}
+    # 8 s: the token must outlive the sign-in, two streams, a WebSocket and a post on a loaded machine.
+    env_overrides = {**ENV, "ACCESS_TOKEN_SECONDS": "8"}
     with fresh_database() as db_env:
         env = server_env(**db_env, **env_overrides)
         create_users("grace@example.com", password=PASSWORD, env=env)
         with running(core_server(env=env, server="daphne")) as server:
             site = Site(env, server.url)
-            issued = time.monotonic()  # the token's 4 s start here (its `exp` is whole seconds: -1 s at most)
+            issued = time.monotonic()  # the token's 8 s start here (its `exp` is whole seconds: -1 s at most)
             token = site.token("grace")
             ticket = httpx2.post(f"{site.url}/output/ticket", headers=auth(token), timeout=10).json()["ticket"]
             with SSEStream(site.url, token=token) as stream, SSEStream(site.url, ticket=ticket) as by_ticket:
@@ -228,13 +229,13 @@ def test_a_stream_ends_when_its_access_token_expires_then_resumes_without_loss()
                 last_id, event = stream.event()
                 assert event["data"] == data and by_ticket.event()[1]["data"] == data
                 assert ws_event(connection)["data"] == data
-                events, ended = read_until_end(stream, timeout=15)
+                events, ended = read_until_end(stream, timeout=30)
                 assert events == [{"type": "end", "reason": "token_expired"}]
-                assert 2.9 <= ended - issued < 12
-                assert read_until_end(by_ticket, timeout=15)[0] == [{"type": "end", "reason": "token_expired"}]
+                assert 6.9 <= ended - issued < 40  # not before it expires; the upper bound is liveness
+                assert read_until_end(by_ticket, timeout=30)[0] == [{"type": "end", "reason": "token_expired"}]
                 with pytest.raises(ConnectionClosed) as closed:
                     while True:
-                        connection.recv(timeout=15)
+                        connection.recv(timeout=30)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
             # Reconnect with a fresh token and the last id: nothing is lost.
             fresh = site.token("grace")

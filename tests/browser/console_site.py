@@ -93,7 +93,10 @@ class ConsoleSite:
 
 
 def wait_live(page: Any, timeout: float = 20_000) -> None:
+    """The stream is live and the console has started: its navigation is drawn once the directory
+    and the features are known, which may come after the stream (they race)."""
     page.wait_for_selector('#connection[data-state="live"]', timeout=timeout)
+    page.wait_for_selector("#nav a[href='#/activity']", timeout=timeout)
 
 
 def texts(page: Any, selector: str) -> list[str]:

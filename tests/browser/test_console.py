@@ -16,7 +16,9 @@ from tests.mcp.conftest import wait_until
 pytestmark = pytest.mark.e2e
 
 HOSTILE = ("<img src=x onerror=alert(1)>", "[x](javascript:alert(1))")
-LONG = " ".join(f"word{n}" for n in range(80))  # 80 echo chunks, 150 ms apart: about 12 s
+# 300 echo chunks, 150 ms apart: about 45 s, so stopping it is never a race with its end (it is stopped
+# within seconds; a loaded machine only makes it take longer).
+LONG = " ".join(f"word{n}" for n in range(300))
 
 
 @pytest.fixture(scope="module")
@@ -187,9 +189,12 @@ def test_hostile_markup_from_people_and_the_model_renders_as_text(site: ConsoleS
     context = site.new_context()
     try:
         page = site.sign_in(context, "alice", f"#/c/{conversation}")
-        for content in HOSTILE:
+        answered = page.locator(".message.assistant[data-status='completed']")
+        for count, content in enumerate(HOSTILE, start=1):
             site.post("bob", content, conversation)  # the echo responder answers it back: model output too
-        wait_until(lambda: len(page.locator(".message.assistant[data-status='completed']").all()) == 2, timeout=30)
+            # Its answer before the next post: with `queue`, a second post may otherwise come before the
+            # first answer, and the page (rightly) shows messages in time order.
+            wait_until(lambda count=count: answered.count() == count, timeout=30)
         assert texts(page, ".message .text") == [HOSTILE[0], HOSTILE[0], HOSTILE[1], HOSTILE[1]]
         assert page.locator("main img").count() == 0
         assert page.locator("a[href^='javascript']").count() == 0

@@ -125,10 +125,12 @@ async def test_a_huge_json_rpc_error_message_is_cut_before_it_reaches_anyone(hos
 
 async def test_discoveries_are_bounded_in_number_and_time(hostile, settings):
     """Six discoveries of an expert that never answers its tools/list, two slots: at most two
-    connections are held at once, and every one has its answer within twice the time limit."""
+    connections are held at once, and every one has its answer within twice the time limit (a
+    discovery waiting for a slot without a bound would take three: the bound below tells them apart
+    with a time limit's worth of room for a loaded machine)."""
     hostile.mode, hostile.target, hostile.most_running = "stall", "tools/list", 0
     settings.EXPERT_DISCOVERY_CONCURRENCY = 2
-    limit = 1.0
+    limit = 3.0
     caller = Caller(uuid.uuid4(), uuid.uuid4())
     started = time.monotonic()
     results = await asyncio.gather(
@@ -137,7 +139,7 @@ async def test_discoveries_are_bounded_in_number_and_time(hostile, settings):
     )
     elapsed = time.monotonic() - started
     assert hostile.most_running == 2, f"{hostile.most_running} held at once"
-    assert elapsed < 2 * limit + 1.5, elapsed
+    assert elapsed < 3 * limit, elapsed
     busy = [result for result in results if isinstance(result, CortexError)]
     timed_out = [result for result in results if not isinstance(result, BaseException)]
     assert len(busy) + len(timed_out) == 6, results

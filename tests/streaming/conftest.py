@@ -15,7 +15,7 @@ from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from accounts.services import token_pair_issue
 from conftest import client_for
 
-TIMEOUT = 5
+TIMEOUT = 15  # a liveness bound: in-process, yet the machine may be loaded
 
 
 @pytest.fixture(autouse=True)

@@ -143,6 +143,23 @@ def test_tool_policy_defaults_from_read_only_hint_and_entries_override(workspace
     assert expert.policy_for("add_note") == "auto"
 
 
+def test_in_a_shared_conversation_a_tool_without_an_entry_asks_whatever_its_hint(workspace):
+    expert = Expert(
+        workspace=workspace,
+        name="notes",
+        url="http://127.0.0.1:1/mcp",
+        tools=[{"name": "get_note", "read_only": True}, {"name": "search_notes", "read_only": True}],
+        tool_policy={"search_notes": "auto"},  # the owner's own word
+    )
+    assert expert.policy_for("get_note") == "auto", "alone: the expert's readOnlyHint"
+    assert expert.policy_for("get_note", shared=True) == "ask"
+    assert expert.policy_for("search_notes", shared=True) == "auto"
+    assert {tool["name"]: tool["policy"] for tool in expert.visible_tools(shared=True)} == {
+        "get_note": "ask",
+        "search_notes": "auto",
+    }
+
+
 def test_tool_policy_is_set_by_patch_and_refused_when_unknown(alice, workspace):
     expert = Expert.objects.create(workspace=workspace, name="notes", url="http://127.0.0.1:1/mcp", status="ok")
     url = f"/config/workspace/{workspace.id}/experts/{expert.id}"

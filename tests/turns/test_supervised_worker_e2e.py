@@ -15,7 +15,7 @@ from tests.mcp.conftest import PASSWORD, TOKEN, memory_history_if_up, wait_until
 from tests.mcp.test_run_cortex_e2e import full_log, group
 from tests.servers import create_user, free_port, fresh_database
 from tests.streaming.clients import SSEStream, login
-from tests.turns.test_turns_e2e import LONG, first_of, until_end
+from tests.turns.test_turns_e2e import ENDLESS, first_of, until_end
 
 # Supervision is the same whatever the database (`make test` runs this in its SQLite pass only); an
 # expired lease failing its turn is tested on both databases in tests/turns/test_turns_api.py.
@@ -46,7 +46,7 @@ def test_killed_turn_worker_is_restarted_and_its_turn_ends_failed_not_stuck():
                 return httpx2.post(f"{base}/input", json=body, headers=auth, timeout=30).json()["turn_id"]
 
             with SSEStream(base, token=token) as stream:
-                doomed = post(LONG)
+                doomed = post(ENDLESS)
                 first_of(stream, doomed, "assistant.delta")  # the supervised worker relays to this core
                 worker_pid = int(re.findall(r"started turn-worker \(pid (\d+)\)", full_log(supervisor))[-1])
                 os.kill(worker_pid, signal.SIGKILL)

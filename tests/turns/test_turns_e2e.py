@@ -9,6 +9,7 @@ core's streams through `/internal/events` (CORTEX_CORE_URL), and streams resume 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from tests.servers import (
     server_env,
 )
 from tests.streaming.clients import SSEStream, login
-from turns.responders import TOOL_RESULT_CHARS, quoted
+from turns.responders import TOOL_RESULT_CHARS, Fence
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +54,9 @@ ENV = {
 }
 TERMINAL = {"assistant.completed", "assistant.failed", "assistant.cancelled"}
 LONG = " ".join(f"w{n}" for n in range(60))  # 60 echo chunks, 40 ms apart: about 2.4 s
+# A turn a test stops (cancel, interrupt, a killed worker) or posts beside: 500 chunks, 20 s or more,
+# so it is never a race with the turn's own end, however slow the machine (it ends when stopped).
+ENDLESS = " ".join(f"e{n}" for n in range(500))
 
 
 def turn_worker(env: dict[str, str]) -> ServerProcess:
@@ -140,7 +144,14 @@ def signed_in(cls: type[Site], *, core_url: str, env: dict[str, str], llm_log: P
         f"{core_url}/config/workspace/{workspace['id']}/experts",
         # add_note would ask for approval (it is not read-only): these tests are about the tool call
         # itself (tests/turns/test_inbox_e2e.py: the asking).
-        json={"name": "notes", "url": f"{notes_url}/mcp", "auth": "core_token", "tool_policy": {"add_note": "auto"}},
+        # search_notes too: it only reads, but in a conversation of several people a tool runs at once
+        # only when the owner says so.
+        json={
+            "name": "notes",
+            "url": f"{notes_url}/mcp",
+            "auth": "core_token",
+            "tool_policy": {"add_note": "auto", "search_notes": "auto"},
+        },
         headers=alice,
         timeout=30,
     )
@@ -220,13 +231,13 @@ def test_cancel_stops_a_running_turn(system):
     site, _ = system
     conversation = site.conversation("echo")
     with site.stream("alice") as alice:
-        turn_id = site.post("alice", conversation, LONG)["turn_id"]
+        turn_id = site.post("alice", conversation, ENDLESS)["turn_id"]
         first_of(alice, turn_id, "assistant.delta")
         response = httpx2.post(f"{site.url}/turns/{turn_id}/cancel", headers=site.auth("bob"))
         assert response.status_code == 202
         rest = until_end(alice, turn_id)
     assert rest[-1][1]["type"] == "assistant.cancelled"
-    assert deltas(rest) != LONG
+    assert deltas(rest) != ENDLESS
     turn = httpx2.get(f"{site.url}/turns/{turn_id}", headers=site.auth("alice")).json()["turn"]
     assert turn["status"] == "cancelled"
     late = httpx2.post(f"{site.url}/turns/{turn_id}/cancel", headers=site.auth("alice"))
@@ -250,12 +261,13 @@ def test_llm_turn_streams_the_model_and_calls_the_expert_tool_it_asks_for(system
     assert (call["expert"], call["tool"], call["arguments"]) == ("notes", "add_note", {"title": "milk"})
     assert result["call_id"] == call["call_id"] and "error" not in result, result
     text = deltas(events)
-    # The model read the tool's result as bounded data (the fake model answers with what it read).
-    read = quoted("result of notes__add_note", result["result"]["content"], TOOL_RESULT_CHARS)
-    assert text == "Noted: " + read and events[-1][1]["data"]["content"] == text
     requests = [json.loads(line) for line in site.llm_log.read_text().splitlines()]
     assert len(requests) == 2
     first, second = requests[0], requests[1]
+    # The model read the tool's result as bounded data, fenced with the turn's nonce (the fake model
+    # answers with what it read).
+    read = fence_of(first["body"]).quote("result of notes__add_note", result["result"]["content"], TOOL_RESULT_CHARS)
+    assert text == "Noted: " + read and events[-1][1]["data"]["content"] == text
     assert first["headers"]["authorization"] == f"Bearer {LLM_KEY}"
     assert first["body"]["model"] == "fake-model" and first["body"]["stream"] is True
     assert first["body"]["messages"][-1] == {"role": "user", "name": "alice", "content": "remember milk [tool]"}
@@ -292,8 +304,22 @@ def test_model_asking_for_a_tool_it_was_not_offered_is_told_and_goes_on(system):
     result = next(event["data"] for _, event in events if event["type"] == "tool.result")
     assert result["error"]["code"] == "not_found"
     assert events[-1][1]["type"] == "assistant.completed"
-    told = quoted("result of notes__add_note", "Error (not_found): No tool named 'notes__add_note' here.", 99)
+    [request] = [
+        json.loads(line)["body"]
+        for line in site.llm_log.read_text().splitlines()
+        if json.loads(line)["body"]["messages"][-1].get("content") == "again [tool]"
+    ]
+    told = fence_of(request).quote(
+        "result of notes__add_note", "Error (not_found): No tool named 'notes__add_note' here.", 99
+    )
     assert events[-1][1]["data"]["content"] == "Noted: " + told, "the model was told, as data"
+
+
+def fence_of(request: dict) -> Fence:
+    """The turn's fence, as its system message names it."""
+    found = re.search(r"<<data:([0-9a-f]{16}) \.\.\.>>", request["messages"][0]["content"])
+    assert found is not None, request["messages"][0]["content"]
+    return Fence(found.group(1))
 
 
 def _expert_id(site: Site) -> str:

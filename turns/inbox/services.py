@@ -160,8 +160,18 @@ def turns_resume(*, turns: list[Turn], recipients: dict[uuid.UUID, list[uuid.UUI
     return resolutions, events
 
 
+def turns_with_open_requests(*, turn_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these turns have an open request (one read for a write's ending turns)."""
+    if not turn_ids:
+        return set()
+    rows = InboxRequest.objects.filter(turn_id__in=turn_ids, status=InboxRequest.Status.OPEN)
+    return set(rows.values_list("turn_id", flat=True))
+
+
 def turn_requests_close(*, turn: Turn, recipients: list[uuid.UUID], now: datetime) -> list[NewEvent]:
-    """A waiting turn that is cancelled: its open request expires with it."""
+    """A turn that ends while a request is open (a waiting turn cancelled or failed, a turn that
+    ends during a mid-call question): the request expires with it (`approval.resolved` "expired",
+    `question.answered` "cancel"), so it no longer counts against INBOX_MAX_OPEN_PER_USER."""
     events = []
     for request in InboxRequest.objects.select_for_update().filter(turn=turn, status=InboxRequest.Status.OPEN):
         request.answer = {"decision": "expired"} if request.kind == InboxRequest.Kind.APPROVAL else {"action": "cancel"}
