@@ -18,6 +18,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
+from common.wakeups import wake
 from mcp_services.outbox import delivery
 from mcp_services.outbox import services as memory_outbox
 from streaming.services import LiveMessage, NewEvent, events_append, events_publish
@@ -100,6 +101,7 @@ def _interrupt(newest: dict[uuid.UUID, uuid.UUID]) -> Live:
             queued.append(turn)
         elif turn.cancel_requested_at is None:
             turn.cancel_requested_at = now
+            wake()  # its worker stops it at its next round
         turn.save(update_fields=["status", "head", "cancel_requested_at", "cancel_reason", "finished_at"])
     recipients = _recipients({turn.conversation_id for turn in queued})
     closed = [
@@ -121,7 +123,8 @@ def _cancelled(turn: Turn) -> dict[str, Any]:
 
 def _heads_advance(conversation_ids: set[uuid.UUID]) -> None:
     """Mark the oldest open turn of each conversation as its head (after turns opened or ended;
-    the caller holds the conversations' locks). Reads one index entry per conversation."""
+    the caller holds the conversations' locks). Reads one index entry per conversation. A new head
+    may be due: the workers are woken once the transaction commits."""
     for conversation_id in conversation_ids:
         first = (
             Turn.objects.filter(_open(), conversation_id=conversation_id)
@@ -131,6 +134,7 @@ def _heads_advance(conversation_ids: set[uuid.UUID]) -> None:
         )
         if first is not None and not first[1]:
             Turn.objects.filter(id=first[0]).update(head=True)
+            wake()
 
 
 def _event(turn: Turn | TurnRow, type_: str, data: dict[str, Any], recipients: list[uuid.UUID]) -> NewEvent:
@@ -165,6 +169,7 @@ def turn_cancel(*, turn: Turn) -> Turn:
         elif locked.cancel_requested_at is None:
             locked.cancel_requested_at = now
             locked.save(update_fields=["cancel_requested_at"])
+            wake()  # its worker stops it at its next round
         transaction.on_commit(lambda: events_publish(live))
     return locked
 
@@ -309,6 +314,7 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
             Turn.objects.bulk_update(
                 ended, ["status", "finished_at", "lease_owner", "lease_expires_at", "error", "head"]
             )
+            wake()  # their users' shares are free again
             _heads_advance({turn.conversation_id for turn in ended})
         lease = now + timedelta(seconds=settings.CORTEX["TURN_LEASE_SECONDS"])
         deadline = now + timedelta(seconds=settings.CORTEX["TURN_TIME_LIMIT_SECONDS"])
@@ -411,6 +417,7 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
                 )
             if write.pause is not None and turn.cancel_requested_at is None:
                 events.extend(inbox.turn_pause(turn=turn, pause=write.pause, recipients=members, now=now))
+                wake()  # its user's running share is free again
                 continue
             if write.pause is not None:  # cancelled before it could ask: it ends instead
                 write.finish = "cancelled"
@@ -456,6 +463,7 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
                 ["status", "lease_owner", "lease_expires_at", "finished_at", "result_message", "error", "head"],
             )
             _heads_advance({turn.conversation_id for turn in finished})
+            wake()  # their users' running shares are free again
         renew = [turn.id for turn in turns.values() if turn.status == Turn.Status.RUNNING and turn.lease_owner == owner]
         if renew:
             lease = now + timedelta(seconds=settings.CORTEX["TURN_LEASE_SECONDS"])
