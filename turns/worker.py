@@ -274,6 +274,7 @@ class TurnWorker:
                     if time.monotonic() >= next_renew:
                         next_renew = time.monotonic() + renew_every
                         await self._renew()
+                        await db(services.turns_unpark_stranded)()
                 except Exception:
                     logger.exception("turn worker round failed; trying again")
                 # The next round: at a wake-up (a turn became due, a cancellation), at the stop, or
