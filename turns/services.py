@@ -316,7 +316,7 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         conversations = conversation_settings(conversation_ids={cid for _, cid in seen}, lock=True)
         due = list(
             Turn.objects.filter(_due(now, capped), id__in=[turn_id for turn_id, _ in seen])
-            .annotate(user_active=F("user__is_active"))
+            .annotate(user_active=F("user__is_active"), input_content=F("input_message__content"))
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("created_at", "id")[:limit]
         )
@@ -359,8 +359,10 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
                 resumed.append(turn)
             else:
                 events.append(_event(turn, STARTED, {"input_id": str(turn.input_message_id)}, members))
-        resolutions, resolved = inbox.turns_resume(turns=resumed, recipients=recipients, now=now)
-        events.extend(resolved)
+        resolutions: dict[uuid.UUID, dict[str, Any]] = {}
+        if resumed:
+            resolutions, resolved = inbox.turns_resume(turns=resumed, recipients=recipients, now=now)
+            events.extend(resolved)
         if ended:
             Turn.objects.bulk_update(
                 ended, ["status", "finished_at", "lease_owner", "lease_expires_at", "error", "head"]
@@ -392,9 +394,6 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         _park([user_id for user_id, count in starting.items() if running.get(user_id, 0) + count >= cap])
         _unpark(freed, now)
         live = events_append(events=events)
-        inputs = dict(
-            Message.objects.filter(id__in=[turn.input_message_id for turn in started]).values_list("id", "content")
-        )
     rows = [
         TurnRow(
             id=turn.id,
@@ -403,7 +402,7 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
             workspace_id=conversations[turn.conversation_id].workspace_id,
             user_id=turn.user_id,
             input_id=turn.input_message_id,
-            content=inputs[turn.input_message_id],
+            content=turn.input_content,
             deadline=turn.deadline,
             context_scope=conversations[turn.conversation_id].context_scope,
             direct_call=turn.direct_call,
