@@ -67,14 +67,14 @@ def wake(using: str = DEFAULT_DB_ALIAS) -> None:
     connection = connections[using]
     if kind == "postgresql":
         if connection.in_atomic_block:
-            if any(func is _notified for _, func, _ in connection.run_on_commit):
+            if any(entry[1] is _notified for entry in connection.run_on_commit):
                 return  # already in this transaction (PostgreSQL folds equal notifications anyway)
             transaction.on_commit(_notified, using=using)  # a marker, dropped with the transaction
         with connection.cursor() as cursor:
             cursor.execute(f"NOTIFY {PG_CHANNEL}")
         return
     send = _redis_publish if kind == "redis" else _loopback_send
-    if connection.in_atomic_block and any(func is send for _, func, _ in connection.run_on_commit):
+    if connection.in_atomic_block and any(entry[1] is send for entry in connection.run_on_commit):
         return  # one signal per transaction
     transaction.on_commit(send, using=using)
 
@@ -96,7 +96,9 @@ def _redis_publish() -> None:
             if _redis_client is None:
                 import redis
 
-                _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+                _redis_client = redis.Redis.from_url(
+                    str(settings.REDIS_URL), socket_timeout=2, socket_connect_timeout=2
+                )
         _redis_client.publish(redis_channel(), b"1")
     except Exception:  # noqa: BLE001 - the workers' poll finds the turn anyway
         logger.warning("turn wake-up through Redis failed; the workers' poll will find the turn", exc_info=True)
@@ -202,7 +204,7 @@ class Wakeups:
     async def _listen_redis(self) -> None:
         import redis.asyncio as aioredis
 
-        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=5)
+        client = aioredis.Redis.from_url(str(settings.REDIS_URL), socket_connect_timeout=5)
         try:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             await pubsub.subscribe(redis_channel())
