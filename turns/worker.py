@@ -1,8 +1,10 @@
 """The turn worker's runtime (`manage.py turn_worker`): many turns at once on one event loop.
 
-- Every `TURN_POLL_MS` the loop looks for due turns (a plain read; the claim's write transaction
-  runs only when there is something to claim), leases up to `TURN_CONCURRENCY`, and looks for
-  cancellations of the turns it runs; every third of `TURN_LEASE_SECONDS` it renews their leases.
+- At each wake-up (`common.wakeups`: a write made a turn due, or asked for a cancellation) and at
+  the latest every `TURN_POLL_MS` (the fallback), the loop looks for due turns (a plain read; the
+  claim's write transaction runs only when there is something to claim), leases up to
+  `TURN_CONCURRENCY`, and looks for cancellations of the turns it runs; every third of
+  `TURN_LEASE_SECONDS` it renews their leases (and unparks the heads of users left with none running).
 - Each turn runs as a task with its deadline (`TURN_TIME_LIMIT_SECONDS` from its start).
 - Database work runs on one thread (`sync_to_async`, thread-sensitive), and the turns' writes are
   group-committed by `LogWriter`: whatever the running turns have to write when the writer comes
