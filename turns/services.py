@@ -225,7 +225,7 @@ def _park(user_ids: list[uuid.UUID]) -> None:
 def _unpark(user_ids: set[uuid.UUID], now: Any) -> None:
     """After turns of these users stopped running (ended, paused, abandoned): as many of each one's
     oldest parked heads as their share now allows are runnable again (`turn_parked`), and the
-    workers are woken."""
+    workers are woken (their other queued heads and answered waiting turns may be due now too)."""
     if not user_ids:
         return
     cap = settings.CORTEX["TURN_MAX_RUNNING_PER_USER"]
@@ -234,11 +234,11 @@ def _unpark(user_ids: set[uuid.UUID], now: Any) -> None:
         free = cap - running.get(user_id, 0)
         if free <= 0:
             continue
+        wake()
         parked = Turn.objects.filter(user_id=user_id, head=True, status=Turn.Status.QUEUED, parked=True)
         ids = list(parked.order_by("created_at", "id").values_list("id", flat=True)[:free])
         if ids:
             Turn.objects.filter(id__in=ids).update(parked=False)
-            wake()
 
 
 def turns_unpark_stranded() -> int:
