@@ -51,8 +51,11 @@ lint: venv
 test-sqlite: venv
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
-# The end-to-end tests marked database_agnostic (the browser, shutdown, the supervisor) ran in the
-# SQLite pass; each xdist worker gets its own test database (pytest-django: test_postgres_gw0, ...).
+# The end-to-end tests marked database_agnostic ran in the SQLite pass: the browser, shutdown and the
+# supervisor, the bench smoke run, schemathesis, logs and metrics, the request guard, the hostile and
+# notes experts, the embedders, settings loading, the Redis layer and the pgvector stack (which brings
+# its own PostgreSQL). What touches the database runs again here (README, "Two commands"). Each xdist
+# worker gets its own test database (pytest-django: test_postgres_gw0, ...).
 test-postgres: venv
 	PY=$(PY) scripts/with_postgres.sh $(PY) -m pytest -m "not database_agnostic" $(XDIST) $(PYTEST_ARGS)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from collections.abc import Iterator
 
@@ -11,6 +12,10 @@ from rest_framework.test import APIClient
 
 from accounts.services import token_pair_issue
 from tests.factories import ConversationFactory, UserFactory, WorkspaceFactory
+
+# The processes the tests start hash passwords fast too (tests/process_settings.py; the benchmarks,
+# which share tests/servers.py, keep the real settings).
+os.environ.setdefault("CORTEX_PROCESS_SETTINGS", "tests.process_settings")
 
 
 @pytest.fixture
@@ -54,7 +59,8 @@ def api():
 
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
-    # The real PBKDF2 cost is exercised by the end-to-end servers; in-process tests use a fast hasher.
+    # Production's PBKDF2 costs half a second of CPU a hash: the tests (and their processes,
+    # tests/process_settings.py) use a fast hasher; the benchmarks run the real one.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 

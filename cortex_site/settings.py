@@ -559,6 +559,16 @@ CORTEX: dict[str, Any] = {
     "TURN_LEASE_SECONDS": env_int("TURN_LEASE_SECONDS", 30, minimum=2),
     "TURN_POLL_MS": env_int("TURN_POLL_MS", 100, minimum=10),
     "TURN_CONCURRENCY": env_int("TURN_CONCURRENCY", 64, minimum=1),
+    # Wake-ups (`turns.wakeups`): a write that makes a turn due wakes the workers at once; the poll
+    # above is the fallback. auto: LISTEN/NOTIFY on PostgreSQL, else Redis pub/sub with REDIS_URL,
+    # else a loopback datagram to the workers registered in TURN_WAKEUP_DIR; off: polling only.
+    "TURN_WAKEUPS": env_choice("TURN_WAKEUPS", "auto", ("auto", "postgresql", "redis", "loopback", "off")),
+    "TURN_WAKEUP_DIR": env_str("TURN_WAKEUP_DIR")
+    or str(
+        Path(DATABASES["default"]["NAME"]).with_name(Path(DATABASES["default"]["NAME"]).name + ".wake")
+        if DATABASES["default"]["ENGINE"].endswith("sqlite3")
+        else BASE_DIR / "var" / "turn-wakeups"
+    ),
     # Turns started by one user that run at once (across conversations and workers); the user's
     # further turns wait, so one user cannot take every slot of the workers.
     "TURN_MAX_RUNNING_PER_USER": env_int("TURN_MAX_RUNNING_PER_USER", 4, minimum=1),

@@ -45,8 +45,11 @@ def wait_for_port(port: int, *, timeout: float = 20.0, process: subprocess.Popen
 
 
 def server_env(**overrides: str) -> dict[str, str]:
-    """The environment of the test process (real settings, production mode) plus overrides."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "cortex_site.settings"}
+    """The environment of the test process (real settings, production mode) plus overrides. Under
+    pytest, the settings add fast password hashes (CORTEX_PROCESS_SETTINGS, tests/process_settings.py,
+    set by conftest.py); the benchmarks run the real settings alone."""
+    settings_module = os.environ.get("CORTEX_PROCESS_SETTINGS", "cortex_site.settings")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": settings_module}
     env.update(overrides)
     return env
 

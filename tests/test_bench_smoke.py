@@ -15,7 +15,7 @@ import pytest
 
 from tests.servers import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 
 def test_hotpath_benchmark_smoke_run_loses_nothing(tmp_path):

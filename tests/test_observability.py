@@ -32,6 +32,7 @@ def json_lines(process: ServerProcess) -> list[dict]:
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic
 def test_a_requests_id_joins_the_core_cognition_and_memory_lines_and_no_secret_is_logged():
     with stack() as system:
         system.env.update(LOG_FORMAT="json", LOG_LEVEL="INFO")
@@ -119,6 +120,7 @@ def test_metrics_are_served_only_with_the_scrape_token(api, alice, settings):
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic
 def test_metrics_count_requests_by_route_streams_events_and_service_calls():
     with stack() as system:
         system.env.update(TICKET_RATE="1/min")
@@ -186,6 +188,7 @@ def test_credentials_that_reach_a_log_message_by_accident_are_scrubbed(caplog):
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic
 def test_a_debug_mode_server_answers_unknown_paths_and_wrong_methods_with_the_envelope():
     """What `make run` serves (DEBUG=1): no HTML debug page outside the admin and the docs."""
     with stack() as system:
@@ -205,6 +208,7 @@ def test_a_debug_mode_server_answers_unknown_paths_and_wrong_methods_with_the_en
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic
 def test_metrics_of_several_worker_processes_are_served_together(tmp_path):
     """uvicorn --workers: whichever process answers the scrape counts every process's requests."""
     import sys

@@ -12,7 +12,7 @@ import pytest
 from tests.mcp.conftest import PASSWORD, running, stack
 from tests.servers import create_users
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 

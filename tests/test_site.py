@@ -37,6 +37,7 @@ def load_settings(**env: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic
 @pytest.mark.parametrize("missing", sorted(GOOD))
 def test_startup_refuses_production_without_required_setting(missing):
     env = {k: v for k, v in GOOD.items() if k != missing}
@@ -46,6 +47,7 @@ def test_startup_refuses_production_without_required_setting(missing):
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic
 @pytest.mark.parametrize(
     "env, message",
     [
@@ -64,6 +66,7 @@ def test_startup_refuses_insecure_or_malformed_settings(env, message):
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic
 def test_debug_is_off_by_default_and_production_settings_load():
     result = load_settings(**GOOD)
     assert result.returncode == 0, result.stderr
@@ -71,6 +74,7 @@ def test_debug_is_off_by_default_and_production_settings_load():
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic
 def test_debug_mode_runs_without_secrets():
     result = load_settings(DEBUG="1")
     assert result.returncode == 0, result.stderr

@@ -54,6 +54,11 @@ class Turn(models.Model):
     # opens or ends a turn (under the conversation's row lock), so the claim reads the heads alone
     # and its cost does not grow with the turns queued behind them.
     head = models.BooleanField(default=False)
+    # A queued head of a user at their running-turn cap (TURN_MAX_RUNNING_PER_USER) is parked by
+    # the claim, out of `turn_runnable`, so no claim reads it again while the cap holds; when one of
+    # the user's running turns ends, their oldest parked heads (as many as the share that freed) are
+    # unparked (`turns.services._unpark`).
+    parked = models.BooleanField(default=False)
     finished_at = models.DateTimeField(null=True, blank=True)
     result_message = models.ForeignKey(
         "workspaces.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -77,7 +82,17 @@ class Turn(models.Model):
             models.Index(fields=["resume_at"], name="turn_waiting", condition=models.Q(status="waiting")),
             models.Index(fields=["conversation", "created_at", "id"], name="turn_conversation_order"),
             models.Index(
-                fields=["created_at", "id"], name="turn_runnable", condition=models.Q(head=True, status="queued")
+                fields=["created_at", "id"],
+                name="turn_runnable",
+                condition=models.Q(head=True, status="queued", parked=False),
+            ),
+            models.Index(
+                fields=["user", "created_at", "id"],
+                name="turn_parked",
+                condition=models.Q(head=True, status="queued", parked=True),
+            ),
+            models.Index(
+                fields=["user"], name="turn_unparked", condition=models.Q(head=True, status="queued", parked=False)
             ),
             models.Index(
                 fields=["user", "lease_expires_at"], name="turn_running", condition=models.Q(status="running")

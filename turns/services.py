@@ -20,6 +20,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
+from common.wakeups import wake
 from mcp_services.outbox import delivery
 from mcp_services.outbox import services as memory_outbox
 from streaming.services import LiveMessage, NewEvent, events_append, events_publish
@@ -104,6 +105,7 @@ def _interrupt(newest: dict[uuid.UUID, uuid.UUID]) -> Live:
             queued.append(turn)
         elif turn.cancel_requested_at is None:
             turn.cancel_requested_at = now
+            wake()  # its worker stops it at its next round
         ended = ["state"] if turn.finished else []  # a running one keeps its state until its worker ends it
         turn.save(update_fields=["status", "head", "cancel_requested_at", "cancel_reason", "finished_at", *ended])
     recipients = _recipients({turn.conversation_id for turn in queued})
@@ -126,7 +128,8 @@ def _cancelled(turn: Turn) -> dict[str, Any]:
 
 def _heads_advance(conversation_ids: set[uuid.UUID]) -> None:
     """Mark the oldest open turn of each conversation as its head (after turns opened or ended;
-    the caller holds the conversations' locks). Reads one index entry per conversation."""
+    the caller holds the conversations' locks). Reads one index entry per conversation. A new head
+    may be due: the workers are woken once the transaction commits."""
     for conversation_id in conversation_ids:
         first = (
             Turn.objects.filter(_open(), conversation_id=conversation_id)
@@ -136,6 +139,7 @@ def _heads_advance(conversation_ids: set[uuid.UUID]) -> None:
         )
         if first is not None and not first[1]:
             Turn.objects.filter(id=first[0]).update(head=True)
+            wake()
 
 
 def _event(turn: Turn | TurnRow, type_: str, data: dict[str, Any], recipients: list[uuid.UUID]) -> NewEvent:
@@ -170,6 +174,7 @@ def turn_cancel(*, turn: Turn) -> Turn:
         elif locked.cancel_requested_at is None:
             locked.cancel_requested_at = now
             locked.save(update_fields=["cancel_requested_at"])
+            wake()  # its worker stops it at its next round
         transaction.on_commit(lambda: events_publish(live))
     return locked
 
@@ -200,9 +205,11 @@ def _open() -> Q:
     return Q(status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING, Turn.Status.WAITING])
 
 
-def _running_counts(now: Any) -> dict[uuid.UUID, int]:
+def _running_counts(now: Any, user_ids: set[uuid.UUID] | None = None) -> dict[uuid.UUID, int]:
     """Turns running under live leases, per user (a read of the running turns alone: `turn_running`)."""
     running = Turn.objects.filter(status=Turn.Status.RUNNING, lease_expires_at__gte=now)
+    if user_ids is not None:
+        running = running.filter(user_id__in=user_ids)
     return dict(running.order_by().values("user_id").annotate(count=Count("id")).values_list("user_id", "count"))
 
 
@@ -211,13 +218,57 @@ def _capped(running: dict[uuid.UUID, int]) -> list[uuid.UUID]:
     return [user_id for user_id, count in running.items() if count >= settings.CORTEX["TURN_MAX_RUNNING_PER_USER"]]
 
 
+def _park(user_ids: list[uuid.UUID]) -> None:
+    """Inside the claim: the queued heads of users at their cap leave `turn_runnable` (a read of
+    their unparked heads alone, `turn_unparked`: those that appeared since they were last parked)."""
+    if user_ids:
+        Turn.objects.filter(user_id__in=user_ids, head=True, status=Turn.Status.QUEUED, parked=False).update(
+            parked=True
+        )
+
+
+def _unpark(user_ids: set[uuid.UUID], now: Any) -> None:
+    """After turns of these users stopped running (ended, paused, abandoned): as many of each one's
+    oldest parked heads as their share now allows are runnable again (`turn_parked`), and the
+    workers are woken (their other queued heads and answered waiting turns may be due now too)."""
+    if not user_ids:
+        return
+    cap = settings.CORTEX["TURN_MAX_RUNNING_PER_USER"]
+    running = _running_counts(now, user_ids)
+    for user_id in user_ids:
+        free = cap - running.get(user_id, 0)
+        if free <= 0:
+            continue
+        wake()
+        parked = Turn.objects.filter(user_id=user_id, head=True, status=Turn.Status.QUEUED, parked=True)
+        ids = list(parked.order_by("created_at", "id").values_list("id", flat=True)[:free])
+        if ids:
+            Turn.objects.filter(id__in=ids).update(parked=False)
+
+
+def turns_unpark_stranded() -> int:
+    """The worker's safety net (every TURN_LEASE_SECONDS / 3): users with parked heads but no turn
+    running (their share freed by a path that did not unpark, or a raised cap) get them back. A read
+    of the parked heads alone; returns how many users it found."""
+    now = timezone.now()
+    parked = Turn.objects.filter(head=True, status=Turn.Status.QUEUED, parked=True)
+    if not parked.exists():
+        return 0
+    with transaction.atomic():
+        parked_users = set(parked.order_by().values_list("user_id", flat=True).distinct())
+        stranded = parked_users - set(_running_counts(now, parked_users))
+        _unpark(stranded, now)
+    return len(stranded)
+
+
 def _due(now: Any, capped: list[uuid.UUID]) -> Q:
     """Running turns whose lease expired (their worker died), and queued heads (the oldest open
     turn of their conversation: `head`) of users below their running-turn cap. The claim reads the
     heads in time order through `turn_runnable`, skipping the capped users' own heads: its cost
     grows with running turns and open conversations, not with the turns queued behind them."""
     expired = Q(status=Turn.Status.RUNNING, lease_expires_at__lt=now)
-    runnable = Q(head=True) & (Q(status=Turn.Status.QUEUED) | _resumable(now)) & ~Q(user_id__in=capped)
+    queued = Q(status=Turn.Status.QUEUED, parked=False)
+    runnable = Q(head=True) & (queued | _resumable(now)) & ~Q(user_id__in=capped)
     return expired | runnable
 
 
@@ -234,7 +285,8 @@ def turns_due_exist() -> bool:
     capped = _capped(_running_counts(now))
     return (
         Turn.objects.filter(status=Turn.Status.RUNNING, lease_expires_at__lt=now).exists()
-        or Turn.objects.filter(head=True, status=Turn.Status.QUEUED).exclude(user_id__in=capped).exists()
+        # A capped user's heads that are not parked yet count too: the claim parks them, once.
+        or Turn.objects.filter(head=True, status=Turn.Status.QUEUED, parked=False).exists()
         or Turn.objects.filter(_resumable(now)).exclude(user_id__in=capped).exists()
     )
 
@@ -256,7 +308,8 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         running = _running_counts(now)
         capped = _capped(running)
         expired = Turn.objects.filter(status=Turn.Status.RUNNING, lease_expires_at__lt=now)
-        heads = Turn.objects.filter(head=True, status=Turn.Status.QUEUED).exclude(user_id__in=capped)
+        _park(capped)  # their heads that appeared since they were last parked; none is read again
+        heads = Turn.objects.filter(head=True, status=Turn.Status.QUEUED, parked=False)
         resumable = Turn.objects.filter(_resumable(now), head=True).exclude(user_id__in=capped)
         seen = [
             *expired.order_by("created_at", "id").values_list("id", "conversation_id")[:limit],
@@ -268,7 +321,7 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         conversations = conversation_settings(conversation_ids={cid for _, cid in seen}, lock=True)
         due = list(
             Turn.objects.filter(_due(now, capped), id__in=[turn_id for turn_id, _ in seen])
-            .annotate(user_active=F("user__is_active"))
+            .annotate(user_active=F("user__is_active"), input_content=F("input_message__content"))
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("created_at", "id")[:limit]
         )
@@ -277,12 +330,15 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         started: list[Any] = []  # the claimed turns (annotated with `user_active`)
         resumed: list[Any] = []  # waiting turns going on (no second `assistant.started`)
         ended: list[Any] = []
+        freed: set[uuid.UUID] = set()  # users whose abandoned running turn ends here
         cap = settings.CORTEX["TURN_MAX_RUNNING_PER_USER"]
         starting: dict[uuid.UUID, int] = {}  # per user, in this claim
         for turn in due:
             members = recipients.get(turn.conversation_id, [])
             refused = _not_runnable(turn, members)
             if refused is not None:
+                if turn.status == Turn.Status.RUNNING:
+                    freed.add(turn.user_id)
                 code, turn.error = refused
                 turn.status, turn.finished_at, turn.lease_owner, turn.lease_expires_at = (
                     Turn.Status.FAILED,
@@ -305,8 +361,10 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
                 resumed.append(turn)
             else:
                 events.append(_event(turn, STARTED, {"input_id": str(turn.input_message_id)}, members))
-        resolutions, resolved = inbox.turns_resume(turns=resumed, recipients=recipients, now=now)
-        events.extend(resolved)
+        resolutions: dict[uuid.UUID, dict[str, Any]] = {}
+        if resumed:
+            resolutions, resolved = inbox.turns_resume(turns=resumed, recipients=recipients, now=now)
+            events.extend(resolved)
         if ended:
             Turn.objects.bulk_update(
                 ended, ["status", "finished_at", "lease_owner", "lease_expires_at", "error", "head", "state"]
@@ -335,10 +393,9 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         for turn in started:
             if turn.id in fresh:
                 turn.started_at, turn.deadline = now, deadline
+        _park([user_id for user_id, count in starting.items() if running.get(user_id, 0) + count >= cap])
+        _unpark(freed, now)
         live = events_append(events=events)
-        inputs = dict(
-            Message.objects.filter(id__in=[turn.input_message_id for turn in started]).values_list("id", "content")
-        )
     rows = [
         TurnRow(
             id=turn.id,
@@ -347,7 +404,7 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
             workspace_id=conversations[turn.conversation_id].workspace_id,
             user_id=turn.user_id,
             input_id=turn.input_message_id,
-            content=inputs[turn.input_message_id],
+            content=turn.input_content,
             deadline=turn.deadline,
             context_scope=conversations[turn.conversation_id].context_scope,
             direct_call=turn.direct_call,
@@ -422,6 +479,7 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
         events: list[NewEvent] = []
         answers: list[Message] = []
         finished: list[Turn] = []
+        freed: set[uuid.UUID] = set()  # users with a turn that stops running here
         for write in writes:
             turn = turns.get(write.turn_id)
             if turn is None or turn.status != Turn.Status.RUNNING or turn.lease_owner != owner:
@@ -438,6 +496,7 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
                 )
             if write.pause is not None and turn.cancel_requested_at is None:
                 events.extend(inbox.turn_pause(turn=turn, pause=write.pause, recipients=members, now=now))
+                freed.add(turn.user_id)
                 continue
             if write.pause is not None:  # cancelled before it could ask: it ends instead
                 write.finish = "cancelled"
@@ -495,6 +554,8 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
                 ],
             )
             _heads_advance({turn.conversation_id for turn in finished})
+            freed.update(turn.user_id for turn in finished)
+        _unpark(freed, now)  # their users' running shares are free again
         renew = [turn.id for turn in turns.values() if turn.status == Turn.Status.RUNNING and turn.lease_owner == owner]
         if renew:
             lease = now + timedelta(seconds=settings.CORTEX["TURN_LEASE_SECONDS"])

@@ -1,8 +1,10 @@
 """The turn worker's runtime (`manage.py turn_worker`): many turns at once on one event loop.
 
-- Every `TURN_POLL_MS` the loop looks for due turns (a plain read; the claim's write transaction
-  runs only when there is something to claim), leases up to `TURN_CONCURRENCY`, and looks for
-  cancellations of the turns it runs; every third of `TURN_LEASE_SECONDS` it renews their leases.
+- At each wake-up (`common.wakeups`: a write made a turn due, or asked for a cancellation) and at
+  the latest every `TURN_POLL_MS` (the fallback), the loop looks for due turns (a plain read; the
+  claim's write transaction runs only when there is something to claim), leases up to
+  `TURN_CONCURRENCY`, and looks for cancellations of the turns it runs; every third of
+  `TURN_LEASE_SECONDS` it renews their leases (and unparks the heads of users left with none running).
 - Each turn runs as a task with its deadline (`TURN_TIME_LIMIT_SECONDS` from its start).
 - Database work runs on one thread (`sync_to_async`, thread-sensitive), and the turns' writes are
   group-committed by `LogWriter`: whatever the running turns have to write when the writer comes
@@ -31,6 +33,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from common.errors import ErrorCode
+from common.wakeups import Wakeups
 from streaming.services import events_publish_now
 from turns import responders, services
 from turns.inbox import selectors as inbox_selectors
@@ -172,9 +175,10 @@ class LogWriter:
 class TurnEmitter:
     """A running turn's output: coalesced deltas and its other events, through the `LogWriter`."""
 
-    def __init__(self, turn: TurnRow, writer: LogWriter) -> None:
+    def __init__(self, turn: TurnRow, writer: LogWriter, wakeups: Wakeups | None = None) -> None:
         self.turn = turn
         self.writer = writer
+        self.wakeups = wakeups
         self.buffer: list[str] = []
         self.buffered = 0
         self.started_text = False
@@ -220,19 +224,24 @@ class TurnEmitter:
 
     async def question(self, data: dict[str, Any], expires_at: Any) -> dict[str, Any]:
         """A question an expert asks in the middle of a call (`elicitation/create`): asked in every
-        participant's log, then its answer awaited on the event loop (a read every TURN_POLL_MS; no
-        thread waits) until `expires_at`, the call's own deadline; unanswered, it is a "cancel"."""
+        participant's log, then its answer awaited on the event loop (a read at each wake-up, the
+        answer's among them, and every TURN_POLL_MS; no thread waits) until `expires_at`, the call's
+        own deadline; unanswered, it is a "cancel"."""
         request_id = uuid.uuid4()
         await self._write(TurnWrite(self.turn.id, ask=({**data, "request_id": str(request_id)}, expires_at)))
         poll = settings.CORTEX["TURN_POLL_MS"] / 1000
         while True:
+            seen = self.wakeups.generation if self.wakeups is not None else 0
             answer = await db(inbox_selectors.question_answer_of)(request_id=request_id)
             if answer is not None:
                 return answer
             if timezone.now() >= expires_at:
                 self.writer.relay.publish(await db(inbox_services.question_expire)(request_id=request_id))
                 return await db(inbox_selectors.question_answer_of)(request_id=request_id) or {"action": "cancel"}
-            await asyncio.sleep(poll)
+            if self.wakeups is not None:
+                await self.wakeups.wait(poll, seen)
+            else:
+                await asyncio.sleep(poll)
 
     async def finish(self, write: TurnWrite) -> None:
         if self.flusher is not None:
@@ -247,6 +256,7 @@ class TurnWorker:
         self.relay = Relay()
         self.writer = LogWriter(self.owner, self.relay)
         self.runtime = Runtime()
+        self.wakeups = Wakeups()
         self.tasks: dict[uuid.UUID, asyncio.Task] = {}
         self.cancel_reason: dict[uuid.UUID, str] = {}
 
@@ -256,19 +266,28 @@ class TurnWorker:
         renew_every = cortex["TURN_LEASE_SECONDS"] / 3
         next_renew = time.monotonic() + renew_every
         writer = asyncio.create_task(self.writer.run(), name="turn-log-writer")
+        await self.wakeups.start()
+        stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
+                seen = self.wakeups.generation
                 try:
                     await self._round()
                     if time.monotonic() >= next_renew:
                         next_renew = time.monotonic() + renew_every
                         await self._renew()
+                        await db(services.turns_unpark_stranded)()
                 except Exception:
                     logger.exception("turn worker round failed; trying again")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=poll)
+                # The next round: at a wake-up (a turn became due, a cancellation), at the stop, or
+                # after the poll interval (the fallback).
+                woken = asyncio.ensure_future(self.wakeups.wait(poll, seen))
+                await asyncio.wait([woken, stopping], return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
             await self._shutdown()
         finally:
+            stopping.cancel()
+            await self.wakeups.aclose()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
@@ -311,7 +330,7 @@ class TurnWorker:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
     async def _run_turn(self, turn: TurnRow) -> None:
-        emitter = TurnEmitter(turn, self.writer)
+        emitter = TurnEmitter(turn, self.writer, self.wakeups)
         respond = responders.RESPONDERS.get(turn.kind)
         try:
             try:

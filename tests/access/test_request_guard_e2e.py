@@ -22,7 +22,7 @@ import pytest
 
 from tests.servers import core_server, running, server_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 LIMIT = 64 * 1024
 CHUNK = 16 * 1024

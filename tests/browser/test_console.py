@@ -13,7 +13,7 @@ import pytest
 from tests.browser.console_site import ConsoleSite, console_site, texts, wait_live
 from tests.mcp.conftest import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 HOSTILE = ("<img src=x onerror=alert(1)>", "[x](javascript:alert(1))")
 # 300 echo chunks, 150 ms apart: about 45 s, so stopping it is never a race with its end (it is stopped

@@ -16,7 +16,7 @@ import pytest
 from tests.browser.console_site import ConsoleSite, console_site, texts, wait_live
 from tests.mcp.conftest import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 TOKEN_SECONDS = 10
 

@@ -15,7 +15,7 @@ from tests.browser.chromium import CHROMIUM_FLAGS, chromium_or_skip
 from tests.oidc_provider import OidcProvider, providers_setting
 from tests.servers import core_server, fresh_database, manage, running, server_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 REDEEM = """async (code) => {
   const post = () => fetch('/auth/login-code', {method: 'POST', headers: {'Content-Type': 'application/json'},

@@ -118,6 +118,7 @@ def test_a_bad_entry_stops_the_process_with_the_reason(settings, entry):
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic
 def test_the_debug_default_allows_the_shipped_notes_expert_and_nothing_else_on_loopback():
     """As `make run` starts the core: DEBUG=1 and no EXPERT_ALLOWED_HOSTS (a fresh interpreter:
     the setting is read at startup)."""

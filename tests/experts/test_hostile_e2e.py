@@ -27,7 +27,7 @@ from tests.experts.hostile_expert import HostileExpert
 from tests.factories import ConversationFactory, UserFactory, WorkspaceFactory
 from workspaces import services
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e, pytest.mark.database_agnostic]
 
 MIB = 1024 * 1024
 # What the core may buffer between its last read and hanging up: its socket's receive buffer

@@ -19,7 +19,7 @@ from tests.factories import ConversationFactory, UserFactory, WorkspaceFactory
 from tests.servers import create_user
 from workspaces import services
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 INITIALIZE = {
     "jsonrpc": "2.0",

@@ -67,6 +67,7 @@ OFFLINE_LOAD = textwrap.dedent(
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic
 def test_bundled_model_loads_and_embeds_without_any_network(tmp_path):
     env = server_env(
         HOME=str(tmp_path),  # no ~/.cache/wordllama from an earlier download
@@ -86,6 +87,7 @@ def test_bundled_model_loads_and_embeds_without_any_network(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic
 def test_the_offline_guard_catches_a_download(tmp_path):
     """The guard above is what makes the offline test meaningful: a load that downloads (no
     package directory as cache, downloads allowed, an empty cache) fails under it."""

@@ -37,7 +37,14 @@ def pgvector_stack() -> Iterator[Stack]:
         yield Stack(env={**plain.env, **database}, memory_port=plain.memory_port, cognition_port=plain.cognition_port)
 
 
-@pytest.fixture(params=["database of the pass", "postgresql with pgvector"], scope="module")
+# The pgvector stack brings its own PostgreSQL: the same whichever pass runs it, so the SQLite pass alone does.
+@pytest.fixture(
+    params=[
+        "database of the pass",
+        pytest.param("postgresql with pgvector", marks=pytest.mark.database_agnostic),
+    ],
+    scope="module",
+)
 def services(request):
     with stack() if request.param == "database of the pass" else pgvector_stack() as env:
         with running(env.memory(), timeout=60), running(env.cognition(), timeout=60):

@@ -67,6 +67,7 @@ async def test_a_stream_open_longer_than_the_group_expiry_still_receives_live_ev
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic
 @pytest.mark.django_db(transaction=True)
 async def test_a_stream_open_longer_than_the_redis_group_expiry_still_receives_live_events(alice, settings):
     from tests.servers import redis_server

@@ -169,7 +169,7 @@ def system_env() -> dict[str, str]:
 def system(tmp_path_factory, system_env) -> Iterator[tuple[Site, ServerProcess]]:
     llm_log = tmp_path_factory.mktemp("fake-llm") / "requests.jsonl"
     with fresh_database() as db_env:
-        base = server_env(**db_env, **ENV, **system_env)
+        base = server_env(**db_env, **{**ENV, **system_env})
         create_users(*USERS, password=PASSWORD, env=base)
         fake_llm = fake_llm_server(env=base, log=llm_log)
         core = core_server(env=base)

@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
 from common.json_schemas import schema_problem
+from common.wakeups import wake
 from streaming.services import NewEvent, events_append, events_publish
 from turns.events import turn_event
 from turns.inbox.models import InboxRequest
@@ -187,7 +188,8 @@ def inbox_answer(*, request: InboxRequest, user: User, answer: dict[str, Any]) -
     Two devices answering at once: the conditional update below is the one decision (on
     PostgreSQL the row lock orders them, on SQLite the IMMEDIATE transaction), so exactly one
     answer wins and the other is a 409. An expired request is a 409 too, even before a worker has
-    noticed (its turn will resume with "expired"). The waiting turn becomes due at once.
+    noticed (its turn will resume with "expired"). The waiting turn becomes due at once, and the
+    turn workers are woken (`turns.wakeups.wake`) as the answer commits.
     """
     if request.user_id != user.id:
         raise CortexError(ErrorCode.FORBIDDEN, "Only the participant whose input started the turn can answer.")
@@ -202,6 +204,7 @@ def inbox_answer(*, request: InboxRequest, user: User, answer: dict[str, Any]) -
             raise CortexError(ErrorCode.CONFLICT, f"This request is {state}.")
         turn = Turn.objects.select_for_update().get(id=request.turn_id)
         Turn.objects.filter(id=turn.id, status=Turn.Status.WAITING).update(resume_at=now)
+        wake()  # a worker resumes the waiting turn, or the running one awaiting this answer reads it
         request.refresh_from_db()
         recipients = conversation_recipient_ids(conversation_ids={turn.conversation_id}).get(turn.conversation_id, [])
         live = events_append(events=[_resolved(request, answer, turn, recipients, now)])
