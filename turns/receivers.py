@@ -7,7 +7,9 @@ from typing import Any
 
 from django.dispatch import receiver
 
+from connections.signals import account_connected
 from turns import services
+from turns.inbox.services import connect_questions_answer
 from workspaces.services import CreatedInput
 from workspaces.signals import conversations_busy, messages_created
 
@@ -20,3 +22,8 @@ def create_turns(sender: Any, created: list[CreatedInput], **kwargs: Any) -> Non
 @receiver(conversations_busy, dispatch_uid="turns.conversations_busy")
 def busy_conversations(sender: Any, conversation_ids: set, **kwargs: Any) -> set:
     return services.conversations_open_turns(conversation_ids=conversation_ids)
+
+
+@receiver(account_connected, dispatch_uid="turns.account_connected")
+def answer_connect_questions(sender: Any, user_id: Any, expert_id: Any, **kwargs: Any) -> None:
+    connect_questions_answer(user_id=user_id, expert_id=expert_id)
