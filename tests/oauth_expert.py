@@ -143,9 +143,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _json(send, 200, dict(COUNTS))
         return
     if path == "/.well-known/oauth-protected-resource":  # root: names the root issuer
-        await _json(
-            send, 200, {**_resource_metadata("root", "root"), "resource": f"{BASE}/"}
-        )
+        await _json(send, 200, {**_resource_metadata("root", "root"), "resource": f"{BASE}/"})
         return
     scoped = re.match(r"^/\.well-known/oauth-protected-resource/(path|header)/(\w+)/mcp$", path)
     if scoped:
@@ -167,7 +165,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         more = message.get("more_body", False)
     token = next(
-        (value.decode()[7:] for name, value in scope["headers"] if name == b"authorization" and value[:7] == b"Bearer "),
+        (
+            value.decode()[7:]
+            for name, value in scope["headers"]
+            if name == b"authorization" and value[:7] == b"Bearer "
+        ),
         "",
     )
     if token and b'"write_ticket"' in body:

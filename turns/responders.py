@@ -292,7 +292,7 @@ def _connect_data(needs: ExpertNeedsConnection) -> dict[str, Any]:
     return {
         "expert": needs.expert,
         "message": f"{why} at {needs.expert} so that the assistant can go on.",
-        "url": f"/console/#connections/{needs.expert_id}",
+        "url": "/console/#/connections",
         "connect": {"expert_id": str(needs.expert_id), "expert": needs.expert, "scopes": needs.scopes},
     }
 

@@ -28,14 +28,19 @@ def authorization_server(*, token_seconds: int = 3600) -> ServerProcess:
         "AS_RS_CLIENT_SECRET": RS_CLIENT_SECRET,
     }
     return ServerProcess(
-        name="authorization-server", argv=[sys.executable, "-m", "tests.oauth_server.serve", str(port)], port=port, env=env
+        name="authorization-server",
+        argv=[sys.executable, "-m", "tests.oauth_server.serve", str(port)],
+        port=port,
+        env=env,
     )
 
 
 def oauth_expert(as_url: str) -> ServerProcess:
     port = free_port()
     argv = [sys.executable, "-m", "tests.oauth_expert", str(port), as_url, RS_CLIENT_ID, RS_CLIENT_SECRET]
-    return ServerProcess(name="oauth-expert", argv=argv, port=port, env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"})
+    return ServerProcess(
+        name="oauth-expert", argv=argv, port=port, env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
+    )
 
 
 def stats(as_url: str, user: str = "alice") -> dict:

@@ -68,8 +68,13 @@ class Site:
     def register(self, name: str, path: str, **oauth: object) -> httpx2.Response:
         return httpx2.post(
             f"{self.url}/config/workspace/{self.workspace_id}/experts",
-            json={"name": name, "url": f"{self.rs_url}/{path}/mcp", "auth": "oauth", "oauth": oauth,
-                  "tool_policy": {"whoami": "auto", "tickets": "auto", "write_ticket": "auto"}},
+            json={
+                "name": name,
+                "url": f"{self.rs_url}/{path}/mcp",
+                "auth": "oauth",
+                "oauth": oauth,
+                "tool_policy": {"whoami": "auto", "tickets": "auto", "write_ticket": "auto"},
+            },
             headers=self.auth("alice"),
             timeout=30,
         )
@@ -77,8 +82,12 @@ class Site:
     def conversation(self) -> str:
         response = httpx2.post(
             f"{self.url}/config/conversation",
-            json={"workspace_id": self.workspace_id, "topic": "t", "responder": "none",
-                  "participant_ids": [self.user_ids["bob"]]},
+            json={
+                "workspace_id": self.workspace_id,
+                "topic": "t",
+                "responder": "none",
+                "participant_ids": [self.user_ids["bob"]],
+            },
             headers=self.auth("alice"),
             timeout=10,
         )
@@ -98,7 +107,9 @@ class Site:
     def stream(self, who: str) -> SSEStream:
         return SSEStream(self.url, token=self.tokens[who])
 
-    def connect(self, who: str, expert_id: str, *, tamper: dict[str, str] | None = None, cookie: str | None = None) -> str:
+    def connect(
+        self, who: str, expert_id: str, *, tamper: dict[str, str] | None = None, cookie: str | None = None
+    ) -> str:
         """The browser's part: start, follow the authorization server, come back to the callback
         (with the flow's cookie, unless `cookie` replaces it). Returns where the core sends it."""
         started = httpx2.post(
@@ -161,13 +172,19 @@ def site() -> Iterator[Site]:
             with running(first), running(second), running(turn_worker(env)), running(turn_worker(env)):
                 tokens = {email.split("@")[0]: login(core_url, email, PASSWORD) for email in USERS}
                 user_ids = {
-                    who: httpx2.get(f"{core_url}/auth/verify", headers={"Authorization": f"Bearer {t}"}).json()["user_id"]
+                    who: httpx2.get(f"{core_url}/auth/verify", headers={"Authorization": f"Bearer {t}"}).json()[
+                        "user_id"
+                    ]
                     for who, t in tokens.items()
                 }
                 workspace = httpx2.post(
-                    f"{core_url}/config/workspace", json={"name": "W"}, headers={"Authorization": f"Bearer {tokens['alice']}"}
+                    f"{core_url}/config/workspace",
+                    json={"name": "W"},
+                    headers={"Authorization": f"Bearer {tokens['alice']}"},
                 ).json()["workspace"]
-                made = Site([first.url, second.url], env, auth_server.url, expert.url, tokens, user_ids, workspace["id"])
+                made = Site(
+                    [first.url, second.url], env, auth_server.url, expert.url, tokens, user_ids, workspace["id"]
+                )
                 made.conversation()  # alice and bob take part in the workspace (the experts serve them)
                 yield made
 
@@ -219,7 +236,9 @@ def test_registration_without_any_way_is_a_400_saying_what_to_give_then_a_pre_re
     made = httpx2.post(
         f"{site.as_url}/test/application", json={"redirect_uri": f"{site.url}/oauth/callback"}, timeout=10
     ).json()
-    registered = site.register("closed", "header/none", client_id=made["client_id"], client_secret=made["client_secret"])
+    registered = site.register(
+        "closed", "header/none", client_id=made["client_id"], client_secret=made["client_secret"]
+    )
     assert registered.status_code == 201, registered.text
     expert = registered.json()["expert"]
     assert expert["oauth"]["registration"] == "pre_registered"
@@ -272,10 +291,12 @@ def test_connect_call_disconnect(site, tickets):
     assert result["data"]["result"]["content"] == "alice"  # alice's own account at the server
 
     before = stats(site.as_url)["counts"].get("revocations", 0)
+    live = stats(site.as_url)["live_refresh_tokens"]
     gone = httpx2.delete(f"{site.url}/connections/{tickets['id']}", headers=site.auth("alice"), timeout=30)
     assert gone.status_code == 204
     after = stats(site.as_url)
-    assert after["counts"]["revocations"] >= before + 1 and after["live_refresh_tokens"] == 0
+    assert after["counts"]["revocations"] >= before + 1
+    assert after["live_refresh_tokens"] == live - 1
     assert site.connections("alice")["tickets"]["status"] == "not_connected"
 
 
@@ -291,15 +312,23 @@ def test_turn_asks_to_connect_and_goes_on_once_connected(site, tickets):
         assert question["type"] == "question.asked", asked
         connect = question["data"]["connect"]
         assert connect == {"expert_id": tickets["id"], "expert": "tickets", "scopes": ["tickets:read"]}
-        [item] = [i for i in httpx2.get(f"{site.url}/inbox", headers=site.auth("bob")).json()["items"]
-                  if i["id"] == question["data"]["request_id"]]
+        [item] = [
+            i
+            for i in httpx2.get(f"{site.url}/inbox", headers=site.auth("bob")).json()["items"]
+            if i["id"] == question["data"]["request_id"]
+        ]
         assert item["kind"] == "question"
         assert site.connect("bob", tickets["id"]).endswith(f"connected={tickets['id']}")  # "another device"
         rest = until_end(stream, turn_id)
     sequence = [event["type"] for event in asked + rest]
     print("\n".join(f"{e['type']} {e['data']}" for e in asked + rest))  # the closing note's sequence (-s)
     assert sequence == [
-        "assistant.started", "tool.call", "question.asked", "question.answered", "tool.result", "assistant.completed"
+        "assistant.started",
+        "tool.call",
+        "question.asked",
+        "question.answered",
+        "tool.result",
+        "assistant.completed",
     ], sequence
     assert rest[0]["data"]["action"] == "accept"
     assert rest[1]["data"]["result"]["content"] == "bob"
@@ -364,7 +393,10 @@ def test_twenty_turns_across_two_cores_and_two_workers_refresh_once(site):
     before = stats(site.as_url)
     conversations = [site.conversation() for _ in range(20)]
     with site.stream("alice") as stream:
-        turn_ids = {site.post("alice", conversation, "/busy whoami {}", core=n % 2) for n, conversation in enumerate(conversations)}
+        turn_ids = {
+            site.post("alice", conversation, "/busy whoami {}", core=n % 2)
+            for n, conversation in enumerate(conversations)
+        }
         results: dict[str, dict] = {}
         deadline = time.monotonic() + 60
         while len(results) < len(turn_ids) and time.monotonic() < deadline:
@@ -373,7 +405,9 @@ def test_twenty_turns_across_two_cores_and_two_workers_refresh_once(site):
             if turn_id in turn_ids and event["type"] in (*TERMINAL, "question.asked"):
                 results[turn_id] = event
     assert len(results) == 20, f"{len(results)} of 20 turns ended"
-    assert {event["type"] for event in results.values()} == {"assistant.completed"}, results
+    assert {event["type"] for event in results.values()} == {"assistant.completed"}, [
+        (event["type"], event["data"].get("error")) for event in results.values()
+    ]
     assert {event["data"]["content"] for event in results.values()} == {"alice"}
     after = stats(site.as_url)
     refreshes = after["counts"].get("refresh_token", 0) - before["counts"].get("refresh_token", 0)
@@ -406,7 +440,9 @@ def test_deleting_the_expert_and_erasing_the_account_revoke(site):
     assert stats(site.as_url)["live_refresh_tokens"] >= 1
     revoked_before = stats(site.as_url)["counts"]["revocations"]
     gone = httpx2.delete(
-        f"{site.url}/config/workspace/{site.workspace_id}/experts/{expert['id']}", headers=site.auth("alice"), timeout=30
+        f"{site.url}/config/workspace/{site.workspace_id}/experts/{expert['id']}",
+        headers=site.auth("alice"),
+        timeout=30,
     )
     assert gone.status_code == 204
     assert stats(site.as_url)["counts"]["revocations"] > revoked_before

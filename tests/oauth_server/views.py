@@ -126,8 +126,14 @@ def stats(request: HttpRequest) -> HttpResponse:
     active = AccessToken.objects.filter(user__username=user, expires__gt=timezone.now()).count()
     with _lock:
         counts = dict(COUNTS)
-    return JsonResponse({"counts": counts, "live_refresh_tokens": live, "revoked_refresh_tokens": revoked,
-                         "active_access_tokens": active})
+    return JsonResponse(
+        {
+            "counts": counts,
+            "live_refresh_tokens": live,
+            "revoked_refresh_tokens": revoked,
+            "active_access_tokens": active,
+        }
+    )
 
 
 @csrf_exempt
