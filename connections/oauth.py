@@ -97,6 +97,9 @@ class Setup:
     scopes_supported: list[str] | None = None
     challenge_scopes: list[str] | None = None
     iss_supported: bool = False
+    # RFC 8707 `resource` on the authorization and token requests (MCP requires it); off only for a
+    # server that refuses the parameter (Entra ID's v2.0 endpoints: AADSTS901002).
+    resource_indicator: bool = True
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -275,7 +278,9 @@ def _authenticated(client: ClientAuth, form: dict[str, str]) -> tuple[dict[str, 
 async def token_request(setup: Setup, client: ClientAuth, form: dict[str, str]) -> OAuthToken:
     """A token endpoint request (a code redeemed, or a refresh) with the client's own auth method
     and `resource` (RFC 8707). Raises `OAuthRefused` with the server's error code."""
-    form, headers = _authenticated(client, {**form, "resource": setup.resource})
+    if setup.resource_indicator is not False:
+        form = {**form, "resource": setup.resource}
+    form, headers = _authenticated(client, form)
     async with _http() as http:
         response = await _send(http, "POST", setup.token_endpoint, "token endpoint", data=form, headers=headers)
         raw = await response.aread()

@@ -130,6 +130,7 @@ def setup(*, url: str, options: dict[str, Any], previous: dict[str, Any] | None)
         scopes_supported=found.scopes_supported or metadata.scopes_supported,
         challenge_scopes=list(scopes) if scopes else found.challenge_scopes,
         iss_supported=bool(metadata.authorization_response_iss_parameter_supported),
+        resource_indicator=options.get("resource_indicator", True),
     ).as_json()
 
 
@@ -200,8 +201,9 @@ def flow_start(*, user_id: uuid.UUID, expert: Expert, return_to: str) -> tuple[s
         "state": state,
         "code_challenge": challenge,
         "code_challenge_method": "S256",
-        "resource": found.resource,
     }
+    if found.resource_indicator is not False:
+        query["resource"] = found.resource
     if scopes:
         query["scope"] = " ".join(scopes)
     separator = "&" if "?" in found.authorization_endpoint else "?"
@@ -323,17 +325,18 @@ def bearer(*, expert_id: uuid.UUID, user_id: uuid.UUID, stale: str | None = None
     """`user_id`'s access token for the expert, refreshed first when it is due (or, with `stale`,
     when the expert refused that token and nobody has refreshed it since). Raises
     `ExpertNeedsConnection`. Sync (ORM): call it through `db_call`."""
-    expert = Expert.objects.get(id=expert_id)
     connection = Connection.objects.filter(user_id=user_id, expert_id=expert_id).first()
+    if connection is not None and connection.status == Connection.Status.CONNECTED:
+        token = crypto.unseal(connection.access_token)
+        if stale is None and not _due(connection, timezone.now()):
+            return token  # the common case: one indexed read
+        if stale is not None and token != stale:
+            return token  # refreshed by someone else since this call read it
+    expert = Expert.objects.get(id=expert_id)
     if connection is None:
         raise _needs(expert, "not_connected")
     if connection.status == Connection.Status.NEEDS_RECONSENT:
         raise _needs(expert, "needs_reconsent", _union(connection.scopes, connection.wanted_scopes))
-    token = crypto.unseal(connection.access_token)
-    if stale is None and not _due(connection, timezone.now()):
-        return token
-    if stale is not None and token != stale:
-        return token  # refreshed by someone else since this call read it
     refused: str | None = None
     with transaction.atomic():  # the connection's lock: FOR UPDATE, or SQLite's write lock
         connection = Connection.objects.select_for_update().get(id=connection.id)

@@ -38,10 +38,28 @@ COUNTS: Counter[str] = Counter()
 _accounts: dict[str, tuple[float, dict[str, Any]]] = {}
 
 
+_pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+
 async def introspect(token: str) -> dict[str, Any]:
+    """RFC 7662 at the authorization server, remembered for a second; concurrent checks of one
+    token share one request."""
     known = _accounts.get(token)
     if known is not None and known[0] > time.monotonic():
         return known[1]
+    if token in _pending:
+        return await asyncio.shield(_pending[token])
+    _pending[token] = asyncio.get_running_loop().create_future()
+    try:
+        data = await _introspect(token)
+    except BaseException as exc:
+        _pending.pop(token).set_exception(exc)
+        raise
+    _pending.pop(token).set_result(data)
+    return data
+
+
+async def _introspect(token: str) -> dict[str, Any]:
     pair = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
     async with httpx2.AsyncClient(timeout=10) as http:
         answer = await http.post(

@@ -53,6 +53,10 @@ class OAuthOptionsSerializer(serializers.Serializer):
         choices=["none", "client_secret_basic", "client_secret_post"], required=False
     )
     scopes = serializers.ListField(child=StrictCharField(max_length=200), max_length=50, required=False)
+    resource_indicator = serializers.BooleanField(
+        required=False,
+        help_text="Send RFC 8707 `resource` (default true); false only for a server that refuses it (Entra ID v2.0).",
+    )
 
 
 class OAuthPublicSerializer(serializers.Serializer):

@@ -42,4 +42,7 @@ OAUTH2_PROVIDER = {
     "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"],
     "REQUEST_APPROVAL_PROMPT": "auto",
 }
+# Client secrets are hashed with Django's password hashers: PBKDF2's deliberate cost per token
+# request would make this test server, not the core, the bottleneck on a loaded machine.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING = {"version": 1, "disable_existing_loggers": False}
