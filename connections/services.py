@@ -32,6 +32,7 @@ from common.errors import CortexError, ErrorCode
 from connections import crypto, oauth, signals
 from connections.models import Connection, OAuthClient, PendingFlow
 from mcp_services import client as service_client
+from mcp_services.experts.calls import expert_refresh
 from mcp_services.experts.credentials import ExpertNeedsConnection
 from workspaces.models import Expert
 
@@ -268,6 +269,17 @@ def flow_finish(
             lambda: signals.account_connected.send(sender=Connection, user_id=user_id, expert_id=expert_id)
         )
     return flow, connection
+
+
+def tools_discover(*, expert: Expert, user_id: uuid.UUID) -> None:
+    """Tools are listed with the first connected account: an expert that has none listed yet is
+    discovered now, on behalf of the one who just connected (best effort: a turn lists them too)."""
+    if expert.status == Expert.Status.OK:
+        return
+    try:
+        _run(lambda: expert_refresh(expert, user_id=user_id))
+    except Exception as exc:  # noqa: BLE001 - the connection stands; the tools are listed later
+        logger.warning("expert %s: tools not listed after connecting: %s", expert.id, exc)
 
 
 def _expiry(token: OAuthToken, now: datetime) -> datetime | None:

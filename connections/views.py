@@ -114,6 +114,7 @@ def callback(request: HttpRequest) -> HttpResponse:
         )
     except services.ConnectFailed as failed:
         return _back(failed.return_to, connect_error=failed.code)
+    services.tools_discover(expert=flow.expert, user_id=flow.user_id)
     return _back(flow.return_to, connected=str(flow.expert_id))
 
 

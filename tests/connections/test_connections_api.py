@@ -156,3 +156,16 @@ def test_the_admin_lists_connections_without_tokens(alice, tracker):
     assert detail.status_code == 200
     for secret in (b"secret-access-token", b"secret-refresh-token"):
         assert secret not in page.content and secret not in detail.content
+
+
+def test_leaving_the_workspace_or_deleting_the_expert_removes_the_connections(
+    alice, bob, tracker, conversation, django_capture_on_commit_callbacks
+):
+    _connect(alice, tracker)
+    _connect(bob, tracker)
+    with django_capture_on_commit_callbacks(execute=True):
+        conversation.participants.remove(bob)  # bob takes part in no conversation of the workspace now
+    assert list(Connection.objects.values_list("user_id", flat=True)) == [alice.id]
+    with django_capture_on_commit_callbacks(execute=True):
+        tracker.delete()
+    assert not Connection.objects.exists()

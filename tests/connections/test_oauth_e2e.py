@@ -283,6 +283,13 @@ def test_connect_call_disconnect(site, tickets):
     assert site.connect("alice", tickets["id"]) == f"/console/?connected={tickets['id']}"
     mine = site.connections("alice")["tickets"]
     assert mine["status"] == "connected" and mine["scopes"] == ["tickets:read"] and mine["expires_at"]
+    listed = httpx2.get(
+        f"{site.url}/config/workspace/{site.workspace_id}/experts/{tickets['id']}",
+        headers=site.auth("alice"),
+        timeout=10,
+    ).json()["expert"]
+    assert listed["status"] == "ok"  # the tools are listed with the first connected account
+    assert {tool["name"] for tool in listed["tools"]} == {"whoami", "tickets", "write_ticket"}
     with site.stream("alice") as stream:
         turn_id = site.post("alice", conversation, "/tickets whoami {}")
         events = until_end(stream, turn_id)
