@@ -425,6 +425,23 @@ def test_twenty_turns_across_two_cores_and_two_workers_refresh_once(site):
     assert site.connections("alice")["busy"]["status"] == "connected"
 
 
+def test_a_refused_refresh_marks_the_connection_and_asks_to_connect_again(site):
+    registered = site.register("revoked", "header/dcr")
+    expert = registered.json()["expert"]
+    assert site.connect("alice", expert["id"]).endswith(f"connected={expert['id']}")
+    httpx2.post(f"{site.as_url}/test/revoke", params={"user": "alice"}, timeout=10)  # revoked at the server
+    httpx2.post(f"{site.as_url}/test/expire", timeout=10)
+    conversation = site.conversation()
+    with site.stream("alice") as stream:
+        turn_id = site.post("alice", conversation, "/revoked whoami {}")
+        question = until_end(stream, turn_id)[-1]
+    assert question["type"] == "question.asked", question
+    assert question["data"]["message"].startswith("Connect your account again")
+    assert site.connections("alice")["revoked"]["status"] == "needs_reconsent"
+    assert site.connect("alice", expert["id"]).endswith(f"connected={expert['id']}")
+    assert site.connections("alice")["revoked"]["status"] == "connected"
+
+
 # -- erasure ----------------------------------------------------------------------------------
 
 

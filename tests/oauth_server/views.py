@@ -143,6 +143,14 @@ def expire(request: HttpRequest) -> HttpResponse:
 
 
 @csrf_exempt
+def revoke_user(request: HttpRequest) -> HttpResponse:
+    """The person revoked the client's access at the server (their account settings)."""
+    for token in RefreshToken.objects.filter(user__username=request.GET.get("user", "alice"), revoked__isnull=True):
+        token.revoke()
+    return JsonResponse({"ok": True})
+
+
+@csrf_exempt
 def application(request: HttpRequest) -> HttpResponse:
     """A pre-registered client, as an administrator of the server would make one."""
     asked = json.loads(request.body or b"{}")
@@ -231,5 +239,6 @@ urlpatterns = [
     path("test/stats", stats),
     path("test/expire", expire),
     path("test/application", application),
+    path("test/revoke", revoke_user),
 ]
 _ = urlsplit  # (kept for readers: URLs are built from the request's host)
