@@ -169,3 +169,18 @@ def test_leaving_the_workspace_or_deleting_the_expert_removes_the_connections(
     with django_capture_on_commit_callbacks(execute=True):
         tracker.delete()
     assert not Connection.objects.exists()
+
+
+def test_rotating_keys_re_encrypts_every_row(settings, alice, tracker):
+    from django.core.management import call_command
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.OAUTH_TOKEN_KEYS = [old]
+    OAuthClient.objects.filter(client_id="cortex-1").update(client_secret=crypto.seal("s3cret"))
+    _connect(alice, tracker, access="at-9", refresh="rt-9")
+    settings.OAUTH_TOKEN_KEYS = [new, old]
+    call_command("connections_rotate_keys")
+    settings.OAUTH_TOKEN_KEYS = [new]
+    connection = Connection.objects.get()
+    assert (crypto.unseal(connection.access_token), crypto.unseal(connection.refresh_token)) == ("at-9", "rt-9")
+    assert crypto.unseal(OAuthClient.objects.get(client_id="cortex-1").client_secret) == "s3cret"
