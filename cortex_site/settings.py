@@ -136,6 +136,7 @@ INSTALLED_APPS = [
     "workspaces",
     "streaming",
     "mcp_services",
+    "connections",
     "turns",
     "operations",
     "mcp_services.notes",
@@ -632,6 +633,18 @@ EXPERT_DISCOVERY_CONCURRENCY = env_int("EXPERT_DISCOVERY_CONCURRENCY", 4, minimu
 # expert: a larger one is refused (payload_too_large), never written into every participant's log.
 # It also bounds what one call or discovery reads, as it streams: 4 x this + 64 KiB (1.1 MB).
 EXPERT_RESULT_MAX_BYTES = env_int("EXPERT_RESULT_MAX_BYTES", 256 * 1024, minimum=1024)
+# Experts behind each person's own OAuth account (`auth: "oauth"`, the `connections` app).
+# OAUTH_TOKEN_KEYS: Fernet keys (comma-separated; the first encrypts, all decrypt: rotation) for the
+# tokens and client secrets at rest; debug derives one from SECRET_KEY, production has no default.
+OAUTH_TOKEN_KEYS = env_list("OAUTH_TOKEN_KEYS")
+# The core's public address (the redirect URI is <it>/oauth/callback) and, when the client ID
+# metadata document is hosted elsewhere or behind a proxy, that document's public URL (the client id).
+OAUTH_PUBLIC_URL = env_str("OAUTH_PUBLIC_URL", "http://127.0.0.1:8000") or "http://127.0.0.1:8000"
+OAUTH_CLIENT_METADATA_URL = env_str("OAUTH_CLIENT_METADATA_URL") or ""
+# An access token is refreshed when it expires within the margin plus a random jitter (seconds).
+OAUTH_REFRESH_MARGIN_SECONDS = env_int("OAUTH_REFRESH_MARGIN_SECONDS", 60, minimum=0)
+OAUTH_REFRESH_JITTER_SECONDS = env_int("OAUTH_REFRESH_JITTER_SECONDS", 30, minimum=0)
+
 # The notes expert (`manage.py run_notes_expert`): where it fetches the core's public keys.
 NOTES_JWKS_URL = env_str("NOTES_JWKS_URL", "http://127.0.0.1:8000/.well-known/jwks.json")
 

@@ -16,6 +16,7 @@ urlpatterns = [
     path("", include("mcp_services.urls")),
     path("", include("streaming.urls")),
     path("", include("turns.urls")),
+    path("", include("connections.urls")),
     path("", include("account_data.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),

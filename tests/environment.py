@@ -39,3 +39,8 @@ if "EXPERT_SIGNING_KEYS" not in os.environ:
     os.environ["EXPERT_SIGNING_KEYS"] = ",".join(_paths)
 # Test experts listen on free ports: any port of 127.0.0.1 (production entries name their ports).
 os.environ.setdefault("EXPERT_ALLOWED_HOSTS", "127.0.0.1:*")
+# Two keys for tokens at rest (rotation: the first encrypts, both decrypt).
+if "OAUTH_TOKEN_KEYS" not in os.environ:
+    from cryptography.fernet import Fernet
+
+    os.environ["OAUTH_TOKEN_KEYS"] = f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}"

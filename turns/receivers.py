@@ -9,7 +9,9 @@ from typing import Any
 from django.dispatch import receiver
 
 from accounts.signals import user_deleting
+from connections.signals import account_connected
 from turns import services
+from turns.inbox.services import connect_questions_answer
 from workspaces.services import CreatedInput
 from workspaces.signals import conversations_busy, messages_created
 
@@ -27,3 +29,8 @@ def busy_conversations(sender: Any, conversation_ids: set, **kwargs: Any) -> set
 @receiver(user_deleting, dispatch_uid="turns.forget_user")
 def forget_user(sender: Any, user: Any, **kwargs: Any) -> None:
     services.turns_user_forget(user_id=user.id)
+
+
+@receiver(account_connected, dispatch_uid="turns.account_connected")
+def answer_connect_questions(sender: Any, user_id: Any, expert_id: Any, **kwargs: Any) -> None:
+    connect_questions_answer(user_id=user_id, expert_id=expert_id)

@@ -27,6 +27,7 @@ from django.utils import timezone
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import ServiceClient, cognition_token
 from mcp_services.experts.calls import ExpertNeedsInput, Question
+from mcp_services.experts.credentials import ExpertNeedsConnection
 from turns import experts, selectors
 from turns.inbox import selectors as inbox_selectors
 from turns.inbox.services import Pause, pause_refusal
@@ -243,6 +244,10 @@ async def _run_tool(
         said = "expired unanswered" if answer.get("decision") == "expired" else "was denied by the requester"
         return await _denied(out, f"The call of {tool!r} {said}.")
     call_id = (resume or {}).get("call_id") or f"call_{uuid.uuid4().hex[:24]}"
+    if resume is not None and resume["kind"] == "connect" and answer.get("action") != "accept":
+        message = f"The requester has not connected their account at {expert!r}."
+        await out.tool_result(call_id=call_id, error={"code": "not_connected", "message": message})
+        return f"Error (not_connected): {message}", CortexError(ErrorCode.DENIED, message)
     if resume is None or resume["kind"] == "approval":
         await out.tool_call(call_id=call_id, expert=expert, tool=tool, arguments=arguments)
     timeout = settings.CORTEX["TURN_TOOL_TIMEOUT_SECONDS"]
@@ -282,11 +287,35 @@ async def _run_tool(
         except CortexError as exc:
             await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
             return f"Error ({exc.code}): {exc.message}", exc
+    except ExpertNeedsConnection as needs:
+        data = _connect_data(needs)
+        asked = {"kind": "connect", "expert": expert, "tool": tool, "arguments": arguments, "call_id": call_id}
+        try:
+            await _ask(turn, "question", data, asked)
+        except CortexError as exc:
+            await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
+            return f"Error ({exc.code}): {exc.message}", exc
     except CortexError as exc:
         await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
         return f"Error ({exc.code}): {exc.message}", exc
     await out.tool_result(call_id=call_id, result=result)
     return str(result.get("content", "")), None
+
+
+def _connect_data(needs: ExpertNeedsConnection) -> dict[str, Any]:
+    """A `connect` question: the requester's account at an `oauth` expert is needed (not connected,
+    its refresh refused, or a scope missing). It answers itself when they connect."""
+    why = {
+        "not_connected": "Connect your account",
+        "needs_reconsent": "Connect your account again",
+        "insufficient_scope": "Grant more access to your account",
+    }.get(needs.reason, "Connect your account")
+    return {
+        "expert": needs.expert,
+        "message": f"{why} at {needs.expert} so that the assistant can go on.",
+        "url": "/console/#/connections",
+        "connect": {"expert_id": str(needs.expert_id), "expert": needs.expert, "scopes": needs.scopes},
+    }
 
 
 def _resumed(turn: TurnRow) -> dict[str, Any] | None:

@@ -119,10 +119,12 @@ class Expert(models.Model):
     class Auth(models.TextChoices):
         CORE_TOKEN = "core_token", "a token minted by the core for each call"
         NONE = "none", "no credentials"
+        OAUTH = "oauth", "each person's own OAuth account"
 
     class Status(models.TextChoices):
         OK = "ok", "ok"
         UNREACHABLE = "unreachable", "unreachable"
+        NEEDS_CONNECTION = "needs_connection", "no account connected yet"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="experts")
@@ -137,6 +139,9 @@ class Expert(models.Model):
     last_error = models.TextField(blank=True, default="")
     discovered_at = models.DateTimeField(null=True, blank=True)
     tools_expire_at = models.DateTimeField(null=True, blank=True)
+    # `auth: "oauth"`: what discovery found, no secrets (`connections.oauth.Setup`): the resource,
+    # the issuer and its endpoints, the client id and how it was registered, the scopes supported.
+    oauth = models.JSONField(null=True, blank=True, default=None)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

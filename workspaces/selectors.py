@@ -85,6 +85,11 @@ def experts_for_member(*, user_id: uuid.UUID, workspace_id: uuid.UUID) -> list[E
     return list(Expert.objects.filter(workspace_id=workspace_id).order_by("created_at", "id"))
 
 
+def member_workspace_ids(*, user_id: uuid.UUID) -> QuerySet:
+    """The ids of the workspaces whose experts serve `user_id` (the rule of `experts_for_member`)."""
+    return _memberships(user_id=user_id).values("conversation__workspace_id")
+
+
 def workspace_list(*, user: User) -> QuerySet[Workspace]:
     return Workspace.objects.filter(owner=user)
 

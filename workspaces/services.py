@@ -494,6 +494,7 @@ def expert_create(
     allowed_tools: list[str] | None = None,
     tool_policy: dict[str, str] | None = None,
     discovery: ExpertDiscovery,
+    oauth: dict[str, Any] | None = None,
 ) -> Expert:
     """Register an expert with what its discovery found (an unreachable one is kept as such).
 
@@ -512,6 +513,7 @@ def expert_create(
         last_error=discovery.last_error[:2000],
         discovered_at=discovery.discovered_at,
         tools_expire_at=discovery.tools_expire_at,
+        oauth=oauth,
     )
     _validated(expert, exclude=["workspace"])
     if Expert.objects.filter(workspace=workspace, name=name).exists():
@@ -528,7 +530,9 @@ def expert_create(
 def expert_update(*, expert: Expert, discovery: ExpertDiscovery | None = None, **changes: Any) -> Expert:
     """Change name, url, auth, the allowlist (`allowed_tools`) or `tool_policy` (replaced whole);
     with `discovery`, store it too."""
-    fields: list[str] = [name for name in ("name", "url", "auth", "allowed_tools", "tool_policy") if name in changes]
+    fields: list[str] = [
+        name for name in ("name", "url", "auth", "allowed_tools", "tool_policy", "oauth") if name in changes
+    ]
     if "allowed_tools" in changes:
         changes["allowed_tools"] = _allowed_tools_checked(changes["allowed_tools"])
     for name in fields:

@@ -7,7 +7,8 @@
 Reads and writes run through `db_call` (a worker thread whose connection is closed afterwards: a
 turn worker holds no database connection between calls). Each call is made on the user's behalf with a token minted for that call (`tokens`), never with
 the user's own token, to a host checked just before the call (`hosts`). Refusals are
-`ExpertCallError` with a stable code: not_found (no such expert in the workspace, the user is not
+`ExpertCallError` with a stable code (an `oauth` expert the requester has no usable account at:
+`ExpertNeedsConnection`): not_found (no such expert in the workspace, the user is not
 a member of it, or no such tool), permission_denied (the tool is not in the expert's allowlist, or
 the host is not allowed), service_unavailable (the expert cannot be reached or no signing key is
 configured), invalid_input (arguments that cannot be sent), tool_error (the tool failed; its message),
@@ -51,6 +52,7 @@ from mcp_types import (
 from common import metrics
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import describe, encoding_error, unwrap
+from mcp_services.experts.credentials import ExpertNeedsConnection
 from mcp_services.experts.discovery import Caller, connect, discover, said
 from mcp_services.serving import db_call
 from workspaces import selectors, services
@@ -128,7 +130,11 @@ class ExpertTool:
 
 async def expert_refresh(expert: Expert, *, user_id: uuid.UUID) -> Expert:
     """Re-discover one expert's tools on `user_id`'s behalf and store the result."""
-    found = await discover(url=expert.url, auth=expert.auth, caller=Caller(user_id, expert.workspace_id))
+    found = await discover(
+        url=expert.url, auth=expert.auth, caller=Caller(user_id, expert.workspace_id, expert.id, expert.name)
+    )
+    if found.status == Expert.Status.NEEDS_CONNECTION and expert.status == Expert.Status.OK:
+        return expert  # this user has no account there: the tools another account listed stay
     return await db_call(services.expert_discovery_save)(expert=expert, discovery=found.outcome())
 
 
@@ -229,7 +235,7 @@ async def expert_call(
             async with connect(
                 url=found.url,
                 auth=found.auth,
-                caller=Caller(user_id, workspace_id),
+                caller=Caller(user_id, workspace_id, found.id, found.name),
                 tool=tool,
                 timeout=timeout,
                 elicit=_elicitation_callback(ask),
@@ -245,6 +251,9 @@ async def expert_call(
                     )
                 finally:
                     tools_changed = connection.tools_changed
+    except ExpertNeedsConnection:
+        failure = "needs_connection"
+        raise  # the requester connects their account first (turns ask them)
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 import weakref
@@ -34,6 +35,7 @@ from mcp_types import DiscoverResult, ToolListChangedNotification
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import describe
 from mcp_services.experts import hosts, tokens
+from mcp_services.experts.credentials import ExpertNeedsConnection, broker
 from workspaces import services
 
 _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncHTTPTransport] = (
@@ -97,10 +99,58 @@ class Connection:
 
 @dataclass(frozen=True)
 class Caller:
-    """On whose behalf a connection is made (the token's `sub` and `workspace_id`)."""
+    """On whose behalf a connection is made (the token's `sub` and `workspace_id`); for an `oauth`
+    expert, which one (its id and name: whose account's token is used)."""
 
     user_id: uuid.UUID
     workspace_id: uuid.UUID
+    expert_id: uuid.UUID | None = None
+    expert: str = ""
+
+
+class OAuthBearer(httpx2.Auth):
+    """`auth: "oauth"`: the requester's own access token (`credentials.broker`), and on a 401 one
+    refresh and one retry. Never the Cortex token nor an ID token. `needs` is set when the account
+    must be connected again (refresh refused, still refused, or `insufficient_scope`): `connect`
+    raises it once the SDK has given up."""
+
+    def __init__(self, caller: Caller, token: str) -> None:
+        self.caller, self.token = caller, token
+        self.retried = False
+        self.needs: ExpertNeedsConnection | None = None
+
+    def _needs(self, reason: str, scopes: list[str]) -> ExpertNeedsConnection:
+        assert self.caller.expert_id is not None
+        return ExpertNeedsConnection(self.caller.expert_id, self.caller.expert, scopes, reason)
+
+    async def async_auth_flow(self, request: httpx2.Request) -> Any:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        response = yield request
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if response.status_code == 403 and "insufficient_scope" in challenge:
+            await response.aread()
+            match = re.search(r'scope="([^"]*)"', challenge)
+            asked = match.group(1).split() if match else []
+            assert self.caller.expert_id is not None
+            wanted = await broker().step_up(self.caller.expert_id, self.caller.user_id, asked)
+            self.needs = self._needs("insufficient_scope", wanted)
+            return
+        if response.status_code != 401:
+            return
+        await response.aread()
+        if self.retried:
+            if self.needs is None:
+                self.needs = self._needs("needs_reconsent", [])
+            return
+        self.retried = True
+        assert self.caller.expert_id is not None
+        try:
+            self.token = await broker().bearer(self.caller.expert_id, self.caller.user_id, stale=self.token)
+        except ExpertNeedsConnection as needs:
+            self.needs = needs
+            return
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        yield request
 
 
 def _too_much(budget: hosts.ResponseBudget, exc: BaseException) -> CortexError | None:
@@ -128,11 +178,16 @@ async def connect(
     """
     await hosts.check_resolved(url)
     headers: dict[str, str] = {}
+    bearer: OAuthBearer | None = None
     if auth == "core_token":
         token = tokens.expert_token_mint(
             audience=url, user_id=caller.user_id, workspace_id=caller.workspace_id, tool=tool
         )
         headers["Authorization"] = f"Bearer {token}"
+    elif auth == "oauth":
+        if caller.expert_id is None:
+            raise CortexError(ErrorCode.SERVICE_UNAVAILABLE, "An oauth expert is called for one registered expert.")
+        bearer = OAuthBearer(caller, await broker().bearer(caller.expert_id, caller.user_id))
     connection: Connection | None = None
 
     async def on_message(message: Any) -> None:
@@ -141,6 +196,8 @@ async def connect(
 
     budget = hosts.ResponseBudget(hosts.response_limit())
     http = _http(headers, timeout, budget)
+    if bearer is not None:
+        http.auth = bearer
     transport = streamable_http_client(url, http_client=http, terminate_on_close=False)
     client = Client(
         transport,
@@ -156,6 +213,8 @@ async def connect(
             await client.__aenter__()
     except BaseException as exc:  # noqa: BLE001 - any failure to connect is the expert being unreachable
         _discovered.pop(url, None)
+        if bearer is not None and bearer.needs is not None:
+            raise bearer.needs from None
         too_much = _too_much(budget, exc)
         if too_much is not None:
             raise too_much from None
@@ -173,6 +232,8 @@ async def connect(
         with contextlib.suppress(BaseException):
             await client.__aexit__(None, None, None)
     if failed is not None:
+        if bearer is not None and bearer.needs is not None:
+            raise bearer.needs from None
         # Judged after the client's task group has exited: until then its own cancellation of
         # this task (the transport failed) is indistinguishable from our caller's.
         too_much = _too_much(budget, failed)
@@ -277,6 +338,10 @@ async def _discover(*, url: str, auth: str, caller: Caller, limit: float) -> Dis
                     cursor = result.next_cursor
                     if not cursor:
                         break
+    except ExpertNeedsConnection as needs:
+        return Discovery(
+            status="needs_connection", error=f"No usable account ({needs.reason}) to list the tools.", discovered_at=now
+        )
     except CortexError as exc:
         return Discovery(status="unreachable", error=exc.message, discovered_at=now)
     except MCPError as exc:

@@ -44,12 +44,35 @@ def _at_most_200(value: dict) -> None:
         raise serializers.ValidationError("At most 200 tools.")
 
 
+class OAuthOptionsSerializer(serializers.Serializer):
+    """`auth: "oauth"`: a client the owner registered at the expert's authorization server, if any."""
+
+    client_id = serializers.CharField(max_length=500, required=False)
+    client_secret = serializers.CharField(max_length=500, required=False, write_only=True)
+    token_endpoint_auth_method = serializers.ChoiceField(
+        choices=["none", "client_secret_basic", "client_secret_post"], required=False
+    )
+    scopes = serializers.ListField(child=StrictCharField(max_length=200), max_length=50, required=False)
+    resource_indicator = serializers.BooleanField(
+        required=False,
+        help_text="Send RFC 8707 `resource` (default true); false only for a server that refuses it (Entra ID v2.0).",
+    )
+
+
+class OAuthPublicSerializer(serializers.Serializer):
+    resource = serializers.CharField()
+    issuer = serializers.CharField()
+    registration = serializers.ChoiceField(choices=["pre_registered", "metadata_document", "dynamic"])
+    scopes_supported = serializers.ListField(child=serializers.CharField(), allow_null=True)
+
+
 class ExpertInputSerializer(serializers.Serializer):
     name = serializers.SlugField(max_length=64, help_text="Unique in the workspace; `/<name> <tool> <json>` calls it.")
     url = _UrlField(max_length=500, help_text="The expert's streamable HTTP MCP endpoint.")
     auth = serializers.ChoiceField(choices=Expert.Auth.choices, default=Expert.Auth.CORE_TOKEN)
     tools = _allowlist(required=False, default=None)
     tool_policy = _tool_policy(required=False, default=dict)
+    oauth = OAuthOptionsSerializer(required=False, default=dict)
 
 
 class ExpertPatchSerializer(serializers.Serializer):
@@ -58,6 +81,7 @@ class ExpertPatchSerializer(serializers.Serializer):
     auth = serializers.ChoiceField(choices=Expert.Auth.choices, required=False)
     tools = _allowlist(required=False)
     tool_policy = _tool_policy(required=False)
+    oauth = OAuthOptionsSerializer(required=False)
 
 
 class ExpertToolSerializer(serializers.Serializer):
@@ -86,6 +110,9 @@ class ExpertOutputSerializer(serializers.Serializer):
     discovered_at = serializers.DateTimeField(allow_null=True)
     tools_expire_at = serializers.DateTimeField(
         allow_null=True, help_text="Until when the cached tools are used (the expert's cache hint)."
+    )
+    oauth = OAuthPublicSerializer(
+        allow_null=True, help_text='`auth: "oauth"`: the resource, its authorization server and the registration.'
     )
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()

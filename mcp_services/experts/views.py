@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -24,7 +25,7 @@ from common.web.requests import AuthenticatedRequest
 from common.web.throttles import GcraScopedRateThrottle
 from common.web.views import validated
 from mcp_services import client
-from mcp_services.experts import tokens
+from mcp_services.experts import credentials, tokens
 from mcp_services.experts.discovery import Caller, discover
 from mcp_services.experts.serializers import ExpertInputSerializer, ExpertOutputSerializer, ExpertPatchSerializer
 from workspaces import selectors, services
@@ -52,11 +53,24 @@ class DiscoveryRateThrottle(GcraScopedRateThrottle):
         return super().allow_request(request, view)
 
 
-def _discover(*, url: str, auth: str, user_id: Any, workspace_id: Any) -> services.ExpertDiscovery:
+def _discover(
+    *, url: str, auth: str, user_id: Any, workspace_id: Any, expert: Expert | None = None
+) -> services.ExpertDiscovery:
+    """The tools, found on the caller's behalf. An `oauth` expert's are listed with a connected
+    account (the caller's, once they connect): at registration it has none yet."""
+    if auth == Expert.Auth.OAUTH and expert is None:
+        return services.ExpertDiscovery(status=Expert.Status.NEEDS_CONNECTION, tools=[], discovered_at=timezone.now())
     # The slot wait and the discovery are each bounded by EXPERT_DISCOVERY_TIMEOUT_SECONDS.
     limit = 2 * settings.EXPERT_DISCOVERY_TIMEOUT_SECONDS + 1
-    found = client.call(lambda: discover(url=url, auth=auth, caller=Caller(user_id, workspace_id)), timeout=limit)
+    caller = Caller(user_id, workspace_id, expert.id if expert else None, expert.name if expert else "")
+    found = client.call(lambda: discover(url=url, auth=auth, caller=caller), timeout=limit)
     return found.outcome()
+
+
+def _oauth_setup(*, url: str, options: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """Discovery of the expert's authorization server and the core's registration with it
+    (`connections`): 400 when neither works and no client was given."""
+    return credentials.broker().setup(url=url, options=options, previous=previous)
 
 
 class ExpertListCreateApi(APIView):
@@ -80,6 +94,9 @@ class ExpertListCreateApi(APIView):
     def post(self, request: AuthenticatedRequest, workspace_id: str) -> Response:
         workspace = selectors.workspace_get_for_user(user=request.user, workspace_id=workspace_id)
         data = validated(ExpertInputSerializer, request.data)
+        oauth = None
+        if data["auth"] == Expert.Auth.OAUTH:
+            oauth = _oauth_setup(url=data["url"], options=data["oauth"], previous=None)
         discovery = _discover(url=data["url"], auth=data["auth"], user_id=request.user.id, workspace_id=workspace.id)
         expert = services.expert_create(
             workspace=workspace,
@@ -89,6 +106,7 @@ class ExpertListCreateApi(APIView):
             allowed_tools=data["tools"],
             tool_policy=data["tool_policy"],
             discovery=discovery,
+            oauth=oauth,
         )
         return Response(
             {"status": "expert created", "expert": ExpertOutputSerializer(expert).data}, status=status.HTTP_201_CREATED
@@ -122,12 +140,19 @@ class ExpertDetailApi(APIView):
         if "tools" in data:
             changes["allowed_tools"] = data["tools"]
         discovery = None
-        if changes.get("url", expert.url) != expert.url or changes.get("auth", expert.auth) != expert.auth:
+        moved = changes.get("url", expert.url) != expert.url or changes.get("auth", expert.auth) != expert.auth
+        if changes.get("auth", expert.auth) == Expert.Auth.OAUTH and (moved or "oauth" in data):
+            # Discovered and registered again: a new issuer gets its own client (credentials per issuer).
+            changes["oauth"] = _oauth_setup(
+                url=changes.get("url", expert.url), options=data.get("oauth") or {}, previous=expert.oauth
+            )
+        if moved:
             discovery = _discover(
                 url=changes.get("url", expert.url),
                 auth=changes.get("auth", expert.auth),
                 user_id=request.user.id,
                 workspace_id=expert.workspace_id,
+                expert=None if changes.get("auth", expert.auth) == Expert.Auth.OAUTH else expert,
             )
         expert = services.expert_update(expert=expert, discovery=discovery, **changes)
         return Response({"status": "expert updated", "expert": ExpertOutputSerializer(expert).data})
@@ -152,7 +177,7 @@ class ExpertRefreshApi(APIView):
     def post(self, request: AuthenticatedRequest, workspace_id: str, expert_id: str) -> Response:
         expert = selectors.expert_get_for_user(user=request.user, workspace_id=workspace_id, expert_id=expert_id)
         discovery = _discover(
-            url=expert.url, auth=expert.auth, user_id=request.user.id, workspace_id=expert.workspace_id
+            url=expert.url, auth=expert.auth, user_id=request.user.id, workspace_id=expert.workspace_id, expert=expert
         )
         expert = services.expert_discovery_save(expert=expert, discovery=discovery)
         return Response({"status": "expert refreshed", "expert": ExpertOutputSerializer(expert).data})

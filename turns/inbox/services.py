@@ -210,3 +210,22 @@ def inbox_answer(*, request: InboxRequest, user: User, answer: dict[str, Any]) -
         live = events_append(events=[_resolved(request, answer, turn, recipients, now)])
         transaction.on_commit(lambda: events_publish(live))
     return request
+
+
+def connect_questions_answer(*, user_id: uuid.UUID, expert_id: uuid.UUID) -> int:
+    """The requester connected their account at an `oauth` expert: each of their open `connect`
+    questions for it is answered `accept` by itself, through `inbox_answer` (the same code path as
+    an answer from a device: `question.answered`, and the waiting turn is due at once)."""
+    answered = 0
+    open_requests = InboxRequest.objects.select_related("user").filter(
+        user_id=user_id, kind=InboxRequest.Kind.QUESTION, status=InboxRequest.Status.OPEN
+    )
+    for request in open_requests:
+        if str((request.data.get("connect") or {}).get("expert_id")) != str(expert_id):
+            continue
+        try:
+            inbox_answer(request=request, user=request.user, answer={"action": "accept"})
+        except CortexError:  # answered or expired meanwhile
+            continue
+        answered += 1
+    return answered

@@ -34,6 +34,11 @@ class InboxItemSerializer(serializers.Serializer):
     message = serializers.CharField(required=False, help_text="Questions: what the expert asks.")
     schema = serializers.DictField(required=False, help_text="Questions in form mode: a flat JSON schema.")
     url = serializers.CharField(required=False, help_text="Questions in URL mode: where to go.")
+    connect = serializers.DictField(
+        required=False,
+        help_text='`connect` questions: `{"expert_id", "expert", "scopes"}`: the requester\'s account at an `oauth`'
+        " expert is needed; connecting answers it by itself.",
+    )
     answer = serializers.DictField(allow_null=True)
     answered_at = serializers.CharField(allow_null=True)
 

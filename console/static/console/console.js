@@ -243,7 +243,8 @@ function renderNav() {
     link('#/activity', 'Activity', data.missed ? h('span', { class: 'count', 'aria-label': `${data.missed} missed` }, String(data.missed)) : null),
     data.inbox ? link('#/inbox', 'Inbox', h('span', { id: 'inbox-count', class: count ? 'count' : 'count zero', 'aria-label': `${count} open` }, String(count))) : null,
     data.memoryAvailable ? link('#/memory', 'My memory') : null,
-    data.workspaces.length ? link('#/experts', 'Experts') : null);
+    data.workspaces.length ? link('#/experts', 'Experts') : null,
+    link('#/connections', 'Connected accounts'));
 }
 
 function toggleSidebar() {
@@ -327,6 +328,7 @@ function route() {
   else if (hash === '#/inbox' && data.inbox) showInbox();
   else if (hash === '#/memory' && data.memoryAvailable) showMemory();
   else if (hash === '#/experts') showExperts();
+  else if (hash.startsWith('#/connections')) showConnections();
   else showHome();
   if (window.matchMedia('(max-width: 760px)').matches && data.sidebarOpen && hash.startsWith('#/c/')) toggleSidebar();
 }
@@ -675,6 +677,8 @@ function inboxItem(item, onAnswered) {
        item.url ? h('p', null, 'Open: ', externalLink(item.url)) : null];
   const actions = item.kind === 'approval'
     ? h('div', { class: 'buttons' }, h('button', { type: 'button', onclick: () => answer({ decision: 'approve' }) }, 'Approve'), h('button', { type: 'button', onclick: () => answer({ decision: 'deny' }) }, 'Deny'))
+    : item.connect
+      ? h('div', { class: 'buttons' }, h('button', { type: 'button', onclick: (e) => connectAccount(e.currentTarget, item.connect.expert_id) }, `Connect ${item.connect.expert}`), h('button', { type: 'button', onclick: () => answer({ action: 'decline' }) }, 'Decline'))
     : item.url
       ? h('div', { class: 'buttons' }, h('button', { type: 'button', onclick: () => answer({ action: 'accept' }) }, 'Done'), h('button', { type: 'button', onclick: () => answer({ action: 'decline' }) }, 'Decline'))
       : questionForm(item, answer);
@@ -821,7 +825,7 @@ function showExperts() {
     })));
     const name = h('input', { name: 'name', required: true, pattern: '[-a-zA-Z0-9_]+', maxlength: '64' });
     const url = h('input', { name: 'url', type: 'url', required: true, placeholder: 'http://127.0.0.1:9200/mcp' });
-    const auth = select('auth', [['core_token', 'A token minted by Cortex for each call'], ['none', 'No authentication']], 'core_token');
+    const auth = select('auth', [['core_token', 'A token minted by Cortex for each call'], ['oauth', "Each person's own account (OAuth)"], ['none', 'No authentication']], 'core_token');
     const form = h('form', null, field('Name', name, 'Users call it as /name tool {json}.'), field('MCP URL', url), field('Authentication', auth),
       h('button', { type: 'submit' }, 'Register expert'));
     form.addEventListener('submit', (event) => {
@@ -839,6 +843,38 @@ function showExperts() {
     return h('section', { class: 'card' }, h('h3', null, workspace.name), list, h('details', { class: 'create' }, h('summary', null, 'Register an expert'), form));
   });
   mount('experts', heading('Experts'), h('p', { class: 'muted' }, 'MCP servers whose tools the assistant may use in your workspaces.'), sections);
+}
+
+// ----- connected accounts -------------------------------------------------------------------------------
+
+/** Off to the expert's authorization server; it sends the browser back here (`?connected=`). */
+function connectAccount(button, expertId) {
+  busy(button, async () => {
+    location.assign(await cortex.startConnection(expertId, '/console/#/connections'));
+  });
+}
+
+function showConnections() {
+  const params = new URL(location.href).searchParams;
+  if (params.has('connected')) notify('Account connected.');
+  if (params.has('connect_error')) failed(new Error(`Connecting failed: ${params.get('connect_error')}`));
+  const list = h('ul', { class: 'experts connections' });
+  const empty = h('p', { class: 'muted' }, 'No expert here asks for your own account.');
+  const labels = { connected: 'connected', not_connected: 'not connected', needs_reconsent: 'connect again' };
+  const render = (connections) => {
+    empty.hidden = connections.length > 0;
+    fill(list, connections.map((item) => h('li', { class: 'expert card', dataset: { id: item.expert_id } },
+      h('h4', null, item.expert, ' ', h('span', { class: `badge ${item.status}` }, labels[item.status] || item.status)),
+      item.scopes.length ? h('p', { class: 'muted mono' }, item.scopes.join(' ')) : null,
+      h('div', { class: 'buttons' },
+        item.status === 'connected' ? null : h('button', { type: 'button', onclick: (e) => connectAccount(e.currentTarget, item.expert_id) }, 'Connect'),
+        item.status === 'not_connected' ? null : h('button', { type: 'button', class: 'danger', onclick: (e) => busy(e.currentTarget, async () => {
+          await cortex.disconnect(item.expert_id);
+          render(await cortex.connections());
+        }) }, 'Disconnect')))));
+  };
+  mount('connections', heading('Connected accounts'), h('p', { class: 'muted' }, 'Experts run by others act with your own account there; connect it once, disconnect it any time.'), empty, list);
+  cortex.connections().then(render, failed);
 }
 
 // ----- boot -------------------------------------------------------------------------------------------

@@ -719,6 +719,24 @@ export class CortexClient extends Emitter {
     return response.blob();
   }
 
+  // ----- connected accounts (experts behind each person's own OAuth account) ----------------------
+
+  /** The caller's account status for each `oauth` expert they may use. */
+  async connections() {
+    return (await this.request('GET', '/connections')).connections;
+  }
+
+  /** Start connecting: the browser goes to the returned URL (the flow's cookie is set on this
+   * origin) and comes back to `returnTo?connected=<id>` or `?connect_error=<code>`. */
+  async startConnection(expertId, returnTo = '/console/#/connections') {
+    return (await this.request('POST', `/connections/${encodeURIComponent(expertId)}`, { body: { return_to: returnTo } })).authorization_url;
+  }
+
+  /** Disconnect: revoked at the server and forgotten. */
+  async disconnect(expertId) {
+    return this.request('DELETE', `/connections/${encodeURIComponent(expertId)}`);
+  }
+
   // ----- experts (workspace owners) ---------------------------------------------------------------
 
   async experts(workspaceId) {

@@ -1,0 +1,20 @@
+"""The `mcp_services.experts.credentials.Broker` the core's expert calls use (set at start)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from connections import services
+from mcp_services.serving import db_call
+
+
+class OAuthBroker:
+    async def bearer(self, expert_id: uuid.UUID, user_id: uuid.UUID, *, stale: str | None = None) -> str:
+        return await db_call(services.bearer)(expert_id=expert_id, user_id=user_id, stale=stale)
+
+    async def step_up(self, expert_id: uuid.UUID, user_id: uuid.UUID, scopes: list[str]) -> list[str]:
+        return await db_call(services.step_up)(expert_id=expert_id, user_id=user_id, scopes=scopes)
+
+    def setup(self, *, url: str, options: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+        return services.setup(url=url, options=options, previous=previous)
