@@ -585,6 +585,8 @@ CORTEX: dict[str, Any] = {
     "LLM_MODEL": env_str("CORTEX_LLM_MODEL"),
     "LLM_API_KEY": env_str("CORTEX_LLM_API_KEY"),
     "LLM_TIMEOUT_SECONDS": env_int("CORTEX_LLM_TIMEOUT_SECONDS", 60, minimum=1),
+    # The model accepts images: a tool result's inline images reach it as image parts too.
+    "LLM_VISION": env_bool("CORTEX_LLM_VISION", False),
     # Where a turn worker relays committed events to the core's streams when there is no Redis
     # (`run_cortex` sets it); with REDIS_URL the channel layer carries them.
     "CORE_URL": env_str("CORTEX_CORE_URL"),
@@ -622,6 +624,15 @@ EXPERT_DISCOVERY_CONCURRENCY = env_int("EXPERT_DISCOVERY_CONCURRENCY", 4, minimu
 # expert: a larger one is refused (payload_too_large), never written into every participant's log.
 # It also bounds what one call or discovery reads, as it streams: 4 x this + 64 KiB (1.1 MB).
 EXPERT_RESULT_MAX_BYTES = env_int("EXPERT_RESULT_MAX_BYTES", 256 * 1024, minimum=1024)
+# A result's images, audio and embedded binary resources are kept inline (base64, in `tool.result`'s
+# `blocks`) up to this many decoded bytes each, and while all of them together stay within
+# EXPERT_RESULT_MAX_BYTES; past either they are `omitted` with their size. At most
+# EXPERT_RESULT_MAX_BLOCKS non-text blocks are kept (the rest are counted, not shown).
+EXPERT_INLINE_BLOB_BYTES = env_int("EXPERT_INLINE_BLOB_BYTES", 256 * 1024, minimum=0)
+EXPERT_RESULT_MAX_BLOCKS = env_int("EXPERT_RESULT_MAX_BLOCKS", 64, minimum=0)
+# A tool called as a task may run this long (its waiting, between polls, does not count against
+# the turn's own TURN_TIME_LIMIT_SECONDS); past it the task is cancelled and the call fails (timeout).
+EXPERT_TASK_MAX_SECONDS = env_int("EXPERT_TASK_MAX_SECONDS", 3600, minimum=1)
 # The notes expert (`manage.py run_notes_expert`): where it fetches the core's public keys.
 NOTES_JWKS_URL = env_str("NOTES_JWKS_URL", "http://127.0.0.1:8000/.well-known/jwks.json")
 

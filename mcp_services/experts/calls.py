@@ -2,7 +2,7 @@
 
     tools = await expert_tools(workspace_id=..., user_id=...)   # what the model may call
     result = await expert_call(user_id=..., workspace_id=..., expert="notes", tool="add_note", arguments={...})
-    # {"content": "<the result's text>", "structured": {...} or None}
+    # {"content": "<the result's text>", "structured": {...} or None, "blocks": [...]}
 
 Reads and writes run through `db_call` (a worker thread whose connection is closed afterwards: a
 turn worker holds no database connection between calls). Each call is made on the user's behalf with a token minted for that call (`tokens`), never with
@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -51,6 +52,7 @@ from mcp_types import (
 from common import metrics
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import describe, encoding_error, unwrap
+from mcp_services.experts.content import result_blocks
 from mcp_services.experts.discovery import Caller, connect, discover, said
 from mcp_services.serving import db_call
 from workspaces import selectors, services
@@ -79,6 +81,8 @@ class Question:
 # The answer to a question: {"action": "accept" | "decline" | "cancel", "content": {...}?}.
 Answer = dict[str, Any]
 Ask = Callable[[Question], Awaitable[Answer]]
+# The expert's progress on a call: (progress, total or None, message or None).
+Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
 class ExpertNeedsInput(Exception):
@@ -177,10 +181,21 @@ def _expert_for(user_id: uuid.UUID, workspace_id: uuid.UUID, name: str) -> Exper
 
 
 async def expert_tool_policy(*, user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str) -> str:
-    """The policy of one tool for a call on `user_id`'s behalf (a direct call asks this first);
-    an expert the user cannot reach is `auto` here: the call itself refuses it with its reason."""
+    """The policy of one tool for a call on `user_id`'s behalf (a direct call asks this first).
+    An expert the user cannot reach, or a tool the expert does not have (its list re-discovered
+    first when stale), is `auto` here: the call itself refuses it (not_found), and nobody is asked
+    to approve a call that cannot happen."""
     found = await db_call(_expert_for)(user_id, workspace_id, expert)
-    return "auto" if found is None else found.policy_for(tool)
+    if found is None:
+        return "auto"
+    if found.tools_expire_at is None or found.tools_expire_at <= timezone.now():
+        try:
+            found = await expert_refresh(found, user_id=user_id)
+        except CortexError as exc:
+            logger.warning("expert %s: refresh failed: %s", found.name, exc.message)
+    if found.status == Expert.Status.OK and tool not in {entry["name"] for entry in found.tools}:
+        return "auto"
+    return found.policy_for(tool)
 
 
 async def expert_call(
@@ -194,10 +209,13 @@ async def expert_call(
     ask: Ask | None = None,
     input_responses: dict[str, Answer] | None = None,
     request_state: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Call `tool` of the workspace's expert named `expert` on behalf of `user_id`.
 
-    Returns `{"content": <the result's text>, "structured": <structured content or None>}`;
+    Returns `{"content": <the result's text>, "structured": <structured content or None>,
+    "blocks": [<every non-text block>]}` (`content.result_blocks`); `progress` is awaited with the
+    expert's progress notifications (`progress`, `total`, `message`);
     raises `ExpertCallError`, or `ExpertNeedsInput` when the expert asks a question with
     `input_required` (see the module docstring; `input_responses` and `request_state` answer it).
     """
@@ -238,6 +256,7 @@ async def expert_call(
                         or None,
                         request_state=request_state,
                         allow_input_required=True,
+                        progress_callback=_progress_callback(progress),
                     )
                 finally:
                     tools_changed = connection.tools_changed
@@ -297,7 +316,32 @@ async def expert_call(
         raise ExpertCallError(
             ErrorCode.TOOL_ERROR, said(sent.message if sent is not None else text or f"{tool} failed")
         )
-    return {"content": text, "structured": result.structured_content}
+    blocks, dropped = result_blocks(list(result.content))
+    answer: dict[str, Any] = {"content": text, "structured": result.structured_content, "blocks": blocks}
+    if dropped:
+        answer["blocks_dropped"] = dropped
+    return answer
+
+
+def _progress_callback(progress: Progress | None) -> Any:
+    """The SDK's progress callback: checked numbers and a cut message, to `progress`. A failure in
+    `progress` (the turn's log could not be written) is the turn's to see later, not the call's."""
+    if progress is None:
+        return None
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        if not isinstance(done, int | float) or not math.isfinite(done):
+            return
+        if total is not None and (not isinstance(total, int | float) or not math.isfinite(total) or total <= 0):
+            total = None
+        try:
+            await progress(
+                float(done), None if total is None else float(total), said(message)[:200] if message else None
+            )
+        except Exception:  # noqa: BLE001 - progress is a courtesy; the call goes on
+            logger.warning("progress of an expert call could not be shown", exc_info=True)
+
+    return on_progress
 
 
 def _elicitation_callback(ask: Ask | None) -> Any:

@@ -29,10 +29,17 @@ from django.conf import settings
 from django.utils import timezone
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import DiscoverResult, ToolListChangedNotification
+from mcp_types import (
+    INVALID_REQUEST,
+    DiscoverResult,
+    ElicitRequestParams,
+    ElicitResult,
+    ErrorData,
+    ToolListChangedNotification,
+)
 
 from common.errors import CortexError, ErrorCode
-from mcp_services.client import describe
+from mcp_services.client import describe, unwrap
 from mcp_services.experts import hosts, tokens
 from workspaces import services
 
@@ -62,19 +69,44 @@ def _http(headers: dict[str, str], timeout: float, budget: hosts.ResponseBudget)
 _discovered: dict[str, tuple[str, DiscoverResult, float]] = {}
 
 
+# The revision each expert answered with ("legacy": 2025-11-25 and older, with `initialize` and
+# sessions; else the modern version, stateless with `server/discover`), kept from the first
+# connection (discovery): later calls go straight to it instead of probing again. A connection that
+# fails forgets it, and the next one probes again (an expert upgraded or downgraded in between).
+_revisions: dict[str, str] = {}
+
+
 def _prior(url: str) -> dict[str, Any]:
     known = _discovered.get(url)
     if known is None or known[2] <= time.monotonic():
         _discovered.pop(url, None)
-        return {}
+        return {"mode": "legacy"} if _revisions.get(url) == "legacy" else {}
     return {"mode": known[0], "prior_discover": known[1]}
 
 
 def _remember(url: str, client: Client) -> None:
     result = client.session.discover_result
+    _revisions[url] = "legacy" if result is None else client.protocol_version
     if result is not None and result.ttl_ms > 0 and url not in _discovered:
         ttl = min(result.ttl_ms / 1000, settings.EXPERT_TOOLS_MAX_TTL_SECONDS)
         _discovered[url] = (client.protocol_version, result, time.monotonic() + ttl)
+
+
+def forget(url: str) -> None:
+    """The expert's revision is no longer trusted (a call says it changed): the next connection probes."""
+    _discovered.pop(url, None)
+    _revisions.pop(url, None)
+
+
+def revision(url: str) -> str | None:
+    """The revision the expert answered with last ("legacy" or a modern version), if known."""
+    return _revisions.get(url)
+
+
+async def _cannot_answer(context: Any, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+    """Where nobody can answer (discovery): the expert is told so. Passing a callback at all is what
+    declares the elicitation capability (form and URL) to the expert, as every call does."""
+    return ErrorData(code=INVALID_REQUEST, message="No one can answer a question during this request.")
 
 
 # An expert's error message goes into every participant's log, to the model and into `last_error`:
@@ -141,33 +173,41 @@ async def connect(
 
     budget = hosts.ResponseBudget(hosts.response_limit())
     http = _http(headers, timeout, budget)
-    transport = streamable_http_client(url, http_client=http, terminate_on_close=False)
-    client = Client(
-        transport,
-        read_timeout_seconds=timeout,
-        cache=None,
-        message_handler=on_message,
-        elicitation_callback=elicit,
-        **_prior(url),
-    )
-    connection = Connection(client=client)
-    try:
-        async with asyncio.timeout(timeout):
-            await client.__aenter__()
-    except BaseException as exc:  # noqa: BLE001 - any failure to connect is the expert being unreachable
-        _discovered.pop(url, None)
-        too_much = _too_much(budget, exc)
-        if too_much is not None:
-            raise too_much from None
-        if isinstance(exc, asyncio.CancelledError):
-            raise
-        raise CortexError(ErrorCode.SERVICE_UNAVAILABLE, f"The expert is unreachable: {said(describe(exc))}") from None
+    for attempt in range(2):
+        prior = _prior(url)
+        transport = streamable_http_client(url, http_client=http, terminate_on_close=False)
+        client = Client(
+            transport,
+            read_timeout_seconds=timeout,
+            cache=None,
+            message_handler=on_message,
+            elicitation_callback=elicit or _cannot_answer,
+            **prior,
+        )
+        connection = Connection(client=client)
+        try:
+            async with asyncio.timeout(timeout):
+                await client.__aenter__()
+            break
+        except BaseException as exc:  # noqa: BLE001 - any failure to connect is the expert being unreachable
+            forget(url)
+            too_much = _too_much(budget, exc)
+            if too_much is not None:
+                raise too_much from None
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            if attempt == 0 and prior and isinstance(unwrap(exc), MCPError):
+                continue  # it refused the revision it spoke before: probe again, once
+            raise CortexError(
+                ErrorCode.SERVICE_UNAVAILABLE, f"The expert is unreachable: {said(describe(exc))}"
+            ) from None
     _remember(url, client)
+    assert connection is not None  # the loop above connected, or raised
     failed: BaseException | None = None
     try:
         yield connection
     except BaseException as exc:  # noqa: BLE001 - raised again below, once the client is closed
-        _discovered.pop(url, None)
+        forget(url)
         failed = exc
     finally:
         with contextlib.suppress(BaseException):
