@@ -27,7 +27,7 @@ from mcp_services.client import ServiceClient, cognition_token
 from mcp_services.experts.calls import ExpertNeedsInput, Question
 from turns import experts, selectors
 from turns.inbox import selectors as inbox_selectors
-from turns.inbox.services import Pause, pause_refusal
+from turns.inbox.services import Pause, pause_refusal, schema_defaults_apply
 from turns.services import TurnRow
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids
@@ -238,7 +238,10 @@ async def _run_tool(
         refusal = await _refusal(turn, "question", data)
         if refusal is not None:
             raise CortexError(ErrorCode.DENIED, refusal)
-        return await out.question(data, call_deadline)
+        answer = await out.question(data, call_deadline)
+        if answer.get("action") == "accept" and question.schema is not None:  # as the inbox's answer path does
+            answer = {**answer, "content": schema_defaults_apply(question.schema, answer.get("content") or {})}
+        return answer
 
     async def progress(done: float, total: float | None, message: str | None) -> None:
         await out.tool_progress(call_id=call_id, progress=done, total=total, message=message)

@@ -48,12 +48,15 @@ from mcp_types import (
     InputRequiredResult,
     TextContent,
 )
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 from common import metrics
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import describe, encoding_error, unwrap
+from mcp_services.experts import tasks as wire
 from mcp_services.experts.content import result_blocks
-from mcp_services.experts.discovery import Caller, connect, discover, said
+from mcp_services.experts.discovery import Caller, Connection, connect, discover, said
 from mcp_services.serving import db_call
 from workspaces import selectors, services
 from workspaces.models import Expert
@@ -198,27 +201,8 @@ async def expert_tool_policy(*, user_id: uuid.UUID, workspace_id: uuid.UUID, exp
     return found.policy_for(tool)
 
 
-async def expert_call(
-    *,
-    user_id: uuid.UUID,
-    workspace_id: uuid.UUID,
-    expert: str,
-    tool: str,
-    arguments: dict[str, Any],
-    timeout: float = DEFAULT_TIMEOUT,
-    ask: Ask | None = None,
-    input_responses: dict[str, Answer] | None = None,
-    request_state: str | None = None,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Call `tool` of the workspace's expert named `expert` on behalf of `user_id`.
-
-    Returns `{"content": <the result's text>, "structured": <structured content or None>,
-    "blocks": [<every non-text block>]}` (`content.result_blocks`); `progress` is awaited with the
-    expert's progress notifications (`progress`, `total`, `message`);
-    raises `ExpertCallError`, or `ExpertNeedsInput` when the expert asks a question with
-    `input_required` (see the module docstring; `input_responses` and `request_state` answer it).
-    """
+async def _checked(user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str) -> Expert:
+    """The expert a call on `user_id`'s behalf may reach for `tool`, or the refusal."""
     found = await db_call(_expert_for)(user_id, workspace_id, expert)
     if found is None:
         raise ExpertCallError(ErrorCode.NOT_FOUND, f"No expert named {expert!r} in this workspace.")
@@ -226,15 +210,23 @@ async def expert_call(
         raise ExpertCallError(ErrorCode.PERMISSION_DENIED, f"The tool {tool!r} of {expert!r} is not allowed here.")
     if found.policy_for(tool) == "deny":
         raise ExpertCallError(ErrorCode.DENIED, f"The tool {tool!r} of {expert!r} is denied by its tool policy.")
-    fresh = found.status == Expert.Status.OK and found.tools_expire_at and found.tools_expire_at > timezone.now()
-    if fresh and tool not in {entry["name"] for entry in found.tools}:
-        raise ExpertCallError(ErrorCode.NOT_FOUND, f"The expert {expert!r} has no tool {tool!r}.")
-    if not isinstance(arguments, dict):
-        raise ExpertCallError(ErrorCode.INVALID_INPUT, "The arguments must be a JSON object.")
-    problem = encoding_error(arguments)
-    if problem is not None:
-        raise ExpertCallError(ErrorCode.INVALID_INPUT, f"The arguments cannot be sent ({problem}).")
+    return found
 
+
+async def _operate(
+    found: Expert,
+    caller: Caller,
+    *,
+    tool: str,
+    operation: str,
+    timeout: float,
+    body: Callable[[Connection], Awaitable[Any]],
+    ask: Ask | None = None,
+    tasks: bool = True,
+) -> Any:
+    """`body` on a connection to the expert, with every failure as an `ExpertCallError` and the
+    call's metrics (`operation`: call_tool, or a tasks/* method)."""
+    expert = found.name
     started = time.perf_counter()
     failure: str | None = None
     tools_changed = False
@@ -243,21 +235,14 @@ async def expert_call(
             async with connect(
                 url=found.url,
                 auth=found.auth,
-                caller=Caller(user_id, workspace_id),
+                caller=caller,
                 tool=tool,
                 timeout=timeout,
                 elicit=_elicitation_callback(ask),
+                tasks=tasks,
             ) as connection:
                 try:
-                    result = await connection.client.session.call_tool(
-                        tool,
-                        arguments,
-                        input_responses={key: elicit_result(answer) for key, answer in (input_responses or {}).items()}
-                        or None,
-                        request_state=request_state,
-                        allow_input_required=True,
-                        progress_callback=_progress_callback(progress),
-                    )
+                    return await body(connection)
                 finally:
                     tools_changed = connection.tools_changed
     except asyncio.CancelledError:
@@ -270,6 +255,9 @@ async def expert_call(
         raise ExpertCallError(
             ErrorCode.SERVICE_UNAVAILABLE, f"The expert {expert!r} failed: the connection failed during the call."
         ) from None
+    except ExpertCallError as exc:
+        failure = exc.code
+        raise
     except CortexError as exc:  # refused host, unreachable, no key, or it answered too much (`connect`)
         failure = exc.code
         raise ExpertCallError(exc.code, exc.message) from None
@@ -289,14 +277,104 @@ async def expert_call(
             ErrorCode.SERVICE_UNAVAILABLE, f"The expert {expert!r} failed: {said(describe(exc))}"
         ) from None
     finally:
-        metrics.MCP_CALLS.labels("expert", "call_tool").observe(time.perf_counter() - started)
+        metrics.MCP_CALLS.labels("expert", operation).observe(time.perf_counter() - started)
         if failure is not None:
-            metrics.MCP_ERRORS.labels("expert", "call_tool", str(failure)).inc()
+            metrics.MCP_ERRORS.labels("expert", operation, str(failure)).inc()
         if tools_changed:
             await db_call(services.expert_tools_expire)(expert_id=found.id)
 
+
+def _task_support(found: Expert, tool: str) -> str:
+    entry = next((entry for entry in found.tools if entry.get("name") == tool), None)
+    return str((entry or {}).get("task_support") or "forbidden")
+
+
+async def expert_call(
+    *,
+    user_id: uuid.UUID,
+    workspace_id: uuid.UUID,
+    expert: str,
+    tool: str,
+    arguments: dict[str, Any],
+    timeout: float = DEFAULT_TIMEOUT,
+    ask: Ask | None = None,
+    input_responses: dict[str, Answer] | None = None,
+    request_state: str | None = None,
+    progress: Progress | None = None,
+    tasks: bool = False,
+) -> dict[str, Any]:
+    """Call `tool` of the workspace's expert named `expert` on behalf of `user_id`.
+
+    Returns `{"content": <the result's text>, "structured": <structured content or None>,
+    "blocks": [<every non-text block>]}` (`content.result_blocks`); `progress` is awaited with the
+    expert's progress notifications (`progress`, `total`, `message`);
+    raises `ExpertCallError`, or `ExpertNeedsInput` when the expert asks a question with
+    `input_required` (see the module docstring; `input_responses` and `request_state` answer it).
+
+    `tasks`: the caller follows tasks (a turn, which waits for them durably). The core then declares
+    the Tasks extension (2026-07-28: the expert may answer with a task) and asks for a task on a
+    2025-11-25 expert's tools whose `taskSupport` is `required` or `optional` (optional ones too: a
+    task holds nothing of the core while it runs and survives a worker's restart, at the cost of
+    one more round trip). A task started raises `ExpertTaskStarted`.
+    """
+    found = await _checked(user_id, workspace_id, expert, tool)
+    fresh = found.status == Expert.Status.OK and found.tools_expire_at and found.tools_expire_at > timezone.now()
+    if fresh and tool not in {entry["name"] for entry in found.tools}:
+        raise ExpertCallError(ErrorCode.NOT_FOUND, f"The expert {expert!r} has no tool {tool!r}.")
+    if not isinstance(arguments, dict):
+        raise ExpertCallError(ErrorCode.INVALID_INPUT, "The arguments must be a JSON object.")
+    problem = encoding_error(arguments)
+    if problem is not None:
+        raise ExpertCallError(ErrorCode.INVALID_INPUT, f"The arguments cannot be sent ({problem}).")
+    as_task = tasks and _task_support(found, tool) in ("required", "optional")
+
+    async def call(connection: Connection) -> Any:
+        session = connection.client.session
+        if as_task and connection.client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            ttl = settings.EXPERT_TASK_MAX_SECONDS * 1000
+            raw = await wire.send(
+                session, "tools/call", {"name": tool, "arguments": arguments, "task": {"ttl": ttl}}, timeout
+            )
+            if isinstance(raw, dict) and isinstance(raw.get("task"), dict):
+                return wire.task_state(raw)
+            return CallToolResult.model_validate(raw)
+        result = await session.call_tool(
+            tool,
+            arguments,
+            input_responses={key: elicit_result(answer) for key, answer in (input_responses or {}).items()} or None,
+            request_state=request_state,
+            allow_input_required=True,
+            allow_claimed=True,
+            progress_callback=_progress_callback(progress),
+        )
+        if isinstance(result, wire.TaskHandle):
+            return wire.task_state(result.model_dump(by_alias=True, mode="json", exclude_none=True))
+        return result
+
+    try:
+        result = await _operate(
+            found,
+            Caller(user_id, workspace_id),
+            tool=tool,
+            operation="call_tool",
+            timeout=timeout,
+            body=call,
+            ask=ask,
+            tasks=tasks,
+        )
+    except (wire.TaskAnswerError, ValidationError) as exc:
+        raise ExpertCallError(
+            ErrorCode.TOOL_ERROR, f"The expert {expert!r} answered a task unreadably: {exc}"
+        ) from None
+    if isinstance(result, wire.TaskState):
+        raise ExpertTaskStarted(result)
     if isinstance(result, InputRequiredResult):
         raise _needs_input(result)
+    return _tool_answer(expert, tool, result)
+
+
+def _tool_answer(expert: str, tool: str, result: Any) -> dict[str, Any]:
+    """A tool's result as the core keeps it, or the refusal (too large, or the tool failed)."""
     if not isinstance(result, CallToolResult):
         raise ExpertCallError(ErrorCode.TOOL_ERROR, f"The expert {expert!r} answered with an unexpected result.")
     text = "\n".join(part.text for part in result.content if isinstance(part, TextContent))
@@ -321,6 +399,87 @@ async def expert_call(
     if dropped:
         answer["blocks_dropped"] = dropped
     return answer
+
+
+class ExpertTaskStarted(Exception):
+    """The expert runs the call as a task (`state`): follow it with `expert_task`."""
+
+    def __init__(self, state: wire.TaskState) -> None:
+        super().__init__(state.task_id)
+        self.state = state
+
+
+@dataclass(frozen=True)
+class TaskSeen:
+    """One look at a task (`expert_task`): its state, its question as a `Question` when it waits
+    for input (2026-07-28), and its result as `expert_call` returns one when it completed."""
+
+    state: wire.TaskState
+    question: Question | None = None
+    answer: dict[str, Any] | None = None
+
+
+async def expert_task(
+    *,
+    user_id: uuid.UUID,
+    workspace_id: uuid.UUID,
+    expert: str,
+    tool: str,
+    task_id: str,
+    action: str = "get",
+    answer: tuple[str, Answer] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    ask: Ask | None = None,
+) -> TaskSeen:
+    """Look at a task of `tool` (`action` "get"), answer its question (`"update"`, `answer`: the
+    input key and the requester's answer; 2026-07-28 `tasks/update`), or cancel it (`"cancel"`).
+
+    A 2025-11-25 expert's task gives its result with `tasks/result`, fetched once `tasks/get` says
+    it completed; one that needs input asks it there, mid-request (`ask`, on a held connection)."""
+    found = await _checked(user_id, workspace_id, expert, tool)
+
+    async def follow(connection: Connection) -> TaskSeen:
+        session = connection.client.session
+        modern = connection.client.protocol_version in MODERN_PROTOCOL_VERSIONS
+        if action == "cancel":
+            await wire.send(session, "tasks/cancel", {"taskId": task_id}, timeout)
+            return TaskSeen(state=wire.TaskState(task_id=task_id, status="cancelled"))
+        if action == "update" and answer is not None:
+            key, reply = answer
+            responses = {key: elicit_result(reply).model_dump(by_alias=True, mode="json", exclude_none=True)}
+            await wire.send(session, "tasks/update", {"taskId": task_id, "inputResponses": responses}, timeout)
+        state = wire.task_state(await wire.send(session, "tasks/get", {"taskId": task_id}, timeout))
+        if state.task_id != task_id:
+            raise wire.TaskAnswerError("it answered about another task")
+        question = None
+        if state.input_request is not None:
+            question = _question(state.input_request.params, key=state.input_key or "")
+        result = state.result
+        if not modern and (state.status == "completed" or (state.status == "input_required" and ask is not None)):
+            result = CallToolResult.model_validate(
+                await wire.send(session, "tasks/result", {"taskId": task_id}, timeout)
+            )
+            state = wire.TaskState(task_id=task_id, status="completed", message=state.message, result=result)
+        if state.status == "completed" and result is None:
+            raise wire.TaskAnswerError("it completed without a result")
+        return TaskSeen(
+            state=state, question=question, answer=None if result is None else _tool_answer(expert, tool, result)
+        )
+
+    try:
+        return await _operate(
+            found,
+            Caller(user_id, workspace_id),
+            tool=tool,
+            operation=f"tasks/{action}",
+            timeout=timeout,
+            body=follow,
+            ask=ask,
+        )
+    except (wire.TaskAnswerError, ValidationError) as exc:
+        raise ExpertCallError(
+            ErrorCode.TOOL_ERROR, f"The expert {expert!r} answered a task unreadably: {exc}"
+        ) from None
 
 
 def _progress_callback(progress: Progress | None) -> Any:

@@ -27,20 +27,25 @@ from typing import Any
 import httpx2
 from django.conf import settings
 from django.utils import timezone
-from mcp import Client, MCPError
+from mcp import Client, ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import (
     INVALID_REQUEST,
+    ClientCapabilities,
+    ClientTasksCapability,
     DiscoverResult,
     ElicitRequestParams,
     ElicitResult,
     ErrorData,
+    TasksCancelCapability,
     ToolListChangedNotification,
 )
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import describe, unwrap
 from mcp_services.experts import hosts, tokens
+from mcp_services.experts import tasks as tasks_extension
 from workspaces import services
 
 _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncHTTPTransport] = (
@@ -121,6 +126,26 @@ def said(text: str) -> str:
     return f"{text[:MESSAGE_MAX_CHARS]}... (cut: {len(text):,} characters)"
 
 
+class _Session(ClientSession):
+    """Declares tasks to 2025-11-25 experts too (`capabilities.tasks`, at `initialize`): the SDK
+    declares what it has callbacks for, and tasks are followed by the core's turns instead."""
+
+    def _build_capabilities(self, version: str) -> ClientCapabilities:
+        capabilities = super()._build_capabilities(version)
+        if version not in MODERN_PROTOCOL_VERSIONS:
+            capabilities.tasks = ClientTasksCapability(cancel=TasksCancelCapability())
+        return capabilities
+
+
+class ExpertClient(Client):
+    """The SDK's client with the core's session (`_Session`)."""
+
+    async def _build_session(self, exit_stack: contextlib.AsyncExitStack) -> ClientSession:
+        session = await super()._build_session(exit_stack)
+        session.__class__ = _Session  # the same object, with the capabilities above (no state of its own)
+        return session
+
+
 @dataclass
 class Connection:
     client: Client
@@ -149,10 +174,12 @@ def _too_much(budget: hosts.ResponseBudget, exc: BaseException) -> CortexError |
 
 @contextlib.asynccontextmanager
 async def connect(
-    *, url: str, auth: str, caller: Caller, tool: str, timeout: float, elicit: Any = None
+    *, url: str, auth: str, caller: Caller, tool: str, timeout: float, elicit: Any = None, tasks: bool = True
 ) -> AsyncIterator[Connection]:
     """An MCP client to the expert at `url` for one operation (`tool`, or `tokens.DISCOVERY_TOOL`);
-    `elicit`: the `elicitation_callback` that answers an expert's mid-call question.
+    `elicit`: the `elicitation_callback` that answers an expert's mid-call question; `tasks`: the
+    caller follows tasks, so the Tasks extension is declared (2026-07-28: the expert may answer
+    `tools/call` with a task only then). Elicitation, form and URL, is always declared.
 
     Raises `CortexError`: permission_denied for a refused host, service_unavailable when the
     expert cannot be reached or no token can be minted, payload_too_large when the expert sent
@@ -176,12 +203,13 @@ async def connect(
     for attempt in range(2):
         prior = _prior(url)
         transport = streamable_http_client(url, http_client=http, terminate_on_close=False)
-        client = Client(
+        client = ExpertClient(
             transport,
             read_timeout_seconds=timeout,
             cache=None,
             message_handler=on_message,
             elicitation_callback=elicit or _cannot_answer,
+            extensions=[tasks_extension.Tasks()] if tasks else None,
             **prior,
         )
         connection = Connection(client=client)
@@ -252,12 +280,16 @@ def _expiry(ttl_ms: int | None, now: datetime) -> datetime:
 
 def tool_entry(tool: Any) -> dict[str, Any]:
     annotations = getattr(tool, "annotations", None)
+    execution = getattr(tool, "execution", None)
     return {
         "name": tool.name,
         "description": tool.description or "",
         "input_schema": tool.input_schema or {"type": "object"},
         # The expert's own word that the tool only reads (MCP `readOnlyHint`): the default policy.
         "read_only": bool(annotations is not None and annotations.read_only_hint is True),
+        # 2025-11-25 `execution.taskSupport` ("required" | "optional" | "forbidden"): whether the core
+        # asks for a task (on 2026-07-28 the expert decides, per call).
+        "task_support": (execution.task_support or "forbidden") if execution is not None else "forbidden",
     }
 
 

@@ -45,6 +45,21 @@ class Pause:
     state: dict[str, Any]  # what the responder needs to go on (JSON)
 
 
+def schema_defaults_apply(schema: dict[str, Any] | None, content: dict[str, Any]) -> dict[str, Any]:
+    """An `accept` answer with the schema's `default`s filled in for the fields it leaves out
+    (MCP elicitation: a form's defaults are the answer unless the person changes them). Applied
+    before validation, so a default is checked like anything the person typed. A question's schema
+    is flat: only its top-level properties have defaults here."""
+    properties = (schema or {}).get("properties")
+    if not isinstance(properties, dict):
+        return content
+    filled = dict(content)
+    for name, spec in properties.items():
+        if isinstance(name, str) and name not in filled and isinstance(spec, dict) and "default" in spec:
+            filled[name] = spec["default"]
+    return filled
+
+
 def _event(turn: Turn, type_: str, data: dict[str, Any], recipients: list[uuid.UUID], now: datetime) -> NewEvent:
     return turn_event(turn, type_, data, recipients, now=now)
 
