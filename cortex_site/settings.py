@@ -370,7 +370,10 @@ SPECTACULAR_SETTINGS = {
                     " (`STREAM_BUFFER_BYTES`) waits for it; it resumes with `Last-Event-ID`."
                     " Event types: `input`, and the assistant turns' (each with `data.turn_id`): `assistant.started`"
                     " (`input_id`), `assistant.delta` (`text`, batched), `tool.call` (`call_id`, `expert`, `tool`,"
-                    " `arguments`), `tool.result` (`call_id`, then `result` or `error` {`code`, `message`}), and one of"
+                    " `arguments`), `tool.progress` (`call_id`, `progress`, `total`?, `message`?; at most 4 a second per"
+                    " call), `tool.task` (`call_id`, `task_id`, `status`: a call the expert runs as a task),"
+                    " `tool.result` (`call_id`, then `result` {`content`, `structured`, `blocks`} or `error`"
+                    " {`code`, `message`}), and one of"
                     " `assistant.completed` (`message_id`, `content`), `assistant.failed` (`error` {`code`, `message`}),"
                     " `assistant.cancelled`."
                 ),

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import openai
@@ -24,11 +24,11 @@ from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import ServiceClient, cognition_token
-from mcp_services.experts.calls import ExpertNeedsInput, Question
+from mcp_services.experts.calls import ExpertNeedsInput, ExpertTaskStarted, Question
 from turns import experts, selectors
 from turns.inbox import selectors as inbox_selectors
 from turns.inbox.services import Pause, pause_refusal, schema_defaults_apply
-from turns.services import TurnRow
+from turns.services import TOOL_TASK, TurnRow
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids
 
@@ -75,12 +75,31 @@ class NeedsRequester(Exception):
     """A tool call that cannot go on without the requester (`asked`: what to ask, and what the
     call needs to go on); the responder adds its own state and pauses."""
 
-    def __init__(self, kind: str, data: dict[str, Any], asked: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        asked: dict[str, Any],
+        resume_in: float = 0.0,
+        events: list[tuple[str, dict[str, Any]]] | None = None,
+    ) -> None:
         super().__init__(kind)
-        self.kind, self.data, self.asked = kind, data, asked
+        self.kind, self.data, self.asked, self.resume_in = kind, data, asked, resume_in
+        self.events = events or []
 
     def pause(self, state: dict[str, Any]) -> TurnPaused:
-        return TurnPaused(Pause(kind=self.kind, data=self.data, state={**state, "asked": self.asked}))  # type: ignore[arg-type]
+        pause = Pause(
+            kind=self.kind,  # type: ignore[arg-type]
+            data=self.data,
+            state={**state, "asked": self.asked},
+            resume_in=self.resume_in,
+            events=self.events,
+        )
+        return TurnPaused(pause)
+
+
+class TurnCancelled(Exception):
+    """The turn was cancelled while it waited for an expert's task (the task is cancelled first)."""
 
 
 class TurnOutput(Protocol):
@@ -246,10 +265,13 @@ async def _run_tool(
     async def progress(done: float, total: float | None, message: str | None) -> None:
         await out.tool_progress(call_id=call_id, progress=done, total=total, message=message)
 
+    if resume is not None and (resume["kind"] == "task" or resume.get("task_id")):
+        return await _follow_task(turn, out, resume, answer, ask_mid_call, images)
     replies: dict[str, Any] = {"ask": ask_mid_call}
     if resume is not None and resume["kind"] == "question":
         replies = {"input_responses": {resume["key"]: answer}, "request_state": resume["request_state"]}
     replies["progress"] = progress
+    replies["tasks"] = True  # a task waits durably (`_follow_task`): the turn holds nothing meanwhile
     try:
         result = await experts.call(
             user_id=turn.user_id,
@@ -273,6 +295,18 @@ async def _run_tool(
         except CortexError as exc:
             await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
             return f"Error ({exc.code}): {exc.message}", exc
+    except ExpertTaskStarted as started:
+        state = started.state
+        until = timezone.now() + timedelta(seconds=settings.EXPERT_TASK_MAX_SECONDS)
+        asked = {
+            "kind": "task",
+            **{"expert": expert, "tool": tool, "arguments": arguments, "call_id": call_id},
+            **{"task_id": state.task_id, "status": state.status, "until": until.isoformat()},
+        }
+        # The task id is on the turn (this pause, with its `tool.task` event) before its first
+        # poll: whichever worker resumes the turn polls this task, and nothing calls the tool again.
+        shown = {"call_id": call_id, "task_id": state.task_id, "status": state.status}
+        raise NeedsRequester("task", {}, asked, resume_in=state.poll_seconds, events=[(TOOL_TASK, shown)]) from None
     except CortexError as exc:
         await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
         return f"Error ({exc.code}): {exc.message}", exc
@@ -280,6 +314,93 @@ async def _run_tool(
     if images is not None:
         images.extend(model_images(result))
     return model_text(result), None
+
+
+async def _task_cancel(where: dict[str, Any]) -> None:
+    """`tasks/cancel`, best effort and bounded; shielded, so a turn stopped meanwhile still sends it."""
+    send = asyncio.ensure_future(experts.task(**where, action="cancel", timeout=5.0))
+    try:
+        await asyncio.shield(send)
+    except Exception as exc:  # noqa: BLE001 - the expert may be gone; the turn ends either way
+        logger.warning("cancelling task %s failed: %s", where["task_id"], exc)
+
+
+async def _follow_task(
+    turn: TurnRow,
+    out: TurnOutput,
+    asked: dict[str, Any],
+    answer: dict[str, Any],
+    ask_mid_call: Any,
+    images: list[dict[str, Any]] | None,
+) -> tuple[str, CortexError | None]:
+    """One look at a call's task (the turn was resumed for its next poll, or with the answer to the
+    task's question): its result, or the next wait (`NeedsRequester` "task", in the expert's
+    `pollInterval`, bounded), or its question in the inbox. A `tool.task` event when its status
+    changed. A turn cancelled meanwhile cancels the task (`tasks/cancel`) and ends."""
+    call_id, task_id = asked["call_id"], asked["task_id"]
+    where = {
+        "user_id": turn.user_id,
+        "workspace_id": turn.workspace_id,
+        "expert": asked["expert"],
+        "tool": asked["tool"],
+        "task_id": task_id,
+    }
+    if turn.cancel_requested:
+        await _task_cancel(where)
+        await out.tool_task(call_id=call_id, task_id=task_id, status="cancelled")
+        raise TurnCancelled
+    timeout = settings.CORTEX["TURN_TOOL_TIMEOUT_SECONDS"]
+    try:
+        if asked["kind"] == "question":  # the requester's answer to the task's question
+            seen = await experts.task(**where, action="update", answer=(asked["key"], answer), timeout=timeout)
+        else:
+            seen = await experts.task(**where, timeout=timeout, ask=ask_mid_call)
+    except asyncio.CancelledError:
+        await _task_cancel(where)  # the turn was cancelled (or interrupted) during the poll
+        raise
+    except CortexError as exc:
+        await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
+        return f"Error ({exc.code}): {exc.message}", exc
+    state = seen.state
+    changed = state.status != asked.get("status")
+    shown = {"call_id": call_id, "task_id": task_id, "status": state.status}
+    if changed and state.final:
+        await out.tool_task(**shown)
+    if state.status == "completed" and seen.answer is not None:
+        await out.tool_result(call_id=call_id, result=seen.answer)
+        if images is not None:
+            images.extend(model_images(seen.answer))
+        return model_text(seen.answer), None
+    if state.status in ("failed", "cancelled", "completed"):
+        error = CortexError(
+            ErrorCode.TOOL_ERROR, f"The expert's task {state.status}: {state.error or state.message or ''}".rstrip(": ")
+        )
+        await out.tool_result(call_id=call_id, error={"code": str(error.code), "message": error.message})
+        return f"Error ({error.code}): {error.message}", error
+    following = {key: value for key, value in asked.items() if key not in ("key", "answer")}
+    following.update(kind="task", status=state.status)
+    if asked["kind"] == "question":
+        following["answered"] = asked["key"]  # the expert may still show it (its ack is eventually consistent)
+    if timezone.now() >= datetime.fromisoformat(asked["until"]):
+        await _task_cancel(where)
+        limit = settings.EXPERT_TASK_MAX_SECONDS
+        error = CortexError(ErrorCode.TIMEOUT, f"The expert's task ran longer than {limit}s (EXPERT_TASK_MAX_SECONDS).")
+        await out.tool_result(call_id=call_id, error={"code": str(error.code), "message": error.message})
+        return f"Error ({error.code}): {error.message}", error
+    question = seen.question
+    if state.status == "input_required" and question is not None and question.key != following.get("answered"):
+        data = _question_data(asked["expert"], question)
+        if changed:
+            await out.tool_task(**shown)
+        try:
+            await _ask(turn, "question", data, {**following, "kind": "question", "key": question.key})
+        except CortexError as exc:  # it cannot be put to the requester: the task cannot go on
+            await _task_cancel(where)
+            await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
+            return f"Error ({exc.code}): {exc.message}", exc
+    raise NeedsRequester(
+        "task", {}, following, resume_in=state.poll_seconds, events=[(TOOL_TASK, shown)] if changed else []
+    )
 
 
 def model_text(result: dict[str, Any]) -> str:

@@ -230,21 +230,27 @@ class TurnEmitter:
         if held is not None:
             self.progress_held[call_id] = (data, held[1])
             return
-        wait = self.progress_sent.get(call_id, 0.0) + self.PROGRESS_INTERVAL - time.monotonic()
-        if wait <= 0:
-            self.progress_sent[call_id] = time.monotonic()
-            await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_PROGRESS, data)]))
+        if self.progress_sent.get(call_id, 0.0) + self.PROGRESS_INTERVAL <= time.monotonic():
+            await self._progress_write(call_id, data)
             return
-        self.progress_held[call_id] = (data, asyncio.create_task(self._progress_later(call_id, wait)))
+        self.progress_held[call_id] = (data, asyncio.create_task(self._progress_later(call_id)))
 
-    async def _progress_later(self, call_id: str, wait: float) -> None:
-        await asyncio.sleep(wait)
+    async def _progress_write(self, call_id: str, data: dict[str, Any]) -> None:
+        # The interval runs from the commit of the last one (its event's timestamp), not its start.
+        self.progress_sent[call_id] = time.monotonic()
+        try:
+            await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_PROGRESS, data)]))
+        finally:
+            self.progress_sent[call_id] = time.monotonic()
+
+    async def _progress_later(self, call_id: str) -> None:
+        while (wait := self.progress_sent.get(call_id, 0.0) + self.PROGRESS_INTERVAL - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
         held = self.progress_held.pop(call_id, None)
         if held is None:
             return
-        self.progress_sent[call_id] = time.monotonic()
         with contextlib.suppress(Exception):  # a lost or cancelled turn is seen by its next write
-            await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_PROGRESS, held[0])]))
+            await self._progress_write(call_id, held[0])
 
     def _progress_drop(self, call_id: str) -> None:
         held = self.progress_held.pop(call_id, None)
@@ -254,13 +260,17 @@ class TurnEmitter:
 
     async def tool_task(self, *, call_id: str, task_id: str, status: str) -> None:
         data = {"call_id": call_id, "task_id": task_id, "status": status}
-        await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_TASK, data)]))
+        with contextlib.suppress(CancelSeen):  # the event is written; the cancel is the caller's to act on
+            await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_TASK, data)]))
 
     async def tool_result(self, *, call_id: str, result: Any = None, error: Any = None) -> None:
         self._progress_drop(call_id)
         data: dict[str, Any] = {"call_id": call_id}
         data.update({"error": error} if error is not None else {"result": result})
-        await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_RESULT, data)]))
+        asked = (self.turn.state or {}).get("asked") or {}
+        done_with_task = bool(asked.get("task_id")) and asked.get("call_id") == call_id
+        write = TurnWrite(self.turn.id, events=[(services.TOOL_RESULT, data)], state_clear=done_with_task)
+        await self._write(write)
 
     async def question(self, data: dict[str, Any], expires_at: Any) -> dict[str, Any]:
         """A question an expert asks in the middle of a call (`elicitation/create`): asked in every
@@ -368,8 +378,8 @@ class TurnWorker:
                     content = await respond(turn, emitter, self.runtime)
                 final = TurnWrite(turn.id, finish="completed", content=content)
             except TurnPaused as paused:  # it waits in the inbox; whichever worker claims it goes on
-                final = TurnWrite(turn.id, pause=paused.pause)
-            except CancelSeen:
+                final = TurnWrite(turn.id, pause=paused.pause, events=list(paused.pause.events))
+            except (CancelSeen, responders.TurnCancelled):
                 final = TurnWrite(turn.id, finish="cancelled")
             except asyncio.CancelledError:
                 reason = self.cancel_reason.get(turn.id, "shutdown")

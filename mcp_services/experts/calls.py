@@ -455,7 +455,9 @@ async def expert_task(
         if state.input_request is not None:
             question = _question(state.input_request.params, key=state.input_key or "")
         result = state.result
-        if not modern and (state.status == "completed" or (state.status == "input_required" and ask is not None)):
+        # 2025-11-25 asks a task's question inside `tasks/result` (when `tasks/get` does not carry it).
+        asks_inside = state.status == "input_required" and question is None and ask is not None
+        if not modern and (state.status == "completed" or asks_inside):
             result = CallToolResult.model_validate(
                 await wire.send(session, "tasks/result", {"taskId": task_id}, timeout)
             )

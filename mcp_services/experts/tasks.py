@@ -94,7 +94,8 @@ def task_state(raw: Any) -> TaskState:
     """A task as `tools/call` (either revision's handle) or `tasks/get` returned it."""
     if not isinstance(raw, dict):
         raise TaskAnswerError("not an object")
-    task = raw.get("task") if isinstance(raw.get("task"), dict) else raw  # 2025-11-25 wraps it in `task`
+    wrapped = raw.get("task")
+    task: dict[str, Any] = wrapped if isinstance(wrapped, dict) else raw  # 2025-11-25 wraps it in `task`
     task_id, status = task.get("taskId"), task.get("status")
     if not isinstance(task_id, str) or not task_id or len(task_id) > TASK_ID_MAX_CHARS:
         raise TaskAnswerError("no task id")
