@@ -211,6 +211,7 @@ class Tasks(Extension):
                 content=[TextContent(text=f"report on {report['topic']}")], structured_content=report
             )
             job.set("completed")
+            self.log.write({"completed": job.task_id, "at": time.time()})
         except asyncio.CancelledError:
             self.log.write({"cancelled": job.task_id})
             job.set("cancelled")

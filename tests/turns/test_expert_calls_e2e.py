@@ -81,6 +81,18 @@ def show(*events) -> None:
         print(json.dumps({"type": event["type"], "data": event["data"]}))
 
 
+def until_type(stream, turn_id: str, type_: str, *, timeout: float = 20) -> list:
+    """The turn's events on `stream` up to and with the first of `type_`."""
+    events = []
+    deadline = time.monotonic() + timeout
+    while True:
+        event_id, event = stream.event(timeout=deadline - time.monotonic())
+        if event.get("data", {}).get("turn_id") == turn_id:
+            events.append((event_id, event))
+            if event["type"] == type_:
+                return events
+
+
 def started(expert: TaskExpert, topic: str) -> list[dict]:
     return [entry for entry in expert.log() if "started" in entry and (entry["arguments"] or {}).get("topic") == topic]
 
@@ -93,9 +105,8 @@ def test_a_task_waits_durably_asks_in_the_inbox_and_completes(stack, name):
     with site.stream("alice") as laptop:
         call = f'/{name} research {{"topic": "{topic}", "seconds": 1.2, "ask": true}}'
         turn_id = site.post("alice", conversation, call)["turn_id"]
-        first_of(laptop, turn_id, "tool.task")
-        assert turn_status(site, turn_id) in ("waiting", "running")
-        _, asked = first_of(laptop, turn_id, "question.asked")
+        before = until_type(laptop, turn_id, "question.asked")
+        asked = before[-1][1]
         data = asked["data"]
         assert data["message"] == "Go on with the research?"
         assert data["schema"]["properties"]["note"]["default"] == "as planned"
@@ -104,7 +115,8 @@ def test_a_task_waits_durably_asks_in_the_inbox_and_completes(stack, name):
         answered = answer(site, "alice", data["request_id"], {"action": "accept", "content": {}})
         assert answered.status_code == 200, answered.text
         events = until_end(laptop, turn_id)
-    show(asked, *events)  # shown with -s: the stream as a client sees it, for the closing note
+    show(*before, *events)  # shown with -s: the stream as a client sees it, for the closing note
+    assert types(before)[:3] == ["assistant.started", "tool.call", "tool.task"]
     assert events[-1][1]["type"] == "assistant.completed", events[-1]
     result = next(event for _, event in events if event["type"] == "tool.result")["data"]["result"]
     assert result["structured"]["answer"] == {"action": "accept", "content": {"go_on": True, "note": "as planned"}}
