@@ -303,6 +303,8 @@ async def _run_tool(
             **{"expert": expert, "tool": tool, "arguments": arguments, "call_id": call_id},
             **{"task_id": state.task_id, "status": state.status, "until": until.isoformat()},
         }
+        if started.rejoin is not None:
+            asked["session"] = started.rejoin
         # The task id is on the turn (this pause, with its `tool.task` event) before its first
         # poll: whichever worker resumes the turn polls this task, and nothing calls the tool again.
         shown = {"call_id": call_id, "task_id": state.task_id, "status": state.status}
@@ -344,6 +346,7 @@ async def _follow_task(
         "expert": asked["expert"],
         "tool": asked["tool"],
         "task_id": task_id,
+        "rejoin": asked.get("session"),
     }
     if turn.cancel_requested:
         await _task_cancel(where)

@@ -223,6 +223,7 @@ async def _operate(
     body: Callable[[Connection], Awaitable[Any]],
     ask: Ask | None = None,
     tasks: bool = True,
+    rejoin: dict[str, Any] | None = None,
 ) -> Any:
     """`body` on a connection to the expert, with every failure as an `ExpertCallError` and the
     call's metrics (`operation`: call_tool, or a tasks/* method)."""
@@ -240,6 +241,7 @@ async def _operate(
                 timeout=timeout,
                 elicit=_elicitation_callback(ask),
                 tasks=tasks,
+                rejoin=rejoin,
             ) as connection:
                 try:
                     return await body(connection)
@@ -336,7 +338,7 @@ async def expert_call(
                 session, "tools/call", {"name": tool, "arguments": arguments, "task": {"ttl": ttl}}, timeout
             )
             if isinstance(raw, dict) and isinstance(raw.get("task"), dict):
-                return wire.task_state(raw)
+                return wire.task_state(raw), connection.rejoin()
             return CallToolResult.model_validate(raw)
         result = await session.call_tool(
             tool,
@@ -368,6 +370,8 @@ async def expert_call(
         ) from None
     if isinstance(result, wire.TaskState):
         raise ExpertTaskStarted(result)
+    if isinstance(result, tuple):  # a 2025-11-25 task: it may belong to the session that started it
+        raise ExpertTaskStarted(result[0], rejoin=result[1])
     if isinstance(result, InputRequiredResult):
         raise _needs_input(result)
     return _tool_answer(expert, tool, result)
@@ -404,9 +408,12 @@ def _tool_answer(expert: str, tool: str, result: Any) -> dict[str, Any]:
 class ExpertTaskStarted(Exception):
     """The expert runs the call as a task (`state`): follow it with `expert_task`."""
 
-    def __init__(self, state: wire.TaskState) -> None:
+    def __init__(self, state: wire.TaskState, rejoin: dict[str, Any] | None = None) -> None:
         super().__init__(state.task_id)
         self.state = state
+        # 2025-11-25: the session the task was started in (servers may keep tasks per session):
+        # kept with the task, and every later look at it goes back into that session.
+        self.rejoin = rejoin
 
 
 @dataclass(frozen=True)
@@ -430,6 +437,7 @@ async def expert_task(
     answer: tuple[str, Answer] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     ask: Ask | None = None,
+    rejoin: dict[str, Any] | None = None,
 ) -> TaskSeen:
     """Look at a task of `tool` (`action` "get"), answer its question (`"update"`, `answer`: the
     input key and the requester's answer; 2026-07-28 `tasks/update`), or cancel it (`"cancel"`).
@@ -477,6 +485,7 @@ async def expert_task(
             timeout=timeout,
             body=follow,
             ask=ask,
+            rejoin=rejoin,
         )
     except (wire.TaskAnswerError, ValidationError) as exc:
         raise ExpertCallError(

@@ -37,6 +37,7 @@ from mcp_types import (
     ElicitRequestParams,
     ElicitResult,
     ErrorData,
+    InitializeResult,
     TasksCancelCapability,
     ToolListChangedNotification,
 )
@@ -53,7 +54,9 @@ _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncHT
 )
 
 
-def _http(headers: dict[str, str], timeout: float, budget: hosts.ResponseBudget) -> httpx2.AsyncClient:
+def _http(
+    headers: dict[str, str], timeout: float, budget: hosts.ResponseBudget, on_response: Any = None
+) -> httpx2.AsyncClient:
     """A client with this call's headers and budget over the loop's shared transport (its connection
     pool and TLS context, the costly part). Not closed after the call: nothing of it is its own."""
     loop = asyncio.get_running_loop()
@@ -66,6 +69,7 @@ def _http(headers: dict[str, str], timeout: float, budget: hosts.ResponseBudget)
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,
+        event_hooks={"response": [on_response]} if on_response is not None else None,
     )
 
 
@@ -138,18 +142,44 @@ class _Session(ClientSession):
 
 
 class ExpertClient(Client):
-    """The SDK's client with the core's session (`_Session`)."""
+    """The SDK's client with the core's session (`_Session`), and a way back into a 2025-11-25
+    session (`rejoin`: its `initialize` result, adopted without a second handshake)."""
+
+    rejoin: InitializeResult | None = None
 
     async def _build_session(self, exit_stack: contextlib.AsyncExitStack) -> ClientSession:
         session = await super()._build_session(exit_stack)
         session.__class__ = _Session  # the same object, with the capabilities above (no state of its own)
         return session
 
+    async def __aenter__(self) -> ExpertClient:
+        if self.rejoin is None:
+            await super().__aenter__()
+            return self
+        # As `Client.__aenter__` does, with `adopt` for the handshake the session already had.
+        self._entered = True
+        async with contextlib.AsyncExitStack() as exit_stack:
+            session = await self._build_session(exit_stack)
+            session = await exit_stack.enter_async_context(session)
+            session.adopt(self.rejoin)
+            self._session = session
+            self._exit_stack = exit_stack.pop_all()
+        return self
+
 
 @dataclass
 class Connection:
     client: Client
     tools_changed: bool = False  # the expert sent notifications/tools/list_changed during the call
+    session_id: str | None = None  # 2025-11-25: the expert's `Mcp-Session-Id`
+
+    def rejoin(self) -> dict[str, Any] | None:
+        """What `connect(rejoin=...)` needs to come back to this 2025-11-25 session (its tasks may
+        belong to it), or None on 2026-07-28 (stateless: nothing to come back to)."""
+        result = self.client.session.initialize_result
+        if result is None or not self.session_id:
+            return None
+        return {"session_id": self.session_id, "initialize": result.model_dump(by_alias=True, mode="json")}
 
 
 @dataclass(frozen=True)
@@ -174,12 +204,21 @@ def _too_much(budget: hosts.ResponseBudget, exc: BaseException) -> CortexError |
 
 @contextlib.asynccontextmanager
 async def connect(
-    *, url: str, auth: str, caller: Caller, tool: str, timeout: float, elicit: Any = None, tasks: bool = True
+    *,
+    url: str,
+    auth: str,
+    caller: Caller,
+    tool: str,
+    timeout: float,
+    elicit: Any = None,
+    tasks: bool = True,
+    rejoin: dict[str, Any] | None = None,
 ) -> AsyncIterator[Connection]:
     """An MCP client to the expert at `url` for one operation (`tool`, or `tokens.DISCOVERY_TOOL`);
     `elicit`: the `elicitation_callback` that answers an expert's mid-call question; `tasks`: the
     caller follows tasks, so the Tasks extension is declared (2026-07-28: the expert may answer
-    `tools/call` with a task only then). Elicitation, form and URL, is always declared.
+    `tools/call` with a task only then). Elicitation, form and URL, is always declared. `rejoin`
+    (`Connection.rejoin()`): go back into that 2025-11-25 session instead of opening one.
 
     Raises `CortexError`: permission_denied for a refused host, service_unavailable when the
     expert cannot be reached or no token can be minted, payload_too_large when the expert sent
@@ -198,8 +237,19 @@ async def connect(
         if isinstance(message, ToolListChangedNotification) and connection is not None:
             connection.tools_changed = True
 
+    session_seen: list[str] = []
+
+    async def on_response(response: httpx2.Response) -> None:
+        if value := response.headers.get("mcp-session-id"):
+            session_seen.append(value[:200])
+
+    adopted: InitializeResult | None = None
+    if rejoin is not None:
+        adopted = InitializeResult.model_validate(rejoin["initialize"])
+        headers["mcp-session-id"] = str(rejoin["session_id"])
+        headers["mcp-protocol-version"] = adopted.protocol_version
     budget = hosts.ResponseBudget(hosts.response_limit())
-    http = _http(headers, timeout, budget)
+    http = _http(headers, timeout, budget, on_response)
     for attempt in range(2):
         prior = _prior(url)
         transport = streamable_http_client(url, http_client=http, terminate_on_close=False)
@@ -210,8 +260,9 @@ async def connect(
             message_handler=on_message,
             elicitation_callback=elicit or _cannot_answer,
             extensions=[tasks_extension.Tasks()] if tasks else None,
-            **prior,
+            **({} if adopted is not None else prior),
         )
+        client.rejoin = adopted
         connection = Connection(client=client)
         try:
             async with asyncio.timeout(timeout):
@@ -229,8 +280,10 @@ async def connect(
             raise CortexError(
                 ErrorCode.SERVICE_UNAVAILABLE, f"The expert is unreachable: {said(describe(exc))}"
             ) from None
-    _remember(url, client)
+    if adopted is None:
+        _remember(url, client)
     assert connection is not None  # the loop above connected, or raised
+    connection.session_id = session_seen[-1] if session_seen else (rejoin or {}).get("session_id")
     failed: BaseException | None = None
     try:
         yield connection

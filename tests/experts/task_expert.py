@@ -8,6 +8,9 @@ refuses `server/discover`, so clients fall back to `initialize`, and keeps sessi
 JSON line per request, what the tests need to see of what the client sent: the method, the client
 capabilities it declared, the tool, and whether the call asked for a task.
 
+On 2025-11-25 a task belongs to the session that started it (as in the MCP reference server):
+`tasks/*` from another session is answered "Task not found".
+
 Tools:
 - `picture` (`size`: bytes of image data): a PNG header and `size` bytes, and a line of text.
 - `links`: a resource link, an embedded text resource, and a link with a `javascript:` URI.
@@ -96,6 +99,7 @@ class TaskUpdateParams(RequestParams):
 class Job:
     def __init__(self, task_id: str, poll_ms: int, *, modern: bool) -> None:
         self.modern = modern
+        self.session = ""  # 2025-11-25: the session that started it (its Mcp-Session-Id)
         self.task_id = task_id
         self.status = "working"
         self.message: str | None = None
@@ -364,8 +368,20 @@ def logging_requests(app: Any, log: Log, tasks: Tasks) -> Any:
                     "at": time.time(),
                 }
             )
+            session = dict(scope.get("headers") or []).get(b"mcp-session-id", b"").decode()
+            job = tasks.jobs.get(str(params.get("taskId", "")))
+            if request["method"].startswith("tasks/") and job is not None and job.session != session:
+                # As the MCP reference server does on 2025-11-25: a task belongs to its session.
+                error = {"code": -32602, "message": "Failed to retrieve task: Task not found"}
+                answer = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "error": error}).encode()
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+                )
+                await send({"type": "http.response.body", "body": answer})
+                return None
             if request["method"] == "tools/call" and params.get("task") and params.get("name") in TASK_TOOLS:
                 handle = tasks.start(params["name"], params.get("arguments") or {}, modern=False)
+                tasks.jobs[handle["taskId"]].session = session
                 answer = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": {"task": handle}}).encode()
                 headers = [(b"content-type", b"application/json")]
                 await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -149,8 +149,15 @@ async def test_a_required_task_tool_fails_without_tasks_and_starts_a_task_with_t
         await call(owner, workspace, "research", {"topic": "bees", "seconds": 0.4}, tasks=True)
     state = started.value.state
     assert state.status == "working" and state.task_id
+    assert (started.value.rejoin is not None) == (expert.revision == "2025-11-25")
+    if expert.revision == "2025-11-25":  # its tasks belong to their session: another one cannot see them
+        with pytest.raises(ExpertCallError, match="Task not found"):
+            await expert_task(
+                user_id=owner.id, workspace_id=workspace.id, expert="lab", tool="research", task_id=state.task_id
+            )
     assert 0.2 <= state.poll_seconds <= 5
     kwargs = {"user_id": owner.id, "workspace_id": workspace.id, "expert": "lab", "tool": "research"}
+    kwargs["rejoin"] = started.value.rejoin  # 2025-11-25: back into the session that started it
     seen = await expert_task(**kwargs, task_id=state.task_id)
     for _ in range(100):
         if seen.state.final:
@@ -171,6 +178,7 @@ async def test_a_task_asks_its_question_and_takes_the_answer_with_tasks_update(e
         await call(owner, workspace, "research", {"topic": "ants", "seconds": 0.4, "ask": True}, tasks=True)
     task_id = started.value.state.task_id
     kwargs = {"user_id": owner.id, "workspace_id": workspace.id, "expert": "lab", "tool": "research"}
+    kwargs["rejoin"] = started.value.rejoin  # 2025-11-25: back into the session that started it
     seen = await expert_task(**kwargs, task_id=task_id)
     for _ in range(100):
         if seen.state.status == "input_required":
@@ -201,6 +209,7 @@ async def test_cancel_reaches_the_task(expert):
         await call(owner, workspace, "research", {"topic": "owls", "seconds": 10}, tasks=True)
     task_id = started.value.state.task_id
     kwargs = {"user_id": owner.id, "workspace_id": workspace.id, "expert": "lab", "tool": "research"}
+    kwargs["rejoin"] = started.value.rejoin  # 2025-11-25: back into the session that started it
     await expert_task(**kwargs, task_id=task_id, action="cancel")
     assert {"cancelled": task_id} in expert.log()
     seen = await expert_task(**kwargs, task_id=task_id)
