@@ -49,7 +49,6 @@ from mcp_types import (
     TextContent,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import ValidationError
 
 from common import metrics
 from common.errors import CortexError, ErrorCode
@@ -263,6 +262,11 @@ async def _operate(
     except CortexError as exc:  # refused host, unreachable, no key, or it answered too much (`connect`)
         failure = exc.code
         raise ExpertCallError(exc.code, exc.message) from None
+    except wire.TaskAnswerError as exc:  # a task, or its result, this client cannot read
+        failure = ErrorCode.TOOL_ERROR
+        raise ExpertCallError(
+            ErrorCode.TOOL_ERROR, f"The expert {expert!r} answered a task unreadably: {said(str(exc))}"
+        ) from None
     except MCPError as exc:
         failure = ErrorCode.TOOL_ERROR
         sent = CortexError.from_mcp_data(exc.data, exc.message)
@@ -339,7 +343,7 @@ async def expert_call(
             )
             if isinstance(raw, dict) and isinstance(raw.get("task"), dict):
                 return wire.task_state(raw), connection.rejoin()
-            return CallToolResult.model_validate(raw)
+            return wire.tool_result(raw)
         result = await session.call_tool(
             tool,
             arguments,
@@ -353,21 +357,16 @@ async def expert_call(
             return wire.task_state(result.model_dump(by_alias=True, mode="json", exclude_none=True))
         return result
 
-    try:
-        result = await _operate(
-            found,
-            Caller(user_id, workspace_id),
-            tool=tool,
-            operation="call_tool",
-            timeout=timeout,
-            body=call,
-            ask=ask,
-            tasks=tasks,
-        )
-    except (wire.TaskAnswerError, ValidationError) as exc:
-        raise ExpertCallError(
-            ErrorCode.TOOL_ERROR, f"The expert {expert!r} answered a task unreadably: {exc}"
-        ) from None
+    result = await _operate(
+        found,
+        Caller(user_id, workspace_id),
+        tool=tool,
+        operation="call_tool",
+        timeout=timeout,
+        body=call,
+        ask=ask,
+        tasks=tasks,
+    )
     if isinstance(result, wire.TaskState):
         raise ExpertTaskStarted(result)
     if isinstance(result, tuple):  # a 2025-11-25 task: it may belong to the session that started it
@@ -466,9 +465,7 @@ async def expert_task(
         # 2025-11-25 asks a task's question inside `tasks/result` (when `tasks/get` does not carry it).
         asks_inside = state.status == "input_required" and question is None and ask is not None
         if not modern and (state.status == "completed" or asks_inside):
-            result = CallToolResult.model_validate(
-                await wire.send(session, "tasks/result", {"taskId": task_id}, timeout)
-            )
+            result = wire.tool_result(await wire.send(session, "tasks/result", {"taskId": task_id}, timeout))
             state = wire.TaskState(task_id=task_id, status="completed", message=state.message, result=result)
         if state.status == "completed" and result is None:
             raise wire.TaskAnswerError("it completed without a result")
@@ -476,21 +473,11 @@ async def expert_task(
             state=state, question=question, answer=None if result is None else _tool_answer(expert, tool, result)
         )
 
-    try:
-        return await _operate(
-            found,
-            Caller(user_id, workspace_id),
-            tool=tool,
-            operation=f"tasks/{action}",
-            timeout=timeout,
-            body=follow,
-            ask=ask,
-            rejoin=rejoin,
-        )
-    except (wire.TaskAnswerError, ValidationError) as exc:
-        raise ExpertCallError(
-            ErrorCode.TOOL_ERROR, f"The expert {expert!r} answered a task unreadably: {exc}"
-        ) from None
+    operation = f"tasks/{action}"
+    caller = Caller(user_id, workspace_id)
+    return await _operate(
+        found, caller, tool=tool, operation=operation, timeout=timeout, body=follow, ask=ask, rejoin=rejoin
+    )
 
 
 def _progress_callback(progress: Progress | None) -> Any:

@@ -130,6 +130,14 @@ def task_state(raw: Any) -> TaskState:
     return TaskState(**state)
 
 
+def tool_result(raw: Any) -> CallToolResult:
+    """A task's result (`tasks/result`, or a 2025-11-25 `tools/call` answered without a task)."""
+    try:
+        return CallToolResult.model_validate(raw)
+    except ValidationError:
+        raise TaskAnswerError("its result is not a tool result") from None
+
+
 async def send(session: ClientSession, method: str, params: dict[str, Any], timeout: float) -> Any:
     """One request the SDK has no method for, stamped as the session stamps its own (the
     negotiated version's headers, and per-request capabilities on 2026-07-28, with the task id in
