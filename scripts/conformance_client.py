@@ -41,7 +41,9 @@ async def main(url: str) -> int:
     caller = Caller(uuid.uuid4(), uuid.uuid4())
     found = await discover(url=url, auth="none", caller=caller)
     print(f"discovery: {found.status} {found.error} tools={[tool['name'] for tool in found.tools]}", file=sys.stderr)
-    async with connect(url=url, auth="none", caller=caller, tool="conformance", timeout=30, elicit=accept_as_shown) as conn:
+    async with connect(
+        url=url, auth="none", caller=caller, tool="conformance", timeout=30, elicit=accept_as_shown
+    ) as conn:
         for tool in found.tools:
             result = await conn.client.session.call_tool(tool["name"], {}, allow_input_required=True)
             print(f"{tool['name']}: {result}", file=sys.stderr)
