@@ -17,7 +17,8 @@ POLICY: dict[str, list[str]] = {
     "default-src": [CSP.NONE],
     "script-src": [CSP.SELF],
     "style-src": [CSP.SELF],
-    "img-src": [CSP.SELF],
+    # blob:: an expert's images, shown from their decoded bytes (never from a URL the expert gave).
+    "img-src": [CSP.SELF, "blob:"],
     "connect-src": [CSP.SELF],
     "manifest-src": [CSP.SELF],
     "base-uri": [CSP.NONE],

@@ -371,7 +371,10 @@ SPECTACULAR_SETTINGS = {
                     " (`STREAM_BUFFER_BYTES`) waits for it; it resumes with `Last-Event-ID`."
                     " Event types: `input`, and the assistant turns' (each with `data.turn_id`): `assistant.started`"
                     " (`input_id`), `assistant.delta` (`text`, batched), `tool.call` (`call_id`, `expert`, `tool`,"
-                    " `arguments`), `tool.result` (`call_id`, then `result` or `error` {`code`, `message`}), and one of"
+                    " `arguments`), `tool.progress` (`call_id`, `progress`, `total`?, `message`?; at most 4 a second per"
+                    " call), `tool.task` (`call_id`, `task_id`, `status`: a call the expert runs as a task),"
+                    " `tool.result` (`call_id`, then `result` {`content`, `structured`, `blocks`} or `error`"
+                    " {`code`, `message`}), and one of"
                     " `assistant.completed` (`message_id`, `content`), `assistant.failed` (`error` {`code`, `message`}),"
                     " `assistant.cancelled`."
                 ),
@@ -596,6 +599,8 @@ CORTEX: dict[str, Any] = {
     "LLM_MODEL": env_str("CORTEX_LLM_MODEL"),
     "LLM_API_KEY": env_str("CORTEX_LLM_API_KEY"),
     "LLM_TIMEOUT_SECONDS": env_int("CORTEX_LLM_TIMEOUT_SECONDS", 60, minimum=1),
+    # The model accepts images: a tool result's inline images reach it as image parts too.
+    "LLM_VISION": env_bool("CORTEX_LLM_VISION", False),
     # Where a turn worker relays committed events to the core's streams when there is no Redis
     # (`run_cortex` sets it); with REDIS_URL the channel layer carries them.
     "CORE_URL": env_str("CORTEX_CORE_URL"),
@@ -645,6 +650,15 @@ OAUTH_CLIENT_METADATA_URL = env_str("OAUTH_CLIENT_METADATA_URL") or ""
 OAUTH_REFRESH_MARGIN_SECONDS = env_int("OAUTH_REFRESH_MARGIN_SECONDS", 60, minimum=0)
 OAUTH_REFRESH_JITTER_SECONDS = env_int("OAUTH_REFRESH_JITTER_SECONDS", 30, minimum=0)
 
+# A result's images, audio and embedded binary resources are kept inline (base64, in `tool.result`'s
+# `blocks`) up to this many decoded bytes each, and while all of them together stay within
+# EXPERT_RESULT_MAX_BYTES; past either they are `omitted` with their size. At most
+# EXPERT_RESULT_MAX_BLOCKS non-text blocks are kept (the rest are counted, not shown).
+EXPERT_INLINE_BLOB_BYTES = env_int("EXPERT_INLINE_BLOB_BYTES", 256 * 1024, minimum=0)
+EXPERT_RESULT_MAX_BLOCKS = env_int("EXPERT_RESULT_MAX_BLOCKS", 64, minimum=0)
+# A tool called as a task may run this long (its waiting, between polls, does not count against
+# the turn's own TURN_TIME_LIMIT_SECONDS); past it the task is cancelled and the call fails (timeout).
+EXPERT_TASK_MAX_SECONDS = env_int("EXPERT_TASK_MAX_SECONDS", 3600, minimum=1)
 # The notes expert (`manage.py run_notes_expert`): where it fetches the core's public keys.
 NOTES_JWKS_URL = env_str("NOTES_JWKS_URL", "http://127.0.0.1:8000/.well-known/jwks.json")
 

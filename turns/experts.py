@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_services.experts.calls import expert_call, expert_tool_policy, expert_tools
+from mcp_services.experts.calls import TaskSeen, expert_call, expert_task, expert_tool_policy, expert_tools
 
 
 @dataclass(frozen=True)
@@ -78,4 +78,13 @@ async def call(
         arguments=arguments,
         timeout=timeout,
         **answers,
+    )
+
+
+async def task(
+    *, user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str, task_id: str, **options: Any
+) -> TaskSeen:
+    """One look at (or answer to, or cancel of) a call's task (`expert_task`)."""
+    return await expert_task(
+        user_id=user_id, workspace_id=workspace_id, expert=expert, tool=tool, task_id=task_id, **options
     )

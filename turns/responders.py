@@ -16,7 +16,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import openai
@@ -26,12 +26,12 @@ from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import ServiceClient, cognition_token
-from mcp_services.experts.calls import ExpertNeedsInput, Question
+from mcp_services.experts.calls import ExpertNeedsInput, ExpertTaskStarted, Question
 from mcp_services.experts.credentials import ExpertNeedsConnection
 from turns import experts, selectors
 from turns.inbox import selectors as inbox_selectors
-from turns.inbox.services import Pause, pause_refusal
-from turns.services import STATE_SCOPE, TurnRow
+from turns.inbox.services import Pause, pause_refusal, schema_defaults_apply
+from turns.services import STATE_SCOPE, TOOL_TASK, TurnRow
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids
 
@@ -96,18 +96,41 @@ class NeedsRequester(Exception):
     """A tool call that cannot go on without the requester (`asked`: what to ask, and what the
     call needs to go on); the responder adds its own state and pauses."""
 
-    def __init__(self, kind: str, data: dict[str, Any], asked: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        asked: dict[str, Any],
+        resume_in: float = 0.0,
+        events: list[tuple[str, dict[str, Any]]] | None = None,
+    ) -> None:
         super().__init__(kind)
-        self.kind, self.data, self.asked = kind, data, asked
+        self.kind, self.data, self.asked, self.resume_in = kind, data, asked, resume_in
+        self.events = events or []
 
     def pause(self, state: dict[str, Any]) -> TurnPaused:
-        return TurnPaused(Pause(kind=self.kind, data=self.data, state={**state, "asked": self.asked}))  # type: ignore[arg-type]
+        pause = Pause(
+            kind=self.kind,  # type: ignore[arg-type]
+            data=self.data,
+            state={**state, "asked": self.asked},
+            resume_in=self.resume_in,
+            events=self.events,
+        )
+        return TurnPaused(pause)
+
+
+class TurnCancelled(Exception):
+    """The turn was cancelled while it waited for an expert's task (the task is cancelled first)."""
 
 
 class TurnOutput(Protocol):
     async def delta(self, text: str) -> None: ...
     async def tool_call(self, *, call_id: str, expert: str, tool: str, arguments: Any) -> None: ...
     async def tool_result(self, *, call_id: str, result: Any = None, error: Any = None) -> None: ...
+    async def tool_progress(
+        self, *, call_id: str, progress: float, total: float | None = None, message: str | None = None
+    ) -> None: ...
+    async def tool_task(self, *, call_id: str, task_id: str, status: str) -> None: ...
     async def question(self, data: dict[str, Any], expires_at: Any) -> dict[str, Any]: ...
 
 
@@ -228,6 +251,7 @@ async def _run_tool(
     arguments: dict[str, Any],
     policy: str = "auto",
     resume: dict[str, Any] | None = None,
+    images: list[dict[str, Any]] | None = None,
 ) -> tuple[str, CortexError | None]:
     """One expert call with its `tool.call` and `tool.result` events: (text for the model, error).
 
@@ -259,11 +283,21 @@ async def _run_tool(
         refusal = await _refusal(turn, "question", data)
         if refusal is not None:
             raise CortexError(ErrorCode.DENIED, refusal)
-        return await out.question(data, call_deadline)
+        answer = await out.question(data, call_deadline)
+        if answer.get("action") == "accept" and question.schema is not None:  # as the inbox's answer path does
+            answer = {**answer, "content": schema_defaults_apply(question.schema, answer.get("content") or {})}
+        return answer
 
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        await out.tool_progress(call_id=call_id, progress=done, total=total, message=message)
+
+    if resume is not None and (resume["kind"] == "task" or resume.get("task_id")):
+        return await _follow_task(turn, out, resume, answer, ask_mid_call, images)
     replies: dict[str, Any] = {"ask": ask_mid_call}
     if resume is not None and resume["kind"] == "question":
         replies = {"input_responses": {resume["key"]: answer}, "request_state": resume["request_state"]}
+    replies["progress"] = progress
+    replies["tasks"] = True  # a task waits durably (`_follow_task`): the turn holds nothing meanwhile
     try:
         result = await experts.call(
             user_id=turn.user_id,
@@ -295,11 +329,145 @@ async def _run_tool(
         except CortexError as exc:
             await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
             return f"Error ({exc.code}): {exc.message}", exc
+    except ExpertTaskStarted as started:
+        state = started.state
+        until = timezone.now() + timedelta(seconds=settings.EXPERT_TASK_MAX_SECONDS)
+        asked = {
+            "kind": "task",
+            **{"expert": expert, "tool": tool, "arguments": arguments, "call_id": call_id},
+            **{"task_id": state.task_id, "status": state.status, "until": until.isoformat()},
+        }
+        if started.rejoin is not None:
+            asked["session"] = started.rejoin
+        # The task id is on the turn (this pause, with its `tool.task` event) before its first
+        # poll: whichever worker resumes the turn polls this task, and nothing calls the tool again.
+        shown = {"call_id": call_id, "task_id": state.task_id, "status": state.status}
+        raise NeedsRequester("task", {}, asked, resume_in=state.poll_seconds, events=[(TOOL_TASK, shown)]) from None
     except CortexError as exc:
         await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
         return f"Error ({exc.code}): {exc.message}", exc
     await out.tool_result(call_id=call_id, result=result)
-    return str(result.get("content", "")), None
+    if images is not None:
+        images.extend(model_images(result))
+    return model_text(result), None
+
+
+async def _task_cancel(where: dict[str, Any]) -> None:
+    """`tasks/cancel`, best effort and bounded; shielded, so a turn stopped meanwhile still sends it."""
+    send = asyncio.ensure_future(experts.task(**where, action="cancel", timeout=5.0))
+    try:
+        await asyncio.shield(send)
+    except Exception as exc:  # noqa: BLE001 - the expert may be gone; the turn ends either way
+        logger.warning("cancelling task %s failed: %s", where["task_id"], exc)
+
+
+async def _follow_task(
+    turn: TurnRow,
+    out: TurnOutput,
+    asked: dict[str, Any],
+    answer: dict[str, Any],
+    ask_mid_call: Any,
+    images: list[dict[str, Any]] | None,
+) -> tuple[str, CortexError | None]:
+    """One look at a call's task (the turn was resumed for its next poll, or with the answer to the
+    task's question): its result, or the next wait (`NeedsRequester` "task", in the expert's
+    `pollInterval`, bounded), or its question in the inbox. A `tool.task` event when its status
+    changed. A turn cancelled meanwhile cancels the task (`tasks/cancel`) and ends."""
+    call_id, task_id = asked["call_id"], asked["task_id"]
+    where = {
+        "user_id": turn.user_id,
+        "workspace_id": turn.workspace_id,
+        "expert": asked["expert"],
+        "tool": asked["tool"],
+        "task_id": task_id,
+        "rejoin": asked.get("session"),
+    }
+    if turn.cancel_requested:
+        await _task_cancel(where)
+        await out.tool_task(call_id=call_id, task_id=task_id, status="cancelled")
+        raise TurnCancelled
+    timeout = settings.CORTEX["TURN_TOOL_TIMEOUT_SECONDS"]
+    try:
+        if asked["kind"] == "question":  # the requester's answer to the task's question
+            seen = await experts.task(**where, action="update", answer=(asked["key"], answer), timeout=timeout)
+        else:
+            seen = await experts.task(**where, timeout=timeout, ask=ask_mid_call)
+    except asyncio.CancelledError:
+        await _task_cancel(where)  # the turn was cancelled (or interrupted) during the poll
+        raise
+    except CortexError as exc:
+        await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
+        return f"Error ({exc.code}): {exc.message}", exc
+    state = seen.state
+    changed = state.status != asked.get("status")
+    shown = {"call_id": call_id, "task_id": task_id, "status": state.status}
+    if changed and state.final:
+        await out.tool_task(**shown)
+    if state.status == "completed" and seen.answer is not None:
+        await out.tool_result(call_id=call_id, result=seen.answer)
+        if images is not None:
+            images.extend(model_images(seen.answer))
+        return model_text(seen.answer), None
+    if state.status in ("failed", "cancelled", "completed"):
+        error = CortexError(
+            ErrorCode.TOOL_ERROR, f"The expert's task {state.status}: {state.error or state.message or ''}".rstrip(": ")
+        )
+        await out.tool_result(call_id=call_id, error={"code": str(error.code), "message": error.message})
+        return f"Error ({error.code}): {error.message}", error
+    following = {key: value for key, value in asked.items() if key not in ("key", "answer")}
+    following.update(kind="task", status=state.status)
+    if asked["kind"] == "question":
+        following["answered"] = asked["key"]  # the expert may still show it (its ack is eventually consistent)
+    if timezone.now() >= datetime.fromisoformat(asked["until"]):
+        await _task_cancel(where)
+        limit = settings.EXPERT_TASK_MAX_SECONDS
+        error = CortexError(ErrorCode.TIMEOUT, f"The expert's task ran longer than {limit}s (EXPERT_TASK_MAX_SECONDS).")
+        await out.tool_result(call_id=call_id, error={"code": str(error.code), "message": error.message})
+        return f"Error ({error.code}): {error.message}", error
+    question = seen.question
+    if state.status == "input_required" and question is not None and question.key != following.get("answered"):
+        data = _question_data(asked["expert"], question)
+        if changed:
+            await out.tool_task(**shown)
+        try:
+            await _ask(turn, "question", data, {**following, "kind": "question", "key": question.key})
+        except CortexError as exc:  # it cannot be put to the requester: the task cannot go on
+            await _task_cancel(where)
+            await out.tool_result(call_id=call_id, error={"code": str(exc.code), "message": exc.message})
+            return f"Error ({exc.code}): {exc.message}", exc
+    raise NeedsRequester(
+        "task", {}, following, resume_in=state.poll_seconds, events=[(TOOL_TASK, shown)] if changed else []
+    )
+
+
+def model_text(result: dict[str, Any]) -> str:
+    """What the model reads of a result: its text, then a line for each other block (an image's
+    bytes reach a model that sees images as image parts: `model_images`)."""
+    lines = [str(result.get("content", ""))]
+    for block in result.get("blocks") or ():
+        kind = block.get("type")
+        if kind in ("image", "audio"):
+            size = f", {block['size']:,} bytes" if "size" in block else ""
+            lines.append(f"[{kind} {block.get('mime_type')}{size}{', not shown' if block.get('omitted') else ''}]")
+        elif kind == "resource_link":
+            lines.append(f"[link {block.get('name')!r}: {block.get('uri')}]")
+        elif kind == "resource":
+            lines.append(f"[resource {block.get('uri')}]\n{block.get('text', '')}".rstrip())
+    return "\n".join(line for line in lines if line)
+
+
+VISION_MIME_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+def model_images(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A result's inline images as chat image parts, for a model that accepts them (CORTEX_LLM_VISION)."""
+    if not settings.CORTEX["LLM_VISION"]:
+        return []
+    return [
+        {"type": "image_url", "image_url": {"url": f"data:{block['mime_type']};base64,{block['data']}"}}
+        for block in result.get("blocks") or ()
+        if block.get("type") == "image" and "data" in block and block.get("mime_type") in VISION_MIME_TYPES
+    ]
 
 
 def _connect_data(needs: ExpertNeedsConnection) -> dict[str, Any]:
@@ -543,14 +711,20 @@ async def _model_tool_calls(
     resume: dict[str, Any] | None,
 ) -> None:
     """Run a round's calls in order, each answer appended for the model. A call that needs the
-    requester pauses the turn with everything needed to go on from that call (JSON)."""
+    requester pauses the turn with everything needed to go on from that call (JSON). Images of the
+    results (for a model that sees them) follow the round's tool messages, in one user message:
+    tool messages carry text only, and nothing may come between them."""
+    images: list[dict[str, Any]] = []
     for position, call in enumerate(pending):
         try:
-            result = await _model_tool_call(turn, out, by_function, call, resume if position == 0 else None)
+            result = await _model_tool_call(turn, out, by_function, call, resume if position == 0 else None, images)
         except NeedsRequester as needs:
             raise needs.pause(rounds_so_far.state(pending[position:])) from None
         content = rounds_so_far.fence.quote(f"result of {call['name']}", result, TOOL_RESULT_CHARS)
         rounds_so_far.messages.append({"role": "tool", "tool_call_id": call["id"], "content": content})
+    if images:
+        note = {"type": "text", "text": rounds_so_far.fence.quote("images from the tool results above", "", 0)}
+        rounds_so_far.messages.append({"role": "user", "content": [note, *images]})
 
 
 def _system(turn: TurnRow, names: dict[uuid.UUID, str], participants: list[uuid.UUID], fence: Fence) -> str:
@@ -607,11 +781,18 @@ async def _model_tool_call(
     by_function: dict[str, experts.FunctionTool],
     call: dict[str, str],
     resume: dict[str, Any] | None = None,
+    images: list[dict[str, Any]] | None = None,
 ) -> str:
     """A tool call the model asked for; what went wrong is told to the model, which may go on."""
     if resume is not None:  # the call as it was asked (its arguments are the ones approved)
         text, _error = await _run_tool(
-            turn, out, expert=resume["expert"], tool=resume["tool"], arguments=resume["arguments"], resume=resume
+            turn,
+            out,
+            expert=resume["expert"],
+            tool=resume["tool"],
+            arguments=resume["arguments"],
+            resume=resume,
+            images=images,
         )
         return text
     target = by_function.get(call["name"])
@@ -629,7 +810,7 @@ async def _model_tool_call(
         await out.tool_result(call_id=call_id, error={"code": str(code), "message": message})
         return f"Error ({code}): {message}"
     text, _error = await _run_tool(
-        turn, out, expert=target.expert, tool=target.tool, arguments=arguments, policy=target.policy
+        turn, out, expert=target.expert, tool=target.tool, arguments=arguments, policy=target.policy, images=images
     )
     return text
 

@@ -41,6 +41,8 @@ STARTED = "assistant.started"
 DELTA = "assistant.delta"
 TOOL_CALL = "tool.call"
 TOOL_RESULT = "tool.result"
+TOOL_PROGRESS = "tool.progress"  # the expert's progress on a running call, at most 4 a second per call
+TOOL_TASK = "tool.task"  # a call run as an MCP task: its status changed
 COMPLETED = "assistant.completed"
 FAILED = "assistant.failed"
 CANCELLED = "assistant.cancelled"
@@ -97,6 +99,12 @@ def _interrupt(newest: dict[uuid.UUID, uuid.UUID]) -> Live:
     waiting: list[Turn] = []
     for turn in older:
         turn.cancel_reason = INTERRUPTED
+        if turn.status == Turn.Status.WAITING and inbox.holds_task(turn.state):
+            # As `turn_cancel` does: resumed at once to cancel its task at the expert, then ended.
+            turn.cancel_requested_at = turn.cancel_requested_at or now
+            turn.resume_at = now
+            turn.save(update_fields=["cancel_requested_at", "cancel_reason", "resume_at"])
+            continue
         if turn.status == Turn.Status.WAITING:
             waiting.append(turn)
         if turn.status in (Turn.Status.QUEUED, Turn.Status.WAITING):
@@ -162,7 +170,12 @@ def turn_cancel(*, turn: Turn) -> Turn:
             raise CortexError(ErrorCode.CONFLICT, f"This turn has already finished ({locked.status}).")
         now = timezone.now()
         live: Live = []
-        if locked.status in (Turn.Status.QUEUED, Turn.Status.WAITING):  # no worker holds it: at once
+        if locked.status == Turn.Status.WAITING and inbox.holds_task(locked.state):
+            # Its call runs at the expert as a task: a worker resumes it at once to cancel the task
+            # (`tasks/cancel`), then ends it cancelled. Its open request expires when it resumes.
+            locked.cancel_requested_at, locked.resume_at = now, now
+            locked.save(update_fields=["cancel_requested_at", "resume_at"])
+        elif locked.status in (Turn.Status.QUEUED, Turn.Status.WAITING):  # no worker holds it: at once
             recipients = _recipients({locked.conversation_id}).get(locked.conversation_id, [])
             # A waiting turn's open request expires with it (`approval.resolved` "expired" first).
             closed = inbox.turn_requests_close(turn=locked, recipients=recipients, now=now)
@@ -199,6 +212,8 @@ class TurnRow:
     # A turn resumed after waiting in the inbox: its responder's saved state and the answer.
     state: dict[str, Any] | None = None
     resolution: dict[str, Any] | None = None
+    # Cancelled (or interrupted) while it waited for an expert's task: it resumes to cancel the task.
+    cancel_requested: bool = False
 
 
 def _open() -> Q:
@@ -335,6 +350,12 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         starting: dict[uuid.UUID, int] = {}  # per user, in this claim
         for turn in due:
             members = recipients.get(turn.conversation_id, [])
+            if turn.status == Turn.Status.RUNNING and turn.user_active and inbox.holds_task(turn.state):
+                # Its worker died while it looked at its expert's task (a poll): the next worker
+                # looks again. The task goes on at the expert; nothing calls the tool a second time.
+                started.append(turn)
+                resumed.append(turn)
+                continue
             refused = _not_runnable(turn, members)
             if refused is not None:
                 if turn.status == Turn.Status.RUNNING:
@@ -410,6 +431,7 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
             direct_call=turn.direct_call,
             state=turn.state if turn.id in resolutions else None,
             resolution=resolutions.get(turn.id),
+            cancel_requested=turn.cancel_requested_at is not None,
         )
         for turn in started
     ]
@@ -451,6 +473,9 @@ class TurnWrite:
     error: str = ""  # with "failed": the message, and its code
     error_code: str = ErrorCode.INTERNAL_ERROR
     pause: Pause | None = None  # the turn waits in the inbox (instead of `finish`)
+    # The call whose task the turn followed has its result: the saved state (the task's) is done with,
+    # so a worker that dies from now on does not leave a task to poll again.
+    state_clear: bool = False
     ask: tuple[dict[str, Any], Any] | None = None  # a question asked mid-call: (its fields, expires_at)
 
 
@@ -488,13 +513,20 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
             states[write.turn_id] = TurnState(lost=False, cancel_requested=turn.cancel_requested_at is not None)
             members = recipients.get(turn.conversation_id, [])
             events.extend(_event(turn, type_, data, members) for type_, data in write.events)
+            if write.state_clear:
+                Turn.objects.filter(id=turn.id).update(state=None)
+                turn.state = None
             if write.ask is not None:
                 events.extend(
                     inbox.question_open(
                         turn=turn, data=write.ask[0], expires_at=write.ask[1], recipients=members, now=now
                     )
                 )
-            if write.pause is not None and turn.cancel_requested_at is None:
+            if write.pause is not None and turn.cancel_requested_at is not None and inbox.holds_task(write.pause.state):
+                # Cancelled as it paused with a task running at the expert: due at once, so that a
+                # worker resumes it to send `tasks/cancel` (ending it here would leave the task running).
+                write.pause = Pause(kind="task", data={}, state=write.pause.state, resume_in=0.0)
+            if write.pause is not None and (turn.cancel_requested_at is None or write.pause.kind == "task"):
                 events.extend(inbox.turn_pause(turn=turn, pause=write.pause, recipients=members, now=now))
                 freed.add(turn.user_id)
                 continue

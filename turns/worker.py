@@ -183,6 +183,9 @@ class TurnEmitter:
         self.buffered = 0
         self.started_text = False
         self.flusher: asyncio.Task | None = None
+        # tool.progress, per call: when the last one was written, and the newest one held back.
+        self.progress_sent: dict[str, float] = {}
+        self.progress_held: dict[str, tuple[dict[str, Any], asyncio.Task]] = {}
 
     async def _write(self, write: TurnWrite) -> None:
         if self.buffer:  # text waiting for its flush goes first, in order
@@ -217,10 +220,61 @@ class TurnEmitter:
         data = {"call_id": call_id, "expert": expert, "tool": tool, "arguments": arguments}
         await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_CALL, data)]))
 
+    PROGRESS_INTERVAL = 0.25  # at most 4 tool.progress a second per call (CONTRACT.md)
+
+    async def tool_progress(
+        self, *, call_id: str, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        """The expert's progress on a call. Within PROGRESS_INTERVAL of the last one written, the
+        newest is held and written when the interval ends (the ones between are dropped: a bar
+        needs the latest value, not every step); a call's result drops what is still held."""
+        data: dict[str, Any] = {"call_id": call_id, "progress": progress}
+        data.update({key: value for key, value in (("total", total), ("message", message)) if value is not None})
+        held = self.progress_held.get(call_id)
+        if held is not None:
+            self.progress_held[call_id] = (data, held[1])
+            return
+        if self.progress_sent.get(call_id, 0.0) + self.PROGRESS_INTERVAL <= time.monotonic():
+            await self._progress_write(call_id, data)
+            return
+        self.progress_held[call_id] = (data, asyncio.create_task(self._progress_later(call_id)))
+
+    async def _progress_write(self, call_id: str, data: dict[str, Any]) -> None:
+        # The interval runs from the commit of the last one (its event's timestamp), not its start.
+        self.progress_sent[call_id] = time.monotonic()
+        try:
+            await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_PROGRESS, data)]))
+        finally:
+            self.progress_sent[call_id] = time.monotonic()
+
+    async def _progress_later(self, call_id: str) -> None:
+        while (wait := self.progress_sent.get(call_id, 0.0) + self.PROGRESS_INTERVAL - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        held = self.progress_held.pop(call_id, None)
+        if held is None:
+            return
+        with contextlib.suppress(Exception):  # a lost or cancelled turn is seen by its next write
+            await self._progress_write(call_id, held[0])
+
+    def _progress_drop(self, call_id: str) -> None:
+        held = self.progress_held.pop(call_id, None)
+        if held is not None:
+            held[1].cancel()
+        self.progress_sent.pop(call_id, None)
+
+    async def tool_task(self, *, call_id: str, task_id: str, status: str) -> None:
+        data = {"call_id": call_id, "task_id": task_id, "status": status}
+        with contextlib.suppress(CancelSeen):  # the event is written; the cancel is the caller's to act on
+            await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_TASK, data)]))
+
     async def tool_result(self, *, call_id: str, result: Any = None, error: Any = None) -> None:
+        self._progress_drop(call_id)
         data: dict[str, Any] = {"call_id": call_id}
         data.update({"error": error} if error is not None else {"result": result})
-        await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_RESULT, data)]))
+        asked = (self.turn.state or {}).get("asked") or {}
+        done_with_task = bool(asked.get("task_id")) and asked.get("call_id") == call_id
+        write = TurnWrite(self.turn.id, events=[(services.TOOL_RESULT, data)], state_clear=done_with_task)
+        await self._write(write)
 
     async def question(self, data: dict[str, Any], expires_at: Any) -> dict[str, Any]:
         """A question an expert asks in the middle of a call (`elicitation/create`): asked in every
@@ -247,6 +301,8 @@ class TurnEmitter:
         if self.flusher is not None:
             self.flusher.cancel()
             self.flusher = None
+        for call_id in list(self.progress_held):
+            self._progress_drop(call_id)
         await self._write(write)
 
 
@@ -341,8 +397,8 @@ class TurnWorker:
                     content = await respond(turn, emitter, self.runtime)
                 final = TurnWrite(turn.id, finish="completed", content=content)
             except TurnPaused as paused:  # it waits in the inbox; whichever worker claims it goes on
-                final = TurnWrite(turn.id, pause=paused.pause)
-            except CancelSeen:
+                final = TurnWrite(turn.id, pause=paused.pause, events=list(paused.pause.events))
+            except (CancelSeen, responders.TurnCancelled):
                 final = TurnWrite(turn.id, finish="cancelled")
             except asyncio.CancelledError:
                 reason = self.cancel_reason.get(turn.id, "shutdown")

@@ -2,7 +2,7 @@
 
     tools = await expert_tools(workspace_id=..., user_id=...)   # what the model may call
     result = await expert_call(user_id=..., workspace_id=..., expert="notes", tool="add_note", arguments={...})
-    # {"content": "<the result's text>", "structured": {...} or None}
+    # {"content": "<the result's text>", "structured": {...} or None, "blocks": [...]}
 
 Reads and writes run through `db_call` (a worker thread whose connection is closed afterwards: a
 turn worker holds no database connection between calls). Each call is made on the user's behalf with a token minted for that call (`tokens`), never with
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -48,12 +49,15 @@ from mcp_types import (
     InputRequiredResult,
     TextContent,
 )
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from common import metrics
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import describe, encoding_error, unwrap
+from mcp_services.experts import tasks as wire
+from mcp_services.experts.content import result_blocks
 from mcp_services.experts.credentials import ExpertNeedsConnection
-from mcp_services.experts.discovery import Caller, connect, discover, said
+from mcp_services.experts.discovery import Caller, Connection, connect, discover, said
 from mcp_services.serving import db_call
 from workspaces import selectors, services
 from workspaces.models import Expert
@@ -81,6 +85,8 @@ class Question:
 # The answer to a question: {"action": "accept" | "decline" | "cancel", "content": {...}?}.
 Answer = dict[str, Any]
 Ask = Callable[[Question], Awaitable[Answer]]
+# The expert's progress on a call: (progress, total or None, message or None).
+Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
 class ExpertNeedsInput(Exception):
@@ -187,30 +193,25 @@ async def expert_tool_policy(
     *, user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str, shared: bool = False
 ) -> str:
     """The policy of one tool for a call on `user_id`'s behalf (a direct call asks this first;
-    `shared`: `Expert.policy_for`); an expert the user cannot reach is `auto` here: the call itself
-    refuses it with its reason."""
+    `shared`: `Expert.policy_for`).
+    An expert the user cannot reach, or a tool the expert does not have (its list re-discovered
+    first when stale), is `auto` here: the call itself refuses it (not_found), and nobody is asked
+    to approve a call that cannot happen."""
     found = await db_call(_expert_for)(user_id, workspace_id, expert)
-    return "auto" if found is None else found.policy_for(tool, shared=shared)
+    if found is None:
+        return "auto"
+    if found.tools_expire_at is None or found.tools_expire_at <= timezone.now():
+        try:
+            found = await expert_refresh(found, user_id=user_id)
+        except CortexError as exc:
+            logger.warning("expert %s: refresh failed: %s", found.name, exc.message)
+    if found.status == Expert.Status.OK and tool not in {entry["name"] for entry in found.tools}:
+        return "auto"
+    return found.policy_for(tool, shared=shared)
 
 
-async def expert_call(
-    *,
-    user_id: uuid.UUID,
-    workspace_id: uuid.UUID,
-    expert: str,
-    tool: str,
-    arguments: dict[str, Any],
-    timeout: float = DEFAULT_TIMEOUT,
-    ask: Ask | None = None,
-    input_responses: dict[str, Answer] | None = None,
-    request_state: str | None = None,
-) -> dict[str, Any]:
-    """Call `tool` of the workspace's expert named `expert` on behalf of `user_id`.
-
-    Returns `{"content": <the result's text>, "structured": <structured content or None>}`;
-    raises `ExpertCallError`, or `ExpertNeedsInput` when the expert asks a question with
-    `input_required` (see the module docstring; `input_responses` and `request_state` answer it).
-    """
+async def _checked(user_id: uuid.UUID, workspace_id: uuid.UUID, expert: str, tool: str) -> Expert:
+    """The expert a call on `user_id`'s behalf may reach for `tool`, or the refusal."""
     found = await db_call(_expert_for)(user_id, workspace_id, expert)
     if found is None:
         raise ExpertCallError(ErrorCode.NOT_FOUND, f"No expert named {expert!r} in this workspace.")
@@ -218,15 +219,24 @@ async def expert_call(
         raise ExpertCallError(ErrorCode.PERMISSION_DENIED, f"The tool {tool!r} of {expert!r} is not allowed here.")
     if found.policy_for(tool) == "deny":
         raise ExpertCallError(ErrorCode.DENIED, f"The tool {tool!r} of {expert!r} is denied by its tool policy.")
-    fresh = found.status == Expert.Status.OK and found.tools_expire_at and found.tools_expire_at > timezone.now()
-    if fresh and tool not in {entry["name"] for entry in found.tools}:
-        raise ExpertCallError(ErrorCode.NOT_FOUND, f"The expert {expert!r} has no tool {tool!r}.")
-    if not isinstance(arguments, dict):
-        raise ExpertCallError(ErrorCode.INVALID_INPUT, "The arguments must be a JSON object.")
-    problem = encoding_error(arguments)
-    if problem is not None:
-        raise ExpertCallError(ErrorCode.INVALID_INPUT, f"The arguments cannot be sent ({problem}).")
+    return found
 
+
+async def _operate(
+    found: Expert,
+    caller: Caller,
+    *,
+    tool: str,
+    operation: str,
+    timeout: float,
+    body: Callable[[Connection], Awaitable[Any]],
+    ask: Ask | None = None,
+    tasks: bool = True,
+    rejoin: dict[str, Any] | None = None,
+) -> Any:
+    """`body` on a connection to the expert, with every failure as an `ExpertCallError` and the
+    call's metrics (`operation`: call_tool, or a tasks/* method)."""
+    expert = found.name
     started = time.perf_counter()
     failure: str | None = None
     tools_changed = False
@@ -235,20 +245,15 @@ async def expert_call(
             async with connect(
                 url=found.url,
                 auth=found.auth,
-                caller=Caller(user_id, workspace_id, found.id, found.name),
+                caller=caller,
                 tool=tool,
                 timeout=timeout,
                 elicit=_elicitation_callback(ask),
+                tasks=tasks,
+                rejoin=rejoin,
             ) as connection:
                 try:
-                    result = await connection.client.session.call_tool(
-                        tool,
-                        arguments,
-                        input_responses={key: elicit_result(answer) for key, answer in (input_responses or {}).items()}
-                        or None,
-                        request_state=request_state,
-                        allow_input_required=True,
-                    )
+                    return await body(connection)
                 finally:
                     tools_changed = connection.tools_changed
     except ExpertNeedsConnection:
@@ -264,9 +269,17 @@ async def expert_call(
         raise ExpertCallError(
             ErrorCode.SERVICE_UNAVAILABLE, f"The expert {expert!r} failed: the connection failed during the call."
         ) from None
+    except ExpertCallError as exc:
+        failure = exc.code
+        raise
     except CortexError as exc:  # refused host, unreachable, no key, or it answered too much (`connect`)
         failure = exc.code
         raise ExpertCallError(exc.code, exc.message) from None
+    except wire.TaskAnswerError as exc:  # a task, or its result, this client cannot read
+        failure = ErrorCode.TOOL_ERROR
+        raise ExpertCallError(
+            ErrorCode.TOOL_ERROR, f"The expert {expert!r} answered a task unreadably: {said(str(exc))}"
+        ) from None
     except MCPError as exc:
         failure = ErrorCode.TOOL_ERROR
         sent = CortexError.from_mcp_data(exc.data, exc.message)
@@ -283,14 +296,101 @@ async def expert_call(
             ErrorCode.SERVICE_UNAVAILABLE, f"The expert {expert!r} failed: {said(describe(exc))}"
         ) from None
     finally:
-        metrics.MCP_CALLS.labels("expert", "call_tool").observe(time.perf_counter() - started)
+        metrics.MCP_CALLS.labels("expert", operation).observe(time.perf_counter() - started)
         if failure is not None:
-            metrics.MCP_ERRORS.labels("expert", "call_tool", str(failure)).inc()
+            metrics.MCP_ERRORS.labels("expert", operation, str(failure)).inc()
         if tools_changed:
             await db_call(services.expert_tools_expire)(expert_id=found.id)
 
+
+def _task_support(found: Expert, tool: str) -> str:
+    entry = next((entry for entry in found.tools if entry.get("name") == tool), None)
+    return str((entry or {}).get("task_support") or "forbidden")
+
+
+async def expert_call(
+    *,
+    user_id: uuid.UUID,
+    workspace_id: uuid.UUID,
+    expert: str,
+    tool: str,
+    arguments: dict[str, Any],
+    timeout: float = DEFAULT_TIMEOUT,
+    ask: Ask | None = None,
+    input_responses: dict[str, Answer] | None = None,
+    request_state: str | None = None,
+    progress: Progress | None = None,
+    tasks: bool = False,
+) -> dict[str, Any]:
+    """Call `tool` of the workspace's expert named `expert` on behalf of `user_id`.
+
+    Returns `{"content": <the result's text>, "structured": <structured content or None>,
+    "blocks": [<every non-text block>]}` (`content.result_blocks`); `progress` is awaited with the
+    expert's progress notifications (`progress`, `total`, `message`);
+    raises `ExpertCallError`, or `ExpertNeedsInput` when the expert asks a question with
+    `input_required` (see the module docstring; `input_responses` and `request_state` answer it).
+
+    `tasks`: the caller follows tasks (a turn, which waits for them durably). The core then declares
+    the Tasks extension (2026-07-28: the expert may answer with a task) and asks for a task on a
+    2025-11-25 expert's tools whose `taskSupport` is `required` or `optional` (optional ones too: a
+    task holds nothing of the core while it runs and survives a worker's restart, at the cost of
+    one more round trip). A task started raises `ExpertTaskStarted`.
+    """
+    found = await _checked(user_id, workspace_id, expert, tool)
+    fresh = found.status == Expert.Status.OK and found.tools_expire_at and found.tools_expire_at > timezone.now()
+    if fresh and tool not in {entry["name"] for entry in found.tools}:
+        raise ExpertCallError(ErrorCode.NOT_FOUND, f"The expert {expert!r} has no tool {tool!r}.")
+    if not isinstance(arguments, dict):
+        raise ExpertCallError(ErrorCode.INVALID_INPUT, "The arguments must be a JSON object.")
+    problem = encoding_error(arguments)
+    if problem is not None:
+        raise ExpertCallError(ErrorCode.INVALID_INPUT, f"The arguments cannot be sent ({problem}).")
+    as_task = tasks and _task_support(found, tool) in ("required", "optional")
+
+    async def call(connection: Connection) -> Any:
+        session = connection.client.session
+        if as_task and connection.client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            ttl = settings.EXPERT_TASK_MAX_SECONDS * 1000
+            raw = await wire.send(
+                session, "tools/call", {"name": tool, "arguments": arguments, "task": {"ttl": ttl}}, timeout
+            )
+            if isinstance(raw, dict) and isinstance(raw.get("task"), dict):
+                return wire.task_state(raw), connection.rejoin()
+            return wire.tool_result(raw)
+        result = await session.call_tool(
+            tool,
+            arguments,
+            input_responses={key: elicit_result(answer) for key, answer in (input_responses or {}).items()} or None,
+            request_state=request_state,
+            allow_input_required=True,
+            allow_claimed=True,
+            progress_callback=_progress_callback(progress),
+        )
+        if isinstance(result, wire.TaskHandle):
+            return wire.task_state(result.model_dump(by_alias=True, mode="json", exclude_none=True))
+        return result
+
+    result = await _operate(
+        found,
+        Caller(user_id, workspace_id, found.id, found.name),
+        tool=tool,
+        operation="call_tool",
+        timeout=timeout,
+        body=call,
+        ask=ask,
+        tasks=tasks,
+    )
+    if isinstance(result, wire.TaskState):
+        raise ExpertTaskStarted(result)
+    if isinstance(result, tuple):  # a 2025-11-25 task: it may belong to the session that started it
+        raise ExpertTaskStarted(result[0], rejoin=result[1])
     if isinstance(result, InputRequiredResult):
         raise _needs_input(result)
+    return _tool_answer(expert, tool, result)
+
+
+def _tool_answer(expert: str, tool: str, result: Any) -> dict[str, Any]:
+    """A tool's result as the core keeps it, or the refusal (too large, or the tool failed)."""
     if not isinstance(result, CallToolResult):
         raise ExpertCallError(ErrorCode.TOOL_ERROR, f"The expert {expert!r} answered with an unexpected result.")
     text = "\n".join(part.text for part in result.content if isinstance(part, TextContent))
@@ -310,7 +410,108 @@ async def expert_call(
         raise ExpertCallError(
             ErrorCode.TOOL_ERROR, said(sent.message if sent is not None else text or f"{tool} failed")
         )
-    return {"content": text, "structured": result.structured_content}
+    blocks, dropped = result_blocks(list(result.content))
+    answer: dict[str, Any] = {"content": text, "structured": result.structured_content, "blocks": blocks}
+    if dropped:
+        answer["blocks_dropped"] = dropped
+    return answer
+
+
+class ExpertTaskStarted(Exception):
+    """The expert runs the call as a task (`state`): follow it with `expert_task`."""
+
+    def __init__(self, state: wire.TaskState, rejoin: dict[str, Any] | None = None) -> None:
+        super().__init__(state.task_id)
+        self.state = state
+        # 2025-11-25: the session the task was started in (servers may keep tasks per session):
+        # kept with the task, and every later look at it goes back into that session.
+        self.rejoin = rejoin
+
+
+@dataclass(frozen=True)
+class TaskSeen:
+    """One look at a task (`expert_task`): its state, its question as a `Question` when it waits
+    for input (2026-07-28), and its result as `expert_call` returns one when it completed."""
+
+    state: wire.TaskState
+    question: Question | None = None
+    answer: dict[str, Any] | None = None
+
+
+async def expert_task(
+    *,
+    user_id: uuid.UUID,
+    workspace_id: uuid.UUID,
+    expert: str,
+    tool: str,
+    task_id: str,
+    action: str = "get",
+    answer: tuple[str, Answer] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    ask: Ask | None = None,
+    rejoin: dict[str, Any] | None = None,
+) -> TaskSeen:
+    """Look at a task of `tool` (`action` "get"), answer its question (`"update"`, `answer`: the
+    input key and the requester's answer; 2026-07-28 `tasks/update`), or cancel it (`"cancel"`).
+
+    A 2025-11-25 expert's task gives its result with `tasks/result`, fetched once `tasks/get` says
+    it completed; one that needs input asks it there, mid-request (`ask`, on a held connection)."""
+    found = await _checked(user_id, workspace_id, expert, tool)
+
+    async def follow(connection: Connection) -> TaskSeen:
+        session = connection.client.session
+        modern = connection.client.protocol_version in MODERN_PROTOCOL_VERSIONS
+        if action == "cancel":
+            await wire.send(session, "tasks/cancel", {"taskId": task_id}, timeout)
+            return TaskSeen(state=wire.TaskState(task_id=task_id, status="cancelled"))
+        if action == "update" and answer is not None:
+            key, reply = answer
+            responses = {key: elicit_result(reply).model_dump(by_alias=True, mode="json", exclude_none=True)}
+            await wire.send(session, "tasks/update", {"taskId": task_id, "inputResponses": responses}, timeout)
+        state = wire.task_state(await wire.send(session, "tasks/get", {"taskId": task_id}, timeout))
+        if state.task_id != task_id:
+            raise wire.TaskAnswerError("it answered about another task")
+        question = None
+        if state.input_request is not None:
+            question = _question(state.input_request.params, key=state.input_key or "")
+        result = state.result
+        # 2025-11-25 asks a task's question inside `tasks/result` (when `tasks/get` does not carry it).
+        asks_inside = state.status == "input_required" and question is None and ask is not None
+        if not modern and (state.status == "completed" or asks_inside):
+            result = wire.tool_result(await wire.send(session, "tasks/result", {"taskId": task_id}, timeout))
+            state = wire.TaskState(task_id=task_id, status="completed", message=state.message, result=result)
+        if state.status == "completed" and result is None:
+            raise wire.TaskAnswerError("it completed without a result")
+        return TaskSeen(
+            state=state, question=question, answer=None if result is None else _tool_answer(expert, tool, result)
+        )
+
+    operation = f"tasks/{action}"
+    caller = Caller(user_id, workspace_id, found.id, found.name)
+    return await _operate(
+        found, caller, tool=tool, operation=operation, timeout=timeout, body=follow, ask=ask, rejoin=rejoin
+    )
+
+
+def _progress_callback(progress: Progress | None) -> Any:
+    """The SDK's progress callback: checked numbers and a cut message, to `progress`. A failure in
+    `progress` (the turn's log could not be written) is the turn's to see later, not the call's."""
+    if progress is None:
+        return None
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        if not isinstance(done, int | float) or not math.isfinite(done):
+            return
+        if total is not None and (not isinstance(total, int | float) or not math.isfinite(total) or total <= 0):
+            total = None
+        try:
+            await progress(
+                float(done), None if total is None else float(total), said(message)[:200] if message else None
+            )
+        except Exception:  # noqa: BLE001 - progress is a courtesy; the call goes on
+            logger.warning("progress of an expert call could not be shown", exc_info=True)
+
+    return on_progress
 
 
 def _elicitation_callback(ask: Ask | None) -> Any:

@@ -28,14 +28,27 @@ from typing import Any
 import httpx2
 from django.conf import settings
 from django.utils import timezone
-from mcp import Client, MCPError
+from mcp import Client, ClientSession, MCPError
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import DiscoverResult, ToolListChangedNotification
+from mcp_types import (
+    INVALID_REQUEST,
+    ClientCapabilities,
+    ClientTasksCapability,
+    DiscoverResult,
+    ElicitRequestParams,
+    ElicitResult,
+    ErrorData,
+    InitializeResult,
+    TasksCancelCapability,
+    ToolListChangedNotification,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from common.errors import CortexError, ErrorCode
-from mcp_services.client import describe
+from mcp_services.client import describe, unwrap
 from mcp_services.experts import hosts, tokens
 from mcp_services.experts.credentials import ExpertNeedsConnection, broker
+from mcp_services.experts import tasks as tasks_extension
 from workspaces import services
 
 _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncHTTPTransport] = (
@@ -43,7 +56,9 @@ _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncHT
 )
 
 
-def _http(headers: dict[str, str], timeout: float, budget: hosts.ResponseBudget) -> httpx2.AsyncClient:
+def _http(
+    headers: dict[str, str], timeout: float, budget: hosts.ResponseBudget, on_response: Any = None
+) -> httpx2.AsyncClient:
     """A client with this call's headers and budget over the loop's shared transport (its connection
     pool and TLS context, the costly part). Not closed after the call: nothing of it is its own."""
     loop = asyncio.get_running_loop()
@@ -56,6 +71,7 @@ def _http(headers: dict[str, str], timeout: float, budget: hosts.ResponseBudget)
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,
+        event_hooks={"response": [on_response]} if on_response is not None else None,
     )
 
 
@@ -64,19 +80,44 @@ def _http(headers: dict[str, str], timeout: float, budget: hosts.ResponseBudget)
 _discovered: dict[str, tuple[str, DiscoverResult, float]] = {}
 
 
+# The revision each expert answered with ("legacy": 2025-11-25 and older, with `initialize` and
+# sessions; else the modern version, stateless with `server/discover`), kept from the first
+# connection (discovery): later calls go straight to it instead of probing again. A connection that
+# fails forgets it, and the next one probes again (an expert upgraded or downgraded in between).
+_revisions: dict[str, str] = {}
+
+
 def _prior(url: str) -> dict[str, Any]:
     known = _discovered.get(url)
     if known is None or known[2] <= time.monotonic():
         _discovered.pop(url, None)
-        return {}
+        return {"mode": "legacy"} if _revisions.get(url) == "legacy" else {}
     return {"mode": known[0], "prior_discover": known[1]}
 
 
 def _remember(url: str, client: Client) -> None:
     result = client.session.discover_result
+    _revisions[url] = "legacy" if result is None else client.protocol_version
     if result is not None and result.ttl_ms > 0 and url not in _discovered:
         ttl = min(result.ttl_ms / 1000, settings.EXPERT_TOOLS_MAX_TTL_SECONDS)
         _discovered[url] = (client.protocol_version, result, time.monotonic() + ttl)
+
+
+def forget(url: str) -> None:
+    """The expert's revision is no longer trusted (a call says it changed): the next connection probes."""
+    _discovered.pop(url, None)
+    _revisions.pop(url, None)
+
+
+def revision(url: str) -> str | None:
+    """The revision the expert answered with last ("legacy" or a modern version), if known."""
+    return _revisions.get(url)
+
+
+async def _cannot_answer(context: Any, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+    """Where nobody can answer (discovery): the expert is told so. Passing a callback at all is what
+    declares the elicitation capability (form and URL) to the expert, as every call does."""
+    return ErrorData(code=INVALID_REQUEST, message="No one can answer a question during this request.")
 
 
 # An expert's error message goes into every participant's log, to the model and into `last_error`:
@@ -91,10 +132,56 @@ def said(text: str) -> str:
     return f"{text[:MESSAGE_MAX_CHARS]}... (cut: {len(text):,} characters)"
 
 
+class _Session(ClientSession):
+    """Declares tasks to 2025-11-25 experts too (`capabilities.tasks`, at `initialize`): the SDK
+    declares what it has callbacks for, and tasks are followed by the core's turns instead."""
+
+    def _build_capabilities(self, version: str) -> ClientCapabilities:
+        capabilities = super()._build_capabilities(version)
+        if version not in MODERN_PROTOCOL_VERSIONS:
+            capabilities.tasks = ClientTasksCapability(cancel=TasksCancelCapability())
+        return capabilities
+
+
+class ExpertClient(Client):
+    """The SDK's client with the core's session (`_Session`), and a way back into a 2025-11-25
+    session (`rejoin`: its `initialize` result, adopted without a second handshake)."""
+
+    rejoin: InitializeResult | None = None
+
+    async def _build_session(self, exit_stack: contextlib.AsyncExitStack) -> ClientSession:
+        session = await super()._build_session(exit_stack)
+        session.__class__ = _Session  # the same object, with the capabilities above (no state of its own)
+        return session
+
+    async def __aenter__(self) -> ExpertClient:
+        if self.rejoin is None:
+            await super().__aenter__()
+            return self
+        # As `Client.__aenter__` does, with `adopt` for the handshake the session already had.
+        self._entered = True
+        async with contextlib.AsyncExitStack() as exit_stack:
+            session = await self._build_session(exit_stack)
+            session = await exit_stack.enter_async_context(session)
+            session.adopt(self.rejoin)
+            self._session = session
+            self._exit_stack = exit_stack.pop_all()
+        return self
+
+
 @dataclass
 class Connection:
     client: Client
     tools_changed: bool = False  # the expert sent notifications/tools/list_changed during the call
+    session_id: str | None = None  # 2025-11-25: the expert's `Mcp-Session-Id`
+
+    def rejoin(self) -> dict[str, Any] | None:
+        """What `connect(rejoin=...)` needs to come back to this 2025-11-25 session (its tasks may
+        belong to it), or None on 2026-07-28 (stateless: nothing to come back to)."""
+        result = self.client.session.initialize_result
+        if result is None or not self.session_id:
+            return None
+        return {"session_id": self.session_id, "initialize": result.model_dump(by_alias=True, mode="json")}
 
 
 @dataclass(frozen=True)
@@ -167,10 +254,21 @@ def _too_much(budget: hosts.ResponseBudget, exc: BaseException) -> CortexError |
 
 @contextlib.asynccontextmanager
 async def connect(
-    *, url: str, auth: str, caller: Caller, tool: str, timeout: float, elicit: Any = None
+    *,
+    url: str,
+    auth: str,
+    caller: Caller,
+    tool: str,
+    timeout: float,
+    elicit: Any = None,
+    tasks: bool = True,
+    rejoin: dict[str, Any] | None = None,
 ) -> AsyncIterator[Connection]:
     """An MCP client to the expert at `url` for one operation (`tool`, or `tokens.DISCOVERY_TOOL`);
-    `elicit`: the `elicitation_callback` that answers an expert's mid-call question.
+    `elicit`: the `elicitation_callback` that answers an expert's mid-call question; `tasks`: the
+    caller follows tasks, so the Tasks extension is declared (2026-07-28: the expert may answer
+    `tools/call` with a task only then). Elicitation, form and URL, is always declared. `rejoin`
+    (`Connection.rejoin()`): go back into that 2025-11-25 session instead of opening one.
 
     Raises `CortexError`: permission_denied for a refused host, service_unavailable when the
     expert cannot be reached or no token can be minted, payload_too_large when the expert sent
@@ -194,39 +292,62 @@ async def connect(
         if isinstance(message, ToolListChangedNotification) and connection is not None:
             connection.tools_changed = True
 
+    session_seen: list[str] = []
+
+    async def on_response(response: httpx2.Response) -> None:
+        if value := response.headers.get("mcp-session-id"):
+            session_seen.append(value[:200])
+
+    adopted: InitializeResult | None = None
+    if rejoin is not None:
+        adopted = InitializeResult.model_validate(rejoin["initialize"])
+        headers["mcp-session-id"] = str(rejoin["session_id"])
+        headers["mcp-protocol-version"] = adopted.protocol_version
     budget = hosts.ResponseBudget(hosts.response_limit())
-    http = _http(headers, timeout, budget)
+    http = _http(headers, timeout, budget, on_response)
     if bearer is not None:
         http.auth = bearer
-    transport = streamable_http_client(url, http_client=http, terminate_on_close=False)
-    client = Client(
-        transport,
-        read_timeout_seconds=timeout,
-        cache=None,
-        message_handler=on_message,
-        elicitation_callback=elicit,
-        **_prior(url),
-    )
-    connection = Connection(client=client)
-    try:
-        async with asyncio.timeout(timeout):
-            await client.__aenter__()
-    except BaseException as exc:  # noqa: BLE001 - any failure to connect is the expert being unreachable
-        _discovered.pop(url, None)
-        if bearer is not None and bearer.needs is not None:
-            raise bearer.needs from None
-        too_much = _too_much(budget, exc)
-        if too_much is not None:
-            raise too_much from None
-        if isinstance(exc, asyncio.CancelledError):
-            raise
-        raise CortexError(ErrorCode.SERVICE_UNAVAILABLE, f"The expert is unreachable: {said(describe(exc))}") from None
-    _remember(url, client)
+    for attempt in range(2):
+        prior = _prior(url)
+        transport = streamable_http_client(url, http_client=http, terminate_on_close=False)
+        client = ExpertClient(
+            transport,
+            read_timeout_seconds=timeout,
+            cache=None,
+            message_handler=on_message,
+            elicitation_callback=elicit or _cannot_answer,
+            extensions=[tasks_extension.Tasks()] if tasks else None,
+            **({} if adopted is not None else prior),
+        )
+        client.rejoin = adopted
+        connection = Connection(client=client)
+        try:
+            async with asyncio.timeout(timeout):
+                await client.__aenter__()
+            break
+        except BaseException as exc:  # noqa: BLE001 - any failure to connect is the expert being unreachable
+            forget(url)
+            if bearer is not None and bearer.needs is not None:
+                raise bearer.needs from None
+            too_much = _too_much(budget, exc)
+            if too_much is not None:
+                raise too_much from None
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            if attempt == 0 and prior and isinstance(unwrap(exc), MCPError):
+                continue  # it refused the revision it spoke before: probe again, once
+            raise CortexError(
+                ErrorCode.SERVICE_UNAVAILABLE, f"The expert is unreachable: {said(describe(exc))}"
+            ) from None
+    if adopted is None:
+        _remember(url, client)
+    assert connection is not None  # the loop above connected, or raised
+    connection.session_id = session_seen[-1] if session_seen else (rejoin or {}).get("session_id")
     failed: BaseException | None = None
     try:
         yield connection
     except BaseException as exc:  # noqa: BLE001 - raised again below, once the client is closed
-        _discovered.pop(url, None)
+        forget(url)
         failed = exc
     finally:
         with contextlib.suppress(BaseException):
@@ -273,12 +394,16 @@ def _expiry(ttl_ms: int | None, now: datetime) -> datetime:
 
 def tool_entry(tool: Any) -> dict[str, Any]:
     annotations = getattr(tool, "annotations", None)
+    execution = getattr(tool, "execution", None)
     return {
         "name": tool.name,
         "description": tool.description or "",
         "input_schema": tool.input_schema or {"type": "object"},
         # The expert's own word that the tool only reads (MCP `readOnlyHint`): the default policy.
         "read_only": bool(annotations is not None and annotations.read_only_hint is True),
+        # 2025-11-25 `execution.taskSupport` ("required" | "optional" | "forbidden"): whether the core
+        # asks for a task (on 2026-07-28 the expert decides, per call).
+        "task_support": (execution.task_support or "forbidden") if execution is not None else "forbidden",
     }
 
 

@@ -4,6 +4,7 @@ a recording expert that logs every Authorization header it receives."""
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -77,3 +78,32 @@ def notes_stack() -> Iterator[NotesStack]:
             jwks_url = f"{core.url}/.well-known/jwks.json"
             with running(notes_expert(env, jwks_url=jwks_url)) as a, running(notes_expert(env, jwks_url=jwks_url)) as b:
                 yield NotesStack(env=env, core=core, notes_a=a, notes_b=b)
+
+
+@dataclass
+class TaskExpert:
+    """tests/experts/task_expert.py as a real process; `log()` is what it saw, one dict a line."""
+
+    server: ServerProcess
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"{self.server.url}/mcp"
+
+    def log(self) -> list[dict]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def task_expert(*, legacy: bool = False, poll_ms: int = 200) -> Iterator[TaskExpert]:
+    port = free_port()
+    log_path = Path(tempfile.mkstemp(prefix="cortex-task-expert-", suffix=".log")[1])
+    argv = [sys.executable, "-m", "tests.experts.task_expert", "--port", str(port), "--log", str(log_path)]
+    argv += ["--poll-ms", str(poll_ms)] + (["--legacy"] if legacy else [])
+    server = ServerProcess(name=f"task-expert:{port}", argv=argv, port=port, env=server_env())
+    with running(server):
+        yield TaskExpert(server=server, log_path=log_path)
+    log_path.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -39,12 +39,39 @@ QUESTION_ANSWERED = "question.answered"
 
 @dataclass
 class Pause:
-    """What a responder asks before it can go on (plain data from the worker)."""
+    """What a responder asks before it can go on (plain data from the worker), or, for a `task`
+    pause, what it waits for: an expert's task, polled again in `resume_in` seconds (no request,
+    no event: the turn simply waits, holding nothing, and any worker claims it when it is due)."""
 
-    kind: Literal["approval", "question"]
+    kind: Literal["approval", "question", "task"]
     # The event's own fields: expert, tool, arguments (approval); expert, message, schema | url (question).
     data: dict[str, Any]
     state: dict[str, Any]  # what the responder needs to go on (JSON)
+    resume_in: float = 0.0  # `task`: seconds until the next poll
+    # The turn's events written with the pause, in its transaction (a task's `tool.task`: whoever
+    # sees the task's id in the log can rely on its being on the turn).
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def holds_task(state: dict[str, Any] | None) -> bool:
+    """The waiting turn's call runs at an expert as a task (its id is in the saved call): cancelling
+    the turn has to reach the task, so a worker resumes it to send `tasks/cancel`."""
+    return bool(((state or {}).get("asked") or {}).get("task_id"))
+
+
+def schema_defaults_apply(schema: dict[str, Any] | None, content: dict[str, Any]) -> dict[str, Any]:
+    """An `accept` answer with the schema's `default`s filled in for the fields it leaves out
+    (MCP elicitation: a form's defaults are the answer unless the person changes them). Applied
+    before validation, so a default is checked like anything the person typed. A question's schema
+    is flat: only its top-level properties have defaults here."""
+    properties = (schema or {}).get("properties")
+    if not isinstance(properties, dict):
+        return content
+    filled = dict(content)
+    for name, spec in properties.items():
+        if isinstance(name, str) and name not in filled and isinstance(spec, dict) and "default" in spec:
+            filled[name] = spec["default"]
+    return filled
 
 
 def _event(turn: Turn, type_: str, data: dict[str, Any], recipients: list[uuid.UUID], now: datetime) -> NewEvent:
@@ -69,7 +96,18 @@ def pause_refusal(pause_kind: str, data: dict[str, Any]) -> str | None:
 
 def turn_pause(*, turn: Turn, pause: Pause, recipients: list[uuid.UUID], now: datetime) -> list[NewEvent]:
     """Inside the turn's write (its row locked): the turn leaves its worker and waits for the
-    requester; every participant's log gets the request."""
+    requester; every participant's log gets the request. A `task` pause asks no one: the turn is
+    due again in `resume_in` seconds (its task's next poll)."""
+    left = (turn.deadline - now).total_seconds() if turn.deadline else settings.CORTEX["TURN_TIME_LIMIT_SECONDS"]
+    if pause.kind == "task":
+        turn.status, turn.lease_owner, turn.lease_expires_at = Turn.Status.WAITING, "", None
+        turn.resume_at, turn.time_left, turn.state = (
+            now + timedelta(seconds=pause.resume_in),
+            max(left, 1.0),
+            pause.state,
+        )
+        turn.save(update_fields=["status", "lease_owner", "lease_expires_at", "resume_at", "time_left", "state"])
+        return []
     expires_at = now + timedelta(seconds=settings.CORTEX["TURN_APPROVAL_SECONDS"])
     request = InboxRequest(
         turn=turn,
@@ -81,7 +119,6 @@ def turn_pause(*, turn: Turn, pause: Pause, recipients: list[uuid.UUID], now: da
     )
     request.data = {"request_id": str(request.id), **pause.data, "expires_at": iso(expires_at)}
     request.save()
-    left = (turn.deadline - now).total_seconds() if turn.deadline else settings.CORTEX["TURN_TIME_LIMIT_SECONDS"]
     turn.status, turn.lease_owner, turn.lease_expires_at = Turn.Status.WAITING, "", None
     turn.resume_at, turn.time_left, turn.state = expires_at, max(left, 1.0), pause.state
     turn.save(update_fields=["status", "lease_owner", "lease_expires_at", "resume_at", "time_left", "state"])
@@ -148,6 +185,18 @@ def turns_resume(*, turns: list[Turn], recipients: dict[uuid.UUID, list[uuid.UUI
     resolutions: dict[uuid.UUID, dict[str, Any]] = {}
     for turn in turns:
         request = requests.get(turn.id)
+        asked = (turn.state or {}).get("asked") or {}
+        waits_for_task = asked.get("kind") == "task" or (
+            turn.cancel_requested_at is not None and holds_task(turn.state)
+        )
+        if request is not None and request.status == InboxRequest.Status.OPEN and waits_for_task:
+            request.answer = {"action": "cancel"}  # the turn was cancelled while its task asked
+            request.status, request.answered_at = InboxRequest.Status.EXPIRED, now
+            request.save(update_fields=["status", "answer", "answered_at"])
+            events.append(_resolved(request, request.answer, turn, recipients.get(turn.conversation_id, []), now))
+        if waits_for_task:  # polled again (or cancelled), whatever its earlier requests were
+            resolutions[turn.id] = {"kind": "task", "answer": {}}
+            continue
         if request is None:
             continue
         if request.status == InboxRequest.Status.OPEN:

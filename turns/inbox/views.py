@@ -62,8 +62,8 @@ def _answer(request: InboxRequest, data: dict[str, Any]) -> dict[str, Any]:
         raise CortexError(ErrorCode.INVALID_INPUT, "A question takes an action.", fields={"action": ["Required."]})
     if data["action"] != "accept":
         return {"action": data["action"]}
-    content = data.get("content") or {}
     schema = request.data.get("schema")
+    content = services.schema_defaults_apply(schema, data.get("content") or {})
     if schema is not None:
         try:
             problems = content_errors(schema, content)

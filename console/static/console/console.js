@@ -464,7 +464,7 @@ async function showConversation(conversationId) {
     if (turn.messageId && shown.has(turn.messageId) && !bubbles.has(turn.id)) return; // already in history
     const bubble = bubbleFor(turn);
     fill(bubble.text, turn.text);
-    fill(bubble.tools, turn.tools.map((call) => h('li', null, `${call.expert} · ${call.tool}`, call.error ? ` — failed: ${call.error.message || call.error.code}` : call.result !== undefined ? ' — done' : ' — running')));
+    fill(bubble.tools, turn.tools.map(toolCallItem));
     const finished = turn.status === 'completed' || turn.status === 'failed' || turn.status === 'cancelled';
     const label = { running: 'Answering…', waiting: 'Waiting for an answer in the inbox…', completed: '', failed: `Failed: ${turn.error ? turn.error.message || turn.error.code : 'unknown error'}`, cancelled: turn.reason === 'interrupted' ? 'Interrupted by a newer message.' : 'Stopped.' }[turn.status];
     fill(bubble.status, label || '');
@@ -585,6 +585,74 @@ function conversationSettings(conversation, onSaved) {
     h('h3', null, 'Participants'), participantList, addForm, remove);
 }
 
+// ----- expert calls: progress, tasks and content -------------------------------------------------------
+
+const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
+const blobUrls = new Map(); // base64 data -> blob: URL (a call's image is decoded once, however often it is drawn)
+
+/** An image block as a blob: URL of its decoded bytes (the CSP allows blob: images, nothing remote). */
+function imageOf(block) {
+  if (!IMAGE_TYPES.has(block.mime_type) || typeof block.data !== 'string') return null;
+  let url = blobUrls.get(block.data);
+  if (!url) {
+    try {
+      const bytes = Uint8Array.from(atob(block.data), (c) => c.charCodeAt(0));
+      url = URL.createObjectURL(new Blob([bytes], { type: block.mime_type }));
+    } catch {
+      return null;
+    }
+    if (blobUrls.size > 200) {
+      const [oldest, old] = blobUrls.entries().next().value;
+      URL.revokeObjectURL(old);
+      blobUrls.delete(oldest);
+    }
+    blobUrls.set(block.data, url);
+  }
+  return h('img', { src: url, alt: `Image from the expert (${block.mime_type})`, class: 'tool-image' });
+}
+
+/** A link from an expert's result: https only, opened by the person's click, with no referrer. */
+function httpsLink(uri, label) {
+  let parsed = null;
+  try {
+    parsed = new URL(uri);
+  } catch {
+    parsed = null;
+  }
+  if (!parsed || parsed.protocol !== 'https:') return h('code', null, String(uri));
+  return h('a', { href: parsed.href, target: '_blank', rel: 'noopener noreferrer' }, label || parsed.href);
+}
+
+function blockItem(block) {
+  switch (block.type) {
+    case 'image':
+      return block.omitted ? h('li', { class: 'muted' }, `An image (${block.mime_type}${block.size ? `, ${block.size} bytes` : ''}) too large to show`) : h('li', null, imageOf(block) || h('span', { class: 'muted' }, `An image (${block.mime_type})`));
+    case 'audio':
+      return h('li', { class: 'muted' }, `Audio (${block.mime_type}${block.size ? `, ${block.size} bytes` : ''})`);
+    case 'resource_link':
+      return h('li', null, httpsLink(block.uri, block.name || block.uri), block.description ? h('span', { class: 'muted' }, ` — ${block.description}`) : null);
+    case 'resource':
+      return h('li', null, h('code', null, block.uri), block.text ? h('pre', { class: 'resource' }, block.text) : null);
+    default:
+      return null;
+  }
+}
+
+function toolCallItem(call) {
+  const done = call.error ? ` — failed: ${call.error.message || call.error.code}` : call.result !== undefined ? ' — done' : ' — running';
+  const task = call.task && call.result === undefined && !call.error ? h('span', { class: 'muted' }, ` (task: ${call.task.status.replace('_', ' ')})`) : null;
+  let bar = null;
+  if (call.progress && call.result === undefined && !call.error) {
+    const { progress, total, message } = call.progress;
+    bar = h('div', { class: 'tool-progress' },
+      h('progress', total ? { max: String(total), value: String(Math.min(progress, total)) } : {}),
+      message ? h('span', { class: 'muted' }, ` ${message}`) : null);
+  }
+  const blocks = call.result && Array.isArray(call.result.blocks) && call.result.blocks.length
+    ? h('ul', { class: 'blocks' }, call.result.blocks.map(blockItem)) : null;
+  return h('li', null, `${call.expert} · ${call.tool}`, done, task, bar, blocks);
+}
+
 // ----- activity ---------------------------------------------------------------------------------------
 
 function summary(event) {
@@ -597,6 +665,8 @@ function summary(event) {
     case 'assistant.cancelled': return d.reason || '';
     case 'tool.call': return `${d.expert} · ${d.tool}`;
     case 'tool.result': return d.error ? `failed: ${d.error.message || d.error.code}` : 'done';
+    case 'tool.progress': return d.total ? `${d.progress} of ${d.total}${d.message ? ` · ${d.message}` : ''}` : String(d.progress);
+    case 'tool.task': return `task ${d.status}`;
     case 'approval.requested': return `${d.expert} · ${d.tool} asks for approval`;
     case 'approval.resolved': return d.decision;
     case 'question.asked': return d.message;
@@ -643,7 +713,7 @@ function questionForm(item, onAnswer) {
     let control;
     if (Array.isArray(spec.enum)) control = select(name, spec.enum.map((v) => [String(v), String(v)]), String(spec.default ?? spec.enum[0]));
     else if (spec.type === 'boolean') control = h('input', { type: 'checkbox', name, checked: Boolean(spec.default) });
-    else if (spec.type === 'number' || spec.type === 'integer') control = h('input', { type: 'number', name, step: spec.type === 'integer' ? '1' : 'any', required: required.has(name) });
+    else if (spec.type === 'number' || spec.type === 'integer') control = h('input', { type: 'number', name, step: spec.type === 'integer' ? '1' : 'any', required: required.has(name), value: typeof spec.default === 'number' ? String(spec.default) : '' });
     else control = h('input', { type: 'text', name, required: required.has(name), value: typeof spec.default === 'string' ? spec.default : '' });
     return { name, spec, control, wrapper: field(spec.title || name, control, spec.description) };
   });

@@ -601,10 +601,16 @@ export class CortexClient extends Emitter {
     const data = event.data;
     if (event.type === 'assistant.started') turn.inputId = data.input_id || null;
     else if (event.type === 'assistant.delta') turn.text += typeof data.text === 'string' ? data.text : '';
-    else if (event.type === 'tool.call') turn.tools.push({ callId: data.call_id, expert: data.expert, tool: data.tool, arguments: data.arguments, result: undefined, error: undefined });
+    else if (event.type === 'tool.call') turn.tools.push({ callId: data.call_id, expert: data.expert, tool: data.tool, arguments: data.arguments, result: undefined, error: undefined, progress: null, task: null });
     else if (event.type === 'tool.result') {
       const call = turn.tools.find((entry) => entry.callId === data.call_id);
       if (call) Object.assign(call, { result: data.result, error: data.error });
+    } else if (event.type === 'tool.progress') {
+      const call = turn.tools.find((entry) => entry.callId === data.call_id);
+      if (call) call.progress = { progress: data.progress, total: data.total ?? null, message: data.message ?? null };
+    } else if (event.type === 'tool.task') {
+      const call = turn.tools.find((entry) => entry.callId === data.call_id);
+      if (call) call.task = { id: data.task_id, status: data.status };
     } else if (event.type === 'approval.requested' || event.type === 'question.asked') turn.status = 'waiting';
     else if (event.type === 'approval.resolved' || event.type === 'question.answered') turn.status = 'running';
     else if (event.type === 'assistant.completed') Object.assign(turn, { status: 'completed', messageId: data.message_id, text: typeof data.content === 'string' ? data.content : turn.text });
