@@ -16,11 +16,12 @@ from tests.servers import free_port
 
 @dataclass
 class Hit:
-    at: float
+    at: float  # monotonic
     path: str
     headers: dict[str, str]
     body: bytes
     verified: bool | None = None
+    wall: float = field(default_factory=time.time)  # when it arrived, for delays measured across processes
 
 
 @dataclass
