@@ -20,7 +20,9 @@ from django.db.models import Q, QuerySet
 
 from account_data.memory import memory_list
 from accounts.models import User
+from schedules.models import Schedule
 from turns.models import Turn
+from webhooks.models import Webhook
 from workspaces.models import Conversation, Expert, Message, Workspace
 
 FORMAT = "cortex-export/1"
@@ -66,6 +68,19 @@ FIELDS = {
         "created_at",
         "finished_at",
     ),
+    "schedule": (
+        "id",
+        "conversation_id",
+        "content",
+        "cron",
+        "timezone",
+        "active",
+        "next_run_at",
+        "last_run_at",
+        "created_at",
+    ),
+    # Without its secret, like an expert without its tokens.
+    "webhook": ("id", "url", "events", "description", "active", "created_at"),
 }
 
 
@@ -135,6 +150,8 @@ async def export_chunks(user: User) -> AsyncIterator[bytes]:
         ("conversation", _table("conversation", taking_part)),
         ("message", _table("message", Message.objects.filter(conversation__in=taking_part))),
         ("turn", _table("turn", Turn.objects.filter(user=user))),
+        ("schedule", _table("schedule", Schedule.objects.filter(owner=user))),
+        ("webhook", _table("webhook", Webhook.objects.filter(owner=user))),
         ("memory_item", _memory(user)),
     ]
     counts: dict[str, int] = {}

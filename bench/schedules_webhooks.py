@@ -9,8 +9,8 @@ under load, against real processes on 127.0.0.1 in production mode.
 due ones; `schedules_due_exist()` (the turn worker's poll) and `schedules_run_due()` (the claim,
 which writes the 10 inputs; rolled back each round so every round sees the same state).
 
---deliveries: a core (uvicorn) and one `manage.py webhook_worker`; USERS people with
-WEBHOOKS_EACH webhooks each (1,000 in all, every event) pointing at a receiver on loopback; each
+--deliveries: a core (uvicorn) and one `manage.py webhook_worker`; USERS (4) people with
+EACH (250) webhooks each (1,000 in all, every input) pointing at a receiver on loopback; each
 person posts 10 inputs. Reported: the delay from each input's 200 (its commit) to its arrival at
 each webhook, p50/p99/max, and the time until all 10,000 deliveries arrived. Then POST /input
 throughput and latency (C clients, closed loops) without webhooks, and with the 1,000 delivering.
@@ -240,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10,10000")
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--deliveries", action="store_true")
-    parser.add_argument("--users", type=int, default=20)
-    parser.add_argument("--each", type=int, default=50)
+    parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--each", type=int, default=250)
     parser.add_argument("--events", type=int, default=10)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=8)

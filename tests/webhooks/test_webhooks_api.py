@@ -161,3 +161,20 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped(settings):
     settings.WEBHOOK_BACKOFF_MAX_SECONDS = 60
     for attempts, expected in ((1, 1), (2, 2), (3, 4), (6, 32), (12, 60)):
         assert expected * 0.8 <= services.backoff_seconds(attempts) <= expected * 1.2
+
+
+def test_the_account_export_lists_webhooks_and_schedules_without_the_secret(bob, conversation):
+    from account_data.export import _exported, _page
+    from schedules.models import Schedule
+
+    body = register(bob).json()
+    client_for(bob).post(
+        "/schedules",
+        {"conversation_id": str(conversation.id), "content": "c", "cron": "0 8 * * *", "timezone": "UTC"},
+        format="json",
+    )
+    webhooks = _exported("webhook", _page("webhook", Webhook.objects.filter(owner=bob), None))
+    assert [row["id"] for row in webhooks] == [body["webhook"]["id"]]
+    assert body["secret"] not in str(webhooks) and "secret" not in webhooks[0]
+    schedules = _exported("schedule", _page("schedule", Schedule.objects.filter(owner=bob), None))
+    assert schedules[0]["cron"] == "0 8 * * *" and schedules[0]["conversation_id"] == str(conversation.id)
