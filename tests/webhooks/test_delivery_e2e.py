@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -155,16 +154,16 @@ def test_a_receiver_that_fails_three_times_gets_it_with_backoff(site):
 
 def test_a_hanging_receiver_times_out_and_is_retried(site):
     webhook, _ = site.webhook("hanging", "/hang")
-    started = time.monotonic()
     site.post("hanging", "are you there")
     site.receiver.wait_for(
         lambda: (site.deliveries("hanging", webhook["id"]) or [{}])[0].get("attempts", 0) >= 1, what="an attempt"
     )
-    took = time.monotonic() - started
     (item,) = site.deliveries("hanging", webhook["id"])
+    # It gave up after WEBHOOK_TIMEOUT_SECONDS: had it waited for the receiver (which answers 204
+    # after hang_seconds), the delivery would be delivered.
     assert item["status"] == "pending" and item["last_status_code"] is None
     assert "timeout" in item["last_error"]
-    assert took < site.receiver.hang_seconds  # it gave up at WEBHOOK_TIMEOUT_SECONDS, not when the receiver did
+    assert site.receiver.hang_seconds > TIMEOUT
 
 
 def test_a_redirect_is_not_followed(site):
@@ -210,7 +209,6 @@ def test_the_worker_killed_mid_delivery_loses_nothing(site):
     sent = [site.post("killed", f"event {n}")["data"]["id"] for n in range(3)]
     site.receiver.wait_for(lambda: site.receiver.of(path), what="the first request in flight")
     site.worker.kill()  # SIGKILL while the receiver still holds the first request
-    site.receiver.hang_seconds = 0.0
     site.worker.start()
     site.receiver.wait_for(
         lambda: (
