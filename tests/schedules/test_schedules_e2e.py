@@ -1,19 +1,21 @@
 """A schedule end to end: a real core (uvicorn), two real `manage.py turn_worker` processes that
 both claim due schedules, a real SSE client. The schedule is made due in about 2 s (its
-`next_run_at` set through `manage.py shell`: a cron's finest step is a minute); it must run once,
+`next_run_at` set in the servers' database: a cron's finest step is a minute); it must run once,
 as its owner's input, and its turn must answer."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx2
 import pytest
 
-from tests.servers import core_server, create_users, fresh_database, manage, manage_command, running, server_env
+from tests.servers import core_server, create_users, fresh_database, manage_command, running, server_env
 from tests.streaming.clients import SSEStream, login
 
 pytestmark = pytest.mark.e2e
@@ -43,18 +45,25 @@ def site() -> Iterator[dict]:
             worker_env = {**env, "CORTEX_CORE_URL": core.url}
             with running(turn_worker(worker_env)), running(turn_worker(worker_env)):
                 token = login(core.url, "alice@example.com", PASSWORD)
-                yield {"url": core.url, "env": env, "token": token, "auth": {"Authorization": f"Bearer {token}"}}
+                auth = {"Authorization": f"Bearer {token}"}
+                yield {"url": core.url, "db": db_env, "token": token, "auth": auth}
 
 
-def _make_due(env: dict[str, str], schedule_id: str, at: datetime) -> None:
-    manage(
-        "shell",
-        "-c",
-        "from datetime import datetime\n"
-        "from schedules.models import Schedule\n"
-        f"Schedule.objects.filter(id={schedule_id!r}).update(next_run_at=datetime.fromisoformat({at.isoformat()!r}))",
-        env=env,
-    )
+def _make_due(db_env: dict[str, str], schedule_id: str, at: datetime) -> None:
+    """Test setup in the servers' own database (no process to start): the row's next due time."""
+    if "DATABASE_URL" in db_env:
+        import psycopg
+
+        with psycopg.connect(db_env["DATABASE_URL"], autocommit=True) as connection:
+            connection.execute(
+                "UPDATE schedules_schedule SET next_run_at = %s WHERE id = %s", (at, uuid.UUID(schedule_id))
+            )
+        return
+    with sqlite3.connect(db_env["SQLITE_PATH"], timeout=20) as connection:
+        connection.execute(
+            "UPDATE schedules_schedule SET next_run_at = ? WHERE id = ?",
+            (at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), uuid.UUID(schedule_id).hex),
+        )
 
 
 def test_a_schedule_due_in_two_seconds_runs_once_with_two_workers(site):
@@ -79,7 +88,7 @@ def test_a_schedule_due_in_two_seconds_runs_once_with_two_workers(site):
     schedule = created.json()["schedule"]
     with SSEStream(url, token=site["token"]) as stream:
         due = datetime.now(UTC) + timedelta(seconds=2)
-        _make_due(site["env"], schedule["id"], due)
+        _make_due(site["db"], schedule["id"], due)
         events: list[tuple[str | None, dict]] = []
         deadline = time.monotonic() + 30
         while not events or events[-1][1]["type"] != "assistant.completed":
