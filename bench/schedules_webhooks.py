@@ -9,9 +9,9 @@ under load, against real processes on 127.0.0.1 in production mode.
 due ones; `schedules_due_exist()` (the turn worker's poll) and `schedules_run_due()` (the claim,
 which writes the 10 inputs; rolled back each round so every round sees the same state).
 
---deliveries: a core (uvicorn) and one `manage.py webhook_worker`; USERS (4) people with
-EACH (250) webhooks each (1,000 in all, every input) pointing at a receiver on loopback; each
-person posts 10 inputs. Reported: the delay from each input's 200 (its commit) to its arrival at
+--deliveries: a core (uvicorn) and one `manage.py webhook_worker`; USERS (100) people with
+EACH (10) webhooks each (1,000 in all, every input) pointing at a receiver on loopback; each
+person posts 10 inputs (the users are made and their tokens minted in one `manage.py shell`). Reported: the delay from each input's 200 (its commit) to its arrival at
 each webhook, p50/p99/max, and the time until all 10,000 deliveries arrived. Then POST /input
 throughput and latency (C clients, closed loops) without webhooks, and with the 1,000 delivering.
 """
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
-from bench.hotpath import RawHTTP, login, post_input
-from tests.servers import core_server, create_users, fresh_database, manage_command, running, server_env
+from bench.hotpath import RawHTTP, post_input
+from tests.servers import core_server, fresh_database, manage, manage_command, running, server_env
 
 PASSWORD = "bench-password-0123456789"
 DUE = 10
@@ -176,10 +176,9 @@ def deliveries(users: int, each: int, events: int, clients: int, seconds: float)
     try:
         with fresh_database() as db_env:
             env = server_env(**db_env, **env_extra)
-            create_users(*emails, password=PASSWORD, env=env)
+            tokens = _users_with_tokens(emails, env)
             core = core_server(env=env)
             with running(core):
-                tokens = asyncio.run(_logins(core.port, emails))
                 result["input_without_webhooks"] = asyncio.run(_input_load(core.port, tokens, clients, seconds))
                 with running(manage_command("webhook_worker", env=env, port=0, ready_line="webhook worker: running")):
                     for n, token in enumerate(tokens):
@@ -219,18 +218,26 @@ def deliveries(users: int, each: int, events: int, clients: int, seconds: float)
                     }
                     result["all_delivered_after_s"] = round(max(h.wall for h in receiver.hits) - began, 2)
                     result["duplicates"] = len(receiver.hits) - len(seen)
-                    # The same load again, each input now 50 deliveries more (and the worker busy).
+                    # The same load again, each input now EACH deliveries more (and the worker delivering them).
                     result["input_with_webhooks"] = asyncio.run(_input_load(core.port, tokens, clients, seconds))
     finally:
         receiver.stop()
     return result
 
 
-async def _logins(port: int, emails: list[str]) -> list[str]:
-    import bench.hotpath as hotpath
-
-    hotpath.PASSWORD = PASSWORD
-    return [await login(port, email) for email in emails]
+def _users_with_tokens(emails: list[str], env: dict[str, str]) -> list[str]:
+    """Many users at once: one password hash for all (PBKDF2 per user would take minutes), and an
+    access token minted for each (no login per user)."""
+    code = (
+        "import json\n"
+        "from django.contrib.auth.hashers import make_password\n"
+        "from accounts.models import User\n"
+        "from accounts.services import token_pair_issue\n"
+        "hashed = make_password('unused-bench-password')\n"
+        f"users = User.objects.bulk_create([User(email=e, name=e, password=hashed) for e in {emails!r}])\n"
+        "print(json.dumps([token_pair_issue(user=u)['access_token'] for u in users]))\n"
+    )
+    return json.loads(manage("shell", "-c", code, env={**env, "ACCESS_TOKEN_MINUTES": "120"}).strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10,10000")
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--deliveries", action="store_true")
-    parser.add_argument("--users", type=int, default=4)
-    parser.add_argument("--each", type=int, default=250)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--each", type=int, default=10)
     parser.add_argument("--events", type=int, default=10)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=8)

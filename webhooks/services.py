@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from accounts.models import User
@@ -192,28 +192,42 @@ def webhooks_claim(*, owner: str, limit: int, now: datetime | None = None) -> li
         Webhook.objects.filter(id__in=[w.id for w in webhooks]).update(
             lease_owner=owner, lease_until=now + timedelta(seconds=_lease_seconds())
         )
+        # Each one's head: its oldest pending delivery (two queries for the batch, on the partial index).
+        firsts = (
+            Delivery.objects.filter(webhook_id__in=[w.id for w in webhooks], status=Delivery.Status.PENDING)
+            .values("webhook_id")
+            .annotate(first=Min("event_seq"))
+            .order_by()
+        )
+        wanted = Q()
+        for row in firsts:
+            wanted |= Q(webhook_id=row["webhook_id"], event_seq=row["first"])
+        heads = {
+            head.webhook_id: head
+            for head in (
+                Delivery.objects.filter(wanted).only("id", "webhook_id", "event_seq", "payload", "attempts")
+                if wanted
+                else []
+            )
+        }
         claimed: list[Claimed] = []
+        idle = [webhook.id for webhook in webhooks if webhook.id not in heads]
+        if idle:  # nothing pending after all (retried by hand and delivered meanwhile)
+            Webhook.objects.filter(id__in=idle).update(next_attempt_at=None, lease_owner="", lease_until=None)
         for webhook in webhooks:
-            head = (
-                Delivery.objects.filter(webhook_id=webhook.id, status=Delivery.Status.PENDING)
-                .order_by("event_seq")
-                .only("id", "event_seq", "payload", "attempts")
-                .first()
-            )
-            if head is None:  # nothing pending after all (retried by hand and delivered meanwhile)
-                Webhook.objects.filter(id=webhook.id).update(next_attempt_at=None, lease_owner="", lease_until=None)
-                continue
-            claimed.append(
-                Claimed(
-                    webhook_id=webhook.id,
-                    url=webhook.url,
-                    secret=webhook.secret,
-                    delivery_id=head.id,
-                    event_seq=head.event_seq,
-                    payload=head.payload,
-                    attempts=head.attempts,
+            head = heads.get(webhook.id)
+            if head is not None:
+                claimed.append(
+                    Claimed(
+                        webhook_id=webhook.id,
+                        url=webhook.url,
+                        secret=webhook.secret,
+                        delivery_id=head.id,
+                        event_seq=head.event_seq,
+                        payload=head.payload,
+                        attempts=head.attempts,
+                    )
                 )
-            )
         return claimed
 
 
