@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.web.requests import AuthenticatedRequest
-from common.web.throttles import GcraScopedRateThrottle
+from common.web.throttles import WriteRateThrottle
 from common.web.views import validated
 from schedules import selectors, services
 from workspaces.selectors import conversation_get_for_user
@@ -50,11 +50,8 @@ _One = inline_serializer("ScheduleOne", {"schedule": ScheduleSerializer()})
 
 
 class _ScheduleApi(APIView):
-    throttle_classes = [GcraScopedRateThrottle]
-    throttle_scope = "schedules"  # per user, writes only (see `get_throttles`)
-
-    def get_throttles(self):
-        return [] if self.request.method == "GET" else super().get_throttles()
+    throttle_classes = [WriteRateThrottle]
+    throttle_scope = "schedules"  # per user, writes only
 
 
 class ScheduleListApi(_ScheduleApi):

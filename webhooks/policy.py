@@ -3,23 +3,14 @@ outside debug (plain `http` only to loopback, where nothing crosses a network)."
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
 from mcp_services.experts import hosts
+from mcp_services.serving import is_loopback
 
 SETTING = "WEBHOOK_ALLOWED_HOSTS"
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def url_refusal(url: str) -> str | None:
@@ -28,7 +19,7 @@ def url_refusal(url: str) -> str | None:
     if refusal is not None:
         return refusal
     parts = urlsplit(url)
-    if parts.scheme != "https" and not settings.DEBUG and not _loopback((parts.hostname or "").lower()):
+    if parts.scheme != "https" and not settings.DEBUG and not is_loopback((parts.hostname or "").lower()):
         return "Webhook URLs must use https (plain http only to loopback, or in debug mode)."
     if parts.fragment:
         return "The URL may not carry a fragment."

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.web.requests import AuthenticatedRequest
-from common.web.throttles import GcraScopedRateThrottle
+from common.web.throttles import WriteRateThrottle
 from common.web.views import validated
 from webhooks import policy, selectors, services
 from workspaces.serializers import StrictCharField
@@ -81,11 +81,8 @@ _One = inline_serializer("WebhookOne", {"webhook": WebhookSerializer()})
 
 
 class _WebhookApi(APIView):
-    throttle_classes = [GcraScopedRateThrottle]
+    throttle_classes = [WriteRateThrottle]
     throttle_scope = "webhooks"  # per user, writes only
-
-    def get_throttles(self):
-        return [] if self.request.method == "GET" else super().get_throttles()
 
 
 class WebhookListApi(_WebhookApi):
