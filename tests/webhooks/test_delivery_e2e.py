@@ -4,6 +4,9 @@ log; events are inputs without a conversation (no turn worker needed)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import itertools
 import json
 from collections.abc import Iterator
@@ -117,7 +120,12 @@ def test_every_event_arrives_signed_in_log_order_with_its_id(site):
     # The reference code, once more, by hand: the signature is over "<id>.<timestamp>.<body>".
     hit = hits()[0]
     Webhook(secret).verify(hit.body, hit.headers)
-    print("\nOne delivery:")
+    # And by hand, as the contract words it: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">.
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{hit.headers['webhook-id']}.{hit.headers['webhook-timestamp']}.".encode() + hit.body
+    expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    assert hit.headers["webhook-signature"] == expected
+    print(f"\nOne delivery (secret {secret}):")
     for name in ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "user-agent"):
         print(f"{name}: {hit.headers[name]}")
     print(hit.body.decode())
