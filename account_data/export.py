@@ -20,8 +20,10 @@ from django.db.models import Q, QuerySet
 
 from account_data.memory import memory_list
 from accounts.models import ExternalIdentity, User
+from schedules.models import Schedule
 from turns.inbox.models import InboxRequest
 from turns.models import Turn
+from webhooks.models import Webhook
 from workspaces.models import Conversation, Expert, Message, Workspace
 
 FORMAT = "cortex-export/1"
@@ -83,6 +85,19 @@ FIELDS = {
     ),
     # Linked sign-ins at identity providers: who the provider says the account is, nothing to sign in with.
     "identity": ("id", "provider", "issuer", "subject", "email", "created_at", "last_login"),
+    "schedule": (
+        "id",
+        "conversation_id",
+        "content",
+        "cron",
+        "timezone",
+        "active",
+        "next_run_at",
+        "last_run_at",
+        "created_at",
+    ),
+    # Without its secret, like an expert without its tokens.
+    "webhook": ("id", "url", "events", "description", "active", "created_at"),
 }
 
 
@@ -157,6 +172,8 @@ async def export_chunks(user: User) -> AsyncIterator[bytes]:
         ("message", _table("message", Message.objects.filter(conversation__in=taking_part))),
         ("turn", _table("turn", Turn.objects.filter(user=user))),
         ("inbox_request", _table("inbox_request", InboxRequest.objects.filter(user=user))),
+        ("schedule", _table("schedule", Schedule.objects.filter(owner=user))),
+        ("webhook", _table("webhook", Webhook.objects.filter(owner=user))),
         ("memory_item", _memory(user)),
     ]
     counts: dict[str, int] = {}

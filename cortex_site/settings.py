@@ -137,6 +137,8 @@ INSTALLED_APPS = [
     "streaming",
     "mcp_services",
     "connections",
+    "schedules",
+    "webhooks",
     "turns",
     "operations",
     "mcp_services.notes",
@@ -263,6 +265,9 @@ REST_FRAMEWORK = {
         "memory": env_str("MEMORY_RATE", "300/min"),
         "export": env_str("EXPORT_RATE", "5/hour"),
         "account_erase": env_str("ACCOUNT_ERASE_RATE", "10/hour"),
+        # Per user, the writes of /schedules and /webhooks (a run now posts an input; a webhook connects out).
+        "schedules": env_str("SCHEDULES_RATE", "60/min"),
+        "webhooks": env_str("WEBHOOKS_RATE", "60/min"),
     },
     "UNAUTHENTICATED_USER": None,
 }
@@ -661,6 +666,37 @@ EXPERT_RESULT_MAX_BLOCKS = env_int("EXPERT_RESULT_MAX_BLOCKS", 64, minimum=0)
 EXPERT_TASK_MAX_SECONDS = env_int("EXPERT_TASK_MAX_SECONDS", 3600, minimum=1)
 # The notes expert (`manage.py run_notes_expert`): where it fetches the core's public keys.
 NOTES_JWKS_URL = env_str("NOTES_JWKS_URL", "http://127.0.0.1:8000/.well-known/jwks.json")
+
+# Schedules (`schedules`): 5-field cron in the owner's IANA timezone. At most SCHEDULES_PER_USER per
+# person and no two runs closer than SCHEDULE_MIN_INTERVAL_SECONDS; a run missed while nothing was
+# running happens once when at most SCHEDULE_CATCHUP_SECONDS late, else `schedule.skipped`. Due
+# schedules are claimed by the turn worker (and housekeeping) at most every SCHEDULE_POLL_MS.
+SCHEDULES_PER_USER = env_int("SCHEDULES_PER_USER", 50, minimum=0)
+SCHEDULE_MIN_INTERVAL_SECONDS = env_int("SCHEDULE_MIN_INTERVAL_SECONDS", 300, minimum=60)
+SCHEDULE_CATCHUP_SECONDS = env_int("SCHEDULE_CATCHUP_SECONDS", 3600, minimum=0)
+SCHEDULE_POLL_MS = env_int("SCHEDULE_POLL_MS", 1000, minimum=10)
+
+# Webhooks (`webhooks`): the hosts they may target, as EXPERT_ALLOWED_HOSTS (same syntax, same
+# checks at registration and at every connection); `https` outside debug, except on loopback.
+# Empty outside debug: production lists its receivers explicitly.
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", ["localhost:*", "127.0.0.1:*", "[::1]:*"] if DEBUG else [])
+WEBHOOKS_PER_USER = env_int("WEBHOOKS_PER_USER", 20, minimum=0)
+# One attempt waits at most this long for an answer (and reads at most 64 KiB of it).
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+# Retries: BASE x 2^(attempt-1), at most MAX, each with +-20 % jitter, until the delivery is
+# WEBHOOK_RETRY_SECONDS old (about a day), then `failed`. A webhook all of whose attempts failed
+# for WEBHOOK_DISABLE_AFTER_DAYS is deactivated.
+WEBHOOK_BACKOFF_BASE_MS = env_int("WEBHOOK_BACKOFF_BASE_MS", 5000, minimum=1)
+WEBHOOK_BACKOFF_MAX_SECONDS = env_int("WEBHOOK_BACKOFF_MAX_SECONDS", 4 * 3600, minimum=1)
+WEBHOOK_RETRY_SECONDS = env_int("WEBHOOK_RETRY_SECONDS", 26 * 3600, minimum=1)
+WEBHOOK_DISABLE_AFTER_DAYS = env_int("WEBHOOK_DISABLE_AFTER_DAYS", 5, minimum=1)
+# The delivery worker: at most WEBHOOK_CONCURRENCY requests at once, one per webhook (its deliveries
+# go in log order), each webhook at most WEBHOOK_MAX_PER_SECOND; it looks for due work every
+# WEBHOOK_POLL_MS. A webhook is leased to one worker for the timeout plus WEBHOOK_LEASE_EXTRA_SECONDS.
+WEBHOOK_CONCURRENCY = env_int("WEBHOOK_CONCURRENCY", 32, minimum=1)
+WEBHOOK_MAX_PER_SECOND = env_int("WEBHOOK_MAX_PER_SECOND", 20, minimum=1)
+WEBHOOK_POLL_MS = env_int("WEBHOOK_POLL_MS", 250, minimum=10)
+WEBHOOK_LEASE_EXTRA_SECONDS = env_int("WEBHOOK_LEASE_EXTRA_SECONDS", 30, minimum=1)
 
 # LOG_FORMAT=json: one JSON object per line, each with the request id (common.logs).
 LOG_FORMAT = env_str("LOG_FORMAT") or "plain"

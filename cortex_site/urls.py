@@ -18,6 +18,8 @@ urlpatterns = [
     path("", include("turns.urls")),
     path("", include("connections.urls")),
     path("", include("account_data.urls")),
+    path("", include("schedules.urls")),
+    path("", include("webhooks.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/oidc/complete", admin_oidc_complete, name="admin-oidc-complete"),

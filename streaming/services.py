@@ -31,6 +31,7 @@ from django.utils.crypto import constant_time_compare
 from accounts.models import User
 from common.metrics import EVENTS_PUBLISHED
 from streaming.models import Event, EventBody, EventCursor, StreamTicket
+from streaming.signals import events_appended
 from workspaces.models import IdempotencyRecord
 from workspaces.selectors import iso
 from workspaces.services import CreatedInput
@@ -149,6 +150,17 @@ class NewEvent:
     message: Any = None  # the workspaces.Message it describes, if any (deleted with it)
 
 
+@dataclass(frozen=True)
+class AppendedEvent:
+    """One entry just appended to one recipient's log (what `events_appended` receivers get)."""
+
+    recipient_id: uuid.UUID
+    seq: int  # the event's id on that recipient's streams
+    type: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
 def events_append(*, events: list[NewEvent]) -> list[tuple[str, LiveMessage]]:
     """Append events, in order, to each recipient's log inside the caller's transaction.
 
@@ -206,6 +218,18 @@ def events_append(*, events: list[NewEvent]) -> list[tuple[str, LiveMessage]]:
                 )
             )
     Event.objects.bulk_create(rows)
+    if events_appended.has_listeners(Event):
+        appended = [
+            AppendedEvent(
+                recipient_id=row.recipient_id,
+                seq=row.seq,
+                type=row.body.type,
+                data=row.body.payload["data"],
+                created_at=row.created_at,
+            )
+            for row in rows
+        ]
+        events_appended.send(sender=Event, entries=appended)
     return live
 
 

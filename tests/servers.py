@@ -63,12 +63,14 @@ class ServerProcess:
     log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="cortex-proc-", suffix=".log")[1]))
     process: subprocess.Popen | None = None
     ready_line: str | None = None  # for a process without a port: what it logs once it is running
+    start_timeout: float = 90.0  # how long `start()` waits for it by default (a liveness bound)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *, timeout: float = 90.0) -> ServerProcess:  # a liveness bound: a loaded machine starts slowly
+    def start(self, *, timeout: float | None = None) -> ServerProcess:
+        timeout = self.start_timeout if timeout is None else timeout
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -118,7 +120,7 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running(server: ServerProcess, *, timeout: float = 30.0) -> Iterator[ServerProcess]:
+def running(server: ServerProcess, *, timeout: float | None = None) -> Iterator[ServerProcess]:
     server.start(timeout=timeout)
     try:
         yield server

@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from common.errors import ErrorCode
 from common.wakeups import Wakeups
+from schedules import services as schedule_services
 from streaming.services import events_publish_now
 from turns import responders, services
 from turns.inbox import selectors as inbox_selectors
@@ -315,6 +316,7 @@ class TurnWorker:
         self.wakeups = Wakeups()
         self.tasks: dict[uuid.UUID, asyncio.Task] = {}
         self.cancel_reason: dict[uuid.UUID, str] = {}
+        self.next_schedules = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         cortex = settings.CORTEX
@@ -351,6 +353,8 @@ class TurnWorker:
             await self.runtime.aclose()
 
     async def _round(self) -> None:
+        if time.monotonic() >= self.next_schedules:
+            await self._schedules()
         free = settings.CORTEX["TURN_CONCURRENCY"] - len(self.tasks)
         if free > 0 and await db(services.turns_due_exist)():
             rows, live = await db(services.turns_claim)(owner=self.owner, limit=free)
@@ -360,6 +364,18 @@ class TurnWorker:
         if self.tasks:
             for turn_id in await db(services.turns_cancel_requested)(owner=self.owner, turn_ids=list(self.tasks)):
                 self._stop_turn(turn_id, "cancel")
+
+    async def _schedules(self) -> None:
+        """Due schedules become inputs (and so turns, claimed below like any other): a read on the
+        `next_run_at` index every SCHEDULE_POLL_MS, the claim's write only when one is due. Any
+        number of workers may do this: each due time runs once (`schedules.services`).
+        A wake-up (a due time known in advance) could replace the polling here."""
+        self.next_schedules = time.monotonic() + settings.SCHEDULE_POLL_MS / 1000
+        try:
+            if await db(schedule_services.schedules_due_exist)():
+                self.relay.publish(await db(schedule_services.schedules_run_due)())
+        except Exception:
+            logger.exception("running due schedules failed; trying again")
 
     async def _renew(self) -> None:
         """Renew the leases of the running turns (a write with no events); one that is no longer

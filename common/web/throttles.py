@@ -107,3 +107,12 @@ class AddressRateThrottle(GcraScopedRateThrottle):
 
     def get_ident(self, request: Request) -> str:
         return client_address(request._request)
+
+
+class WriteRateThrottle(GcraScopedRateThrottle):
+    """Its scope's rate for the writes of a view only: reads (GET, HEAD, OPTIONS) are not counted."""
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return True
+        return super().allow_request(request, view)

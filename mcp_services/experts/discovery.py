@@ -47,8 +47,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import describe, unwrap
 from mcp_services.experts import hosts, tokens
-from mcp_services.experts.credentials import ExpertNeedsConnection, broker
 from mcp_services.experts import tasks as tasks_extension
+from mcp_services.experts.credentials import ExpertNeedsConnection, broker
 from workspaces import services
 
 _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncHTTPTransport] = (

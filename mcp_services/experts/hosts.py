@@ -16,6 +16,9 @@ connection (DNS rebinding) gets nowhere. The core never follows redirects from a
 client is built with `follow_redirects=False`; the MCP SDK follows only same-origin 307/308 ones,
 which reach the socket check again), so an allowed expert cannot bounce a call elsewhere.
 
+Webhooks (`webhooks.delivery`) obey the same policy with their own list, `WEBHOOK_ALLOWED_HOSTS`
+(the `setting` argument): same entries, same resolution and socket checks.
+
 What an expert answers is bounded while it streams (`BoundedTransport`): one operation (a call,
 or a discovery with all its pages) reads at most `response_limit()` bytes, however they come
 (`Content-Length`, chunked, an event stream), and no compressed body is accepted.
@@ -42,6 +45,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_PORTS = frozenset({80, 443})
+EXPERTS = "EXPERT_ALLOWED_HOSTS"  # the allow-list experts obey (webhooks name theirs: WEBHOOK_ALLOWED_HOSTS)
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
@@ -62,26 +66,26 @@ class _Entry:
         return self.ports is None or port in self.ports
 
 
-def _ports(text: str, entry: str) -> frozenset[int] | None:
+def _ports(text: str, entry: str, setting: str = EXPERTS) -> frozenset[int] | None:
     if text == "*":
         return None
     if text.isdigit() and 0 < int(text) < 65536:
         return frozenset({int(text)})
-    raise ImproperlyConfigured(f"EXPERT_ALLOWED_HOSTS: {entry!r} has a bad port (a number or *).")
+    raise ImproperlyConfigured(f"{setting}: {entry!r} has a bad port (a number or *).")
 
 
-def _entry(raw: str) -> _Entry:
+def _entry(raw: str, setting: str = EXPERTS) -> _Entry:
     value = raw.strip().lower()
     ports: frozenset[int] | None = DEFAULT_PORTS
     if value.startswith("["):  # [IPv6 address or network], with an optional :port
         host, bracket, rest = value[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
-            raise ImproperlyConfigured(f"EXPERT_ALLOWED_HOSTS: {raw!r} is malformed.")
+            raise ImproperlyConfigured(f"{setting}: {raw!r} is malformed.")
         if rest:
-            ports = _ports(rest[1:], raw)
+            ports = _ports(rest[1:], raw, setting)
     elif value.count(":") == 1:  # name:port or IPv4[/prefix]:port (a bare IPv6 has several colons)
         host, _, port = value.partition(":")
-        ports = _ports(port, raw)
+        ports = _ports(port, raw, setting)
     else:
         host = value
     try:
@@ -90,12 +94,12 @@ def _entry(raw: str) -> _Entry:
         pass
     name = host.rstrip(".")
     if not name or "/" in name or ":" in name:
-        raise ImproperlyConfigured(f"EXPERT_ALLOWED_HOSTS: {raw!r} is neither a host name nor an address.")
+        raise ImproperlyConfigured(f"{setting}: {raw!r} is neither a host name nor an address.")
     return _Entry(name=name, network=None, ports=ports)
 
 
-def _policy() -> list[_Entry]:
-    return [_entry(raw) for raw in settings.EXPERT_ALLOWED_HOSTS if raw.strip()]
+def _policy(setting: str = EXPERTS) -> list[_Entry]:
+    return [_entry(raw, setting) for raw in getattr(settings, setting) if raw.strip()]
 
 
 def _address(host: str) -> IPAddress | None:
@@ -138,7 +142,7 @@ def _public(address: IPAddress) -> bool:
     return judged(address).is_global
 
 
-def _host_refusal(host: str, port: int, entries: list[_Entry]) -> str | None:
+def _host_refusal(host: str, port: int, entries: list[_Entry], setting: str = EXPERTS) -> str | None:
     """Why `host`:`port` is not listed, or None: a name must be listed, an address inside a listed
     network; either with the port (80 and 443 unless the entry names its ports)."""
     address = _address(host)
@@ -149,18 +153,19 @@ def _host_refusal(host: str, port: int, entries: list[_Entry]) -> str | None:
         or (address is not None and entry.network is not None and _in(address, entry.network))
     ]
     if not matching:
-        return f"The host {host!r} is not in EXPERT_ALLOWED_HOSTS."
+        return f"The host {host!r} is not in {setting}."
     if not any(entry.allows_port(port) for entry in matching):
         named = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return (
-            f"The port {port} of {host!r} is not allowed: an EXPERT_ALLOWED_HOSTS entry allows 80 and 443"
+            f"The port {port} of {host!r} is not allowed: an {setting} entry allows 80 and 443"
             f" unless it names its port ({named})."
         )
     return None
 
 
-def url_refusal(url: str) -> str | None:
-    """Why the core will not call `url`, or None when its host and port are allowed."""
+def url_refusal(url: str, *, setting: str = EXPERTS) -> str | None:
+    """Why the core will not call `url`, or None when its host and port are allowed (by the
+    allow-list named `setting`: experts', or `WEBHOOK_ALLOWED_HOSTS` for webhooks)."""
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower().rstrip(".")
@@ -173,19 +178,19 @@ def url_refusal(url: str) -> str | None:
         return "The URL may not carry credentials."
     if not host:
         return "The URL has no host."
-    return _host_refusal(host, port, _policy())
+    return _host_refusal(host, port, _policy(setting), setting)
 
 
-async def check_resolved(url: str) -> None:
+async def check_resolved(url: str, *, setting: str = EXPERTS) -> None:
     """Refuse the call unless the URL is allowed and every address its host resolves to is too."""
-    refusal = url_refusal(url)
+    refusal = url_refusal(url, setting=setting)
     if refusal is not None:
         raise CortexError(ErrorCode.PERMISSION_DENIED, refusal)
     parts = urlsplit(url)
-    await resolve_allowed(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    await resolve_allowed(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), setting=setting)
 
 
-async def resolve_allowed(host: str, port: int) -> list[IPAddress]:
+async def resolve_allowed(host: str, port: int, *, setting: str = EXPERTS) -> list[IPAddress]:
     """The addresses of `host`, each inside a listed network that allows `port`, or public; else
     `CortexError`. The host itself must be listed with the port.
 
@@ -193,8 +198,8 @@ async def resolve_allowed(host: str, port: int) -> list[IPAddress]:
     connected, so a name re-pointed between the check and the connect (DNS rebinding) gains nothing.
     """
     host = host.strip("[]").lower().rstrip(".")
-    entries = _policy()
-    refusal = _host_refusal(host, port, entries)
+    entries = _policy(setting)
+    refusal = _host_refusal(host, port, entries, setting)
     if refusal is not None:
         raise CortexError(ErrorCode.PERMISSION_DENIED, refusal)
     literal = _address(host)
@@ -203,9 +208,7 @@ async def resolve_allowed(host: str, port: int) -> list[IPAddress]:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise CortexError(
-            ErrorCode.SERVICE_UNAVAILABLE, f"The expert's host {host!r} does not resolve: {exc}"
-        ) from None
+        raise CortexError(ErrorCode.SERVICE_UNAVAILABLE, f"The host {host!r} does not resolve: {exc}") from None
     addresses: list[IPAddress] = []
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
@@ -213,7 +216,7 @@ async def resolve_allowed(host: str, port: int) -> list[IPAddress]:
             raise CortexError(
                 ErrorCode.PERMISSION_DENIED,
                 f"The host {host!r} resolves to {address}, which is not allowed on port {port}"
-                " (list it, with the port, in EXPERT_ALLOWED_HOSTS).",
+                f" (list it, with the port, in {setting}).",
             )
         if address not in addresses:
             addresses.append(address)
@@ -225,8 +228,9 @@ class CheckedBackend(AsyncNetworkBackend):
     an address `resolve_allowed` has just checked (TLS still names the host, for SNI and the
     certificate). An expert URL never reaches a socket that the policy did not allow."""
 
-    def __init__(self, inner: AsyncNetworkBackend) -> None:
+    def __init__(self, inner: AsyncNetworkBackend, setting: str = EXPERTS) -> None:
         self._inner = inner
+        self._setting = setting
 
     async def connect_tcp(
         self,
@@ -237,7 +241,7 @@ class CheckedBackend(AsyncNetworkBackend):
         socket_options: Iterable[SOCKET_OPTION] | None = None,
     ) -> AsyncNetworkStream:
         try:
-            addresses = await resolve_allowed(host, port)
+            addresses = await resolve_allowed(host, port, setting=self._setting)
         except CortexError as exc:
             raise ConnectError(exc.message) from None
         error: Exception | None = None
@@ -253,20 +257,20 @@ class CheckedBackend(AsyncNetworkBackend):
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[SOCKET_OPTION] | None = None
     ) -> AsyncNetworkStream:
-        raise ConnectError("Experts are reached over TCP only.")
+        raise ConnectError("Only TCP connections are made.")
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
 
 
-def checked_transport() -> httpx2.AsyncHTTPTransport:
+def checked_transport(setting: str = EXPERTS) -> httpx2.AsyncHTTPTransport:
     """An httpx transport whose connections go only to addresses the host policy allows (one per
     event loop: its pool and TLS context are the costly part; `BoundedTransport` goes over it)."""
     transport = httpx2.AsyncHTTPTransport(trust_env=False)
     # httpx2 takes no network backend argument: its pool's is wrapped (versions pinned; the
     # call-time SSRF tests go through this).
     pool = transport._pool
-    pool._network_backend = CheckedBackend(pool._network_backend)
+    pool._network_backend = CheckedBackend(pool._network_backend, setting)
     return transport
 
 

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 def group(database: dict[str, str], core_port: int, memory_port: int, cognition_port: int, **env: str):
     # Debug mode (as `make run`); without a service token the group generates one for every child.
     env = server_env(**database, DEBUG="1", **{"CORTEX_SERVICE_TOKEN": "", **env})
-    return manage_command(
+    supervisor = manage_command(
         "run_cortex",
         "--port",
         str(core_port),
@@ -42,6 +42,10 @@ def group(database: dict[str, str], core_port: int, memory_port: int, cognition_
         env=env,
         port=core_port,
     )
+    # Eight children start at once, each a Django process; on two cores shared with other work the
+    # core may listen only after half a minute (a liveness bound, not a timing).
+    supervisor.start_timeout = 90.0
+    return supervisor
 
 
 def full_log(server: ServerProcess) -> str:

@@ -3,6 +3,7 @@
 // the DOM as a text node (dom.js).
 
 import { CortexClient, CortexError, STATES } from '../cortex/client.js';
+import { showSchedules, showWebhooks } from './automation.js';
 import { append, externalLink, field, fill, h, select, time } from './dom.js';
 
 const cortex = new CortexClient();
@@ -36,6 +37,7 @@ const data = {
   missed: 0,
   inbox: null, // null: the server has no inbox
   memoryAvailable: false,
+  automation: false, // the server has /schedules and /webhooks
   sidebarOpen: false,
 };
 let view = { name: 'none' }; // the mounted view, with its own update hooks
@@ -231,6 +233,15 @@ async function probeFeatures() {
   } catch {
     data.memoryAvailable = false;
   }
+  try {
+    data.automation = (await cortex.schedules()) !== null;
+  } catch {
+    data.automation = false;
+  }
+}
+
+function automationContext() {
+  return { cortex, mount, heading, busy, notify, conversations: () => data.conversations, topicOf };
 }
 
 function renderNav() {
@@ -243,6 +254,8 @@ function renderNav() {
     link('#/activity', 'Activity', data.missed ? h('span', { class: 'count', 'aria-label': `${data.missed} missed` }, String(data.missed)) : null),
     data.inbox ? link('#/inbox', 'Inbox', h('span', { id: 'inbox-count', class: count ? 'count' : 'count zero', 'aria-label': `${count} open` }, String(count))) : null,
     data.memoryAvailable ? link('#/memory', 'My memory') : null,
+    data.automation ? link('#/schedules', 'Schedules') : null,
+    data.automation ? link('#/webhooks', 'Webhooks') : null,
     data.workspaces.length ? link('#/experts', 'Experts') : null,
     link('#/connections', 'Connected accounts'));
 }
@@ -329,6 +342,8 @@ function route() {
   else if (hash === '#/memory' && data.memoryAvailable) showMemory();
   else if (hash === '#/experts') showExperts();
   else if (hash.startsWith('#/connections')) showConnections();
+  else if (hash === '#/schedules' && data.automation) showSchedules(automationContext());
+  else if (hash === '#/webhooks' && data.automation) showWebhooks(automationContext());
   else showHome();
   if (window.matchMedia('(max-width: 760px)').matches && data.sidebarOpen && hash.startsWith('#/c/')) toggleSidebar();
 }

@@ -694,6 +694,74 @@ export class CortexClient extends Emitter {
     return (await this.request('POST', `/inbox/${encodeURIComponent(itemId)}/answer`, { body: answer })).item;
   }
 
+  // ----- schedules and webhooks --------------------------------------------------------------------
+
+  /** The caller's schedules; null where the server has none. */
+  async schedules() {
+    try {
+      return (await this.request('GET', '/schedules')).schedules;
+    } catch (error) {
+      if (error.status === 404) return null;
+      throw error;
+    }
+  }
+
+  /** `{conversation_id, content, cron: '0 8 * * 1-5', timezone: 'Europe/Berlin', active?}` */
+  async createSchedule(fields) {
+    return (await this.request('POST', '/schedules', { body: fields })).schedule;
+  }
+
+  async updateSchedule(scheduleId, changes) {
+    return (await this.request('PATCH', `/schedules/${encodeURIComponent(scheduleId)}`, { body: changes })).schedule;
+  }
+
+  deleteSchedule(scheduleId) {
+    return this.request('DELETE', `/schedules/${encodeURIComponent(scheduleId)}`);
+  }
+
+  /** Once, now: `{status, input_id, turn_id?}`. */
+  runSchedule(scheduleId) {
+    return this.request('POST', `/schedules/${encodeURIComponent(scheduleId)}/run`);
+  }
+
+  /** The caller's webhooks; null where the server has none. */
+  async webhooks() {
+    try {
+      return (await this.request('GET', '/webhooks')).webhooks;
+    } catch (error) {
+      if (error.status === 404) return null;
+      throw error;
+    }
+  }
+
+  /** `{url, events: ['assistant.completed', ...] | ['*'], description?}` → `{webhook, secret}` (the secret only here). */
+  createWebhook(fields) {
+    return this.request('POST', '/webhooks', { body: fields });
+  }
+
+  async updateWebhook(webhookId, changes) {
+    return (await this.request('PATCH', `/webhooks/${encodeURIComponent(webhookId)}`, { body: changes })).webhook;
+  }
+
+  deleteWebhook(webhookId) {
+    return this.request('DELETE', `/webhooks/${encodeURIComponent(webhookId)}`);
+  }
+
+  /** `{webhook, secret}`: a new secret, shown only here. */
+  rotateWebhookSecret(webhookId) {
+    return this.request('POST', `/webhooks/${encodeURIComponent(webhookId)}/rotate-secret`);
+  }
+
+  /** `{items, next_cursor}`: the delivery log, newest first. */
+  deliveries(webhookId, { cursor, limit } = {}) {
+    return this.request('GET', `/webhooks/${encodeURIComponent(webhookId)}/deliveries`, { query: { cursor, limit } });
+  }
+
+  async retryDelivery(webhookId, deliveryId) {
+    const path = `/webhooks/${encodeURIComponent(webhookId)}/deliveries/${encodeURIComponent(deliveryId)}/retry`;
+    return (await this.request('POST', path)).item;
+  }
+
   // ----- memory and account -----------------------------------------------------------------------
 
   /** `{items, next_cursor}`: newest first, or ranked with `query`; null where the server has none. */

@@ -3,7 +3,9 @@
 - stream events past EVENT_RETENTION_HOURS, idempotency records, expired stream tickets
   (`prune_events`);
 - delivered memory outbox entries past OUTBOX_RETENTION_HOURS (failed ones stay for an operator);
-- expired outstanding and blacklisted JWTs (simplejwt's `flushexpiredtokens`).
+- expired outstanding and blacklisted JWTs (simplejwt's `flushexpiredtokens`);
+- finished webhook deliveries past OUTBOX_RETENTION_HOURS;
+- and it runs due schedules, as the turn worker does (each due time runs once whoever claims it).
 
 Run once (from cron), or with `--every SECONDS` as a long-running process until SIGTERM/SIGINT:
 `run_cortex` (and so `make run`) keeps one running. Every step is an idempotent delete, so
@@ -24,6 +26,8 @@ from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
 from common.loops import run_until_stopped
 from mcp_services.outbox import services
+from schedules import services as schedule_services
+from webhooks import services as webhook_services
 
 
 class Command(BaseCommand):
@@ -45,7 +49,12 @@ class Command(BaseCommand):
         outbox = services.outbox_prune(older_than=timedelta(hours=settings.CORTEX["OUTBOX_RETENTION_HOURS"]))
         expired_tokens = OutstandingToken.objects.filter(expires_at__lte=timezone.now()).count()
         call_command("flushexpiredtokens")
+        retention = timedelta(hours=settings.CORTEX["OUTBOX_RETENTION_HOURS"])
+        deliveries = webhook_services.deliveries_prune(older_than=retention)
+        # Published by the streams' catch-up (this process has no streams of its own to reach).
+        schedule_services.schedules_run_due()
         return (
             f"housekeeping: {events.getvalue().strip()} Deleted {outbox} delivered outbox entries "
-            f"(older than {settings.CORTEX['OUTBOX_RETENTION_HOURS']} h), {expired_tokens} expired JWTs."
+            f"(older than {settings.CORTEX['OUTBOX_RETENTION_HOURS']} h), {deliveries} finished webhook"
+            f" deliveries, {expired_tokens} expired JWTs."
         )

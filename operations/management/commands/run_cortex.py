@@ -1,7 +1,8 @@
 """`manage.py run_cortex`: the whole system as one supervised group (what `make run` starts).
 
 Children, started in this order: the memory service, the cognition service, the notes expert, the
-memory outbox worker, the turn worker (assistant turns), housekeeping (pruning on a schedule), and
+memory outbox worker, the turn worker (assistant turns and due schedules), the webhook delivery
+worker, housekeeping (pruning on a schedule), and
 the core (uvicorn); stopped the core first, then the workers, then the services. The notes expert
 is only run here: a workspace's owner registers it explicitly.
 
@@ -159,6 +160,7 @@ class Command(BaseCommand):
             ),
             Child("outbox-worker", [*manage, "memory_outbox_worker"]),
             Child("turn-worker", [*manage, "turn_worker"]),
+            Child("webhook-worker", [*manage, "webhook_worker"]),
             Child("housekeeping", [*manage, "housekeeping", "--every", str(options["housekeeping_every"])]),
             # uvicorn with uvloop and httptools: measured faster than daphne for the API and the
             # streams (bench/README.md); daphne stays for `runserver`.

@@ -1,0 +1,272 @@
+"""Schedules and webhooks (issue 27): the schedule claim with many schedules, and webhook delivery
+under load, against real processes on 127.0.0.1 in production mode.
+
+    .venv/bin/python -m bench.schedules_webhooks --claims          # 10 and 10,000 schedules
+    .venv/bin/python -m bench.schedules_webhooks --deliveries      # 1,000 webhooks x 10 events
+    scripts/with_postgres.sh .venv/bin/python -m bench.schedules_webhooks --claims
+
+--claims (in a child process on a fresh database, the real services): N schedules not due and 10
+due ones; `schedules_due_exist()` (the turn worker's poll) and `schedules_run_due()` (the claim,
+which writes the 10 inputs; rolled back each round so every round sees the same state).
+
+--deliveries: a core (uvicorn) and one `manage.py webhook_worker`; USERS (100) people with
+EACH (10) webhooks each (1,000 in all, every input) pointing at a receiver on loopback; each
+person posts 10 inputs (the users are made and their tokens minted in one `manage.py shell`). Reported: the delay from each input's 200 (its commit) to its arrival at
+each webhook, p50/p99/max, and the time until all 10,000 deliveries arrived. Then POST /input
+throughput and latency (C clients, closed loops) without webhooks, and with the 1,000 delivering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
+from bench.hotpath import RawHTTP, post_input
+from tests.servers import core_server, fresh_database, manage, manage_command, running, server_env
+
+PASSWORD = "bench-password-0123456789"
+DUE = 10
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _timed(call: Any, rounds: int) -> dict[str, float]:
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        samples.append(1000 * (time.perf_counter() - started))
+    return {"p50_ms": round(statistics.median(samples), 2), "p99_ms": round(_percentile(samples, 0.99), 2)}
+
+
+def claims_one(count: int, rounds: int) -> dict[str, Any]:
+    import django
+
+    django.setup()
+    from datetime import timedelta
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from accounts.models import User
+    from schedules import services
+    from schedules.models import Schedule
+    from workspaces.services import conversation_create, workspace_create
+
+    owner = User.objects.create_user(email="owner@example.com", password=PASSWORD)
+    conversation = conversation_create(workspace=workspace_create(owner=owner, name="w"), creator=owner, topic="t")
+    now = timezone.now()
+    rows = [
+        Schedule(
+            owner=owner,
+            conversation=conversation,
+            content="later",
+            cron="0 8 * * *",
+            timezone="Europe/Berlin",
+            next_run_at=now + timedelta(minutes=1 + n % 1440),
+        )
+        for n in range(count)
+    ]
+    rows += [
+        Schedule(
+            owner=owner,
+            conversation=conversation,
+            content="now",
+            cron="0 8 * * *",
+            timezone="UTC",
+            next_run_at=now - timedelta(seconds=1),
+        )
+        for _ in range(DUE)
+    ]
+    Schedule.objects.bulk_create(rows, batch_size=1000)
+
+    def claim() -> None:
+        with transaction.atomic():
+            services.schedules_run_due()
+            transaction.set_rollback(True)
+
+    return {
+        "schedules": count + DUE,
+        "poll": _timed(services.schedules_due_exist, rounds),
+        "claim_10_due": _timed(claim, rounds),
+    }
+
+
+def claims(sizes: list[int], rounds: int) -> list[dict[str, Any]]:
+    results = []
+    for size in sizes:
+        with fresh_database() as db_env:
+            argv = [
+                sys.executable,
+                "-m",
+                "bench.schedules_webhooks",
+                "--claims-one",
+                str(size),
+                "--rounds",
+                str(rounds),
+            ]
+            done = subprocess.run(
+                argv, env=server_env(**db_env, LOG_LEVEL="WARNING"), capture_output=True, text=True, timeout=1800
+            )
+            if done.returncode != 0:
+                raise RuntimeError(done.stdout + done.stderr)
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+async def _input_load(port: int, tokens: list[str], clients: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+    ok = 0
+
+    async def client(n: int) -> None:
+        nonlocal ok
+        connection, token, i = RawHTTP(port), tokens[n % len(tokens)], 0
+        try:
+            while time.monotonic() < stop:
+                started = time.perf_counter()
+                status, _ = await post_input(connection, token, {"content": f"load {n} {i}"})
+                latencies.append(time.perf_counter() - started)
+                ok += 200 <= status < 300
+                i += 1
+        finally:
+            connection.close()
+
+    began = time.monotonic()
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    elapsed = time.monotonic() - began
+    return {
+        "rps": round(ok / elapsed, 1),
+        "p50_ms": round(1000 * statistics.median(latencies), 1),
+        "p99_ms": round(1000 * _percentile(latencies, 0.99), 1),
+        "requests": len(latencies),
+    }
+
+
+def deliveries(users: int, each: int, events: int, clients: int, seconds: float) -> dict[str, Any]:
+    import httpx2
+
+    from tests.webhooks.receiver import Receiver
+
+    receiver = Receiver().start()
+    emails = [f"hooks{n}@example.com" for n in range(users)]
+    env_extra = {
+        "LOG_LEVEL": "WARNING",
+        "ACCESS_LOG": "0",
+        "INPUT_RATE": "100000000/min",
+        "LOGIN_RATE": "100000000/min",
+        "WEBHOOKS_RATE": "100000000/min",
+        "WEBHOOKS_PER_USER": str(each),
+        "WEBHOOK_ALLOWED_HOSTS": f"127.0.0.1:{receiver.port}",
+        "WEBHOOK_POLL_MS": "50",
+    }
+    result: dict[str, Any] = {"webhooks": users * each, "events_each": events}
+    try:
+        with fresh_database() as db_env:
+            env = server_env(**db_env, **env_extra)
+            tokens = _users_with_tokens(emails, env)
+            core = core_server(env=env)
+            with running(core):
+                result["input_without_webhooks"] = asyncio.run(_input_load(core.port, tokens, clients, seconds))
+                with running(manage_command("webhook_worker", env=env, port=0, ready_line="webhook worker: running")):
+                    for n, token in enumerate(tokens):
+                        for k in range(each):
+                            response = httpx2.post(
+                                f"{core.url}/webhooks",
+                                json={"url": f"{receiver.url}/u{n}/w{k}", "events": ["input"]},
+                                headers={"Authorization": f"Bearer {token}"},
+                                timeout=30,
+                            )
+                            assert response.status_code == 201, response.text
+                    posted: dict[str, float] = {}
+                    began = time.time()
+                    for _round in range(events):
+                        for token in tokens:
+                            response = httpx2.post(
+                                f"{core.url}/input",
+                                json={"content": "hello"},
+                                headers={"Authorization": f"Bearer {token}"},
+                                timeout=30,
+                            )
+                            posted[response.json()["data"]["id"]] = time.time()
+                    expected = users * each * events
+                    receiver.wait_for(lambda: len(receiver.hits) >= expected, timeout=600, what="every delivery")
+                    delays = []
+                    seen = set()
+                    for hit in receiver.hits:
+                        key = (hit.path, hit.headers["webhook-id"])
+                        if key in seen:
+                            continue
+                        seen.add(key)
+                        delays.append(hit.wall - posted[json.loads(hit.body)["data"]["id"]])
+                    result["delivery_delay_s"] = {
+                        "p50": round(statistics.median(delays), 3),
+                        "p99": round(_percentile(delays, 0.99), 3),
+                        "max": round(max(delays), 3),
+                    }
+                    result["all_delivered_after_s"] = round(max(h.wall for h in receiver.hits) - began, 2)
+                    result["duplicates"] = len(receiver.hits) - len(seen)
+                    # The same load again, each input now EACH deliveries more (and the worker delivering them).
+                    result["input_with_webhooks"] = asyncio.run(_input_load(core.port, tokens, clients, seconds))
+    finally:
+        receiver.stop()
+    return result
+
+
+def _users_with_tokens(emails: list[str], env: dict[str, str]) -> list[str]:
+    """Many users at once: one password hash for all (PBKDF2 per user would take minutes), and an
+    access token minted for each (no login per user)."""
+    code = (
+        "import json\n"
+        "from django.contrib.auth.hashers import make_password\n"
+        "from accounts.models import User\n"
+        "from accounts.services import token_pair_issue\n"
+        "hashed = make_password('unused-bench-password')\n"
+        f"users = User.objects.bulk_create([User(email=e, name=e, password=hashed) for e in {emails!r}])\n"
+        "print(json.dumps([token_pair_issue(user=u)['access_token'] for u in users]))\n"
+    )
+    return json.loads(manage("shell", "-c", code, env={**env, "ACCESS_TOKEN_MINUTES": "120"}).strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.schedules_webhooks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--claims", action="store_true")
+    parser.add_argument("--claims-one", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="10,10000")
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--deliveries", action="store_true")
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--each", type=int, default=10)
+    parser.add_argument("--events", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--out", type=Path, default=Path("var/bench/schedules_webhooks.json"))
+    args = parser.parse_args(argv)
+    if args.claims_one is not None:
+        print(json.dumps(claims_one(args.claims_one, args.rounds)))
+        return 0
+    result: dict[str, Any] = {}
+    if args.claims or not args.deliveries:
+        result["claims"] = claims([int(size) for size in args.sizes.split(",")], args.rounds)
+    if args.deliveries or not args.claims:
+        result["deliveries"] = deliveries(args.users, args.each, args.events, args.clients, args.seconds)
+        print(json.dumps(result["deliveries"]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

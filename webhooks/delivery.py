@@ -1,0 +1,159 @@
+"""The delivery worker's runtime (`manage.py webhook_worker`).
+
+Every `WEBHOOK_POLL_MS` it leases due webhooks (up to its free slots of `WEBHOOK_CONCURRENCY`),
+sends each one's oldest pending delivery as a Standard Webhooks request (the `standardwebhooks`
+reference package signs it), and records the outcomes in one transaction per round. A receiver
+that hangs costs its own slot for at most `WEBHOOK_TIMEOUT_SECONDS`; nobody else waits for it.
+
+What leaves the process is bounded like an expert call: the URL obeys the host policy
+(`WEBHOOK_ALLOWED_HOSTS`) when registered and again at the socket on every connection
+(`hosts.CheckedBackend`: the address checked is the address connected), redirects are never
+followed (a 3xx is a failed attempt), and at most 64 KiB of an answer is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from datetime import UTC, datetime
+
+import httpx2
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from standardwebhooks import Webhook as Signer
+
+from mcp_services.experts import hosts
+from webhooks import policy, services
+from webhooks.services import Attempt, Claimed
+
+logger = logging.getLogger(__name__)
+
+ANSWER_LIMIT = 64 * 1024
+SETTING = "WEBHOOK_ALLOWED_HOSTS"
+USER_AGENT = "Cortex-Webhooks/1"
+
+db = sync_to_async  # thread-sensitive: every query of the worker on one thread
+
+
+def signed_headers(claimed: Claimed, now: datetime) -> dict[str, str]:
+    """`webhook-id` (the event's id in its owner's log), `webhook-timestamp`, `webhook-signature`."""
+    msg_id = str(claimed.event_seq)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Signer(claimed.secret).sign(msg_id=msg_id, timestamp=now, data=claimed.payload.encode()),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+
+
+async def attempt(client: httpx2.AsyncClient, claimed: Claimed) -> Attempt:
+    """One POST: its status, or why there was none. Never raises."""
+
+    def outcome(status: int | None, error: str = "") -> Attempt:
+        return Attempt(delivery_id=claimed.delivery_id, webhook_id=claimed.webhook_id, status_code=status, error=error)
+
+    try:
+        hosts_refusal = policy.url_refusal(claimed.url)
+        if hosts_refusal is not None:  # the allow-list changed since registration
+            return outcome(None, hosts_refusal)
+        headers = signed_headers(claimed, datetime.now(UTC))
+        async with asyncio.timeout(settings.WEBHOOK_TIMEOUT_SECONDS):
+            async with client.stream(
+                "POST", claimed.url, content=claimed.payload.encode(), headers=headers
+            ) as response:
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read >= ANSWER_LIMIT:
+                        break  # the rest is not read: the connection is dropped
+                status = response.status_code
+        if 300 <= status < 400:
+            return outcome(status, f"HTTP {status}: redirects are not followed")
+        return outcome(status, "" if 200 <= status < 300 else f"HTTP {status}")
+    except TimeoutError:
+        return outcome(None, f"timeout: no answer within {settings.WEBHOOK_TIMEOUT_SECONDS}s")
+    except httpx2.HTTPError as exc:
+        return outcome(None, f"{type(exc).__name__}: {exc}"[:500])
+    except Exception as exc:  # noqa: BLE001 - one receiver's oddity never stops the worker
+        logger.exception("webhook delivery %s failed", claimed.delivery_id)
+        return outcome(None, f"{type(exc).__name__}: {exc}"[:500])
+
+
+def client_new() -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(
+        transport=hosts.checked_transport(SETTING),
+        follow_redirects=False,
+        timeout=httpx2.Timeout(settings.WEBHOOK_TIMEOUT_SECONDS),
+        headers={"accept-encoding": "identity"},
+        limits=httpx2.Limits(max_connections=settings.WEBHOOK_CONCURRENCY, max_keepalive_connections=64),
+    )
+
+
+class DeliveryWorker:
+    def __init__(self, *, owner: str | None = None) -> None:
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.tasks: set[asyncio.Task] = set()
+        self.done: list[Attempt] = []
+        self.wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        poll = settings.WEBHOOK_POLL_MS / 1000
+        client = client_new()
+        try:
+            while not stop.is_set():
+                try:
+                    await self._round(client)
+                except Exception:
+                    logger.exception("webhook worker round failed; trying again")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._sleep(stop), timeout=poll)
+            # SIGTERM: the requests in flight finish (at most the timeout) and are recorded.
+            if self.tasks:
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+            await self._record()
+        finally:
+            await client.aclose()
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        """Until stopped, or an attempt finished (its webhook may have more to send at once)."""
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        self.wake.clear()
+
+    async def _record(self) -> None:
+        if self.done:
+            batch, self.done = self.done, []
+            await db(services.attempts_record)(owner=self.owner, attempts=batch)
+
+    async def _round(self, client: httpx2.AsyncClient) -> None:
+        await self._record()
+        free = settings.WEBHOOK_CONCURRENCY - len(self.tasks)
+        if free <= 0 or not await db(services.webhooks_due_exist)():
+            return
+        for claimed in await db(services.webhooks_claim)(owner=self.owner, limit=free):
+            task = asyncio.create_task(self._send(client, claimed), name=f"webhook-{claimed.webhook_id}")
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, client: httpx2.AsyncClient, claimed: Claimed) -> None:
+        started = time.monotonic()
+        result = await attempt(client, claimed)
+        logger.info(
+            "webhook %s event %s: %s in %.0f ms",
+            claimed.webhook_id,
+            claimed.event_seq,
+            result.status_code or result.error,
+            (time.monotonic() - started) * 1000,
+        )
+        self.done.append(result)
+        self.wake.set()
