@@ -20,6 +20,7 @@ from django.db.models import Q, QuerySet
 
 from account_data.memory import memory_list
 from accounts.models import User
+from audit.selectors import entries_after
 from turns.models import Turn
 from workspaces.models import Conversation, Expert, Message, Workspace
 
@@ -122,6 +123,17 @@ async def _memory(user: User) -> AsyncIterator[str]:
             return
 
 
+async def _audit(user: User) -> AsyncIterator[str]:
+    """The account's audit entries, oldest first, in keyset pages on the id."""
+    after = 0
+    while True:
+        items = await sync_to_async(entries_after)(actor_id=user.id, after=after, limit=EXPORT_PAGE_ROWS)
+        if not items:
+            return
+        after = items[-1]["id"]
+        yield "".join([_line("audit_entry", item) for item in items])
+
+
 async def export_chunks(user: User) -> AsyncIterator[bytes]:
     """The export's bytes: a header line, then one line per record, then a closing line with the
     count of each type (a download cut short has no closing line)."""
@@ -136,6 +148,7 @@ async def export_chunks(user: User) -> AsyncIterator[bytes]:
         ("message", _table("message", Message.objects.filter(conversation__in=taking_part))),
         ("turn", _table("turn", Turn.objects.filter(user=user))),
         ("memory_item", _memory(user)),
+        ("audit_entry", _audit(user)),
     ]
     counts: dict[str, int] = {}
     for kind, chunks in sources:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import uuid
 from datetime import timedelta
 from typing import Any, Protocol
@@ -23,12 +24,15 @@ from django.conf import settings
 from django.utils import timezone
 
 from common.errors import CortexError, ErrorCode
+from common.metrics import MODEL_TOKENS
 from mcp_services.client import ServiceClient, cognition_token
 from mcp_services.experts.calls import ExpertNeedsInput, Question
 from turns import experts, selectors
 from turns.inbox import selectors as inbox_selectors
 from turns.inbox.services import Pause, pause_refusal
 from turns.services import TurnRow
+from usage import selectors as usage_selectors
+from usage.services import UsageDelta
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids
 
@@ -84,6 +88,8 @@ class NeedsRequester(Exception):
 
 
 class TurnOutput(Protocol):
+    usage: UsageDelta  # what the turn used (the model's reported tokens, tool calls), recorded at its end
+
     async def delta(self, text: str) -> None: ...
     async def tool_call(self, *, call_id: str, expert: str, tool: str, arguments: Any) -> None: ...
     async def tool_result(self, *, call_id: str, result: Any = None, error: Any = None) -> None: ...
@@ -322,6 +328,11 @@ async def llm(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
         return await _llm_rounds(
             turn, out, model, tools, state["messages"], state["answer"], state["round"], (state["pending"], resume)
         )
+    refusal = await sync_to_async(usage_selectors.budget_refusal)(
+        user_id=turn.user_id, workspace_id=turn.workspace_id, now=timezone.now()
+    )
+    if refusal is not None:  # before anything reaches the model (the input is stored as always)
+        raise TurnFailed(ErrorCode.BUDGET_EXCEEDED, refusal)
     members = await sync_to_async(conversation_recipient_ids)(conversation_ids={turn.conversation_id})
     participants = members.get(turn.conversation_id, [])
     context, history, tools = await asyncio.gather(
@@ -374,14 +385,24 @@ async def _llm_rounds(
         await _model_tool_calls(turn, out, by_function, messages, answer, first_round, *paused)
         first_round += 1
     for round_ in range(first_round, rounds + 1):
-        request: dict[str, Any] = {"model": settings.CORTEX["LLM_MODEL"], "messages": messages, "stream": True}
+        request: dict[str, Any] = {
+            "model": settings.CORTEX["LLM_MODEL"],
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},  # the last chunk reports the request's tokens
+        }
         if functions and round_ < rounds:
             request["tools"] = functions
         text: list[str] = []
         calls: dict[int, dict[str, str]] = {}
+        began = time.monotonic()
+        reported: Any = None
+        reported_model = settings.CORTEX["LLM_MODEL"]
         try:
             stream = await model.chat.completions.create(**request)
             async for chunk in stream:
+                if chunk.usage is not None:
+                    reported, reported_model = chunk.usage, chunk.model or reported_model
                 if not chunk.choices:
                     continue
                 delta = chunk.choices[0].delta
@@ -397,6 +418,8 @@ async def _llm_rounds(
                         slot["arguments"] += part.function.arguments or ""
         except openai.APIError as exc:
             raise TurnFailed(ErrorCode.SERVICE_UNAVAILABLE, f"The model failed: {exc}") from None
+        finally:
+            _usage_reported(out, reported_model, reported, began)
         answer.extend(text)
         if not calls:
             return "".join(answer)
@@ -419,6 +442,18 @@ async def _llm_rounds(
         )
         await _model_tool_calls(turn, out, by_function, messages, answer, round_, ordered, None)
     return "".join(answer)  # not reached: the last round offers no tools
+
+
+def _usage_reported(out: TurnOutput, model: str, reported: Any, began: float) -> None:
+    """One model request's usage as the model reported it (zeros when it did not)."""
+    input_tokens = int(getattr(reported, "prompt_tokens", 0) or 0)
+    output_tokens = int(getattr(reported, "completion_tokens", 0) or 0)
+    elapsed_ms = int((time.monotonic() - began) * 1000)
+    out.usage.model_reported(model=model, input_tokens=input_tokens, output_tokens=output_tokens, elapsed_ms=elapsed_ms)
+    if input_tokens:
+        MODEL_TOKENS.labels(model, "input").inc(input_tokens)
+    if output_tokens:
+        MODEL_TOKENS.labels(model, "output").inc(output_tokens)
 
 
 async def _model_tool_calls(

@@ -25,6 +25,8 @@ from turns.events import turn_event
 from turns.inbox import services as inbox
 from turns.inbox.services import Pause
 from turns.models import Turn
+from usage import services as usage
+from usage.services import BudgetWarning, TurnUsageRecord, UsageDelta
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids, conversation_settings
 from workspaces.services import CreatedInput, message_data
@@ -39,6 +41,7 @@ TOOL_RESULT = "tool.result"
 COMPLETED = "assistant.completed"
 FAILED = "assistant.failed"
 CANCELLED = "assistant.cancelled"
+BUDGET_WARNING = "budget.warning"
 INTERRUPTED = "interrupted"  # `assistant.cancelled`'s reason when a newer input interrupted the turn
 
 
@@ -369,6 +372,9 @@ class TurnWrite:
     error_code: str = ErrorCode.INTERNAL_ERROR
     pause: Pause | None = None  # the turn waits in the inbox (instead of `finish`)
     ask: tuple[dict[str, Any], Any] | None = None  # a question asked mid-call: (its fields, expires_at)
+    # With a pause or an end: what the turn used on this worker since it was last recorded.
+    usage: UsageDelta | None = None
+    workspace_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -393,6 +399,8 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
         recipients = _recipients({turn.conversation_id for turn in turns.values()})
         states: dict[uuid.UUID, TurnState] = {}
         events: list[NewEvent] = []
+        used, warnings = _usage_record(owner, turns, writes, now)
+        events.extend(_budget_warning(warning, now) for warning in warnings)
         answers: list[Message] = []
         finished: list[Turn] = []
         for write in writes:
@@ -428,9 +436,8 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
                 )
                 answers.append(answer)
                 turn.status, turn.result_message = Turn.Status.COMPLETED, answer
-                events.append(
-                    _event(turn, COMPLETED, {"message_id": str(answer.id), "content": write.content}, members)
-                )
+                data = {"message_id": str(answer.id), "content": write.content, "usage": _usage_data(used.get(turn.id))}
+                events.append(_event(turn, COMPLETED, data, members))
             elif write.finish == "failed":
                 turn.status, turn.error = Turn.Status.FAILED, write.error[:2000]
                 error = {"code": str(write.error_code), "message": turn.error}
@@ -462,6 +469,65 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
             Turn.objects.filter(id__in=renew).update(lease_expires_at=lease)
         live = events_append(events=events)
     return states, live
+
+
+def _usage_record(
+    owner: str, turns: dict[uuid.UUID, Turn], writes: list[TurnWrite], now: Any
+) -> tuple[dict[uuid.UUID, Any], list[BudgetWarning]]:
+    """The usage of the turns this batch pauses or ends (their rows and their month's totals, in
+    this transaction), and the budgets that passed 80% with it."""
+    records = []
+    for write in writes:
+        turn = turns.get(write.turn_id)
+        if turn is None or turn.status != Turn.Status.RUNNING or turn.lease_owner != owner:
+            continue
+        if (write.finish is None and write.pause is None) or write.workspace_id is None:
+            continue
+        records.append(
+            TurnUsageRecord(
+                turn_id=turn.id,
+                user_id=turn.user_id,
+                workspace_id=write.workspace_id,
+                conversation_id=turn.conversation_id,
+                delta=write.usage or UsageDelta(),
+                started_at=turn.started_at,
+                finished=write.finish is not None,
+            )
+        )
+    if not records:
+        return {}, []
+    return usage.usage_record(records=records, now=now)
+
+
+def _usage_data(row: Any) -> dict[str, Any]:
+    """`assistant.completed`'s `usage`: the whole turn's, as the model reported it."""
+    if row is None:
+        return {"model": "", "input_tokens": 0, "output_tokens": 0, "tool_calls": 0}
+    return {
+        "model": row.model,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "tool_calls": row.tool_calls,
+    }
+
+
+def _budget_warning(warning: BudgetWarning, now: Any) -> NewEvent:
+    data: dict[str, Any] = {
+        "scope": warning.scope,
+        "period": warning.period.strftime("%Y-%m"),
+        "tokens": warning.tokens,
+        "used": warning.used,
+    }
+    if warning.scope == "workspace":
+        data["workspace_id"] = str(warning.owner_id)
+    return NewEvent(
+        type=BUDGET_WARNING,
+        user_id=warning.recipient_id,
+        conversation_id=None,
+        data=data,
+        recipient_ids=[warning.recipient_id],
+        created_at=now,
+    )
 
 
 def turns_cancel_requested(*, owner: str, turn_ids: list[uuid.UUID]) -> set[uuid.UUID]:

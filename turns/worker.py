@@ -37,6 +37,7 @@ from turns.inbox import selectors as inbox_selectors
 from turns.inbox import services as inbox_services
 from turns.responders import Runtime, TurnFailed, TurnPaused
 from turns.services import Live, TurnRow, TurnState, TurnWrite
+from usage.services import UsageDelta
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ class TurnEmitter:
         self.buffered = 0
         self.started_text = False
         self.flusher: asyncio.Task | None = None
+        self.usage = UsageDelta()  # recorded with the turn's pause or end
 
     async def _write(self, write: TurnWrite) -> None:
         if self.buffer:  # text waiting for its flush goes first, in order
@@ -211,6 +213,7 @@ class TurnEmitter:
 
     async def tool_call(self, *, call_id: str, expert: str, tool: str, arguments: Any) -> None:
         data = {"call_id": call_id, "expert": expert, "tool": tool, "arguments": arguments}
+        self.usage.tool_calls += 1
         await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_CALL, data)]))
 
     async def tool_result(self, *, call_id: str, result: Any = None, error: Any = None) -> None:
@@ -238,6 +241,7 @@ class TurnEmitter:
         if self.flusher is not None:
             self.flusher.cancel()
             self.flusher = None
+        write.usage, write.workspace_id, self.usage = self.usage, self.turn.workspace_id, UsageDelta()
         await self._write(write)
 
 

@@ -57,7 +57,7 @@ def workspace_create(*, owner: User, name: str, description: str = "", metadata:
 
 @transaction.atomic
 def workspace_update(*, workspace: Workspace, **changes: Any) -> Workspace:
-    fields = [name for name in ("name", "description", "metadata") if name in changes]
+    fields = [name for name in ("name", "description", "metadata", "monthly_tokens") if name in changes]
     for name in fields:
         setattr(workspace, name, changes[name])
     _validated(workspace, exclude=["owner"])

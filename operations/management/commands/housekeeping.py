@@ -3,7 +3,8 @@
 - stream events past EVENT_RETENTION_HOURS, idempotency records, expired stream tickets
   (`prune_events`);
 - delivered memory outbox entries past OUTBOX_RETENTION_HOURS (failed ones stay for an operator);
-- expired outstanding and blacklisted JWTs (simplejwt's `flushexpiredtokens`).
+- expired outstanding and blacklisted JWTs (simplejwt's `flushexpiredtokens`);
+- audit log entries past AUDIT_RETENTION_DAYS.
 
 Run once (from cron), or with `--every SECONDS` as a long-running process until SIGTERM/SIGINT:
 `run_cortex` (and so `make run`) keeps one running. Every step is an idempotent delete, so
@@ -22,12 +23,13 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
+from audit.services import entries_prune
 from common.loops import run_until_stopped
 from mcp_services.outbox import services
 
 
 class Command(BaseCommand):
-    help = "Prune old events, tickets, idempotency records, delivered outbox entries and expired JWTs."
+    help = "Prune old events, tickets, idempotency records, delivered outbox entries, expired JWTs and audit entries."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--every", type=float, default=None, help="Keep running, pruning every this many seconds.")
@@ -45,7 +47,9 @@ class Command(BaseCommand):
         outbox = services.outbox_prune(older_than=timedelta(hours=settings.CORTEX["OUTBOX_RETENTION_HOURS"]))
         expired_tokens = OutstandingToken.objects.filter(expires_at__lte=timezone.now()).count()
         call_command("flushexpiredtokens")
+        audit_entries = entries_prune()
         return (
             f"housekeeping: {events.getvalue().strip()} Deleted {outbox} delivered outbox entries "
-            f"(older than {settings.CORTEX['OUTBOX_RETENTION_HOURS']} h), {expired_tokens} expired JWTs."
+            f"(older than {settings.CORTEX['OUTBOX_RETENTION_HOURS']} h), {expired_tokens} expired JWTs, "
+            f"{audit_entries} audit entries (older than {settings.CORTEX['AUDIT_RETENTION_DAYS']} days)."
         )
