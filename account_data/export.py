@@ -147,8 +147,8 @@ async def export_chunks(user: User) -> AsyncIterator[bytes]:
         ("conversation", _table("conversation", taking_part)),
         ("message", _table("message", Message.objects.filter(conversation__in=taking_part))),
         ("turn", _table("turn", Turn.objects.filter(user=user))),
-        ("memory_item", _memory(user)),
         ("audit_entry", _audit(user)),
+        ("memory_item", _memory(user)),
     ]
     counts: dict[str, int] = {}
     for kind, chunks in sources:

@@ -374,7 +374,6 @@ class TurnWrite:
     ask: tuple[dict[str, Any], Any] | None = None  # a question asked mid-call: (its fields, expires_at)
     # With a pause or an end: what the turn used on this worker since it was last recorded.
     usage: UsageDelta | None = None
-    workspace_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -476,26 +475,34 @@ def _usage_record(
 ) -> tuple[dict[uuid.UUID, Any], list[BudgetWarning]]:
     """The usage of the turns this batch pauses or ends (their rows and their month's totals, in
     this transaction), and the budgets that passed 80% with it."""
+    recorded = [
+        (write, turns[write.turn_id])
+        for write in writes
+        if (write.finish is not None or write.pause is not None)
+        and write.turn_id in turns
+        and turns[write.turn_id].status == Turn.Status.RUNNING
+        and turns[write.turn_id].lease_owner == owner
+    ]
+    if not recorded:
+        return {}, []
+    places = dict(
+        Conversation.objects.filter(id__in={turn.conversation_id for _, turn in recorded}).values_list(
+            "id", "workspace_id"
+        )
+    )
     records = []
-    for write in writes:
-        turn = turns.get(write.turn_id)
-        if turn is None or turn.status != Turn.Status.RUNNING or turn.lease_owner != owner:
-            continue
-        if (write.finish is None and write.pause is None) or write.workspace_id is None:
-            continue
+    for write, turn in recorded:
         records.append(
             TurnUsageRecord(
                 turn_id=turn.id,
                 user_id=turn.user_id,
-                workspace_id=write.workspace_id,
+                workspace_id=places[turn.conversation_id],
                 conversation_id=turn.conversation_id,
                 delta=write.usage or UsageDelta(),
                 started_at=turn.started_at,
                 finished=write.finish is not None,
             )
         )
-    if not records:
-        return {}, []
     return usage.usage_record(records=records, now=now)
 
 

@@ -241,7 +241,7 @@ class TurnEmitter:
         if self.flusher is not None:
             self.flusher.cancel()
             self.flusher = None
-        write.usage, write.workspace_id, self.usage = self.usage, self.turn.workspace_id, UsageDelta()
+        write.usage, self.usage = self.usage, UsageDelta()
         await self._write(write)
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import TruncDate
 
 from usage.models import TurnUsage, UsageTotal, UserBudget
@@ -67,9 +67,9 @@ def usage_summary(*, user_id: uuid.UUID, start: datetime, end: datetime, group_b
     """The caller's turns from `start` (inclusive) to `end` (exclusive), grouped; keys ascending."""
     key: Any = {
         "day": TruncDate("created_at", tzinfo=UTC),
-        "workspace": "workspace_id",
-        "conversation": "conversation_id",
-        "model": "model",
+        "workspace": F("workspace_id"),
+        "conversation": F("conversation_id"),
+        "model": F("model"),
     }[group_by]
     rows = (
         TurnUsage.objects.filter(user_id=user_id, created_at__gte=start, created_at__lt=end)
