@@ -22,7 +22,9 @@ import openai
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
+from opentelemetry.trace import SpanKind
 
+from common import tracing
 from common.errors import CortexError, ErrorCode
 from common.metrics import MODEL_TOKENS
 from mcp_services.client import ServiceClient, cognition_token
@@ -398,6 +400,16 @@ async def _llm_rounds(
         began = time.monotonic()
         reported: Any = None
         reported_model = settings.CORTEX["LLM_MODEL"]
+        model_span = tracing.span(
+            f"chat {request['model']}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": request["model"],
+            },
+        )
+        current = model_span.__enter__()
         try:
             stream = await model.chat.completions.create(**request)
             async for chunk in stream:
@@ -420,6 +432,11 @@ async def _llm_rounds(
             raise TurnFailed(ErrorCode.SERVICE_UNAVAILABLE, f"The model failed: {exc}") from None
         finally:
             _usage_reported(out, reported_model, reported, began)
+            if current is not None:  # GenAI semantic conventions: what the model reported
+                current.set_attribute("gen_ai.response.model", reported_model)
+                current.set_attribute("gen_ai.usage.input_tokens", int(getattr(reported, "prompt_tokens", 0) or 0))
+                current.set_attribute("gen_ai.usage.output_tokens", int(getattr(reported, "completion_tokens", 0) or 0))
+            model_span.__exit__(None, None, None)
         answer.extend(text)
         if not calls:
             return "".join(answer)

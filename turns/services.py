@@ -62,6 +62,7 @@ def turns_create_for_inputs(*, created: list[CreatedInput]) -> None:
                 kind=Turn.Kind.DIRECT if entry.direct_call else entry.responder,
                 direct_call=entry.direct_call.as_json() if entry.direct_call else None,
                 created_at=entry.message.created_at,
+                trace_context=entry.trace[:64],
             )
             for entry in created
         ]
@@ -192,6 +193,7 @@ class TurnRow:
     # A turn resumed after waiting in the inbox: its responder's saved state and the answer.
     state: dict[str, Any] | None = None
     resolution: dict[str, Any] | None = None
+    trace_context: str = ""  # the input's `traceparent` (tracing on): the turn's span is its child
 
 
 def _open() -> Q:
@@ -354,6 +356,7 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
             direct_call=turn.direct_call,
             state=turn.state if turn.id in resolutions else None,
             resolution=resolutions.get(turn.id),
+            trace_context=turn.trace_context,
         )
         for turn in started
     ]

@@ -30,6 +30,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from common import tracing
 from common.errors import ErrorCode
 from streaming.services import events_publish_now
 from turns import responders, services
@@ -315,6 +316,11 @@ class TurnWorker:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
     async def _run_turn(self, turn: TurnRow) -> None:
+        attributes = {"cortex.turn.id": str(turn.id), "cortex.turn.kind": turn.kind}
+        with tracing.span("cortex.turn", parent=turn.trace_context, attributes=attributes):
+            await self._run_turn_traced(turn)
+
+    async def _run_turn_traced(self, turn: TurnRow) -> None:
         emitter = TurnEmitter(turn, self.writer)
         respond = responders.RESPONDERS.get(turn.kind)
         try:

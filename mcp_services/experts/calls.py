@@ -47,8 +47,9 @@ from mcp_types import (
     InputRequiredResult,
     TextContent,
 )
+from opentelemetry.trace import SpanKind
 
-from common import metrics
+from common import metrics, tracing
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import describe, encoding_error, unwrap
 from mcp_services.experts.discovery import Caller, connect, discover, said
@@ -230,15 +231,21 @@ async def expert_call(
                 timeout=timeout,
                 elicit=_elicitation_callback(ask),
             ) as connection:
+                # MCP semantic conventions; the expert gets the trace in `_meta` (`traceparent`).
+                attributes = {"mcp.method.name": "tools/call", "gen_ai.tool.name": tool, "cortex.expert": expert}
                 try:
-                    result = await connection.client.session.call_tool(
-                        tool,
-                        arguments,
-                        input_responses={key: elicit_result(answer) for key, answer in (input_responses or {}).items()}
-                        or None,
-                        request_state=request_state,
-                        allow_input_required=True,
-                    )
+                    with tracing.span(f"tools/call {tool}", kind=SpanKind.CLIENT, attributes=attributes):
+                        result = await connection.client.session.call_tool(
+                            tool,
+                            arguments,
+                            input_responses={
+                                key: elicit_result(answer) for key, answer in (input_responses or {}).items()
+                            }
+                            or None,
+                            request_state=request_state,
+                            allow_input_required=True,
+                            meta=tracing.meta(),  # type: ignore[arg-type]
+                        )
                 finally:
                     tools_changed = connection.tools_changed
     except asyncio.CancelledError:
