@@ -53,4 +53,5 @@ application = ObservedApp(
 if tracing.setup(tracing.CORE):
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    application = OpenTelemetryMiddleware(application)  # type: ignore[assignment]
+    # One span per request: no child span per ASGI message (an SSE stream sends one per event).
+    application = OpenTelemetryMiddleware(application, exclude_spans=["receive", "send"])  # type: ignore[assignment]
