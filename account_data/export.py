@@ -20,6 +20,7 @@ from django.db.models import Q, QuerySet
 
 from account_data.memory import memory_list
 from accounts.models import ExternalIdentity, User
+from audit.selectors import entries_after
 from schedules.models import Schedule
 from turns.inbox.models import InboxRequest
 from turns.models import Turn
@@ -157,6 +158,17 @@ async def _memory(user: User) -> AsyncIterator[str]:
             return
 
 
+async def _audit(user: User) -> AsyncIterator[str]:
+    """The account's audit entries, oldest first, in keyset pages on the id."""
+    after = 0
+    while True:
+        items = await sync_to_async(entries_after)(actor_id=user.id, after=after, limit=EXPORT_PAGE_ROWS)
+        if not items:
+            return
+        after = items[-1]["id"]
+        yield "".join([_line("audit_entry", item) for item in items])
+
+
 async def export_chunks(user: User) -> AsyncIterator[bytes]:
     """The export's bytes: a header line, then one line per record, then a closing line with the
     count of each type (a download cut short has no closing line)."""
@@ -174,6 +186,7 @@ async def export_chunks(user: User) -> AsyncIterator[bytes]:
         ("inbox_request", _table("inbox_request", InboxRequest.objects.filter(user=user))),
         ("schedule", _table("schedule", Schedule.objects.filter(owner=user))),
         ("webhook", _table("webhook", Webhook.objects.filter(owner=user))),
+        ("audit_entry", _audit(user)),
         ("memory_item", _memory(user)),
     ]
     counts: dict[str, int] = {}

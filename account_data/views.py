@@ -12,9 +12,13 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+import audit
 from account_data import export, memory, services
 from accounts.tokens import AUTH_TIME_CLAIM
+from audit import selectors as audit_selectors
+from common.errors import CortexError, ErrorCode
 from common.fields import validate_metadata
+from common.web.addresses import client_address
 from common.web.requests import AuthenticatedRequest
 from common.web.throttles import GcraScopedRateThrottle
 from common.web.views import validated
@@ -181,8 +185,55 @@ class AccountExportApi(APIView):
         responses={(200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.BINARY)},
     )
     def get(self, request: AuthenticatedRequest) -> StreamingHttpResponse:
+        audit.record(request.user, "account.exported", ip=client_address(request._request))
         day = datetime.now(UTC).strftime("%Y%m%d")
         response = StreamingHttpResponse(export.export_chunks(request.user), content_type="application/x-ndjson")
         response["Content-Disposition"] = f'attachment; filename="cortex-export-{day}.ndjson"'
         response["Cache-Control"] = "no-store"
         return response
+
+
+class AuditEntrySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    at = serializers.CharField()
+    action = serializers.CharField(help_text="`auth.login`, `auth.login_failed`, `auth.logout`, ... (see the README).")
+    ip = serializers.CharField(required=False, help_text="The client's address, when the action came over HTTP.")
+    target = serializers.CharField(required=False, help_text="What was acted on (an id, a provider).")
+    detail = serializers.DictField()
+
+
+class AuditQuerySerializer(serializers.Serializer):
+    cursor = serializers.CharField(required=False, max_length=40)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
+
+
+class AccountAuditApi(APIView):
+    @extend_schema(
+        operation_id="account_audit",
+        description=(
+            "The caller's own security record (the audit log's entries whose actor they are), newest first,"
+            " `limit` at a time: pass `next_cursor` as `cursor`."
+        ),
+        parameters=[AuditQuerySerializer],
+        responses={
+            200: inline_serializer(
+                "AccountAudit",
+                fields={
+                    "items": AuditEntrySerializer(many=True),
+                    "next_cursor": serializers.CharField(allow_null=True),
+                },
+            )
+        },
+    )
+    def get(self, request: AuthenticatedRequest) -> Response:
+        query = validated(AuditQuerySerializer, request.query_params)
+        before = None
+        if query.get("cursor"):
+            try:
+                before = int(query["cursor"])
+            except ValueError:
+                raise CortexError(
+                    ErrorCode.INVALID_INPUT, "Not a cursor of this list.", fields={"cursor": ["Invalid cursor."]}
+                ) from None
+        items, last = audit_selectors.entries_for_actor(actor_id=request.user.id, before=before, limit=query["limit"])
+        return Response({"items": items, "next_cursor": str(last) if last is not None else None})

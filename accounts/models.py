@@ -5,9 +5,10 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
+import audit
 from common.fields import MetadataField
 
 
@@ -74,6 +75,10 @@ class User(AbstractBaseUser, PermissionsMixin):
             fields = kwargs.get("update_fields")
             if fields is not None and "password" in fields:
                 kwargs["update_fields"] = {*fields, "sessions_ended_at"}
+            with transaction.atomic():  # the change and its audit entry commit together
+                super().save(*args, **kwargs)
+                audit.record(self, "auth.password_changed")
+            return
         super().save(*args, **kwargs)
 
 

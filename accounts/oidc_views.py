@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from authlib.common.security import generate_token
 from django.contrib import messages
 from django.contrib.auth import login
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -34,6 +35,7 @@ from rest_framework.exceptions import AuthenticationFailed, NotFound, Throttled,
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+import audit
 from accounts import limits
 from accounts.oidc import (
     IdTokenRejected,
@@ -141,12 +143,16 @@ class ExchangeApi(_LoginView):
                 raise IdTokenRejected(f"unknown provider {name!r}")
             identity = identity_sign_in(provider=provider, claims=id_token_claims(provider, raw))
         except (IdTokenRejected, IdentityRefused) as exc:
+            audit.record(None, "auth.login_failed", ip=address, target=name[:100], detail={"method": "provider"})
             raise _refused(exc) from None
         except ProviderUnavailable as exc:
             limits.login_attempt_succeeded(email=account, address=address)  # not the client's failure
             raise _unavailable(exc) from None
         limits.login_attempt_succeeded(email=account, address=address)
-        return Response(identity_token_pair_issue(identity=identity))
+        with transaction.atomic():
+            pair = identity_token_pair_issue(identity=identity)
+            audit.record(identity.user_id, "auth.login", ip=address, target=name, detail={"method": "provider"})
+        return Response(pair)
 
 
 class LoginCodeApi(_LoginView):
@@ -154,13 +160,18 @@ class LoginCodeApi(_LoginView):
     def post(self, request: Request) -> Response:
         data = LoginCodeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        address = client_address(request._request)
         try:
             identity = login_code_redeem(
                 login_code=data.validated_data["login_code"], browser=_browser(request._request)
             )
         except IdentityRefused as exc:
+            audit.record(None, "auth.login_failed", ip=address, detail={"method": "login_code"})
             raise _refused(exc) from None
-        return Response(identity_token_pair_issue(identity=identity))
+        with transaction.atomic():
+            pair = identity_token_pair_issue(identity=identity)
+            audit.record(identity.user_id, "auth.login", ip=address, detail={"method": "login_code"})
+        return Response(pair)
 
 
 def same_origin_path(value: str) -> bool:

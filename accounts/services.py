@@ -26,6 +26,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+import audit
 from accounts.models import ExternalIdentity, IdentitySignIn, LoginCode, RefreshTokenFamily, User
 from accounts.oidc import Provider
 from accounts.signals import user_deleting
@@ -113,18 +114,21 @@ def refresh_family_revoke(*, family_id: uuid.UUID | str) -> None:
     RefreshTokenFamily.objects.filter(id=family_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
-def _load_or_revoke(raw: str) -> tuple[FamilyRefreshToken, User]:
+def _load_or_revoke(raw: str, ip: str | None = None) -> tuple[FamilyRefreshToken, User]:
     try:
         return _refresh_token_load(raw)
     except _Reused as reused:
         # A rotated token came back: someone holds a copy. End every descendant of that login.
-        refresh_family_revoke(family_id=reused.family_id)
+        with transaction.atomic():
+            refresh_family_revoke(family_id=reused.family_id)
+            user_id = RefreshTokenFamily.objects.filter(id=reused.family_id).values_list("user_id", flat=True).first()
+            audit.record(user_id, "auth.refresh_reuse", ip=ip, detail={"family_id": str(reused.family_id)})
         raise InvalidRefreshToken("This refresh token was already used; its login is revoked.") from None
 
 
-def token_pair_refresh(*, refresh_token: str) -> TokenPair:
+def token_pair_refresh(*, refresh_token: str, ip: str | None = None) -> TokenPair:
     """Rotate: the presented refresh token dies, a new pair of the same family is issued."""
-    token, user = _load_or_revoke(refresh_token)
+    token, user = _load_or_revoke(refresh_token, ip)
     with transaction.atomic():
         _blacklisted, created = cast(tuple[Any, bool], token.blacklist())  # get_or_create's pair, mistyped
         if not created:  # a concurrent refresh with the same token won the race
@@ -144,18 +148,23 @@ def user_delete(*, user: User) -> None:
     them with the user unset, each token's text still carrying the name and email)."""
     user_deleting.send(sender=User, user=user)
     OutstandingToken.objects.filter(user=user).delete()
+    user_id = user.pk
     user.delete()
+    # The audit log keeps what happened to the account, with nothing personal but its id.
+    audit.record(user_id, "account.erased")
+    audit.strip(user_id)
 
 
-def refresh_token_revoke(*, refresh_token: str) -> None:
+def refresh_token_revoke(*, refresh_token: str, ip: str | None = None) -> None:
     """Logout: this token is dead (the family's other, already rotated tokens are dead anyway), and
     so is every stream credential issued before now (`User.sessions_ended_at`; the save ends the
     user's open streams through `streaming`'s receiver)."""
-    token, user = _load_or_revoke(refresh_token)
+    token, user = _load_or_revoke(refresh_token, ip)
     with transaction.atomic():
         token.blacklist()
         user.sessions_ended_at = timezone.now()
         user.save(update_fields=["sessions_ended_at"])
+        audit.record(user, "auth.logout", ip=ip)
 
 
 # Sign-in with identity providers (accounts.oidc verifies the tokens; these are the writes).

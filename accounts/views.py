@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import authenticate
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.exceptions import AuthenticationFailed, Throttled
@@ -11,7 +12,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+import audit
 from accounts import limits
+from accounts.models import User
 from accounts.serializers import (
     LoginInputSerializer,
     RefreshInputSerializer,
@@ -20,6 +23,7 @@ from accounts.serializers import (
 )
 from accounts.services import InvalidRefreshToken, refresh_token_revoke, token_pair_issue, token_pair_refresh
 from accounts.throttles import RefreshRateThrottle
+from common.web.addresses import client_address
 from common.web.parsers import BoundedJSONParser
 from common.web.throttles import AddressRateThrottle
 
@@ -39,7 +43,7 @@ def _with_refresh_token(request: Request, action):
     data = RefreshInputSerializer(data=request.data)
     data.is_valid(raise_exception=True)
     try:
-        return action(refresh_token=data.validated_data["refresh_token"])
+        return action(refresh_token=data.validated_data["refresh_token"], ip=client_address(request._request))
     except InvalidRefreshToken:
         raise AuthenticationFailed(
             "The refresh token is invalid, expired or revoked.", code="invalid_refresh_token"
@@ -59,9 +63,19 @@ class LoginApi(_PublicAuthView):
         retry_after = getattr(request._request, "login_retry_after", None)
         if retry_after is not None:  # too many failures for this account or address (accounts.limits)
             raise Throttled(wait=retry_after)
+        address = client_address(request._request)
         if user is None:  # the same answer for an unknown email, a wrong password, an inactive user
+            email = data.validated_data["email"]
+            known = User.objects.filter(email__iexact=email).values_list("id", flat=True).first()
+            # An unknown email is kept as the target: nobody's own record shows it.
+            audit.record(
+                known, "auth.login_failed", ip=address, target="" if known else email, detail={"method": "password"}
+            )
             raise AuthenticationFailed("Incorrect email or password.", code="invalid_credentials")
-        response = Response(token_pair_issue(user=user))
+        with transaction.atomic():
+            pair = token_pair_issue(user=user)
+            audit.record(user, "auth.login", ip=address, detail={"method": "password"})
+        response = Response(pair)
         # This browser has proved it knows the password: its later attempts get their own allowance
         # (accounts.limits). Sent to this path only, read by no script, sent by no other site.
         response.set_cookie(

@@ -46,6 +46,7 @@ class ErrorCode(enum.StrEnum):
     SERVICE_UNAVAILABLE = "service_unavailable"
     TOOL_ERROR = "tool_error"
     TIMEOUT = "timeout"
+    BUDGET_EXCEEDED = "budget_exceeded"
 
 
 STATUS: dict[ErrorCode, int] = {
@@ -74,6 +75,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.SERVICE_UNAVAILABLE: 503,
     ErrorCode.TOOL_ERROR: 502,
     ErrorCode.TIMEOUT: 504,
+    ErrorCode.BUDGET_EXCEEDED: 429,
 }
 
 

@@ -62,6 +62,11 @@ MCP_ERRORS = Counter(
     "Failed calls to the services, by service, operation and code.",
     ["service", "operation", "code"],
 )
+MODEL_TOKENS = Counter(
+    "cortex_model_tokens_total",
+    "Model tokens as the model reported them, by model and kind (input, output).",
+    ["model", "kind"],
+)
 LOGIN_FAILURES = Counter("cortex_login_failures_total", "Failed logins (wrong email or password).")
 
 for transport in ("sse", "websocket"):

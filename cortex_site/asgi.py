@@ -19,6 +19,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from common import tracing  # noqa: E402
 from common.web.asgi import ApiASGIHandler, ObservedApp, RequestGuard  # noqa: E402
 from streaming.routing import http_urlpatterns, websocket_application, websocket_urlpatterns  # noqa: E402
 from streaming.views import RELAY_MAX_BYTES  # noqa: E402
@@ -45,3 +46,12 @@ application = ObservedApp(
     routes=[f"/{pattern.pattern}" for pattern in [*http_urlpatterns, *websocket_urlpatterns]],
     access_log=settings.ACCESS_LOG,
 )
+
+# Tracing (only with OTEL_EXPORTER_OTLP_ENDPOINT): the OpenTelemetry ASGI middleware outermost, so a
+# request's span covers everything and a client's `traceparent` header is its parent. Without the
+# setting the application is exactly the one above.
+if tracing.setup(tracing.CORE):
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    # One span per request: no child span per ASGI message (an SSE stream sends one per event).
+    application = OpenTelemetryMiddleware(application, exclude_spans=["receive", "send"])  # type: ignore[assignment]

@@ -140,6 +140,8 @@ INSTALLED_APPS = [
     "schedules",
     "webhooks",
     "turns",
+    "usage",
+    "audit",
     "operations",
     "mcp_services.notes",
     "console",
@@ -606,6 +608,11 @@ CORTEX: dict[str, Any] = {
     "LLM_TIMEOUT_SECONDS": env_int("CORTEX_LLM_TIMEOUT_SECONDS", 60, minimum=1),
     # The model accepts images: a tool result's inline images reach it as image parts too.
     "LLM_VISION": env_bool("CORTEX_LLM_VISION", False),
+    # Budgets: each person's monthly model tokens (input + output, calendar month in UTC) unless the
+    # admin sets their own (`usage.UserBudget`); 0: no budget. Workspaces have their owner's setting.
+    "USER_MONTHLY_TOKENS": env_int("USER_MONTHLY_TOKENS", 0, minimum=0),
+    # The audit log's entries are pruned by housekeeping after this many days.
+    "AUDIT_RETENTION_DAYS": env_int("AUDIT_RETENTION_DAYS", 365, minimum=1),
     # Where a turn worker relays committed events to the core's streams when there is no Redis
     # (`run_cortex` sets it); with REDIS_URL the channel layer carries them.
     "CORE_URL": env_str("CORTEX_CORE_URL"),

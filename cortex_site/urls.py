@@ -20,6 +20,7 @@ urlpatterns = [
     path("", include("account_data.urls")),
     path("", include("schedules.urls")),
     path("", include("webhooks.urls")),
+    path("", include("usage.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/oidc/complete", admin_oidc_complete, name="admin-oidc-complete"),

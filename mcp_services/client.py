@@ -29,8 +29,9 @@ from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CONNECTION_CLOSED, TextResourceContents
+from opentelemetry.trace import SpanKind
 
-from common import metrics
+from common import metrics, tracing
 from common.errors import CortexError, ErrorCode
 from common.logs import REQUEST_ID, REQUEST_ID_HEADER
 from mcp_services.serving import cognition_token
@@ -227,7 +228,13 @@ class ServiceClient:
         if problem is not None:
             raise UnsendableArguments(f"{tool}: arguments cannot be sent ({problem})")
         try:
-            result = await self._request(tool, lambda client: client.call_tool(tool, arguments))
+            with tracing.span(
+                f"tools/call {tool}",
+                kind=SpanKind.CLIENT,
+                attributes={"mcp.method.name": "tools/call", "gen_ai.tool.name": tool, "cortex.service": self.name},
+            ):
+                meta = tracing.meta()  # `traceparent` in `_meta`: the service's span continues this trace
+                result = await self._request(tool, lambda client: client.call_tool(tool, arguments, meta=meta))  # type: ignore[arg-type]
         except MCPError as exc:
             raise self._refused(tool, ServiceToolError.from_mcp_error(exc)) from None
         if result.is_error:

@@ -98,6 +98,8 @@ class OutboxEntry(models.Model):
     # A drainer's lease: another drainer leaves the row alone until it expires.
     claimed_until = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # The input's W3C `traceparent` when tracing is on: its delivery continues the request's trace.
+    trace_context = models.CharField(max_length=64, blank=True, default="")
     delivered_at = models.DateTimeField(null=True, blank=True)
     # Set when the service refused the call as invalid: retrying cannot help, an operator must look.
     failed_at = models.DateTimeField(null=True, blank=True)

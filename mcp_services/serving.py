@@ -24,8 +24,10 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import INVALID_PARAMS, CallToolResult, InputRequiredResult, TextContent
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
+from common import tracing
 from common.errors import CortexError, ErrorCode
 from common.web.asgi import ObservedApp
 
@@ -114,7 +116,11 @@ class CortexMCPServer(MCPServer):
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         try:
-            return await super().call_tool(name, arguments, context)
+            meta = context.request_context.meta if context is not None else None
+            parent = str((meta or {}).get("traceparent") or "")[:64]
+            attributes = {"mcp.method.name": "tools/call", "gen_ai.tool.name": name}
+            with tracing.span(f"tools/call {name}", parent=parent, kind=SpanKind.SERVER, attributes=attributes):
+                return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, CortexError):

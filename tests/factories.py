@@ -15,12 +15,12 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     email = factory.Sequence(lambda n: f"user{n}@example.com")
     name = factory.Faker("name")
-    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
 
-    @factory.post_generation
-    def _save(obj, create, extracted, **kwargs):
-        if create:
-            obj.save(update_fields=["password"])
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        # The password is set before the insert, as `create_user` does: a change after it would be
+        # a password change (ending sessions, and an audit entry).
+        return model_class.objects.create_user(*args, password=PASSWORD, **kwargs)
 
 
 class WorkspaceFactory(factory.django.DjangoModelFactory):

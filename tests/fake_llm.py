@@ -9,6 +9,10 @@ Streams `chat.completion.chunk`s like the real API. The script, from the last me
   with `{"title": "milk"}`, its arguments split over two chunks;
 - otherwise: "Hello from the fake model." in word chunks, FAKE_LLM_CHUNK_DELAY_MS apart (after a
   tool answer: "Noted: <the tool's answer>"); a user message containing "[long]" gets 40 words.
+
+With `stream_options.include_usage`, a last chunk with no choices reports `usage` as the real API
+does: prompt tokens = the request messages' characters // 4 + 1, completion tokens = the chunks sent
+(both logged with the request, as `usage`).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
         }
     )
     first_chunk_at = None
+    sent = 0
     if last.get("role") == "user" and "[tool]" in str(last.get("content")):
         await send({"type": "http.response.body", "body": _chunk({"role": "assistant"}), "more_body": True})
         first = {"index": 0, "id": "call_fake1", "type": "function"}
@@ -74,6 +79,7 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
         rest = {"index": 0, "function": {"arguments": ': "milk"}'}}
         await send({"type": "http.response.body", "body": _chunk({"tool_calls": [rest]}), "more_body": True})
         await send({"type": "http.response.body", "body": _chunk({}, "tool_calls"), "more_body": True})
+        sent = 3
     else:
         if last.get("role") == "tool":
             text = f"Noted: {last.get('content')}"
@@ -86,9 +92,25 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
             if index and delay:
                 await asyncio.sleep(delay)
             piece = word if index == 0 else f" {word}"
+            sent += 1
             await send({"type": "http.response.body", "body": _chunk({"content": piece}), "more_body": True})
             if first_chunk_at is None:
                 first_chunk_at = time.time()
         await send({"type": "http.response.body", "body": _chunk({}, "stop"), "more_body": True})
-    _record({"headers": headers, "body": request, "first_chunk_at": first_chunk_at})  # before the client can go on
+    usage = None
+    if (request.get("stream_options") or {}).get("include_usage"):
+        prompt = sum(len(str(message.get("content") or "")) for message in messages) // 4 + 1
+        usage = {"prompt_tokens": prompt, "completion_tokens": sent, "total_tokens": prompt + sent}
+        body = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": "fake-model",
+            "choices": [],
+            "usage": usage,
+        }
+        await send({"type": "http.response.body", "body": f"data: {json.dumps(body)}\n\n".encode(), "more_body": True})
+    _record(
+        {"headers": headers, "body": request, "first_chunk_at": first_chunk_at, "usage": usage}
+    )  # before the client can go on
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})

@@ -70,6 +70,9 @@ class Turn(models.Model):
     resume_at = models.DateTimeField(null=True, blank=True)
     time_left = models.FloatField(null=True, blank=True)
     state = models.JSONField(null=True, blank=True)
+    # The input's W3C `traceparent` when tracing is on (`common.tracing`): the worker's turn span
+    # continues the trace of the request that started it.
+    trace_context = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["created_at", "id"]

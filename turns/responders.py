@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,8 +24,11 @@ import openai
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
+from opentelemetry.trace import SpanKind
 
+from common import tracing
 from common.errors import CortexError, ErrorCode
+from common.metrics import MODEL_TOKENS
 from mcp_services.client import ServiceClient, cognition_token
 from mcp_services.experts.calls import ExpertNeedsInput, ExpertTaskStarted, Question
 from mcp_services.experts.credentials import ExpertNeedsConnection
@@ -32,6 +36,8 @@ from turns import experts, selectors
 from turns.inbox import selectors as inbox_selectors
 from turns.inbox.services import Pause, pause_refusal, schema_defaults_apply
 from turns.services import STATE_SCOPE, TOOL_TASK, TurnRow
+from usage import selectors as usage_selectors
+from usage.services import UsageDelta
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids
 
@@ -124,6 +130,8 @@ class TurnCancelled(Exception):
 
 
 class TurnOutput(Protocol):
+    usage: UsageDelta  # what the turn used (the model's reported tokens, tool calls), recorded at its end
+
     async def delta(self, text: str) -> None: ...
     async def tool_call(self, *, call_id: str, expert: str, tool: str, arguments: Any) -> None: ...
     async def tool_result(self, *, call_id: str, result: Any = None, error: Any = None) -> None: ...
@@ -574,6 +582,11 @@ async def llm(turn: TurnRow, out: TurnOutput, runtime: Runtime) -> str:
             state.get("speakers", {}),
         )
         return await _llm_rounds(turn, out, model, tools, going_on, (state["pending"], resume))
+    refusal = await sync_to_async(usage_selectors.budget_refusal)(
+        user_id=turn.user_id, workspace_id=turn.workspace_id, now=timezone.now()
+    )
+    if refusal is not None:  # before anything reaches the model (the input is stored as always)
+        raise TurnFailed(ErrorCode.BUDGET_EXCEEDED, refusal)
     scope = _scope(turn, participants)
     context, history, tools = await asyncio.gather(
         runtime.context(turn, participants, scope),
@@ -655,14 +668,34 @@ async def _llm_rounds(
         rounds_so_far.round += 1
     for round_ in range(rounds_so_far.round, rounds + 1):
         rounds_so_far.round = round_
-        request: dict[str, Any] = {"model": settings.CORTEX["LLM_MODEL"], "messages": messages, "stream": True}
+        request: dict[str, Any] = {
+            "model": settings.CORTEX["LLM_MODEL"],
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},  # the last chunk reports the request's tokens
+        }
         if functions and round_ < rounds:
             request["tools"] = functions
         text: list[str] = []
         calls: dict[int, dict[str, str]] = {}
+        began = time.monotonic()
+        reported: Any = None
+        reported_model = settings.CORTEX["LLM_MODEL"]
+        model_span = tracing.span(
+            f"chat {request['model']}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": request["model"],
+            },
+        )
+        current = model_span.__enter__()
         try:
             stream = await model.chat.completions.create(**request)
             async for chunk in stream:
+                if chunk.usage is not None:
+                    reported, reported_model = chunk.usage, chunk.model or reported_model
                 if not chunk.choices:
                     continue
                 delta = chunk.choices[0].delta
@@ -678,6 +711,13 @@ async def _llm_rounds(
                         slot["arguments"] += part.function.arguments or ""
         except openai.APIError as exc:
             raise TurnFailed(ErrorCode.SERVICE_UNAVAILABLE, f"The model failed: {exc}") from None
+        finally:
+            _usage_reported(out, reported_model, reported, began)
+            if current is not None:  # GenAI semantic conventions: what the model reported
+                current.set_attribute("gen_ai.response.model", reported_model)
+                current.set_attribute("gen_ai.usage.input_tokens", int(getattr(reported, "prompt_tokens", 0) or 0))
+                current.set_attribute("gen_ai.usage.output_tokens", int(getattr(reported, "completion_tokens", 0) or 0))
+            model_span.__exit__(None, None, None)
         answer.extend(text)
         if not calls:
             return "".join(answer)
@@ -700,6 +740,18 @@ async def _llm_rounds(
         )
         await _model_tool_calls(turn, out, by_function, rounds_so_far, ordered, None)
     return "".join(answer)  # not reached: the last round offers no tools
+
+
+def _usage_reported(out: TurnOutput, model: str, reported: Any, began: float) -> None:
+    """One model request's usage as the model reported it (zeros when it did not)."""
+    input_tokens = int(getattr(reported, "prompt_tokens", 0) or 0)
+    output_tokens = int(getattr(reported, "completion_tokens", 0) or 0)
+    elapsed_ms = int((time.monotonic() - began) * 1000)
+    out.usage.model_reported(model=model, input_tokens=input_tokens, output_tokens=output_tokens, elapsed_ms=elapsed_ms)
+    if input_tokens:
+        MODEL_TOKENS.labels(model, "input").inc(input_tokens)
+    if output_tokens:
+        MODEL_TOKENS.labels(model, "output").inc(output_tokens)
 
 
 async def _model_tool_calls(

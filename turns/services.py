@@ -30,6 +30,8 @@ from turns.inbox.models import InboxRequest
 from turns.inbox.services import Pause
 from turns.models import Turn
 from turns.selectors import speaker_names
+from usage import services as usage
+from usage.services import BudgetWarning, TurnUsageRecord, UsageDelta
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids, conversation_settings
 from workspaces.services import CreatedInput, message_data
@@ -46,6 +48,7 @@ TOOL_TASK = "tool.task"  # a call run as an MCP task: its status changed
 COMPLETED = "assistant.completed"
 FAILED = "assistant.failed"
 CANCELLED = "assistant.cancelled"
+BUDGET_WARNING = "budget.warning"
 INTERRUPTED = "interrupted"  # `assistant.cancelled`'s reason when a newer input interrupted the turn
 
 
@@ -66,6 +69,7 @@ def turns_create_for_inputs(*, created: list[CreatedInput]) -> None:
                 kind=Turn.Kind.DIRECT if entry.direct_call else entry.responder,
                 direct_call=entry.direct_call.as_json() if entry.direct_call else None,
                 created_at=entry.message.created_at,
+                trace_context=entry.trace[:64],
             )
             for entry in created
         ]
@@ -214,6 +218,7 @@ class TurnRow:
     resolution: dict[str, Any] | None = None
     # Cancelled (or interrupted) while it waited for an expert's task: it resumes to cancel the task.
     cancel_requested: bool = False
+    trace_context: str = ""  # the input's `traceparent` (tracing on): the turn's span is its child
 
 
 def _open() -> Q:
@@ -432,6 +437,7 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
             state=turn.state if turn.id in resolutions else None,
             resolution=resolutions.get(turn.id),
             cancel_requested=turn.cancel_requested_at is not None,
+            trace_context=turn.trace_context,
         )
         for turn in started
     ]
@@ -477,6 +483,8 @@ class TurnWrite:
     # so a worker that dies from now on does not leave a task to poll again.
     state_clear: bool = False
     ask: tuple[dict[str, Any], Any] | None = None  # a question asked mid-call: (its fields, expires_at)
+    # With a pause or an end: what the turn used on this worker since it was last recorded.
+    usage: UsageDelta | None = None
 
 
 @dataclass(frozen=True)
@@ -502,6 +510,8 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
         asking = inbox.turns_with_open_requests(turn_ids=ending)
         states: dict[uuid.UUID, TurnState] = {}
         events: list[NewEvent] = []
+        used, warnings = _usage_record(owner, turns, writes, now)
+        events.extend(_budget_warning(warning, now) for warning in warnings)
         answers: list[Message] = []
         finished: list[Turn] = []
         freed: set[uuid.UUID] = set()  # users with a turn that stops running here
@@ -549,9 +559,8 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
                 )
                 answers.append(answer)
                 turn.status, turn.result_message = Turn.Status.COMPLETED, answer
-                events.append(
-                    _event(turn, COMPLETED, {"message_id": str(answer.id), "content": write.content}, members)
-                )
+                data = {"message_id": str(answer.id), "content": write.content, "usage": _usage_data(used.get(turn.id))}
+                events.append(_event(turn, COMPLETED, data, members))
             elif write.finish == "failed":
                 turn.status, turn.error = Turn.Status.FAILED, write.error[:2000]
                 error = {"code": str(write.error_code), "message": turn.error}
@@ -594,6 +603,73 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
             Turn.objects.filter(id__in=renew).update(lease_expires_at=lease)
         live = events_append(events=events)
     return states, live
+
+
+def _usage_record(
+    owner: str, turns: dict[uuid.UUID, Turn], writes: list[TurnWrite], now: Any
+) -> tuple[dict[uuid.UUID, Any], list[BudgetWarning]]:
+    """The usage of the turns this batch pauses or ends (their rows and their month's totals, in
+    this transaction), and the budgets that passed 80% with it."""
+    recorded = [
+        (write, turns[write.turn_id])
+        for write in writes
+        if (write.finish is not None or write.pause is not None)
+        and write.turn_id in turns
+        and turns[write.turn_id].status == Turn.Status.RUNNING
+        and turns[write.turn_id].lease_owner == owner
+    ]
+    if not recorded:
+        return {}, []
+    places = dict(
+        Conversation.objects.filter(id__in={turn.conversation_id for _, turn in recorded}).values_list(
+            "id", "workspace_id"
+        )
+    )
+    records = []
+    for write, turn in recorded:
+        records.append(
+            TurnUsageRecord(
+                turn_id=turn.id,
+                user_id=turn.user_id,
+                workspace_id=places[turn.conversation_id],
+                conversation_id=turn.conversation_id,
+                delta=write.usage or UsageDelta(),
+                started_at=turn.started_at,
+                finished=write.finish is not None,
+            )
+        )
+    return usage.usage_record(records=records, now=now)
+
+
+def _usage_data(row: Any) -> dict[str, Any]:
+    """`assistant.completed`'s `usage`: the whole turn's, as the model reported it."""
+    if row is None:
+        return {"model": "", "input_tokens": 0, "output_tokens": 0, "tool_calls": 0}
+    return {
+        "model": row.model,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "tool_calls": row.tool_calls,
+    }
+
+
+def _budget_warning(warning: BudgetWarning, now: Any) -> NewEvent:
+    data: dict[str, Any] = {
+        "scope": warning.scope,
+        "period": warning.period.strftime("%Y-%m"),
+        "tokens": warning.tokens,
+        "used": warning.used,
+    }
+    if warning.scope == "workspace":
+        data["workspace_id"] = str(warning.owner_id)
+    return NewEvent(
+        type=BUDGET_WARNING,
+        user_id=warning.recipient_id,
+        conversation_id=None,
+        data=data,
+        recipient_ids=[warning.recipient_id],
+        created_at=now,
+    )
 
 
 def turns_cancel_requested(*, owner: str, turn_ids: list[uuid.UUID]) -> set[uuid.UUID]:

@@ -32,6 +32,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from common import tracing
 from common.errors import ErrorCode
 from common.wakeups import Wakeups
 from schedules import services as schedule_services
@@ -41,6 +42,7 @@ from turns.inbox import selectors as inbox_selectors
 from turns.inbox import services as inbox_services
 from turns.responders import Runtime, TurnFailed, TurnPaused
 from turns.services import Live, TurnRow, TurnState, TurnWrite
+from usage.services import UsageDelta
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +189,7 @@ class TurnEmitter:
         # tool.progress, per call: when the last one was written, and the newest one held back.
         self.progress_sent: dict[str, float] = {}
         self.progress_held: dict[str, tuple[dict[str, Any], asyncio.Task]] = {}
+        self.usage = UsageDelta()  # recorded with the turn's pause or end
 
     async def _write(self, write: TurnWrite) -> None:
         if self.buffer:  # text waiting for its flush goes first, in order
@@ -219,6 +222,7 @@ class TurnEmitter:
 
     async def tool_call(self, *, call_id: str, expert: str, tool: str, arguments: Any) -> None:
         data = {"call_id": call_id, "expert": expert, "tool": tool, "arguments": arguments}
+        self.usage.tool_calls += 1
         await self._write(TurnWrite(self.turn.id, events=[(services.TOOL_CALL, data)]))
 
     PROGRESS_INTERVAL = 0.25  # at most 4 tool.progress a second per call (CONTRACT.md)
@@ -304,6 +308,7 @@ class TurnEmitter:
             self.flusher = None
         for call_id in list(self.progress_held):
             self._progress_drop(call_id)
+        write.usage, self.usage = self.usage, UsageDelta()
         await self._write(write)
 
 
@@ -402,6 +407,11 @@ class TurnWorker:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
     async def _run_turn(self, turn: TurnRow) -> None:
+        attributes = {"cortex.turn.id": str(turn.id), "cortex.turn.kind": turn.kind}
+        with tracing.span("cortex.turn", parent=turn.trace_context, attributes=attributes):
+            await self._run_turn_traced(turn)
+
+    async def _run_turn_traced(self, turn: TurnRow) -> None:
         emitter = TurnEmitter(turn, self.writer, self.wakeups)
         respond = responders.RESPONDERS.get(turn.kind)
         try:

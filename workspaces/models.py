@@ -26,6 +26,8 @@ class Workspace(ConfigRecord):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True, max_length=2000)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workspaces")
+    # The owner's monthly token budget for every participant's turns here (0: none; `usage`).
+    monthly_tokens = models.PositiveBigIntegerField(default=0)
 
     def __str__(self) -> str:
         return self.name

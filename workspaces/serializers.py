@@ -55,6 +55,12 @@ class WorkspacePatchSerializer(serializers.Serializer):
     name = StrictCharField(max_length=200, required=False)
     description = StrictCharField(max_length=2000, required=False, allow_blank=True)
     metadata = MetadataField()
+    monthly_tokens = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=10**15,
+        help_text="The workspace's monthly token budget, counting every participant's turns here (0: none).",
+    )
 
 
 class ConfigRecordOutputSerializer(serializers.Serializer):
@@ -68,6 +74,7 @@ class WorkspaceOutputSerializer(ConfigRecordOutputSerializer):
     name = serializers.CharField()
     description = serializers.CharField()
     owner_id = serializers.UUIDField()
+    monthly_tokens = serializers.IntegerField(help_text="Monthly token budget of the workspace (0: none).")
 
 
 def _participants_field(**kwargs) -> serializers.ListField:

@@ -57,7 +57,7 @@ def workspace_create(*, owner: User, name: str, description: str = "", metadata:
 
 @transaction.atomic
 def workspace_update(*, workspace: Workspace, **changes: Any) -> Workspace:
-    fields = [name for name in ("name", "description", "metadata") if name in changes]
+    fields = [name for name in ("name", "description", "metadata", "monthly_tokens") if name in changes]
     for name in fields:
         setattr(workspace, name, changes[name])
     _validated(workspace, exclude=["owner"])
@@ -216,6 +216,7 @@ class InputRequest:
     conversation_id: uuid.UUID | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
+    trace: str = ""  # the request's `traceparent` (tracing on), carried by the outbox row and the turn
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,7 @@ class CreatedInput:
     responder: str = Conversation.Responder.NONE
     direct_call: DirectCall | None = None  # the content parsed as `/<expert> <tool> <json>`, once
     turn_policy: str = Conversation.TurnPolicy.QUEUE
+    trace: str = ""  # InputRequest.trace
 
 
 # `/<expert> <tool> <json object>`: a direct call of one expert tool, without a model. Only a
@@ -398,6 +400,7 @@ def _messages_write(requests: list[InputRequest]) -> list[InputOutcome]:
                 responder=responder or Conversation.Responder.NONE,
                 direct_call=calls[index],
                 turn_policy=conversation.turn_policy if conversation else Conversation.TurnPolicy.QUEUE,
+                trace=request.trace,
             )
         )
         if key is not None:

@@ -11,6 +11,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common import tracing
 from common.web.requests import AuthenticatedRequest
 from common.web.throttles import GcraScopedRateThrottle
 from common.web.views import AsyncAPIView, validated
@@ -170,15 +171,17 @@ class InputApi(AsyncAPIView):
             raise serializers.ValidationError({"Idempotency-Key": ["Must be 1 to 255 characters."]})
         data = validated(InputSerializer, request.data)
         # Queued for the process's writer thread (group commit); answered after the commit.
-        response, _created = await writer.submit(
-            services.InputRequest(
-                sender=request.user,
-                content=data["content"],
-                conversation_id=data["conversation_id"],
-                metadata=data["metadata"],
-                idempotency_key=key,
+        with tracing.span("cortex.input.commit"):
+            response, _created = await writer.submit(
+                services.InputRequest(
+                    sender=request.user,
+                    content=data["content"],
+                    conversation_id=data["conversation_id"],
+                    metadata=data["metadata"],
+                    idempotency_key=key,
+                    trace=tracing.traceparent(),
+                )
             )
-        )
         return Response(response)
 
 

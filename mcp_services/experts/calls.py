@@ -50,8 +50,9 @@ from mcp_types import (
     TextContent,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from opentelemetry.trace import SpanKind
 
-from common import metrics
+from common import metrics, tracing
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import describe, encoding_error, unwrap
 from mcp_services.experts import tasks as wire
@@ -252,8 +253,12 @@ async def _operate(
                 tasks=tasks,
                 rejoin=rejoin,
             ) as connection:
+                # MCP semantic conventions; the expert gets the trace in `_meta` (`traceparent`).
+                method = "tools/call" if operation == "call_tool" else operation
+                attributes = {"mcp.method.name": method, "gen_ai.tool.name": tool, "cortex.expert": expert}
                 try:
-                    return await body(connection)
+                    with tracing.span(f"{method} {tool}", kind=SpanKind.CLIENT, attributes=attributes):
+                        return await body(connection)
                 finally:
                     tools_changed = connection.tools_changed
     except ExpertNeedsConnection:
@@ -365,6 +370,7 @@ async def expert_call(
             allow_input_required=True,
             allow_claimed=True,
             progress_callback=_progress_callback(progress),
+            meta=tracing.meta(),  # type: ignore[arg-type]
         )
         if isinstance(result, wire.TaskHandle):
             return wire.task_state(result.model_dump(by_alias=True, mode="json", exclude_none=True))

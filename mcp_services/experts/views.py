@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -21,6 +22,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+import audit
+from common.web.addresses import client_address
 from common.web.requests import AuthenticatedRequest
 from common.web.throttles import GcraScopedRateThrottle
 from common.web.views import validated
@@ -98,19 +101,32 @@ class ExpertListCreateApi(APIView):
         if data["auth"] == Expert.Auth.OAUTH:
             oauth = _oauth_setup(url=data["url"], options=data["oauth"], previous=None)
         discovery = _discover(url=data["url"], auth=data["auth"], user_id=request.user.id, workspace_id=workspace.id)
-        expert = services.expert_create(
-            workspace=workspace,
-            name=data["name"],
-            url=data["url"],
-            auth=data["auth"],
-            allowed_tools=data["tools"],
-            tool_policy=data["tool_policy"],
-            discovery=discovery,
-            oauth=oauth,
-        )
+        with transaction.atomic():
+            expert = services.expert_create(
+                workspace=workspace,
+                name=data["name"],
+                url=data["url"],
+                auth=data["auth"],
+                allowed_tools=data["tools"],
+                tool_policy=data["tool_policy"],
+                discovery=discovery,
+                oauth=oauth,
+            )
+            _audit(request, "expert.registered", expert, {"name": expert.name, "url": expert.url, "auth": expert.auth})
         return Response(
             {"status": "expert created", "expert": ExpertOutputSerializer(expert).data}, status=status.HTTP_201_CREATED
         )
+
+
+def _audit(request: AuthenticatedRequest, action: str, expert: Expert, detail: dict) -> None:
+    """Who may do what changed: an expert the workspace's turns may call (in the change's transaction)."""
+    audit.record(
+        request.user,
+        action,
+        ip=client_address(request._request),
+        target=str(expert.id),
+        detail={"workspace_id": str(expert.workspace_id), **detail},
+    )
 
 
 class ExpertDetailApi(APIView):
@@ -154,12 +170,17 @@ class ExpertDetailApi(APIView):
                 workspace_id=expert.workspace_id,
                 expert=None if changes.get("auth", expert.auth) == Expert.Auth.OAUTH else expert,
             )
-        expert = services.expert_update(expert=expert, discovery=discovery, **changes)
+        with transaction.atomic():
+            expert = services.expert_update(expert=expert, discovery=discovery, **changes)
+            _audit(request, "expert.changed", expert, {"changed": sorted(changes)})
         return Response({"status": "expert updated", "expert": ExpertOutputSerializer(expert).data})
 
     @extend_schema(operation_id="expert_delete", responses={204: None})
     def delete(self, request: AuthenticatedRequest, workspace_id: str, expert_id: str) -> Response:
-        services.expert_delete(expert=self._expert(request, workspace_id, expert_id))
+        expert = self._expert(request, workspace_id, expert_id)
+        with transaction.atomic():
+            _audit(request, "expert.deleted", expert, {"name": expert.name})
+            services.expert_delete(expert=expert)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

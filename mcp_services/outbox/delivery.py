@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connections, transaction
+from opentelemetry.trace import SpanKind
 
+from common import tracing
 from common.errors import CortexError, ErrorCode
 from mcp_services import client
 from mcp_services.client import ServiceToolError, ServiceUnavailable, UnsendableArguments
@@ -74,7 +76,16 @@ async def _send_all(entries: list[OutboxEntry], concurrency: int) -> list[BaseEx
     async def send_stores(chunk: list[OutboxEntry]) -> None:
         async with gate:
             try:
-                answer = await memory.call_tool("store_inputs", {"items": [entry.arguments for entry in chunk]})
+                # One delivery serves several inputs: it continues the first one's trace and links the others'.
+                traced = [entry.trace_context for entry in chunk if entry.trace_context]
+                with tracing.span(
+                    "cortex.outbox.deliver",
+                    parent=traced[0] if traced else "",
+                    links=traced[1:],
+                    kind=SpanKind.PRODUCER,
+                    attributes={"cortex.outbox.entries": len(chunk)},
+                ):
+                    answer = await memory.call_tool("store_inputs", {"items": [entry.arguments for entry in chunk]})
                 results = answer["results"]
                 if len(results) != len(chunk):
                     raise ServiceToolError(

@@ -20,7 +20,8 @@ from workspaces.signals import conversations_deleting, messages_created
 def enqueue_memory_stores(sender: Any, created: list[CreatedInput], **kwargs: Any) -> None:
     # Memory is per user: an input belongs to its sender, whoever else receives the event.
     services.outbox_stores_enqueue(
-        stores=[(entry.message.sender_id, entry.message.id, dict(entry.data)) for entry in created]
+        stores=[(entry.message.sender_id, entry.message.id, dict(entry.data)) for entry in created],
+        traces=[entry.trace for entry in created],
     )
     transaction.on_commit(delivery.kick)
 

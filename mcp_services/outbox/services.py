@@ -15,9 +15,11 @@ from django.utils import timezone
 from mcp_services.models import OutboxEntry
 
 
-def outbox_stores_enqueue(*, stores: list[tuple[uuid.UUID, uuid.UUID, dict[str, Any]]]) -> list[OutboxEntry]:
+def outbox_stores_enqueue(
+    *, stores: list[tuple[uuid.UUID, uuid.UUID, dict[str, Any]]], traces: list[str] | None = None
+) -> list[OutboxEntry]:
     """One `store_input` per (user id, message id, item), inside the messages' transaction: the
-    entries commit or roll back with them."""
+    entries commit or roll back with them. `traces`: each input's `traceparent` (tracing on)."""
     return OutboxEntry.objects.bulk_create(
         OutboxEntry(
             kind=OutboxEntry.Kind.STORE,
@@ -25,8 +27,9 @@ def outbox_stores_enqueue(*, stores: list[tuple[uuid.UUID, uuid.UUID, dict[str, 
             message_id=message_id,
             conversation_id=data.get("conversation_id"),
             arguments={"user_id": str(user_id), "input_data": data},
+            trace_context=(traces[index] if traces else "")[:64],
         )
-        for user_id, message_id, data in stores
+        for index, (user_id, message_id, data) in enumerate(stores)
     )
 
 

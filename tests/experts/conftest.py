@@ -43,7 +43,7 @@ class RecordingExpert:
 
 @contextlib.contextmanager
 def recording_expert(
-    *, ttl_ms: int = 0, crash_tool: bool = False, legacy_asker: bool = False, form_asker: bool = False
+    *, ttl_ms: int = 0, crash_tool: bool = False, legacy_asker: bool = False, form_asker: bool = False, notes: bool = False
 ) -> Iterator[RecordingExpert]:
     port = free_port()
     log_path = Path(tempfile.mkstemp(prefix="cortex-expert-auth-", suffix=".log")[1])
@@ -51,6 +51,7 @@ def recording_expert(
     argv += ["--ttl-ms", str(ttl_ms)] + (["--crash-tool"] if crash_tool else [])
     argv += ["--legacy-asker"] if legacy_asker else []
     argv += ["--form-asker"] if form_asker else []
+    argv += ["--notes"] if notes else []
     server = ServerProcess(name=f"recording-expert:{port}", argv=argv, port=port, env=server_env())
     with running(server):
         yield RecordingExpert(server=server, log_path=log_path)

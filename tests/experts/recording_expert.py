@@ -2,13 +2,16 @@
 receives to a file (one line each, "-" for none), and answers `tools/list` with a cache hint.
 
     python -m tests.experts.recording_expert --port P --log FILE [--ttl-ms N] [--crash-tool] [--legacy-asker]
-        [--form-asker]
+        [--form-asker] [--notes]
 
 It verifies nothing: the tests read its log to see exactly what the core sent. `--legacy-asker`:
 an expert of the older protocol (2025-11-25: it refuses `server/discover`, so clients fall back to
 `initialize`, and keeps sessions) whose tool `confirm` asks the user in the middle of the call
 (`elicitation/create`), the form that needs the call to stay open. `--form-asker`: a tool `ask_form`
 that asks (2026-07-28 `input_required`) with whatever schema it is given, as a hostile expert would.
+`--notes`: a read-only tool
+`add_note` (the one the fake model asks for) that appends the `_meta` of each call it gets, as a JSON
+line, to FILE.meta (what a tracing test checks: the `traceparent` the core sent).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp_types import ElicitRequest, ElicitRequestFormParams, ElicitResult, InputRequiredResult
+from mcp_types import ElicitRequest, ElicitRequestFormParams, ElicitResult, InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel
 
 
@@ -31,7 +34,9 @@ class Confirmation(BaseModel):
     sure: bool
 
 
-def build(ttl_ms: int, *, crash_tool: bool = False, asker: bool = False, form_asker: bool = False) -> MCPServer:
+def build(
+    ttl_ms: int, *, crash_tool: bool = False, asker: bool = False, form_asker: bool = False, notes_log: str = ""
+) -> MCPServer:
     server = MCPServer("Recorder", cache_hints={"tools/list": CacheHint(ttl_ms=ttl_ms)})
 
     @server.tool()
@@ -43,6 +48,16 @@ def build(ttl_ms: int, *, crash_tool: bool = False, asker: bool = False, form_as
     async def fail(reason: str) -> dict[str, Any]:
         """Always fails with the reason."""
         raise ToolError(reason)
+
+    if notes_log:
+
+        @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+        async def add_note(title: str, ctx: Context) -> dict[str, Any]:
+            """Records the call's `_meta` and answers as a note."""
+            meta = ctx.request_context.meta or {}
+            with open(notes_log, "a") as log:
+                log.write(json.dumps({"title": title, "meta": dict(meta)}, default=str) + "\n")
+            return {"id": 1, "title": title}
 
     if crash_tool:
 
@@ -130,11 +145,13 @@ def main() -> None:
     parser.add_argument("--crash-tool", action="store_true")
     parser.add_argument("--legacy-asker", action="store_true")
     parser.add_argument("--form-asker", action="store_true")
+    parser.add_argument("--notes", action="store_true")
     options = parser.parse_args()
     security = TransportSecuritySettings(allowed_hosts=["127.0.0.1:*", "localhost:*"], allowed_origins=[])
     asker = options.legacy_asker
+    notes_log = f"{options.log}.meta" if options.notes else ""
     app = build(
-        options.ttl_ms, crash_tool=options.crash_tool, asker=asker, form_asker=options.form_asker
+        options.ttl_ms, crash_tool=options.crash_tool, asker=asker, form_asker=options.form_asker, notes_log=notes_log
     ).streamable_http_app(
         stateless_http=not asker, json_response=not asker, transport_security=security, host="127.0.0.1"
     )

@@ -107,7 +107,13 @@ def test_completed_turn_stores_answer_for_memory_and_logs_no_input_event(alice, 
     answer = Message.objects.get(author="assistant")
     assert answer.sender_id == bob.id
     completed = Event.objects.filter(recipient=alice, body__type="assistant.completed").get().body.payload
-    assert completed["data"] == {"turn_id": str(row.id), "message_id": str(answer.id), "content": "answer"}
+    no_model = {"model": "", "input_tokens": 0, "output_tokens": 0, "tool_calls": 0}
+    assert completed["data"] == {
+        "turn_id": str(row.id),
+        "message_id": str(answer.id),
+        "content": "answer",
+        "usage": no_model,
+    }
     assert completed["user_id"] == str(bob.id)
     store = OutboxEntry.objects.get(message_id=answer.id)
     assert store.user_id == bob.id and store.arguments["input_data"]["author"] == "assistant"

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+import audit
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
 from common.json_schemas import schema_problem
@@ -231,7 +232,7 @@ def turn_requests_close(*, turn: Turn, recipients: list[uuid.UUID], now: datetim
     return events
 
 
-def inbox_answer(*, request: InboxRequest, user: User, answer: dict[str, Any]) -> InboxRequest:
+def inbox_answer(*, request: InboxRequest, user: User, answer: dict[str, Any], ip: str | None = None) -> InboxRequest:
     """The requester's answer (validated by the caller against the request's kind and schema).
 
     Two devices answering at once: the conditional update below is the one decision (on
@@ -257,6 +258,14 @@ def inbox_answer(*, request: InboxRequest, user: User, answer: dict[str, Any]) -
         request.refresh_from_db()
         recipients = conversation_recipient_ids(conversation_ids={turn.conversation_id}).get(turn.conversation_id, [])
         live = events_append(events=[_resolved(request, answer, turn, recipients, now)])
+        given = {"decision": answer["decision"]} if "decision" in answer else {"action": answer.get("action")}
+        audit.record(
+            user,
+            f"inbox.{request.kind}_answered",
+            ip=ip,
+            target=str(request.id),
+            detail={"turn_id": str(turn.id), "expert": request.data.get("expert", ""), **given},
+        )
         transaction.on_commit(lambda: events_publish(live))
     return request
 

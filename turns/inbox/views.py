@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from common.errors import CortexError, ErrorCode
 from common.json_schemas import UnusableSchema, content_errors
+from common.web.addresses import client_address
 from common.web.requests import AuthenticatedRequest
 from common.web.views import validated
 from turns.inbox import selectors, services
@@ -112,5 +113,7 @@ class InboxAnswerApi(APIView):
         if item.user_id != request.user.id:
             raise CortexError(ErrorCode.FORBIDDEN, "Only the participant whose input started the turn can answer.")
         answer = _answer(item, data)
-        item = services.inbox_answer(request=item, user=request.user, answer=answer)
+        item = services.inbox_answer(
+            request=item, user=request.user, answer=answer, ip=client_address(request._request)
+        )
         return Response({"item": selectors.inbox_item(item)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from common import tracing
 from common.loops import run_until_stopped
 from mcp_services.outbox import delivery
 
@@ -21,6 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--poll", type=float, default=None, help="Seconds between polls (OUTBOX_POLL_SECONDS).")
 
     def handle(self, *args, **options) -> None:
+        tracing.setup(tracing.OUTBOX)
         poll = options["poll"] or settings.CORTEX["OUTBOX_POLL_SECONDS"]
         run_until_stopped(self.drain_once, every=poll, name="memory outbox worker", log=self.stderr.write)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from common import tracing
 from mcp_services import serving
 from mcp_services.client import ServiceClient
 from mcp_services.cognition.server import build_cognition_server
@@ -19,6 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--memory-url", default=None, help="Memory service URL (MEMORY_URL).")
 
     def handle(self, *args, **options) -> None:
+        tracing.setup(tracing.COGNITION)
         cortex = settings.CORTEX
         # The one long-lived client this process uses for every get_context call.
         memory = ServiceClient(

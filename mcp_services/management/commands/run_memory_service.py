@@ -8,6 +8,7 @@ import logging
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from common import tracing
 from mcp_services import serving
 from mcp_services.memory import embedding
 from mcp_services.memory.server import build_memory_server
@@ -24,6 +25,7 @@ class Command(BaseCommand):
         add_service_arguments(parser, port=9000)
 
     def handle(self, *args, **options) -> None:
+        tracing.setup(tracing.MEMORY)
         limit_malloc_arenas()
         # The embedding model is loaded before serving: the first store must not wait for it.
         embedder = embedding.get_embedder()

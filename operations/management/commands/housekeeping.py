@@ -6,6 +6,7 @@
 - expired outstanding and blacklisted JWTs (simplejwt's `flushexpiredtokens`);
 - finished webhook deliveries past OUTBOX_RETENTION_HOURS;
 - and it runs due schedules, as the turn worker does (each due time runs once whoever claims it).
+- audit log entries past AUDIT_RETENTION_DAYS.
 
 Run once (from cron), or with `--every SECONDS` as a long-running process until SIGTERM/SIGINT:
 `run_cortex` (and so `make run`) keeps one running. Every step is an idempotent delete, so
@@ -24,6 +25,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
+from audit.services import entries_prune
 from common.loops import run_until_stopped
 from mcp_services.outbox import services
 from schedules import services as schedule_services
@@ -31,7 +33,7 @@ from webhooks import services as webhook_services
 
 
 class Command(BaseCommand):
-    help = "Prune old events, tickets, idempotency records, delivered outbox entries and expired JWTs."
+    help = "Prune old events, tickets, idempotency records, delivered outbox entries, expired JWTs and audit entries."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--every", type=float, default=None, help="Keep running, pruning every this many seconds.")
@@ -51,10 +53,12 @@ class Command(BaseCommand):
         call_command("flushexpiredtokens")
         retention = timedelta(hours=settings.CORTEX["OUTBOX_RETENTION_HOURS"])
         deliveries = webhook_services.deliveries_prune(older_than=retention)
+        audit_entries = entries_prune()
         # Published by the streams' catch-up (this process has no streams of its own to reach).
         schedule_services.schedules_run_due()
         return (
             f"housekeeping: {events.getvalue().strip()} Deleted {outbox} delivered outbox entries "
             f"(older than {settings.CORTEX['OUTBOX_RETENTION_HOURS']} h), {deliveries} finished webhook"
-            f" deliveries, {expired_tokens} expired JWTs."
+            f" deliveries, {expired_tokens} expired JWTs, "
+            f"{audit_entries} audit entries (older than {settings.CORTEX['AUDIT_RETENTION_DAYS']} days)."
         )

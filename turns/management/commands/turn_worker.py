@@ -13,6 +13,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from common import tracing
 from turns.worker import TurnWorker
 
 
@@ -23,6 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=None, help="Turns at once (TURN_CONCURRENCY).")
 
     def handle(self, *args, **options) -> None:
+        tracing.setup(tracing.TURN_WORKER)
         if options["concurrency"]:
             settings.CORTEX["TURN_CONCURRENCY"] = options["concurrency"]
         try:
