@@ -43,7 +43,12 @@ class RecordingExpert:
 
 @contextlib.contextmanager
 def recording_expert(
-    *, ttl_ms: int = 0, crash_tool: bool = False, legacy_asker: bool = False, form_asker: bool = False, notes: bool = False
+    *,
+    ttl_ms: int = 0,
+    crash_tool: bool = False,
+    legacy_asker: bool = False,
+    form_asker: bool = False,
+    notes: bool = False,
 ) -> Iterator[RecordingExpert]:
     port = free_port()
     log_path = Path(tempfile.mkstemp(prefix="cortex-expert-auth-", suffix=".log")[1])
