@@ -121,7 +121,11 @@ def conversation_recipient_ids(*, conversation_ids: set[uuid.UUID]) -> dict[uuid
 def conversation_settings(*, conversation_ids: set[uuid.UUID], lock: bool = False) -> dict[uuid.UUID, Conversation]:
     """Each conversation's turn settings (`responder`, `turn_policy`, `context_scope`). With `lock`, the
     rows are locked in id order (PostgreSQL): an input that opens a turn and a turn that ends take
-    the conversation's lock first, so its queue and its head turn change one write at a time."""
+    the conversation's lock first, so its queue and its head turn change one write at a time.
+    `FOR NO KEY UPDATE`: lockers still exclude each other, but a row inserted meanwhile that refers to
+    the conversation (an event, a message: its foreign key takes `FOR KEY SHARE`) is not blocked.
+    With `FOR UPDATE`, a turn's write (its turn locked, then an event inserted) and a cancel (the
+    conversation locked, then the turn) deadlocked on PostgreSQL."""
     if not conversation_ids:
         return {}
     rows = (
@@ -130,7 +134,7 @@ def conversation_settings(*, conversation_ids: set[uuid.UUID], lock: bool = Fals
         .order_by("id")
     )
     if lock:
-        rows = rows.select_for_update()
+        rows = rows.select_for_update(no_key=True)
     return {conversation.id: conversation for conversation in rows}
 
 
