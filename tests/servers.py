@@ -115,7 +115,7 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running(server: ServerProcess, *, timeout: float = 30.0) -> Iterator[ServerProcess]:
+def running(server: ServerProcess, *, timeout: float = 90.0) -> Iterator[ServerProcess]:
     server.start(timeout=timeout)
     try:
         yield server
