@@ -62,6 +62,7 @@ class ConsoleSite:
 
     def new_context(self) -> Any:
         context = self.browser.new_context(viewport={"width": 1200, "height": 800})
+        context.set_default_timeout(60_000)  # a liveness bound for every action: the machine may be loaded
         context.on("page", self._watch)
         return context
 
@@ -92,7 +93,7 @@ class ConsoleSite:
         return page
 
 
-def wait_live(page: Any, timeout: float = 20_000) -> None:
+def wait_live(page: Any, timeout: float = 60_000) -> None:
     """The stream is live and the console has started: its navigation is drawn once the directory
     and the features are known, which may come after the stream (they race)."""
     page.wait_for_selector('#connection[data-state="live"]', timeout=timeout)

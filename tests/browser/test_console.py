@@ -98,8 +98,8 @@ def test_two_users_see_live_only_their_own(site: ConsoleSite):
         site.post("bob", "bob to alice, privately", conversation)
         site.post("charlie", "charlie's note to herself")
         site.post("alice", "alice's note to herself")
-        wait_until(lambda: "alice's note to herself" in texts(alice, ".activity .event-text"), timeout=20)
-        wait_until(lambda: "charlie's note to herself" in texts(charlie, ".activity .event-text"), timeout=20)
+        wait_until(lambda: "alice's note to herself" in texts(alice, ".activity .event-text"), timeout=60)
+        wait_until(lambda: "charlie's note to herself" in texts(charlie, ".activity .event-text"), timeout=60)
         alice_sees, charlie_sees = texts(alice, ".activity .event-text"), texts(charlie, ".activity .event-text")
         assert "bob to alice, privately" in alice_sees and "charlie's note to herself" not in alice_sees
         assert charlie_sees == ["charlie's note to herself"]
@@ -126,7 +126,7 @@ def test_a_network_cut_shows_the_missed_events_once(site: ConsoleSite):
         page.wait_for_selector(".message .text:text-is('before the cut')")
         site.proxy.cut()
         site.post("bob", "missed during the cut", conversation)
-        wait_until(lambda: "reconnecting" in page.evaluate("window.states"), timeout=20)
+        wait_until(lambda: "reconnecting" in page.evaluate("window.states"), timeout=60)
         wait_live(page)
         site.post("bob", "after the cut", conversation)
         page.wait_for_selector(".message .text:text-is('after the cut')")
@@ -139,7 +139,7 @@ def test_a_network_cut_shows_the_missed_events_once(site: ConsoleSite):
         page.wait_for_timeout(1500)
         wait_live(page)
         site.post("bob", "after the replay", conversation)
-        wait_until(lambda: texts(page, ".activity .event-text")[:1] == ["after the replay"], timeout=20)
+        wait_until(lambda: texts(page, ".activity .event-text")[:1] == ["after the replay"], timeout=60)
         assert texts(page, ".activity .event-text")[:4] == [
             "after the replay",
             "after the cut",
@@ -160,24 +160,24 @@ def test_an_echo_turn_streams_in_and_is_cancelled(site: ConsoleSite):
         composer.fill("short answer please")
         composer.press("Enter")
         done = alice.locator(".message.assistant[data-status='completed']")
-        done.wait_for(timeout=20_000)
+        done.wait_for(timeout=60_000)
         assert done.locator(".text").inner_text() == "short answer please"
         assert alice.locator(".message.mine .who").first.inner_text().startswith("alice (you)")
 
         composer.fill(LONG)
         composer.press("Enter")
         streaming = alice.locator(".message.assistant.streaming")
-        streaming.wait_for(timeout=20_000)
-        wait_until(lambda: len(streaming.locator(".text").inner_text()) > 20, timeout=20)
+        streaming.wait_for(timeout=60_000)
+        wait_until(lambda: len(streaming.locator(".text").inner_text()) > 20, timeout=60)
         # Bob, a participant on another device, sees the same answer streaming in.
-        bob.locator(".message.assistant.streaming").wait_for(timeout=20_000)
+        bob.locator(".message.assistant.streaming").wait_for(timeout=60_000)
         alice.get_by_role("button", name="Stop").click()
         stopped = alice.locator(".message.assistant[data-status='cancelled']")
-        stopped.wait_for(timeout=20_000)
+        stopped.wait_for(timeout=60_000)
         partial = stopped.locator(".text").inner_text()
         assert partial and LONG.startswith(partial) and len(partial) < len(LONG)
         assert stopped.locator(".status").inner_text() == "Stopped."
-        bob.locator(".message.assistant[data-status='cancelled']").wait_for(timeout=20_000)
+        bob.locator(".message.assistant[data-status='cancelled']").wait_for(timeout=60_000)
         assert alice.get_by_role("button", name="Stop").count() == 0
     finally:
         alice_context.close()
@@ -194,7 +194,7 @@ def test_hostile_markup_from_people_and_the_model_renders_as_text(site: ConsoleS
             site.post("bob", content, conversation)  # the echo responder answers it back: model output too
             # Its answer before the next post: with `queue`, a second post may otherwise come before the
             # first answer, and the page (rightly) shows messages in time order.
-            wait_until(lambda count=count: answered.count() == count, timeout=30)
+            wait_until(lambda count=count: answered.count() == count, timeout=60)
         assert texts(page, ".message .text") == [HOSTILE[0], HOSTILE[0], HOSTILE[1], HOSTILE[1]]
         assert page.locator("main img").count() == 0
         assert page.locator("a[href^='javascript']").count() == 0
@@ -223,7 +223,7 @@ def test_reopening_after_close_shows_what_was_missed(site: ConsoleSite):
         page = site.sign_in(context, "alice", "#/activity")
         nav_count = page.locator("#nav a[href='#/activity'] .count")  # the missed count (the inbox's is apart)
         wait_until(
-            lambda: texts(page, ".activity .event.missed .event-text")[:2] == ["missed two", "missed one"], timeout=20
+            lambda: texts(page, ".activity .event.missed .event-text")[:2] == ["missed two", "missed one"], timeout=60
         )
         missed = texts(page, ".activity .event.missed .event-text")
         assert missed.count("missed one") == 1 and missed.count("missed two") == 1
@@ -256,7 +256,7 @@ def test_an_owner_registers_an_expert_and_every_control_is_labelled(site: Consol
         section.get_by_label("Authentication").select_option("none")
         section.get_by_role("button", name="Register expert").click()
         card = section.locator(".expert", has_text="ghost")
-        card.wait_for(timeout=30_000)
+        card.wait_for(timeout=60_000)
         assert "unreachable" in card.locator(".badge").inner_text()
         experts = site.api("alice", "GET", f"/config/workspace/{site.workspace_id}/experts")["experts"]
         assert [(e["name"], e["auth"], e["status"]) for e in experts] == [("ghost", "none", "unreachable")]
