@@ -26,6 +26,7 @@ TURN_WORKER = "cortex-turn-worker"
 OUTBOX = "cortex-outbox"
 MEMORY = "cortex-memory"
 COGNITION = "cortex-cognition"
+WEBHOOKS = "cortex-webhooks"
 
 _enabled = False
 tracer = trace.get_tracer("cortex")

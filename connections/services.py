@@ -28,6 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 from mcp.shared.auth import OAuthToken
 
+import audit
 from common.errors import CortexError, ErrorCode
 from connections import crypto, oauth, signals
 from connections.models import Connection, OAuthClient, PendingFlow
@@ -218,7 +219,7 @@ class ConnectFailed(Exception):
 
 
 def flow_finish(
-    *, state: str, code: str, iss: str | None, error: str | None, cookie: str
+    *, state: str, code: str, iss: str | None, error: str | None, cookie: str, ip: str | None = None
 ) -> tuple[PendingFlow, Connection]:
     """The callback: the flow's `state` and its browser cookie, then `iss` (RFC 9207), then the
     code redeemed (with the verifier and `resource`); the tokens stored encrypted. Raises
@@ -265,6 +266,13 @@ def flow_finish(
             },
         )
         user_id, expert_id = flow.user_id, flow.expert_id
+        audit.record(
+            user_id,
+            "connection.made",
+            ip=ip,
+            target=str(expert_id),
+            detail={"workspace_id": str(flow.expert.workspace_id), "expert": flow.expert.name, "scopes": granted},
+        )
         transaction.on_commit(
             lambda: signals.account_connected.send(sender=Connection, user_id=user_id, expert_id=expert_id)
         )
@@ -293,10 +301,13 @@ def _union(*lists: list[str]) -> list[str]:
     return merged
 
 
-def disconnect(*, user_id: uuid.UUID, expert: Expert) -> bool:
+def disconnect(*, user_id: uuid.UUID, expert: Expert, ip: str | None = None) -> bool:
     """Revoke at the server (RFC 7009, refresh token then access token) and forget."""
     connections = list(Connection.objects.select_related("expert", "client").filter(user_id=user_id, expert=expert))
-    revoke_and_delete(connections)
+    revoke_and_delete(connections)  # network calls: no transaction (nor SQLite's write lock) held
+    if connections:
+        detail = {"workspace_id": str(expert.workspace_id), "expert": expert.name}
+        audit.record(user_id, "connection.removed", ip=ip, target=str(expert.id), detail=detail)
     return bool(connections)
 
 

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.errors import CortexError, ErrorCode
+from common.web.addresses import client_address
 from common.web.requests import AuthenticatedRequest
 from common.web.views import validated
 from connections import selectors, services
@@ -86,7 +87,7 @@ class ConnectionDetailApi(APIView):
     @extend_schema(operation_id="connection_delete", responses={204: None})
     def delete(self, request: AuthenticatedRequest, expert_id: str) -> Response:
         expert = _expert(request, expert_id)
-        services.disconnect(user_id=request.user.id, expert=expert)
+        services.disconnect(user_id=request.user.id, expert=expert, ip=client_address(request._request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -111,6 +112,7 @@ def callback(request: HttpRequest) -> HttpResponse:
             iss=params.get("iss"),
             error=params.get("error"),
             cookie=request.COOKIES.get(COOKIE, ""),
+            ip=client_address(request),
         )
     except services.ConnectFailed as failed:
         return _back(failed.return_to, connect_error=failed.code)

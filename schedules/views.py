@@ -3,15 +3,19 @@ call one service."""
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+import audit
+from common.web.addresses import client_address
 from common.web.requests import AuthenticatedRequest
 from common.web.throttles import WriteRateThrottle
 from common.web.views import validated
 from schedules import selectors, services
+from schedules.models import Schedule
 from workspaces.selectors import conversation_get_for_user
 from workspaces.serializers import StrictCharField
 
@@ -78,14 +82,16 @@ class ScheduleListApi(_ScheduleApi):
     def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(ScheduleInputSerializer, request.data)
         conversation = conversation_get_for_user(user=request.user, conversation_id=data["conversation_id"])
-        schedule = services.schedule_create(
-            owner=request.user,
-            conversation=conversation,
-            content=data["content"],
-            cron_expression=data["cron"],
-            timezone_name=data["timezone"],
-            active=data["active"],
-        )
+        with transaction.atomic():
+            schedule = services.schedule_create(
+                owner=request.user,
+                conversation=conversation,
+                content=data["content"],
+                cron_expression=data["cron"],
+                timezone_name=data["timezone"],
+                active=data["active"],
+            )
+            _audit(request, "schedule.created", schedule, {"cron": schedule.cron, "timezone": schedule.timezone})
         return Response({"schedule": selectors.schedule_data(schedule)}, status=status.HTTP_201_CREATED)
 
 
@@ -113,7 +119,9 @@ class ScheduleDetailApi(_ScheduleApi):
     @extend_schema(operation_id="schedules_delete", responses={204: None})
     def delete(self, request: AuthenticatedRequest, schedule_id: str) -> Response:
         schedule = selectors.schedule_get_for_user(user=request.user, schedule_id=schedule_id)
-        services.schedule_delete(schedule=schedule)
+        with transaction.atomic():
+            _audit(request, "schedule.deleted", schedule, {})
+            services.schedule_delete(schedule=schedule)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -147,3 +155,8 @@ class ScheduleRunApi(_ScheduleApi):
         if "turn_id" in response:
             body["turn_id"] = response["turn_id"]
         return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+def _audit(request: AuthenticatedRequest, action: str, schedule: Schedule, detail: dict) -> None:
+    """What may act for its owner changed (in the change's transaction)."""
+    audit.record(request.user, action, ip=client_address(request._request), target=str(schedule.id), detail=detail)

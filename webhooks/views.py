@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+import audit
+from common.web.addresses import client_address
 from common.web.requests import AuthenticatedRequest
 from common.web.throttles import WriteRateThrottle
 from common.web.views import validated
 from webhooks import policy, selectors, services
+from webhooks.models import Webhook
 from workspaces.serializers import StrictCharField
 
 
@@ -109,9 +113,11 @@ class WebhookListApi(_WebhookApi):
     )
     def post(self, request: AuthenticatedRequest) -> Response:
         data = validated(WebhookInputSerializer, request.data)
-        webhook, secret = services.webhook_create(
-            owner=request.user, url=data["url"], events=data["events"], description=data["description"]
-        )
+        with transaction.atomic():
+            webhook, secret = services.webhook_create(
+                owner=request.user, url=data["url"], events=data["events"], description=data["description"]
+            )
+            _audit(request, "webhook.created", webhook, {"url": webhook.url, "events": webhook.events})
         return Response({"webhook": selectors.webhook_data(webhook), "secret": secret}, status=status.HTTP_201_CREATED)
 
 
@@ -136,7 +142,9 @@ class WebhookDetailApi(_WebhookApi):
     @extend_schema(operation_id="webhooks_delete", responses={204: None})
     def delete(self, request: AuthenticatedRequest, webhook_id: str) -> Response:
         webhook = selectors.webhook_get_for_user(user=request.user, webhook_id=webhook_id)
-        services.webhook_delete(webhook=webhook)
+        with transaction.atomic():
+            _audit(request, "webhook.deleted", webhook, {"url": webhook.url})
+            services.webhook_delete(webhook=webhook)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -149,7 +157,9 @@ class WebhookRotateSecretApi(_WebhookApi):
     )
     def post(self, request: AuthenticatedRequest, webhook_id: str) -> Response:
         webhook = selectors.webhook_get_for_user(user=request.user, webhook_id=webhook_id)
-        webhook, secret = services.webhook_rotate_secret(webhook=webhook)
+        with transaction.atomic():
+            webhook, secret = services.webhook_rotate_secret(webhook=webhook)
+            _audit(request, "webhook.secret_rotated", webhook, {})
         return Response({"webhook": selectors.webhook_data(webhook), "secret": secret})
 
 
@@ -184,3 +194,8 @@ class DeliveryRetryApi(_WebhookApi):
         delivery = selectors.delivery_get(webhook=webhook, delivery_id=delivery_id)
         delivery = services.delivery_retry(delivery=delivery)
         return Response({"item": selectors.delivery_data(delivery)}, status=status.HTTP_202_ACCEPTED)
+
+
+def _audit(request: AuthenticatedRequest, action: str, webhook: Webhook, detail: dict) -> None:
+    """What may act for its owner changed (in the change's transaction)."""
+    audit.record(request.user, action, ip=client_address(request._request), target=str(webhook.id), detail=detail)

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from common import tracing
 from webhooks.delivery import DeliveryWorker
 
 
@@ -15,6 +16,7 @@ class Command(BaseCommand):
     help = "Deliver the webhooks' pending events (Standard Webhooks), with retries and backoff."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        tracing.setup(tracing.WEBHOOKS)
         asyncio.run(self._main())
 
     async def _main(self) -> None:
