@@ -192,3 +192,26 @@ def test_the_admin_refuses_to_add_change_or_delete_even_for_a_superuser(client, 
     assert client.post(f"{base}{entry.pk}/delete/", {"post": "yes"}).status_code == 403
     assert client.get(f"{base}add/").status_code == 403
     assert AuditEntry.objects.get(pk=entry.pk).action == "auth.login"
+
+
+def test_schedules_and_webhooks_created_rotated_and_deleted_each_leave_one_entry(bob, conversation, settings):
+    from tests.schedules.test_schedules_api import create as schedule_create
+    from tests.webhooks.test_webhooks_api import URL
+
+    settings.WEBHOOK_ALLOWED_HOSTS = ["hooks.example.com", "127.0.0.1:*"]
+    schedule_id = schedule_create(bob, conversation).json()["schedule"]["id"]
+    [made] = entries("schedule.created", actor_id=bob.id)
+    assert made.target == schedule_id and made.detail == {"cron": "0 8 * * 1-5", "timezone": "Europe/Berlin"}
+    assert client_for(bob).delete(f"/schedules/{schedule_id}").status_code == 204
+    assert len(entries("schedule.deleted", actor_id=bob.id, target=schedule_id)) == 1
+    api = client_for(bob)
+    created = api.post("/webhooks", {"url": URL, "events": ["*"]}, format="json")
+    assert created.status_code == 201, created.json()
+    webhook_id = created.json()["webhook"]["id"]
+    secret = created.json()["secret"]
+    assert api.post(f"/webhooks/{webhook_id}/rotate-secret").status_code == 200
+    assert api.delete(f"/webhooks/{webhook_id}").status_code == 204
+    for action in ("webhook.created", "webhook.secret_rotated", "webhook.deleted"):
+        [entry] = entries(action, actor_id=bob.id, target=webhook_id)
+        assert secret not in str(entry.detail)
+    assert recorded().filter(actor_id=bob.id).count() == 5
