@@ -60,14 +60,14 @@ def holds_task(state: dict[str, Any] | None) -> bool:
     return bool(((state or {}).get("asked") or {}).get("task_id"))
 
 
-def schema_defaults_apply(schema: dict[str, Any] | None, content: dict[str, Any]) -> dict[str, Any]:
+def schema_defaults_apply(schema: Any, content: Any) -> Any:
     """An `accept` answer with the schema's `default`s filled in for the fields it leaves out
     (MCP elicitation: a form's defaults are the answer unless the person changes them). Applied
     before validation, so a default is checked like anything the person typed. A question's schema
     is flat: only its top-level properties have defaults here."""
-    properties = (schema or {}).get("properties")
-    if not isinstance(properties, dict):
-        return content
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict) or not isinstance(content, dict):
+        return content  # nothing to fill in (an unusable schema, or content that is no object, is refused next)
     filled = dict(content)
     for name, spec in properties.items():
         if isinstance(name, str) and name not in filled and isinstance(spec, dict) and "default" in spec:
