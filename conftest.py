@@ -73,6 +73,13 @@ def _inputs_on_the_test_connection(settings):
 
 
 @pytest.fixture(autouse=True)
+def _audit_on_the_test_connection(settings):
+    # As inputs: the audit's writer thread could not see a test's transaction. In-process tests
+    # record refused attempts at once; end-to-end servers use the writer thread.
+    settings.CORTEX = {**settings.CORTEX, "AUDIT_WRITE_BEHIND": False}
+
+
+@pytest.fixture(autouse=True)
 def _fresh_throttles():
     from django.core.cache import cache
 

@@ -143,7 +143,9 @@ class ExchangeApi(_LoginView):
                 raise IdTokenRejected(f"unknown provider {name!r}")
             identity = identity_sign_in(provider=provider, claims=id_token_claims(provider, raw))
         except (IdTokenRejected, IdentityRefused) as exc:
-            audit.record(None, "auth.login_failed", ip=address, target=name[:100], detail={"method": "provider"})
+            audit.record_refused(
+                None, "auth.login_failed", ip=address, target=name[:100], detail={"method": "provider"}
+            )
             raise _refused(exc) from None
         except ProviderUnavailable as exc:
             limits.login_attempt_succeeded(email=account, address=address)  # not the client's failure
@@ -166,7 +168,7 @@ class LoginCodeApi(_LoginView):
                 login_code=data.validated_data["login_code"], browser=_browser(request._request)
             )
         except IdentityRefused as exc:
-            audit.record(None, "auth.login_failed", ip=address, detail={"method": "login_code"})
+            audit.record_refused(None, "auth.login_failed", ip=address, detail={"method": "login_code"})
             raise _refused(exc) from None
         with transaction.atomic():
             pair = identity_token_pair_issue(identity=identity)

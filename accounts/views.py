@@ -68,7 +68,7 @@ class LoginApi(_PublicAuthView):
             email = data.validated_data["email"]
             known = User.objects.filter(email__iexact=email).values_list("id", flat=True).first()
             # An unknown email is kept as the target: nobody's own record shows it.
-            audit.record(
+            audit.record_refused(
                 known, "auth.login_failed", ip=address, target="" if known else email, detail={"method": "password"}
             )
             raise AuthenticationFailed("Incorrect email or password.", code="invalid_credentials")

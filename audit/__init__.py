@@ -27,6 +27,29 @@ def record(
     entry_append(actor_id=actor_id, action=action, ip=ip, target=target or "", detail=detail or {})
 
 
+def record_refused(
+    actor: Any,
+    action: str,
+    *,
+    ip: str | None = None,
+    target: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """An attempt that was refused (a failed sign-in): nothing was written, so there is no
+    transaction to join. With `AUDIT_WRITE_BEHIND` (the default) the entry is written within about
+    a second by this process's writer thread, in batches: a flood of bad passwords never takes
+    SQLite's write lock on the request's path (`audit.services.WriteBehind`)."""
+    from django.conf import settings
+
+    if not settings.CORTEX["AUDIT_WRITE_BEHIND"]:
+        record(actor, action, ip=ip, target=target, detail=detail)
+        return
+    from audit.services import write_behind
+
+    actor_id = actor if isinstance(actor, uuid.UUID | None) else getattr(actor, "pk", None)
+    write_behind().add(actor_id=actor_id, action=action, ip=ip, target=target or "", detail=detail or {})
+
+
 def strip(actor_id: uuid.UUID) -> None:
     """An erased account: its entries keep nothing personal but its id (in the caller's transaction)."""
     from audit.services import entries_strip

@@ -613,6 +613,9 @@ CORTEX: dict[str, Any] = {
     "USER_MONTHLY_TOKENS": env_int("USER_MONTHLY_TOKENS", 0, minimum=0),
     # The audit log's entries are pruned by housekeeping after this many days.
     "AUDIT_RETENTION_DAYS": env_int("AUDIT_RETENTION_DAYS", 365, minimum=1),
+    # Refused attempts (failed sign-ins) are audited by a writer thread within about a second, in
+    # batches, so that a flood of them never waits for (nor holds) the database's write lock.
+    "AUDIT_WRITE_BEHIND": env_bool("AUDIT_WRITE_BEHIND", True),
     # Where a turn worker relays committed events to the core's streams when there is no Redis
     # (`run_cortex` sets it); with REDIS_URL the channel layer carries them.
     "CORE_URL": env_str("CORTEX_CORE_URL"),
