@@ -94,6 +94,14 @@ def traceparent() -> str:
     return carrier.get("traceparent", "")
 
 
+async def stamp_request(request: Any) -> None:
+    """An httpx request hook: the current trace in the W3C `traceparent` header (with `_meta`, how an
+    expert or a service joins the caller's trace); nothing when tracing is off."""
+    parent = traceparent()
+    if parent:
+        request.headers["traceparent"] = parent
+
+
 def meta() -> dict[str, Any] | None:
     """MCP `_meta` carrying the current trace, or None (nothing is sent when tracing is off)."""
     parent = traceparent()

@@ -126,7 +126,7 @@ class ServiceClient:
                         httpx2.AsyncClient(
                             headers=headers,
                             timeout=httpx2.Timeout(self.timeout),
-                            event_hooks={"request": [_stamp_request_id]},
+                            event_hooks={"request": [_stamp_request_id, tracing.stamp_request]},
                         )
                     )
                     transport = streamable_http_client(self.target, http_client=http, terminate_on_close=False)

@@ -114,6 +114,9 @@ def test_a_turn_is_one_trace_through_the_model_and_the_expert_which_sees_it_in_m
                 )
     seen = [json.loads(line) for line in Path(f"{expert.log_path}.meta").read_text().splitlines()]
     assert len(seen) == 1 and seen[0]["meta"]["traceparent"].split("-")[1] == trace_id
+    # The HTTP requests of the call carry it too (the W3C header, for proxies and HTTP-level tracing).
+    headers = Path(f"{expert.log_path}.traceparent").read_text().split()
+    assert trace_id in {value.split("-")[1] for value in headers}  # (its registration has its own trace)
     turn = next(span for span in spans if span.name == "cortex.turn")
     assert turn.service == "cortex-turn-worker"
     chats = [span for span in spans if span.name == "chat fake-model"]

@@ -44,6 +44,7 @@ from mcp_types import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from common import tracing
 from common.errors import CortexError, ErrorCode
 from mcp_services.client import describe, unwrap
 from mcp_services.experts import hosts, tokens
@@ -71,7 +72,7 @@ def _http(
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,
-        event_hooks={"response": [on_response]} if on_response is not None else None,
+        event_hooks={"request": [tracing.stamp_request], "response": [on_response] if on_response is not None else []},
     )
 
 

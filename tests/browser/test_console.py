@@ -271,3 +271,22 @@ def test_an_owner_registers_an_expert_and_every_control_is_labelled(site: Consol
         bob_context.close()
     finally:
         context.close()
+
+
+def test_the_usage_view_shows_the_persons_tokens_and_budget(site: ConsoleSite):
+    context = site.new_context()
+    try:
+        page = site.sign_in(context, "alice", "#/usage")
+        budget = page.locator("#usage-budget")
+        wait_until(lambda: "This month:" in budget.inner_text(), timeout=60)
+        assert "tokens" in budget.inner_text()
+        assert page.locator("table.usage th").all_inner_texts()[1:] == [
+            "turns",
+            "input tokens",
+            "output tokens",
+            "tool calls",
+        ]
+        page.get_by_label("Group by").select_option("model")
+        page.locator("table.usage thead").wait_for(timeout=60_000)
+    finally:
+        context.close()

@@ -132,6 +132,9 @@ def recording(app: Any, log_path: str) -> Any:
             value = headers.get(b"authorization", b"-").decode()
             with open(log_path, "a") as log:
                 log.write(value + "\n")
+            if b"traceparent" in headers:  # the W3C header a tracing core sends (next to `_meta`)
+                with open(f"{log_path}.traceparent", "a") as log:
+                    log.write(headers[b"traceparent"].decode() + "\n")
         await app(scope, receive, send)
 
     return wrapped

@@ -257,7 +257,8 @@ function renderNav() {
     data.automation ? link('#/schedules', 'Schedules') : null,
     data.automation ? link('#/webhooks', 'Webhooks') : null,
     data.workspaces.length ? link('#/experts', 'Experts') : null,
-    link('#/connections', 'Connected accounts'));
+    link('#/connections', 'Connected accounts'),
+    link('#/usage', 'Usage'));
 }
 
 function toggleSidebar() {
@@ -342,6 +343,7 @@ function route() {
   else if (hash === '#/memory' && data.memoryAvailable) showMemory();
   else if (hash === '#/experts') showExperts();
   else if (hash.startsWith('#/connections')) showConnections();
+  else if (hash.startsWith('#/usage')) showUsage();
   else if (hash === '#/schedules' && data.automation) showSchedules(automationContext());
   else if (hash === '#/webhooks' && data.automation) showWebhooks(automationContext());
   else showHome();
@@ -960,6 +962,33 @@ function showConnections() {
   };
   mount('connections', heading('Connected accounts'), h('p', { class: 'muted' }, 'Experts run by others act with your own account there; connect it once, disconnect it any time.'), empty, list);
   cortex.connections().then(render, failed);
+}
+
+/** The person's model usage (tokens by day, workspace, conversation or model) and their monthly budget. */
+function showUsage() {
+  const number = (value) => Number(value || 0).toLocaleString();
+  const budget = h('p', { id: 'usage-budget', class: 'muted' });
+  const meter = h('progress', { id: 'usage-meter', max: 1, value: 0, hidden: true });
+  const table = h('table', { class: 'usage' });
+  const group = h('select', { id: 'usage-group', 'aria-label': 'Group by' },
+    ['day', 'workspace', 'conversation', 'model'].map((key) => h('option', { value: key }, key)));
+  const load = () => cortex.usage({ groupBy: group.value }).then((usage) => {
+    const limit = usage.budget.tokens;
+    fill(budget, [limit
+      ? `This month: ${number(usage.budget.used)} of ${number(limit)} tokens (${Math.round((100 * usage.budget.used) / limit)}%).`
+      : `This month: ${number(usage.budget.used)} tokens (no budget set).`]);
+    meter.hidden = !limit;
+    if (limit) { meter.max = limit; meter.value = Math.min(usage.budget.used, limit); }
+    fill(table, [
+      h('thead', null, h('tr', null, ['', 'turns', 'input tokens', 'output tokens', 'tool calls'].map((title) => h('th', null, title)))),
+      h('tbody', null, usage.items.map((item) => h('tr', null,
+        h('td', { class: 'mono' }, item.key || '(none)'),
+        [item.turns, item.input_tokens, item.output_tokens, item.tool_calls].map((value) => h('td', null, number(value)))))),
+    ]);
+  }, failed);
+  group.addEventListener('change', load);
+  mount('usage', heading('Usage'), budget, meter, h('label', null, 'Group by ', group), table);
+  load();
 }
 
 // ----- boot -------------------------------------------------------------------------------------------

@@ -811,6 +811,17 @@ export class CortexClient extends Emitter {
     return this.request('DELETE', `/connections/${encodeURIComponent(expertId)}`);
   }
 
+  // ----- usage and budgets ------------------------------------------------------------------------
+
+  /** `GET /usage`: the caller's own model usage, grouped (`day` | `workspace` | `conversation` |
+   * `model`), and their monthly budget `{period, tokens, used}` (tokens 0: none). */
+  async usage({ groupBy = 'day', from = null, to = null } = {}) {
+    const query = new URLSearchParams({ group_by: groupBy });
+    if (from) query.set('from', from);
+    if (to) query.set('to', to);
+    return this.request('GET', `/usage?${query}`);
+  }
+
   // ----- experts (workspace owners) ---------------------------------------------------------------
 
   async experts(workspaceId) {
