@@ -310,7 +310,7 @@ def test_erasure_leaves_nothing_in_either_database_and_ends_tokens_and_streams(s
         for table, row in every_row(site.services.env)
         if table == "audit_auditentry" and any(needle in str(row).lower() for needle in needles)
     ]
-    assert {"auth.login", "account.erased"} <= {value for row in kept for value in row}
+    assert {"auth.login", "account.erased"} <= {value for row in kept for value in row if isinstance(value, str)}
     assert not any("127.0.0.1" in str(row) for row in kept), "the audit entries were not stripped"
     assert rows_naming(site.memory_db, needles) == {}, "memory database"
     with site.api(bob_token) as bob:  # the other participant lost the deleted owner's conversation too
