@@ -52,6 +52,23 @@ def _spawn(coroutine: Any) -> None:
     task.add_done_callback(_tasks.discard)
 
 
+GOODBYE_SECONDS = 5.0  # at most this long between the signal and the server's own shutdown
+
+
+def _goodbye_then(shutdown: Any) -> None:
+    """Every open stream's goodbye (`close_all`, bounded), then `shutdown` (on the loop's thread)."""
+    task = asyncio.get_running_loop().create_task(asyncio.wait_for(close_all(), GOODBYE_SECONDS))
+    _tasks.add(task)
+
+    def then(done: asyncio.Task) -> None:
+        _tasks.discard(done)
+        if not done.cancelled():
+            done.exception()  # retrieved: a goodbye that ran out of time still lets the server go
+        shutdown()
+
+    task.add_done_callback(then)
+
+
 def _is_uvicorn_handler(handler: Any) -> bool:
     owner = getattr(handler, "__self__", None)
     return type(owner).__module__.startswith("uvicorn.")
@@ -69,9 +86,10 @@ def _hook_uvicorn_signals() -> None:
             continue
 
         def handler(number: int, frame: Any, previous: Any = previous) -> None:
-            # Runs between bytecodes of the loop's thread: only schedule, then let uvicorn begin
-            # its own shutdown (it closes the listener, then waits for responses to finish).
-            loop.call_soon_threadsafe(_spawn, close_all())
-            previous(number, frame)
+            # Runs between bytecodes of the loop's thread: only schedule. Uvicorn's own shutdown
+            # (it closes the listener, closes WebSockets with 1012, then waits for responses to
+            # finish) begins once every stream has said goodbye, or after GOODBYE_SECONDS: begun at
+            # once, it could reach a loaded server's WebSockets before our 1001 did.
+            loop.call_soon_threadsafe(_goodbye_then, lambda: previous(number, frame))
 
         signal.signal(signum, handler)
