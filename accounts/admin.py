@@ -5,6 +5,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from accounts.models import ExternalIdentity, RefreshTokenFamily, User
 from accounts.services import user_delete
+from common.admin import ReadOnlyAdmin
 
 
 class UserCreationForm(AdminUserCreationForm):
@@ -81,21 +82,6 @@ admin.site.login = _limited_admin_login  # type: ignore[method-assign]
 for _model in (OutstandingToken, BlacklistedToken):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Shown to staff, changed by nobody: the token tables are the token services' to write."""
-
-    actions = None
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(OutstandingToken)

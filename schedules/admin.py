@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from accounts.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin
 from schedules import services
 from schedules.models import Schedule
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from accounts.admin import ReadOnlyAdmin
+from common.admin import ReadOnlyAdmin
 from turns.models import Turn
 
 

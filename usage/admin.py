@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from common.admin import ReadOnlyAdmin
 from usage.models import TurnUsage, UsageTotal, UserBudget
 
 
@@ -12,28 +13,15 @@ class UserBudgetAdmin(admin.ModelAdmin):
     autocomplete_fields = ("user",)
 
 
-class _ReadOnly(admin.ModelAdmin):
-    actions = None
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
 @admin.register(UsageTotal)
-class UsageTotalAdmin(_ReadOnly):
+class UsageTotalAdmin(ReadOnlyAdmin):
     list_display = ("scope", "owner_id", "period", "tokens", "turns", "warned")
     list_filter = ("scope", "period")
     search_fields = ("owner_id",)
 
 
 @admin.register(TurnUsage)
-class TurnUsageAdmin(_ReadOnly):
+class TurnUsageAdmin(ReadOnlyAdmin):
     list_display = (
         "turn_id",
         "user",
