@@ -103,6 +103,66 @@ def claims_one(count: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def append_cost_one(rounds: int, batch: int) -> dict[str, Any]:
+    """CPU per input (the `messages_create` batch of POST /input, in-process) with the webhooks'
+    receiver connected and disconnected, interleaved; nobody has a webhook, then one person of
+    the batch has one (its deliveries written)."""
+    import django
+
+    django.setup()
+    from django.contrib.auth.hashers import make_password
+
+    from accounts.models import User
+    from streaming.models import Event
+    from streaming.signals import events_appended
+    from webhooks import receivers
+    from webhooks.services import webhook_create
+    from workspaces.services import InputRequest, messages_create
+
+    hashed = make_password("unused")
+    users = [User.objects.create_user(email=f"a{n}@example.com", password=None) for n in range(batch)]
+    User.objects.filter(pk__in=[u.pk for u in users]).update(password=hashed)
+
+    def one_round() -> float:
+        started = time.process_time()
+        for _ in range(rounds):
+            messages_create(requests=[InputRequest(sender=user, content="hello") for user in users])
+        return 1e6 * (time.process_time() - started) / (rounds * batch)
+
+    def connected(on: bool) -> None:
+        if on:
+            events_appended.connect(receivers.create_deliveries, dispatch_uid="webhooks.deliveries_create")
+        else:
+            events_appended.disconnect(dispatch_uid="webhooks.deliveries_create", sender=None)
+            assert not events_appended.has_listeners(Event)
+
+    result: dict[str, Any] = {"inputs_per_batch": batch}
+    for label, make_hook in (("no_webhooks", False), ("one_user_with_a_webhook", True)):
+        if make_hook:
+            webhook_create(owner=users[0], url="https://example.com/hook", events=["input"])
+        samples: dict[str, list[float]] = {"receiver": [], "no_receiver": []}
+        one_round()  # warm up
+        for _ in range(5):
+            for on in (True, False):
+                connected(on)
+                samples["receiver" if on else "no_receiver"].append(one_round())
+        connected(True)
+        result[label] = {key: round(statistics.median(values), 1) for key, values in samples.items()}
+        result[label]["unit"] = "CPU microseconds per input (median of 5)"
+    return result
+
+
+def append_cost(rounds: int, batch: int) -> dict[str, Any]:
+    with fresh_database() as db_env:
+        argv = [sys.executable, "-m", "bench.schedules_webhooks", "--append-cost-one", str(batch), "--rounds", str(rounds)]
+        done = subprocess.run(
+            argv, env=server_env(**db_env, LOG_LEVEL="WARNING"), capture_output=True, text=True, timeout=600
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stdout + done.stderr)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def claims(sizes: list[int], rounds: int) -> list[dict[str, Any]]:
     results = []
     for size in sizes:
@@ -247,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10,10000")
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--deliveries", action="store_true")
+    parser.add_argument("--append-cost", action="store_true", help="CPU per input with and without the receiver")
+    parser.add_argument("--append-cost-one", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=8, help="inputs per messages_create batch (--append-cost)")
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--each", type=int, default=10)
     parser.add_argument("--events", type=int, default=10)
@@ -257,7 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.claims_one is not None:
         print(json.dumps(claims_one(args.claims_one, args.rounds)))
         return 0
+    if args.append_cost_one is not None:
+        print(json.dumps(append_cost_one(args.rounds, args.append_cost_one)))
+        return 0
     result: dict[str, Any] = {}
+    if args.append_cost:
+        result["append_cost"] = append_cost(args.rounds, args.batch)
+        print(json.dumps(result["append_cost"]), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        return 0
     if args.claims or not args.deliveries:
         result["claims"] = claims([int(size) for size in args.sizes.split(",")], args.rounds)
     if args.deliveries or not args.claims:

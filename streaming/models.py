@@ -23,6 +23,11 @@ class EventCursor(models.Model):
     last_seq = models.PositiveBigIntegerField(default=0)
     # Highest seq removed by retention: a resume from below it has lost events (a reset is due).
     pruned_through = models.PositiveBigIntegerField(default=0)
+    # How many subscriptions (a webhook's outbox) want copies of this user's events: read with the
+    # seqs, under the cursor's lock, so an append for a user with none costs no query. Never below
+    # the truth (it is raised in the subscription's own transaction, with this row locked); it may
+    # lag above it (`streaming.services.subscriptions_set`).
+    subscriptions = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.user_id}@{self.last_seq}"

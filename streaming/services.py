@@ -81,8 +81,9 @@ def cursor_ensure(*, user_id: uuid.UUID) -> None:
     EventCursor.objects.get_or_create(user_id=user_id)
 
 
-def _seqs_allocate(counts: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
-    """Reserve `counts[user]` consecutive seqs for each recipient; returns each one's first.
+def _seqs_allocate(counts: dict[uuid.UUID, int]) -> tuple[dict[uuid.UUID, int], set[uuid.UUID]]:
+    """Reserve `counts[user]` consecutive seqs for each recipient; returns each one's first, and
+    the recipients with a subscription (`EventCursor.subscriptions`, read in the same statement).
 
     The cursor rows stay locked until the caller's transaction ends. Rows are locked in one order
     (by user id) so concurrent writers cannot deadlock. On SQLite FOR UPDATE is a no-op, but
@@ -94,14 +95,16 @@ def _seqs_allocate(counts: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
         # One statement instead of a read and a write: the IMMEDIATE transaction already holds
         # the database's only write lock, so there is no lock order to keep.
         count = next(iter(counts.values()))
-        reserved = _seqs_reserve_sqlite(connection, recipient_ids, count)
+        reserved, subscribed = _seqs_reserve_sqlite(connection, recipient_ids, count)
         missing = [user_id for user_id in recipient_ids if user_id not in reserved]
         if missing:  # users made without signals (see below): give them a cursor, then reserve
             EventCursor.objects.bulk_create([EventCursor(user_id=uid) for uid in missing], ignore_conflicts=True)
-            reserved.update(_seqs_reserve_sqlite(connection, missing, count))
-        return reserved
+            more, more_subscribed = _seqs_reserve_sqlite(connection, missing, count)
+            reserved.update(more)
+            subscribed |= more_subscribed
+        return reserved, subscribed
     locked = EventCursor.objects.select_for_update().filter(user_id__in=recipient_ids).order_by("user_id")
-    current = dict(locked.values_list("user_id", "last_seq"))
+    current = {user_id: (last_seq, subs) for user_id, last_seq, subs in locked.values_list("user_id", "last_seq", "subscriptions")}
     if len(current) < len(recipient_ids):
         # Only for users made without signals (bulk_create): cursors are created with the user
         # (`cursor_ensure`), because inserting one here, while holding locks on others, could
@@ -109,18 +112,23 @@ def _seqs_allocate(counts: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
         EventCursor.objects.bulk_create(
             [EventCursor(user_id=uid) for uid in recipient_ids if uid not in current], ignore_conflicts=True
         )
-        current = dict(locked.values_list("user_id", "last_seq"))
+        current = {user_id: (last_seq, subs) for user_id, last_seq, subs in locked.values_list("user_id", "last_seq", "subscriptions")}
     by_count: dict[int, list[uuid.UUID]] = {}
     for user_id in recipient_ids:
         by_count.setdefault(counts[user_id], []).append(user_id)
     for count, user_ids in by_count.items():  # one UPDATE per distinct count, not per user
         EventCursor.objects.filter(user_id__in=user_ids).update(last_seq=F("last_seq") + count)
-    return {user_id: last_seq + 1 for user_id, last_seq in current.items()}
+    return (
+        {user_id: last_seq + 1 for user_id, (last_seq, _) in current.items()},
+        {user_id for user_id, (_, subs) in current.items() if subs},
+    )
 
 
-def _seqs_reserve_sqlite(connection: Any, user_ids: list[uuid.UUID], count: int) -> dict[uuid.UUID, int]:
+def _seqs_reserve_sqlite(
+    connection: Any, user_ids: list[uuid.UUID], count: int
+) -> tuple[dict[uuid.UUID, int], set[uuid.UUID]]:
     """`UPDATE ... RETURNING` (SQLite >= 3.35): each user's first reserved seq, for users with a
-    cursor (the caller falls back to the general path for the others)."""
+    cursor (the caller falls back to the general path for the others), and who has a subscription."""
     field = EventCursor._meta.get_field("user")
     params = [field.get_db_prep_value(user_id, connection) for user_id in user_ids]
     table = connection.ops.quote_name(EventCursor._meta.db_table)
@@ -128,12 +136,32 @@ def _seqs_reserve_sqlite(connection: Any, user_ids: list[uuid.UUID], count: int)
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET last_seq = last_seq + %s WHERE {column} IN ({', '.join(['%s'] * len(params))})"
-            f" RETURNING {column}, last_seq",
+            f" RETURNING {column}, last_seq, subscriptions",
             [count, *params],
         )
         rows = cursor.fetchall()
     by_value = dict(zip(params, user_ids, strict=True))
-    return {by_value[user]: last_seq - count + 1 for user, last_seq in rows}
+    return (
+        {by_value[user]: last_seq - count + 1 for user, last_seq, _ in rows},
+        {by_value[user] for user, _, subs in rows if subs},
+    )
+
+
+def cursor_lock(*, user_id: uuid.UUID) -> int:
+    """Lock a user's cursor row in the caller's transaction (made if missing) and return its
+    `subscriptions`: the lock every change of a user's subscriptions takes first, so an append
+    (which holds it while it reads them) sees a subscription either not at all (its events came
+    first) or with its rows committed. Taken before any other row of the change (lock order)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("cursor_lock must run inside the caller's transaction")
+    EventCursor.objects.get_or_create(user_id=user_id)
+    return EventCursor.objects.select_for_update().filter(user_id=user_id).values_list("subscriptions", flat=True)[0]
+
+
+def subscriptions_set(*, user_ids: Iterable[uuid.UUID], count: int) -> None:
+    """Record how many subscriptions these users have, in the transaction that changed them,
+    after `cursor_lock` (or, for a correction to 0, inside an append, which holds the lock)."""
+    EventCursor.objects.filter(user_id__in=list(user_ids)).update(subscriptions=count)
 
 
 @dataclass(frozen=True)
@@ -175,7 +203,7 @@ def events_append(*, events: list[NewEvent]) -> list[tuple[str, LiveMessage]]:
             counts[user_id] = counts.get(user_id, 0) + 1
     if not counts:
         return []
-    next_seq = _seqs_allocate(counts)
+    next_seq, subscribed = _seqs_allocate(counts)
     bodies: list[EventBody] = []
     encoded: list[str] = []
     for entry in events:
@@ -218,7 +246,8 @@ def events_append(*, events: list[NewEvent]) -> list[tuple[str, LiveMessage]]:
                 )
             )
     Event.objects.bulk_create(rows)
-    if events_appended.has_listeners(Event):
+    # Only for recipients with a subscription (read with their seqs): nothing more for the others.
+    if subscribed and events_appended.has_listeners(Event):
         appended = [
             AppendedEvent(
                 recipient_id=row.recipient_id,
@@ -228,6 +257,7 @@ def events_append(*, events: list[NewEvent]) -> list[tuple[str, LiveMessage]]:
                 created_at=row.created_at,
             )
             for row in rows
+            if row.recipient_id in subscribed
         ]
         events_appended.send(sender=Event, entries=appended)
     return live

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
-from streaming.services import AppendedEvent
+from streaming.services import AppendedEvent, cursor_lock, subscriptions_set
 from webhooks.models import Delivery, Webhook
 from workspaces.selectors import iso
 
@@ -55,7 +55,7 @@ def webhook_create(*, owner: User, url: str, events: list[str], description: str
     """The URL has been checked against the host policy by the caller. Returns the webhook and its
     secret (the only time the secret is shown)."""
     events = _events_checked(events)
-    User.objects.select_for_update().filter(pk=owner.pk).first()  # the limit holds under races
+    cursor_lock(user_id=owner.pk)  # first (see `_subscriptions_count`); the limit holds under races
     limit = settings.WEBHOOKS_PER_USER
     if Webhook.objects.filter(owner=owner).count() >= limit:
         raise CortexError(
@@ -63,13 +63,26 @@ def webhook_create(*, owner: User, url: str, events: list[str], description: str
         )
     secret = secret_new()
     webhook = Webhook.objects.create(owner=owner, url=url, events=events, description=description, secret=secret)
+    _subscriptions_count(owner.pk)
     return webhook, secret
+
+
+def _subscriptions_count(owner_id: uuid.UUID) -> None:
+    """The owner's cursor counts their active webhooks, so that an event append reads, with the seqs
+    it reserves, whether anyone wants a copy (`streaming.signals`). Every change of `active` runs
+    `cursor_lock` first, before any webhook row: an append holds the cursor while it reads the
+    webhooks, so it sees a new one either not at all (its events committed first) or committed,
+    and the two never wait for each other's rows in opposite orders (PostgreSQL). A webhook that the
+    worker deactivates leaves the count high for a while: the next append corrects it
+    (`deliveries_create`); too high costs a query, too low would lose deliveries, and never happens."""
+    subscriptions_set(user_ids=[owner_id], count=Webhook.objects.filter(owner_id=owner_id, active=True).count())
 
 
 @transaction.atomic
 def webhook_update(*, webhook: Webhook, **changes: Any) -> Webhook:
     """Change `url` (checked by the caller), `events`, `description` or `active`. Reactivating
     clears the failure record; pending deliveries are due again at once."""
+    cursor_lock(user_id=webhook.owner_id)
     locked = Webhook.objects.select_for_update().get(pk=webhook.pk)
     fields: list[str] = []
     if "events" in changes:
@@ -90,6 +103,8 @@ def webhook_update(*, webhook: Webhook, **changes: Any) -> Webhook:
             fields += ["failing_since", "disabled_reason", "next_attempt_at"]
     if fields:
         locked.save(update_fields=[*fields, "updated_at"])
+    if "active" in fields:
+        _subscriptions_count(locked.owner_id)
     return locked
 
 
@@ -103,7 +118,9 @@ def webhook_rotate_secret(*, webhook: Webhook) -> tuple[Webhook, str]:
 
 @transaction.atomic
 def webhook_delete(*, webhook: Webhook) -> None:
+    cursor_lock(user_id=webhook.owner_id)
     Webhook.objects.filter(pk=webhook.pk).delete()
+    _subscriptions_count(webhook.owner_id)
 
 
 def _body(entry: AppendedEvent) -> str:
@@ -115,12 +132,16 @@ def _body(entry: AppendedEvent) -> str:
 
 
 def deliveries_create(*, entries: list[AppendedEvent]) -> int:
-    """Inside the events' transaction: one pending delivery per matching event per active webhook
-    of its recipient, and those webhooks marked due (if nothing was pending)."""
+    """Inside the events' transaction, which holds the recipients' cursors (`events_appended` is sent
+    only for recipients whose cursor counts a subscription): one pending delivery per matching event
+    per active webhook of its recipient, in one INSERT, and those webhooks marked due (if nothing
+    was pending)."""
     recipients = {entry.recipient_id for entry in entries}
     hooks: dict[uuid.UUID, list[Webhook]] = {}
     for webhook in Webhook.objects.filter(owner_id__in=recipients, active=True).only("id", "owner_id", "events"):
         hooks.setdefault(webhook.owner_id, []).append(webhook)
+    if len(hooks) < len(recipients):  # counted, but deactivated since (by the worker): correct the count
+        subscriptions_set(user_ids=recipients - hooks.keys(), count=0)
     if not hooks:
         return 0
     now = timezone.now()
