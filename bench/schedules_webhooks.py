@@ -30,6 +30,7 @@ from typing import Any
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
 from bench.hotpath import RawHTTP, post_input
+from bench.streaming import cpu_seconds
 from tests.servers import core_server, fresh_database, manage, manage_command, running, server_env
 
 PASSWORD = "bench-password-0123456789"
@@ -186,7 +187,9 @@ def claims(sizes: list[int], rounds: int) -> list[dict[str, Any]]:
     return results
 
 
-async def _input_load(port: int, tokens: list[str], clients: int, seconds: float) -> dict[str, Any]:
+async def _input_load(
+    port: int, tokens: list[str], clients: int, seconds: float, posted: dict[str, float] | None = None
+) -> dict[str, Any]:
     latencies: list[float] = []
     stop = time.monotonic() + seconds
     ok = 0
@@ -197,9 +200,11 @@ async def _input_load(port: int, tokens: list[str], clients: int, seconds: float
         try:
             while time.monotonic() < stop:
                 started = time.perf_counter()
-                status, _ = await post_input(connection, token, {"content": f"load {n} {i}"})
+                status, body = await post_input(connection, token, {"content": f"load {n} {i}"})
                 latencies.append(time.perf_counter() - started)
                 ok += 200 <= status < 300
+                if posted is not None and 200 <= status < 300:
+                    posted[json.loads(body)["data"]["id"]] = time.time()
                 i += 1
         finally:
             connection.close()
@@ -212,7 +217,40 @@ async def _input_load(port: int, tokens: list[str], clients: int, seconds: float
         "p50_ms": round(1000 * statistics.median(latencies), 1),
         "p99_ms": round(1000 * _percentile(latencies, 0.99), 1),
         "requests": len(latencies),
+        "accepted": ok,
     }
+
+
+def _measured(load: Any, pids: dict[str, int]) -> dict[str, Any]:
+    """Run `load()`, with the CPU seconds each process used meanwhile (the bench's own process is
+    the load generator and, when delivering, the receiver's threads)."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    own = time.process_time()
+    result = load()
+    cpu = {name: round(cpu_seconds(pid) - before[name], 2) for name, pid in pids.items()}
+    cpu["bench_process"] = round(time.process_time() - own, 2)
+    result["cpu_s"] = cpu
+    result["core_cpu_ms_per_input"] = round(1000 * cpu["core"] / max(result["accepted"], 1), 3)
+    result["loadavg"] = Path("/proc/loadavg").read_text().split()[0]
+    return result
+
+
+def _delays(receiver: Any, posted: dict[str, float]) -> tuple[dict[str, float], int, int]:
+    delays, seen = [], set()
+    for hit in list(receiver.hits):
+        key = (hit.path, hit.headers["webhook-id"])
+        if key in seen:
+            continue
+        seen.add(key)
+        input_id = json.loads(hit.body)["data"]["id"]
+        if input_id in posted:
+            delays.append(hit.wall - posted[input_id])
+    summary = {
+        "p50": round(statistics.median(delays), 3),
+        "p99": round(_percentile(delays, 0.99), 3),
+        "max": round(max(delays), 3),
+    }
+    return summary, len(delays), len(receiver.hits) - len(seen)
 
 
 def deliveries(users: int, each: int, events: int, clients: int, seconds: float) -> dict[str, Any]:
@@ -239,8 +277,14 @@ def deliveries(users: int, each: int, events: int, clients: int, seconds: float)
             tokens = _users_with_tokens(emails, env)
             core = core_server(env=env)
             with running(core):
-                result["input_without_webhooks"] = asyncio.run(_input_load(core.port, tokens, clients, seconds))
-                with running(manage_command("webhook_worker", env=env, port=0, ready_line="webhook worker: running")):
+                pids = {"core": core.process.pid}
+                result["input_without_webhooks"] = _measured(
+                    lambda: asyncio.run(_input_load(core.port, tokens, clients, seconds)), pids
+                )
+                print(json.dumps({"input_without_webhooks": result["input_without_webhooks"]}), flush=True)
+                worker = manage_command("webhook_worker", env=env, port=0, ready_line="webhook worker: running")
+                with running(worker):
+                    pids["worker"] = worker.process.pid
                     for n, token in enumerate(tokens):
                         for k in range(each):
                             response = httpx2.post(
@@ -263,23 +307,34 @@ def deliveries(users: int, each: int, events: int, clients: int, seconds: float)
                             posted[response.json()["data"]["id"]] = time.time()
                     expected = users * each * events
                     receiver.wait_for(lambda: len(receiver.hits) >= expected, timeout=600, what="every delivery")
-                    delays = []
-                    seen = set()
-                    for hit in receiver.hits:
-                        key = (hit.path, hit.headers["webhook-id"])
-                        if key in seen:
-                            continue
-                        seen.add(key)
-                        delays.append(hit.wall - posted[json.loads(hit.body)["data"]["id"]])
-                    result["delivery_delay_s"] = {
-                        "p50": round(statistics.median(delays), 3),
-                        "p99": round(_percentile(delays, 0.99), 3),
-                        "max": round(max(delays), 3),
-                    }
+                    result["delivery_delay_s"], _, result["duplicates"] = _delays(receiver, posted)
                     result["all_delivered_after_s"] = round(max(h.wall for h in receiver.hits) - began, 2)
-                    result["duplicates"] = len(receiver.hits) - len(seen)
                     # The same load again, each input now EACH deliveries more (and the worker delivering them).
-                    result["input_with_webhooks"] = asyncio.run(_input_load(core.port, tokens, clients, seconds))
+                    load_posted: dict[str, float] = {}
+                    result["input_with_webhooks"] = _measured(
+                        lambda: asyncio.run(_input_load(core.port, tokens, clients, seconds, load_posted)), pids
+                    )
+                    print(json.dumps({"input_with_webhooks": result["input_with_webhooks"]}), flush=True)
+                    wanted = each * len(load_posted)
+                    receiver.wait_for(
+                        lambda: len({(h.path, h.headers["webhook-id"]) for h in receiver.hits}) >= expected + wanted,
+                        timeout=300,
+                        what="every delivery of the load",
+                    )
+                    delays, count, duplicates = _delays(receiver, load_posted)
+                    result["delivery_delay_under_load_s"] = {**delays, "deliveries": count, "duplicates": duplicates}
+                    # Nobody's webhooks active (and counted) any more: the first load again, on the
+                    # grown tables, in the same sitting.
+                    manage(
+                        "shell",
+                        "-c",
+                        "from webhooks.models import Webhook\nfrom streaming.models import EventCursor\n"
+                        "Webhook.objects.update(active=False)\nEventCursor.objects.update(subscriptions=0)\n",
+                        env=env,
+                    )
+                    result["input_without_webhooks_again"] = _measured(
+                        lambda: asyncio.run(_input_load(core.port, tokens, clients, seconds)), pids
+                    )
     finally:
         receiver.stop()
     return result

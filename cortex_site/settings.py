@@ -707,6 +707,8 @@ WEBHOOK_CONCURRENCY = env_int("WEBHOOK_CONCURRENCY", 32, minimum=1)
 WEBHOOK_MAX_PER_SECOND = env_int("WEBHOOK_MAX_PER_SECOND", 20, minimum=1)
 WEBHOOK_POLL_MS = env_int("WEBHOOK_POLL_MS", 250, minimum=10)
 WEBHOOK_LEASE_EXTRA_SECONDS = env_int("WEBHOOK_LEASE_EXTRA_SECONDS", 30, minimum=1)
+# A lease takes up to WEBHOOK_BATCH of a webhook's pending deliveries (sent in order, one at a time).
+WEBHOOK_BATCH = env_int("WEBHOOK_BATCH", 10, minimum=1)
 
 # LOG_FORMAT=json: one JSON object per line, each with the request id (common.logs).
 LOG_FORMAT = env_str("LOG_FORMAT") or "plain"

@@ -19,7 +19,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Min, Q
+from django.db.models import Case, DateTimeField, Exists, F, OuterRef, Q, Value, When, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from accounts.models import User
@@ -134,43 +135,78 @@ def _body(entry: AppendedEvent) -> str:
 def deliveries_create(*, entries: list[AppendedEvent]) -> int:
     """Inside the events' transaction, which holds the recipients' cursors (`events_appended` is sent
     only for recipients whose cursor counts a subscription): one pending delivery per matching event
-    per active webhook of its recipient, in one INSERT, and those webhooks marked due (if nothing
-    was pending)."""
+    per active webhook of its recipient, and those webhooks marked due (if nothing was pending).
+    Three statements whatever the numbers, in SQL of our own: on the input's path, the ORM's own
+    work (models, compiling) cost more than the database's (`bench.schedules_webhooks --append-cost`)."""
+    connection = transaction.get_connection()
     recipients = {entry.recipient_id for entry in entries}
-    hooks: dict[uuid.UUID, list[Webhook]] = {}
-    for webhook in Webhook.objects.filter(owner_id__in=recipients, active=True).only("id", "owner_id", "events"):
-        hooks.setdefault(webhook.owner_id, []).append(webhook)
+    prep = _Prep(connection)
+    hooks: dict[uuid.UUID, list[tuple[Any, list[str]]]] = {}
+    with connection.cursor() as cursor:
+        owners = [prep.uuid(owner_id) for owner_id in recipients]
+        cursor.execute(
+            f"SELECT id, owner_id, events FROM {prep.webhooks} WHERE active AND owner_id IN ({prep.marks(owners)})",
+            owners,
+        )
+        by_value = {prep.uuid(owner_id): owner_id for owner_id in recipients}
+        for webhook_id, owner_value, events in cursor.fetchall():
+            wanted = json.loads(events) if isinstance(events, str) else events
+            hooks.setdefault(by_value.get(owner_value, owner_value), []).append((webhook_id, wanted))
     if len(hooks) < len(recipients):  # counted, but deactivated since (by the worker): correct the count
         subscriptions_set(user_ids=recipients - hooks.keys(), count=0)
     if not hooks:
         return 0
-    now = timezone.now()
-    rows: list[Delivery] = []
-    bodies: dict[int, str] = {}
+    now = prep.when(timezone.now())
+    rows: list[tuple[Any, ...]] = []
+    due: set[Any] = set()
     for entry in entries:
-        for webhook in hooks.get(entry.recipient_id, ()):
-            if webhook.wants(entry.type):
-                key = id(entry)
-                if key not in bodies:
-                    bodies[key] = _body(entry)
-                rows.append(
-                    Delivery(
-                        webhook_id=webhook.id,
-                        event_seq=entry.seq,
-                        type=entry.type[:64],
-                        payload=bodies[key],
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                )
+        body = None
+        for webhook_id, wanted in hooks.get(entry.recipient_id, ()):
+            if "*" in wanted or entry.type in wanted:
+                body = body or _body(entry)
+                rows.append((prep.uuid(uuid.uuid4()), webhook_id, entry.seq, entry.type[:64], body, now, now))
+                due.add(webhook_id)
     if not rows:
         return 0
-    Delivery.objects.bulk_create(rows)
-    # Only where nothing was pending (a pending head keeps its own due time, maybe a backoff).
-    Webhook.objects.filter(id__in={row.webhook_id for row in rows}, next_attempt_at__isnull=True).update(
-        next_attempt_at=now
-    )
+    columns = "id, webhook_id, event_seq, type, payload, next_attempt_at, created_at, status, attempts, last_error"
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, 'pending', 0, '')"] * len(chunk))
+            cursor.execute(
+                f"INSERT INTO {prep.deliveries} ({columns}) VALUES {values}", [v for row in chunk for v in row]
+            )
+        # After the insert (on PostgreSQL it holds a key-share lock on each webhook, so a worker's
+        # `attempts_record` either saw these rows or commits after this reads): only where nothing
+        # was pending (a pending head keeps its own due time, maybe a backoff).
+        marked = list(due)
+        cursor.execute(
+            f"UPDATE {prep.webhooks} SET next_attempt_at = %s WHERE next_attempt_at IS NULL"
+            f" AND id IN ({prep.marks(marked)})",
+            [now, *marked],
+        )
     return len(rows)
+
+
+class _Prep:
+    """Values and names for the SQL of `deliveries_create`, as the ORM would write them."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self._uuid = Webhook._meta.pk
+        self._when = Delivery._meta.get_field("created_at")
+        self.webhooks = connection.ops.quote_name(Webhook._meta.db_table)
+        self.deliveries = connection.ops.quote_name(Delivery._meta.db_table)
+
+    def uuid(self, value: uuid.UUID) -> Any:
+        return self._uuid.get_db_prep_value(value, self.connection)
+
+    def when(self, value: datetime) -> Any:
+        return self._when.get_db_prep_value(value, self.connection)
+
+    @staticmethod
+    def marks(values: list[Any]) -> str:
+        return ", ".join(["%s"] * len(values))
 
 
 @dataclass(frozen=True)
@@ -191,13 +227,11 @@ def webhooks_due_exist(*, now: datetime | None = None) -> bool:
     return Webhook.objects.filter(next_attempt_at__lte=now, active=True).exists()
 
 
-def _lease_seconds() -> int:
-    return settings.WEBHOOK_TIMEOUT_SECONDS + settings.WEBHOOK_LEASE_EXTRA_SECONDS
-
-
-def webhooks_claim(*, owner: str, limit: int, now: datetime | None = None) -> list[Claimed]:
+def webhooks_claim(*, owner: str, limit: int, batch: int = 1, now: datetime | None = None) -> list[Claimed]:
     """Lease up to `limit` due webhooks (their head delivery due, not leased or the lease expired:
-    a worker that died mid-delivery loses nothing, its webhook is sent again after the lease)."""
+    a worker that died mid-delivery loses nothing, its webhook is sent again after the lease), and
+    return up to `batch` of each one's oldest pending deliveries, in log order (the worker sends
+    them one after another and stops at the first failure). Three statements for all of them."""
     now = now or timezone.now()
     with transaction.atomic():
         due = (
@@ -210,46 +244,43 @@ def webhooks_claim(*, owner: str, limit: int, now: datetime | None = None) -> li
         webhooks = list(due.only("id", "url", "secret")[:limit])
         if not webhooks:
             return []
-        Webhook.objects.filter(id__in=[w.id for w in webhooks]).update(
-            lease_owner=owner, lease_until=now + timedelta(seconds=_lease_seconds())
+        ids = [webhook.id for webhook in webhooks]
+        Webhook.objects.filter(id__in=ids).update(lease_owner=owner, lease_until=now + lease_duration(batch))
+        # Each one's first `batch` pending deliveries (on the partial index of pending ones).
+        ranked = (
+            Delivery.objects.filter(webhook_id__in=ids, status=Delivery.Status.PENDING)
+            .annotate(rank=Window(RowNumber(), partition_by=[F("webhook_id")], order_by=F("event_seq").asc()))
+            .filter(rank__lte=batch)
+            .only("id", "webhook_id", "event_seq", "payload", "attempts")
+            .order_by("webhook_id", "event_seq")
         )
-        # Each one's head: its oldest pending delivery (two queries for the batch, on the partial index).
-        firsts = (
-            Delivery.objects.filter(webhook_id__in=[w.id for w in webhooks], status=Delivery.Status.PENDING)
-            .values("webhook_id")
-            .annotate(first=Min("event_seq"))
-            .order_by()
-        )
-        wanted = Q()
-        for row in firsts:
-            wanted |= Q(webhook_id=row["webhook_id"], event_seq=row["first"])
-        heads = {
-            head.webhook_id: head
-            for head in (
-                Delivery.objects.filter(wanted).only("id", "webhook_id", "event_seq", "payload", "attempts")
-                if wanted
-                else []
-            )
-        }
-        claimed: list[Claimed] = []
-        idle = [webhook.id for webhook in webhooks if webhook.id not in heads]
+        heads: dict[uuid.UUID, list[Delivery]] = {}
+        for delivery in ranked:
+            heads.setdefault(delivery.webhook_id, []).append(delivery)
+        idle = [webhook_id for webhook_id in ids if webhook_id not in heads]
         if idle:  # nothing pending after all (retried by hand and delivered meanwhile)
             Webhook.objects.filter(id__in=idle).update(next_attempt_at=None, lease_owner="", lease_until=None)
-        for webhook in webhooks:
-            head = heads.get(webhook.id)
-            if head is not None:
-                claimed.append(
-                    Claimed(
-                        webhook_id=webhook.id,
-                        url=webhook.url,
-                        secret=webhook.secret,
-                        delivery_id=head.id,
-                        event_seq=head.event_seq,
-                        payload=head.payload,
-                        attempts=head.attempts,
-                    )
-                )
-        return claimed
+        return [
+            Claimed(
+                webhook_id=webhook.id,
+                url=webhook.url,
+                secret=webhook.secret,
+                delivery_id=head.id,
+                event_seq=head.event_seq,
+                payload=head.payload,
+                attempts=head.attempts,
+            )
+            for webhook in webhooks
+            for head in heads.get(webhook.id, ())
+        ]
+
+
+def lease_duration(batch: int) -> timedelta:
+    """A lease covers a batch: the worker starts no attempt of it after WEBHOOK_TIMEOUT_SECONDS,
+    and each attempt takes at most that long (plus the rate limit's spacing between them)."""
+    spacing = (batch - 1) / settings.WEBHOOK_MAX_PER_SECOND
+    extra = settings.WEBHOOK_LEASE_EXTRA_SECONDS + (settings.WEBHOOK_TIMEOUT_SECONDS if batch > 1 else 0)
+    return timedelta(seconds=settings.WEBHOOK_TIMEOUT_SECONDS + extra + spacing)
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -274,15 +305,49 @@ class Attempt:
 
 
 def attempts_record(*, owner: str, attempts: list[Attempt], now: datetime | None = None) -> None:
-    """Record attempts (one transaction for all), move each webhook on to its next pending
-    delivery (or its backoff) and give its lease back. An attempt whose lease was lost (another
+    """Record attempts (one transaction for all: a few statements for the successes, whatever
+    their number; failures one by one), move each webhook on to its next pending delivery (or its
+    backoff) and give its lease back. An attempt whose lease was lost (another
     worker took the webhook over) is still recorded; the delivery may go out twice, never zero times."""
     now = now or timezone.now()
     retry_for = timedelta(seconds=settings.WEBHOOK_RETRY_SECONDS)
     disable_after = timedelta(days=settings.WEBHOOK_DISABLE_AFTER_DAYS)
     spacing = timedelta(seconds=1 / settings.WEBHOOK_MAX_PER_SECOND)
     with transaction.atomic():
-        for attempt in attempts:
+        webhook_ids = sorted({attempt.webhook_id for attempt in attempts})
+        if transaction.get_connection().vendor == "postgresql":
+            # Locked (FOR UPDATE, in one order) before anything is read: an append that is adding a
+            # delivery to one of them holds a key-share lock on it until it commits, so the pending
+            # check below sees that delivery (or the append, after us, marks the webhook due itself).
+            list(Webhook.objects.select_for_update().filter(id__in=webhook_ids).order_by("id").values_list("id"))
+        delivered = [attempt for attempt in attempts if attempt.delivered]
+        failed = [attempt for attempt in attempts if not attempt.delivered]
+        by_code: dict[int | None, list[uuid.UUID]] = {}
+        for attempt in delivered:
+            by_code.setdefault(attempt.status_code, []).append(attempt.delivery_id)
+        for code, delivery_ids in by_code.items():  # one UPDATE per status code (200, 204...)
+            Delivery.objects.filter(id__in=delivery_ids, status=Delivery.Status.PENDING).update(
+                status=Delivery.Status.DELIVERED,
+                attempts=F("attempts") + 1,
+                last_status_code=code,
+                last_error="",
+                finished_at=now,
+            )
+        succeeded = {attempt.webhook_id for attempt in delivered} - {attempt.webhook_id for attempt in failed}
+        if succeeded:  # one UPDATE: next due (the rate limit's spacing) if more is pending, lease given back
+            pending = Exists(Delivery.objects.filter(webhook_id=OuterRef("pk"), status=Delivery.Status.PENDING))
+            mine = Q(lease_owner=owner)
+            Webhook.objects.filter(id__in=succeeded).update(
+                last_attempt_at=now,
+                updated_at=now,
+                failing_since=None,
+                next_attempt_at=Case(When(pending, then=Value(now + spacing)), default=None, output_field=DateTimeField()),
+                lease_owner=Case(When(mine, then=Value("")), default=F("lease_owner")),
+                lease_until=Case(When(mine, then=None), default=F("lease_until"), output_field=DateTimeField()),
+            )
+        if mixed := {attempt.webhook_id for attempt in failed} & {attempt.webhook_id for attempt in delivered}:
+            Webhook.objects.filter(id__in=mixed).update(failing_since=None)  # a success came before the failure
+        for attempt in failed:  # rare: one at a time (at most one per webhook: its batch stopped there)
             webhook = Webhook.objects.select_for_update().filter(id=attempt.webhook_id).first()
             delivery = Delivery.objects.filter(id=attempt.delivery_id, status=Delivery.Status.PENDING).first()
             if webhook is None:
@@ -294,10 +359,7 @@ def attempts_record(*, owner: str, attempts: list[Attempt], now: datetime | None
                 delivery.attempts += 1
                 delivery.last_status_code = attempt.status_code
                 delivery.last_error = attempt.error[:500]
-                if attempt.delivered:
-                    delivery.status = Delivery.Status.DELIVERED
-                    delivery.finished_at = now
-                elif now - delivery.created_at >= retry_for:
+                if now - delivery.created_at >= retry_for:
                     delivery.status = Delivery.Status.FAILED
                     delivery.finished_at = now
                 else:
@@ -313,20 +375,15 @@ def attempts_record(*, owner: str, attempts: list[Attempt], now: datetime | None
                         "next_attempt_at",
                     ]
                 )
-            if attempt.delivered:
-                if webhook.failing_since is not None:
-                    webhook.failing_since = None
-                    fields.append("failing_since")
-            else:
-                if webhook.failing_since is None:
-                    webhook.failing_since = now
-                    fields.append("failing_since")
-                elif now - webhook.failing_since >= disable_after:
-                    webhook.active = False
-                    webhook.disabled_reason = (
-                        f"Every attempt failed for {settings.WEBHOOK_DISABLE_AFTER_DAYS} days: {attempt.error}"
-                    )[:200]
-                    fields += ["active", "disabled_reason"]
+            if webhook.failing_since is None:
+                webhook.failing_since = now
+                fields.append("failing_since")
+            elif now - webhook.failing_since >= disable_after:
+                webhook.active = False  # the owner's cursor still counts it: see `_subscriptions_count`
+                webhook.disabled_reason = (
+                    f"Every attempt failed for {settings.WEBHOOK_DISABLE_AFTER_DAYS} days: {attempt.error}"
+                )[:200]
+                fields += ["active", "disabled_reason"]
             if retry_at is not None:
                 webhook.next_attempt_at = retry_at
             elif Delivery.objects.filter(webhook_id=webhook.id, status=Delivery.Status.PENDING).exists():
