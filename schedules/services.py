@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
+from common.wakeups import wake
 from schedules import cron
 from schedules.models import Schedule
 from streaming.services import LiveMessage, NewEvent, events_append
@@ -76,7 +77,7 @@ def schedule_create(
             ErrorCode.CONFLICT,
             f"You have {limit} schedules, the most allowed (SCHEDULES_PER_USER): delete one first.",
         )
-    return Schedule.objects.create(
+    schedule = Schedule.objects.create(
         owner=owner,
         conversation=conversation,
         content=content,
@@ -85,6 +86,9 @@ def schedule_create(
         active=active,
         next_run_at=next_run_at if active else None,
     )
+    if active:
+        wake()  # the turn workers look again at the earliest due time (`schedules_next_due`)
+    return schedule
 
 
 @transaction.atomic
@@ -120,6 +124,7 @@ def schedule_update(*, schedule: Schedule, conversation: Conversation | None = N
         fields += ["next_run_at", "paused_reason"]
     if fields:
         locked.save(update_fields=[*fields, "updated_at"])
+        wake()  # a new due time (or a resumed schedule): the workers look again at the earliest one
     return locked
 
 
@@ -155,6 +160,17 @@ def schedule_run_now(*, schedule: Schedule) -> InputResponse:
 def schedules_due_exist(*, now: datetime | None = None) -> bool:
     """A plain read on the `next_run_at` index: the claim's write transaction runs only when needed."""
     return Schedule.objects.filter(next_run_at__lte=now or timezone.now()).exists()
+
+
+def schedules_next_due() -> datetime | None:
+    """The earliest due time of any schedule (one read on the `next_run_at` index): the turn worker
+    sleeps until then. A write that makes an earlier one (create, change, resume) calls `wake()`."""
+    return (
+        Schedule.objects.filter(next_run_at__isnull=False)
+        .order_by("next_run_at")
+        .values_list("next_run_at", flat=True)
+        .first()
+    )
 
 
 def _event(schedule: Schedule, kind: str, data: dict[str, Any], now: datetime) -> NewEvent:

@@ -321,7 +321,8 @@ class TurnWorker:
         self.wakeups = Wakeups()
         self.tasks: dict[uuid.UUID, asyncio.Task] = {}
         self.cancel_reason: dict[uuid.UUID, str] = {}
-        self.next_schedules = 0.0
+        self.next_schedules = 0.0  # monotonic: when to look at the schedules next
+        self.schedules_seen = 0.0  # monotonic: when they were last looked at
 
     async def run(self, stop: asyncio.Event) -> None:
         cortex = settings.CORTEX
@@ -342,11 +343,16 @@ class TurnWorker:
                         await db(services.turns_unpark_stranded)()
                 except Exception:
                     logger.exception("turn worker round failed; trying again")
-                # The next round: at a wake-up (a turn became due, a cancellation), at the stop, or
-                # after the poll interval (the fallback).
-                woken = asyncio.ensure_future(self.wakeups.wait(poll, seen))
+                # The next round: at a wake-up (a turn became due, a cancellation), when the earliest
+                # schedule is due, at the stop, or after the poll interval (the fallback).
+                timeout = min(poll, max(0.0, self.next_schedules - time.monotonic()))
+                woken = asyncio.ensure_future(self.wakeups.wait(timeout, seen))
                 await asyncio.wait([woken, stopping], return_when=asyncio.FIRST_COMPLETED)
                 woken.cancel()
+                if self.wakeups.generation != seen:
+                    # Maybe a schedule made or changed (wake-ups carry no data): look again soon,
+                    # at most every SCHEDULE_WAKE_GAP whatever the rate of wake-ups.
+                    self.next_schedules = min(self.next_schedules, self.schedules_seen + self.SCHEDULE_WAKE_GAP)
             await self._shutdown()
         finally:
             stopping.cancel()
@@ -370,15 +376,25 @@ class TurnWorker:
             for turn_id in await db(services.turns_cancel_requested)(owner=self.owner, turn_ids=list(self.tasks)):
                 self._stop_turn(turn_id, "cancel")
 
+    SCHEDULE_WAKE_GAP = 0.1  # seconds
+
     async def _schedules(self) -> None:
-        """Due schedules become inputs (and so turns, claimed below like any other): a read on the
-        `next_run_at` index every SCHEDULE_POLL_MS, the claim's write only when one is due. Any
-        number of workers may do this: each due time runs once (`schedules.services`).
-        A wake-up (a due time known in advance) could replace the polling here."""
-        self.next_schedules = time.monotonic() + settings.SCHEDULE_POLL_MS / 1000
+        """Due schedules become inputs (and so turns, claimed below like any other). One read (the
+        earliest `next_run_at`, on its index) tells when to look next: the worker sleeps until then,
+        or until a wake-up (a schedule made, changed or resumed calls `wake()`), or at the latest
+        SCHEDULE_POLL_MS (the fallback); the claim's write runs only when one is due. Any number of
+        workers may do this: each due time runs once (`schedules.services`)."""
+        self.schedules_seen = time.monotonic()
+        self.next_schedules = self.schedules_seen + settings.SCHEDULE_POLL_MS / 1000
         try:
-            if await db(schedule_services.schedules_due_exist)():
+            due = await db(schedule_services.schedules_next_due)()
+            if due is not None and due <= timezone.now():
                 self.relay.publish(await db(schedule_services.schedules_run_due)())
+                due = await db(schedule_services.schedules_next_due)()
+            if due is not None:  # a little after it, so that it is due when we look (and no spin
+                # on one still due: another worker's claim holds it, or more than one batch was due)
+                wait = max(0.05, (due - timezone.now()).total_seconds() + 0.002)
+                self.next_schedules = min(self.next_schedules, time.monotonic() + wait)
         except Exception:
             logger.exception("running due schedules failed; trying again")
 
