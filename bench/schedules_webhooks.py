@@ -155,7 +155,15 @@ def append_cost_one(rounds: int, batch: int) -> dict[str, Any]:
 
 def append_cost(rounds: int, batch: int) -> dict[str, Any]:
     with fresh_database() as db_env:
-        argv = [sys.executable, "-m", "bench.schedules_webhooks", "--append-cost-one", str(batch), "--rounds", str(rounds)]
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.schedules_webhooks",
+            "--append-cost-one",
+            str(batch),
+            "--rounds",
+            str(rounds),
+        ]
         done = subprocess.run(
             argv, env=server_env(**db_env, LOG_LEVEL="WARNING"), capture_output=True, text=True, timeout=600
         )
@@ -340,6 +348,70 @@ def deliveries(users: int, each: int, events: int, clients: int, seconds: float)
     return result
 
 
+def schedule_delays(count: int, wakeups: str) -> dict[str, Any]:
+    """Due time -> the schedule's input, one schedule after another: its `next_run_at` set ~1.5 s
+    ahead in the database, then a change through the API (which wakes the workers, unless
+    TURN_WAKEUPS=off: polling every SCHEDULE_POLL_MS, the behaviour before), then the input's time
+    (the claim's, `last_run_at`) read back. Two turn workers, SCHEDULE_POLL_MS at its default."""
+    from datetime import UTC, datetime, timedelta
+
+    import httpx2
+
+    from tests.schedules.test_schedules_e2e import _make_due
+    from tests.servers import create_users
+    from tests.streaming.clients import login
+
+    result: dict[str, Any] = {"schedules": count, "TURN_WAKEUPS": wakeups}
+    with fresh_database() as db_env:
+        env = server_env(**db_env, LOG_LEVEL="WARNING", ACCESS_LOG="0", TURN_WAKEUPS=wakeups)
+        create_users("owner@example.com", password=PASSWORD, env=env)
+        core = core_server(env=env)
+        with running(core):
+            worker_env = {**env, "CORTEX_CORE_URL": core.url}
+            first = manage_command("turn_worker", env=worker_env, port=0, ready_line="turn worker: running")
+            second = manage_command("turn_worker", env=worker_env, port=0, ready_line="turn worker: running")
+            with running(first), running(second):
+                auth = {"Authorization": f"Bearer {login(core.url, 'owner@example.com', PASSWORD)}"}
+                workspace = httpx2.post(f"{core.url}/config/workspace", json={"name": "W"}, headers=auth)
+                conversation = httpx2.post(
+                    f"{core.url}/config/conversation",
+                    json={"workspace_id": workspace.json()["workspace"]["id"], "topic": "t", "responder": "echo"},
+                    headers=auth,
+                ).json()["conversation"]
+                delays = []
+                for n in range(count):
+                    schedule = httpx2.post(
+                        f"{core.url}/schedules",
+                        json={
+                            "conversation_id": conversation["id"],
+                            "content": f"run {n}",
+                            "cron": "0 8 * * *",
+                            "timezone": "UTC",
+                        },
+                        headers=auth,
+                    ).json()["schedule"]
+                    due = datetime.now(UTC) + timedelta(seconds=1.5)
+                    _make_due(db_env, schedule["id"], due)
+                    httpx2.patch(f"{core.url}/schedules/{schedule['id']}", json={"content": f"due {n}"}, headers=auth)
+                    deadline = time.monotonic() + 30
+                    while True:
+                        got = httpx2.get(f"{core.url}/schedules/{schedule['id']}", headers=auth).json()["schedule"]
+                        if got["last_run_at"]:
+                            break
+                        assert time.monotonic() < deadline, "the schedule did not run"
+                        time.sleep(0.1)
+                    ran_at = datetime.fromisoformat(got["last_run_at"].replace("Z", "+00:00"))
+                    delays.append(1000 * (ran_at - due).total_seconds())
+                    httpx2.delete(f"{core.url}/schedules/{schedule['id']}", headers=auth)
+    result["due_to_input_ms"] = {
+        "p50": round(statistics.median(delays), 1),
+        "p99": round(_percentile(delays, 0.99), 1),
+        "max": round(max(delays), 1),
+    }
+    result["loadavg"] = Path("/proc/loadavg").read_text().split()[0]
+    return result
+
+
 def _users_with_tokens(emails: list[str], env: dict[str, str]) -> list[str]:
     """Many users at once: one password hash for all (PBKDF2 per user would take minutes), and an
     access token minted for each (no login per user)."""
@@ -362,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10,10000")
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--deliveries", action="store_true")
+    parser.add_argument("--schedule-delay", action="store_true", help="due time -> input, wake-ups against polling")
+    parser.add_argument("--count", type=int, default=10, help="schedules run one after another (--schedule-delay)")
     parser.add_argument("--append-cost", action="store_true", help="CPU per input with and without the receiver")
     parser.add_argument("--append-cost-one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=8, help="inputs per messages_create batch (--append-cost)")
@@ -379,6 +453,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(append_cost_one(args.rounds, args.append_cost_one)))
         return 0
     result: dict[str, Any] = {}
+    if args.schedule_delay:
+        result["schedule_delay"] = [schedule_delays(args.count, mode) for mode in ("off", "auto")]
+        for row in result["schedule_delay"]:
+            print(json.dumps(row), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+        return 0
     if args.append_cost:
         result["append_cost"] = append_cost(args.rounds, args.batch)
         print(json.dumps(result["append_cost"]), flush=True)

@@ -104,7 +104,10 @@ def _seqs_allocate(counts: dict[uuid.UUID, int]) -> tuple[dict[uuid.UUID, int], 
             subscribed |= more_subscribed
         return reserved, subscribed
     locked = EventCursor.objects.select_for_update().filter(user_id__in=recipient_ids).order_by("user_id")
-    current = {user_id: (last_seq, subs) for user_id, last_seq, subs in locked.values_list("user_id", "last_seq", "subscriptions")}
+    current = {
+        user_id: (last_seq, subs)
+        for user_id, last_seq, subs in locked.values_list("user_id", "last_seq", "subscriptions")
+    }
     if len(current) < len(recipient_ids):
         # Only for users made without signals (bulk_create): cursors are created with the user
         # (`cursor_ensure`), because inserting one here, while holding locks on others, could
@@ -112,7 +115,10 @@ def _seqs_allocate(counts: dict[uuid.UUID, int]) -> tuple[dict[uuid.UUID, int], 
         EventCursor.objects.bulk_create(
             [EventCursor(user_id=uid) for uid in recipient_ids if uid not in current], ignore_conflicts=True
         )
-        current = {user_id: (last_seq, subs) for user_id, last_seq, subs in locked.values_list("user_id", "last_seq", "subscriptions")}
+        current = {
+            user_id: (last_seq, subs)
+            for user_id, last_seq, subs in locked.values_list("user_id", "last_seq", "subscriptions")
+        }
     by_count: dict[int, list[uuid.UUID]] = {}
     for user_id in recipient_ids:
         by_count.setdefault(counts[user_id], []).append(user_id)

@@ -341,7 +341,9 @@ def attempts_record(*, owner: str, attempts: list[Attempt], now: datetime | None
                 last_attempt_at=now,
                 updated_at=now,
                 failing_since=None,
-                next_attempt_at=Case(When(pending, then=Value(now + spacing)), default=None, output_field=DateTimeField()),
+                next_attempt_at=Case(
+                    When(pending, then=Value(now + spacing)), default=None, output_field=DateTimeField()
+                ),
                 lease_owner=Case(When(mine, then=Value("")), default=F("lease_owner")),
                 lease_until=Case(When(mine, then=None), default=F("lease_until"), output_field=DateTimeField()),
             )

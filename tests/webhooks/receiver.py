@@ -73,7 +73,9 @@ class Receiver:
                         receiver.failures_left[self.path] = failing - 1
                 # /hang/...: every request hangs; /slow/...: only the first one (the one in flight
                 # when the worker is killed). (`of` scans every hit: only where needed, not under load.)
-                if self.path.startswith("/hang") or (self.path.startswith("/slow") and len(receiver.of(self.path)) == 1):
+                if self.path.startswith("/hang") or (
+                    self.path.startswith("/slow") and len(receiver.of(self.path)) == 1
+                ):
                     time.sleep(receiver.hang_seconds)
                 if self.path.startswith("/redirect"):
                     self.send_response(307)
