@@ -4,7 +4,8 @@ Every `WEBHOOK_POLL_MS` (and when an attempt finishes, at most every `ROUND_GAP`
 webhooks (up to its free slots of `WEBHOOK_CONCURRENCY`) with up to `WEBHOOK_BATCH` of each one's
 oldest pending deliveries, sends them in order as Standard Webhooks requests (the `standardwebhooks`
 reference package signs them), and records the outcomes of every attempt that finished since the
-last round in one transaction (a few statements, whatever their number). A receiver
+last round, in the round's one write transaction with the next lease (a few statements, whatever
+their number). A receiver
 that hangs costs its own slot for at most `WEBHOOK_TIMEOUT_SECONDS`; nobody else waits for it.
 
 What leaves the process is bounded like an expert call: the URL obeys the host policy
@@ -101,7 +102,7 @@ class DeliveryWorker:
     # Rounds (a record and a claim: two write transactions) at most this often when attempts keep
     # finishing: under load the outcomes of many attempts share one transaction, and SQLite's one
     # write lock is left to the inputs' group commit most of the time.
-    ROUND_GAP = 0.05
+    ROUND_GAP = 0.1
 
     def __init__(self, *, owner: str | None = None) -> None:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -147,11 +148,15 @@ class DeliveryWorker:
             await db(services.attempts_record)(owner=self.owner, attempts=batch)
 
     async def _round(self, client: httpx2.AsyncClient) -> None:
-        await self._record()
+        """Record what finished and lease what is due, in one write transaction (a read first, when
+        there is nothing to record: most polls of an idle worker write nothing)."""
         free = settings.WEBHOOK_CONCURRENCY - len(self.tasks)
-        if free <= 0 or not await db(services.webhooks_due_exist)():
+        if not self.done and (free <= 0 or not await db(services.webhooks_due_exist)()):
             return
-        claimed = await db(services.webhooks_claim)(owner=self.owner, limit=free, batch=settings.WEBHOOK_BATCH)
+        done, self.done = self.done, []
+        claimed = await db(services.worker_round)(
+            owner=self.owner, attempts=done, limit=max(free, 0), batch=settings.WEBHOOK_BATCH
+        )
         batches: dict[uuid.UUID, list[Claimed]] = {}
         for one in claimed:  # in log order within each webhook
             batches.setdefault(one.webhook_id, []).append(one)

@@ -31,6 +31,7 @@ class Receiver:
     hits: list[Hit] = field(default_factory=list)
     failures_left: dict[str, int] = field(default_factory=dict)  # path -> 500s still to answer
     hang_seconds: float = 6.0
+    keep_alive: bool = False  # HTTP/1.1 (connections reused, as most real receivers allow): the benchmark
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -52,6 +53,8 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if receiver.keep_alive else "HTTP/1.0"
+
             def log_message(self, *args) -> None:
                 pass
 
