@@ -680,7 +680,8 @@ NOTES_JWKS_URL = env_str("NOTES_JWKS_URL", "http://127.0.0.1:8000/.well-known/jw
 # Schedules (`schedules`): 5-field cron in the owner's IANA timezone. At most SCHEDULES_PER_USER per
 # person and no two runs closer than SCHEDULE_MIN_INTERVAL_SECONDS; a run missed while nothing was
 # running happens once when at most SCHEDULE_CATCHUP_SECONDS late, else `schedule.skipped`. Due
-# schedules are claimed by the turn worker (and housekeeping) at most every SCHEDULE_POLL_MS.
+# schedules are claimed by the turn workers at their due time (they sleep until the earliest one; a
+# schedule made or changed wakes them) and by housekeeping; SCHEDULE_POLL_MS is the fallback poll.
 SCHEDULES_PER_USER = env_int("SCHEDULES_PER_USER", 50, minimum=0)
 SCHEDULE_MIN_INTERVAL_SECONDS = env_int("SCHEDULE_MIN_INTERVAL_SECONDS", 300, minimum=60)
 SCHEDULE_CATCHUP_SECONDS = env_int("SCHEDULE_CATCHUP_SECONDS", 3600, minimum=0)
