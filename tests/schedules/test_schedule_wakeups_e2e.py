@@ -13,9 +13,8 @@ from datetime import UTC, datetime, timedelta
 import httpx2
 import pytest
 
-from tests.schedules.test_schedules_e2e import PASSWORD, _make_due, turn_worker
-from tests.servers import core_server, create_users, fresh_database, running, server_env
-from tests.streaming.clients import SSEStream, login
+from tests.schedules.test_schedules_e2e import _make_due, schedules_site
+from tests.streaming.clients import SSEStream
 
 pytestmark = pytest.mark.e2e
 
@@ -32,15 +31,8 @@ ENV = {
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[dict]:
-    with fresh_database() as db_env:
-        env = server_env(**db_env, **ENV)
-        create_users("alice@example.com", password=PASSWORD, env=env)
-        core = core_server(env=env)
-        with running(core):
-            worker_env = {**env, "CORTEX_CORE_URL": core.url}
-            with running(turn_worker(worker_env)), running(turn_worker(worker_env)):
-                token = login(core.url, "alice@example.com", PASSWORD)
-                yield {"url": core.url, "db": db_env, "token": token, "auth": {"Authorization": f"Bearer {token}"}}
+    with schedules_site(ENV) as running_site:
+        yield running_site
 
 
 def test_a_schedule_due_in_two_seconds_runs_at_its_time_without_polling(site):

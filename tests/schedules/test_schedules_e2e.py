@@ -5,6 +5,7 @@ as its owner's input, and its turn must answer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -35,10 +36,11 @@ def turn_worker(env: dict[str, str]):
     return manage_command("turn_worker", env=env, port=0, ready_line="turn worker: running")
 
 
-@pytest.fixture(scope="module")
-def site() -> Iterator[dict]:
+@contextlib.contextmanager
+def schedules_site(settings: dict[str, str]) -> Iterator[dict]:
+    """A core and two turn workers on a fresh database, alice signed in."""
     with fresh_database() as db_env:
-        env = server_env(**db_env, **ENV)
+        env = server_env(**db_env, **settings)
         create_users("alice@example.com", password=PASSWORD, env=env)
         core = core_server(env=env)
         with running(core):
@@ -47,6 +49,12 @@ def site() -> Iterator[dict]:
                 token = login(core.url, "alice@example.com", PASSWORD)
                 auth = {"Authorization": f"Bearer {token}"}
                 yield {"url": core.url, "db": db_env, "token": token, "auth": auth}
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[dict]:
+    with schedules_site(ENV) as running_site:
+        yield running_site
 
 
 def _make_due(db_env: dict[str, str], schedule_id: str, at: datetime) -> None:

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from streaming.models import Event, EventCursor
 from tests.factories import UserFactory
+from tests.workspaces.test_concurrency import run_concurrently
 from webhooks import services
 from webhooks.models import Delivery, Webhook
 from workspaces.services import message_create
@@ -88,10 +89,15 @@ def test_webhooks_made_while_others_append_miss_no_event_after_them():
         finally:
             stop.set()
 
-    def work() -> int | None:
-        return creator() if threading.current_thread().name.endswith("-0") else appender()
+    roles = iter([creator, appender, appender])
+    lock = threading.Lock()
 
-    results = run_concurrently_named(work, count=3)
+    def work() -> int | None:
+        with lock:
+            role = next(roles)
+        return role()
+
+    results = run_concurrently(work, count=3)
     assert not [r for r in results if isinstance(r, Exception)], results
     assert len(made) == 4
     log = sorted(Event.objects.filter(recipient=owner).values_list("seq", flat=True))
@@ -104,25 +110,3 @@ def test_webhooks_made_while_others_append_miss_no_event_after_them():
     message_create(sender=owner, content="after")
     last = max(Event.objects.filter(recipient=owner).values_list("seq", flat=True))
     assert Delivery.objects.filter(event_seq=last).count() == 4
-
-
-def run_concurrently_named(worker, count: int) -> list:
-    """`run_concurrently`, with thread names ending in their index (the first one creates)."""
-    results: list = [None] * count
-    barrier = threading.Barrier(count)
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = worker()
-        except Exception as exc:  # collected and asserted on by the test
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,), name=f"race-{i}") for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
