@@ -25,7 +25,6 @@ import asyncio
 import logging
 import queue
 import threading
-from concurrent.futures import Future
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -48,7 +47,18 @@ class _Job:
     def __init__(self, request: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
         self.loop = loop
-        self.future: Future = Future()
+        self.future: asyncio.Future = loop.create_future()
+
+
+def _settle(jobs: list[_Job], outcomes: list[Any]) -> None:
+    """On the jobs' event loop: every waiting request of a batch answered in one loop callback."""
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if job.future.done():  # the request was cancelled (its client left): nothing to answer
+            continue
+        if isinstance(outcome, BaseException):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)
 
 
 class InputWriter:
@@ -83,7 +93,9 @@ class InputWriter:
         job = _Job(request, asyncio.get_running_loop())
         self._ensure_thread()
         self._queue.put(job)
-        return await asyncio.wrap_future(job.future)
+        # Not `shield`ed: a request cancelled while queued is still written (it may already be in
+        # the transaction), as before; only its answer is dropped.
+        return await job.future
 
     def _run(self) -> None:
         from workspaces import services  # the writer is started lazily, after the apps are ready
@@ -108,11 +120,18 @@ class InputWriter:
                 connection.close()
             finally:
                 _local.loop = None
+            # One wake-up of each loop per batch (not one per input, as `concurrent.futures` results
+            # awaited through `wrap_future` cost: a lock, a condition and a loop callback each).
+            by_loop: dict[asyncio.AbstractEventLoop, tuple[list[_Job], list[Any]]] = {}
             for job, outcome in zip(jobs, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    job.future.set_exception(outcome)
-                else:
-                    job.future.set_result(outcome)
+                entry = by_loop.setdefault(job.loop, ([], []))
+                entry[0].append(job)
+                entry[1].append(outcome)
+            for loop, (batch, results) in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, batch, results)
+                except RuntimeError:  # that loop is closed: nobody is waiting there any more
+                    pass
 
 
 writer = InputWriter()
