@@ -138,7 +138,9 @@ class AsyncAPIView(APIView):
     def lean_throttled(self, request: HttpRequest) -> bool:
         """Whether a throttle refuses (then DRF's path answers the 429: a refusal counts nothing);
         an allowed request is counted, as in DRF's `check_throttles`."""
-        return any(not throttle.allow_request(request, self) for throttle in self.get_throttles())
+        # A plain request: the throttles read only `user` (set by `lean_user`), `META` and `method`.
+        plain: Any = request
+        return any(not throttle.allow_request(plain, self) for throttle in self.get_throttles())
 
     def lean_response(self, data: Any, status: int = 200) -> HttpResponse:
         """What DRF's `Response(data)` becomes through `finalize_response` and `_adispatch`: the

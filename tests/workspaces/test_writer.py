@@ -85,9 +85,7 @@ def test_a_request_cancelled_while_queued_leaves_the_others_of_its_batch_answere
     writer = InputWriter()
 
     async def send_all() -> list:
-        tasks = [
-            asyncio.create_task(writer.submit(InputRequest(sender=alice, content=f"n{n}"))) for n in range(10)
-        ]
+        tasks = [asyncio.create_task(writer.submit(InputRequest(sender=alice, content=f"n{n}"))) for n in range(10)]
         await asyncio.sleep(0)  # every request is queued and waiting for its answer
         tasks[3].cancel()
         others = [task for n, task in enumerate(tasks) if n != 3]
