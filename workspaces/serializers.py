@@ -197,17 +197,17 @@ def input_body_lean(body: bytes) -> InputBody | None:
     """
     try:
         data = _input_body.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     content = data.content
     if not content.strip() or len(content) > settings.CORTEX["MAX_CONTENT_CHARS"] or unstorable(content):
         return None
     if data.metadata:
-        if unstorable(data.metadata):
-            return None
         try:
-            validate_metadata(data.metadata)
+            validate_metadata(data.metadata)  # first: its depth bound keeps `unstorable`'s recursion shallow
         except DjangoValidationError:
+            return None
+        if unstorable(data.metadata):
             return None
     return data
 

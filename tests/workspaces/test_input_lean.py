@@ -31,6 +31,7 @@ TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-]\d\d:\d\d)")
 DEEP: Any = "x"
 for _ in range(40):
     DEEP = {"d": DEEP}
+VERY_DEEP = b'{"content": "hi", "metadata": ' + b'{"d": ' * 3000 + b"1" + b"}" * 3000 + b"}"
 
 # (name, raw body, extra request headers)
 CASES: list[tuple[str, bytes, dict[str, str]]] = [
@@ -43,6 +44,7 @@ CASES: list[tuple[str, bytes, dict[str, str]]] = [
     ("metadata null", b'{"content": "hi", "metadata": null}', {}),
     ("metadata list", b'{"content": "hi", "metadata": [1]}', {}),
     ("metadata too deep", json.dumps({"content": "hi", "metadata": DEEP}).encode(), {}),
+    ("metadata 3000 deep", VERY_DEEP, {}),
     ("metadata too large", json.dumps({"content": "hi", "metadata": {"x": "y" * 20_000}}).encode(), {}),
     ("metadata NUL", b'{"content": "hi", "metadata": {"k": "a\\u0000b"}}', {}),
     ("metadata NUL key", b'{"content": "hi", "metadata": {"a\\u0000": 1}}', {}),
