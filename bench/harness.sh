@@ -43,7 +43,9 @@ ulimit -n 20000 2>/dev/null || ulimit -n 4096
   --cognition-port "${COGNITION_PORT:-$((PORT + 1100))}" --notes-port "${NOTES_PORT:-$((PORT + 1200))}" \
   >"$work/run_cortex.log" 2>&1 &
 group=$!
-trap 'kill -TERM $group 2>/dev/null; wait $group 2>/dev/null; [ -s "$work/floor.pids" ] && "$SHARED/floor/stop.sh" "$work/floor.pids" >/dev/null 2>&1; rm -rf "$work"' EXIT
+# `|| true` each: under `set -e` a failing `wait` (the group already reaped) ended the trap before
+# the floor was stopped, and its uvicorn outlived the sitting.
+trap 'kill -TERM $group 2>/dev/null || true; wait $group 2>/dev/null || true; if [ -s "$work/floor.pids" ]; then "$SHARED/floor/stop.sh" "$work/floor.pids" >/dev/null 2>&1 || true; fi; rm -rf "$work"' EXIT
 for _ in $(seq 1 150); do
   curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.2
 done
