@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/bench}
+[ -d "$SHARED" ] || SHARED=/work/shared/bench  # a worktree under /work/wt
 HARNESS_VENV=${HARNESS_VENV:-/tmp/bench-venv}
 OUT=${OUT:-var/harness.json}
 PORT=${PORT:-8000}
@@ -36,9 +37,15 @@ for n in range(1, 11):
 "
 for i in $(seq -w 1 10); do echo "bench$i@acc.test:pw-bench-4c9a"; done > "$work/users.txt"
 ulimit -n 20000 2>/dev/null || ulimit -n 4096
-.venv/bin/python manage.py run_cortex --port "$PORT" >"$work/run_cortex.log" 2>&1 &
+# The services' ports follow PORT (8000: 9000, 9100, 9200 as `make run`), so two sittings on one
+# machine do not take each other's ports (a child restarted on a taken port breaks loadgen's PIDs).
+.venv/bin/python manage.py run_cortex --port "$PORT" --memory-port "${MEMORY_PORT:-$((PORT + 1000))}" \
+  --cognition-port "${COGNITION_PORT:-$((PORT + 1100))}" --notes-port "${NOTES_PORT:-$((PORT + 1200))}" \
+  >"$work/run_cortex.log" 2>&1 &
 group=$!
-trap 'kill -TERM $group 2>/dev/null; wait $group 2>/dev/null; [ -s "$work/floor.pids" ] && "$SHARED/floor/stop.sh" "$work/floor.pids" >/dev/null 2>&1; rm -rf "$work"' EXIT
+# `|| true` each: under `set -e` a failing `wait` (the group already reaped) ended the trap before
+# the floor was stopped, and its uvicorn outlived the sitting.
+trap 'kill -TERM $group 2>/dev/null || true; wait $group 2>/dev/null || true; if [ -s "$work/floor.pids" ]; then "$SHARED/floor/stop.sh" "$work/floor.pids" >/dev/null 2>&1 || true; fi; rm -rf "$work"' EXIT
 for _ in $(seq 1 150); do
   curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.2
 done

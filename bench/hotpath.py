@@ -162,6 +162,8 @@ def system(env: dict[str, str], workers: int, heartbeat: int) -> Iterator[System
         str(free_port()),
         "--cognition-port",
         str(free_port()),
+        "--notes-port",
+        str(free_port()),
     ]
     if workers > 1:
         argv += ["--workers", str(workers)]

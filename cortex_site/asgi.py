@@ -8,6 +8,7 @@ any consumer runs. In front of all of them `common.web.asgi.RequestGuard` refuse
 and a body over the limit before anything reads it.
 """
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -55,3 +56,9 @@ if tracing.setup(tracing.CORE):
 
     # One span per request: no child span per ASGI message (an SSE stream sends one per event).
     application = OpenTelemetryMiddleware(application, exclude_spans=["receive", "send"])  # type: ignore[assignment]
+
+# Start-up is over: what it built (modules, classes, settings, URL patterns, the app) lives as long
+# as the process. Frozen, it is left out of every collection, so the full collections that large
+# object counts trigger walk only what requests made: a shorter pause on the requests' path.
+gc.collect()
+gc.freeze()

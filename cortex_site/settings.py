@@ -521,6 +521,12 @@ CORTEX: dict[str, Any] = {
     "AUTH_USER_CACHE_SECONDS": env_int("AUTH_USER_CACHE_SECONDS", 5, minimum=0),
     "INPUT_BATCH_SIZE": env_int("INPUT_BATCH_SIZE", 256, minimum=1),
     "INPUT_GROUP_COMMIT": env_bool("INPUT_GROUP_COMMIT", True),
+    # `POST /input`'s lean path (common.web.views.AsyncAPIView.lean): the common request (a JSON body,
+    # a bearer token) validated by msgspec without DRF's request machinery; 0: DRF's path for every request.
+    "INPUT_LEAN_PATH": env_bool("INPUT_LEAN_PATH", True),
+    # SQLite: the input writer's WAL checkpoints run on their own thread this often (workspaces.writer),
+    # not in the commit of the batch that fills the WAL; 0: SQLite's automatic checkpoint in that commit.
+    "SQLITE_CHECKPOINT_MS": env_int("SQLITE_CHECKPOINT_MS", 1000, minimum=0),
     "SERVICE_TIMEOUT_SECONDS": env_int("SERVICE_TIMEOUT_SECONDS", 5, minimum=1),
     # /readyz: a result is reused this long, and no check is waited for longer than the timeout.
     "READYZ_CACHE_SECONDS": env_int("READYZ_CACHE_SECONDS", 5, minimum=0),

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
+import msgspec
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from common.fields import validate_metadata
+from common.web.parsers import unstorable
 from workspaces.models import Conversation, Message
 
 
@@ -162,6 +168,48 @@ class InputSerializer(serializers.Serializer):
         if len(value) > limit:
             raise serializers.ValidationError(f"content must be at most {limit} characters.", code="too_large")
         return value
+
+
+class InputBody(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /input`'s body as the lean path reads it (`InputApi.lean`): decoded and type-checked in
+    one pass. A field the serializer does not know is refused here (the parser's checks cover
+    every field of a body, and an unknown one is not kept to be checked), so DRF's path takes it."""
+
+    content: str
+    conversation_id: uuid.UUID | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_input_body = msgspec.json.Decoder(InputBody)
+
+
+def input_body_lean(body: bytes) -> InputBody | None:
+    """The body when `InputSerializer` (behind `BoundedJSONParser`) would accept it with the same
+    values; None when unsure: a decode or type error, or any rule below not met. DRF's path then
+    parses and validates it again and answers with its own errors, so only acceptance must match:
+    - `content`: a string (no coercion, like `StrictCharField`), not blank once stripped, within
+      `MAX_CONTENT_CHARS`, and storable (no NUL, no unpaired surrogate: the parser and DRF's
+      `CharField` validators); msgspec refuses an escaped unpaired surrogate and invalid UTF-8;
+    - `conversation_id`: a UUID (msgspec reads the canonical forms, each the value DRF's
+      `UUIDField` reads) or null;
+    - `metadata`: an object that `validate_metadata` accepts (its depth bound implies the
+      parser's depth bound on the body), and storable.
+    """
+    try:
+        data = _input_body.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    content = data.content
+    if not content.strip() or len(content) > settings.CORTEX["MAX_CONTENT_CHARS"] or unstorable(content):
+        return None
+    if data.metadata:
+        try:
+            validate_metadata(data.metadata)  # first: its depth bound keeps `unstorable`'s recursion shallow
+        except DjangoValidationError:
+            return None
+        if unstorable(data.metadata):
+            return None
+    return data
 
 
 class InputDataSerializer(serializers.Serializer):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
-from django.http import Http404
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -28,6 +30,7 @@ from workspaces.serializers import (
     WorkspaceInputSerializer,
     WorkspaceOutputSerializer,
     WorkspacePatchSerializer,
+    input_body_lean,
 )
 from workspaces.writer import writer
 
@@ -170,19 +173,48 @@ class InputApi(AsyncAPIView):
         if key is not None and not (0 < len(key) <= 255):
             raise serializers.ValidationError({"Idempotency-Key": ["Must be 1 to 255 characters."]})
         data = validated(InputSerializer, request.data)
+        return Response(
+            await self._commit(request.user, data["content"], data["conversation_id"], data["metadata"], key)
+        )
+
+    async def lean(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | None:
+        """The common input (see `AsyncAPIView.lean`): a bearer token, a JSON body `InputBody`
+        accepts, a valid Idempotency-Key if any. DRF's checks run in its order (authentication,
+        `IsAuthenticated`, the throttle, then the body), except that the body is read before the
+        throttle counts the request: reading it changes nothing, so whatever is refused (the
+        throttle included) is answered by DRF's path as before."""
+        if request.method != "POST" or not settings.CORTEX["INPUT_LEAN_PATH"] or not self.lean_serves(request):
+            return None
+        key = request.META.get("HTTP_IDEMPOTENCY_KEY")
+        if key is not None and not (0 < len(key) <= 255):
+            return None
+        user = await self.lean_user(request)
+        if user is None:
+            return None
+        body = input_body_lean(request.body)
+        if body is None or self.lean_throttled(request):
+            return None
+        try:
+            response = await self._commit(user, body.content, body.conversation_id, body.metadata, key)
+        except Exception as exc:  # noqa: BLE001 - the write refused it (404, 409, 400): DRF's error answer
+            return await self.lean_error(request, user, exc)
+        return self.lean_response(response)
+
+    @staticmethod
+    async def _commit(user: Any, content: str, conversation_id: Any, metadata: dict, key: str | None) -> Any:
         # Queued for the process's writer thread (group commit); answered after the commit.
         with tracing.span("cortex.input.commit"):
             response, _created = await writer.submit(
                 services.InputRequest(
-                    sender=request.user,
-                    content=data["content"],
-                    conversation_id=data["conversation_id"],
-                    metadata=data["metadata"],
+                    sender=user,
+                    content=content,
+                    conversation_id=conversation_id,
+                    metadata=metadata,
                     idempotency_key=key,
                     trace=tracing.traceparent(),
                 )
             )
-        return Response(response)
+        return response
 
 
 class MessageListApi(APIView):

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import queue
 import threading
-from concurrent.futures import Future
+import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -48,7 +48,18 @@ class _Job:
     def __init__(self, request: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.request = request
         self.loop = loop
-        self.future: Future = Future()
+        self.future: asyncio.Future = loop.create_future()
+
+
+def _settle(jobs: list[_Job], outcomes: list[Any]) -> None:
+    """On the jobs' event loop: every waiting request of a batch answered in one loop callback."""
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if job.future.done():  # the request was cancelled (its client left): nothing to answer
+            continue
+        if isinstance(outcome, BaseException):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)
 
 
 class InputWriter:
@@ -66,6 +77,8 @@ class InputWriter:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="cortex-input-writer", daemon=True)
                 self._thread.start()
+                if connection.vendor == "sqlite" and settings.CORTEX["SQLITE_CHECKPOINT_MS"] > 0:
+                    _checkpointer.ensure()
 
     async def submit(self, request: Any) -> Any:
         """Queue one input and wait until its transaction has committed (or failed).
@@ -83,12 +96,16 @@ class InputWriter:
         job = _Job(request, asyncio.get_running_loop())
         self._ensure_thread()
         self._queue.put(job)
-        return await asyncio.wrap_future(job.future)
+        # Not `shield`ed: a request cancelled while queued is still written (it may already be in
+        # the transaction), as before; only its answer is dropped.
+        return await job.future
 
     def _run(self) -> None:
         from workspaces import services  # the writer is started lazily, after the apps are ready
 
         limit = settings.CORTEX["INPUT_BATCH_SIZE"]
+        checkpoint_off = connection.vendor == "sqlite" and settings.CORTEX["SQLITE_CHECKPOINT_MS"] > 0
+        configured: Any = None  # the raw connection whose automatic checkpoint is off
         while True:
             jobs = [self._queue.get()]
             while len(jobs) < limit:
@@ -99,7 +116,18 @@ class InputWriter:
             # A batch serves the loop of its first job; in a server process there is only one.
             _local.loop = jobs[0].loop
             try:
+                if checkpoint_off and (connection.connection is None or connection.connection is not configured):
+                    # The commit that fills SQLite's WAL past `wal_autocheckpoint` pages runs the
+                    # checkpoint itself (copying the WAL into the database, with its fsyncs) before
+                    # it returns: here, every input of that batch would wait for it. The
+                    # checkpointer thread below does it instead, off the inputs' path.
+                    connection.ensure_connection()
+                    with connection.cursor() as cursor:
+                        cursor.execute("PRAGMA wal_autocheckpoint=0")
+                    configured = connection.connection
                 outcomes = services.messages_create(requests=[job.request for job in jobs])
+                if checkpoint_off:
+                    _checkpointer.committed()
             except BaseException as exc:  # noqa: BLE001 - every waiting request must get an answer
                 logger.exception("input batch of %d failed", len(jobs))
                 outcomes = [exc] * len(jobs)  # type: ignore[list-item]  # handed to each waiting request
@@ -108,11 +136,59 @@ class InputWriter:
                 connection.close()
             finally:
                 _local.loop = None
+            # One wake-up of each loop per batch (not one per input, as `concurrent.futures` results
+            # awaited through `wrap_future` cost: a lock, a condition and a loop callback each).
+            by_loop: dict[asyncio.AbstractEventLoop, tuple[list[_Job], list[Any]]] = {}
             for job, outcome in zip(jobs, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    job.future.set_exception(outcome)
-                else:
-                    job.future.set_result(outcome)
+                entry = by_loop.setdefault(job.loop, ([], []))
+                entry[0].append(job)
+                entry[1].append(outcome)
+            for loop, (batch, results) in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, batch, results)
+                except RuntimeError:  # that loop is closed: nobody is waiting there any more
+                    pass
 
 
+class _Checkpointer:
+    """SQLite's WAL checkpoints for the input writer, on their own thread and connection: PASSIVE
+    (it copies what no reader still needs, and never waits for or blocks a writer or a reader),
+    after the writer commits, at most once per `SQLITE_CHECKPOINT_MS`. The writer's connection has
+    its automatic checkpoint off; other processes keep theirs."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._due = threading.Event()
+
+    def ensure(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="cortex-wal-checkpoint", daemon=True)
+                self._thread.start()
+
+    def committed(self) -> None:
+        """The writer committed: a checkpoint is due (soon, not in the commit's own call)."""
+        self._due.set()
+
+    def _run(self) -> None:
+        interval = settings.CORTEX["SQLITE_CHECKPOINT_MS"] / 1000
+        failing = False
+        while True:
+            self._due.wait()
+            self._due.clear()
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                failing = False
+            except Exception as exc:  # noqa: BLE001 - retried after the next commit; SQLite's own bound stays
+                if not failing:
+                    logger.warning("WAL checkpoint failed: %s", exc)
+                failing = True
+            finally:
+                connection.close()
+            time.sleep(interval)
+
+
+_checkpointer = _Checkpointer()
 writer = InputWriter()

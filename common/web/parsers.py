@@ -21,19 +21,22 @@ from rest_framework.parsers import JSONParser
 from common.fields import json_depth_exceeds
 
 
-def _unstorable(value: Any) -> bool:
+def unstorable(value: Any) -> bool:
+    """Whether a parsed JSON value holds a string no text column takes (NUL, an unpaired surrogate)."""
     if isinstance(value, str):
         if "\x00" in value:
             return True
+        if value.isascii():
+            return False
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             return True
         return False
     if isinstance(value, dict):
-        return any(_unstorable(key) or _unstorable(item) for key, item in value.items())
+        return any(unstorable(key) or unstorable(item) for key, item in value.items())
     if isinstance(value, list):
-        return any(_unstorable(item) for item in value)
+        return any(unstorable(item) for item in value)
     return False
 
 
@@ -46,6 +49,6 @@ class BoundedJSONParser(JSONParser):
         limit = settings.CORTEX["MAX_JSON_DEPTH"] + 1
         if json_depth_exceeds(data, limit):
             raise ParseError(f"JSON parse error - nested deeper than {limit} levels.")
-        if _unstorable(data):
+        if unstorable(data):
             raise ParseError("JSON strings may not contain NUL characters or unpaired surrogates.")
         return data

@@ -76,3 +76,24 @@ def test_the_writer_answers_a_refused_input_with_its_error(charlie, conversation
     with pytest.raises(Http404):
         asyncio.run(writer.submit(request))
     assert Message.objects.count() == 0
+
+
+def test_a_request_cancelled_while_queued_leaves_the_others_of_its_batch_answered(alice, settings):
+    """A client that leaves mid-write cancels its request; the writer still answers the rest of the
+    batch (it used to set a result on the cancelled future and die, leaving them waiting)."""
+    settings.CORTEX = {**settings.CORTEX, "INPUT_GROUP_COMMIT": True}
+    writer = InputWriter()
+
+    async def send_all() -> list:
+        tasks = [asyncio.create_task(writer.submit(InputRequest(sender=alice, content=f"n{n}"))) for n in range(10)]
+        await asyncio.sleep(0)  # every request is queued and waiting for its answer
+        tasks[3].cancel()
+        others = [task for n, task in enumerate(tasks) if n != 3]
+        done = await asyncio.wait_for(asyncio.gather(*others), timeout=20)
+        again = await asyncio.wait_for(writer.submit(InputRequest(sender=alice, content="after")), timeout=20)
+        return [*done, again]
+
+    outcomes = asyncio.run(send_all())
+    assert len(outcomes) == 10 and all(created for _response, created in outcomes)
+    # The cancelled one was queued before its client left: it is stored, only its answer was dropped.
+    assert Message.objects.filter(sender=alice).count() == 11
