@@ -19,7 +19,7 @@ import pytest
 
 from tests.experts.conftest import notes_expert
 from tests.mcp.conftest import memory_history, stack, wait_until
-from tests.servers import core_server, create_users, fake_llm_server, manage, running
+from tests.servers import core_server, create_users, fake_llm_server, manage, running_together
 from tests.turns.test_turns_e2e import (
     ENDLESS,
     PASSWORD,
@@ -96,18 +96,18 @@ def site(tmp_path_factory) -> Iterator[Shared]:
     llm_log = tmp_path_factory.mktemp("fake-llm") / "requests.jsonl"
     with stack() as services:
         base = {**services.env, **ENV}
-        create_users(*USERS, password=PASSWORD, env=base)
         fake_llm = fake_llm_server(env=base, log=llm_log)
         core = core_server(env=base, server="uvicorn")
         env = {**base, "CORTEX_CORE_URL": core.url, "CORTEX_LLM_BASE_URL": f"{fake_llm.url}/v1"}
         notes = notes_expert(base, jwks_url=f"{core.url}/.well-known/jwks.json")
-        with (
-            running(services.memory()),
-            running(services.cognition()),
-            running(fake_llm),
-            running(core),
-            running(notes),
-            running(turn_worker(env)),
+        with running_together(
+            services.memory(),
+            services.cognition(),
+            fake_llm,
+            core,
+            notes,
+            turn_worker(env),
+            meanwhile=lambda: create_users(*USERS, password=PASSWORD, env=base),
         ):
             shared = signed_in(Shared, core_url=core.url, env=env, llm_log=llm_log, notes_url=notes.url)
             shared.memory_url = services.memory_url
