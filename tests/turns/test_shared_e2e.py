@@ -168,8 +168,8 @@ def test_personal_scope_is_for_a_conversation_of_one_and_reaches_the_requesters_
     alone = site.conversation("llm", participants=())
     assert site.patch(alone, context_scope="personal").json()["conversation"]["context_scope"] == "personal"
     question = "Remind me about zorblax please."
-    done = site.post("alice", alone, question)
-    with site.stream("alice") as stream:
+    with site.stream("alice") as stream:  # open before the post: a stream is live only (no replay without an id)
+        done = site.post("alice", alone, question)
         until_end(stream, done["turn_id"])
     request = site.request_for(question)
     assert SECRET not in request["messages"][0]["content"], "remembered items are never in the system message"
