@@ -180,8 +180,8 @@ def test_personal_scope_is_for_a_conversation_of_one_and_reaches_the_requesters_
 
 def test_tool_descriptions_and_results_reach_the_model_as_bounded_data(site):
     shared = site.conversation("llm")
-    asked = site.post("alice", shared, "[tool] please keep a note")
-    with site.stream("alice") as stream:
+    with site.stream("alice") as stream:  # open before posting: a stream without an id is live only
+        asked = site.post("alice", shared, "[tool] please keep a note")
         events = until_end(stream, asked["turn_id"])
     assert events[-1][1]["type"] == "assistant.completed"
     first = site.request_for("[tool] please keep a note")
@@ -299,8 +299,8 @@ def test_a_deactivated_users_queued_turn_fails_without_running_or_calling_expert
         events = until_end(stream, queued["turn_id"])
     assert [event["type"] for _, event in events] == ["assistant.failed"], "it never started, never called notes"
     assert events[0][1]["data"]["error"]["code"] == "permission_denied"
-    notes = site.send("bob", conversation, '/notes search_notes {"query": "dave"}').json()
-    with site.stream("bob") as stream:
+    with site.stream("bob") as stream:  # open before sending: a stream without an id is live only
+        notes = site.send("bob", conversation, '/notes search_notes {"query": "dave"}').json()
         found = until_end(stream, notes["turn_id"])
     assert "dave was here" not in json.dumps(found[-1][1]["data"])
 
