@@ -9,6 +9,8 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 # pytest-xdist workers: most of the suite's time is end-to-end tests waiting on the processes they
 # start, so more workers than this machine's two cores pay off. WORKERS=0 runs in one process.
+# (A stack's processes start together, tests.servers.running_together: each costs ~3 s of CPU to
+# start, and one after the other they would use one core of two.)
 WORKERS ?= 3
 XDIST := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile --no-loadscope-reorder)
 
@@ -53,8 +55,8 @@ test-sqlite: venv
 
 # The end-to-end tests marked database_agnostic ran in the SQLite pass: the browser, shutdown and the
 # supervisor, the bench smoke run, schemathesis, logs and metrics, the request guard, the hostile and
-# notes experts, the embedders, settings loading, the Redis layer and the pgvector stack (which brings
-# its own PostgreSQL). What touches the database runs again here (README, "Two commands"). Each xdist
+# notes experts, the embedders, settings loading, the Redis layer, h11's request smuggling (refused
+# before the database) and the pgvector stack (which brings its own PostgreSQL). What touches the database runs again here (README, "Two commands"). Each xdist
 # worker gets its own test database (pytest-django: test_postgres_gw0, ...).
 test-postgres: venv
 	PY=$(PY) scripts/with_postgres.sh $(PY) -m pytest -m "not database_agnostic" $(XDIST) $(PYTEST_ARGS)

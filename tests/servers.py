@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,12 +70,21 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, *, timeout: float | None = None) -> ServerProcess:
-        timeout = self.start_timeout if timeout is None else timeout
+        self.spawn()
+        return self.wait_started(timeout=timeout)
+
+    def spawn(self) -> ServerProcess:
+        """Start the process without waiting for it (`wait_started` waits): processes that do not
+        need each other to start are spawned together (`running_together`)."""
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
+        return self
+
+    def wait_started(self, *, timeout: float | None = None) -> ServerProcess:
+        timeout = self.start_timeout if timeout is None else timeout
         try:
             if self.port:
                 wait_for_port(self.port, timeout=timeout, process=self.process)
@@ -126,6 +135,29 @@ def running(server: ServerProcess, *, timeout: float | None = None) -> Iterator[
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def running_together(
+    *servers: ServerProcess, meanwhile: Callable[[], object] | None = None, timeout: float | None = None
+) -> Iterator[tuple[ServerProcess, ...]]:
+    """Start processes that do not need each other to start (none reads another before it is
+    ready) all at once, then wait for each (each within its own start timeout): a stack's Django
+    processes each cost seconds of CPU to start, and started one after the other they use one core
+    of the machine's two. `meanwhile` runs while they start (e.g. `create_users`, itself a process).
+    Stopped in reverse order."""
+    started: list[ServerProcess] = []
+    try:
+        for server in servers:
+            started.append(server.spawn())
+        if meanwhile is not None:
+            meanwhile()
+        for server in servers:
+            server.wait_started(timeout=timeout)
+        yield servers
+    finally:
+        for server in reversed(started):
+            server.stop()
 
 
 def core_server(*, env: dict[str, str], port: int | None = None, server: str = "uvicorn") -> ServerProcess:

@@ -80,6 +80,7 @@ def h11_port() -> Iterator[int]:
 
 
 @pytest.mark.e2e
+@pytest.mark.database_agnostic  # refused by the guard before anything reads the database
 def test_uvicorn_with_h11_answers_both_headers_with_the_400_envelope(h11_port):
     body = b'{"email": "a@example.com", "password": "x"}'
     head = (

@@ -18,7 +18,7 @@ import httpx2
 import pytest
 
 from tests.mcp.conftest import PASSWORD, Stack, memory_service, outbox_pending, stack, wait_until
-from tests.servers import ServerProcess, core_server, create_users, fresh_database, manage, running
+from tests.servers import ServerProcess, core_server, create_users, fresh_database, manage, running_together
 from tests.streaming.clients import SSEStream
 
 pytestmark = pytest.mark.e2e
@@ -48,19 +48,22 @@ class Site:
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
     with stack() as services, fresh_database() as memory_db:
-        create_users(
+        emails = (
             "alice@example.com",
             "charlie@example.com",
             "big@example.com",
             "leaver@example.com",
             "bob@example.com",
-            password=PASSWORD,
-            env=services.env,
         )
         memory = memory_service({**services.env, **memory_db}, port=services.memory_port)
-        with running(memory, timeout=60), running(services.cognition(), timeout=60):
-            with running(core_server(env=services.env, server="uvicorn")) as core:
-                yield Site(services, memory_db, core, memory)
+        core = core_server(env=services.env, server="uvicorn")
+        with running_together(
+            memory,
+            services.cognition(),
+            core,
+            meanwhile=lambda: create_users(*emails, password=PASSWORD, env=services.env),
+        ):
+            yield Site(services, memory_db, core, memory)
 
 
 def context_ids(client: httpx2.Client, query: str) -> list[str]:

@@ -29,7 +29,7 @@ from tests.servers import (
     free_port,
     fresh_database,
     manage_command,
-    running,
+    running_together,
     server_env,
 )
 from tests.streaming.clients import SSEStream, login
@@ -183,32 +183,31 @@ def turn_worker(env: dict[str, str]) -> ServerProcess:
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
-    with fresh_database() as db_env, running(authorization_server()) as auth_server:
-        with running(oauth_expert(auth_server.url)) as expert:
-            port = free_port()
-            core_url = f"http://127.0.0.1:{port}"
-            base = server_env(**db_env, **ENV, OAUTH_PUBLIC_URL=core_url)
-            create_users(*USERS, password=PASSWORD, env=base)
-            env = {**base, "CORTEX_CORE_URL": core_url}
-            first, second = core_server(env=base, port=port), core_server(env=base)
-            with running(first), running(second), running(turn_worker(env)), running(turn_worker(env)):
-                tokens = {email.split("@")[0]: login(core_url, email, PASSWORD) for email in USERS}
-                user_ids = {
-                    who: httpx2.get(f"{core_url}/auth/verify", headers={"Authorization": f"Bearer {t}"}).json()[
-                        "user_id"
-                    ]
-                    for who, t in tokens.items()
-                }
-                workspace = httpx2.post(
-                    f"{core_url}/config/workspace",
-                    json={"name": "W"},
-                    headers={"Authorization": f"Bearer {tokens['alice']}"},
-                ).json()["workspace"]
-                made = Site(
-                    [first.url, second.url], env, auth_server.url, expert.url, tokens, user_ids, workspace["id"]
-                )
-                made.conversation()  # alice and bob take part in the workspace (the experts serve them)
-                yield made
+    auth_server = authorization_server()
+    # The expert asks the authorization server only when it introspects a token.
+    with fresh_database() as db_env, running_together(auth_server, oauth_expert(auth_server.url)) as (_, expert):
+        port = free_port()
+        core_url = f"http://127.0.0.1:{port}"
+        base = server_env(**db_env, **ENV, OAUTH_PUBLIC_URL=core_url)
+        env = {**base, "CORTEX_CORE_URL": core_url}
+        first, second = core_server(env=base, port=port), core_server(env=base)
+        workers = turn_worker(env), turn_worker(env)
+        with running_together(
+            first, second, *workers, meanwhile=lambda: create_users(*USERS, password=PASSWORD, env=base)
+        ):
+            tokens = {email.split("@")[0]: login(core_url, email, PASSWORD) for email in USERS}
+            user_ids = {
+                who: httpx2.get(f"{core_url}/auth/verify", headers={"Authorization": f"Bearer {t}"}).json()["user_id"]
+                for who, t in tokens.items()
+            }
+            workspace = httpx2.post(
+                f"{core_url}/config/workspace",
+                json={"name": "W"},
+                headers={"Authorization": f"Bearer {tokens['alice']}"},
+            ).json()["workspace"]
+            made = Site([first.url, second.url], env, auth_server.url, expert.url, tokens, user_ids, workspace["id"])
+            made.conversation()  # alice and bob take part in the workspace (the experts serve them)
+            yield made
 
 
 @pytest.fixture(scope="module")

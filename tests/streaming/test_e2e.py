@@ -14,7 +14,7 @@ import httpx2
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.servers import core_server, create_users, fresh_database, redis_server, running, server_env
+from tests.servers import core_server, create_users, fresh_database, redis_server, running, running_together, server_env
 from tests.streaming.clients import SSEStream, login, websocket, ws_event
 
 pytestmark = pytest.mark.e2e
@@ -59,8 +59,8 @@ def _site(db_env: dict[str, str], url: str) -> Site:
 def site() -> Iterator[Site]:
     with fresh_database() as db_env:
         env = server_env(**db_env, **ENV)
-        create_users(*USERS, password=PASSWORD, env=env)
-        with running(core_server(env=env, server="daphne")) as server:
+        server = core_server(env=env, server="daphne")
+        with running_together(server, meanwhile=lambda: create_users(*USERS, password=PASSWORD, env=env)):
             yield _site(env, server.url)
 
 

@@ -28,7 +28,7 @@ from tests.servers import (
     fresh_database,
     manage_command,
     redis_server,
-    running,
+    running_together,
     server_env,
 )
 from tests.streaming.clients import SSEStream, login
@@ -170,12 +170,14 @@ def system(tmp_path_factory, system_env) -> Iterator[tuple[Site, ServerProcess]]
     llm_log = tmp_path_factory.mktemp("fake-llm") / "requests.jsonl"
     with fresh_database() as db_env:
         base = server_env(**db_env, **{**ENV, **system_env})
-        create_users(*USERS, password=PASSWORD, env=base)
         fake_llm = fake_llm_server(env=base, log=llm_log)
         core = core_server(env=base)
         env = {**base, "CORTEX_CORE_URL": core.url, "CORTEX_LLM_BASE_URL": f"{fake_llm.url}/v1"}
         notes = notes_expert(base, jwks_url=f"{core.url}/.well-known/jwks.json")
-        with running(fake_llm), running(core), running(notes), running(turn_worker(env)) as worker:
+        worker = turn_worker(env)
+        with running_together(
+            fake_llm, core, notes, worker, meanwhile=lambda: create_users(*USERS, password=PASSWORD, env=base)
+        ):
             yield signed_in(Site, core_url=core.url, env=env, llm_log=llm_log, notes_url=notes.url), worker
 
 
@@ -369,8 +371,11 @@ def test_with_redis_the_worker_publishes_through_the_shared_channel_layer():
     """No relay URL: the worker's events reach a core process's streams through Redis."""
     with fresh_database() as db_env, redis_server() as redis_url:
         env = server_env(**db_env, **ENV, REDIS_URL=redis_url)
-        create_users("alice@example.com", password=PASSWORD, env=env)
-        with running(core_server(env=env)) as core, running(turn_worker(env)):
+        core = core_server(env=env)
+        starting = running_together(
+            core, turn_worker(env), meanwhile=lambda: create_users("alice@example.com", password=PASSWORD, env=env)
+        )
+        with starting:
             token = login(core.url, "alice@example.com", PASSWORD)
             auth = {"Authorization": f"Bearer {token}"}
             workspace = httpx2.post(f"{core.url}/config/workspace", json={"name": "W"}, headers=auth).json()
