@@ -459,6 +459,9 @@ class _EventStream:
             if not self.finished:
                 logger.exception("Stream of user %s failed", self.user.id if self.user else None)
             self._end("error")
+        finally:
+            if self.pump is asyncio.current_task():
+                self.pump = None  # a finished task kept on every idle stream is half a kilobyte
 
     def _deliver(self, message: dict) -> None:
         """The stream's writer (`streaming.hub`): called in the publisher's task with each message
