@@ -50,9 +50,11 @@ import math
 import time
 import uuid
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
@@ -91,6 +93,12 @@ WRITE_CHUNK_BYTES = 64 * 1024
 def _approx_bytes(message: LiveMessage) -> int:
     """What a queued live event holds: its JSON text (and the bytes it will take on the wire)."""
     return len(message.get("json") or "") + 64
+
+
+def _position_if_may_stream(*, user_id: uuid.UUID, issued_at: datetime) -> selectors.LogPosition | None:
+    if not selectors.user_may_stream(user_id=user_id, issued_at=issued_at):
+        return None
+    return selectors.log_position(user_id=user_id)
 
 
 class _Stalled(Exception):
@@ -299,10 +307,16 @@ class _EventStream:
             pass
 
     async def dispatch(self, message: dict) -> None:
-        # Channels runs close_old_connections in the sync thread before every handler; a frame a
-        # client sends on its WebSocket (ignored) needs no database, so no hop to that thread.
-        if message["type"] != "websocket.receive":
-            await super().dispatch(message)  # type: ignore[misc]  # the consumer's, after this mixin
+        # Channels runs close_old_connections in the sync thread before every handler: a hop to
+        # that one thread for each message. These handlers reach the database only through
+        # database_sync_to_async, which does it there itself; a frame a client sends on its
+        # WebSocket is ignored.
+        if message["type"] == "websocket.receive":
+            return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     def _end(self, reason: str) -> None:
         """End the stream from outside the connection's task: that task, waiting for the client,
@@ -330,14 +344,6 @@ class _EventStream:
         self.user = credential.user
         self.expires_at = credential.expires_at.timestamp()
         self.issued_at = credential.issued_at.timestamp()
-        # The token check may use a cached user row (accounts.authentication): a stream is long, so
-        # it starts only for a user who is active now and has not logged out or changed the password
-        # since its credential was issued (one read per stream, none per event).
-        if not await database_sync_to_async(selectors.user_may_stream)(
-            user_id=self.user.id, issued_at=credential.issued_at
-        ):
-            raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.")
-
         raw_id = headers.get(b"last-event-id", b"").decode("latin-1").strip() or (
             query.get("last_event_id", [""])[0].strip()
         )
@@ -366,13 +372,21 @@ class _EventStream:
 
     # Streaming.
     async def _stream_subscribe(self) -> selectors.LogPosition:
-        """Before the client sees a response: once it does, every later event reaches it."""
+        """Before the client sees a response: once it does, every later event reaches it. Then, in
+        one read: the token check may use a cached user row (accounts.authentication), and a stream
+        is long, so it starts only for a user who is active now and has not logged out or changed
+        the password since its credential was issued; and the log's head, read after joining."""
         assert self.user is not None
         self.queue = []
         self.group = user_group(self.user.id)
         await hub(self.channel_layer).join(self.group, self.channel_name, self._deliver)
         _rechecks.add(self.user.id)
-        return await database_sync_to_async(selectors.log_position)(user_id=self.user.id)
+        position = await database_sync_to_async(_position_if_may_stream)(
+            user_id=self.user.id, issued_at=datetime.fromtimestamp(self.issued_at, tz=UTC)
+        )
+        if position is None:  # the group and the slot are released by `_stream_cleanup`
+            raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.")
+        return position
 
     def _stream_start(self, position: selectors.LogPosition) -> None:
         self.streaming = True
@@ -607,6 +621,7 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
             if self.scope["method"] not in ("GET",):
                 raise CortexError(ErrorCode.METHOD_NOT_ALLOWED, f'Method "{self.scope["method"]}" not allowed.')
             await self._stream_prepare()
+            position = await self._stream_subscribe()
         except CortexError as err:
             headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
             if err.status == 401:
@@ -618,7 +633,6 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
             await self.send_response(err.status, json.dumps(err.body()).encode(), headers=headers)
             self.finished = True
             raise StopConsumer() from None
-        position = await self._stream_subscribe()
         await self.send_headers(
             status=200,
             headers=[
@@ -678,6 +692,7 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
     async def connect(self) -> None:
         try:
             await self._stream_prepare()
+            position = await self._stream_subscribe()
         except CortexError as err:
             # Accept first: a close before the handshake is an HTTP 403 and the code is lost.
             await self.accept()
@@ -685,7 +700,6 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
             self.finished = True
             await self.close(code=WS_CLOSE_TRY_LATER if err.status == 429 else WS_CLOSE_POLICY)
             return
-        position = await self._stream_subscribe()
         await self.accept()
         self.accepted = True
         self._stream_start(position)
