@@ -9,12 +9,11 @@ or timer per stream, no copy of the event per stream.
 - The embedded default (`streaming.layers.ProcessChannelLayer`, no REDIS_URL): the layer itself
   calls the writers (`_Local`), so its groups stay Channels' groups.
 - Any other layer (channels_redis, shared by several processes): one channel per process
-  (`_Shared`) joins the group of each user who has a stream here, once, however many streams they
-  have; a reader task takes what arrives on it and hands it to the writers. Publications carry
-  their group and are sent in batches: one layer message per group and batch, one batch at a
-  time per process (so in order), whatever has queued while the previous one was being sent.
-  Group memberships expire in the layer (`group_expiry`): the process joins its groups again
-  every half expiry (`renew`, from the streams' ticker), not each stream.
+  (`_Shared`), in one group of all the processes; a reader task takes what arrives on it and
+  hands each copy to the writers of its user's streams here. Publications are sent in batches:
+  one layer message per batch, one batch at a time per process (so in order), whatever has queued
+  while the previous one was being sent. Group memberships expire in the layer (`group_expiry`):
+  the process joins again every half expiry (`renew`, from the streams' ticker), not each stream.
 """
 
 from __future__ import annotations
@@ -34,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 Writer = Callable[[dict], None]
 Messages = list[tuple[str, Any]]  # (group, message)
-BATCH = "stream.batch"  # several messages of one group in one layer message (`_Shared`)
+BATCH = "stream.batch"  # a batch of (group, message) in one layer message (`_Shared`)
+EVERYONE = "streams.everyone"  # the group of every process's streams channel (`_Shared`)
 
 
 class _Local:
@@ -66,30 +66,33 @@ class _Local:
 
 
 class _Shared:
-    """A layer shared between processes: one channel per process in the groups of its users."""
+    """A layer shared between processes: every process's one channel is in one group (`EVERYONE`),
+    and each batch of commits goes out as one message to it; each process hands the copies to its
+    own streams of their users. A process's reader then takes one message per batch, whatever the
+    number of users in it (channels_redis takes one message per round trip to Redis): made for
+    the few core processes of a deployment, each of which receives every batch."""
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.channel: str | None = None
         self.members: dict[str, dict[str, Writer]] = {}  # group -> channel -> writer (this process)
-        self.joined: dict[str, float] = {}  # group -> when this process last joined it (monotonic)
-        self.lock = asyncio.Lock()  # group_add / group_discard in order, never crossed
+        self.joined: float | None = None  # when this process last joined EVERYONE (monotonic)
+        self.lock = asyncio.Lock()
         self.reader: asyncio.Task | None = None
         self.pending: Messages = []
         self.sender: asyncio.Task | None = None
-        self.next_renew = 0.0
 
     async def join(self, group: str, channel: str, writer: Writer) -> None:
-        if self.channel is None:
-            self.channel = await self.layer.new_channel("streams.")
         self.members.setdefault(group, {})[channel] = writer
+        if self.joined is None:
+            async with self.lock:
+                if self.joined is None:
+                    if self.channel is None:
+                        self.channel = await self.layer.new_channel("streams.")
+                    await self.layer.group_add(EVERYONE, self.channel)
+                    self.joined = time.monotonic()
         if self.reader is None or self.reader.done():
             self.reader = asyncio.get_running_loop().create_task(self._read(), name="cortex-streams-reader")
-        if group not in self.joined:
-            async with self.lock:
-                if group not in self.joined and group in self.members:
-                    await self.layer.group_add(group, self.channel)
-                    self.joined[group] = time.monotonic()
 
     async def leave(self, group: str, channel: str) -> None:
         members = self.members.get(group)
@@ -97,30 +100,28 @@ class _Shared:
             members.pop(channel, None)
             if not members:
                 del self.members[group]
-        if group not in self.members and group in self.joined:
+        if not self.members and self.joined is not None:
             async with self.lock:
-                if group not in self.members and self.joined.pop(group, None) is not None:
+                if not self.members and self.joined is not None:
+                    self.joined = None
                     with contextlib.suppress(Exception):
-                        await self.layer.group_discard(group, self.channel)
-        if not self.members and self.reader is not None:
-            self.reader.cancel()
-            self.reader = None
+                        await self.layer.group_discard(EVERYONE, self.channel)
+                    if self.reader is not None:
+                        self.reader.cancel()
+                        self.reader = None
 
     async def renew(self, now: float) -> None:
-        """Join every group again once half of `group_expiry` has passed since the last join."""
-        if now < self.next_renew:
-            return
+        """Join again once half of `group_expiry` has passed since the last join."""
         half = max(0.5, getattr(self.layer, "group_expiry", 86400) / 2)
-        self.next_renew = now + min(half / 4, 60.0)
-        due = [group for group, joined in self.joined.items() if now - joined >= half]
-        for group in due:
-            async with self.lock:
-                if group in self.joined:
-                    try:
-                        await self.layer.group_add(group, self.channel)
-                        self.joined[group] = time.monotonic()
-                    except Exception:
-                        logger.exception("Joining %s again failed; trying again soon", group)
+        if self.joined is None or now - self.joined < half:
+            return
+        async with self.lock:
+            if self.joined is not None:
+                try:
+                    await self.layer.group_add(EVERYONE, self.channel)
+                    self.joined = time.monotonic()
+                except Exception:
+                    logger.exception("Joining the streams' group again failed; trying again soon")
 
     async def _read(self) -> None:
         while self.members:
@@ -132,14 +133,15 @@ class _Shared:
                 logger.exception("Receiving the streams' messages failed; trying again")
                 await asyncio.sleep(1)
                 continue
-            group = message.get("group")
-            if isinstance(group, str):
-                items = message.get("messages") if message.get("type") == BATCH else [message]
-                for item in items or ():
-                    self.deliver(group, item)
+            for item in message.get("messages") or ():
+                if isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str):
+                    self.deliver(item[0], item[1])
 
     def deliver(self, group: str, message: dict) -> None:
-        for writer in list(self.members.get(group, {}).values()):
+        members = self.members.get(group)
+        if not members:
+            return
+        for writer in list(members.values()):
             try:
                 writer(message)
             except Exception:
@@ -157,21 +159,12 @@ class _Shared:
             await self.publish_now(batch)
 
     async def publish_now(self, messages: Messages) -> None:
-        by_group: dict[str, list[Any]] = {}
-        for group, message in messages:
-            by_group.setdefault(group, []).append(message)
-        sends = [
-            self.layer.group_send(
-                group,
-                {**items[0], "group": group} if len(items) == 1 else {"type": BATCH, "group": group, "messages": items},
-            )
-            for group, items in by_group.items()
-        ]
-        for group, result in zip(by_group, await asyncio.gather(*sends, return_exceptions=True), strict=True):
-            if isinstance(result, BaseException):
-                # The log is durable: a stream that misses this live copy catches up from the
-                # database at its next event or reconnect.
-                logger.error("Publishing to %s failed: %r", group, result)
+        try:
+            await self.layer.group_send(EVERYONE, {"type": BATCH, "messages": [list(item) for item in messages]})
+        except Exception:
+            # The log is durable: a stream that misses this live copy catches up from the
+            # database at its next event or reconnect.
+            logger.exception("Publishing %d live copies failed", len(messages))
 
 
 def hub(layer: Any = None) -> _Local | _Shared:
