@@ -136,8 +136,11 @@ class System:
             ["ps", "-o", "pid=,ppid=,args=", "--ppid", str(self.group.pid)], capture_output=True, text=True
         ).stdout.splitlines():
             pid, _ppid, args = line.split(None, 2)
-            role = next((r for r in ("memory", "cognition", "outbox", "housekeeping") if r in args), "core")
-            found[role] = int(pid)
+            # The core is the uvicorn process; the others by their command (the turn worker, the
+            # webhook worker and the notes expert were taken for the core, whichever came last).
+            roles = ("uvicorn", "memory", "cognition", "outbox", "housekeeping", "turn_worker", "webhook", "notes")
+            role = next((r for r in roles if r in args), "other")
+            found["core" if role == "uvicorn" else role] = int(pid)
         return found
 
     def core_pids(self) -> list[int]:

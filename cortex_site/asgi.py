@@ -22,7 +22,12 @@ from django.urls import re_path  # noqa: E402
 
 from common import tracing  # noqa: E402
 from common.web.asgi import ApiASGIHandler, ObservedApp, RequestGuard  # noqa: E402
-from streaming.routing import http_urlpatterns, websocket_application, websocket_urlpatterns  # noqa: E402
+from streaming.routing import (  # noqa: E402
+    StreamsFirst,
+    http_urlpatterns,
+    websocket_application,
+    websocket_urlpatterns,
+)
 from streaming.views import RELAY_MAX_BYTES  # noqa: E402
 
 api_asgi_app = ApiASGIHandler()
@@ -34,13 +39,15 @@ API_PATHS = (
 # Then `Host` and the body's size, on every path (common.web.asgi.RequestGuard).
 application = ObservedApp(
     RequestGuard(
-        ProtocolTypeRouter(
-            {
-                "http": URLRouter(
-                    [*http_urlpatterns, re_path(API_PATHS, api_asgi_app), re_path(r"", django_asgi_app)]  # type: ignore[arg-type]
-                ),
-                "websocket": websocket_application,
-            }
+        StreamsFirst(
+            ProtocolTypeRouter(
+                {
+                    "http": URLRouter(
+                        [*http_urlpatterns, re_path(API_PATHS, api_asgi_app), re_path(r"", django_asgi_app)]  # type: ignore[arg-type]
+                    ),
+                    "websocket": websocket_application,
+                }
+            )
         ),
         loopback_limits={"/internal/events": RELAY_MAX_BYTES},
     ),

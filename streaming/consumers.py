@@ -11,12 +11,18 @@ Both consumers parse, authorize and then follow the same protocol (`_EventStream
    commits may arrive out of order; channels_redis drops over capacity): the stream fetches the
    missing range from the database, where it is committed already, before going on.
 
-Live copies wait in a bounded per-connection queue; a client that falls behind by more than
-`STREAM_BUFFER_EVENTS` events or about `STREAM_BUFFER_BYTES` is disconnected and resumes with its
-last event id (under daphne, which buffers whatever is written, `daphne_compat` cuts off a
-connection whose socket buffer passes the same byte bound). Group membership and the stream's slot
-(`streaming.slots`, at most `STREAMS_PER_USER`) are released on every exit path (`__call__`'s finally).
-A stream joins its group again every half `group_expiry`, so a membership never expires under it.
+Fan-out (`streaming.hub`): the stream registers a writer (`_deliver`) for its user's group; the
+publisher's task calls it with each live copy, and it writes the event to the socket there and
+then. Only when that write cannot finish at once (the client reads slowly), or a gap must be
+fetched from the log, or the replay runs, does the stream get a task of its own (`pump`), which
+ends once it has caught up; meanwhile live copies wait in a bounded buffer. A client that falls
+behind by more than `STREAM_BUFFER_EVENTS` events or about `STREAM_BUFFER_BYTES` is disconnected
+and resumes with its last event id (under daphne, which buffers whatever is written,
+`daphne_compat` cuts off a connection whose socket buffer passes the same byte bound). An idle
+stream is its connection's own task waiting for the client, and a few entries in shared tables:
+no task, queue or timer of its own (the heartbeat, expiry and slot renewal are the process's
+`_ticker` wheel's, the re-check of its user `_rechecks`'). Group membership and the stream's slot
+(`streaming.slots`, at most `STREAMS_PER_USER`) are released on every exit path (`_run`'s finally).
 
 A stream never outlives its credential. It ends, with a final `{"type": "end", "reason": ...}`
 (SSE: a `data:` line without `id:`, so `Last-Event-ID` stays on the last real event; WebSocket: a
@@ -28,6 +34,10 @@ text frame, then close code 4401 or 4403):
   message to the user's group, and at the latest at the next re-check of the user
   (`STREAM_RECHECK_SECONDS`, default 15: one read per process for all its streaming users, never
   one per stream or per event).
+
+Whatever ends a stream from outside its own task (the writer, the ticker, a revocation) records
+the reason and cancels the connection's task (`_end`); the task, waiting for the client, ends the
+stream itself (`_serve`).
 """
 
 from __future__ import annotations
@@ -39,9 +49,12 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
@@ -55,6 +68,7 @@ from common.errors import CortexError, ErrorCode
 from common.web import daphne_compat, shutdown
 from streaming import selectors, slots
 from streaming.auth import stream_user
+from streaming.hub import hub
 from streaming.services import STREAM_EVENT, STREAM_REVOKE, LiveMessage, user_group
 from workspaces.selectors import conversation_get_for_user
 
@@ -81,6 +95,12 @@ def _approx_bytes(message: LiveMessage) -> int:
     return len(message.get("json") or "") + 64
 
 
+def _position_if_may_stream(*, user_id: uuid.UUID, issued_at: datetime) -> selectors.LogPosition | None:
+    if not selectors.user_may_stream(user_id=user_id, issued_at=issued_at):
+        return None
+    return selectors.log_position(user_id=user_id)
+
+
 class _Stalled(Exception):
     """The client has read nothing for a long time."""
 
@@ -88,9 +108,10 @@ class _Stalled(Exception):
 class _Rechecks:
     """The process's re-check of its streaming users: one query for all of them every
     `STREAM_RECHECK_SECONDS`, not one per stream (5,000 idle streams made 5,000 queries a period,
-    which delayed their heartbeats). `revoked` maps a user to the moment before which their streams'
-    credentials are void: infinity for users found inactive or deleted, their last logout or
-    password change otherwise. Each stream looks at it on its own period; the immediate path is
+    which delayed their heartbeats). A user found inactive or deleted, or with a logout or password
+    change not yet acted on, gets a `stream.revoke` handed to their streams in this process (each
+    process re-checks its own); `revoked` remembers what was sent (infinity: inactive or deleted;
+    else the last logout or password change), so it is sent once. The immediate path is
     `streams_revoke`'s message."""
 
     def __init__(self) -> None:
@@ -112,6 +133,7 @@ class _Rechecks:
             self.users[user_id] = left
         else:
             self.users.pop(user_id, None)
+            self.revoked.pop(user_id, None)
         if not self.users and self.task is not None:  # no stream left: nothing to re-check
             self.task.cancel()
             self.task = None
@@ -129,14 +151,13 @@ class _Rechecks:
                 for user_id in self.users
                 if user_id not in active or active[user_id] is not None
             }
-            layer = get_channel_layer()
+            fanout = hub()
             for user_id, before in revoked.items():
                 if self.revoked.get(user_id) != before:  # end their streams in this process now
                     message = (
                         {"type": STREAM_REVOKE} if before == math.inf else {"type": STREAM_REVOKE, "before": before}
                     )
-                    with contextlib.suppress(Exception):
-                        await layer.group_send(user_group(user_id), message)
+                    fanout.deliver(user_group(user_id), message)
             self.revoked = revoked
 
 
@@ -145,46 +166,55 @@ _rechecks = _Rechecks()
 
 class _Ticker:
     """One task per process for what every open stream needs now and then: the heartbeat (a
-    `: ping` once a stream has been quiet for `SSE_HEARTBEAT_SECONDS`), the end at its credential's
-    expiry or its user's revocation, and its slot's renewal. Per-stream timers and a waiting task
-    per idle stream cost memory on every open connection; this costs one set entry."""
+    `: ping` once a stream has been quiet for `SSE_HEARTBEAT_SECONDS`), the end at its
+    credential's expiry, its slot's renewal, and the hub's group renewal. A timing wheel: each
+    stream sits in the slot of its next deadline, so a tick looks only at the streams due then,
+    not at every open stream. Per-stream timers and a waiting task per idle stream cost memory on
+    every open connection; this costs one list entry."""
 
     def __init__(self) -> None:
-        self.streams: set[Any] = set()
+        self.slots: dict[int, list[Any]] = {}  # tick number -> streams due then
+        self.count = 0
         self.task: asyncio.Task | None = None
 
-    def add(self, stream: Any) -> None:
-        self.streams.add(stream)
+    def add(self, stream: Any, at: float) -> None:
+        self.count += 1
+        self.schedule(stream, at)
         loop = asyncio.get_running_loop()
         if self.task is None or self.task.done() or self.task.get_loop() is not loop:
             self.task = loop.create_task(self._run(), name="cortex-stream-ticker")
 
-    def discard(self, stream: Any) -> None:
-        self.streams.discard(stream)
-        if not self.streams and self.task is not None:
+    def schedule(self, stream: Any, at: float) -> None:
+        self.slots.setdefault(math.ceil(at / TICK_SECONDS), []).append(stream)
+
+    def discard(self) -> None:
+        """A stream has ended (it is dropped from its slot when the slot comes due)."""
+        self.count -= 1
+        if self.count <= 0 and self.task is not None:
+            self.count = 0
+            self.slots.clear()
             self.task.cancel()
             self.task = None
 
     async def _run(self) -> None:
-        while self.streams:
+        while self.count > 0:
             await asyncio.sleep(TICK_SECONDS)
             now, wall = time.monotonic(), time.time()
-            for stream in list(self.streams):
-                try:
-                    await stream.tick(now, wall)
-                except Exception:  # a stream whose client is gone: its own teardown follows
-                    logger.debug("tick of a stream failed", exc_info=True)
+            try:
+                await hub().renew(now)
+            except Exception:
+                logger.exception("Renewing the streams' groups failed")
+            current = math.floor(now / TICK_SECONDS)
+            for key in sorted(key for key in self.slots if key <= current):
+                for stream in self.slots.pop(key, ()):
+                    try:
+                        await stream.tick(now, wall)
+                    except Exception:  # a stream whose client is gone: its own teardown follows
+                        logger.debug("tick of a stream failed", exc_info=True)
 
 
 _ticker = _Ticker()
 TICK_SECONDS = 0.5
-
-
-def _rejoin_seconds(layer: Any) -> float:
-    """How often a stream joins its group again: Channels' layers drop a group membership once it
-    is `group_expiry` old (a day by default, in memory and in Redis alike), and a stream open longer
-    would silently receive no more live events. Joining again renews it; halfway leaves margin."""
-    return max(TICK_SECONDS, getattr(layer, "group_expiry", 86400) / 2)
 
 
 class _EventStream:
@@ -193,31 +223,41 @@ class _EventStream:
     # Provided by the Channels consumer this is mixed into.
     scope: dict[str, Any]
     channel_layer: Any
+    channel_layer_alias: str
     channel_name: str
+    base_send: Any
 
     user: User | None = None
-    conversation_id: uuid.UUID | None = None
+    conversation_id: str | None = None
     last_event_id: int | None = None
     group: str | None = None
-    # Live copies waiting for the pump. A list and a future, not an `asyncio.Queue`: a queue is
-    # three deques (about 2.3 KB) on every idle stream; an empty list is 56 bytes.
+    # Live copies waiting for the pump (only while it runs). A list, not an `asyncio.Queue`: a queue
+    # is three deques (about 2.3 KB) on every stream; an empty list is 56 bytes.
     queue: list[LiveMessage] | None = None
     next_ping: float = 0.0  # monotonic: when the ticker pings this stream next
     next_renew: float = 0.0  # monotonic: when the ticker renews its slot next
-    next_rejoin: float = 0.0  # monotonic: when the ticker adds the stream to its group again
-    ending: bool = False  # the ticker has asked the consumer to end the stream
-    pump: asyncio.Task | None = None
+    heartbeat: float = 15.0  # SSE_HEARTBEAT_SECONDS when the stream opened
+    pump: asyncio.Task | None = None  # the stream's own writing, only while it is behind
+    task: asyncio.Task | None = None  # the connection's task (the server's), waiting for the client
+    end_reason: str | None = None  # why the stream is being ended from outside its task
+    cancelled_by_us: bool = False
+    closing: bool = False  # the connection's task is tearing the stream down
+    ticking: bool = False
     last_seen: int = 0  # highest seq this stream has covered (sent, or filtered out)
-    streaming: bool = False
+    streaming: bool = False  # the response has begun: it must be ended properly
+    live: bool = False  # the replay has been started: live copies go to the socket or the pump
     finished: bool = False
     expires_at: float = 0.0  # epoch seconds: the credential's expiry
     issued_at: float = 0.0  # epoch seconds: when the credential was issued (a later logout ends the stream)
     slot: str | None = None
     queued_bytes: int = 0
     server_send: Any = None  # the server's ASGI send callable (daphne flow control)
+    daphne: bool = False
 
     async def _drain(self) -> None:
         """Wait while the connection holds too much unsent output (daphne only, see daphne_compat)."""
+        if not self.daphne:
+            return
         waited = 0.0
         while (unsent := daphne_compat.unsent_bytes(self.server_send)) is not None and unsent > DRAIN_HIGH_WATER_BYTES:
             if waited >= DRAIN_GIVE_UP_SECONDS:
@@ -242,6 +282,56 @@ class _EventStream:
         """End the stream; for END_REASONS first tell the client why."""
         raise NotImplementedError
 
+    # The connection.
+    async def _serve(self, scope: dict, receive: Any, send: Any) -> None:
+        """Channels' `AsyncConsumer.__call__` without its second task: the connection's task waits
+        for the client's messages only (live copies come through `_deliver`). Ended from outside
+        (`_end`), it ends the stream itself."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.base_send = send
+        self.task = asyncio.current_task()
+        try:
+            while True:
+                try:
+                    await self.dispatch(await receive())
+                except asyncio.CancelledError:
+                    if not self.cancelled_by_us or self.task is None or self.task.uncancel() > 0:
+                        raise
+                    self.cancelled_by_us = False
+                    await self._stop_pump()
+                    await self._finish(self.end_reason or "error")
+                    return
+        except StopConsumer:
+            pass
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels runs close_old_connections in the sync thread before every handler: a hop to
+        # that one thread for each message. These handlers reach the database only through
+        # database_sync_to_async, which does it there itself; a frame a client sends on its
+        # WebSocket is ignored.
+        if message["type"] == "websocket.receive":
+            return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    def _end(self, reason: str) -> None:
+        """End the stream from outside the connection's task: that task, waiting for the client,
+        is cancelled and ends the stream (`_serve`); before the stream is live, when it goes live."""
+        if self.end_reason is not None or self.finished or self.closing:
+            return
+        self.end_reason = reason
+        if self.streaming:
+            self._cancel_task()
+
+    def _cancel_task(self) -> None:
+        if self.task is not None and not self.task.done() and not self.cancelled_by_us:
+            self.cancelled_by_us = True
+            self.task.cancel()
+
     # Setup: parse and authorize.
     def _request(self) -> tuple[dict[bytes, bytes], dict[str, list[str]]]:
         headers = {name.lower(): value for name, value in self.scope.get("headers", [])}
@@ -254,14 +344,6 @@ class _EventStream:
         self.user = credential.user
         self.expires_at = credential.expires_at.timestamp()
         self.issued_at = credential.issued_at.timestamp()
-        # The token check may use a cached user row (accounts.authentication): a stream is long, so
-        # it starts only for a user who is active now and has not logged out or changed the password
-        # since its credential was issued (one read per stream, none per event).
-        if not await database_sync_to_async(selectors.user_may_stream)(
-            user_id=self.user.id, issued_at=credential.issued_at
-        ):
-            raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.")
-
         raw_id = headers.get(b"last-event-id", b"").decode("latin-1").strip() or (
             query.get("last_event_id", [""])[0].strip()
         )
@@ -278,7 +360,7 @@ class _EventStream:
                 )
             except Http404:
                 raise CortexError(ErrorCode.NOT_FOUND, "Conversation not found.") from None
-            self.conversation_id = conversation.id
+            self.conversation_id = str(conversation.id)
 
         # Last: every refusal above leaves no slot behind.
         self.slot = await slots.slot_acquire(user_id=self.user.id, holder=self.channel_name)
@@ -290,23 +372,39 @@ class _EventStream:
 
     # Streaming.
     async def _stream_subscribe(self) -> selectors.LogPosition:
-        """Before the client sees a response: once it does, every later event reaches it."""
+        """Before the client sees a response: once it does, every later event reaches it. Then, in
+        one read: the token check may use a cached user row (accounts.authentication), and a stream
+        is long, so it starts only for a user who is active now and has not logged out or changed
+        the password since its credential was issued; and the log's head, read after joining."""
         assert self.user is not None
         self.queue = []
         self.group = user_group(self.user.id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await hub(self.channel_layer).join(self.group, self.channel_name, self._deliver)
         _rechecks.add(self.user.id)
-        return await database_sync_to_async(selectors.log_position)(user_id=self.user.id)
+        position = await database_sync_to_async(_position_if_may_stream)(
+            user_id=self.user.id, issued_at=datetime.fromtimestamp(self.issued_at, tz=UTC)
+        )
+        if position is None:  # the group and the slot are released by `_stream_cleanup`
+            raise CortexError(ErrorCode.INVALID_TOKEN, "The token is invalid or expired.")
+        return position
 
     def _stream_start(self, position: selectors.LogPosition) -> None:
         self.streaming = True
         now = time.monotonic()
-        self.next_ping = now + settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
+        self.heartbeat = settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
+        self.next_ping = now + self.heartbeat
         self.next_renew = now + settings.CORTEX["STREAM_RECHECK_SECONDS"]
-        self.next_rejoin = now + _rejoin_seconds(self.channel_layer)
+        self.daphne = daphne_compat.unsent_bytes(self.server_send) is not None
+        self.live = True
         self.pump = asyncio.create_task(self._pump(self._replay_then_deliver(position)))
-        _ticker.add(self)
+        self.ticking = True
+        _ticker.add(self, self._next_deadline(now, time.time()))
         shutdown.register(self)
+        if self.end_reason is not None:  # asked to end while it was being set up
+            self._cancel_task()
+
+    def _next_deadline(self, now: float, wall: float) -> float:
+        return min(self.next_ping, self.next_renew, now + max(0.0, self.expires_at - wall))
 
     async def going_away(self) -> None:
         """The server is shutting down: end the stream so the client resumes elsewhere at once."""
@@ -333,8 +431,7 @@ class _EventStream:
         await self._deliver_queued()
 
     async def _deliver_queued(self) -> None:
-        """Write the waiting live copies in order, then return: an idle stream runs no task (its
-        heartbeat, expiry and re-checks are the process's `_ticker`'s)."""
+        """Write the waiting live copies in order, then return: an idle stream runs no task."""
         assert self.queue is not None
         while self.queue:
             message = self.queue.pop(0)
@@ -346,56 +443,114 @@ class _EventStream:
                 self.last_seen = seq
                 if self._wanted(message):
                     await self._write_event(seq, message["json"])
-                    self.next_ping = time.monotonic() + settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
+                    self.next_ping = time.monotonic() + self.heartbeat
             else:
                 await self._catch_up(seq)
 
-    async def _pump(self, work: Any) -> None:
-        """Run the stream's writing (`work`, a coroutine) as its pump task; a failure ends the stream."""
+    async def _write_live(self, seq: int, event_json: str) -> None:
+        await self._write_event(seq, event_json)
+        self.next_ping = time.monotonic() + self.heartbeat
+        await self._deliver_queued()  # what came while this write waited, if it had to
+
+    def _write_soon(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` (writes to the socket) in the caller's task as far as it goes without waiting
+        (`eager_start`: a write to a socket with room finishes there and then); if it must wait, it
+        goes on as the stream's pump, and live copies queue behind it."""
+        task = asyncio.Task(self._pump(work), loop=asyncio.get_running_loop(), eager_start=True)
+        if not task.done():
+            self.pump = task
+
+    async def _pump(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run the stream's writing (`work`, a coroutine); a failure ends the stream."""
         try:
             await work
         except asyncio.CancelledError:
             raise
         except _Stalled:
             logger.info("Stream of user %s stalled; disconnecting it", self.user.id if self.user else None)
-            with contextlib.suppress(Exception):
-                await self._end("overflow")
+            self._end("overflow")
         except Exception:
-            logger.exception("Stream of user %s failed", self.user.id if self.user else None)
-            # Stop through our own channel so the consumer's dispatch loop ends the connection.
-            with contextlib.suppress(Exception):
-                await self.channel_layer.send(self.channel_name, {"type": "stream.stop"})
+            if not self.finished:
+                logger.exception("Stream of user %s failed", self.user.id if self.user else None)
+            self._end("error")
+        finally:
+            if self.pump is asyncio.current_task():
+                self.pump = None  # a finished task kept on every idle stream is half a kilobyte
+
+    def _deliver(self, message: dict) -> None:
+        """The stream's writer (`streaming.hub`): called in the publisher's task with each message
+        to the user's group; never waits."""
+        kind = message.get("type")
+        if kind == STREAM_EVENT:
+            self._offer(message)  # type: ignore[arg-type]
+        elif kind == STREAM_REVOKE:
+            self._revoke(message)
+        elif kind == "stream.stop":
+            self._end(message.get("reason", "error"))
+
+    def _offer(self, message: LiveMessage) -> None:
+        if self.queue is None or self.finished or self.end_reason is not None:
+            return
+        if not self.live or (self.pump is not None and not self.pump.done()) or self.queue:
+            self._enqueue(message)  # the pump (the replay, a slow write, a gap) takes it
+            if self.live and self.queue and (self.pump is None or self.pump.done()):
+                self._write_soon(self._deliver_queued())
+            return
+        seq = message["seq"]
+        if seq <= self.last_seen:
+            return  # a duplicate (the seam between replay and live)
+        if seq == self.last_seen + 1:
+            self.last_seen = seq
+            if self._wanted(message):
+                self._write_soon(self._write_live(seq, message["json"]))
+            return
+        # An earlier copy is late or was dropped: the gap is fetched from the log first.
+        self._enqueue(message)
+        self._write_soon(self._deliver_queued())
+
+    def _enqueue(self, message: LiveMessage) -> None:
+        assert self.queue is not None
+        size = _approx_bytes(message)
+        if self.queue and (
+            len(self.queue) >= settings.CORTEX["STREAM_BUFFER_EVENTS"]
+            or self.queued_bytes + size > settings.CORTEX["STREAM_BUFFER_BYTES"]
+        ):
+            logger.info("Stream of user %s fell behind; disconnecting it", self.user.id if self.user else None)
+            self.queue.clear()
+            self.queued_bytes = 0
+            self._end("overflow")
+            return
+        self.queue.append(message)
+        self.queued_bytes += size
+
+    def _revoke(self, message: dict) -> None:
+        """The user was deactivated or deleted, or logged out or changed the password `before` a
+        moment (`streaming.services.streams_revoke`): end now, unless opened after that moment."""
+        before = message.get("before")
+        if before is not None and self.issued_at >= before:
+            return
+        self._end("revoked")
 
     async def tick(self, now: float, wall: float) -> None:
-        """Called by the process's `_ticker` every TICK_SECONDS (0.5 s)."""
-        if self.finished or not self.streaming or self.ending:
-            return
+        """Called by the process's `_ticker` when this stream's next deadline has come."""
+        if self.finished or not self.streaming or self.end_reason is not None or self.closing:
+            return  # not scheduled again
         if self.expires_at - wall <= 0:
-            self.ending = True  # one end message is enough
-            await self._end("token_expired")
-            return
-        if self.user is not None and self.issued_at < _rechecks.revoked.get(self.user.id, -math.inf):
-            self.ending = True
-            await self._end("revoked")
+            self._end("token_expired")
             return
         if now >= self.next_renew:
             self.next_renew = now + settings.CORTEX["STREAM_RECHECK_SECONDS"]
             if self.slot is not None:
                 await slots.slot_renew(key=self.slot, holder=self.channel_name)
-        if now >= self.next_rejoin and self.group is not None:
-            self.next_rejoin = now + _rejoin_seconds(self.channel_layer)
-            await self.channel_layer.group_add(self.group, self.channel_name)
-        if now >= self.next_ping and (self.pump is None or self.pump.done()):
-            self.next_ping = now + settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
-            await self._write_ping()
-
-    async def _end(self, reason: str) -> None:
-        """From the pump: stop through our own channel, so the consumer's dispatch loop ends the
-        connection (and drops whatever is still queued)."""
-        await self.channel_layer.send(self.channel_name, {"type": "stream.stop", "reason": reason})
+        if now >= self.next_ping:
+            self.next_ping = now + self.heartbeat
+            if self.pump is None or self.pump.done():
+                self._write_soon(self._write_ping())
+        if not (self.finished or self.closing):
+            _ticker.schedule(self, self._next_deadline(now, wall))
 
     def _wanted(self, message: LiveMessage) -> bool:
-        return self.conversation_id is None or message["conversation_id"] == str(self.conversation_id)
+        return self.conversation_id is None or message["conversation_id"] == self.conversation_id
 
     async def _catch_up(self, through: int) -> None:
         """Send the logged events in `(last_seen, through]`: all committed, per the seq invariant."""
@@ -415,75 +570,33 @@ class _EventStream:
                 break
         self.last_seen = through
 
-    # Channel-layer handlers.
-    async def dispatch(self, message: dict) -> None:
-        # Channels runs close_old_connections in the sync thread before every handler: one hop
-        # to that single thread per live event per stream, which starves the request views at
-        # fan-out rates. This handler never touches the database (our only way in is
-        # database_sync_to_async, which cleans up itself), so it skips the hop.
-        if message["type"] == STREAM_EVENT:
-            await self.stream_event(message)  # type: ignore[arg-type]
-        else:
-            await super().dispatch(message)  # type: ignore[misc]  # the consumer's, after this mixin
-
-    async def stream_event(self, message: LiveMessage) -> None:
-        if self.queue is None or self.finished:
-            return
-        size = _approx_bytes(message)
-        try:
-            if self.queue and (
-                len(self.queue) >= settings.CORTEX["STREAM_BUFFER_EVENTS"]
-                or self.queued_bytes + size > settings.CORTEX["STREAM_BUFFER_BYTES"]
-            ):
-                raise asyncio.QueueFull
-            self.queue.append(message)
-            self.queued_bytes += size
-            if self.streaming and (self.pump is None or self.pump.done()):
-                self.pump = asyncio.create_task(self._pump(self._deliver_queued()))
-        except asyncio.QueueFull:
-            logger.info("Stream of user %s fell behind; disconnecting it", self.user.id if self.user else None)
-            await self._stop_pump()
-            await self._finish("overflow")
-            raise StopConsumer() from None
-
-    async def stream_stop(self, message: dict) -> None:
-        await self._stop_pump()
-        await self._finish(message.get("reason", "error"))
-        raise StopConsumer()
-
-    async def stream_revoke(self, message: dict) -> None:
-        """The user was deactivated or deleted, or logged out or changed the password `before` a
-        moment (`streaming.services.streams_revoke`): end now, unless opened after that moment."""
-        if self.finished:
-            raise StopConsumer()
-        before = message.get("before")
-        if before is not None and self.issued_at >= before:
-            return
-        await self.stream_stop({"reason": "revoked"})
-
     # Teardown.
     async def _stop_pump(self) -> None:
-        if self.pump is not None and not self.pump.done():
+        if self.pump is not None and not self.pump.done() and self.pump is not asyncio.current_task():
             self.pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.pump
 
     async def _stream_cleanup(self) -> None:
-        _ticker.discard(self)
+        self.closing = True
+        if self.ticking:
+            self.ticking = False
+            _ticker.discard()
         await self._stop_pump()
         if self.group is not None:
             group, self.group = self.group, None
-            await self.channel_layer.group_discard(group, self.channel_name)
+            with contextlib.suppress(Exception):
+                await hub(self.channel_layer).leave(group, self.channel_name)
             _rechecks.remove(self.user.id)  # type: ignore[union-attr]  # a group means a user
         if self.slot is not None:
             slot, self.slot = self.slot, None
             with contextlib.suppress(Exception):
                 await slots.slot_release(key=slot, holder=self.channel_name)
 
-    async def _run(self, run: Any, scope: dict, receive: Any, send: Any) -> None:
+    async def _run(self, scope: dict, receive: Any, send: Any) -> None:
         self.server_send = send
         try:
-            await run(scope, receive, send)
+            await self._serve(scope, receive, send)
         except asyncio.CancelledError:
             # The server is shutting down (daphne cancels every application): say goodbye so
             # clients reconnect elsewhere at once.
@@ -499,7 +612,7 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
     """`GET /output/stream`: Server-Sent Events."""
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        await self._run(super().__call__, scope, receive, send)
+        await self._run(scope, receive, send)
 
     async def http_request(self, message: dict) -> None:
         if message.get("more_body") or self.streaming:
@@ -508,6 +621,7 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
             if self.scope["method"] not in ("GET",):
                 raise CortexError(ErrorCode.METHOD_NOT_ALLOWED, f'Method "{self.scope["method"]}" not allowed.')
             await self._stream_prepare()
+            position = await self._stream_subscribe()
         except CortexError as err:
             headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
             if err.status == 401:
@@ -519,7 +633,6 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
             await self.send_response(err.status, json.dumps(err.body()).encode(), headers=headers)
             self.finished = True
             raise StopConsumer() from None
-        position = await self._stream_subscribe()
         await self.send_headers(
             status=200,
             headers=[
@@ -574,11 +687,12 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
     accepted: bool = False
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        await self._run(super().__call__, scope, receive, send)
+        await self._run(scope, receive, send)
 
     async def connect(self) -> None:
         try:
             await self._stream_prepare()
+            position = await self._stream_subscribe()
         except CortexError as err:
             # Accept first: a close before the handshake is an HTTP 403 and the code is lost.
             await self.accept()
@@ -586,7 +700,6 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
             self.finished = True
             await self.close(code=WS_CLOSE_TRY_LATER if err.status == 429 else WS_CLOSE_POLICY)
             return
-        position = await self._stream_subscribe()
         await self.accept()
         self.accepted = True
         self._stream_start(position)

@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core import signing
 from django.db import transaction
@@ -30,6 +29,7 @@ from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
 from common.metrics import EVENTS_PUBLISHED
+from streaming.hub import hub
 from streaming.models import Event, EventBody, EventCursor, StreamTicket
 from streaming.signals import events_appended
 from workspaces.models import IdempotencyRecord
@@ -290,22 +290,25 @@ def events_record_for_messages(*, created: list[CreatedInput]) -> None:
     transaction.on_commit(lambda: events_publish(live))
 
 
-_background: set[asyncio.Task] = set()
-
-
 async def _group_send_all(messages: list[tuple[str, LiveMessage]]) -> None:
-    layer = get_channel_layer()
-    for group, message in messages:
-        try:
-            await layer.group_send(group, message)
-        except Exception:
-            # The log is durable: a stream that misses this live copy catches up from the
-            # database at its next event or reconnect.
-            logger.exception("Publishing to %s failed", group)
+    try:
+        await hub().publish_now(messages)
+    except Exception:
+        # The log is durable: a stream that misses this live copy catches up from the database at
+        # its next event or reconnect.
+        logger.exception("Publishing %d live copies failed", len(messages))
+
+
+def _publish(messages: list[tuple[str, LiveMessage]]) -> None:
+    try:
+        hub().publish(messages)
+    except Exception:
+        logger.exception("Publishing %d live copies failed", len(messages))
 
 
 def events_publish(messages: list[tuple[str, LiveMessage]]) -> None:
-    """Hand committed events to the channel layer (at-most-once; the log is the source of truth)."""
+    """Hand committed events to the process's streams and the channel layer (at-most-once; the log
+    is the source of truth): `streaming.hub`, on the event loop."""
     if not messages:
         return
     EVENTS_PUBLISHED.inc(len(messages))
@@ -314,12 +317,12 @@ def events_publish(messages: list[tuple[str, LiveMessage]]) -> None:
     except RuntimeError:
         loop = None
     if loop is not None:
-        # Called from async code on this thread (async_to_sync would refuse): send in the background.
-        _spawn(messages)
+        # Called from async code on this thread: right after the caller's step.
+        loop.call_soon(_publish, messages)
     elif (target := caller_loop()) is not None:
-        # The input writer's thread, after its commit: the inputs' own loop sends them, without
+        # The input writer's thread, after its commit: the inputs' own loop hands them out, without
         # the writer waiting for it (the writer must not stall behind the streams).
-        target.call_soon_threadsafe(_spawn, messages)
+        target.call_soon_threadsafe(_publish, messages)
     else:
         async_to_sync(_group_send_all)(messages)
 
@@ -387,12 +390,6 @@ def events_forget_conversation(*, conversation_id: uuid.UUID, user_ids: Iterable
         return 0
     deleted, _ = Event.objects.filter(recipient_id__in=ids, conversation_id=conversation_id).delete()
     return deleted
-
-
-def _spawn(messages: list[tuple[str, LiveMessage]]) -> None:
-    task = asyncio.get_running_loop().create_task(_group_send_all(messages))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
 
 
 def _ticket_hash(ticket: str) -> str:

@@ -24,13 +24,23 @@ def _key(user_id: uuid.UUID, slot: int) -> str:
     return f"stream-slot:{user_id.hex}:{slot}"
 
 
+_local: dict[tuple[str, str], LocMemCache] = {}  # (BACKEND, LOCATION) -> this process's local-memory cache
+
+
 async def _cache(method: str, *args: Any, **kwargs: Any) -> Any:
     # The local-memory cache is a dict behind a lock: called directly, it costs no hop to the sync
     # thread (which its `a*` methods would take); other caches go through their async methods.
-    backend = caches["default"]
-    if isinstance(backend, LocMemCache):
-        return getattr(backend, method)(*args, **kwargs)
-    return await getattr(backend, f"a{method}")(*args, **kwargs)
+    # Django gives each task its own cache object (`caches` is context-local): kept for a stream's
+    # life, that is a few hundred bytes on every open stream; the local-memory one is shared.
+    config = settings.CACHES["default"]
+    location = (config["BACKEND"], config.get("LOCATION", ""))
+    backend = _local.get(location)
+    if backend is None:
+        found = caches["default"]
+        if not isinstance(found, LocMemCache):
+            return await getattr(found, f"a{method}")(*args, **kwargs)
+        backend = _local[location] = found
+    return getattr(backend, method)(*args, **kwargs)
 
 
 async def slot_acquire(*, user_id: uuid.UUID, holder: str) -> str | None:

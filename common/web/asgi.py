@@ -62,6 +62,13 @@ def _children(method: str, route: str, status: int) -> tuple[Any, Any]:
     return children
 
 
+def _ambiguous_length(scope: Scope) -> bool:
+    """Two different Content-Lengths, or one with Transfer-Encoding (a helper: the set would stay in
+    the guard's frame for the whole request, an SSE stream's included)."""
+    lengths = {value for key, value in scope.get("headers", ()) if key == b"content-length"}
+    return len(lengths) > 1 or bool(lengths and _header(scope, b"transfer-encoding") is not None)
+
+
 class ObservedApp:
     """`service`: "core" records HTTP and stream metrics; a service name (memory, cognition) only
     takes the request id from the caller and logs its access line. `routes`: the paths served by
@@ -237,8 +244,7 @@ class RequestGuard:
             return
         if kind == "http":
             limit = self._limit(scope)
-            lengths = {value for key, value in scope.get("headers", ()) if key == b"content-length"}
-            if len(lengths) > 1 or (lengths and _header(scope, b"transfer-encoding") is not None):
+            if _ambiguous_length(scope):
                 # RFC 9112 6.3: an ambiguous length. httptools refuses it; h11 passes it on, and a
                 # proxy that believes the other header would smuggle a second request past us.
                 await _refuse(
