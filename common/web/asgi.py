@@ -458,7 +458,12 @@ class LeanRoutes(ApiASGIHandler):
             await self._full_path(scope, body, receive, send)
             return
         await self.send_response(response, send)
-        response.close()  # no sync thread was used: `request_finished` has nothing to close here
+        # Not `response.close()`: it closes the request (a JSON body has no files to close) and sends
+        # `request_finished`, whose receivers clean up what a request left on its thread: database
+        # connections (code on the event loop cannot hold one; a user-cache miss closes its own),
+        # Django's per-context caches (the lean path uses none: the throttles share one client) and
+        # the URLconf `get_response_async` set (an asgiref `Local`, copied on write into this
+        # request's own task context, which ends with it). 7% of the input path's samples for nothing.
 
     async def _full_path(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         first: Message | None = {"type": "http.request", "body": body, "more_body": False}
