@@ -430,7 +430,7 @@ class LeanRoutes(ApiASGIHandler):
         self._matches: dict[str, Any] = {}
         super().__init__()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope, receive, send) -> None:  # untyped, as ApiASGIHandler's
         if (
             scope["type"] != "http"
             or scope["path"] not in self.paths
@@ -485,7 +485,7 @@ class LeanRoutes(ApiASGIHandler):
         view_class = getattr(match.func, "view_class", None)
         if view_class is None or not hasattr(view_class, "lean"):
             raise _NotLean
-        view = view_class(**match.func.view_initkwargs)
+        view = view_class(**getattr(match.func, "view_initkwargs", {}))
         view.setup(request, *match.args, **match.kwargs)
         view.args, view.kwargs = match.args, match.kwargs
         response = await view.lean(request, *match.args, **match.kwargs)
