@@ -31,8 +31,8 @@ from streaming.routing import (  # noqa: E402
 from streaming.views import RELAY_MAX_BYTES  # noqa: E402
 
 api_asgi_app = ApiASGIHandler()
-# `POST /input` served from the ASGI scope by its view's lean path, ahead of the routers (the rest
-# of the API, and whatever the lean path leaves, goes on to `api_asgi_app` through them).
+# `POST /input` served from the ASGI scope by its view's lean path, ahead of Channels' URL router
+# (common.web.asgi.LeanRoutes); the rest, and whatever the lean path leaves, goes on through it.
 lean_routes = ["/input"] if settings.CORTEX["INPUT_ASGI_ROUTE"] else []
 API_PATHS = (
     r"^(auth/|config/|input$|messages$|context$|output/ticket$|internal/events$|healthz$|readyz$|openapi\.json$)"
