@@ -198,6 +198,21 @@ async def _refuse(send: Send, status: int, code: ErrorCode, message: str) -> Non
     await send({"type": "http.response.body", "body": body})
 
 
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the body already read (whole, in one message), then the client's own
+    messages (its disconnect)."""
+    first: Message | None = {"type": "http.request", "body": body, "more_body": False}
+
+    async def replay() -> Message:
+        nonlocal first
+        if first is not None:
+            message, first = first, None
+            return message
+        return await receive()
+
+    return replay
+
+
 class RequestGuard:
     """What is refused before any view, consumer or middleware runs, on every path (the API's
     stack, Django's full stack, the streams):
@@ -285,16 +300,7 @@ class RequestGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        first: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-
-        async def replay() -> Message:
-            nonlocal first
-            if first is not None:
-                message, first = first, None
-                return message
-            return await receive()
-
-        return replay
+        return _replaying(b"".join(chunks), receive)
 
 
 # Idle per-request sync threads kept for reuse (more are made, and dropped, under bursts).
@@ -466,16 +472,7 @@ class LeanRoutes(ApiASGIHandler):
         # request's own task context, which ends with it). 7% of the input path's samples for nothing.
 
     async def _full_path(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
-        first: Message | None = {"type": "http.request", "body": body, "more_body": False}
-
-        async def replay() -> Message:
-            nonlocal first
-            if first is not None:
-                message, first = first, None
-                return message
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replaying(body, receive), send)
 
     async def _get_response_async(self, request: Any) -> Any:  # the innermost step of the chain
         match = self._matches.get(request.path_info)
