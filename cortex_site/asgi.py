@@ -21,7 +21,7 @@ from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from common import tracing  # noqa: E402
-from common.web.asgi import ApiASGIHandler, ObservedApp, RequestGuard  # noqa: E402
+from common.web.asgi import ApiASGIHandler, LeanRoutes, ObservedApp, RequestGuard  # noqa: E402
 from streaming.routing import (  # noqa: E402
     StreamsFirst,
     http_urlpatterns,
@@ -31,6 +31,9 @@ from streaming.routing import (  # noqa: E402
 from streaming.views import RELAY_MAX_BYTES  # noqa: E402
 
 api_asgi_app = ApiASGIHandler()
+# `POST /input` served from the ASGI scope by its view's lean path, ahead of Channels' URL router
+# (common.web.asgi.LeanRoutes); the rest, and whatever the lean path leaves, goes on through it.
+lean_routes = ["/input"] if settings.CORTEX["INPUT_ASGI_ROUTE"] else []
 API_PATHS = (
     r"^(auth/|config/|input$|messages$|context$|output/ticket$|internal/events$|healthz$|readyz$|openapi\.json$)"
 )
@@ -42,8 +45,11 @@ application = ObservedApp(
         StreamsFirst(
             ProtocolTypeRouter(
                 {
-                    "http": URLRouter(
-                        [*http_urlpatterns, re_path(API_PATHS, api_asgi_app), re_path(r"", django_asgi_app)]  # type: ignore[arg-type]
+                    "http": LeanRoutes(
+                        URLRouter(
+                            [*http_urlpatterns, re_path(API_PATHS, api_asgi_app), re_path(r"", django_asgi_app)]  # type: ignore[arg-type]
+                        ),
+                        paths=lean_routes,
                     ),
                     "websocket": websocket_application,
                 }

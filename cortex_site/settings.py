@@ -524,6 +524,9 @@ CORTEX: dict[str, Any] = {
     # `POST /input`'s lean path (common.web.views.AsyncAPIView.lean): the common request (a JSON body,
     # a bearer token) validated by msgspec without DRF's request machinery; 0: DRF's path for every request.
     "INPUT_LEAN_PATH": env_bool("INPUT_LEAN_PATH", True),
+    # ...and served from the ASGI scope (common.web.asgi.LeanRoutes), without Channels' router or
+    # Django's request handling around the view; 0: through Django's handler (the lean path still runs).
+    "INPUT_ASGI_ROUTE": env_bool("INPUT_ASGI_ROUTE", True),
     # SQLite: the input writer's WAL checkpoints run on their own thread this often (workspaces.writer),
     # not in the commit of the batch that fills the WAL; 0: SQLite's automatic checkpoint in that commit.
     "SQLITE_CHECKPOINT_MS": env_int("SQLITE_CHECKPOINT_MS", 1000, minimum=0),

@@ -1,4 +1,4 @@
-"""The ASGI layers: `ObservedApp`, `RequestGuard` and `ApiASGIHandler`.
+"""The ASGI layers: `ObservedApp`, `RequestGuard`, `ApiASGIHandler` and `LeanRoutes`.
 
 `ObservedApp` is the ASGI layer around the core and the MCP services that gives every request an id,
 one access log line and its metrics.
@@ -11,6 +11,7 @@ increments: no database, no allocation beyond the header.
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
 import json
 import logging
@@ -27,7 +28,7 @@ from django.core.exceptions import ImproperlyConfigured, RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.http.request import split_domain_port, validate_host
-from django.urls import set_script_prefix
+from django.urls import resolve, set_script_prefix
 from django.utils.module_loading import import_string
 
 from common import metrics
@@ -197,6 +198,21 @@ async def _refuse(send: Send, status: int, code: ErrorCode, message: str) -> Non
     await send({"type": "http.response.body", "body": body})
 
 
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the body already read (whole, in one message), then the client's own
+    messages (its disconnect)."""
+    first: Message | None = {"type": "http.request", "body": body, "more_body": False}
+
+    async def replay() -> Message:
+        nonlocal first
+        if first is not None:
+            message, first = first, None
+            return message
+        return await receive()
+
+    return replay
+
+
 class RequestGuard:
     """What is refused before any view, consumer or middleware runs, on every path (the API's
     stack, Django's full stack, the streams):
@@ -284,16 +300,7 @@ class RequestGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        first: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-
-        async def replay() -> Message:
-            nonlocal first
-            if first is not None:
-                message, first = first, None
-                return message
-            return await receive()
-
-        return replay
+        return _replaying(b"".join(chunks), receive)
 
 
 # Idle per-request sync threads kept for reuse (more are made, and dropped, under bursts).
@@ -394,3 +401,91 @@ class ApiASGIHandler(ASGIHandler):
 
     def _request_finished(self) -> None:
         signals.request_finished.send(sender=self.__class__)
+
+
+class _NotLean(BaseException):
+    """The lean view left the request to the full path. A `BaseException`, so that no layer of the
+    API's middleware chain (nor `convert_exception_to_response`) turns it into an answer."""
+
+
+class LeanRoutes(ApiASGIHandler):
+    """Some API requests served from the ASGI scope by their view's `lean` method, without
+    Channels' router, `ThreadSensitiveContext`, a body spooled to a temporary file, URL resolution,
+    the view's class-based dispatch, or a task listening for the client's disconnect.
+
+    For a `POST` to one of `paths` (a path whose view is an `AsyncAPIView` with a `lean` method, as
+    `POST /input`'s `InputApi`), the request's body is read, Django's `ASGIRequest` is made from the
+    scope (the same `META`, headers and body the view would see) and the API's own middleware chain
+    (`API_MIDDLEWARE`: the error envelope and the route name for the metrics, the security
+    headers) runs with the view's `lean` method in place of Django's URL resolution and view call.
+    Everything around it is Django's `ASGIHandler`'s own: `get_response_async` (the 4xx/5xx log
+    line, an exception turned into the 500 envelope), `send_response`, `response.close()` (the
+    `request_finished` signal). When `lean` answers None (it serves only what it is sure of, and
+    then has counted and written nothing), the request, its body replayed, goes to `app` (Channels'
+    router, Django's full handler and the DRF view) as if this layer did not exist: every refusal,
+    error envelope and header stays the full path's.
+
+    The one difference seen from outside: a client that leaves while its request runs. Django's
+    handler then cancels the view; here it runs to its end (the writer already wrote an input whose
+    client left once it was queued) and its answer is dropped by the server.
+    """
+
+    def __init__(self, app: ASGIApp, *, paths: Iterable[str]) -> None:
+        self.app = app
+        self.paths = frozenset(paths)
+        self._matches: dict[str, Any] = {}
+        super().__init__()
+
+    async def __call__(self, scope, receive, send) -> None:  # untyped, as ApiASGIHandler's
+        if (
+            scope["type"] != "http"
+            or scope["path"] not in self.paths
+            or scope["method"] != "POST"
+            or scope.get("root_path")
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:  # as Django's `read_body` (`RequestGuard` has bounded the body's size)
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        request, _error = self.create_request(scope, io.BytesIO(body))  # an error: the full path answers it
+        if request is None:
+            await self._full_path(scope, body, receive, send)
+            return
+        try:
+            response = await self.get_response_async(request)
+        except _NotLean:
+            await self._full_path(scope, body, receive, send)
+            return
+        await self.send_response(response, send)
+        # Not `response.close()`: it closes the request (a JSON body has no files to close) and sends
+        # `request_finished`, whose receivers clean up what a request left on its thread: database
+        # connections (code on the event loop cannot hold one; a user-cache miss closes its own),
+        # Django's per-context caches (the lean path uses none: the throttles share one client) and
+        # the URLconf `get_response_async` set (an asgiref `Local`, copied on write into this
+        # request's own task context, which ends with it). 7% of the input path's samples for nothing.
+
+    async def _full_path(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+        await self.app(scope, _replaying(body, receive), send)
+
+    async def _get_response_async(self, request: Any) -> Any:  # the innermost step of the chain
+        match = self._matches.get(request.path_info)
+        if match is None:
+            match = self._matches[request.path_info] = resolve(request.path_info)
+        request.resolver_match = match  # the route's name for the metrics (`common.web.envelope`)
+        view_class = getattr(match.func, "view_class", None)
+        if view_class is None or not hasattr(view_class, "lean"):
+            raise _NotLean
+        view = view_class(**getattr(match.func, "view_initkwargs", {}))
+        view.setup(request, *match.args, **match.kwargs)
+        view.args, view.kwargs = match.args, match.kwargs
+        response = await view.lean(request, *match.args, **match.kwargs)
+        if response is None:
+            raise _NotLean
+        return response
