@@ -332,11 +332,12 @@ class TurnWorker:
         writer = asyncio.create_task(self.writer.run(), name="turn-log-writer")
         await self.wakeups.start()
         stopping = asyncio.create_task(stop.wait())
+        woken = False
         try:
             while not stop.is_set():
                 seen = self.wakeups.generation
                 try:
-                    await self._round()
+                    await self._round(woken)
                     if time.monotonic() >= next_renew:
                         next_renew = time.monotonic() + renew_every
                         await self._renew()
@@ -346,10 +347,11 @@ class TurnWorker:
                 # The next round: at a wake-up (a turn became due, a cancellation), when the earliest
                 # schedule is due, at the stop, or after the poll interval (the fallback).
                 timeout = min(poll, max(0.0, self.next_schedules - time.monotonic()))
-                woken = asyncio.ensure_future(self.wakeups.wait(timeout, seen))
-                await asyncio.wait([woken, stopping], return_when=asyncio.FIRST_COMPLETED)
-                woken.cancel()
-                if self.wakeups.generation != seen:
+                waiting = asyncio.ensure_future(self.wakeups.wait(timeout, seen))
+                await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+                woken = self.wakeups.generation != seen
+                if woken:
                     # Maybe a schedule made or changed (wake-ups carry no data): look again soon,
                     # at most every SCHEDULE_WAKE_GAP whatever the rate of wake-ups.
                     self.next_schedules = min(self.next_schedules, self.schedules_seen + self.SCHEDULE_WAKE_GAP)
@@ -363,17 +365,28 @@ class TurnWorker:
             await self.relay.aclose()
             await self.runtime.aclose()
 
-    async def _round(self) -> None:
-        if time.monotonic() >= self.next_schedules:
-            await self._schedules()
+    async def _round(self, woken: bool = False) -> None:
+        """The claim first: what a wake-up announced (an answer, an input's turn) starts before
+        anything else of the round runs on the database thread. After a wake-up the claim runs
+        without the read before it (`turns_due_exist`: a write that made a turn due sent it), and
+        the turns it started are not asked about cancellations (the claim just read them)."""
+        claimed: set[uuid.UUID] = set()
         free = settings.CORTEX["TURN_CONCURRENCY"] - len(self.tasks)
-        if free > 0 and await db(services.turns_due_exist)():
+        if free > 0 and (woken or await db(services.turns_due_exist)()):
             rows, live = await db(services.turns_claim)(owner=self.owner, limit=free)
             self.relay.publish(live)
             for row in rows:
+                claimed.add(row.id)
                 self.tasks[row.id] = asyncio.create_task(self._run_turn(row), name=f"turn-{row.id}")
-        if self.tasks:
-            for turn_id in await db(services.turns_cancel_requested)(owner=self.owner, turn_ids=list(self.tasks)):
+            if rows:
+                # Let the turns just started reach their first write (and the log writer pick it up)
+                # before the rest of the round queues its reads on the database thread.
+                for _ in range(3):
+                    await asyncio.sleep(0)
+        if time.monotonic() >= self.next_schedules:
+            await self._schedules()
+        if running := [turn_id for turn_id in self.tasks if turn_id not in claimed]:
+            for turn_id in await db(services.turns_cancel_requested)(owner=self.owner, turn_ids=running):
                 self._stop_turn(turn_id, "cancel")
 
     SCHEDULE_WAKE_GAP = 0.1  # seconds
