@@ -120,7 +120,7 @@ def conversation_recipient_ids(*, conversation_ids: set[uuid.UUID]) -> dict[uuid
     ids = [cid if native else cid.hex for cid in map(_uuid_of, conversation_ids)]
     through = Conversation.participants.through._meta
     quote = connection.ops.quote_name
-    conversation, user = (quote(through.get_field(name).column) for name in ("conversation", "user"))
+    conversation, user = (quote(through.get_field(name).column) for name in ("conversation", "user"))  # type: ignore[union-attr]
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT p.{conversation}, p.{user} FROM {quote(through.db_table)} p"

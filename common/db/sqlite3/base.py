@@ -22,8 +22,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
     LOCK_POLL_SECONDS = 0.001
 
     def _start_transaction_under_autocommit(self) -> None:
-        if self.transaction_mode != "IMMEDIATE":
-            super()._start_transaction_under_autocommit()
+        if getattr(self, "transaction_mode", None) != "IMMEDIATE":
+            super()._start_transaction_under_autocommit()  # type: ignore[misc]
             return
         timeout = float(self.settings_dict["OPTIONS"].get("timeout", 5))
         raw = self.connection
