@@ -332,12 +332,11 @@ class TurnWorker:
         writer = asyncio.create_task(self.writer.run(), name="turn-log-writer")
         await self.wakeups.start()
         stopping = asyncio.create_task(stop.wait())
-        woken = False
         try:
             while not stop.is_set():
                 seen = self.wakeups.generation
                 try:
-                    await self._round(woken)
+                    await self._round()
                     if time.monotonic() >= next_renew:
                         next_renew = time.monotonic() + renew_every
                         await self._renew()
@@ -347,11 +346,10 @@ class TurnWorker:
                 # The next round: at a wake-up (a turn became due, a cancellation), when the earliest
                 # schedule is due, at the stop, or after the poll interval (the fallback).
                 timeout = min(poll, max(0.0, self.next_schedules - time.monotonic()))
-                waiting = asyncio.ensure_future(self.wakeups.wait(timeout, seen))
-                await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
-                waiting.cancel()
-                woken = self.wakeups.generation != seen
-                if woken:
+                woken = asyncio.ensure_future(self.wakeups.wait(timeout, seen))
+                await asyncio.wait([woken, stopping], return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+                if self.wakeups.generation != seen:
                     # Maybe a schedule made or changed (wake-ups carry no data): look again soon,
                     # at most every SCHEDULE_WAKE_GAP whatever the rate of wake-ups.
                     self.next_schedules = min(self.next_schedules, self.schedules_seen + self.SCHEDULE_WAKE_GAP)
@@ -365,14 +363,15 @@ class TurnWorker:
             await self.relay.aclose()
             await self.runtime.aclose()
 
-    async def _round(self, woken: bool = False) -> None:
+    async def _round(self) -> None:
         """The claim first: what a wake-up announced (an answer, an input's turn) starts before
-        anything else of the round runs on the database thread. After a wake-up the claim runs
-        without the read before it (`turns_due_exist`: a write that made a turn due sent it), and
-        the turns it started are not asked about cancellations (the claim just read them)."""
+        anything else of the round runs on the database thread, and the turns it started are not
+        asked about cancellations (the claim just read them). The read before the claim stays even
+        after a wake-up: the worker's own writes wake it too, and a claim that finds nothing would
+        still take SQLite's write lock (measured: the core's answers waited for it)."""
         claimed: set[uuid.UUID] = set()
         free = settings.CORTEX["TURN_CONCURRENCY"] - len(self.tasks)
-        if free > 0 and (woken or await db(services.turns_due_exist)()):
+        if free > 0 and await db(services.turns_due_exist)():
             rows, live = await db(services.turns_claim)(owner=self.owner, limit=free)
             self.relay.publish(live)
             for row in rows:
