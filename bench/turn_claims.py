@@ -16,7 +16,9 @@ to its turn's start is measured (target: within 1 s).
 from __future__ import annotations
 
 import os
+import re
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -103,6 +105,30 @@ def run(*, queued: int, conversations: int, rounds: int, start_worker: Any) -> d
     result: dict[str, Any] = {"queued": queued_now, "conversations": conversations}
     result["poll"] = _timed(services.turns_due_exist, rounds=rounds, budget=20)
     result["claim"] = _timed(claim, rounds=rounds, budget=20)
+    if os.environ.get("BENCH_CLAIM_PROFILE"):  # cProfile of the claim alone, written to that path
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.runcall(lambda: [claim() for _ in range(rounds)])
+        profile.dump_stats(os.environ["BENCH_CLAIM_PROFILE"])
+        from django.db import connection
+
+        spent: dict[str, list[float]] = {}
+
+        def timed(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                spent.setdefault(re.sub(r"SAVEPOINT \S+", "SAVEPOINT", sql[:150]), []).append(
+                    1000 * (time.perf_counter() - started)
+                )
+
+        with connection.execute_wrapper(timed):
+            for _ in range(rounds):
+                claim()
+        for sql, times in sorted(spent.items(), key=lambda item: -sum(item[1])):
+            print(f"{sum(times) / rounds:7.3f} ms/claim  {len(times) / rounds:4.1f}x  {sql}", file=sys.stderr)
     result["others_started_max_s"] = None  # not within a minute
     with start_worker():
         deadline = time.monotonic() + 60

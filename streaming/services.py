@@ -91,15 +91,14 @@ def _seqs_allocate(counts: dict[uuid.UUID, int]) -> tuple[dict[uuid.UUID, int], 
     """
     recipient_ids = sorted(counts)
     connection = transaction.get_connection()
-    if connection.vendor == "sqlite" and len(set(counts.values())) == 1:
-        # One statement instead of a read and a write: the IMMEDIATE transaction already holds
-        # the database's only write lock, so there is no lock order to keep.
+    if len(set(counts.values())) == 1:
+        # One statement instead of a read and a write (`_seqs_reserve`).
         count = next(iter(counts.values()))
-        reserved, subscribed = _seqs_reserve_sqlite(connection, recipient_ids, count)
+        reserved, subscribed = _seqs_reserve(connection, recipient_ids, count)
         missing = [user_id for user_id in recipient_ids if user_id not in reserved]
         if missing:  # users made without signals (see below): give them a cursor, then reserve
             EventCursor.objects.bulk_create([EventCursor(user_id=uid) for uid in missing], ignore_conflicts=True)
-            more, more_subscribed = _seqs_reserve_sqlite(connection, missing, count)
+            more, more_subscribed = _seqs_reserve(connection, missing, count)
             reserved.update(more)
             subscribed |= more_subscribed
         return reserved, subscribed
@@ -130,21 +129,32 @@ def _seqs_allocate(counts: dict[uuid.UUID, int]) -> tuple[dict[uuid.UUID, int], 
     )
 
 
-def _seqs_reserve_sqlite(
+def _seqs_reserve(
     connection: Any, user_ids: list[uuid.UUID], count: int
 ) -> tuple[dict[uuid.UUID, int], set[uuid.UUID]]:
-    """`UPDATE ... RETURNING` (SQLite >= 3.35): each user's first reserved seq, for users with a
-    cursor (the caller falls back to the general path for the others), and who has a subscription."""
+    """`UPDATE ... RETURNING`: each user's first reserved seq, for users with a cursor (the caller
+    gives the others one, then reserves theirs), and who has a subscription. SQLite (>= 3.35): the
+    IMMEDIATE transaction already holds the database's only write lock, so there is no lock order
+    to keep. PostgreSQL: the rows are locked in user id order first (`FOR UPDATE` in a sorted
+    read), then updated, in the same statement; the update sees each row's newest version."""
     field = EventCursor._meta.get_field("user")
     params = [field.get_db_prep_value(user_id, connection) for user_id in user_ids]
     table = connection.ops.quote_name(EventCursor._meta.db_table)
     column = connection.ops.quote_name(field.column)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET last_seq = last_seq + %s WHERE {column} IN ({', '.join(['%s'] * len(params))})"
-            f" RETURNING {column}, last_seq, subscriptions",
-            [count, *params],
+    listed = ", ".join(["%s"] * len(params))
+    if connection.vendor == "sqlite":
+        statement = (
+            f"UPDATE {table} SET last_seq = last_seq + %s WHERE {column} IN ({listed})"
+            f" RETURNING {column}, last_seq, subscriptions"
         )
+    else:
+        statement = (
+            f"WITH locked AS (SELECT {column} FROM {table} WHERE {column} IN ({listed}) ORDER BY {column} FOR UPDATE)"
+            f" UPDATE {table} c SET last_seq = c.last_seq + %s FROM locked WHERE c.{column} = locked.{column}"
+            f" RETURNING c.{column}, c.last_seq, c.subscriptions"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [count, *params] if connection.vendor == "sqlite" else [*params, count])
         rows = cursor.fetchall()
     by_value = dict(zip(params, user_ids, strict=True))
     return (
@@ -195,6 +205,34 @@ class AppendedEvent:
     created_at: datetime
 
 
+def _insert(
+    connection: Any, model: Any, names: list[str], rows: list[tuple[Any, ...]], *, returning: bool = False
+) -> list[Any]:
+    """`bulk_create` written out for the log's two tables (issue 29: building the model objects and
+    the ORM's INSERT was most of an append's CPU). Each value goes through its field's
+    `get_db_prep_save`, as the ORM's would; batched as the ORM batches; with `returning`, the new
+    primary keys in row order (`RETURNING`, as `bulk_create` reads them on SQLite and PostgreSQL)."""
+    fields = [model._meta.get_field(name) for name in names]
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    one = f"({', '.join(['%s'] * len(fields))})"
+    tail = f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}" if returning else ""
+    size = max(connection.ops.bulk_batch_size(fields, rows), 1)
+    ids: list[Any] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), size):
+            batch = rows[start : start + size]
+            params = [
+                field.get_db_prep_save(value, connection)
+                for row in batch
+                for field, value in zip(fields, row, strict=True)
+            ]
+            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {', '.join([one] * len(batch))}{tail}", params)
+            if returning:
+                ids.extend(row[0] for row in cursor.fetchall())
+    return ids
+
+
 def events_append(*, events: list[NewEvent]) -> list[tuple[str, LiveMessage]]:
     """Append events, in order, to each recipient's log inside the caller's transaction.
 
@@ -210,7 +248,7 @@ def events_append(*, events: list[NewEvent]) -> list[tuple[str, LiveMessage]]:
     if not counts:
         return []
     next_seq, subscribed = _seqs_allocate(counts)
-    bodies: list[EventBody] = []
+    bodies: list[tuple[str, Any, dict[str, Any], datetime]] = []
     encoded: list[str] = []
     for entry in events:
         payload = {
@@ -221,25 +259,26 @@ def events_append(*, events: list[NewEvent]) -> list[tuple[str, LiveMessage]]:
             "metadata": entry.metadata,
             "timestamp": iso(entry.created_at),
         }
-        bodies.append(EventBody(type=entry.type, message=entry.message, payload=payload, created_at=entry.created_at))
+        message_id = entry.message.pk if entry.message is not None else None
+        bodies.append((entry.type, message_id, payload, entry.created_at))
         encoded.append(_encode(payload))
-    EventBody.objects.bulk_create(bodies)
-    rows: list[Event] = []
+    connection = transaction.get_connection()
+    body_ids = _insert(
+        connection,
+        EventBody,
+        ["type", "message", "payload", "created_at"],
+        bodies,
+        returning=True,
+    )
+    rows: list[tuple[uuid.UUID, int, int, uuid.UUID | None, datetime]] = []
     live: list[tuple[str, LiveMessage]] = []
-    for entry, body, body_json in zip(events, bodies, encoded, strict=True):
+    appended: list[AppendedEvent] = []
+    for entry, body_id, body_json in zip(events, body_ids, encoded, strict=True):
         conversation_id = str(entry.conversation_id) if entry.conversation_id else None
         for user_id in sorted(set(entry.recipient_ids)):
             seq = next_seq[user_id]
             next_seq[user_id] = seq + 1
-            rows.append(
-                Event(
-                    recipient_id=user_id,
-                    seq=seq,
-                    body=body,
-                    conversation_id=entry.conversation_id,
-                    created_at=entry.created_at,
-                )
-            )
+            rows.append((user_id, seq, body_id, entry.conversation_id, entry.created_at))
             live.append(
                 (
                     user_group(user_id),
@@ -251,20 +290,15 @@ def events_append(*, events: list[NewEvent]) -> list[tuple[str, LiveMessage]]:
                     },
                 )
             )
-    Event.objects.bulk_create(rows)
+            if user_id in subscribed:
+                appended.append(
+                    AppendedEvent(
+                        recipient_id=user_id, seq=seq, type=entry.type, data=entry.data, created_at=entry.created_at
+                    )
+                )
+    _insert(connection, Event, ["recipient", "seq", "body", "conversation", "created_at"], rows)
     # Only for recipients with a subscription (read with their seqs): nothing more for the others.
-    if subscribed and events_appended.has_listeners(Event):
-        appended = [
-            AppendedEvent(
-                recipient_id=row.recipient_id,
-                seq=row.seq,
-                type=row.body.type,
-                data=row.body.payload["data"],
-                created_at=row.created_at,
-            )
-            for row in rows
-            if row.recipient_id in subscribed
-        ]
+    if appended and events_appended.has_listeners(Event):
         events_appended.send(sender=Event, entries=appended)
     return live
 

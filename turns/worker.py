@@ -364,16 +364,28 @@ class TurnWorker:
             await self.runtime.aclose()
 
     async def _round(self) -> None:
-        if time.monotonic() >= self.next_schedules:
-            await self._schedules()
+        """The claim first: what a wake-up announced (an answer, an input's turn) starts before
+        anything else of the round runs on the database thread, and the turns it started are not
+        asked about cancellations (the claim just read them). The read before the claim stays even
+        after a wake-up: the worker's own writes wake it too, and a claim that finds nothing would
+        still take SQLite's write lock (measured: the core's answers waited for it)."""
+        claimed: set[uuid.UUID] = set()
         free = settings.CORTEX["TURN_CONCURRENCY"] - len(self.tasks)
         if free > 0 and await db(services.turns_due_exist)():
             rows, live = await db(services.turns_claim)(owner=self.owner, limit=free)
             self.relay.publish(live)
             for row in rows:
+                claimed.add(row.id)
                 self.tasks[row.id] = asyncio.create_task(self._run_turn(row), name=f"turn-{row.id}")
-        if self.tasks:
-            for turn_id in await db(services.turns_cancel_requested)(owner=self.owner, turn_ids=list(self.tasks)):
+            if rows:
+                # Let the turns just started reach their first write (and the log writer pick it up)
+                # before the rest of the round queues its reads on the database thread.
+                for _ in range(3):
+                    await asyncio.sleep(0)
+        if time.monotonic() >= self.next_schedules:
+            await self._schedules()
+        if running := [turn_id for turn_id in self.tasks if turn_id not in claimed]:
+            for turn_id in await db(services.turns_cancel_requested)(owner=self.owner, turn_ids=running):
                 self._stop_turn(turn_id, "cancel")
 
     SCHEDULE_WAKE_GAP = 0.1  # seconds
