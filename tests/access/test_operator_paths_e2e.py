@@ -173,6 +173,7 @@ async def test_cognitions_credential_reads_memory_but_cannot_store_or_delete(sys
     assert len(await memory_items(env, user)) == 1
 
 
+@pytest.mark.database_agnostic  # refused by the settings, before any database
 def test_a_service_without_a_token_refuses_to_start_with_debug_off_even_on_loopback():
     for command in ("run_memory_service", "run_cognition_service"):
         result = subprocess.run(
@@ -214,6 +215,7 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
 
 
+@pytest.mark.database_agnostic  # the supervisor's children's environments, as the other supervisor tests
 def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_own_credential():
     ports = free_port(), free_port(), free_port(), free_port()
     with fresh_database() as database:
