@@ -318,6 +318,8 @@ class _ServiceLoop:
             return client
 
     def call(self, factory: Callable[[], Awaitable[T]], *, timeout: float) -> T:
+        import mcp  # noqa: F401 - the first call imports the SDK here, before its time limit starts
+
         request_id = REQUEST_ID.get()
 
         async def in_callers_request() -> T:

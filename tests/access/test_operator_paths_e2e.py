@@ -14,8 +14,18 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.mcp.conftest import COGNITION_TOKEN, Stack, http_client, stack, wait_until
-from tests.servers import ROOT, free_port, fresh_database, manage, manage_command, running, server_env, wait_for_port
+from tests.mcp.conftest import COGNITION_TOKEN, Stack, http_client, ready, stack, wait_until
+from tests.servers import (
+    ROOT,
+    free_port,
+    fresh_database,
+    manage,
+    manage_command,
+    running,
+    running_together,
+    server_env,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -25,19 +35,22 @@ PASSWORD = "correct-horse-battery-staple"
 @pytest.fixture(scope="module")
 def system() -> Iterator[tuple[Stack, str]]:
     with stack() as env:
-        manage(
-            "shell",
-            "-c",
-            "from django.contrib.auth.hashers import make_password\n"
-            "from accounts.models import User\n"
-            "emails = ['alice@example.com', 'bob@example.com', 'staff@example.com']\n"
-            "for email in emails:\n"
-            "    User.objects.create_user(email=email, password=None, name=email.split('@')[0])\n"
-            f"User.objects.filter(email__in=emails).update(password=make_password({PASSWORD!r}))\n"
-            "User.objects.filter(email='staff@example.com').update(is_staff=True, is_superuser=True)\n",
-            env=env.env,
-        )
-        with running(env.memory()), running(env.worker()), running(env.core()) as core:
+
+        def users() -> None:  # created while the stack's processes start
+            manage(
+                "shell",
+                "-c",
+                "from django.contrib.auth.hashers import make_password\n"
+                "from accounts.models import User\n"
+                "emails = ['alice@example.com', 'bob@example.com', 'staff@example.com']\n"
+                "for email in emails:\n"
+                "    User.objects.create_user(email=email, password=None, name=email.split('@')[0])\n"
+                f"User.objects.filter(email__in=emails).update(password=make_password({PASSWORD!r}))\n"
+                "User.objects.filter(email='staff@example.com').update(is_staff=True, is_superuser=True)\n",
+                env=env.env,
+            )
+
+        with running_together(env.memory(), env.worker(), env.core(), meanwhile=users) as (_, _, core):
             yield env, core.url
 
 
@@ -234,7 +247,7 @@ def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_ow
             port=ports[0],
         ).start()
         try:
-            wait_until(lambda: httpx2.get(f"http://127.0.0.1:{ports[0]}/readyz", timeout=5).status_code == 200)
+            wait_until(lambda: ready(f"http://127.0.0.1:{ports[0]}"))
             children = {}
             for pid in _children(supervisor.process.pid):
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
