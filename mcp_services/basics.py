@@ -1,7 +1,10 @@
 """What the MCP servers (`serving`) share with their callers in the core, without importing the MCP
-SDK: the core's processes import these at start-up, and importing the SDK (pydantic models for
-three protocol revisions) is about 40% of a Django process's start; it is imported where a process
-first calls or serves MCP."""
+SDK: every Django process imports these at start-up (the apps' receivers and admin), and importing
+the SDK (pydantic models for three protocol revisions) is about 40% of a process's start. So it is
+imported by the processes that call or serve MCP: the memory and cognition services, the turn
+worker, the outbox's delivery, and the core (at start-up, `operations.health`: its readiness and its
+calls run under time limits); not by `manage.py shell`, `migrate`, `create_user` and the other
+commands that only touch the database."""
 
 from __future__ import annotations
 

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
     from mcp import Client, MCPError
     from mcp.server.mcpserver import MCPServer
 
-# The MCP SDK is imported where a call is first made, not with this module: the core's processes
-# import it at start-up and most of them never call a service (mcp_services.basics says why).
+# The MCP SDK is imported where a call is first made, not with this module: every Django process
+# imports this one at start-up (the apps' receivers), and most `manage.py` commands never call a
+# service (mcp_services.basics says why). The core imports the SDK at start-up (operations.health).
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
-"""What a Django process imports before it serves: every process the system (and the suite) starts
+"""What a Django process imports before it runs: every process the system (and the suite) starts
 pays it. The MCP SDK (about 40% of a start: pydantic models for three protocol revisions) is
-imported where a process first calls or serves MCP, and daphne's twisted reactor only by
-`manage.py runserver`; a module-level import of either would quietly put them back."""
+imported by the processes that call or serve MCP (mcp_services.basics), not by every `manage.py`
+command, and daphne's twisted reactor only by `manage.py runserver`; a module-level import of either
+would quietly put them back."""
 
 from __future__ import annotations
 
@@ -31,11 +32,15 @@ def _top_level_modules(code: str) -> set[str]:
 
 @pytest.mark.e2e
 @pytest.mark.database_agnostic
-def test_the_core_and_the_commands_start_without_the_mcp_sdk_or_daphne():
-    # The core (its ASGI application and URLconf, as uvicorn loads them), and what every
-    # `manage.py` command loads (the apps, their admin, receivers and checks).
-    loaded = _top_level_modules(
-        "import cortex_site.asgi, cortex_site.urls; from django.contrib import admin; admin.autodiscover()"
+def test_commands_start_without_the_mcp_sdk_and_nothing_starts_daphne():
+    # What every `manage.py` command loads: the apps (their models, receivers and checks) and admin.
+    commands = _top_level_modules(
+        "import django; django.setup(); from django.contrib import admin; admin.autodiscover()"
     )
-    assert "django" in loaded and "rest_framework" in loaded
-    assert not loaded & {"mcp", "mcp_types", "daphne", "twisted"}
+    assert "django" in commands and "rest_framework" in commands
+    assert not commands & {"mcp", "mcp_types", "daphne", "twisted"}
+    # The core (its ASGI application and URLconf, as uvicorn loads them) imports the SDK at start-up
+    # (its readiness and service calls run under time limits), never daphne.
+    core = _top_level_modules("import cortex_site.asgi, cortex_site.urls")
+    assert "mcp" in core
+    assert not core & {"daphne", "twisted"}
