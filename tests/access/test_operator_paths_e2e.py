@@ -299,4 +299,4 @@ def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_ow
             # Cognition works with its own credential (readyz checked it), and the core reached both.
             assert httpx2.post(f"http://127.0.0.1:{ports[1]}/mcp", json={}, timeout=5).status_code == 401
         finally:
-            assert supervisor.stop() == 0, supervisor.log()
+            assert supervisor.stop(timeout=60) == 0, supervisor.log()  # three steps, each bounded by STOP_SECONDS

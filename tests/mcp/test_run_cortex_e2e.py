@@ -62,7 +62,7 @@ def test_run_cortex_starts_every_part_and_stops_them_all():
             assert unauthenticated.status_code == 401, "the generated token protects the services"
             wait_until(lambda: "housekeeping: Deleted" in full_log(supervisor), timeout=20)
         finally:
-            assert supervisor.stop() == 0, supervisor.log()
+            assert supervisor.stop(timeout=60) == 0, supervisor.log()  # three steps, each bounded by STOP_SECONDS
         for port in ports:
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -160,7 +160,7 @@ def test_a_killed_memory_service_comes_back_while_the_core_keeps_answering_and_e
             assert not re.search(r"\b(core|cognition|outbox-worker) (exited|killed)", log)
             assert_exactly_once(memory_url, database, user_id, ids)
         finally:
-            assert supervisor.stop() == 0, supervisor.log()
+            assert supervisor.stop(timeout=60) == 0, supervisor.log()  # three steps, each bounded by STOP_SECONDS
 
 
 def test_a_service_that_cannot_start_is_retried_with_growing_backoff_while_the_core_serves():
@@ -178,7 +178,7 @@ def test_a_service_that_cannot_start_is_retried_with_growing_backoff_while_the_c
             assert answer.status_code == 503 and answer.json()["checks"]["memory"] == "unavailable"
         finally:
             squatter.close()
-            assert supervisor.stop() == 0, supervisor.log()
+            assert supervisor.stop(timeout=60) == 0, supervisor.log()  # three steps, each bounded by STOP_SECONDS
         log = full_log(supervisor)
         assert "memory exited with code 1; restarting it in 1s" in log
         assert re.search(r"restarted memory \(pid \d+, restart 1\)", log)

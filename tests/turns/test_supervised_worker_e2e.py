@@ -70,4 +70,4 @@ def test_killed_turn_worker_is_restarted_and_its_turn_ends_failed_not_stuck():
             ]
             assert item["author"] == "assistant" and item["content"] == "after the crash"
         finally:
-            assert supervisor.stop() == 0, supervisor.log()
+            assert supervisor.stop(timeout=60) == 0, supervisor.log()  # three steps, each bounded by STOP_SECONDS
