@@ -53,11 +53,16 @@ lint: venv
 test-sqlite: venv
 	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
-# The end-to-end tests marked database_agnostic ran in the SQLite pass: the browser, shutdown and the
-# supervisor, the bench smoke run, schemathesis, logs and metrics, the request guard, the hostile and
-# notes experts, the embedders, settings loading, the Redis layer, h11's request smuggling (refused
-# before the database) and the pgvector stack (which brings its own PostgreSQL). What touches the database runs again here (README, "Two commands"). Each xdist
-# worker gets its own test database (pytest-django: test_postgres_gw0, ...).
+# The PostgreSQL pass: every test except those marked database_agnostic (README, "Two commands").
+# The rule: a test stays here if it goes through any of our raw SQL, locks, racing transactions,
+# sequences, claims and leases, the outbox, wake-ups, JSON or text lookups, migrations, erasure or
+# export, webhooks, schedules or usage; it is marked (run in the SQLite pass only) when what it
+# checks happens before or beside the database: the browser, shutdown and the supervisor, the bench
+# smoke run, schemathesis, logs and metrics, the request guard and h11's request smuggling, hostile
+# and notes experts, the embedders, settings and start-up imports, the Redis layer, the pgvector
+# stack (it brings its own PostgreSQL), and the older MCP revision of the expert tests run in both
+# (the revision changes the wire, not the rows). Each xdist worker gets its own test database
+# (pytest-django: test_postgres_gw0, ...).
 test-postgres: venv
 	PY=$(PY) scripts/with_postgres.sh $(PY) -m pytest -m "not database_agnostic" $(XDIST) $(PYTEST_ARGS)
 

@@ -115,6 +115,22 @@ def _no_processes(item: pytest.Item) -> Iterator[None]:
         subprocess.Popen.__init__ = original  # type: ignore[method-assign]
 
 
+# `CORTEX_TEST_PROCESS_LOG=<file>`: every process the tests start is logged there, one line each
+# (`<test id>\t<argv>`), to count what a run starts (each Django process costs seconds of CPU).
+_PROCESS_LOG = os.environ.get("CORTEX_TEST_PROCESS_LOG")
+if _PROCESS_LOG:
+    _popen_init = subprocess.Popen.__init__
+
+    def _logged(self: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
+        argv = [str(part) for part in args] if isinstance(args, list | tuple) else [str(args)]
+        test = os.environ.get("PYTEST_CURRENT_TEST", "(collection)")
+        with open(_PROCESS_LOG, "a") as log:
+            log.write(f"{test}\t{' '.join(argv[:6])!r}\n")
+        _popen_init(self, args, *rest, **kwargs)  # type: ignore[arg-type]
+
+    subprocess.Popen.__init__ = _logged  # type: ignore[method-assign,assignment]
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> object:
     with _no_processes(item):

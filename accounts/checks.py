@@ -7,13 +7,13 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from accounts.oidc import config_errors
-
 _MULTI_TENANT = ("/common/", "/organizations/", "/consumers/")
 
 
 @register(Tags.security)
 def oidc_providers_check(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    from accounts.oidc import config_errors  # authlib: imported when the checks run, not with the app
+
     raw = settings.OIDC_PROVIDERS
     found: list[CheckMessage] = [Error(error, id="accounts.E001") for error in config_errors(raw)]
     if found:

@@ -15,7 +15,7 @@ import secrets
 import time
 import uuid
 from datetime import timedelta
-from typing import Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -28,9 +28,11 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 
 import audit
 from accounts.models import ExternalIdentity, IdentitySignIn, LoginCode, RefreshTokenFamily, User
-from accounts.oidc import Provider
 from accounts.signals import user_deleting
 from accounts.tokens import AUTH_TIME_CLAIM, FAMILY_CLAIM, FamilyRefreshToken
+
+if TYPE_CHECKING:
+    from accounts.oidc import Provider  # authlib and requests: imported by the sign-in views only
 
 
 class Claims(TypedDict):

@@ -40,8 +40,8 @@ async def main(n: int) -> None:
     from connections import crypto
     from connections.broker import OAuthBroker
     from connections.models import Connection, OAuthClient
+    from mcp_services.basics import db_call
     from mcp_services.experts import tokens
-    from mcp_services.serving import db_call
     from workspaces.models import Expert, Workspace
 
     def seed() -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from connections import services
-from mcp_services.serving import db_call
+from mcp_services.basics import db_call
 
 
 class OAuthBroker:

@@ -19,33 +19,32 @@ import base64
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx2
-from mcp.client.auth.utils import (
-    build_oauth_authorization_server_metadata_discovery_urls,
-    build_protected_resource_metadata_discovery_urls,
-    extract_resource_metadata_from_www_auth,
-    extract_scope_from_www_auth,
-    issuers_match,
-)
-from mcp.shared.auth import (
-    OAuthClientInformationFull,
-    OAuthClientMetadata,
-    OAuthMetadata,
-    OAuthToken,
-    ProtectedResourceMetadata,
-)
-from mcp.shared.auth_utils import check_resource_allowed, resource_url_from_server_url
 from pydantic import ValidationError
 
 from common.errors import CortexError, ErrorCode
 from mcp_services.experts import hosts
 
+if TYPE_CHECKING:
+    from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata, OAuthToken
+
+# The SDK's models and helpers are imported where a flow runs, not with this module: every core
+# process imports it at start-up (connections.services), and importing the MCP SDK is about 40% of
+# a process's start (mcp_services.basics).
+
 logger = logging.getLogger(__name__)
 
 TIMEOUT = 10.0
+
+
+def issuers_match(stated: str, expected: str) -> bool:
+    """The SDK's issuer comparison (RFC 8414, section 3.3)."""
+    from mcp.client.auth.utils import issuers_match as sdk_issuers_match
+
+    return sdk_issuers_match(stated, expected)
 
 
 class OAuthRefused(CortexError):
@@ -130,6 +129,14 @@ async def discover(url: str) -> Found:
     `scope`), then the path-scoped and the root well-known URLs (RFC 9728); the authorization
     server's RFC 8414 metadata, else OpenID discovery; each `issuer` must equal the one its URL was
     built from, and the resource metadata's `resource` must be the expert's URL (or a prefix)."""
+    from mcp.client.auth.utils import (
+        build_protected_resource_metadata_discovery_urls,
+        extract_resource_metadata_from_www_auth,
+        extract_scope_from_www_auth,
+    )
+    from mcp.shared.auth import ProtectedResourceMetadata
+    from mcp.shared.auth_utils import check_resource_allowed, resource_url_from_server_url
+
     async with _http() as http:
         probe = await _send(
             http,
@@ -188,6 +195,9 @@ async def discover(url: str) -> Found:
 
 
 async def _authorization_server(http: httpx2.AsyncClient, issuer: str, url: str) -> OAuthMetadata:
+    from mcp.client.auth.utils import build_oauth_authorization_server_metadata_discovery_urls
+    from mcp.shared.auth import OAuthMetadata
+
     # pydantic's AnyHttpUrl adds a "/" to a bare origin: the issuer as the server wrote it is kept.
     issuer = issuer.rstrip("/") if issuer.count("/") == 3 else issuer
     for candidate in build_oauth_authorization_server_metadata_discovery_urls(issuer, url):
@@ -225,6 +235,8 @@ async def _authorization_server(http: httpx2.AsyncClient, issuer: str, url: str)
 
 async def register_dynamically(metadata: OAuthMetadata, redirect_uri: str) -> OAuthClientInformationFull:
     """RFC 7591: a confidential web client (`client_secret_basic` when offered, else `none`)."""
+    from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
+
     methods = metadata.token_endpoint_auth_methods_supported or ["client_secret_basic"]
     method = "client_secret_basic" if "client_secret_basic" in methods else "none"
     asked = OAuthClientMetadata(
@@ -278,6 +290,8 @@ def _authenticated(client: ClientAuth, form: dict[str, str]) -> tuple[dict[str, 
 async def token_request(setup: Setup, client: ClientAuth, form: dict[str, str]) -> OAuthToken:
     """A token endpoint request (a code redeemed, or a refresh) with the client's own auth method
     and `resource` (RFC 8707). Raises `OAuthRefused` with the server's error code."""
+    from mcp.shared.auth import OAuthToken
+
     if setup.resource_indicator is not False:
         form = {**form, "resource": setup.resource}
     form, headers = _authenticated(client, form)

@@ -20,22 +20,23 @@ import random
 import secrets
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from mcp.shared.auth import OAuthToken
 
 import audit
 from common.errors import CortexError, ErrorCode
 from connections import crypto, oauth, signals
 from connections.models import Connection, OAuthClient, PendingFlow
 from mcp_services import client as service_client
-from mcp_services.experts.calls import expert_refresh
 from mcp_services.experts.credentials import ExpertNeedsConnection
 from workspaces.models import Expert
+
+if TYPE_CHECKING:
+    from mcp.shared.auth import OAuthToken
 
 logger = logging.getLogger(__name__)
 
@@ -284,6 +285,8 @@ def tools_discover(*, expert: Expert, user_id: uuid.UUID) -> None:
     discovered now, on behalf of the one who just connected (best effort: a turn lists them too)."""
     if expert.status == Expert.Status.OK:
         return
+    from mcp_services.experts.calls import expert_refresh  # the MCP SDK: only when tools are listed
+
     try:
         _run(lambda: expert_refresh(expert, user_id=user_id))
     except Exception as exc:  # noqa: BLE001 - the connection stands; the tools are listed later

@@ -20,6 +20,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+# The core serves readiness and calls the MCP services under time limits: what those need (the MCP
+# SDK, see operations.health) is imported now, before the port opens, not by a first request.
+import operations.health  # noqa: E402, F401
 from common import tracing  # noqa: E402
 from common.web.asgi import ApiASGIHandler, LeanRoutes, ObservedApp, RequestGuard  # noqa: E402
 from streaming.routing import (  # noqa: E402

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,12 @@ if "*" in ALLOWED_HOSTS:
 
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
+# daphne's app only brings its ASGI `runserver` (development); importing it installs twisted's
+# reactor, about 8% of every Django process's start, so only `manage.py runserver` loads it
+# (`run_cortex` serves with uvicorn; `python -m daphne` needs no app).
+_RUNSERVER = sys.argv[1:2] == ["runserver"]
 INSTALLED_APPS = [
-    "daphne",
+    *(["daphne"] if _RUNSERVER else []),
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

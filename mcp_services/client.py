@@ -21,20 +21,24 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
 from django.conf import settings
-from mcp import Client, MCPError
-from mcp.client.streamable_http import streamable_http_client
-from mcp.server.mcpserver import MCPServer
-from mcp_types import CONNECTION_CLOSED, TextResourceContents
 from opentelemetry.trace import SpanKind
 
 from common import metrics, tracing
 from common.errors import CortexError, ErrorCode
 from common.logs import REQUEST_ID, REQUEST_ID_HEADER
-from mcp_services.serving import cognition_token
+from mcp_services.basics import cognition_token
+
+if TYPE_CHECKING:
+    from mcp import Client, MCPError
+    from mcp.server.mcpserver import MCPServer
+
+# The MCP SDK is imported where a call is first made, not with this module: every Django process
+# imports this one at start-up (the apps' receivers), and most `manage.py` commands never call a
+# service (mcp_services.basics says why). The core imports the SDK at start-up (operations.health).
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +122,9 @@ class ServiceClient:
 
     async def _hold(self, ready: asyncio.Future[Client], stop: asyncio.Event) -> None:
         """Owns the client: entered and exited in this one task, as anyio's scopes require."""
+        from mcp import Client
+        from mcp.client.streamable_http import streamable_http_client
+
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if isinstance(self.target, str):
@@ -194,6 +201,9 @@ class ServiceClient:
     # --- calls ------------------------------------------------------------------------------
 
     async def _request(self, operation: str, make: Callable[[Client], Awaitable[T]]) -> T:
+        from mcp import MCPError
+        from mcp_types import CONNECTION_CLOSED
+
         started = time.perf_counter()
         failure: str | None = None
         try:
@@ -224,6 +234,8 @@ class ServiceClient:
         """The tool's structured result; `ServiceToolError` if it refused, `ServiceUnavailable` if unreachable,
         `UnsendableArguments` if the arguments cannot be encoded (checked before anything is sent: the
         transport would fail mid-write and take the shared connection down with it)."""
+        from mcp import MCPError
+
         problem = encoding_error(arguments)
         if problem is not None:
             raise UnsendableArguments(f"{tool}: arguments cannot be sent ({problem})")
@@ -248,6 +260,9 @@ class ServiceClient:
         return result.structured_content
 
     async def read_json(self, uri: str) -> Any:
+        from mcp import MCPError
+        from mcp_types import TextResourceContents
+
         try:
             result = await self._request("read_resource", lambda client: client.read_resource(uri))
         except MCPError as exc:
@@ -259,6 +274,8 @@ class ServiceClient:
 
     async def check(self) -> None:
         """Readiness: one authenticated round trip (`tools/list`; 2026-07-28 has no ping)."""
+        from mcp import MCPError
+
         try:
             await self._request("list_tools", lambda client: client.list_tools())
         except MCPError as exc:
@@ -302,6 +319,8 @@ class _ServiceLoop:
             return client
 
     def call(self, factory: Callable[[], Awaitable[T]], *, timeout: float) -> T:
+        import mcp  # noqa: F401 - the first call imports the SDK here, before its time limit starts
+
         request_id = REQUEST_ID.get()
 
         async def in_callers_request() -> T:

@@ -4,18 +4,14 @@ tools, and running the ASGI app under uvicorn with clean shutdown."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import uvicorn
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
 from mcp import MCPError
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
@@ -30,6 +26,7 @@ from pydantic import ValidationError
 from common import tracing
 from common.errors import CortexError, ErrorCode
 from common.web.asgi import ObservedApp
+from mcp_services.basics import cognition_token, is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +64,6 @@ def may_write() -> bool:
     """Inside a tool: whether the caller's credential may change memory (no auth: in-process)."""
     token = get_access_token()
     return token is None or WRITE_SCOPE in token.scopes
-
-
-def cognition_token() -> str:
-    """The one rule for cognition's credential, checked by cognition and sent by every caller: its own
-    read-only token (CORTEX_COGNITION_TOKEN), else the service token."""
-    return settings.CORTEX["COGNITION_TOKEN"] or settings.CORTEX["SERVICE_TOKEN"] or ""
 
 
 def refusal(error: CortexError | ErrorCode, message: str = "") -> MCPError:
@@ -130,15 +121,6 @@ class CortexMCPServer(MCPServer):
             raise
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def service_token(*, host: str, token: str | None = None, name: str = "CORTEX_SERVICE_TOKEN") -> str | None:
     """The token this service requires. Without one it runs only in debug mode on loopback: any
     local process (or a browser tricked into it) could otherwise read every user's memory."""
@@ -194,42 +176,6 @@ def transport_security(*, host: str) -> TransportSecuritySettings:
         allowed_hosts=allowed_hosts,
         allowed_origins=list(settings.CORTEX["SERVICE_ALLOWED_ORIGINS"]),
     )
-
-
-def _kept(connection: Any) -> bool:
-    """A SQLite connection in a clean state, kept for the thread's next call: opening one costs more
-    than most calls (Django registers its SQL functions and runs the PRAGMAs each time), and a file
-    database has no pool to give it back to."""
-    return (
-        connection.vendor == "sqlite"
-        and connection.connection is not None
-        and not connection.in_atomic_block
-        and connection.get_autocommit()
-        and not connection.errors_occurred
-    )
-
-
-def db_call(func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
-    """Run a sync ORM function in a worker thread, then release that thread's connection.
-
-    Tools run on the event loop; sync ORM there raises SynchronousOnlyOperation. Worker threads
-    are reused, so PostgreSQL connections are closed after each call (handed back to the pool, so
-    the pool's size stays the limit); a SQLite connection in a clean state stays with its thread
-    (the executor's few threads: a few open files).
-    """
-
-    def closing(*args: P.args, **kwargs: P.kwargs) -> T:
-        for connection in connections.all(initialized_only=True):
-            if not _kept(connection):
-                connection.close_if_unusable_or_obsolete()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            for connection in connections.all(initialized_only=True):
-                if not _kept(connection):
-                    connection.close()
-
-    return functools.wraps(func)(sync_to_async(closing, thread_sensitive=False))
 
 
 def build_app(server: MCPServer, *, transport: str, host: str) -> ObservedApp:

@@ -11,6 +11,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+# The services' check calls them over MCP under READYZ_TIMEOUT_SECONDS: the SDK (seconds to import on
+# a loaded machine) is imported with this module, never inside that limit. The core imports this
+# module at start-up (cortex_site/asgi.py); `manage.py` commands do not (mcp_services.basics).
+import mcp  # noqa: F401
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt

@@ -11,7 +11,7 @@ import httpx2
 import pytest
 
 from tests.mcp.conftest import PASSWORD, TOKEN, running, stack, wait_until
-from tests.servers import ServerProcess, core_server, create_users
+from tests.servers import ServerProcess, core_server, create_users, running_together
 
 METRICS_TOKEN = os.environ["CORTEX_METRICS_TOKEN"]
 SCRAPE = {"Authorization": f"Bearer {METRICS_TOKEN}"}
@@ -36,13 +36,13 @@ def json_lines(process: ServerProcess) -> list[dict]:
 def test_a_requests_id_joins_the_core_cognition_and_memory_lines_and_no_secret_is_logged():
     with stack() as system:
         system.env.update(LOG_FORMAT="json", LOG_LEVEL="INFO")
-        create_users("olga@example.com", password=PASSWORD, env=system.env)
-        with (
-            running(system.memory()) as memory,
-            running(system.cognition()) as cognition,
+        with running_together(
+            system.memory(),
+            system.cognition(),
             # uvicorn without its access log (as in production): the core writes its own access lines.
-            running(core_server(env=system.env)) as core,
-        ):
+            core_server(env=system.env),
+            meanwhile=lambda: create_users("olga@example.com", password=PASSWORD, env=system.env),
+        ) as (memory, cognition, core):
             http = httpx2.Client(base_url=core.url, timeout=10)
             login = http.post("/auth/login", json={"email": "olga@example.com", "password": PASSWORD})
             tokens = login.json()
@@ -124,8 +124,12 @@ def test_metrics_are_served_only_with_the_scrape_token(api, alice, settings):
 def test_metrics_count_requests_by_route_streams_events_and_service_calls():
     with stack() as system:
         system.env.update(TICKET_RATE="1/min")
-        create_users("mira@example.com", password=PASSWORD, env=system.env)
-        with running(system.memory()), running(system.cognition()), running(system.core()) as core:
+        with running_together(
+            system.memory(),
+            system.cognition(),
+            system.core(),
+            meanwhile=lambda: create_users("mira@example.com", password=PASSWORD, env=system.env),
+        ) as (_, _, core):
             http = httpx2.Client(base_url=core.url, timeout=10)
             auth = {
                 "Authorization": "Bearer "

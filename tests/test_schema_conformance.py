@@ -9,8 +9,8 @@ import sys
 import httpx2
 import pytest
 
-from tests.mcp.conftest import PASSWORD, running, stack
-from tests.servers import create_users
+from tests.mcp.conftest import PASSWORD, stack
+from tests.servers import create_users, running_together
 
 pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
@@ -21,8 +21,12 @@ def test_schemathesis_finds_nothing_against_a_real_server(tmp_path):
     with stack() as system:
         # Throttles stay on (429 is documented) but high enough that the operations themselves get exercised.
         system.env.update(LOGIN_RATE="100000/min", TICKET_RATE="100000/min")
-        create_users("fuzz@example.com", password=PASSWORD, env=system.env)
-        with running(system.memory()), running(system.cognition()), running(system.core()) as core:
+        with running_together(
+            system.memory(),
+            system.cognition(),
+            system.core(),
+            meanwhile=lambda: create_users("fuzz@example.com", password=PASSWORD, env=system.env),
+        ) as (_, _, core):
             login = httpx2.post(f"{core.url}/auth/login", json={"email": "fuzz@example.com", "password": PASSWORD})
             token = login.json()["access_token"]
             result = subprocess.run(

@@ -16,7 +16,16 @@ import pytest
 from tests.experts.conftest import recording_expert
 from tests.mcp.conftest import memory_service, stack
 from tests.otlp_receiver import OTLPReceiver, connected, tree
-from tests.servers import core_server, create_users, fake_llm_server, free_port, fresh_database, running, server_env
+from tests.servers import (
+    core_server,
+    create_users,
+    fake_llm_server,
+    free_port,
+    fresh_database,
+    running,
+    running_together,
+    server_env,
+)
 from tests.streaming.clients import SSEStream, login
 from tests.turns.test_turns_e2e import ENV, PASSWORD, turn_worker, until_end
 
@@ -36,9 +45,12 @@ def client_traceparent() -> tuple[str, str]:
 def test_an_input_that_reached_memory_is_one_trace_from_the_client_to_the_memory_service():
     with OTLPReceiver() as receiver, stack() as services:
         env = {**services.env, **traced_env(receiver), "LOG_LEVEL": "WARNING"}
-        create_users("alice@example.com", password=PASSWORD, env=env)
         memory = memory_service(env, port=services.memory_port)
-        with running(memory), running(core_server(env=env)) as core:
+        with running_together(
+            memory,
+            core_server(env=env),
+            meanwhile=lambda: create_users("alice@example.com", password=PASSWORD, env=env),
+        ) as (_, core):
             token = login(core.url, "alice@example.com", PASSWORD)
             trace_id, parent = client_traceparent()
             sent = httpx2.post(
@@ -79,10 +91,11 @@ def test_a_turn_is_one_trace_through_the_model_and_the_expert_which_sees_it_in_m
             **{**ENV, "COGNITION_URL": f"http://127.0.0.1:{free_port()}/mcp"},
             **traced_env(receiver),
         )
-        create_users("alice@example.com", password=PASSWORD, env=base)
         fake_llm = fake_llm_server(env=server_env(), log=llm_log)
         core = core_server(env=base)
-        with running(fake_llm), running(core):
+        with running_together(
+            fake_llm, core, meanwhile=lambda: create_users("alice@example.com", password=PASSWORD, env=base)
+        ):
             env = {**base, "CORTEX_CORE_URL": core.url, "CORTEX_LLM_BASE_URL": f"{fake_llm.url}/v1"}
             token = login(core.url, "alice@example.com", PASSWORD)
             auth = {"Authorization": f"Bearer {token}"}

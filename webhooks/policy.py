@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from mcp_services.basics import is_loopback
 from mcp_services.experts import hosts
-from mcp_services.serving import is_loopback
 
 SETTING = "WEBHOOK_ALLOWED_HOSTS"
 

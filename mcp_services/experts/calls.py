@@ -54,12 +54,12 @@ from opentelemetry.trace import SpanKind
 
 from common import metrics, tracing
 from common.errors import CortexError, ErrorCode
+from mcp_services.basics import db_call
 from mcp_services.client import describe, encoding_error, unwrap
 from mcp_services.experts import tasks as wire
 from mcp_services.experts.content import result_blocks
 from mcp_services.experts.credentials import ExpertNeedsConnection
 from mcp_services.experts.discovery import Caller, Connection, connect, discover, said
-from mcp_services.serving import db_call
 from workspaces import selectors, services
 from workspaces.models import Expert
 

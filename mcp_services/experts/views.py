@@ -29,7 +29,6 @@ from common.web.throttles import GcraScopedRateThrottle
 from common.web.views import validated
 from mcp_services import client
 from mcp_services.experts import credentials, tokens
-from mcp_services.experts.discovery import Caller, discover
 from mcp_services.experts.serializers import ExpertInputSerializer, ExpertOutputSerializer, ExpertPatchSerializer
 from workspaces import selectors, services
 from workspaces.models import Expert
@@ -63,6 +62,9 @@ def _discover(
     account (the caller's, once they connect): at registration it has none yet."""
     if auth == Expert.Auth.OAUTH and expert is None:
         return services.ExpertDiscovery(status=Expert.Status.NEEDS_CONNECTION, tools=[], discovered_at=timezone.now())
+    # The MCP SDK is imported on the first discovery, not with the URLconf (mcp_services.basics).
+    from mcp_services.experts.discovery import Caller, discover
+
     # The slot wait and the discovery are each bounded by EXPERT_DISCOVERY_TIMEOUT_SECONDS.
     limit = 2 * settings.EXPERT_DISCOVERY_TIMEOUT_SECONDS + 1
     caller = Caller(user_id, workspace_id, expert.id if expert else None, expert.name if expert else "")

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-import openai
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -99,6 +98,8 @@ class EndpointEmbedder:
     `EMBEDDINGS_API_KEY`."""
 
     def __init__(self, *, base_url: str, model: str, api_key: str, timeout: float, dimensions: int | None) -> None:
+        import openai  # about 0.8 s to import: only a process that embeds through an endpoint pays it
+
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "unused", timeout=timeout, max_retries=2)
         self._model = model
         self._dimensions = dimensions
@@ -106,6 +107,8 @@ class EndpointEmbedder:
         self.dim = dimensions or 0  # known after the first answer
 
     def embed(self, texts: Sequence[str]) -> list[np.ndarray | None]:
+        from openai import omit
+
         wanted = [index for index, text in enumerate(texts) if text.strip()]
         rows: list[np.ndarray | None] = [None] * len(texts)
         for start in range(0, len(wanted), ENDPOINT_BATCH):
@@ -114,7 +117,7 @@ class EndpointEmbedder:
                 model=self._model,
                 input=[texts[index] for index in chunk],
                 encoding_format="float",
-                dimensions=self._dimensions if self._dimensions else openai.omit,
+                dimensions=self._dimensions if self._dimensions else omit,
             )
             # The endpoint may answer out of order: `index` says which input each vector is for.
             ordered = sorted(answer.data, key=lambda item: item.index)

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from common.errors import CortexError, ErrorCode
+from mcp_services.basics import db_call
 from mcp_services.memory import selectors, services
 from mcp_services.memory.schemas import (
     MAX_BATCH_ITEMS,
@@ -24,7 +25,7 @@ from mcp_services.memory.schemas import (
     max_limit,
 )
 from mcp_services.memory.selectors import SearchMode, score_parts
-from mcp_services.serving import CortexMCPServer, db_call, invalid_arguments, may_write, refusal
+from mcp_services.serving import CortexMCPServer, invalid_arguments, may_write, refusal
 
 
 def _require_write() -> None:

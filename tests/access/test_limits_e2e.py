@@ -11,7 +11,7 @@ import httpx2
 import pytest
 
 from tests.mcp.conftest import PASSWORD, Stack, http_client, stack
-from tests.servers import create_users, running
+from tests.servers import create_users, running_together
 from tests.streaming.clients import login
 
 pytestmark = pytest.mark.e2e
@@ -21,8 +21,12 @@ pytestmark = pytest.mark.e2e
 def system() -> Iterator[tuple[Stack, str]]:
     with stack() as env:
         env.env["CONTEXT_RATE"] = "3/min"
-        create_users("alice@example.com", "bob@example.com", password=PASSWORD, env=env.env)
-        with running(env.memory()), running(env.cognition()), running(env.core()) as core:
+        with running_together(
+            env.memory(),
+            env.cognition(),
+            env.core(),
+            meanwhile=lambda: create_users("alice@example.com", "bob@example.com", password=PASSWORD, env=env.env),
+        ) as (_, _, core):
             yield env, core.url
 
 

@@ -14,8 +14,18 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.mcp.conftest import COGNITION_TOKEN, Stack, http_client, stack, wait_until
-from tests.servers import ROOT, free_port, fresh_database, manage, manage_command, running, server_env, wait_for_port
+from tests.mcp.conftest import COGNITION_TOKEN, Stack, http_client, ready, stack, wait_until
+from tests.servers import (
+    ROOT,
+    free_port,
+    fresh_database,
+    manage,
+    manage_command,
+    running,
+    running_together,
+    server_env,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -25,19 +35,22 @@ PASSWORD = "correct-horse-battery-staple"
 @pytest.fixture(scope="module")
 def system() -> Iterator[tuple[Stack, str]]:
     with stack() as env:
-        manage(
-            "shell",
-            "-c",
-            "from django.contrib.auth.hashers import make_password\n"
-            "from accounts.models import User\n"
-            "emails = ['alice@example.com', 'bob@example.com', 'staff@example.com']\n"
-            "for email in emails:\n"
-            "    User.objects.create_user(email=email, password=None, name=email.split('@')[0])\n"
-            f"User.objects.filter(email__in=emails).update(password=make_password({PASSWORD!r}))\n"
-            "User.objects.filter(email='staff@example.com').update(is_staff=True, is_superuser=True)\n",
-            env=env.env,
-        )
-        with running(env.memory()), running(env.worker()), running(env.core()) as core:
+
+        def users() -> None:  # created while the stack's processes start
+            manage(
+                "shell",
+                "-c",
+                "from django.contrib.auth.hashers import make_password\n"
+                "from accounts.models import User\n"
+                "emails = ['alice@example.com', 'bob@example.com', 'staff@example.com']\n"
+                "for email in emails:\n"
+                "    User.objects.create_user(email=email, password=None, name=email.split('@')[0])\n"
+                f"User.objects.filter(email__in=emails).update(password=make_password({PASSWORD!r}))\n"
+                "User.objects.filter(email='staff@example.com').update(is_staff=True, is_superuser=True)\n",
+                env=env.env,
+            )
+
+        with running_together(env.memory(), env.worker(), env.core(), meanwhile=users) as (_, _, core):
             yield env, core.url
 
 
@@ -173,6 +186,7 @@ async def test_cognitions_credential_reads_memory_but_cannot_store_or_delete(sys
     assert len(await memory_items(env, user)) == 1
 
 
+@pytest.mark.database_agnostic  # refused by the settings, before any database
 def test_a_service_without_a_token_refuses_to_start_with_debug_off_even_on_loopback():
     for command in ("run_memory_service", "run_cognition_service"):
         result = subprocess.run(
@@ -214,6 +228,7 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
 
 
+@pytest.mark.database_agnostic  # the supervisor's children's environments, as the other supervisor tests
 def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_own_credential():
     ports = free_port(), free_port(), free_port(), free_port()
     with fresh_database() as database:
@@ -232,7 +247,7 @@ def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_ow
             port=ports[0],
         ).start()
         try:
-            wait_until(lambda: httpx2.get(f"http://127.0.0.1:{ports[0]}/readyz", timeout=5).status_code == 200)
+            wait_until(lambda: ready(f"http://127.0.0.1:{ports[0]}"))
             children = {}
             for pid in _children(supervisor.process.pid):
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -284,4 +299,4 @@ def test_run_cortex_gives_the_services_no_signing_keys_and_cognition_only_its_ow
             # Cognition works with its own credential (readyz checked it), and the core reached both.
             assert httpx2.post(f"http://127.0.0.1:{ports[1]}/mcp", json={}, timeout=5).status_code == 401
         finally:
-            assert supervisor.stop() == 0, supervisor.log()
+            assert supervisor.stop(timeout=60) == 0, supervisor.log()  # three steps, each bounded by STOP_SECONDS

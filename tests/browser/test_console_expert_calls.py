@@ -13,7 +13,8 @@ import pytest
 from tests.browser.console_site import ConsoleSite, console_site
 from tests.experts.conftest import task_expert
 
-pytestmark = pytest.mark.e2e
+# What the console draws (the API under it runs in both passes): SQLite pass only, as the other browser tests.
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 TOOLS = ("picture", "links", "steps", "preferences")
 

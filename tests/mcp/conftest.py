@@ -82,6 +82,16 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float = 30.0, interval
     raise TimeoutError(f"condition not met after {timeout}s")
 
 
+def ready(url: str) -> bool:
+    """Whether the core at `url` says it is ready (`/readyz` 200). No answer in time counts as not
+    yet: a supervisor's processes start together, and the first check of the services imports the
+    MCP SDK (mcp_services.basics), which takes seconds on a loaded machine."""
+    try:
+        return httpx2.get(f"{url}/readyz", timeout=10).status_code == 200
+    except httpx2.TransportError:
+        return False
+
+
 def memory_history(url: str, user_id: str) -> list[dict]:
     """A user's items as the memory service at `url` returns them (over real MCP)."""
 

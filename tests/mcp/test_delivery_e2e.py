@@ -18,7 +18,7 @@ from tests.mcp.conftest import (
     stack,
     wait_until,
 )
-from tests.servers import ServerProcess, create_user, running
+from tests.servers import ServerProcess, create_user, create_users, running, running_together
 
 pytestmark = pytest.mark.e2e
 
@@ -64,8 +64,9 @@ def assert_exactly_once(memory_url: str, database: dict[str, str], user_id: str,
 
 def test_inputs_accepted_while_memory_is_down_reach_it_exactly_once_when_it_returns():
     with stack() as services:
-        create_user("down@example.com", PASSWORD, env=services.env)
-        with running(services.core()) as core:
+        with running_together(
+            services.core(), meanwhile=lambda: create_user("down@example.com", PASSWORD, env=services.env)
+        ) as (core,):
             token, user_id = login(core.url, "down@example.com")
             ids = post_inputs(core.url, token, 100)
             with running(services.memory()), running(services.worker()):
@@ -80,8 +81,9 @@ def test_memory_killed_in_the_middle_of_a_drain_still_ends_with_each_input_once(
         # before the test saw the first items).
         services.env["OUTBOX_CONCURRENCY"] = "1"
         services.env["OUTBOX_BATCH_SIZE"] = "1"
-        create_user("kill@example.com", PASSWORD, env=services.env)
-        with running(services.core()) as core:
+        with running_together(
+            services.core(), meanwhile=lambda: create_user("kill@example.com", PASSWORD, env=services.env)
+        ) as (core,):
             token, user_id = login(core.url, "kill@example.com")
             ids = post_inputs(core.url, token, 200)
             memory = services.memory().start()
@@ -108,13 +110,12 @@ class System:
 def system():
     """Core, memory and cognition processes on one fresh database, with two users."""
     with stack() as services:
-        create_user("ctx@example.com", PASSWORD, env=services.env)
-        create_user("other@example.com", PASSWORD, env=services.env)
-        with (
-            running(services.memory()) as memory,
-            running(services.cognition()) as cognition,
-            running(services.core()) as core,
-        ):
+        with running_together(
+            services.memory(),
+            services.cognition(),
+            services.core(),
+            meanwhile=lambda: create_users("ctx@example.com", "other@example.com", password=PASSWORD, env=services.env),
+        ) as (memory, cognition, core):
             yield System(services, core, memory, cognition)
 
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from mcp import MCPError
 
+from mcp_services.basics import db_call
 from mcp_services.models import MemoryItem
-from mcp_services.serving import db_call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

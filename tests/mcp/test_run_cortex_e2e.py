@@ -16,7 +16,7 @@ from dataclasses import replace
 import httpx2
 import pytest
 
-from tests.mcp.conftest import PASSWORD, TOKEN, wait_until
+from tests.mcp.conftest import PASSWORD, TOKEN, ready, wait_until
 from tests.mcp.test_delivery_e2e import assert_exactly_once, login
 from tests.servers import ROOT, ServerProcess, create_user, free_port, fresh_database, manage_command, server_env
 
@@ -57,12 +57,12 @@ def test_run_cortex_starts_every_part_and_stops_them_all():
     with fresh_database() as database:
         supervisor = group(database, *ports).start()
         try:
-            wait_until(lambda: httpx2.get(f"http://127.0.0.1:{ports[0]}/readyz", timeout=5).status_code == 200)
+            wait_until(lambda: ready(f"http://127.0.0.1:{ports[0]}"))
             unauthenticated = httpx2.post(f"http://127.0.0.1:{ports[1]}/mcp", json={}, timeout=5)
             assert unauthenticated.status_code == 401, "the generated token protects the services"
             wait_until(lambda: "housekeeping: Deleted" in full_log(supervisor), timeout=20)
         finally:
-            assert supervisor.stop() == 0, supervisor.log()
+            assert supervisor.stop(timeout=60) == 0, supervisor.log()  # three steps, each bounded by STOP_SECONDS
         for port in ports:
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -120,7 +120,7 @@ def test_a_killed_memory_service_comes_back_while_the_core_keeps_answering_and_e
         supervisor = group(database, core_port, memory_port, cognition_port, **env).start()
         try:
             base = f"http://127.0.0.1:{core_port}"
-            wait_until(lambda: httpx2.get(f"{base}/readyz", timeout=5).status_code == 200)
+            wait_until(lambda: ready(base))
             token, user_id = login(base, "crash@example.com")
             memory_pid = int(re.search(r"started memory \(pid (\d+)\)", full_log(supervisor)).group(1))
 
@@ -160,7 +160,7 @@ def test_a_killed_memory_service_comes_back_while_the_core_keeps_answering_and_e
             assert not re.search(r"\b(core|cognition|outbox-worker) (exited|killed)", log)
             assert_exactly_once(memory_url, database, user_id, ids)
         finally:
-            assert supervisor.stop() == 0, supervisor.log()
+            assert supervisor.stop(timeout=60) == 0, supervisor.log()  # three steps, each bounded by STOP_SECONDS
 
 
 def test_a_service_that_cannot_start_is_retried_with_growing_backoff_while_the_core_serves():
@@ -174,11 +174,11 @@ def test_a_service_that_cannot_start_is_retried_with_growing_backoff_while_the_c
             base = f"http://127.0.0.1:{core_port}"
             wait_until(lambda: "memory exited with code 1; restarting it in 2s" in full_log(supervisor), timeout=60)
             assert httpx2.get(f"{base}/healthz", timeout=5).status_code == 200, "the core keeps serving"
-            ready = httpx2.get(f"{base}/readyz", timeout=10)
-            assert ready.status_code == 503 and ready.json()["checks"]["memory"] == "unavailable"
+            answer = httpx2.get(f"{base}/readyz", timeout=10)
+            assert answer.status_code == 503 and answer.json()["checks"]["memory"] == "unavailable"
         finally:
             squatter.close()
-            assert supervisor.stop() == 0, supervisor.log()
+            assert supervisor.stop(timeout=60) == 0, supervisor.log()  # three steps, each bounded by STOP_SECONDS
         log = full_log(supervisor)
         assert "memory exited with code 1; restarting it in 1s" in log
         assert re.search(r"restarted memory \(pid \d+, restart 1\)", log)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import httpx2
 import pytest
 
-from tests.servers import core_server, create_users, fresh_database, manage_command, running, server_env
+from tests.servers import core_server, create_users, fresh_database, manage_command, running_together, server_env
 from tests.streaming.clients import SSEStream, login
 
 pytestmark = pytest.mark.e2e
@@ -41,14 +41,17 @@ def schedules_site(settings: dict[str, str]) -> Iterator[dict]:
     """A core and two turn workers on a fresh database, alice signed in."""
     with fresh_database() as db_env:
         env = server_env(**db_env, **settings)
-        create_users("alice@example.com", password=PASSWORD, env=env)
         core = core_server(env=env)
-        with running(core):
-            worker_env = {**env, "CORTEX_CORE_URL": core.url}
-            with running(turn_worker(worker_env)), running(turn_worker(worker_env)):
-                token = login(core.url, "alice@example.com", PASSWORD)
-                auth = {"Authorization": f"Bearer {token}"}
-                yield {"url": core.url, "db": db_env, "token": token, "auth": auth}
+        worker_env = {**env, "CORTEX_CORE_URL": core.url}
+        with running_together(
+            core,
+            turn_worker(worker_env),
+            turn_worker(worker_env),
+            meanwhile=lambda: create_users("alice@example.com", password=PASSWORD, env=env),
+        ):
+            token = login(core.url, "alice@example.com", PASSWORD)
+            auth = {"Authorization": f"Bearer {token}"}
+            yield {"url": core.url, "db": db_env, "token": token, "auth": auth}
 
 
 @pytest.fixture(scope="module")

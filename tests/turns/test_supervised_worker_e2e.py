@@ -11,7 +11,7 @@ import signal
 import httpx2
 import pytest
 
-from tests.mcp.conftest import PASSWORD, TOKEN, memory_history_if_up, wait_until
+from tests.mcp.conftest import PASSWORD, TOKEN, memory_history_if_up, ready, wait_until
 from tests.mcp.test_run_cortex_e2e import full_log, group
 from tests.servers import create_user, free_port, fresh_database
 from tests.streaming.clients import SSEStream, login
@@ -30,7 +30,7 @@ def test_killed_turn_worker_is_restarted_and_its_turn_ends_failed_not_stuck():
         supervisor = group(database, core_port, memory_port, cognition_port, **env).start()
         try:
             base = f"http://127.0.0.1:{core_port}"
-            wait_until(lambda: httpx2.get(f"{base}/readyz", timeout=5).status_code == 200)
+            wait_until(lambda: ready(base))
             token = login(base, "turns@example.com", PASSWORD)
             auth = {"Authorization": f"Bearer {token}"}
             user_id = httpx2.get(f"{base}/auth/verify", headers=auth).json()["user_id"]
@@ -70,4 +70,4 @@ def test_killed_turn_worker_is_restarted_and_its_turn_ends_failed_not_stuck():
             ]
             assert item["author"] == "assistant" and item["content"] == "after the crash"
         finally:
-            assert supervisor.stop() == 0, supervisor.log()
+            assert supervisor.stop(timeout=60) == 0, supervisor.log()  # three steps, each bounded by STOP_SECONDS

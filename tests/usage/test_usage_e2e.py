@@ -14,7 +14,15 @@ import httpx2
 import pytest
 
 from tests.experts.conftest import notes_expert
-from tests.servers import ServerProcess, core_server, create_users, fake_llm_server, fresh_database, manage, running
+from tests.servers import (
+    ServerProcess,
+    core_server,
+    create_users,
+    fake_llm_server,
+    fresh_database,
+    manage,
+    running_together,
+)
 from tests.servers import server_env as make_env
 from tests.turns.test_turns_e2e import ENV, PASSWORD, TERMINAL, Site, signed_in, turn_worker, until_end
 
@@ -28,13 +36,14 @@ def system(tmp_path_factory) -> Iterator[Site]:
     llm_log = tmp_path_factory.mktemp("fake-llm") / "requests.jsonl"
     with fresh_database() as db_env:
         base = make_env(**db_env, **{**ENV, "ECHO_DELAY_MS": "0"})
-        create_users(*USERS, password=PASSWORD, env=base)
         fake_llm = fake_llm_server(env=base, log=llm_log, chunk_delay_ms=5)
         core = core_server(env=base)
         env = {**base, "CORTEX_CORE_URL": core.url, "CORTEX_LLM_BASE_URL": f"{fake_llm.url}/v1"}
         notes = notes_expert(base, jwks_url=f"{core.url}/.well-known/jwks.json")
         workers: list[ServerProcess] = [turn_worker(env), turn_worker(env)]
-        with running(fake_llm), running(core), running(notes), running(workers[0]), running(workers[1]):
+        with running_together(
+            fake_llm, core, notes, *workers, meanwhile=lambda: create_users(*USERS, password=PASSWORD, env=base)
+        ):
             yield signed_in(Site, core_url=core.url, env=env, llm_log=llm_log, notes_url=notes.url)
 
 

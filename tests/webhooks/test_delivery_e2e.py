@@ -23,7 +23,7 @@ from tests.servers import (
     free_port,
     fresh_database,
     manage_command,
-    running,
+    running_together,
     server_env,
 )
 from tests.streaming.clients import login
@@ -94,9 +94,12 @@ def site() -> Iterator[Site]:
     try:
         with fresh_database() as db_env:
             env = server_env(**db_env, **env_extra)
-            create_users(*(f"{who}@example.com" for who in USERS), password=PASSWORD, env=env)
             core = core_server(env=env)
-            with running(core), running(worker(env)) as delivery_worker:
+            with running_together(
+                core,
+                worker(env),
+                meanwhile=lambda: create_users(*(f"{who}@example.com" for who in USERS), password=PASSWORD, env=env),
+            ) as (_, delivery_worker):
                 tokens = {who: login(core.url, f"{who}@example.com", PASSWORD) for who in USERS}
                 yield Site(core.url, tokens, receiver, delivery_worker, private_port)
     finally:

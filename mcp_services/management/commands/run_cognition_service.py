@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from common import tracing
-from mcp_services import serving
+from mcp_services import basics, serving
 from mcp_services.client import ServiceClient
 from mcp_services.cognition.server import build_cognition_server
 from mcp_services.management.commands.run_memory_service import add_service_arguments
@@ -26,7 +26,7 @@ class Command(BaseCommand):
         memory = ServiceClient(
             name="memory",
             target=options["memory_url"] or cortex["MEMORY_URL"],
-            token=serving.cognition_token(),  # read-only at memory: search and history
+            token=basics.cognition_token(),  # read-only at memory: search and history
             timeout=float(cortex["SERVICE_TIMEOUT_SECONDS"]),
         )
         auth = (
