@@ -57,8 +57,8 @@ from urllib.parse import parse_qs
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
-from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import Http404
@@ -608,11 +608,35 @@ class _EventStream:
             await self._stream_cleanup()
 
 
-class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
-    """`GET /output/stream`: Server-Sent Events."""
+class EventStream(_EventStream):
+    """`GET /output/stream`: Server-Sent Events, as a plain ASGI application (`EventStream.asgi`):
+    one object per connection, no Channels consumer under it. The connection's task waits for the
+    client (`_serve`), the response goes straight to the server's `send`; everything else is the
+    shared protocol (`_EventStream`): the same authentication, slot, hub writer, replay, ticker
+    wheel, re-checks, buffers and error envelope as the WebSocket's."""
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        await self._run(scope, receive, send)
+    channel_layer_alias = DEFAULT_CHANNEL_LAYER
+
+    @classmethod
+    def asgi(cls) -> Any:
+        async def stream_app(scope: dict, receive: Any, send: Any) -> None:
+            await cls()._run(scope, receive, send)
+
+        return stream_app
+
+    async def dispatch(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "http.request":
+            await self.http_request(message)
+        elif kind == "http.disconnect":
+            self.finished = True  # nothing may be sent any more
+            raise StopConsumer()
+
+    async def send_headers(self, *, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        await self.base_send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def send_body(self, body: bytes, *, more_body: bool = False) -> None:
+        await self.base_send({"type": "http.response.body", "body": body, "more_body": more_body})
 
     async def http_request(self, message: dict) -> None:
         if message.get("more_body") or self.streaming:
@@ -630,7 +654,8 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
                 headers.append((b"allow", b"GET"))
             if err.status == 429:
                 headers.append((b"retry-after", str(STREAMS_FULL_RETRY_AFTER).encode()))
-            await self.send_response(err.status, json.dumps(err.body()).encode(), headers=headers)
+            await self.send_headers(status=err.status, headers=headers)
+            await self.send_body(json.dumps(err.body()).encode())
             self.finished = True
             raise StopConsumer() from None
         await self.send_headers(
@@ -675,10 +700,6 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
             if reason in END_REASONS:
                 final = f"data: {json.dumps({'type': 'end', 'reason': reason})}\n\n".encode()
             await self.send_body(final, more_body=False)
-
-    async def http_disconnect(self, message: dict) -> None:
-        self.finished = True  # nothing may be sent any more
-        await super().http_disconnect(message)
 
 
 class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.urls import path
 
 from common.web import daphne_compat
-from streaming.consumers import EventSocketConsumer, EventStreamConsumer
+from streaming.consumers import EventSocketConsumer, EventStream
 
 daphne_compat.install()
 
@@ -80,7 +80,7 @@ class StreamOriginValidator(OriginValidator):
         return await WebsocketDenier()(scope, receive, send)
 
 
-http_urlpatterns: list = [path("output/stream", EventStreamConsumer.as_asgi(), name="output-stream")]
+http_urlpatterns: list = [path("output/stream", EventStream.asgi(), name="output-stream")]
 
 
 class StreamsFirst:
