@@ -4,7 +4,6 @@ tools, and running the ASGI app under uvicorn with clean shutdown."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import ipaddress
 import logging
@@ -12,10 +11,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import uvicorn
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
 from mcp import MCPError
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
@@ -28,6 +25,7 @@ from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from common import tracing
+from common.db import db_call as db_call  # its home; imported from here by the services
 from common.errors import CortexError, ErrorCode
 from common.web.asgi import ObservedApp
 
@@ -194,42 +192,6 @@ def transport_security(*, host: str) -> TransportSecuritySettings:
         allowed_hosts=allowed_hosts,
         allowed_origins=list(settings.CORTEX["SERVICE_ALLOWED_ORIGINS"]),
     )
-
-
-def _kept(connection: Any) -> bool:
-    """A SQLite connection in a clean state, kept for the thread's next call: opening one costs more
-    than most calls (Django registers its SQL functions and runs the PRAGMAs each time), and a file
-    database has no pool to give it back to."""
-    return (
-        connection.vendor == "sqlite"
-        and connection.connection is not None
-        and not connection.in_atomic_block
-        and connection.get_autocommit()
-        and not connection.errors_occurred
-    )
-
-
-def db_call(func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
-    """Run a sync ORM function in a worker thread, then release that thread's connection.
-
-    Tools run on the event loop; sync ORM there raises SynchronousOnlyOperation. Worker threads
-    are reused, so PostgreSQL connections are closed after each call (handed back to the pool, so
-    the pool's size stays the limit); a SQLite connection in a clean state stays with its thread
-    (the executor's few threads: a few open files).
-    """
-
-    def closing(*args: P.args, **kwargs: P.kwargs) -> T:
-        for connection in connections.all(initialized_only=True):
-            if not _kept(connection):
-                connection.close_if_unusable_or_obsolete()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            for connection in connections.all(initialized_only=True):
-                if not _kept(connection):
-                    connection.close()
-
-    return functools.wraps(func)(sync_to_async(closing, thread_sensitive=False))
 
 
 def build_app(server: MCPServer, *, transport: str, host: str) -> ObservedApp:

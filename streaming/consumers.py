@@ -54,16 +54,16 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels import DEFAULT_CHANNEL_LAYER
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import Http404
 
 from accounts.models import User
+from common.db import db_call
 from common.errors import CortexError, ErrorCode
 from common.web import daphne_compat, shutdown
 from streaming import selectors, slots
@@ -142,7 +142,7 @@ class _Rechecks:
         while self.users:
             await asyncio.sleep(settings.CORTEX["STREAM_RECHECK_SECONDS"])
             try:
-                active = await database_sync_to_async(selectors.users_may_stream)(user_ids=list(self.users))
+                active = await db_call(selectors.users_may_stream)(user_ids=list(self.users))
             except Exception:
                 logger.exception("Re-checking streaming users failed; trying again next period")
                 continue
@@ -309,7 +309,7 @@ class _EventStream:
     async def dispatch(self, message: dict) -> None:
         # Channels runs close_old_connections in the sync thread before every handler: a hop to
         # that one thread for each message. These handlers reach the database only through
-        # database_sync_to_async, which does it there itself; a frame a client sends on its
+        # db_call, which does it there itself; a frame a client sends on its
         # WebSocket is ignored.
         if message["type"] == "websocket.receive":
             return
@@ -355,7 +355,7 @@ class _EventStream:
         conversation_ids = query.get("conversation_id")
         if conversation_ids:
             try:
-                conversation = await database_sync_to_async(conversation_get_for_user)(
+                conversation = await db_call(conversation_get_for_user)(
                     user=self.user, conversation_id=conversation_ids[0]
                 )
             except Http404:
@@ -381,7 +381,7 @@ class _EventStream:
         self.group = user_group(self.user.id)
         await hub(self.channel_layer).join(self.group, self.channel_name, self._deliver)
         _rechecks.add(self.user.id)
-        position = await database_sync_to_async(_position_if_may_stream)(
+        position = await db_call(_position_if_may_stream)(
             user_id=self.user.id, issued_at=datetime.fromtimestamp(self.issued_at, tz=UTC)
         )
         if position is None:  # the group and the slot are released by `_stream_cleanup`
@@ -556,7 +556,7 @@ class _EventStream:
         """Send the logged events in `(last_seen, through]`: all committed, per the seq invariant."""
         after = self.last_seen
         while True:
-            page = await database_sync_to_async(selectors.event_page)(
+            page = await db_call(selectors.event_page)(
                 user_id=self.user.id,  # type: ignore[union-attr]  # set before streaming starts
                 after=after,
                 through=through,
