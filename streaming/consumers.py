@@ -95,12 +95,6 @@ def _approx_bytes(message: LiveMessage) -> int:
     return len(message.get("json") or "") + 64
 
 
-def _position_if_may_stream(*, user_id: uuid.UUID, issued_at: datetime) -> selectors.LogPosition | None:
-    if not selectors.user_may_stream(user_id=user_id, issued_at=issued_at):
-        return None
-    return selectors.log_position(user_id=user_id)
-
-
 class _Stalled(Exception):
     """The client has read nothing for a long time."""
 
@@ -381,7 +375,7 @@ class _EventStream:
         self.group = user_group(self.user.id)
         await hub(self.channel_layer).join(self.group, self.channel_name, self._deliver)
         _rechecks.add(self.user.id)
-        position = await db_call(_position_if_may_stream)(
+        position = await db_call(selectors.position_if_may_stream)(
             user_id=self.user.id, issued_at=datetime.fromtimestamp(self.issued_at, tz=UTC)
         )
         if position is None:  # the group and the slot are released by `_stream_cleanup`
