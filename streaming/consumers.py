@@ -1,6 +1,8 @@
 """`GET /output/stream` (SSE) and `GET /output/ws` (WebSocket): one user's live event log.
 
-Both consumers parse, authorize and then follow the same protocol (`_EventStream`):
+The SSE stream is a plain ASGI application (`EventStream.asgi`: no Channels consumer, its object
+answers the server's `receive` and `send` itself); the WebSocket is a Channels consumer
+(`EventSocketConsumer`). Both parse, authorize and then follow the same protocol (`_EventStream`):
 
 1. Join the user's channel-layer group *first*, then read the log head from the database. Every
    event committed after that read is published after this subscription, so it arrives live.
@@ -140,11 +142,12 @@ class _Rechecks:
             except Exception:
                 logger.exception("Re-checking streaming users failed; trying again next period")
                 continue
-            revoked = {
-                user_id: math.inf if user_id not in active else active[user_id].timestamp()
-                for user_id in self.users
-                if user_id not in active or active[user_id] is not None
-            }
+            revoked: dict[uuid.UUID, float] = {}
+            for user_id in self.users:
+                if user_id not in active:
+                    revoked[user_id] = math.inf
+                elif (ended := active[user_id]) is not None:
+                    revoked[user_id] = ended.timestamp()
             fanout = hub()
             for user_id, before in revoked.items():
                 if self.revoked.get(user_id) != before:  # end their streams in this process now

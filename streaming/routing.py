@@ -85,7 +85,7 @@ http_urlpatterns: list = [path("output/stream", EventStream.asgi(), name="output
 
 class StreamsFirst:
     """In front of Channels' routers (`cortex_site.asgi`): `GET /output/stream` goes straight to its
-    consumer. Through `ProtocolTypeRouter` and `URLRouter` it would keep their two frames and the
+    plain ASGI app (`streaming.consumers.EventStream`). Through `ProtocolTypeRouter` and `URLRouter` it would keep their two frames and the
     router's copy of the scope for the stream's whole life, about a kilobyte on every open stream."""
 
     def __init__(self, application: Any) -> None:

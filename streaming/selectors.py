@@ -30,7 +30,7 @@ def event_page(
     user_id: uuid.UUID,
     after: int,
     through: int,
-    conversation_id: uuid.UUID | None = None,
+    conversation_id: uuid.UUID | str | None = None,
     limit: int = 500,
 ) -> list[tuple[int, str]]:
     """The user's events with `after < seq <= through`, oldest first, optionally of one conversation,
@@ -67,7 +67,7 @@ def position_if_may_stream(*, user_id: uuid.UUID, issued_at: datetime) -> LogPos
         " WHERE u.id = %s AND u.is_active AND (u.sessions_ended_at IS NULL OR u.sessions_ended_at <= %s)"
     )
     params = [
-        User._meta.pk.get_db_prep_value(user_id, connection),  # type: ignore[union-attr]
+        User._meta.pk.get_db_prep_value(user_id, connection),
         connection.ops.adapt_datetimefield_value(issued_at),
     ]
     with connection.cursor() as cursor:
