@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.cookie import parse_cookie
 from django.utils import timezone
@@ -21,6 +20,7 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from accounts.authentication import CachedJWTAuthentication
 from accounts.models import User
+from common.db import db_call
 from common.errors import CortexError, ErrorCode
 from streaming import services
 
@@ -76,12 +76,12 @@ async def stream_user(*, headers: dict[bytes, bytes], query: dict[str, list[str]
     cookie = parse_cookie(headers.get(b"cookie", b"").decode("latin-1")).get(services.STREAM_COOKIE)
     if tickets:
         try:
-            return await database_sync_to_async(_user_for_ticket)(tickets[0])
+            return await db_call(_user_for_ticket)(tickets[0])
         except CortexError:
             if not cookie:
                 raise
     if cookie:
-        return await database_sync_to_async(_user_for_cookie)(cookie)
+        return await db_call(_user_for_cookie)(cookie)
     raise CortexError(ErrorCode.NOT_AUTHENTICATED, "Authentication credentials were not provided.")
 
 

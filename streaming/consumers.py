@@ -1,6 +1,8 @@
 """`GET /output/stream` (SSE) and `GET /output/ws` (WebSocket): one user's live event log.
 
-Both consumers parse, authorize and then follow the same protocol (`_EventStream`):
+The SSE stream is a plain ASGI application (`EventStream.asgi`: no Channels consumer, its object
+answers the server's `receive` and `send` itself); the WebSocket is a Channels consumer
+(`EventSocketConsumer`). Both parse, authorize and then follow the same protocol (`_EventStream`):
 
 1. Join the user's channel-layer group *first*, then read the log head from the database. Every
    event committed after that read is published after this subscription, so it arrives live.
@@ -54,16 +56,16 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels import DEFAULT_CHANNEL_LAYER
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
-from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import Http404
 
 from accounts.models import User
+from common.db import db_call
 from common.errors import CortexError, ErrorCode
 from common.web import daphne_compat, shutdown
 from streaming import selectors, slots
@@ -93,12 +95,6 @@ WRITE_CHUNK_BYTES = 64 * 1024
 def _approx_bytes(message: LiveMessage) -> int:
     """What a queued live event holds: its JSON text (and the bytes it will take on the wire)."""
     return len(message.get("json") or "") + 64
-
-
-def _position_if_may_stream(*, user_id: uuid.UUID, issued_at: datetime) -> selectors.LogPosition | None:
-    if not selectors.user_may_stream(user_id=user_id, issued_at=issued_at):
-        return None
-    return selectors.log_position(user_id=user_id)
 
 
 class _Stalled(Exception):
@@ -142,15 +138,16 @@ class _Rechecks:
         while self.users:
             await asyncio.sleep(settings.CORTEX["STREAM_RECHECK_SECONDS"])
             try:
-                active = await database_sync_to_async(selectors.users_may_stream)(user_ids=list(self.users))
+                active = await db_call(selectors.users_may_stream)(user_ids=list(self.users))
             except Exception:
                 logger.exception("Re-checking streaming users failed; trying again next period")
                 continue
-            revoked = {
-                user_id: math.inf if user_id not in active else active[user_id].timestamp()
-                for user_id in self.users
-                if user_id not in active or active[user_id] is not None
-            }
+            revoked: dict[uuid.UUID, float] = {}
+            for user_id in self.users:
+                if user_id not in active:
+                    revoked[user_id] = math.inf
+                elif (ended := active[user_id]) is not None:
+                    revoked[user_id] = ended.timestamp()
             fanout = hub()
             for user_id, before in revoked.items():
                 if self.revoked.get(user_id) != before:  # end their streams in this process now
@@ -309,7 +306,7 @@ class _EventStream:
     async def dispatch(self, message: dict) -> None:
         # Channels runs close_old_connections in the sync thread before every handler: a hop to
         # that one thread for each message. These handlers reach the database only through
-        # database_sync_to_async, which does it there itself; a frame a client sends on its
+        # db_call, which does it there itself; a frame a client sends on its
         # WebSocket is ignored.
         if message["type"] == "websocket.receive":
             return
@@ -355,7 +352,7 @@ class _EventStream:
         conversation_ids = query.get("conversation_id")
         if conversation_ids:
             try:
-                conversation = await database_sync_to_async(conversation_get_for_user)(
+                conversation = await db_call(conversation_get_for_user)(
                     user=self.user, conversation_id=conversation_ids[0]
                 )
             except Http404:
@@ -381,7 +378,7 @@ class _EventStream:
         self.group = user_group(self.user.id)
         await hub(self.channel_layer).join(self.group, self.channel_name, self._deliver)
         _rechecks.add(self.user.id)
-        position = await database_sync_to_async(_position_if_may_stream)(
+        position = await db_call(selectors.position_if_may_stream)(
             user_id=self.user.id, issued_at=datetime.fromtimestamp(self.issued_at, tz=UTC)
         )
         if position is None:  # the group and the slot are released by `_stream_cleanup`
@@ -556,7 +553,7 @@ class _EventStream:
         """Send the logged events in `(last_seen, through]`: all committed, per the seq invariant."""
         after = self.last_seen
         while True:
-            page = await database_sync_to_async(selectors.event_page)(
+            page = await db_call(selectors.event_page)(
                 user_id=self.user.id,  # type: ignore[union-attr]  # set before streaming starts
                 after=after,
                 through=through,
@@ -608,11 +605,35 @@ class _EventStream:
             await self._stream_cleanup()
 
 
-class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
-    """`GET /output/stream`: Server-Sent Events."""
+class EventStream(_EventStream):
+    """`GET /output/stream`: Server-Sent Events, as a plain ASGI application (`EventStream.asgi`):
+    one object per connection, no Channels consumer under it. The connection's task waits for the
+    client (`_serve`), the response goes straight to the server's `send`; everything else is the
+    shared protocol (`_EventStream`): the same authentication, slot, hub writer, replay, ticker
+    wheel, re-checks, buffers and error envelope as the WebSocket's."""
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        await self._run(scope, receive, send)
+    channel_layer_alias = DEFAULT_CHANNEL_LAYER
+
+    @classmethod
+    def asgi(cls) -> Any:
+        async def stream_app(scope: dict, receive: Any, send: Any) -> None:
+            await cls()._run(scope, receive, send)
+
+        return stream_app
+
+    async def dispatch(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "http.request":
+            await self.http_request(message)
+        elif kind == "http.disconnect":
+            self.finished = True  # nothing may be sent any more
+            raise StopConsumer()
+
+    async def send_headers(self, *, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        await self.base_send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def send_body(self, body: bytes, *, more_body: bool = False) -> None:
+        await self.base_send({"type": "http.response.body", "body": body, "more_body": more_body})
 
     async def http_request(self, message: dict) -> None:
         if message.get("more_body") or self.streaming:
@@ -630,7 +651,8 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
                 headers.append((b"allow", b"GET"))
             if err.status == 429:
                 headers.append((b"retry-after", str(STREAMS_FULL_RETRY_AFTER).encode()))
-            await self.send_response(err.status, json.dumps(err.body()).encode(), headers=headers)
+            await self.send_headers(status=err.status, headers=headers)
+            await self.send_body(json.dumps(err.body()).encode())
             self.finished = True
             raise StopConsumer() from None
         await self.send_headers(
@@ -675,10 +697,6 @@ class EventStreamConsumer(_EventStream, AsyncHttpConsumer):
             if reason in END_REASONS:
                 final = f"data: {json.dumps({'type': 'end', 'reason': reason})}\n\n".encode()
             await self.send_body(final, more_body=False)
-
-    async def http_disconnect(self, message: dict) -> None:
-        self.finished = True  # nothing may be sent any more
-        await super().http_disconnect(message)
 
 
 class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.urls import path
 
 from common.web import daphne_compat
-from streaming.consumers import EventSocketConsumer, EventStreamConsumer
+from streaming.consumers import EventSocketConsumer, EventStream
 
 daphne_compat.install()
 
@@ -80,12 +80,12 @@ class StreamOriginValidator(OriginValidator):
         return await WebsocketDenier()(scope, receive, send)
 
 
-http_urlpatterns: list = [path("output/stream", EventStreamConsumer.as_asgi(), name="output-stream")]
+http_urlpatterns: list = [path("output/stream", EventStream.asgi(), name="output-stream")]
 
 
 class StreamsFirst:
     """In front of Channels' routers (`cortex_site.asgi`): `GET /output/stream` goes straight to its
-    consumer. Through `ProtocolTypeRouter` and `URLRouter` it would keep their two frames and the
+    plain ASGI app (`streaming.consumers.EventStream`). Through `ProtocolTypeRouter` and `URLRouter` it would keep their two frames and the
     router's copy of the scope for the stream's whole life, about a kilobyte on every open stream."""
 
     def __init__(self, application: Any) -> None:

@@ -4,6 +4,12 @@ A stream holds one of its user's numbered slot keys (`cache.add` is atomic in th
 and Redis caches, so two streams never take the same one). The key is a lease, renewed at every
 re-check and released on close, so a process that dies frees its slots within `LEASE` seconds.
 With `REDIS_URL` the cache is shared: the cap holds across every core process.
+
+With the local-memory cache (no REDIS_URL) the slots are this process's own, and nothing outlives
+it: they are a set of holders per user here (`_held`), one entry per stream. Numbered cache keys
+would cost the n-th stream of a user n `add`s (quadratic in the streams opened: at 10,000 streams
+of 10 users the opening spent most of its CPU there), a pickled value and an expiry entry per
+stream, and Django's local-memory cache culls a third of its entries past 300 (slots included).
 """
 
 from __future__ import annotations
@@ -43,8 +49,22 @@ async def _cache(method: str, *args: Any, **kwargs: Any) -> Any:
     return getattr(backend, method)(*args, **kwargs)
 
 
+_held: dict[str, set[str]] = {}  # local cache: user id (hex) -> this process's holders
+LOCAL_PREFIX = "local:"
+
+
+def _is_local() -> bool:
+    return settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache"
+
+
 async def slot_acquire(*, user_id: uuid.UUID, holder: str) -> str | None:
     """The slot key taken for `holder` (a channel name), or None when every slot is in use."""
+    if _is_local():
+        held = _held.setdefault(user_id.hex, set())
+        if len(held) >= settings.CORTEX["STREAMS_PER_USER"]:
+            return None
+        held.add(holder)
+        return LOCAL_PREFIX + user_id.hex
     for slot in range(settings.CORTEX["STREAMS_PER_USER"]):
         key = _key(user_id, slot)
         if await _cache("add", key, holder, timeout=_lease_seconds()):
@@ -53,6 +73,8 @@ async def slot_acquire(*, user_id: uuid.UUID, holder: str) -> str | None:
 
 
 async def slot_renew(*, key: str, holder: str) -> None:
+    if key.startswith(LOCAL_PREFIX):
+        return  # the process's own: no lease to renew
     if await _cache("get", key) == holder:
         await _cache("touch", key, timeout=_lease_seconds())
     else:  # lost (expired under a long stall): take it back if it is free
@@ -60,5 +82,12 @@ async def slot_renew(*, key: str, holder: str) -> None:
 
 
 async def slot_release(*, key: str, holder: str) -> None:
+    if key.startswith(LOCAL_PREFIX):
+        held = _held.get(key.removeprefix(LOCAL_PREFIX))
+        if held is not None:
+            held.discard(holder)
+            if not held:
+                del _held[key.removeprefix(LOCAL_PREFIX)]
+        return
     if await _cache("get", key) == holder:
         await _cache("delete", key)
