@@ -37,10 +37,10 @@ def _percentiles(samples: list[float]) -> str:
 
 async def main(n: int) -> None:
     from accounts.models import User
+    from common.db import db_call
     from connections import crypto
     from connections.broker import OAuthBroker
     from connections.models import Connection, OAuthClient
-    from mcp_services.basics import db_call
     from mcp_services.experts import tokens
     from workspaces.models import Expert, Workspace
 

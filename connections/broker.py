@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from common.db import db_call
 from connections import services
-from mcp_services.basics import db_call
 
 
 class OAuthBroker:

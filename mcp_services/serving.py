@@ -24,7 +24,6 @@ from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from common import tracing
-from common.db import db_call as db_call  # its home; imported from here by the services
 from common.errors import CortexError, ErrorCode
 from common.web.asgi import ObservedApp
 from mcp_services.basics import cognition_token, is_loopback

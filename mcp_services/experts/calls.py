@@ -53,8 +53,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from opentelemetry.trace import SpanKind
 
 from common import metrics, tracing
+from common.db import db_call
 from common.errors import CortexError, ErrorCode
-from mcp_services.basics import db_call
 from mcp_services.client import describe, encoding_error, unwrap
 from mcp_services.experts import tasks as wire
 from mcp_services.experts.content import result_blocks

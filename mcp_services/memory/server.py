@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
+from common.db import db_call
 from common.errors import CortexError, ErrorCode
-from mcp_services.basics import db_call
 from mcp_services.memory import selectors, services
 from mcp_services.memory.schemas import (
     MAX_BATCH_ITEMS,

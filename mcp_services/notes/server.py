@@ -21,7 +21,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import ElicitRequest, ElicitRequestFormParams, ElicitResult, InputRequiredResult, ToolAnnotations
 from pydantic import Field
 
-from mcp_services.basics import db_call
+from common.db import db_call
 from mcp_services.notes import selectors, services
 from mcp_services.notes.auth import caller_for
 from mcp_services.serving import CortexMCPServer

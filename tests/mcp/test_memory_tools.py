@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from mcp import MCPError
 
-from mcp_services.basics import db_call
+from common.db import db_call
 from mcp_services.models import MemoryItem
 
 pytestmark = pytest.mark.django_db(transaction=True)
