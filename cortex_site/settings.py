@@ -207,8 +207,7 @@ else:
     SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
-            # Django's, waiting for the write lock in 1 ms steps (`common/db/sqlite3/base.py`).
-            "ENGINE": "common.db.sqlite3",
+            "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(SQLITE_PATH),
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
