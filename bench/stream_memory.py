@@ -15,6 +15,7 @@ import asyncio
 import os
 import sys
 import tracemalloc
+from collections.abc import Awaitable, Callable
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
 from bench import hotpath
@@ -24,6 +25,14 @@ from tests.servers import create_users, free_port, fresh_database, server_env
 
 def main() -> int:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    serve_in_process(lambda port, tokens: _measure(port, tokens, count))
+    return 0
+
+
+def serve_in_process(measure: Callable[[int, list[str]], Awaitable[None]]) -> None:
+    """The core's ASGI application under uvicorn in this process (as `run_cortex`), on a fresh
+    database with ten users; `measure(port, tokens)` runs once 50 streams warmed the first-use
+    caches and imports, then the server stops. Shared with `bench.stream_open`."""
     with fresh_database() as database:
         env = server_env(**database, **hotpath.LIMITS)
         emails = [f"bench{n:02d}@example.com" for n in range(1, 11)]
@@ -33,18 +42,18 @@ def main() -> int:
         import django
 
         django.setup()
-        import uvicorn
         import uvloop
 
-        from cortex_site.asgi import application
-
-        uvloop.run(_measure(application, uvicorn, count, emails))
-    return 0
+        uvloop.run(_serve(measure, emails))
 
 
-async def _measure(application: object, uvicorn: object, count: int, emails: list[str]) -> None:
+async def _serve(measure: Callable[[int, list[str]], Awaitable[None]], emails: list[str]) -> None:
+    import uvicorn
+
+    from cortex_site.asgi import application
+
     port = free_port()
-    config = uvicorn.Config(  # type: ignore[attr-defined]
+    config = uvicorn.Config(
         application,
         host="127.0.0.1",
         port=port,
@@ -55,7 +64,7 @@ async def _measure(application: object, uvicorn: object, count: int, emails: lis
         proxy_headers=False,
         log_level="warning",
     )
-    server = uvicorn.Server(config)  # type: ignore[attr-defined]
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
@@ -67,6 +76,14 @@ async def _measure(application: object, uvicorn: object, count: int, emails: lis
     for stream in warm:
         stream.close()
     await asyncio.sleep(1)
+    try:
+        await measure(port, tokens)
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _measure(port: int, tokens: list[str], count: int) -> None:
     tracemalloc.start(12)
     before = tracemalloc.take_snapshot()
     streams = [RawSSE(port, tokens[n % len(tokens)]) for n in range(count)]
@@ -95,8 +112,6 @@ async def _measure(application: object, uvicorn: object, count: int, emails: lis
         print(f"{size / count:8.0f}  {key}")
     for stream in streams:
         stream.close()
-    server.should_exit = True
-    await task
 
 
 if __name__ == "__main__":

@@ -11,61 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
-import os
 import pstats
 import sys
 import time
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
-from bench import hotpath
+from bench.stream_memory import serve_in_process
 from bench.streaming import RawSSE
-from tests.servers import create_users, free_port, fresh_database, server_env
 
 
 def main() -> int:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    with fresh_database() as database:
-        env = server_env(**database, **hotpath.LIMITS)
-        emails = [f"bench{n:02d}@example.com" for n in range(1, 11)]
-        create_users(*emails, password=hotpath.PASSWORD, env=env)
-        os.environ.update(env)
-        os.environ["DJANGO_SETTINGS_MODULE"] = "cortex_site.settings"
-        import django
-
-        django.setup()
-        import uvicorn
-        import uvloop
-
-        from cortex_site.asgi import application
-
-        uvloop.run(_measure(application, uvicorn, count, emails))
+    serve_in_process(lambda port, tokens: _measure(port, tokens, count))
     return 0
 
 
-async def _measure(application: object, uvicorn: object, count: int, emails: list[str]) -> None:
-    port = free_port()
-    config = uvicorn.Config(  # type: ignore[attr-defined]
-        application,
-        host="127.0.0.1",
-        port=port,
-        loop="none",
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        proxy_headers=False,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)  # type: ignore[attr-defined]
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    tokens = [await hotpath.login(port, email) for email in emails]
-    warm = [RawSSE(port, tokens[n % len(tokens)]) for n in range(50)]  # first-use caches, imports
-    for stream in warm:
-        await stream.open()
-    for stream in warm:
-        stream.close()
-    await asyncio.sleep(1)
+async def _measure(port: int, tokens: list[str], count: int) -> None:
     profile = cProfile.Profile()
     cpu, wall = time.process_time(), time.monotonic()
     profile.enable()
@@ -78,8 +39,6 @@ async def _measure(application: object, uvicorn: object, count: int, emails: lis
     pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
     for stream in streams:
         stream.close()
-    server.should_exit = True
-    await task
 
 
 if __name__ == "__main__":
