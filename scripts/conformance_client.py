@@ -1,14 +1,15 @@
 """The core's MCP client against the MCP conformance suite's client scenarios.
 
     PATH=<node 22>/bin:$PATH npx @modelcontextprotocol/conformance client \\
-        --command "env DEBUG=1 EXPERT_ALLOWED_HOSTS=localhost:* .venv/bin/python scripts/conformance_client.py" \\
+        --command "env DEBUG=1 EXPERT_ALLOWED_HOSTS=localhost:*,127.0.0.1:*,[::1]:* .venv/bin/python scripts/conformance_client.py" \\
         --scenario elicitation-sep1034-client-defaults
 
 It connects to the scenario's server with `mcp_services.experts.discovery.connect` (what every expert
 call uses: the capabilities it declares, revision handling), lists the tools and calls each with no
 arguments. A question is answered as a person who accepts the form as shown would answer it: `accept`
 with nothing typed, the schema's defaults filled in by `schema_defaults_apply` (as the inbox's answer
-path does before validating).
+path does before validating). The host policy checks the address a name resolves to as well as the
+name (DNS rebinding), so the scenario's `localhost` needs its loopback addresses listed too.
 """
 
 from __future__ import annotations
