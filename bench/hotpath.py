@@ -341,11 +341,15 @@ async def fan_out(sut: System, tokens: list[str], subscribers: int, rate: int, s
             free.put_nowait(connection)
 
     total = int(rate * seconds)
+    core = sut.core_pids()
+    redis = redis_pid(sut.env.get("REDIS_URL"))
+    cpu_before, redis_before = cpu_of(core), cpu_of(redis)
     await open_loop(post, total, rate)
     deadline = time.monotonic() + 30
     while sum(len(s) for s in seen) < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     delivered = sum(len(s) for s in seen)
+    core_cpu, redis_cpu = cpu_of(core) - cpu_before, cpu_of(redis) - redis_before
     for task in consumers:
         task.cancel()
     for stream in streams:
@@ -363,7 +367,21 @@ async def fan_out(sut: System, tokens: list[str], subscribers: int, rate: int, s
         "duplicates": duplicates,
         "cross_user": foreign,
         "publish_to_receive_ms": stats_ms(latencies),
+        # CPU of the core process(es) (and of Redis, when there is one) while the inputs were posted
+        # and delivered: the input path and the fan-out together, per input and per delivered copy.
+        "core_cpu_ms_per_input": round(core_cpu * 1000 / max(1, total), 3),
+        "core_cpu_ms_per_delivered": round(core_cpu * 1000 / max(1, delivered), 3),
+        "redis_cpu_ms_per_input": round(redis_cpu * 1000 / max(1, total), 3) if redis else None,
     }
+
+
+def redis_pid(url: str | None) -> list[int]:
+    """The bench's own Redis (tests.servers.redis_server), found by its port: its CPU is counted."""
+    if not url:
+        return []
+    port = url.rsplit(":", 1)[-1].split("/")[0]
+    found = subprocess.run(["pgrep", "-f", f"redis-server.*{port}"], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
 
 
 async def idle_streams(sut: System, tokens: list[str], count: int, heartbeat: int) -> dict[str, Any]:

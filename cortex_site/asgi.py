@@ -78,3 +78,9 @@ if tracing.setup(tracing.CORE):
 # object counts trigger walk only what requests made: a shorter pause on the requests' path.
 gc.collect()
 gc.freeze()
+
+# Benchmarks only: per-batch timestamps of the input path and the fan-out (bench/stage_trace.py).
+if os.environ.get("BENCH_STAGE_TRACE"):
+    import bench.stage_trace
+
+    bench.stage_trace.install(os.environ["BENCH_STAGE_TRACE"])

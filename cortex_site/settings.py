@@ -503,6 +503,10 @@ CORTEX: dict[str, Any] = {
     # changed the password since its credential was issued (both also stop streams at once through
     # the channel layer; this is the bound if that message is lost).
     "STREAM_RECHECK_SECONDS": env_int("STREAM_RECHECK_SECONDS", 15, minimum=1),
+    # With channels_redis's RedisChannelLayer: the streams' live copies go between the core processes
+    # over Redis pub/sub (channels_redis's RedisPubSubChannelLayer, streaming.hub); 0: over the channel
+    # layer's own queues (four round trips per receive, per message).
+    "STREAM_REDIS_PUBSUB": env_bool("STREAM_REDIS_PUBSUB", True),
     "EVENT_RETENTION_HOURS": env_int("EVENT_RETENTION_HOURS", 24, minimum=1),
     "IDEMPOTENCY_HOURS": 24,
     "TICKET_SECONDS": env_int("TICKET_SECONDS", 30, minimum=1),

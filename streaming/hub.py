@@ -14,6 +14,14 @@ or timer per stream, no copy of the event per stream.
   one layer message per batch, one batch at a time per process (so in order), whatever has queued
   while the previous one was being sent. Group memberships expire in the layer (`group_expiry`):
   the process joins again every half expiry (`renew`, from the streams' ticker), not each stream.
+- channels_redis's `RedisChannelLayer` (REDIS_URL set): the batches go over Redis pub/sub instead,
+  through channels_redis's own `RedisPubSubChannelLayer` on the same servers (`STREAM_REDIS_PUBSUB`,
+  on by default). A batch is then one `PUBLISH` (one round trip) and arrives on each process's
+  subscription with no round trip of its own, where `RedisChannelLayer` spends four round trips
+  and two tasks on each `receive` (one message each) and four on each `group_send`: a process whose
+  loop was busy fell behind the batches of every process and never caught up (bench/README.md).
+  Pub/sub keeps nothing for a process that is not subscribed, which is what live copies are
+  (at most once; a stream fetches a gap from the log); memberships never expire there.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from streaming.layers import ProcessChannelLayer
 
@@ -72,8 +81,9 @@ class _Shared:
     number of users in it (channels_redis takes one message per round trip to Redis): made for
     the few core processes of a deployment, each of which receives every batch."""
 
-    def __init__(self, layer: Any) -> None:
+    def __init__(self, layer: Any, *, expires: bool = True) -> None:
         self.layer = layer
+        self.expires = expires  # whether the layer's group memberships expire (`renew`)
         self.channel: str | None = None
         self.members: dict[str, dict[str, Writer]] = {}  # group -> channel -> writer (this process)
         self.joined: float | None = None  # when this process last joined EVERYONE (monotonic)
@@ -109,9 +119,14 @@ class _Shared:
                     if self.reader is not None:
                         self.reader.cancel()
                         self.reader = None
+                    # The next join takes a new channel: a pub/sub layer forgets a channel whose
+                    # `receive` was cancelled, and an old queue's leftovers are stale anyway.
+                    self.channel = None
 
     async def renew(self, now: float) -> None:
         """Join again once half of `group_expiry` has passed since the last join."""
+        if not self.expires:
+            return
         half = max(0.5, getattr(self.layer, "group_expiry", 86400) / 2)
         if self.joined is None or now - self.joined < half:
             return
@@ -167,11 +182,23 @@ class _Shared:
             logger.exception("Publishing %d live copies failed", len(messages))
 
 
+def _shared(layer: Any) -> _Shared:
+    """`_Shared` over `layer`, or over Redis pub/sub on its servers when it is channels_redis's
+    `RedisChannelLayer` (see the module docstring)."""
+    from channels_redis.core import RedisChannelLayer
+
+    if isinstance(layer, RedisChannelLayer) and settings.CORTEX["STREAM_REDIS_PUBSUB"]:
+        from channels_redis.pubsub import RedisPubSubChannelLayer
+
+        return _Shared(RedisPubSubChannelLayer(hosts=layer.hosts, prefix=f"{layer.prefix}:streams:"), expires=False)
+    return _Shared(layer)
+
+
 def hub(layer: Any = None) -> _Local | _Shared:
     """The fan-out of `layer` (the default channel layer) in this process."""
     layer = layer if layer is not None else get_channel_layer()
     found = getattr(layer, "_cortex_hub", None)
     if found is None:
-        found = _Local(layer) if isinstance(layer, ProcessChannelLayer) else _Shared(layer)
+        found = _Local(layer) if isinstance(layer, ProcessChannelLayer) else _shared(layer)
         layer._cortex_hub = found
     return found

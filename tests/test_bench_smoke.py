@@ -8,6 +8,7 @@ report, never a test's to assert.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -26,6 +27,8 @@ def test_hotpath_benchmark_smoke_run_loses_nothing(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        # bench/stage_trace.py rides along: no run of its own.
+        env={**os.environ, "BENCH_STAGE_TRACE": str(tmp_path / "stages")},
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -37,3 +40,20 @@ def test_hotpath_benchmark_smoke_run_loses_nothing(tmp_path):
     assert result["idle"]["failed"] == 0 and result["idle"]["heartbeats_seen"] > 0
     assert result["resume"]["delivered"] == result["resume"]["missed"] and result["resume"]["in_order_without_gaps"]
     assert "| POST /input |" in out.with_suffix(".md").read_text()
+    _the_stage_trace_has_every_stage(tmp_path)
+
+
+def _the_stage_trace_has_every_stage(tmp_path):
+    """`BENCH_STAGE_TRACE`: the core wrote a line per writer batch with every stage, and the summary
+    reads it."""
+    files = [path for path in tmp_path.glob("stages.*") if path.stat().st_size]
+    assert files  # the core processes (the trace is installed only where the ASGI app is)
+    batches = [line for path in files for line in path.read_text().splitlines() if line.startswith("B ")]
+    assert batches and all(
+        all(f" {stage}=" in line for stage in ("sub0", "taken", "commit", "cb", "pubend", "settle")) for line in batches
+    )
+    biggest = max(files, key=lambda path: path.stat().st_size)
+    summary = subprocess.run(
+        [sys.executable, "-m", "bench.stage_trace", str(biggest)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert summary.returncode == 0 and "| queued -> published |" in summary.stdout, summary.stderr
