@@ -6,9 +6,12 @@
   `TURN_CONCURRENCY`, and looks for cancellations of the turns it runs; every third of
   `TURN_LEASE_SECONDS` it renews their leases (and unparks the heads of users left with none running).
 - Each turn runs as a task with its deadline (`TURN_TIME_LIMIT_SECONDS` from its start).
-- Database work runs on one thread (`sync_to_async`, thread-sensitive), and the turns' writes are
-  group-committed by `LogWriter`: whatever the running turns have to write when the writer comes
-  round goes in one transaction. A turn's deltas are coalesced by its `TurnEmitter` (the first
+- The turns' database work runs on one thread (`sync_to_async`, thread-sensitive), and their writes
+  are group-committed by `LogWriter`: whatever the running turns have to write when the writer comes
+  round goes in one transaction. The round (the read before the claim, the claim, cancellations,
+  schedules) runs on a second thread of its own (`RoundThread`), so that what a wake-up announced
+  is claimed while the running turns' writes are still queued, not after them; on SQLite the two
+  threads' write transactions take turns on an in-process lock (no busy-handler sleeps between them). A turn's deltas are coalesced by its `TurnEmitter` (the first
   chunk at once, then every `TURN_DELTA_FLUSH_MS` or `TURN_DELTA_FLUSH_CHARS`).
 - After each commit the live copies go to the streams (`Relay`): through the channel layer when it
   is shared (REDIS_URL), else posted to the core's `/internal/events` (CORTEX_CORE_URL, with
@@ -23,13 +26,17 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
 
 import httpx2
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection, connections
 from django.utils import timezone
 
 from common import tracing
@@ -46,7 +53,46 @@ from usage.services import UsageDelta
 
 logger = logging.getLogger(__name__)
 
-db = sync_to_async  # thread-sensitive by default: every query of the worker on one thread
+db = sync_to_async  # thread-sensitive by default: the turns' queries on one thread
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# SQLite has one writer at a time, and a connection that finds the lock taken sleeps in SQLite's busy
+# handler (1 to 100 ms between tries, whatever the holder does). The worker's two database threads
+# take turns here first, so one waits exactly as long as the other's transaction.
+_sqlite_writes = threading.Lock()
+
+
+def writing(func: Callable[P, T]) -> Callable[P, T]:
+    """`func` (one write transaction) holds the worker's SQLite write turn while it runs."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        if connection.vendor != "sqlite":
+            return func(*args, **kwargs)
+        with _sqlite_writes:
+            return func(*args, **kwargs)
+
+    return run
+
+
+class RoundThread:
+    """The round's database thread: the read before the claim, the claim, the cancellations, the
+    schedules. On the turns' thread (`db`) a claim after a wake-up waited for every write queued
+    there before it (the turns that just ended: their results, their endings), tens of milliseconds
+    each on a loaded machine; here it waits at most for the one write running (SQLite) or for nothing
+    (PostgreSQL: row locks; claims and writes of several workers already run side by side)."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-round")
+
+    def __call__(self, func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
+        return sync_to_async(func, thread_sensitive=False, executor=self._executor)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self(connections.close_all)()
+        self._executor.shutdown(wait=False)
 
 
 class TurnLost(Exception):
@@ -162,7 +208,9 @@ class LogWriter:
             if not batch:
                 continue
             try:
-                states, live = await db(services.turns_write)(owner=self.owner, writes=[write for write, _ in batch])
+                states, live = await db(writing(services.turns_write))(
+                    owner=self.owner, writes=[write for write, _ in batch]
+                )
             except Exception as exc:  # noqa: BLE001 - each waiting turn gets the failure
                 logger.exception("writing %d turn updates failed", len(batch))
                 for _, future in batch:
@@ -319,6 +367,7 @@ class TurnWorker:
         self.writer = LogWriter(self.owner, self.relay)
         self.runtime = Runtime()
         self.wakeups = Wakeups()
+        self.round_db = RoundThread()
         self.tasks: dict[uuid.UUID, asyncio.Task] = {}
         self.cancel_reason: dict[uuid.UUID, str] = {}
         self.next_schedules = 0.0  # monotonic: when to look at the schedules next
@@ -340,7 +389,7 @@ class TurnWorker:
                     if time.monotonic() >= next_renew:
                         next_renew = time.monotonic() + renew_every
                         await self._renew()
-                        await db(services.turns_unpark_stranded)()
+                        await self.round_db(writing(services.turns_unpark_stranded))()
                 except Exception:
                     logger.exception("turn worker round failed; trying again")
                 # The next round: at a wake-up (a turn became due, a cancellation), when the earliest
@@ -362,6 +411,7 @@ class TurnWorker:
                 await writer
             await self.relay.aclose()
             await self.runtime.aclose()
+            await self.round_db.aclose()
 
     async def _round(self) -> None:
         """The claim first: what a wake-up announced (an answer, an input's turn) starts before
@@ -371,8 +421,8 @@ class TurnWorker:
         still take SQLite's write lock (measured: the core's answers waited for it)."""
         claimed: set[uuid.UUID] = set()
         free = settings.CORTEX["TURN_CONCURRENCY"] - len(self.tasks)
-        if free > 0 and await db(services.turns_due_exist)():
-            rows, live = await db(services.turns_claim)(owner=self.owner, limit=free)
+        if free > 0 and await self.round_db(services.turns_due_exist)():
+            rows, live = await self.round_db(writing(services.turns_claim))(owner=self.owner, limit=free)
             self.relay.publish(live)
             for row in rows:
                 claimed.add(row.id)
@@ -385,7 +435,7 @@ class TurnWorker:
         if time.monotonic() >= self.next_schedules:
             await self._schedules()
         if running := [turn_id for turn_id in self.tasks if turn_id not in claimed]:
-            for turn_id in await db(services.turns_cancel_requested)(owner=self.owner, turn_ids=running):
+            for turn_id in await self.round_db(services.turns_cancel_requested)(owner=self.owner, turn_ids=running):
                 self._stop_turn(turn_id, "cancel")
 
     SCHEDULE_WAKE_GAP = 0.1  # seconds
@@ -399,10 +449,10 @@ class TurnWorker:
         self.schedules_seen = time.monotonic()
         self.next_schedules = self.schedules_seen + settings.SCHEDULE_POLL_MS / 1000
         try:
-            due = await db(schedule_services.schedules_next_due)()
+            due = await self.round_db(schedule_services.schedules_next_due)()
             if due is not None and due <= timezone.now():
-                self.relay.publish(await db(schedule_services.schedules_run_due)())
-                due = await db(schedule_services.schedules_next_due)()
+                self.relay.publish(await self.round_db(writing(schedule_services.schedules_run_due))())
+                due = await self.round_db(schedule_services.schedules_next_due)()
             if due is not None:  # a little after it, so that it is due when we look (and no spin
                 # on one still due: another worker's claim holds it, or more than one batch was due)
                 wait = max(0.05, (due - timezone.now()).total_seconds() + 0.002)

@@ -135,6 +135,21 @@ def conversation_recipient_ids(*, conversation_ids: set[uuid.UUID]) -> dict[uuid
     return members
 
 
+def conversation_recipients_column(conversation_column: str) -> str:
+    """PostgreSQL: `conversation_recipient_ids`' rule as a column of another read (an array of the
+    active participants' ids of the conversation in `conversation_column`), so a read that needs its
+    rows' recipients (the turn claim) does not make a second round trip for them."""
+    connection = transaction.get_connection()
+    through = Conversation.participants.through._meta
+    quote = connection.ops.quote_name
+    conversation, user = (quote(through.get_field(name).column) for name in ("conversation", "user"))  # type: ignore[union-attr]
+    return (
+        f"ARRAY(SELECT p.{user} FROM {quote(through.db_table)} p"
+        f" INNER JOIN {quote(User._meta.db_table)} pu ON pu.id = p.{user}"
+        f" WHERE p.{conversation} = {conversation_column} AND pu.is_active)"
+    )
+
+
 def _uuid_of(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
