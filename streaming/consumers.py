@@ -115,6 +115,7 @@ class _Rechecks:
 
     def __init__(self) -> None:
         self.users: dict[uuid.UUID, int] = {}  # user id -> open streams in this process
+        self.groups: dict[uuid.UUID, str] = {}  # user id -> their group's name, one string for all their streams
         self.revoked: dict[uuid.UUID, float] = {}
         self.task: asyncio.Task | None = None
 
@@ -133,9 +134,17 @@ class _Rechecks:
         else:
             self.users.pop(user_id, None)
             self.revoked.pop(user_id, None)
+            self.groups.pop(user_id, None)
         if not self.users and self.task is not None:  # no stream left: nothing to re-check
             self.task.cancel()
             self.task = None
+
+    def group(self, user_id: uuid.UUID) -> str:
+        """The user's group name (`user_group`), shared by their streams in this process while any is open."""
+        name = self.groups.get(user_id)
+        if name is None:
+            name = self.groups[user_id] = user_group(user_id)
+        return name
 
     async def _run(self) -> None:
         while self.users:
@@ -372,9 +381,9 @@ class _EventStream:
         the password since its credential was issued; and the log's head, read after joining."""
         assert self.user is not None
         self.queue = []
-        self.group = user_group(self.user.id)
+        _rechecks.add(self.user.id)  # before the group: `_stream_cleanup` removes the user once a group is set
+        self.group = _rechecks.group(self.user.id)
         await hub(self.channel_layer).join(self.group, self.channel_name, self._deliver)
-        _rechecks.add(self.user.id)
         position = await db_call(selectors.position_if_may_stream)(
             user_id=self.user.id, issued_at=datetime.fromtimestamp(self.issued_at, tz=UTC)
         )

@@ -89,7 +89,7 @@ class Observation:
     envelope names the route on it (`common.web.envelope`). Slots, not a dict and a closure's cells:
     an open stream keeps its observation for its whole life."""
 
-    __slots__ = ("header", "observed", "route", "scope", "started", "status", "stream", "token")
+    __slots__ = ("observed", "request_id", "route", "scope", "started", "status", "stream", "token")
 
     def __init__(self, observed: ObservedApp, scope: Scope) -> None:
         incoming = next((value for name, value in scope.get("headers", ()) if name == b"x-request-id"), None)
@@ -100,7 +100,7 @@ class Observation:
         self.route: str | None = None
         self.status: int | None = None
         self.stream: str | None = None
-        self.header = (b"x-request-id", request_id.encode())
+        self.request_id = request_id  # the context variable's own string; the header is made when sent
         scope["cortex"] = self  # shared by the copies Channels' router makes of the scope
         self.started = time.perf_counter()
 
@@ -110,7 +110,7 @@ class Observation:
         if kind == "http.response.start":
             self.status = message["status"]
             headers = list(message.get("headers", ()))
-            headers.append(self.header)
+            headers.append((b"x-request-id", self.request_id.encode()))
             message = {**message, "headers": headers}
             if self.observed.record and message["status"] == 200:
                 for name, value in headers:
