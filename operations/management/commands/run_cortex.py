@@ -56,7 +56,6 @@ class Child:
     argv: list[str]
     process: subprocess.Popen = None  # type: ignore[assignment]  # set when started
     service: str | None = None  # "memory" / "cognition" / "notes": started with `Command.service_env`
-    env: dict[str, str] | None = None  # set in this child's environment unless the group's already has it
     started_at: float = 0.0
     restarts: int = 0
     backoff: float = RESTART_BACKOFF_FIRST
@@ -189,11 +188,6 @@ class Command(BaseCommand):
                     "5",
                     *(["--workers", str(options["workers"])] if options["workers"] > 1 else []),
                 ],
-                # glibc gives each thread that allocates (the database calls' threads) a malloc arena
-                # of its own, and memory freed in one arena is not reused by the others: with one
-                # arena an idle SSE stream costs about 1 KB less resident memory (bench/README.md,
-                # "Idle streams: what an open stream keeps"). Set MALLOC_ARENA_MAX to override.
-                env={"MALLOC_ARENA_MAX": "1"},
             ),
         ]
 
@@ -211,7 +205,6 @@ class Command(BaseCommand):
             else env
         )
         child_env = {key: value for key, value in child_env.items() if child.name in PRIVATE_TO.get(key, {child.name})}
-        child_env = {**(child.env or {}), **child_env}
         # Own process groups: the terminal's Ctrl-C reaches only us, and we stop children in order.
         child.process = subprocess.Popen(child.argv, env=child_env, start_new_session=True)
         child.started_at = time.monotonic()
