@@ -5,7 +5,10 @@ HTTP paths owned by `streaming` (the SSE stream) go to Channels consumers; the A
 everything else (admin, docs, unknown paths) to Django with the full middleware. WebSocket
 connections go through `streaming.routing.websocket_application`, which checks the origin before
 any consumer runs. In front of all of them `common.web.asgi.RequestGuard` refuses a foreign `Host`
-and a body over the limit before anything reads it.
+and a body over the limit before anything reads it, and `common.web.asgi.ObservedApp` gives each
+request its id, access log line and metrics. Outermost, `streaming.routing.StreamsFirst` hands a
+`GET /output/stream` that the guard would let through straight to the stream, which observes
+itself: an idle stream keeps no frame of the layers above it.
 """
 
 import gc
@@ -41,28 +44,30 @@ API_PATHS = (
     r"^(auth/|config/|input$|messages$|context$|output/ticket$|internal/events$|healthz$|readyz$|openapi\.json$)"
 )
 
-# Outermost: the request id, the access log line and the metrics of every request and stream.
-# Then `Host` and the body's size, on every path (common.web.asgi.RequestGuard).
-application = ObservedApp(
-    RequestGuard(
-        StreamsFirst(
-            ProtocolTypeRouter(
-                {
-                    "http": LeanRoutes(
-                        URLRouter(
-                            [*http_urlpatterns, re_path(API_PATHS, api_asgi_app), re_path(r"", django_asgi_app)]  # type: ignore[arg-type]
-                        ),
-                        paths=lean_routes,
-                    ),
-                    "websocket": websocket_application,
-                }
-            )
-        ),
-        loopback_limits={"/internal/events": RELAY_MAX_BYTES},
+# The request id, the access log line and the metrics of every request and stream (ObservedApp);
+# then `Host` and the body's size, on every path (common.web.asgi.RequestGuard).
+request_guard = RequestGuard(
+    ProtocolTypeRouter(
+        {
+            "http": LeanRoutes(
+                URLRouter(
+                    [*http_urlpatterns, re_path(API_PATHS, api_asgi_app), re_path(r"", django_asgi_app)]  # type: ignore[arg-type]
+                ),
+                paths=lean_routes,
+            ),
+            "websocket": websocket_application,
+        }
     ),
+    loopback_limits={"/internal/events": RELAY_MAX_BYTES},
+)
+observed_application = ObservedApp(
+    request_guard,
     routes=[f"/{pattern.pattern}" for pattern in [*http_urlpatterns, *websocket_urlpatterns]],
     access_log=settings.ACCESS_LOG,
 )
+# Outermost: `GET /output/stream` straight to the stream, which observes itself and adds no frame
+# per layer to an idle stream (streaming.routing.StreamsFirst); everything else to the above.
+application = StreamsFirst(observed_application, guard=request_guard)
 
 # Tracing (only with OTEL_EXPORTER_OTLP_ENDPOINT): the OpenTelemetry ASGI middleware outermost, so a
 # request's span covers everything and a client's `traceparent` header is its parent. Without the

@@ -39,13 +39,15 @@ text frame, then close code 4401 or 4403):
 
 Whatever ends a stream from outside its own task (the writer, the ticker, a revocation) records
 the reason and cancels the connection's task (`_end`); the task, waiting for the client, ends the
-stream itself (`_serve`).
+stream itself (`_run`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import inspect
 import json
 import logging
 import math
@@ -68,6 +70,7 @@ from accounts.models import User
 from common.db import db_call
 from common.errors import CortexError, ErrorCode
 from common.web import daphne_compat, shutdown
+from common.web.asgi import Observation, ObservedApp
 from streaming import selectors, slots
 from streaming.auth import stream_user
 from streaming.hub import hub
@@ -112,6 +115,7 @@ class _Rechecks:
 
     def __init__(self) -> None:
         self.users: dict[uuid.UUID, int] = {}  # user id -> open streams in this process
+        self.groups: dict[uuid.UUID, str] = {}  # user id -> their group's name, one string for all their streams
         self.revoked: dict[uuid.UUID, float] = {}
         self.task: asyncio.Task | None = None
 
@@ -130,9 +134,17 @@ class _Rechecks:
         else:
             self.users.pop(user_id, None)
             self.revoked.pop(user_id, None)
+            self.groups.pop(user_id, None)
         if not self.users and self.task is not None:  # no stream left: nothing to re-check
             self.task.cancel()
             self.task = None
+
+    def group(self, user_id: uuid.UUID) -> str:
+        """The user's group name (`user_group`), shared by their streams in this process while any is open."""
+        name = self.groups.get(user_id)
+        if name is None:
+            name = self.groups[user_id] = user_group(user_id)
+        return name
 
     async def _run(self) -> None:
         while self.users:
@@ -248,7 +260,7 @@ class _EventStream:
     issued_at: float = 0.0  # epoch seconds: when the credential was issued (a later logout ends the stream)
     slot: str | None = None
     queued_bytes: int = 0
-    server_send: Any = None  # the server's ASGI send callable (daphne flow control)
+    observation: Observation | None = None  # when the stream observes itself (`_run`)
     daphne: bool = False
 
     async def _drain(self) -> None:
@@ -256,7 +268,7 @@ class _EventStream:
         if not self.daphne:
             return
         waited = 0.0
-        while (unsent := daphne_compat.unsent_bytes(self.server_send)) is not None and unsent > DRAIN_HIGH_WATER_BYTES:
+        while (unsent := daphne_compat.unsent_bytes(self.base_send)) is not None and unsent > DRAIN_HIGH_WATER_BYTES:
             if waited >= DRAIN_GIVE_UP_SECONDS:
                 raise _Stalled
             await asyncio.sleep(DRAIN_POLL_SECONDS)
@@ -279,30 +291,6 @@ class _EventStream:
         """End the stream; for END_REASONS first tell the client why."""
         raise NotImplementedError
 
-    # The connection.
-    async def _serve(self, scope: dict, receive: Any, send: Any) -> None:
-        """Channels' `AsyncConsumer.__call__` without its second task: the connection's task waits
-        for the client's messages only (live copies come through `_deliver`). Ended from outside
-        (`_end`), it ends the stream itself."""
-        self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
-        self.base_send = send
-        self.task = asyncio.current_task()
-        try:
-            while True:
-                try:
-                    await self.dispatch(await receive())
-                except asyncio.CancelledError:
-                    if not self.cancelled_by_us or self.task is None or self.task.uncancel() > 0:
-                        raise
-                    self.cancelled_by_us = False
-                    await self._stop_pump()
-                    await self._finish(self.end_reason or "error")
-                    return
-        except StopConsumer:
-            pass
-
     async def dispatch(self, message: dict) -> None:
         # Channels runs close_old_connections in the sync thread before every handler: a hop to
         # that one thread for each message. These handlers reach the database only through
@@ -317,7 +305,7 @@ class _EventStream:
 
     def _end(self, reason: str) -> None:
         """End the stream from outside the connection's task: that task, waiting for the client,
-        is cancelled and ends the stream (`_serve`); before the stream is live, when it goes live."""
+        is cancelled and ends the stream (`_run`); before the stream is live, when it goes live."""
         if self.end_reason is not None or self.finished or self.closing:
             return
         self.end_reason = reason
@@ -367,6 +355,24 @@ class _EventStream:
                 ErrorCode.TOO_MANY_STREAMS, f"At most {limit} open streams per user; close one and retry."
             )
 
+    def _open(self) -> asyncio.Task[selectors.LogPosition]:
+        """Authorize, take a slot and subscribe (`_stream_prepare`, `_stream_subscribe`) in a task of
+        its own, in a copy of the connection's context, awaited by the connection's task. The reads
+        go through asgiref (`db_call`), which copies what its thread set in context variables
+        (its deadlock flag, Django's `Local`s) back into the caller's context: in the connection's
+        own, that is a few hundred bytes kept for the stream's whole life. The task starts eagerly
+        (no extra turn of the loop) and is gone once the stream is open."""
+        return asyncio.Task(
+            self._prepare_and_subscribe(),
+            loop=asyncio.get_running_loop(),
+            context=contextvars.copy_context(),
+            eager_start=True,
+        )
+
+    async def _prepare_and_subscribe(self) -> selectors.LogPosition:
+        await self._stream_prepare()
+        return await self._stream_subscribe()
+
     # Streaming.
     async def _stream_subscribe(self) -> selectors.LogPosition:
         """Before the client sees a response: once it does, every later event reaches it. Then, in
@@ -375,9 +381,9 @@ class _EventStream:
         the password since its credential was issued; and the log's head, read after joining."""
         assert self.user is not None
         self.queue = []
-        self.group = user_group(self.user.id)
+        _rechecks.add(self.user.id)  # before the group: `_stream_cleanup` removes the user once a group is set
+        self.group = _rechecks.group(self.user.id)
         await hub(self.channel_layer).join(self.group, self.channel_name, self._deliver)
-        _rechecks.add(self.user.id)
         position = await db_call(selectors.position_if_may_stream)(
             user_id=self.user.id, issued_at=datetime.fromtimestamp(self.issued_at, tz=UTC)
         )
@@ -391,7 +397,7 @@ class _EventStream:
         self.heartbeat = settings.CORTEX["SSE_HEARTBEAT_SECONDS"]
         self.next_ping = now + self.heartbeat
         self.next_renew = now + settings.CORTEX["STREAM_RECHECK_SECONDS"]
-        self.daphne = daphne_compat.unsent_bytes(self.server_send) is not None
+        self.daphne = daphne_compat.unsent_bytes(self.base_send) is not None
         self.live = True
         self.pump = asyncio.create_task(self._pump(self._replay_then_deliver(position)))
         self.ticking = True
@@ -590,10 +596,34 @@ class _EventStream:
             with contextlib.suppress(Exception):
                 await slots.slot_release(key=slot, holder=self.channel_name)
 
-    async def _run(self, scope: dict, receive: Any, send: Any) -> None:
-        self.server_send = send
+    # The connection.
+    async def _run(self, scope: dict, receive: Any, send: Any, observed: ObservedApp | None = None) -> None:
+        """The connection's task: Channels' `AsyncConsumer.__call__` without its second task. It
+        waits for the client's messages only (live copies come through `_deliver`); ended from
+        outside (`_end`), it ends the stream itself. One frame: an idle stream is suspended here
+        and in the server's `receive`, nothing else. `observed`: the stream observes itself
+        (`common.web.asgi.Observation`) instead of running under `ObservedApp`."""
+        if observed is not None:
+            self.observation = Observation(observed, scope)
         try:
-            await self._serve(scope, receive, send)
+            self.scope = scope
+            self.channel_layer = get_channel_layer(self.channel_layer_alias)
+            self.channel_name = await self.channel_layer.new_channel()
+            self.base_send = send
+            self.task = asyncio.current_task()
+            try:
+                while True:
+                    try:
+                        await self.dispatch(await receive())
+                    except asyncio.CancelledError:
+                        if not self.cancelled_by_us or self.task is None or self.task.uncancel() > 0:
+                            raise
+                        self.cancelled_by_us = False
+                        await self._stop_pump()
+                        await self._finish(self.end_reason or "error")
+                        return
+            except StopConsumer:
+                pass
         except asyncio.CancelledError:
             # The server is shutting down (daphne cancels every application): say goodbye so
             # clients reconnect elsewhere at once.
@@ -602,13 +632,17 @@ class _EventStream:
                 await self._finish("shutdown")
             raise
         finally:
-            await self._stream_cleanup()
+            try:
+                await self._stream_cleanup()
+            finally:
+                if self.observation is not None:
+                    self.observation.finish()
 
 
 class EventStream(_EventStream):
     """`GET /output/stream`: Server-Sent Events, as a plain ASGI application (`EventStream.asgi`):
     one object per connection, no Channels consumer under it. The connection's task waits for the
-    client (`_serve`), the response goes straight to the server's `send`; everything else is the
+    client (`_run`), the response goes straight to the server's `send`; everything else is the
     shared protocol (`_EventStream`): the same authentication, slot, hub writer, replay, ticker
     wheel, re-checks, buffers and error envelope as the WebSocket's."""
 
@@ -616,10 +650,18 @@ class EventStream(_EventStream):
 
     @classmethod
     def asgi(cls) -> Any:
-        async def stream_app(scope: dict, receive: Any, send: Any) -> None:
-            await cls()._run(scope, receive, send)
+        """The stream as an ASGI application under `ObservedApp` (Channels' URL router serves it)."""
+
+        @inspect.markcoroutinefunction
+        def stream_app(scope: dict, receive: Any, send: Any) -> Any:
+            return cls()._run(scope, receive, send)  # no frame of its own
 
         return stream_app
+
+    @classmethod
+    def direct(cls, scope: dict, receive: Any, send: Any, observed: ObservedApp) -> Coroutine[Any, Any, None]:
+        """The stream as the outermost application, observing itself (`streaming.routing.StreamsFirst`)."""
+        return cls()._run(scope, receive, send, observed)
 
     async def dispatch(self, message: dict) -> None:
         kind = message["type"]
@@ -630,10 +672,12 @@ class EventStream(_EventStream):
             raise StopConsumer()
 
     async def send_headers(self, *, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        await self.base_send({"type": "http.response.start", "status": status, "headers": headers})
+        message = {"type": "http.response.start", "status": status, "headers": headers}
+        await self.base_send(message if self.observation is None else self.observation.sent(message))
 
     async def send_body(self, body: bytes, *, more_body: bool = False) -> None:
-        await self.base_send({"type": "http.response.body", "body": body, "more_body": more_body})
+        message = {"type": "http.response.body", "body": body, "more_body": more_body}
+        await self.base_send(message if self.observation is None else self.observation.sent(message))
 
     async def http_request(self, message: dict) -> None:
         if message.get("more_body") or self.streaming:
@@ -641,8 +685,7 @@ class EventStream(_EventStream):
         try:
             if self.scope["method"] not in ("GET",):
                 raise CortexError(ErrorCode.METHOD_NOT_ALLOWED, f'Method "{self.scope["method"]}" not allowed.')
-            await self._stream_prepare()
-            position = await self._stream_subscribe()
+            position = await self._open()
         except CortexError as err:
             headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
             if err.status == 401:
@@ -709,8 +752,7 @@ class EventSocketConsumer(_EventStream, AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         try:
-            await self._stream_prepare()
-            position = await self._stream_subscribe()
+            position = await self._open()
         except CortexError as err:
             # Accept first: a close before the handshake is an HTTP 403 and the code is lost.
             await self.accept()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.urls import path
 
 from common.web import daphne_compat
+from common.web.asgi import ObservedApp, RequestGuard
 from streaming.consumers import EventSocketConsumer, EventStream
 
 daphne_compat.install()
@@ -84,18 +86,30 @@ http_urlpatterns: list = [path("output/stream", EventStream.asgi(), name="output
 
 
 class StreamsFirst:
-    """In front of Channels' routers (`cortex_site.asgi`): `GET /output/stream` goes straight to its
-    plain ASGI app (`streaming.consumers.EventStream`). Through `ProtocolTypeRouter` and `URLRouter` it would keep their two frames and the
-    router's copy of the scope for the stream's whole life, about a kilobyte on every open stream."""
+    """Outermost (`cortex_site.asgi`): `GET /output/stream` goes straight to its plain ASGI app
+    (`streaming.consumers.EventStream.direct`), which observes itself (`common.web.asgi.Observation`:
+    the request id, the access log line and the metrics `ObservedApp` gives every other request).
+    An idle stream is then suspended in its own frame and the server's `receive`, nothing else:
+    `ObservedApp`, `RequestGuard`, Channels' routers and this layer return or are skipped, where
+    each would keep a suspended frame (and `ObservedApp` a wrapped `send` and its cells) for the
+    stream's whole life, about 1.5 KB on every open stream. Only what `RequestGuard` would hand on
+    untouched goes this way (an allowed `Host`, no body); anything else, and every other path, goes
+    to `application` (`ObservedApp` and all below it, `/output/stream` included, which Channels'
+    URL router then serves with the same stream).
 
-    def __init__(self, application: Any) -> None:
+    `__call__` is a plain function that returns the application's coroutine (marked as a coroutine
+    function, so servers call it as ASGI 3): this layer adds no frame either."""
+
+    def __init__(self, application: ObservedApp, *, guard: RequestGuard) -> None:
         self.application = application
-        self.sse = http_urlpatterns[0].callback
+        self.guard = guard
+        self.sse = EventStream.direct
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
-        if scope["type"] == "http" and scope["path"] == "/output/stream":
-            return await self.sse(scope, receive, send)
-        return await self.application(scope, receive, send)
+    @inspect.markcoroutinefunction
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        if scope["type"] == "http" and scope["path"] == "/output/stream" and self.guard.lets_through(scope):
+            return self.sse(scope, receive, send, self.application)
+        return self.application(scope, receive, send)
 
 
 websocket_urlpatterns: list = [path("output/ws", EventSocketConsumer.as_asgi(), name="output-ws")]

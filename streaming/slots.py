@@ -49,7 +49,9 @@ async def _cache(method: str, *args: Any, **kwargs: Any) -> Any:
     return getattr(backend, method)(*args, **kwargs)
 
 
-_held: dict[str, set[str]] = {}  # local cache: user id (hex) -> this process's holders
+# Local cache: user id (hex) -> the user's slot key (one string for all their streams, not one each)
+# and this process's holders.
+_held: dict[str, tuple[str, set[str]]] = {}
 LOCAL_PREFIX = "local:"
 
 
@@ -60,11 +62,16 @@ def _is_local() -> bool:
 async def slot_acquire(*, user_id: uuid.UUID, holder: str) -> str | None:
     """The slot key taken for `holder` (a channel name), or None when every slot is in use."""
     if _is_local():
-        held = _held.setdefault(user_id.hex, set())
+        entry = _held.get(user_id.hex)
+        if entry is None:
+            entry = _held[user_id.hex] = (LOCAL_PREFIX + user_id.hex, set())
+        key, held = entry
         if len(held) >= settings.CORTEX["STREAMS_PER_USER"]:
+            if not held:
+                del _held[user_id.hex]
             return None
         held.add(holder)
-        return LOCAL_PREFIX + user_id.hex
+        return key
     for slot in range(settings.CORTEX["STREAMS_PER_USER"]):
         key = _key(user_id, slot)
         if await _cache("add", key, holder, timeout=_lease_seconds()):
@@ -83,10 +90,10 @@ async def slot_renew(*, key: str, holder: str) -> None:
 
 async def slot_release(*, key: str, holder: str) -> None:
     if key.startswith(LOCAL_PREFIX):
-        held = _held.get(key.removeprefix(LOCAL_PREFIX))
-        if held is not None:
-            held.discard(holder)
-            if not held:
+        entry = _held.get(key.removeprefix(LOCAL_PREFIX))
+        if entry is not None:
+            entry[1].discard(holder)
+            if not entry[1]:
                 del _held[key.removeprefix(LOCAL_PREFIX)]
         return
     if await _cache("get", key) == holder:

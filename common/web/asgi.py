@@ -82,11 +82,99 @@ def _ambiguous_length(scope: Scope) -> bool:
     return len(lengths) > 1 or bool(lengths and _header(scope, b"transfer-encoding") is not None)
 
 
+class Observation:
+    """One request's request id, access log line and metrics (`ObservedApp`). `sent` is applied to
+    every message the application sends (the `X-Request-ID` header, the status, the stream
+    counters), `finish` once the request is over. `scope["cortex"]` is this object: Django's
+    envelope names the route on it (`common.web.envelope`). Slots, not a dict and a closure's cells:
+    an open stream keeps its observation for its whole life."""
+
+    __slots__ = ("observed", "request_id", "route", "scope", "started", "status", "stream", "token")
+
+    def __init__(self, observed: ObservedApp, scope: Scope) -> None:
+        incoming = next((value for name, value in scope.get("headers", ()) if name == b"x-request-id"), None)
+        request_id = request_id_from(incoming)
+        self.token = REQUEST_ID.set(request_id)
+        self.observed = observed
+        self.scope = scope
+        self.route: str | None = None
+        self.status: int | None = None
+        self.stream: str | None = None
+        self.request_id = request_id  # the context variable's own string; the header is made when sent
+        scope["cortex"] = self  # shared by the copies Channels' router makes of the scope
+        self.started = time.perf_counter()
+
+    def sent(self, message: Message) -> Message:
+        """What goes to the server for `message`, recorded."""
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            headers = list(message.get("headers", ()))
+            headers.append((b"x-request-id", self.request_id.encode()))
+            message = {**message, "headers": headers}
+            if self.observed.record and message["status"] == 200:
+                for name, value in headers:
+                    if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
+                        self.stream = "sse"
+                        metrics.OPEN_STREAMS.labels("sse").inc()
+                        break
+        elif kind == "http.response.body":
+            if self.stream == "sse" and message.get("body", b"").startswith(b"id:"):
+                _delivered("sse").inc()
+        elif kind == "websocket.send":
+            if self.stream == "websocket":
+                _delivered("websocket").inc()
+        elif kind == "websocket.accept":
+            self.status = 101
+            if self.observed.record:
+                self.stream = "websocket"
+                metrics.OPEN_STREAMS.labels("websocket").inc()
+        elif kind == "websocket.close" and self.status is None:
+            self.status = 403  # refused before the handshake
+        return message
+
+    def finish(self) -> None:
+        """The request is over: its metrics and its access log line."""
+        observed, scope = self.observed, self.scope
+        elapsed = time.perf_counter() - self.started
+        status = self.status or 500
+        route = self.route or observed.routes.get(scope.get("path", ""), UNMATCHED)
+        stream = self.stream
+        if observed.record:
+            count, latency = _children(scope.get("method", "WS"), route, status)
+            count.inc()
+            if stream is None:
+                latency.observe(elapsed)
+            else:
+                metrics.OPEN_STREAMS.labels(stream).dec()
+            if status == 429:
+                metrics.THROTTLED.labels(route).inc()
+        if observed.access_log and access_logger.isEnabledFor(logging.INFO):
+            # The path without its query string: `?ticket=` and search terms stay out of logs.
+            access_logger.info(
+                "%s %s %s %.1fms",
+                scope.get("method", "WEBSOCKET"),
+                scope.get("path", ""),
+                status,
+                elapsed * 1000,
+                extra={
+                    "service": observed.service,
+                    "method": scope.get("method", "WEBSOCKET"),
+                    "path": scope.get("path", ""),
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+        REQUEST_ID.reset(self.token)
+
+
 class ObservedApp:
     """`service`: "core" records HTTP and stream metrics; a service name (memory, cognition) only
     takes the request id from the caller and logs its access line. `routes`: the paths served by
     Channels consumers, which are routes in themselves (Django views name theirs through
-    `common.web.envelope`)."""
+    `common.web.envelope`). An application may also observe itself (`Observation`, as the SSE
+    stream does: `streaming.routing.StreamsFirst`), without this layer's frame and wrapped `send`."""
 
     def __init__(
         self, app: ASGIApp, *, service: str = "core", routes: Iterable[str] = (), access_log: bool = True
@@ -102,79 +190,18 @@ class ObservedApp:
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        incoming = next((value for name, value in scope.get("headers", ()) if name == b"x-request-id"), None)
-        request_id = request_id_from(incoming)
-        token = REQUEST_ID.set(request_id)
-        state: dict[str, Any] = {"route": None, "status": None, "stream": None}
-        scope["cortex"] = state  # shared by the copies Channels' router makes of the scope
-        header = (b"x-request-id", request_id.encode())
-        started = time.perf_counter()
-        record = self.record
+        observation = Observation(self, scope)
+        sent = observation.sent
 
         async def observed_send(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                state["status"] = message["status"]
-                headers = list(message.get("headers", ()))
-                headers.append(header)
-                message = {**message, "headers": headers}
-                if record and message["status"] == 200:
-                    for name, value in headers:
-                        if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
-                            state["stream"] = "sse"
-                            metrics.OPEN_STREAMS.labels("sse").inc()
-                            break
-            elif kind == "http.response.body":
-                if state["stream"] == "sse" and message.get("body", b"").startswith(b"id:"):
-                    _delivered("sse").inc()
-            elif kind == "websocket.send":
-                if state["stream"] == "websocket":
-                    _delivered("websocket").inc()
-            elif kind == "websocket.accept":
-                state["status"] = 101
-                if record:
-                    state["stream"] = "websocket"
-                    metrics.OPEN_STREAMS.labels("websocket").inc()
-            elif kind == "websocket.close" and state["status"] is None:
-                state["status"] = 403  # refused before the handshake
-            await send(message)
+            await send(sent(message))
 
         # The server's own send stays reachable (common.web.daphne_compat reads daphne's buffer through it).
         observed_send.__wrapped__ = send  # type: ignore[attr-defined]
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            elapsed = time.perf_counter() - started
-            status = state["status"] or 500
-            route = state["route"] or self.routes.get(scope.get("path", ""), UNMATCHED)
-            stream = state["stream"]
-            if record:
-                count, latency = _children(scope.get("method", "WS"), route, status)
-                count.inc()
-                if stream is None:
-                    latency.observe(elapsed)
-                else:
-                    metrics.OPEN_STREAMS.labels(stream).dec()
-                if status == 429:
-                    metrics.THROTTLED.labels(route).inc()
-            if self.access_log and access_logger.isEnabledFor(logging.INFO):
-                # The path without its query string: `?ticket=` and search terms stay out of logs.
-                access_logger.info(
-                    "%s %s %s %.1fms",
-                    scope.get("method", "WEBSOCKET"),
-                    scope.get("path", ""),
-                    status,
-                    elapsed * 1000,
-                    extra={
-                        "service": self.service,
-                        "method": scope.get("method", "WEBSOCKET"),
-                        "path": scope.get("path", ""),
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 2),
-                    },
-                )
-            REQUEST_ID.reset(token)
+            observation.finish()
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -257,6 +284,17 @@ class RequestGuard:
             except ValueError:
                 pass
         return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+    @staticmethod
+    def lets_through(scope: Scope) -> bool:
+        """An HTTP request this layer would hand on untouched: an allowed `Host` and no body
+        (neither `Content-Length` nor `Transfer-Encoding`). An application that serves such
+        requests without this layer's frame (`streaming.routing.StreamsFirst`) asks this first."""
+        return (
+            _header(scope, b"content-length") is None
+            and _header(scope, b"transfer-encoding") is None
+            and _host_allowed(scope)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -45,7 +45,7 @@ def _observed(request: HttpRequest, response: HttpResponseBase) -> HttpResponseB
     state = getattr(request, "scope", {}).get("cortex")
     if state is not None:
         match = request.resolver_match
-        state["route"] = match.route if match is not None else UNMATCHED
+        state.route = match.route if match is not None else UNMATCHED
     if response.status_code < 400 or request.path.startswith(OWN_PAGES):
         return response
     if response.get("Content-Type", "").startswith("application/json"):
