@@ -70,7 +70,8 @@ def test_inputs_accepted_while_memory_is_down_reach_it_exactly_once_when_it_retu
             token, user_id = login(core.url, "down@example.com")
             ids = post_inputs(core.url, token, 100)
             with running_together(services.memory(), services.worker()):
-                wait_until(lambda: count_or_zero(services, user_id) >= 100, timeout=40)
+                # Each look is a whole MCP session with the service that the drain is feeding: not too often.
+                wait_until(lambda: count_or_zero(services, user_id) >= 100, timeout=40, interval=0.5)
                 assert_exactly_once(services.memory_url, services.env, user_id, ids)
 
 
@@ -94,7 +95,7 @@ def test_memory_killed_in_the_middle_of_a_drain_still_ends_with_each_input_once(
                 memory.kill()
                 assert seen < 200, "the kill must land in the middle of the drain"
                 with running(services.memory()):
-                    wait_until(lambda: count_or_zero(services, user_id) >= 200, timeout=40)
+                    wait_until(lambda: count_or_zero(services, user_id) >= 200, timeout=40, interval=0.5)
                     assert_exactly_once(services.memory_url, services.env, user_id, ids)
 
 
