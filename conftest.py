@@ -57,6 +57,17 @@ def api():
     return APIClient()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _users_created_in_process(django_db_blocker):
+    # End-to-end stacks get their users from this process (tests.servers.create_users writes them
+    # into the stack's database) instead of a `manage.py shell` run, a Django start-up each.
+    from tests import servers
+
+    servers.database_access = django_db_blocker.unblock
+    yield
+    servers.database_access = None
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     # Production's PBKDF2 costs half a second of CPU a hash: the tests (and their processes,

@@ -350,25 +350,101 @@ def fresh_database() -> Iterator[dict[str, str]]:
             shutil.rmtree(path.parent, ignore_errors=True)
 
 
+# Under pytest (conftest.py sets it to pytest-django's `django_db_blocker.unblock`), users are
+# created in this process, straight into a server's database (`on_database`); elsewhere (the
+# benchmarks, which share this module) by one `manage.py shell` run, a Django start-up each.
+database_access: Callable[[], contextlib.AbstractContextManager[None]] | None = None
+
+
+def on_database[T](env: dict[str, str], work: Callable[[], T]) -> T:
+    """Run `work` (ORM code) in this process against the database that a process started with
+    `env` uses (its SQLITE_PATH or DATABASE_URL), not the test database.
+
+    It runs in a thread of its own whose `default` connection points there (Django keeps its
+    connections per thread and context), so the model's receivers (the user's event cursor) write
+    there too, in the same transaction."""
+    import threading
+
+    from django.db import connections
+    from django.db.utils import load_backend
+
+    assert database_access is not None, "on_database runs under pytest (conftest.py)"
+    if env.get("DATABASE_URL"):
+        import dj_database_url
+
+        config = dj_database_url.parse(env["DATABASE_URL"])  # one plain connection, closed after
+    else:
+        config = {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env["SQLITE_PATH"],
+            # As the servers' settings: a writer waits for the lock (they may be starting meanwhile).
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+        }
+    config = connections.configure_settings({"default": config})["default"]
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        wrapper = load_backend(config["ENGINE"]).DatabaseWrapper(config, "default")
+        connections._connections.default = wrapper  # this new thread's own
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            wrapper.close()
+
+    with database_access():
+        thread = threading.Thread(target=run, name="on_database")
+        thread.start()
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
+
+
 def create_user(email: str, password: str, *, env: dict[str, str], name: str = "") -> None:
-    manage(
-        "create_user",
-        "--email",
-        email,
-        "--name",
-        name or email.split("@")[0],
-        env={**env, "CORTEX_USER_PASSWORD": password},
-    )
+    create_users(email, password=password, env=env, names=[name or email.split("@")[0]])
 
 
-def create_users(*emails: str, password: str, env: dict[str, str]) -> None:
-    """Several users in one `manage.py shell` run (one process start instead of one per user)."""
-    code = (
-        "from accounts.models import User\n"
-        f"for email in {list(emails)!r}:\n"
-        f"    User.objects.create_user(email=email, password={password!r}, name=email.split('@')[0])\n"
-    )
-    manage("shell", "-c", code, env=env)
+def create_users(*emails: str, password: str, env: dict[str, str], names: list[str] | None = None) -> None:
+    """Users (named after their address unless `names` says) in the database of the processes
+    started with `env`, with `password` hashed by those processes' first hasher (MD5 under
+    pytest, tests/process_settings.py). Under pytest in this process (`on_database`: milliseconds),
+    else in one `manage.py shell` run."""
+    names = names or [email.split("@")[0] for email in emails]
+    if database_access is None:
+        code = (
+            "from accounts.models import User\n"
+            f"for email, name in {list(zip(emails, names, strict=True))!r}:\n"
+            f"    User.objects.create_user(email=email, password={password!r}, name=name)\n"
+        )
+        manage("shell", "-c", code, env=env)
+        return
+
+    import importlib
+
+    from django.conf import global_settings
+    from django.contrib.auth.hashers import make_password
+    from django.utils.module_loading import import_string
+
+    # The processes' settings module (tests/process_settings.py lists MD5 first; the real settings
+    # keep Django's default hashers).
+    module = importlib.import_module(env.get("DJANGO_SETTINGS_MODULE") or "cortex_site.settings")
+    hasher = import_string(getattr(module, "PASSWORD_HASHERS", global_settings.PASSWORD_HASHERS)[0])()
+
+    def create() -> None:
+        from django.db import transaction
+
+        from accounts.models import User
+
+        encoded = make_password(password, hasher=hasher)
+        with transaction.atomic():
+            for email, name in zip(emails, names, strict=True):
+                # The manager's own path (validation, the event cursor), then this password hash.
+                user = User.objects.create_user(email=email, password=None, name=name)
+                User.objects.filter(pk=user.pk).update(password=encoded)
+
+    on_database(env, create)
 
 
 def pgvector_bin_dir() -> str:
@@ -421,7 +497,7 @@ def pgvector_database() -> Iterator[dict[str, str]]:
     )
     try:
         overrides = {"DATABASE_URL": f"postgres://cortex@127.0.0.1:{port}/postgres"}
-        manage("migrate", "--noinput", env=server_env(**overrides))
+        manage("migrate", "--noinput", "--skip-checks", env=server_env(**overrides))  # as the templates
         yield overrides
     finally:
         subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)

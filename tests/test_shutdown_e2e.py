@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.mcp.conftest import PASSWORD, memory_history, outbox_pending, stack, wait_until
 from tests.mcp.test_delivery_e2e import login
-from tests.servers import core_server, create_users, running
+from tests.servers import core_server, create_users, running_together
 from tests.streaming.clients import SSEStream, websocket
 
 # What a drain does is the servers' part; the database's part (each accepted input stored and
@@ -51,8 +51,8 @@ def test_sigterm_under_load_ends_streams_for_resumption_and_loses_no_accepted_in
         services.env.update(OUTBOX_LEASE_SECONDS="2", SSE_HEARTBEAT_SECONDS="1")
         emails = [f"writer{n}@example.com" for n in range(WRITERS)]
         create_users(*emails, password=PASSWORD, env=services.env)
-        with running(services.memory()):
-            core = core_server(env=services.env, server=server).start()
+        # Memory and the core start together (each a Django start-up); the core is stopped by the test.
+        with running_together(services.memory(), core_server(env=services.env, server=server)) as (_, core):
             try:
                 tokens, user_ids = zip(*(login(core.url, email) for email in emails), strict=True)
                 sse = SSEStream(core.url, token=tokens[0])
@@ -100,7 +100,7 @@ def test_sigterm_under_load_ends_streams_for_resumption_and_loses_no_accepted_in
             assert set(accepted) <= committed, "every input that got a 200 is in the database"
 
             # After a restart (a core and the outbox worker), memory holds every committed input once.
-            with running(core_server(env=services.env, server=server)), running(services.worker()):
+            with running_together(core_server(env=services.env, server=server), services.worker()):
                 wait_until(lambda: outbox_pending(services.env) == 0, timeout=90)
             stored: list[str] = []
             for user_id in user_ids:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx2
 import pytest
 
-from tests.servers import core_server, fresh_database, manage, running, server_env
+from tests.servers import core_server, create_users, fresh_database, manage, on_database, running, server_env
 
 pytestmark = pytest.mark.e2e
 
@@ -37,24 +37,20 @@ class Site:
         manage("shell", "-c", code, env=self.env)
 
 
+def make_staff() -> None:
+    from accounts.models import User
+
+    User.objects.filter(email="staff@example.com").update(is_staff=True, is_superuser=True)
+
+
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
     with fresh_database() as db_env:
         env = server_env(**db_env, LOG_LEVEL="WARNING", MEMORY_DRAIN_ON_COMMIT="0")
-        # One PBKDF2 hash for everyone: creating 60 users costs one hash, not sixty.
-        manage(
-            "shell",
-            "-c",
-            "from django.contrib.auth.hashers import make_password\n"
-            "from accounts.models import User\n"
-            f"emails = ['alice@example.com', 'bob@example.com', 'guessed@example.com', 'neighbour@example.com', "
-            f"'staff@example.com', 'eve@example.com'] + [f'office{{n}}@example.com' for n in range({OFFICE})]\n"
-            "for email in emails:\n"
-            "    User.objects.create_user(email=email, password=None, name=email.split('@')[0])\n"
-            f"User.objects.filter(email__in=emails).update(password=make_password({PASSWORD!r}))\n"
-            "User.objects.filter(email='staff@example.com').update(is_staff=True, is_superuser=True)\n",
-            env=env,
-        )
+        emails = ["alice@example.com", "bob@example.com", "guessed@example.com", "neighbour@example.com"]
+        emails += ["staff@example.com", "eve@example.com", *(f"office{n}@example.com" for n in range(OFFICE))]
+        create_users(*emails, password=PASSWORD, env=env)  # in this process, one hash for all
+        on_database(env, make_staff)
         with running(core_server(env=env)) as server:
             yield Site(env, server.url)
 

@@ -17,10 +17,11 @@ import pytest
 from tests.mcp.conftest import COGNITION_TOKEN, Stack, http_client, ready, stack, wait_until
 from tests.servers import (
     ROOT,
+    create_users,
     free_port,
     fresh_database,
-    manage,
     manage_command,
+    on_database,
     running,
     running_together,
     server_env,
@@ -32,23 +33,19 @@ pytestmark = pytest.mark.e2e
 PASSWORD = "correct-horse-battery-staple"
 
 
+def make_staff() -> None:
+    from accounts.models import User
+
+    User.objects.filter(email="staff@example.com").update(is_staff=True, is_superuser=True)
+
+
 @pytest.fixture(scope="module")
 def system() -> Iterator[tuple[Stack, str]]:
     with stack() as env:
 
         def users() -> None:  # created while the stack's processes start
-            manage(
-                "shell",
-                "-c",
-                "from django.contrib.auth.hashers import make_password\n"
-                "from accounts.models import User\n"
-                "emails = ['alice@example.com', 'bob@example.com', 'staff@example.com']\n"
-                "for email in emails:\n"
-                "    User.objects.create_user(email=email, password=None, name=email.split('@')[0])\n"
-                f"User.objects.filter(email__in=emails).update(password=make_password({PASSWORD!r}))\n"
-                "User.objects.filter(email='staff@example.com').update(is_staff=True, is_superuser=True)\n",
-                env=env.env,
-            )
+            create_users("alice@example.com", "bob@example.com", "staff@example.com", password=PASSWORD, env=env.env)
+            on_database(env.env, make_staff)
 
         with running_together(env.memory(), env.worker(), env.core(), meanwhile=users) as (_, _, core):
             yield env, core.url

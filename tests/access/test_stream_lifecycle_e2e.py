@@ -15,7 +15,7 @@ import httpx2
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.servers import core_server, create_users, fresh_database, manage, running, server_env
+from tests.servers import core_server, create_users, fresh_database, manage, on_database, running, server_env
 from tests.streaming.clients import SSEStream, login, websocket, ws_event
 
 pytestmark = pytest.mark.e2e
@@ -77,6 +77,16 @@ class Site:
     def shell(self, code: str) -> None:
         manage("shell", "-c", code, env=self.env)
 
+    def set_active(self, email: str, active: bool) -> None:
+        """One UPDATE from this process (no model signal, as from any other process)."""
+
+        def update() -> None:
+            from accounts.models import User
+
+            User.objects.filter(email=email).update(is_active=active)
+
+        on_database(self.env, update)
+
 
 USERS = [f"{name}@example.com" for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")]
 
@@ -108,12 +118,10 @@ def test_deactivation_ends_sse_and_websocket_streams_and_they_receive_nothing_mo
         site.post(alice, "before", conversation)
         assert stream.event()[1]["data"]["content"] == "before"
         assert ws_event(connection)["data"]["content"] == "before"
-        # Another process deactivates bob (as `manage.py shell` or a second core would): no
+        # Another process deactivates bob (as the test's own, a shell or a second core would): no
         # channel-layer message reaches this server, the stream's periodic re-check must.
         started = time.monotonic()
-        site.shell(
-            "from accounts.models import User; User.objects.filter(email='bob@example.com').update(is_active=False)"
-        )
+        site.set_active("bob@example.com", False)
         site.post(alice, "after", conversation)
         events, ended = read_until_end(stream, timeout=30)
         assert ended - started < 30
@@ -128,7 +136,7 @@ def test_deactivation_ends_sse_and_websocket_streams_and_they_receive_nothing_mo
     with SSEStream(site.url, token=alice, headers={"Last-Event-ID": "0"}) as stream:
         assert [stream.event()[1]["data"]["content"] for _ in range(2)] == ["before", "after"]
     assert httpx2.get(f"{site.url}/output/stream", headers=auth(bob), timeout=10).status_code == 401
-    site.shell("from accounts.models import User; User.objects.filter(email='bob@example.com').update(is_active=True)")
+    site.set_active("bob@example.com", True)
 
 
 def test_deleting_a_user_ends_their_stream(site: Site):

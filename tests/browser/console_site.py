@@ -12,7 +12,7 @@ from typing import Any
 import httpx2
 
 from tests.browser.chromium import CHROMIUM_FLAGS, CuttableProxy, chromium_or_skip
-from tests.servers import core_server, create_users, fresh_database, manage_command, running, server_env
+from tests.servers import core_server, create_users, fresh_database, manage_command, running_together, server_env
 
 PASSWORD = "correct-horse-battery-staple"
 USERS = ("alice@example.com", "bob@example.com", "charlie@example.com")
@@ -125,7 +125,7 @@ def console_site(**env_overrides: str) -> Iterator[ConsoleSite]:
         worker = manage_command(
             "turn_worker", env={**env, "CORTEX_CORE_URL": core.url}, port=0, ready_line="turn worker: running"
         )
-        with running(core), running(worker), sync_playwright() as playwright:
+        with running_together(core, worker), sync_playwright() as playwright:
             proxy = CuttableProxy(core.port)
             browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
             try:

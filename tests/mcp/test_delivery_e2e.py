@@ -69,8 +69,9 @@ def test_inputs_accepted_while_memory_is_down_reach_it_exactly_once_when_it_retu
         ) as (core,):
             token, user_id = login(core.url, "down@example.com")
             ids = post_inputs(core.url, token, 100)
-            with running(services.memory()), running(services.worker()):
-                wait_until(lambda: count_or_zero(services, user_id) >= 100, timeout=40)
+            with running_together(services.memory(), services.worker()):
+                # Each look is a whole MCP session with the service that the drain is feeding: not too often.
+                wait_until(lambda: count_or_zero(services, user_id) >= 100, timeout=40, interval=0.5)
                 assert_exactly_once(services.memory_url, services.env, user_id, ids)
 
 
@@ -86,15 +87,15 @@ def test_memory_killed_in_the_middle_of_a_drain_still_ends_with_each_input_once(
         ) as (core,):
             token, user_id = login(core.url, "kill@example.com")
             ids = post_inputs(core.url, token, 200)
-            memory = services.memory().start()
-            with running(services.worker()):
+            # Started together (each is a Django start-up): the worker retries until memory listens.
+            with running_together(services.memory(), services.worker()) as (memory, _):
                 # The first items seen: the kill lands as early in the drain as the test can see it.
                 wait_until(lambda: count_or_zero(services, user_id) >= 1, timeout=40, interval=0.02)
                 seen = count_or_zero(services, user_id)
                 memory.kill()
                 assert seen < 200, "the kill must land in the middle of the drain"
                 with running(services.memory()):
-                    wait_until(lambda: count_or_zero(services, user_id) >= 200, timeout=40)
+                    wait_until(lambda: count_or_zero(services, user_id) >= 200, timeout=40, interval=0.5)
                     assert_exactly_once(services.memory_url, services.env, user_id, ids)
 
 

@@ -27,6 +27,9 @@ def test_killed_turn_worker_is_restarted_and_its_turn_ends_failed_not_stuck():
     with fresh_database() as database:
         create_user("turns@example.com", PASSWORD, env={**os.environ, **database, "DEBUG": "1"})
         env = {"CORTEX_SERVICE_TOKEN": TOKEN, "TURN_LEASE_SECONDS": "2", "ECHO_DELAY_MS": "40", "LOG_LEVEL": "WARNING"}
+        # Heartbeats within the SSE client's 10 s read timeout: while the worker restarts (seconds
+        # of CPU on a loaded machine) the stream may carry no event, and `until_end` bounds the wait.
+        env["SSE_HEARTBEAT_SECONDS"] = "2"
         supervisor = group(database, core_port, memory_port, cognition_port, **env).start()
         try:
             base = f"http://127.0.0.1:{core_port}"
@@ -51,10 +54,10 @@ def test_killed_turn_worker_is_restarted_and_its_turn_ends_failed_not_stuck():
                 worker_pid = int(re.findall(r"started turn-worker \(pid (\d+)\)", full_log(supervisor))[-1])
                 os.kill(worker_pid, signal.SIGKILL)
                 after = post("after the crash")
-                ended = until_end(stream, doomed, timeout=30)
+                ended = until_end(stream, doomed, timeout=90)  # a lease, then a restart: a liveness bound
                 assert ended[-1][1]["type"] == "assistant.failed"
                 assert "lease expired" in ended[-1][1]["data"]["error"]["message"]
-                completed = until_end(stream, after, timeout=30)[-1][1]
+                completed = until_end(stream, after, timeout=90)[-1][1]
                 assert completed["type"] == "assistant.completed" and completed["data"]["content"] == "after the crash"
             assert "turn-worker killed by SIGKILL; restarting it in 1s" in full_log(supervisor)
 

@@ -21,7 +21,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.servers import core_server, fresh_database, manage, running_together, server_env
+from tests.servers import core_server, create_users, fresh_database, manage, running_together, server_env
 
 pytestmark = [pytest.mark.e2e]
 
@@ -58,16 +58,11 @@ def sides() -> Iterator[dict[str, Side]]:
             CORTEX_METRICS_TOKEN=METRICS,
         )
         emails = [_email(side, name) for side in SIDES for name in NAMES]
-        create = (
-            "from django.contrib.auth.hashers import make_password\n"
-            "from accounts.models import User\n"
-            f"for email in {emails!r}:\n"
-            "    User.objects.create_user(email=email, password=None, name=email.split('@')[0])\n"
-            f"User.objects.filter(email__in={emails!r}).update(password=make_password({PASSWORD!r}))\n"
-        )
         django_core = core_server(env={**env, "INPUT_ASGI_ROUTE": "0"})
         asgi_core = core_server(env={**env, "INPUT_ASGI_ROUTE": "1"})
-        with running_together(django_core, asgi_core, meanwhile=lambda: manage("shell", "-c", create, env=env)):
+        with running_together(
+            django_core, asgi_core, meanwhile=lambda: create_users(*emails, password=PASSWORD, env=env)
+        ):
             result = {"django": Side(django_core.url), "asgi": Side(asgi_core.url)}
             for side, site in result.items():
                 with httpx2.Client(base_url=site.url, timeout=30) as http:
