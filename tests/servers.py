@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -27,8 +28,35 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The ports of the processes the tests (and benchmarks) start come from below the kernel's ephemeral
+# range (32768-60999 on Linux), a block for each xdist worker. A port the kernel hands out (`bind(0)`)
+# is free only at that instant: until the process binds it, another worker's `bind(0)` may be given
+# the same one (seen: an expert's discovery answered 404 by another worker's server on its port), and
+# an outgoing connection's source port is taken from the same range. Here no one else picks from a
+# worker's block, and each port is still checked free before it is handed out.
+PORT_BLOCK = 2000
+PORT_BLOCKS_FROM = 20000
+_port_turn = itertools.count()
+
+
+def _port_block() -> int | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...; unset outside xdist
+    index = int(worker[2:]) + 1 if worker[2:].isdigit() else 0
+    start = PORT_BLOCKS_FROM + index * PORT_BLOCK
+    return start if start + PORT_BLOCK <= 32768 else None
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    start = _port_block()
+    for _ in range(PORT_BLOCK if start is not None else 0):
+        port = (start or 0) + next(_port_turn) % PORT_BLOCK
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # more workers than blocks (or a full block): the kernel's pick
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
