@@ -74,8 +74,17 @@ def run_to_exit(supervisor: ServerProcess) -> subprocess.CompletedProcess:
     return subprocess.run(supervisor.argv, cwd=ROOT, env=supervisor.env, capture_output=True, text=True, timeout=120)
 
 
+def ephemeral_port() -> int:
+    """A port from the kernel's ephemeral range, for an address that is not this machine's: a
+    transparent proxy (as in some sandboxes and CI runners) accepts connections to any foreign address
+    on the ports outside that range, which would make the address look like it is listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_the_core_failing_to_start_stops_the_group():
-    core_port, memory_port, cognition_port = free_port(), free_port(), free_port()
+    core_port, memory_port, cognition_port = ephemeral_port(), free_port(), free_port()
     with fresh_database() as database:
         # An address this machine does not have: the core cannot bind it and exits; the services are fine.
         supervisor = group(database, core_port, memory_port, cognition_port)
