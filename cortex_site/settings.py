@@ -207,11 +207,15 @@ else:
     SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite backend with one write turn across the processes and threads that write
+            # the file (common/db/sqlite/base.py): a writer waiting for another is woken at its
+            # commit, not at SQLite's next busy-handler try. SQLITE_WRITE_TURN=0: Django's own waits.
+            "ENGINE": "common.db.sqlite",
             "NAME": str(SQLITE_PATH),
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
+                "write_turn": env_bool("SQLITE_WRITE_TURN", True),
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
             # A file, not Django's shared-cache memory database: tests see the same locking as production.
@@ -595,7 +599,7 @@ CORTEX: dict[str, Any] = {
     "TURN_WAKEUP_DIR": env_str("TURN_WAKEUP_DIR")
     or str(
         Path(DATABASES["default"]["NAME"]).with_name(Path(DATABASES["default"]["NAME"]).name + ".wake")
-        if DATABASES["default"]["ENGINE"].endswith("sqlite3")
+        if DATABASES["default"]["ENGINE"] == "common.db.sqlite"
         else BASE_DIR / "var" / "turn-wakeups"
     ),
     # Turns started by one user that run at once (across conversations and workers); the user's

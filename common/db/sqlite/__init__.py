@@ -1,0 +1,1 @@
+"""SQLite with a cross-process write turn (`common.db.sqlite.base`); settings' ENGINE for SQLite."""
