@@ -306,7 +306,8 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
             super()._start_transaction_under_autocommit()
             return
         t0 = time.perf_counter() if _trace is not None else 0.0
-        turn.acquire()
+        with self.wrap_database_errors:  # django.db.OperationalError, as SQLite's own "database is locked"
+            turn.acquire()
         t1 = time.perf_counter() if _trace is not None else 0.0
         try:
             if turn.waited > 0.5:  # SQLite's own wait (for writers outside the turn) gets what is left
