@@ -42,12 +42,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import sqlite3 as Database
 import threading
 import time
 from typing import Any
 
 from django.db.backends.sqlite3 import base as sqlite3_base
-from django.db.backends.sqlite3.base import Database
 
 _WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
@@ -300,10 +300,10 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
         if turn is None:
             if _trace is not None:
                 t0 = time.perf_counter()
-                super()._start_transaction_under_autocommit()
+                super()._start_transaction_under_autocommit()  # type: ignore[misc]  # not in django-stubs
                 self._trace_open = (_trace.site(), t0, t0, time.perf_counter())
                 return
-            super()._start_transaction_under_autocommit()
+            super()._start_transaction_under_autocommit()  # type: ignore[misc]  # not in django-stubs
             return
         t0 = time.perf_counter() if _trace is not None else 0.0
         with self.wrap_database_errors:  # django.db.OperationalError, as SQLite's own "database is locked"
@@ -314,11 +314,11 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
                 left = max(0.001, self.turn_timeout - turn.waited)
                 self.connection.execute(f"PRAGMA busy_timeout = {int(left * 1000)}")
                 try:
-                    super()._start_transaction_under_autocommit()
+                    super()._start_transaction_under_autocommit()  # type: ignore[misc]  # not in django-stubs
                 finally:
                     self.connection.execute(f"PRAGMA busy_timeout = {int(self.turn_timeout * 1000)}")
             else:
-                super()._start_transaction_under_autocommit()
+                super()._start_transaction_under_autocommit()  # type: ignore[misc]  # not in django-stubs
         except BaseException:
             turn.release()
             raise
@@ -339,7 +339,7 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
     def _commit(self) -> Any:
         outcome = "error"
         try:
-            result = super()._commit()
+            result = super()._commit()  # type: ignore[misc]  # not in django-stubs
             outcome = "commit"
             return result
         finally:
@@ -347,13 +347,13 @@ class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
 
     def _rollback(self) -> Any:
         try:
-            return super()._rollback()
+            return super()._rollback()  # type: ignore[misc]  # not in django-stubs
         finally:
             self._turn_ended("rollback")
 
     def _close(self) -> Any:
         try:
-            return super()._close()
+            return super()._close()  # type: ignore[misc]  # not in django-stubs
         finally:
             if self._write_turn is not None:
                 self._write_turn.close()
