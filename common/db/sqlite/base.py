@@ -232,27 +232,20 @@ def _writes(query: str) -> bool:
 
 
 def _with_turn(turn: WriteTurn | None, run: Any) -> Any:
-    if turn is None or turn.held:  # traced without the turn; or a statement run by a turn's holder
-        if _trace is None or (turn is not None and turn.held):
-            return run()
-        t0 = time.perf_counter()
-        outcome = "error"
-        try:
-            result = run()
-            outcome = "ok"
-            return result
-        finally:
-            t1 = time.perf_counter()
-            _trace.write("stmt", _trace.site(), t0, t0, t0, t1, outcome)
+    """One write statement outside a transaction, holding the turn (`turn` None: traced only)."""
+    taking = turn is not None and not turn.held
     if _trace is None:
-        turn.acquire()
+        if not taking:
+            return run()
+        turn.acquire()  # type: ignore[union-attr]
         try:
             return run()
         finally:
-            turn.release()
+            turn.release()  # type: ignore[union-attr]
     site = _trace.site()
     t0 = time.perf_counter()
-    turn.acquire()
+    if taking:
+        turn.acquire()  # type: ignore[union-attr]
     t1 = time.perf_counter()
     outcome = "error"
     try:
@@ -260,9 +253,9 @@ def _with_turn(turn: WriteTurn | None, run: Any) -> Any:
         outcome = "ok"
         return result
     finally:
-        turn.release()
-        t2 = time.perf_counter()
-        _trace.write("stmt", site, t0, t1, t1, t2, outcome)
+        if taking:
+            turn.release()  # type: ignore[union-attr]
+        _trace.write("stmt", site, t0, t1, t1, time.perf_counter(), outcome)
 
 
 class DatabaseWrapper(sqlite3_base.DatabaseWrapper):
