@@ -386,7 +386,7 @@ def claims(sizes: list[int], conversations: int, rounds: int, out: Path) -> int:
             if done.returncode != 0:
                 print(done.stdout, done.stderr, file=sys.stderr)
                 return 1
-            if os.environ.get("BENCH_CLAIM_PROFILE"):  # the claim's statements, timed (turn_claims)
+            if os.environ.get("BENCH_CLAIM_PROFILE") or os.environ.get("BENCH_CLAIM_EXPLAIN"):  # (turn_claims)
                 print(done.stderr, file=sys.stderr)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), flush=True)

@@ -33,7 +33,12 @@ from turns.selectors import speaker_names
 from usage import services as usage
 from usage.services import BudgetWarning, TurnUsageRecord, UsageDelta
 from workspaces.models import Conversation, Message
-from workspaces.selectors import conversation_recipient_ids, conversation_recipients_column, conversation_settings
+from workspaces.selectors import (
+    conversation_recipient_ids,
+    conversation_recipients_column,
+    conversation_recipients_of,
+    conversation_settings,
+)
 from workspaces.services import CreatedInput, message_data
 
 Live = list[tuple[str, LiveMessage]]
@@ -462,8 +467,8 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         # (and one another worker holds is skipped).
         seen_ids, seen_params = sql.ids_in(f"{sql.turns}.id", [sql.as_uuid(turn_id) for turn_id, _ in seen])
         t = sql.turns
-        # PostgreSQL: each turn's recipients in the same read (`_recipients`' rule), not a read of its own.
-        members = f", {conversation_recipients_column(f'{t}.conversation_id')} AS members" if sql.postgresql else ""
+        # Each turn's recipients in the same read (`_recipients`' rule), not a read of its own.
+        members = f", {conversation_recipients_column(f'{t}.conversation_id')} AS members"
         due: list[Any] = list(
             Turn.objects.raw(
                 f"SELECT {t}.*, u.is_active AS user_active, m.content AS input_content{members}"
@@ -476,10 +481,7 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
                 [*seen_params, at, at, *capped_ids, limit],
             )
         )
-        if sql.postgresql:
-            recipients = {turn.conversation_id: turn.members for turn in due}
-        else:
-            recipients = _recipients({turn.conversation_id for turn in due})
+        recipients = {turn.conversation_id: conversation_recipients_of(turn.members) for turn in due}
         events: list[NewEvent] = []
         started: list[Any] = []  # the claimed turns (annotated with `user_active`)
         resumed: list[Any] = []  # waiting turns going on (no second `assistant.started`)
@@ -636,10 +638,8 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
     lease = now + timedelta(seconds=settings.CORTEX["TURN_LEASE_SECONDS"])
     with transaction.atomic():
         turns = _write_lock(owner, ids, ending, lease)
-        if _ClaimSql.get().postgresql:
-            recipients = {turn.conversation_id: turn.members for turn in turns.values()}
-        else:
-            recipients = _recipients({turn.conversation_id for turn in turns.values()})
+        # Read at each write: a participant removed mid-turn gets none of its later events.
+        recipients = {turn.conversation_id: conversation_recipients_of(turn.members) for turn in turns.values()}
         asking = {turn.id for turn in turns.values() if turn.asking}
         states: dict[uuid.UUID, TurnState] = {}
         events: list[NewEvent] = []
@@ -738,7 +738,7 @@ def _write_lock(owner: str, ids: set[uuid.UUID], ending: list[uuid.UUID], lease:
     """`turns_write`'s locks, and what it reads of its turns: the turns still leased to `owner` and
     running, locked, their leases renewed (those that end or pause here get theirs cleared later in
     the transaction), each with `workspace_place` (its conversation's workspace), `asking` (an open
-    inbox request) and on PostgreSQL `members` (the conversation's recipients, `_recipients`' rule).
+    inbox request) and `members` (the conversation's recipients, `_recipients`' rule).
     A turn another worker took over (or that ended) is not returned: its write is refused.
 
     One UPDATE ... RETURNING (before: a locked read, then reads of the recipients, the open requests
@@ -756,22 +756,13 @@ def _write_lock(owner: str, ids: set[uuid.UUID], ending: list[uuid.UUID], lease:
             params,
         )
     written, params = sql.ids_in("id", ids)
-    requests = sql.connection.ops.quote_name(InboxRequest._meta.db_table)
     conversations = sql.connection.ops.quote_name(Conversation._meta.db_table)
-    extra = (
-        f"(SELECT c.workspace_id FROM {conversations} c WHERE c.id = {{t}}.conversation_id) AS workspace_place,"
-        f" EXISTS(SELECT 1 FROM {requests} r WHERE r.turn_id = {{t}}.id AND r.status = 'open') AS asking"
-    )
-    update = (
+    statement = (
         f"UPDATE {t} SET lease_expires_at = %s WHERE {written} AND status = 'running' AND lease_owner = %s"
+        f" RETURNING *, (SELECT c.workspace_id FROM {conversations} c WHERE c.id = {t}.conversation_id)"
+        f" AS workspace_place, {inbox.open_request_column(f'{t}.id')} AS asking,"
+        f" {conversation_recipients_column(f'{t}.conversation_id')} AS members"
     )
-    if sql.postgresql:
-        statement = (
-            f"WITH renewed AS ({update} RETURNING *) SELECT renewed.*, {extra.format(t='renewed')},"
-            f" {conversation_recipients_column('renewed.conversation_id')} AS members FROM renewed"
-        )
-    else:
-        statement = f"{update} RETURNING *, {extra.format(t=t)}"
     turns = {turn.id: turn for turn in Turn.objects.raw(statement, [sql.time(lease), *params, owner])}
     for turn in turns.values():
         turn.workspace_place = sql.as_uuid(turn.workspace_place)

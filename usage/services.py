@@ -66,15 +66,32 @@ def usage_record(
     Totals are updated in one order (scope, owner) whatever the batch holds: no two transactions
     lock two totals in opposite orders."""
     period = selectors.period_of(now)
-    rows: dict[uuid.UUID, TurnUsage] = {}
     totals: dict[tuple[str, uuid.UUID], list[int]] = defaultdict(lambda: [0, 0])
+    # The turns' rows (their turns' row locks are held): one read, then one insert and one update
+    # for the batch (before: a read and a write per turn).
+    rows = {row.turn_id: row for row in TurnUsage.objects.filter(turn_id__in=[record.turn_id for record in records])}
+    new: set[uuid.UUID] = set()
     for record in records:
-        row, created = _turn_usage_add(record, now)
-        rows[record.turn_id] = row
+        row = rows.get(record.turn_id)
+        first = row is None  # the turn's first record: it counts in the totals' `turns`
+        if row is None:
+            new.add(record.turn_id)
+            row = rows[record.turn_id] = TurnUsage(
+                turn_id=record.turn_id,
+                user_id=record.user_id,
+                workspace_id=record.workspace_id,
+                conversation_id=record.conversation_id,
+                created_at=record.started_at or now,
+            )
+        _turn_usage_add(row, record, now)
         tokens = record.delta.input_tokens + record.delta.output_tokens
         for key in ((UsageTotal.Scope.USER, record.user_id), (UsageTotal.Scope.WORKSPACE, record.workspace_id)):
             totals[key][0] += tokens
-            totals[key][1] += int(created)
+            totals[key][1] += int(first)
+    if new:
+        TurnUsage.objects.bulk_create([rows[turn_id] for turn_id in new])
+    if len(new) < len(rows):
+        TurnUsage.objects.bulk_update([row for turn_id, row in rows.items() if turn_id not in new], list(_ADDED))
     warnings: list[BudgetWarning] = []
     added = [(scope, owner_id, tokens, turns) for (scope, owner_id), (tokens, turns) in totals.items() if tokens or turns]
     for total in _totals_add(added, period):
@@ -94,18 +111,11 @@ def usage_record(
     return rows, warnings
 
 
-def _turn_usage_add(record: TurnUsageRecord, now: datetime) -> tuple[TurnUsage, bool]:
+_ADDED = ("model", "input_tokens", "output_tokens", "tool_calls", "model_requests", "model_ms", "duration_ms")
+
+
+def _turn_usage_add(row: TurnUsage, record: TurnUsageRecord, now: datetime) -> None:
     delta = record.delta
-    row = TurnUsage.objects.filter(turn_id=record.turn_id).first()  # the turn's row lock is held
-    created = row is None
-    if row is None:
-        row = TurnUsage(
-            turn_id=record.turn_id,
-            user_id=record.user_id,
-            workspace_id=record.workspace_id,
-            conversation_id=record.conversation_id,
-            created_at=record.started_at or now,
-        )
     row.model = delta.model or row.model
     row.input_tokens += delta.input_tokens
     row.output_tokens += delta.output_tokens
@@ -114,21 +124,6 @@ def _turn_usage_add(record: TurnUsageRecord, now: datetime) -> tuple[TurnUsage, 
     row.model_ms += delta.model_ms
     if record.finished and record.started_at is not None:
         row.duration_ms = max(int((now - record.started_at).total_seconds() * 1000), 0)
-    if created:
-        row.save(force_insert=True)
-    else:
-        row.save(
-            update_fields=[
-                "model",
-                "input_tokens",
-                "output_tokens",
-                "tool_calls",
-                "model_requests",
-                "model_ms",
-                "duration_ms",
-            ]
-        )
-    return row, created
 
 
 @dataclass(frozen=True)
