@@ -468,10 +468,10 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         seen_ids, seen_params = sql.ids_in(f"{sql.turns}.id", [sql.as_uuid(turn_id) for turn_id, _ in seen])
         t = sql.turns
         # Each turn's recipients in the same read (`_recipients`' rule), not a read of its own.
-        members = f", {conversation_recipients_column(f'{t}.conversation_id')} AS members"
+        members_column = conversation_recipients_column(f"{t}.conversation_id")
         due: list[Any] = list(
             Turn.objects.raw(
-                f"SELECT {t}.*, u.is_active AS user_active, m.content AS input_content{members}"
+                f"SELECT {t}.*, u.is_active AS user_active, m.content AS input_content, {members_column} AS members"
                 f" FROM {t} INNER JOIN {sql.users} u ON u.id = {t}.user_id"
                 f" INNER JOIN {sql.messages} m ON m.id = {t}.input_message_id"
                 f" WHERE {seen_ids} AND (({t}.status = 'running' AND {t}.lease_expires_at < %s)"
@@ -763,14 +763,16 @@ def _write_lock(owner: str, ids: set[uuid.UUID], ending: list[uuid.UUID], lease:
         f" AS workspace_place, {inbox.open_request_column(f'{t}.id')} AS asking,"
         f" {conversation_recipients_column(f'{t}.conversation_id')} AS members"
     )
-    turns = {turn.id: turn for turn in Turn.objects.raw(statement, [sql.time(lease), *params, owner])}
+    turns: dict[uuid.UUID, Any] = {
+        turn.id: turn for turn in Turn.objects.raw(statement, [sql.time(lease), *params, owner])
+    }
     for turn in turns.values():
         turn.workspace_place = sql.as_uuid(turn.workspace_place)
     return turns
 
 
 def _usage_record(
-    owner: str, turns: dict[uuid.UUID, Turn], writes: list[TurnWrite], now: Any
+    owner: str, turns: dict[uuid.UUID, Any], writes: list[TurnWrite], now: Any
 ) -> tuple[dict[uuid.UUID, Any], list[BudgetWarning]]:
     """The usage of the turns this batch pauses or ends (their rows and their month's totals, in
     this transaction), and the budgets that passed 80% with it."""

@@ -93,7 +93,9 @@ def usage_record(
     if len(new) < len(rows):
         TurnUsage.objects.bulk_update([row for turn_id, row in rows.items() if turn_id not in new], list(_ADDED))
     warnings: list[BudgetWarning] = []
-    added = [(scope, owner_id, tokens, turns) for (scope, owner_id), (tokens, turns) in totals.items() if tokens or turns]
+    added = [
+        (scope, owner_id, tokens, turns) for (scope, owner_id), (tokens, turns) in totals.items() if tokens or turns
+    ]
     for total in _totals_add(added, period):
         if total.recipient_id is None or not total.limit or total.warned or total.tokens < WARN_AT * total.limit:
             continue

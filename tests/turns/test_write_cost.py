@@ -33,7 +33,9 @@ STATEMENTS = {"sqlite": (8, 4, 13), "postgresql": (7, 4, 13)}
 
 
 def post(user, conversation, content: str) -> uuid.UUID:
-    response = client_for(user).post("/input", {"content": content, "conversation_id": str(conversation.id)}, format="json")
+    response = client_for(user).post(
+        "/input", {"content": content, "conversation_id": str(conversation.id)}, format="json"
+    )
     assert response.status_code == 200, response.content
     return uuid.UUID(response.json()["turn_id"])
 
@@ -46,13 +48,18 @@ def statements(call) -> tuple[object, list[str]]:
 
 
 def test_a_claim_a_tool_call_and_an_ending_take_a_fixed_number_of_statements(alice, bob, workspace):
-    places = [ConversationFactory(workspace=workspace, topic=f"T{n}", participants=[bob], responder="echo") for n in range(2)]
+    places = [
+        ConversationFactory(workspace=workspace, topic=f"T{n}", participants=[bob], responder="echo") for n in range(2)
+    ]
     firsts = [post(alice, place, "hi") for place in places]
     nexts = [post(alice, place, "next") for place in places]
     (rows, _), claim = statements(lambda: services.turns_claim(owner=OWNER, limit=10))
     assert sorted(row.id for row in rows) == sorted(firsts)
 
-    calls = [TurnWrite(row.id, events=[("tool.call", {"call_id": "c1", "name": "notes__add", "arguments": {}})]) for row in rows]
+    calls = [
+        TurnWrite(row.id, events=[("tool.call", {"call_id": "c1", "name": "notes__add", "arguments": {}})])
+        for row in rows
+    ]
     (states, _), tool_call = statements(lambda: services.turns_write(owner=OWNER, writes=calls))
     assert not any(state.lost for state in states.values())
 
@@ -88,7 +95,9 @@ def test_a_write_by_a_worker_that_lost_the_lease_is_refused_and_renews_nothing(a
     [row], _ = services.turns_claim(owner=OWNER, limit=10)
     before = Turn.objects.get(id=row.id)
     events = Event.objects.count()
-    states, live = services.turns_write(owner="another-worker", writes=[TurnWrite(row.id, finish="completed", content="x")])
+    states, live = services.turns_write(
+        owner="another-worker", writes=[TurnWrite(row.id, finish="completed", content="x")]
+    )
     assert states[row.id].lost and live == []
     after = Turn.objects.get(id=row.id)
     assert (after.status, after.lease_owner, after.lease_expires_at) == ("running", OWNER, before.lease_expires_at)
