@@ -60,7 +60,7 @@ def run(*, rounds: int) -> dict[str, Any]:
 
     samples: dict[str, list[tuple[float, float, int]]] = {"tool_call": [], "tool_result": [], "ending": []}
     for n in range(rounds):
-        [outcome] = messages_create(
+        messages_create(
             requests=[InputRequest(sender=owner, content=f"q{n}", conversation_id=places[n % CONVERSATIONS].id)]
         )
         [row], _ = services.turns_claim(owner="bench", limit=1)
