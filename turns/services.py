@@ -467,8 +467,9 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
         # (and one another worker holds is skipped).
         seen_ids, seen_params = sql.ids_in(f"{sql.turns}.id", [sql.as_uuid(turn_id) for turn_id, _ in seen])
         t = sql.turns
-        # Each turn's recipients in the same read (`_recipients`' rule), not a read of its own.
-        members_column = conversation_recipients_column(f"{t}.conversation_id")
+        # PostgreSQL: each turn's recipients in the same read (`_recipients`' rule), not a read of its
+        # own. (SQLite: its own read; as a column of this one the claim took 1.2 ms more CPU.)
+        members_column = conversation_recipients_column(f"{t}.conversation_id") if sql.postgresql else "NULL"
         due: list[Any] = list(
             Turn.objects.raw(
                 f"SELECT {t}.*, u.is_active AS user_active, m.content AS input_content, {members_column} AS members"
@@ -481,7 +482,10 @@ def turns_claim(*, owner: str, limit: int) -> tuple[list[TurnRow], Live]:
                 [*seen_params, at, at, *capped_ids, limit],
             )
         )
-        recipients = {turn.conversation_id: conversation_recipients_of(turn.members) for turn in due}
+        if sql.postgresql:
+            recipients = {turn.conversation_id: conversation_recipients_of(turn.members) for turn in due}
+        else:
+            recipients = _recipients({turn.conversation_id for turn in due})
         events: list[NewEvent] = []
         started: list[Any] = []  # the claimed turns (annotated with `user_active`)
         resumed: list[Any] = []  # waiting turns going on (no second `assistant.started`)

@@ -29,7 +29,7 @@ OWNER = "worker-1"
 # read and an insert), the totals (one upsert), the answers, their memory outbox rows, the turns'
 # state, the next heads, the unparking (SQLite: the running counts, then an UPDATE), and the log's
 # three statements (sequences, bodies, rows).
-STATEMENTS = {"sqlite": (8, 4, 13), "postgresql": (7, 4, 13)}
+STATEMENTS = {"sqlite": (9, 4, 13), "postgresql": (7, 4, 13)}
 
 
 def post(user, conversation, content: str) -> uuid.UUID:
