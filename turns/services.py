@@ -718,24 +718,39 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
             )
             transaction.on_commit(delivery.kick)
         if finished:
-            Turn.objects.bulk_update(
-                finished,
-                [
-                    "status",
-                    "lease_owner",
-                    "lease_expires_at",
-                    "finished_at",
-                    "result_message",
-                    "error",
-                    "head",
-                    "state",
-                ],
-            )
+            _finish(finished, now)
             _heads_advance({turn.conversation_id for turn in finished})
             freed.update(turn.user_id for turn in finished)
         _unpark(freed, now)  # their users' running shares are free again
         live = events_append(events=events)
     return states, live
+
+
+def _finish(finished: list[Any], now: Any) -> None:
+    """The ended turns' state in one UPDATE written out (`bulk_update`'s CASE expressions were half
+    of an ending's CPU): what every ended turn gets (no lease, no head, no saved model request,
+    `finished_at`), and per turn its status, answer and error."""
+    sql = _ClaimSql.get()
+    ids, params = sql.ids_in("id", [turn.id for turn in finished])
+
+    def key(value: Any) -> Any:
+        return value if value is None or sql.native_uuid else value.hex
+
+    cases: list[str] = []
+    values: list[Any] = []
+    for column, cast, value_of in (
+        ("status", "", lambda turn: turn.status),
+        ("result_message_id", "::uuid" if sql.postgresql else "", lambda turn: key(turn.result_message_id)),
+        ("error", "", lambda turn: turn.error),
+    ):
+        cases.append(f"{column} = (CASE id{' WHEN %s THEN %s' * len(finished)} END){cast}")
+        for turn in finished:
+            values += [key(turn.id), value_of(turn)]
+    sql.run(
+        f"UPDATE {sql.turns} SET lease_owner = '', lease_expires_at = NULL, finished_at = %s, head = {sql.false},"
+        f" state = NULL, {', '.join(cases)} WHERE {ids}",
+        [sql.time(now), *values, *params],
+    )
 
 
 def _write_lock(owner: str, ids: set[uuid.UUID], ending: list[uuid.UUID], lease: Any) -> dict[uuid.UUID, Any]:
