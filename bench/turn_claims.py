@@ -129,6 +129,8 @@ def run(*, queued: int, conversations: int, rounds: int, start_worker: Any) -> d
                 claim()
         for sql, times in sorted(spent.items(), key=lambda item: -sum(item[1])):
             print(f"{sum(times) / rounds:7.3f} ms/claim  {len(times) / rounds:4.1f}x  {sql}", file=sys.stderr)
+    if os.environ.get("BENCH_CLAIM_EXPLAIN"):  # PostgreSQL: each statement of one claim, EXPLAIN ANALYZEd
+        _explain(claim)
     result["others_started_max_s"] = None  # not within a minute
     with start_worker():
         deadline = time.monotonic() + 60
@@ -145,6 +147,30 @@ def run(*, queued: int, conversations: int, rounds: int, start_worker: Any) -> d
             time.sleep(0.005)
         result["others_started_max_s"] = round(max(waits.values()), 3) if len(waits) == OTHERS else None
     return result
+
+
+def _explain(claim: Any) -> None:
+    """The plan and timing of each statement of one claim (PostgreSQL), each run again under
+    `EXPLAIN (ANALYZE, BUFFERS)` in the claim's own rolled-back transaction, printed to stderr."""
+    from django.db import connection, transaction
+
+    if connection.vendor != "postgresql":
+        return
+    statements: list[tuple[str, Any]] = []
+
+    def capture(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not sql.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+            statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        claim()
+    for sql, params in statements:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            transaction.set_rollback(True)
+        print(f"--- {sql[:200]}\n{plan}\n", file=sys.stderr)
 
 
 def database_label() -> str:

@@ -371,6 +371,36 @@ def claims_one(queued: int, conversations: int, rounds: int) -> dict:
     return turn_claims.run(queued=queued, conversations=conversations, rounds=rounds, start_worker=start_worker)
 
 
+def writes_one(rounds: int) -> dict:
+    """In a child process whose environment points at a fresh database (see `writes`)."""
+    import django
+
+    django.setup()
+    from bench import turn_writes
+
+    return turn_writes.run(rounds=rounds)
+
+
+def writes(rounds: int) -> int:
+    import subprocess
+
+    from bench import turn_claims
+
+    with fresh_database() as db_env:
+        argv = [sys.executable, "-m", "bench.turns", "--writes-one", "--rounds", str(rounds)]
+        done = subprocess.run(argv, env=server_env(**db_env, **CLAIM_ENV), capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        print(done.stdout, done.stderr, file=sys.stderr)
+        return 1
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps(result), flush=True)
+    print(f"\n{turn_claims.database_label()}: write | statements | wall p50 / p99 ms | CPU p50 / p99 ms")
+    for name in ("tool_call", "tool_result", "ending"):
+        r = result[name]
+        print(f"{name} | {r['statements']} | {r['p50_ms']} / {r['p99_ms']} | {r['cpu_p50_ms']} / {r['cpu_p99_ms']}")
+    return 0
+
+
 def claims(sizes: list[int], conversations: int, rounds: int, out: Path) -> int:
     import subprocess
 
@@ -386,7 +416,7 @@ def claims(sizes: list[int], conversations: int, rounds: int, out: Path) -> int:
             if done.returncode != 0:
                 print(done.stdout, done.stderr, file=sys.stderr)
                 return 1
-            if os.environ.get("BENCH_CLAIM_PROFILE"):  # the claim's statements, timed (turn_claims)
+            if os.environ.get("BENCH_CLAIM_PROFILE") or os.environ.get("BENCH_CLAIM_EXPLAIN"):  # (turn_claims)
                 print(done.stderr, file=sys.stderr)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), flush=True)
@@ -420,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int, default=100, help="(3) the blocked user's conversations")
     parser.add_argument("--rounds", type=int, default=200, help="(3) timed polls and claims per size")
     parser.add_argument("--claims-one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--writes", action="store_true", help="only: the worker's writes (tool.call, ending) timed")
+    parser.add_argument("--writes-one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--latency-turns", type=int, default=30)
     parser.add_argument("--concurrent", type=int, default=50)
     parser.add_argument("--streams", type=int, default=10, help="SSE streams per turn")
@@ -433,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.claims_one:
         print(json.dumps(claims_one(args.claims_one, args.conversations, args.rounds)))
         return 0
+    if args.writes_one:
+        print(json.dumps(writes_one(args.rounds)))
+        return 0
+    if args.writes:
+        return writes(args.rounds)
     if args.claims:
         sizes = [int(size) for size in args.queued.split(",")]
         return claims(sizes, args.conversations, args.rounds, Path("var/bench/turn-claims.json"))

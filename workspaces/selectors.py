@@ -136,18 +136,30 @@ def conversation_recipient_ids(*, conversation_ids: set[uuid.UUID]) -> dict[uuid
 
 
 def conversation_recipients_column(conversation_column: str) -> str:
-    """PostgreSQL: `conversation_recipient_ids`' rule as a column of another read (an array of the
-    active participants' ids of the conversation in `conversation_column`), so a read that needs its
-    rows' recipients (the turn claim) does not make a second round trip for them."""
+    """`conversation_recipient_ids`' rule as a column of another read (the active participants' ids
+    of the conversation in `conversation_column`: an array on PostgreSQL, a comma-separated text on
+    SQLite; `conversation_recipients_of` reads either), so a read that needs its rows' recipients
+    (the turn claim, a turn's write) does not make a second round trip for them."""
     connection = transaction.get_connection()
     through = Conversation.participants.through._meta
     quote = connection.ops.quote_name
     conversation, user = (quote(through.get_field(name).column) for name in ("conversation", "user"))  # type: ignore[union-attr]
-    return (
-        f"ARRAY(SELECT p.{user} FROM {quote(through.db_table)} p"
-        f" INNER JOIN {quote(User._meta.db_table)} pu ON pu.id = p.{user}"
-        f" WHERE p.{conversation} = {conversation_column} AND pu.is_active)"
+    members = (
+        f" FROM {quote(through.db_table)} p INNER JOIN {quote(User._meta.db_table)} pu ON pu.id = p.{user}"
+        f" WHERE p.{conversation} = {conversation_column} AND pu.is_active"
     )
+    if connection.vendor == "postgresql":
+        return f"ARRAY(SELECT p.{user}{members})"
+    return f"(SELECT group_concat(p.{user}){members})"
+
+
+def conversation_recipients_of(value: Any) -> list[uuid.UUID]:
+    """A `conversation_recipients_column` value as the list `conversation_recipient_ids` gives."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [uuid.UUID(member) for member in value.split(",")]
+    return [_uuid_of(member) for member in value]
 
 
 def _uuid_of(value: Any) -> uuid.UUID:

@@ -211,12 +211,14 @@ def turns_resume(*, turns: list[Turn], recipients: dict[uuid.UUID, list[uuid.UUI
     return resolutions, events
 
 
-def turns_with_open_requests(*, turn_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """Which of these turns have an open request (one read for a write's ending turns)."""
-    if not turn_ids:
-        return set()
-    rows = InboxRequest.objects.filter(turn_id__in=turn_ids, status=InboxRequest.Status.OPEN)
-    return set(rows.values_list("turn_id", flat=True))
+def open_request_column(turn_column: str) -> str:
+    """Whether the turn in `turn_column` has an open request, as a column of another read (a turn's
+    write reads it with its locked turns, not in a read of its own)."""
+    quote = transaction.get_connection().ops.quote_name
+    return (
+        f"EXISTS(SELECT 1 FROM {quote(InboxRequest._meta.db_table)} r"
+        f" WHERE r.turn_id = {turn_column} AND r.status = '{InboxRequest.Status.OPEN}')"
+    )
 
 
 def turn_requests_close(*, turn: Turn, recipients: list[uuid.UUID], now: datetime) -> list[NewEvent]:
