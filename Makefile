@@ -13,6 +13,10 @@ PYTEST_ARGS ?=
 # start, and one after the other they would use one core of two.)
 WORKERS ?= 3
 XDIST := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile --no-loadscope-reorder)
+# The suite writes Python's bytecode cache (`__pycache__`, ignored by git) even where the environment
+# says not to (PYTHONDONTWRITEBYTECODE, set in some sandboxes): without it each of the hundreds of
+# processes a pass starts compiles the project's modules from source again (~0.1 s of CPU each).
+TEST_ENV := PYTHONDONTWRITEBYTECODE=
 
 .PHONY: run check test lint test-sqlite test-postgres bench venv migrate clean
 
@@ -51,7 +55,7 @@ test: venv
 
 # Before each commit: lint, then every test that starts no process (`-m "not e2e"`, on SQLite).
 check: lint
-	$(PY) -m pytest -m "not e2e" $(XDIST) $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m "not e2e" $(XDIST) $(PYTEST_ARGS)
 
 # Static checks (config in pyproject.toml): ruff lint and format, mypy with django-stubs, and the
 # import contracts (import-linter: memory and cognition never import the core's apps or the outbox).
@@ -62,7 +66,7 @@ lint: venv
 	$(VENV)/bin/lint-imports --no-cache
 
 test-sqlite: venv
-	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The PostgreSQL pass: every test except those marked database_agnostic (README, "Two commands").
 # The rule: a test stays here if it goes through any of our raw SQL, locks, racing transactions,
@@ -75,7 +79,7 @@ test-sqlite: venv
 # (the revision changes the wire, not the rows). Each xdist worker gets its own test database
 # (pytest-django: test_postgres_gw0, ...).
 test-postgres: venv
-	PY=$(PY) scripts/with_postgres.sh $(PY) -m pytest -m "not database_agnostic" $(XDIST) $(PYTEST_ARGS)
+	PY=$(PY) $(TEST_ENV) scripts/with_postgres.sh $(PY) -m pytest -m "not database_agnostic" $(XDIST) $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) -m bench

@@ -1,9 +1,11 @@
-"""Where an input's live copy spends its time between `POST /input` and the streams' sockets.
+"""Where an input's live copy spends its time between `POST /input` and the streams' sockets: the
+summary of a core's stage timestamps.
 
-With `BENCH_STAGE_TRACE=<path>` in a core process's environment (`cortex_site/asgi.py` installs
-this module; nothing else does), every input batch of the writer thread appends one line to
-`<path>.<pid>` with monotonic timestamps of its stages, and with a shared layer (Redis) every copy
-one line with its time from `publish` to its hand-over to the streams in the same process:
+With `BENCH_STAGE_TRACE=<path>` in a core process's environment (`bench.hotpath`, `bench/harness.sh`),
+the core installs `operations/stage_trace.py` at start-up, and every input batch of the writer thread
+appends one line to `<path>.<pid>` with monotonic timestamps of its stages (the line format is
+described there), and with a shared layer (Redis) every copy one line with its time from `publish`
+to its hand-over to the streams in the same process:
 
 - `sub0`, `sub1`: the first and last input of the batch queued for the writer (`InputWriter.submit`);
 - `taken`: the writer took the batch; `commit`: it committed (the on-commit hook);
@@ -11,104 +13,13 @@ one line with its time from `publish` to its hand-over to the streams in the sam
   (every stream's writer was called; with Redis: the batch was queued for the sender);
 - `settle`: the loop answers the batch's requests.
 
-Summary: `.venv/bin/python -m bench.stage_trace <path>.<pid>` (percentiles per stage, and the
-stages of the slowest batches).
+This module only reads that file: `.venv/bin/python -m bench.stage_trace <path>.<pid>`
+(percentiles per stage, and the stages of the slowest batches).
 """
 
 from __future__ import annotations
 
 import sys
-import threading
-import time
-from typing import Any
-
-_pc = time.perf_counter
-_current = threading.local()
-
-
-def install(path: str) -> None:
-    import os
-
-    from streaming import hub as hub_module
-    from streaming import services as streams
-    from workspaces import services as inputs
-    from workspaces import writer
-
-    out = open(f"{path}.{os.getpid()}", "a", buffering=1)  # noqa: SIM115 - for the process's life
-
-    submit = writer.InputWriter.submit
-
-    async def traced_submit(self: Any, request: Any) -> Any:
-        object.__setattr__(request, "_trace_submit", _pc())  # a frozen dataclass
-        return await submit(self, request)
-
-    writer.InputWriter.submit = traced_submit  # type: ignore[method-assign]
-
-    messages_create = inputs.messages_create
-
-    def traced_messages_create(*, requests: list[Any]) -> Any:
-        taken = _pc()
-        submitted = [getattr(r, "_trace_submit", taken) for r in requests]
-        batch = {"n": len(requests), "sub0": min(submitted), "sub1": max(submitted), "taken": taken}
-        object.__setattr__(requests[0], "_trace_batch", batch)
-        _current.batch = batch
-        try:
-            return messages_create(requests=requests)
-        finally:
-            _current.batch = None
-
-    inputs.messages_create = traced_messages_create
-
-    events_publish = streams.events_publish
-
-    def traced_events_publish(messages: list[Any]) -> None:
-        batch = getattr(_current, "batch", None)
-        loop = writer.caller_loop()
-        if batch is None or loop is None or not messages:
-            events_publish(messages)
-            return
-        batch["commit"] = _pc()
-
-        def publish() -> None:
-            batch["cb"] = _pc()
-            streams._publish(messages)
-            batch["pubend"] = _pc()
-
-        streams.EVENTS_PUBLISHED.inc(len(messages))
-        loop.call_soon_threadsafe(publish)
-
-    streams.events_publish = traced_events_publish
-
-    settle = writer._settle
-
-    def traced_settle(jobs: list[Any], outcomes: list[Any]) -> None:
-        started = _pc()
-        settle(jobs, outcomes)
-        batch = getattr(jobs[0].request, "_trace_batch", None)
-        if batch is not None and "cb" in batch:
-            batch["settle"] = started
-            out.write("B " + " ".join(f"{k}={v}" for k, v in batch.items()) + "\n")
-
-    writer._settle = traced_settle
-
-    published: dict[tuple[str, Any], float] = {}
-    shared_publish, shared_deliver = hub_module._Shared.publish, hub_module._Shared.deliver
-
-    def traced_publish(self: Any, messages: list[Any]) -> None:
-        now = _pc()
-        for group, message in messages:
-            published[(group, message.get("seq"))] = now
-        shared_publish(self, messages)
-
-    def traced_deliver(self: Any, group: str, message: dict) -> None:
-        sent = published.pop((group, message.get("seq")), None)
-        if sent is not None:
-            out.write(f"R {_pc() - sent}\n")
-        shared_deliver(self, group, message)
-
-    hub_module._Shared.publish = traced_publish  # type: ignore[method-assign]
-    hub_module._Shared.deliver = traced_deliver  # type: ignore[method-assign]
-
 
 STAGES = [
     ("queued for the writer", "sub0", "taken"),

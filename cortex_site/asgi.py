@@ -84,8 +84,9 @@ if tracing.setup(tracing.CORE):
 gc.collect()
 gc.freeze()
 
-# Benchmarks only: per-batch timestamps of the input path and the fan-out (bench/stage_trace.py).
+# Benchmarks only: per-batch timestamps of the input path and the fan-out, written to a file that
+# `python -m bench.stage_trace` summarizes (operations/stage_trace.py; never imported without it).
 if os.environ.get("BENCH_STAGE_TRACE"):
-    import bench.stage_trace
+    from operations import stage_trace
 
-    bench.stage_trace.install(os.environ["BENCH_STAGE_TRACE"])
+    stage_trace.install(os.environ["BENCH_STAGE_TRACE"])

@@ -229,9 +229,18 @@ def manage_command(
 ) -> ServerProcess:
     """A long-running `manage.py` command (e.g. run_memory_service) listening on `port`
     (`port=0`: a worker that listens on nothing, e.g. memory_outbox_worker, started once it logs
-    `ready_line`)."""
+    `ready_line`).
+
+    Started with `--skip-checks`: Django's system checks import every URL's view (the MCP SDK among
+    them), about a second of CPU per process, and the suite starts about a hundred of these; the
+    checks themselves run in-process (`call_command("check")`, tests/experts/test_calls.py, and each
+    check's own tests), and `run_cortex` starts its children the same way (its own start checks)."""
     return ServerProcess(
-        name=name, argv=[sys.executable, "manage.py", name, *args], port=port, env=env, ready_line=ready_line
+        name=name,
+        argv=[sys.executable, "manage.py", name, "--skip-checks", *args],
+        port=port,
+        env=env,
+        ready_line=ready_line,
     )
 
 

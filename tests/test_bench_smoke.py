@@ -27,7 +27,7 @@ def test_hotpath_benchmark_smoke_run_loses_nothing(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
-        # bench/stage_trace.py rides along: no run of its own.
+        # The stage trace (operations/stage_trace.py, read by bench/stage_trace.py) rides along: no run of its own.
         env={**os.environ, "BENCH_STAGE_TRACE": str(tmp_path / "stages")},
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

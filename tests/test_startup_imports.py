@@ -44,3 +44,15 @@ def test_commands_start_without_the_mcp_sdk_and_nothing_starts_daphne():
     core = _top_level_modules("import cortex_site.asgi, cortex_site.urls")
     assert "mcp" in core
     assert not core & {"daphne", "twisted"}
+
+
+def test_the_supervisors_django_children_skip_the_checks_it_ran_at_its_own_start():
+    # System checks import every URL's view (the MCP SDK among them): about a second of CPU per
+    # process. `run_cortex` runs them once, at its own start; its children would repeat them.
+    from operations.management.commands.run_cortex import Command
+
+    options = {"host": "127.0.0.1", "port": 8000, "memory_port": 9000, "cognition_port": 9100}
+    children = Command().children({**options, "notes_port": 9200, "housekeeping_every": 3600, "workers": 1})
+    django_children = [child for child in children if "manage.py" in " ".join(child.argv)]
+    assert len(django_children) == len(children) - 1  # all but the core (uvicorn, no checks)
+    assert all(child.argv[3] == "--skip-checks" for child in django_children), [c.argv for c in django_children]

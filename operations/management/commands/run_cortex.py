@@ -132,12 +132,20 @@ class Command(BaseCommand):
 
     def children(self, options: dict) -> list[Child]:
         python = sys.executable
+        # The group's configuration was checked once, by this command's own system checks at its
+        # start (with the whole environment): each Django child would run the same checks again,
+        # importing every URL's view (the MCP SDK among them), about a second of CPU each, at
+        # every start and restart. (A child's environment lacks some keys, `service_env`, so its
+        # own checks would only warn about what it is not meant to hold.)
         manage = [python, str(settings.BASE_DIR / "manage.py")]
+        skip = "--skip-checks"
         return [
-            Child("memory", [*manage, "run_memory_service", "--port", str(options["memory_port"])], service="memory"),
+            Child(
+                "memory", [*manage, "run_memory_service", skip, "--port", str(options["memory_port"])], service="memory"
+            ),
             Child(
                 "cognition",
-                [*manage, "run_cognition_service", "--port", str(options["cognition_port"])],
+                [*manage, "run_cognition_service", skip, "--port", str(options["cognition_port"])],
                 service="cognition",
             ),
             *(
@@ -147,6 +155,7 @@ class Command(BaseCommand):
                         [
                             *manage,
                             "run_notes_expert",
+                            skip,
                             "--port",
                             str(options["notes_port"]),
                             "--jwks-url",
@@ -158,10 +167,10 @@ class Command(BaseCommand):
                 if options["notes_port"]
                 else []
             ),
-            Child("outbox-worker", [*manage, "memory_outbox_worker"]),
-            Child("turn-worker", [*manage, "turn_worker"]),
-            Child("webhook-worker", [*manage, "webhook_worker"]),
-            Child("housekeeping", [*manage, "housekeeping", "--every", str(options["housekeeping_every"])]),
+            Child("outbox-worker", [*manage, "memory_outbox_worker", skip]),
+            Child("turn-worker", [*manage, "turn_worker", skip]),
+            Child("webhook-worker", [*manage, "webhook_worker", skip]),
+            Child("housekeeping", [*manage, "housekeeping", skip, "--every", str(options["housekeeping_every"])]),
             # uvicorn with uvloop and httptools: measured faster than daphne for the API and the
             # streams (bench/README.md); daphne stays for `runserver`.
             Child(
