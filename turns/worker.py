@@ -11,10 +11,8 @@
   round goes in one transaction. The round (the read before the claim, the claim, cancellations,
   schedules) runs on a second thread of its own (`RoundThread`), so that what a wake-up announced
   is claimed while the running turns' writes are still queued, not after them; on SQLite the two
-  threads' write transactions take turns on the database's write turn (`common/db/sqlite/base.py`:
-  no busy-handler sleeps between them, nor against the other processes' writes). A turn's deltas are
-  coalesced by its `TurnEmitter` (the first chunk at once, then every `TURN_DELTA_FLUSH_MS` or
-  `TURN_DELTA_FLUSH_CHARS`).
+  threads' write transactions take turns on an in-process lock (no busy-handler sleeps between them). A turn's deltas are coalesced by its `TurnEmitter` (the first
+  chunk at once, then every `TURN_DELTA_FLUSH_MS` or `TURN_DELTA_FLUSH_CHARS`).
 - After each commit the live copies go to the streams (`Relay`): through the channel layer when it
   is shared (REDIS_URL), else posted to the core's `/internal/events` (CORTEX_CORE_URL, with
   CORTEX_RELAY_TOKEN). Streams
@@ -28,6 +26,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -37,7 +36,7 @@ from typing import Any, ParamSpec, TypeVar
 import httpx2
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.db import connection, connections
 from django.utils import timezone
 
 from common import tracing
@@ -58,6 +57,23 @@ db = sync_to_async  # thread-sensitive by default: the turns' queries on one thr
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+# SQLite has one writer at a time, and a connection that finds the lock taken sleeps in SQLite's busy
+# handler (1 to 100 ms between tries, whatever the holder does). The worker's two database threads
+# take turns here first, so one waits exactly as long as the other's transaction.
+_sqlite_writes = threading.Lock()
+
+
+def writing(func: Callable[P, T]) -> Callable[P, T]:
+    """`func` (one write transaction) holds the worker's SQLite write turn while it runs."""
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        if connection.vendor != "sqlite":
+            return func(*args, **kwargs)
+        with _sqlite_writes:
+            return func(*args, **kwargs)
+
+    return run
 
 
 class RoundThread:
@@ -192,7 +208,9 @@ class LogWriter:
             if not batch:
                 continue
             try:
-                states, live = await db(services.turns_write)(owner=self.owner, writes=[write for write, _ in batch])
+                states, live = await db(writing(services.turns_write))(
+                    owner=self.owner, writes=[write for write, _ in batch]
+                )
             except Exception as exc:  # noqa: BLE001 - each waiting turn gets the failure
                 logger.exception("writing %d turn updates failed", len(batch))
                 for _, future in batch:
@@ -371,7 +389,7 @@ class TurnWorker:
                     if time.monotonic() >= next_renew:
                         next_renew = time.monotonic() + renew_every
                         await self._renew()
-                        await self.round_db(services.turns_unpark_stranded)()
+                        await self.round_db(writing(services.turns_unpark_stranded))()
                 except Exception:
                     logger.exception("turn worker round failed; trying again")
                 # The next round: at a wake-up (a turn became due, a cancellation), when the earliest
@@ -404,7 +422,7 @@ class TurnWorker:
         claimed: set[uuid.UUID] = set()
         free = settings.CORTEX["TURN_CONCURRENCY"] - len(self.tasks)
         if free > 0 and await self.round_db(services.turns_due_exist)():
-            rows, live = await self.round_db(services.turns_claim)(owner=self.owner, limit=free)
+            rows, live = await self.round_db(writing(services.turns_claim))(owner=self.owner, limit=free)
             self.relay.publish(live)
             for row in rows:
                 claimed.add(row.id)
@@ -433,7 +451,7 @@ class TurnWorker:
         try:
             due = await self.round_db(schedule_services.schedules_next_due)()
             if due is not None and due <= timezone.now():
-                self.relay.publish(await self.round_db(schedule_services.schedules_run_due)())
+                self.relay.publish(await self.round_db(writing(schedule_services.schedules_run_due))())
                 due = await self.round_db(schedule_services.schedules_next_due)()
             if due is not None:  # a little after it, so that it is due when we look (and no spin
                 # on one still due: another worker's claim holds it, or more than one batch was due)
