@@ -79,14 +79,14 @@ test-sqlite: venv
 	$(TEST_ENV) $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The PostgreSQL pass: every test except those marked database_agnostic (README, "Two commands").
-# The rule: a test stays here if it goes through any of our raw SQL, locks, racing transactions,
-# sequences, claims and leases, the outbox, wake-ups, JSON or text lookups, migrations, erasure or
-# export, webhooks, schedules or usage; it is marked (run in the SQLite pass only) when what it
-# checks happens before or beside the database: the browser, shutdown and the supervisor, the bench
-# smoke run, schemathesis, logs and metrics, the request guard and h11's request smuggling, hostile
-# and notes experts, the embedders, settings and start-up imports, the Redis layer, the pgvector
-# stack (it brings its own PostgreSQL), and the older MCP revision of the expert tests run in both
-# (the revision changes the wire, not the rows). Each xdist worker gets its own test database
+# The rule: in-process tests that use the database stay (cheap, and their queries run here). A test that
+# starts processes (e2e) stays only if PostgreSQL decides its outcome between processes: claims and
+# leases (turns, the outbox, webhooks, schedules), row locks and racing transactions, sequences under
+# concurrent writers, LISTEN/NOTIFY wake-ups, export and erasure over real rows, or raw SQL that no
+# in-process test runs on PostgreSQL (grep before marking). Otherwise it is marked: it checks the wire
+# (HTTP, SSE/WebSocket, MCP, OAuth, limits, throttles, tracing), the processes (start-up, shutdown,
+# the supervisor), Redis or SQLite itself, over plain ORM that in-process tests already run here. In a
+# file that mixes both, mark the tests, not the file. Each xdist worker gets its own test database
 # (pytest-django: test_postgres_gw0, ...).
 test-postgres: venv
 	PY=$(PY) $(TEST_ENV) scripts/with_postgres.sh $(PY) -m pytest -m "not database_agnostic" $(XDIST) $(PYTEST_ARGS)

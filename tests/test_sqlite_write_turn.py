@@ -21,6 +21,9 @@ import pytest
 from django.db import OperationalError, connections, transaction
 from django.db.utils import load_backend
 
+# Run in the SQLite pass only: SQLite's own write turn, on SQLite files whatever the pass.
+pytestmark = pytest.mark.database_agnostic
+
 ENGINE = "common.db.sqlite"
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -29,7 +29,8 @@ from tests.servers import (
 from tests.streaming.clients import SSEStream, login
 from tests.turns.test_turns_e2e import ENV, PASSWORD, turn_worker, until_end
 
-pytestmark = pytest.mark.e2e
+# Run in the SQLite pass only: spans and trace context between processes: nothing the database decides.
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 
 def traced_env(receiver: OTLPReceiver, **extra: str) -> dict[str, str]:

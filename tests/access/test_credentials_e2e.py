@@ -14,7 +14,8 @@ import pytest
 
 from tests.servers import core_server, create_users, fresh_database, manage, on_database, running, server_env
 
-pytestmark = pytest.mark.e2e
+# Run in the SQLite pass only: throttles (each process's own cache) and token rotation in one process: plain ORM.
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 PASSWORD = "correct-horse-battery-staple"
 OFFICE = 50

@@ -14,7 +14,8 @@ from tests.mcp.conftest import PASSWORD, Stack, http_client, stack
 from tests.servers import create_users, running_together
 from tests.streaming.clients import login
 
-pytestmark = pytest.mark.e2e
+# Run in the SQLite pass only: request limits and throttles, before or beside the database.
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 
 @pytest.fixture(scope="module")

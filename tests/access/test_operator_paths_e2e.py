@@ -28,7 +28,8 @@ from tests.servers import (
     wait_for_port,
 )
 
-pytestmark = pytest.mark.e2e
+# Run in the SQLite pass only: the admin's paths and the services' credentials; deletions reaching memory between processes run in tests/mcp/test_delivery_e2e.py.
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 PASSWORD = "correct-horse-battery-staple"
 

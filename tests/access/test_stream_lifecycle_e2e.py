@@ -153,6 +153,7 @@ def test_deleting_a_user_ends_their_stream(site: Site):
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
 
 
+@pytest.mark.database_agnostic  # one process's writes: in-process fan-out tests
 def test_a_removed_participant_gets_the_conversation_neither_live_nor_replayed(site: Site):
     carol, dave = site.token("carol"), site.token("dave")
     conversation = site.conversation(carol, dave)
@@ -175,6 +176,7 @@ def test_a_removed_participant_gets_the_conversation_neither_live_nor_replayed(s
         assert [replay.event()[1]["data"]["content"] for _ in range(2)] == ["while dave takes part", "after dave left"]
 
 
+@pytest.mark.database_agnostic  # counted in the cache, before the database
 def test_open_streams_per_user_are_capped_with_429_before_the_stream_starts(site: Site):
     erin = site.token("erin")
     streams = [SSEStream(site.url, token=erin) for _ in range(2)]
@@ -206,6 +208,7 @@ def test_open_streams_per_user_are_capped_with_429_before_the_stream_starts(site
     connection.close()
 
 
+@pytest.mark.database_agnostic  # the bound is arithmetic on the cursor: in-process tests
 def test_a_resume_further_back_than_the_replay_limit_gets_reset_and_starts_at_the_head(site: Site):
     frank = site.token("frank")
     posted = [site.post(frank, f"n{n}") for n in range(8)]
@@ -220,6 +223,7 @@ def test_a_resume_further_back_than_the_replay_limit_gets_reset_and_starts_at_th
     assert len(posted) == 8
 
 
+@pytest.mark.database_agnostic  # the token's expiry: nothing the database decides
 def test_a_stream_ends_when_its_access_token_expires_then_resumes_without_loss():
     # 8 s: the token must outlive the sign-in, two streams, a WebSocket and a post on a loaded machine.
     env_overrides = {**ENV, "ACCESS_TOKEN_SECONDS": "8"}
@@ -257,6 +261,7 @@ def _rss_kb(pid: int) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
+@pytest.mark.database_agnostic  # the server's buffers
 def test_twenty_clients_that_never_read_cannot_grow_the_servers_memory():
     """Daphne buffers whatever is written; each non-reader is cut off at about 1 MB unsent."""
     with fresh_database() as db_env:

@@ -73,6 +73,7 @@ def context_ids(client: httpx2.Client, query: str) -> list[str]:
     return [item["id"] for item in response.json()["context"]]
 
 
+@pytest.mark.database_agnostic  # access rules: in-process on PostgreSQL (tests/mcp/test_user_memory_tools.py)
 def test_outsider_gets_the_same_404_for_another_users_memory_item_on_read_change_and_delete(site: Site):
     alice, _, _ = site.login("alice@example.com")
     charlie, _, _ = site.login("charlie@example.com")
@@ -95,6 +96,7 @@ def test_outsider_gets_the_same_404_for_another_users_memory_item_on_read_change
         assert owner.get(f"/memory/{item['id']}").json()["item"]["content"] == item["content"]
 
 
+@pytest.mark.database_agnostic  # in-process on PostgreSQL (tests/mcp/test_user_memory_tools.py)
 def test_a_corrected_item_is_found_by_its_new_meaning_and_not_its_old_one(site: Site):
     alice, _, _ = site.login("alice@example.com")
     with site.api(alice) as client:
@@ -117,6 +119,7 @@ def test_a_corrected_item_is_found_by_its_new_meaning_and_not_its_old_one(site: 
         assert client.patch(f"/memory/{item['id']}", json={"content": ""}).status_code == 400
 
 
+@pytest.mark.database_agnostic  # in-process on PostgreSQL (tests/mcp/test_user_memory_tools.py)
 def test_a_deleted_item_is_gone_from_context_and_the_list_at_once(site: Site):
     alice, _, _ = site.login("alice@example.com")
     with site.api(alice) as client:
@@ -130,6 +133,7 @@ def test_a_deleted_item_is_gone_from_context_and_the_list_at_once(site: Site):
         assert client.delete(f"/memory/{item['id']}").status_code == 404
 
 
+@pytest.mark.database_agnostic  # keyset pages: in-process on PostgreSQL (tests/mcp/test_user_memory_tools.py)
 def test_the_list_pages_by_cursor_newest_first(site: Site):
     alice, _, _ = site.login("alice@example.com")
     with site.api(alice) as client:
@@ -227,6 +231,7 @@ def test_the_export_of_a_large_account_streams_with_bounded_memory(site: Site):
     assert core_growth < 15 and memory_growth < 15, (core_growth, memory_growth, size)
 
 
+@pytest.mark.database_agnostic  # a throttle, before the database
 def test_the_export_is_limited_per_user(site: Site):
     token, _, _ = site.login("charlie@example.com")
     with site.api(token) as client:

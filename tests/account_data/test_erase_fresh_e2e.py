@@ -15,7 +15,7 @@ import pytest
 from tests.oidc_provider import OidcProvider, providers_setting
 from tests.servers import ServerProcess, core_server, fresh_database, running, server_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]  # the sign-in's freshness, refused before any erasure
 
 FRESH_SECONDS = 3
 

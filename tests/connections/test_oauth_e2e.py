@@ -230,6 +230,7 @@ def tickets(site: Site) -> dict:
         ("header/oidc", "/oidc", "dynamic"),  # the authorization server has OpenID discovery only
     ],
 )
+@pytest.mark.database_agnostic  # the OAuth dance with the test server: the wire
 def test_each_discovery_variant_finds_the_authorization_server(site, path, issuer, registration):
     name = "d-" + path.replace("/", "-")
     registered = site.register(name, path)
@@ -242,12 +243,14 @@ def test_each_discovery_variant_finds_the_authorization_server(site, path, issue
     assert "client_secret" not in registered.text and "client_id" not in expert["oauth"]
 
 
+@pytest.mark.database_agnostic  # the OAuth dance: the wire
 def test_metadata_naming_another_issuer_is_refused(site):
     refused = site.register("liar", "header/liar")
     assert refused.status_code == 400, refused.text
     assert "issuer" in refused.json()["error"]["message"]
 
 
+@pytest.mark.database_agnostic  # the OAuth dance: the wire
 def test_registration_without_any_way_is_a_400_saying_what_to_give_then_a_pre_registered_client(site):
     refused = site.register("closed", "header/none")
     assert refused.status_code == 400, refused.text
@@ -269,6 +272,7 @@ def test_registration_without_any_way_is_a_400_saying_what_to_give_then_a_pre_re
     assert back == f"/console/?connected={expert['id']}"
 
 
+@pytest.mark.database_agnostic  # the OAuth dance: the wire
 def test_client_metadata_document_is_served_and_used(site):
     document = httpx2.get(f"{site.url}/.well-known/oauth-client.json", timeout=10).json()
     assert document["client_id"] == f"{site.url}/.well-known/oauth-client.json"
@@ -284,6 +288,7 @@ def test_client_metadata_document_is_served_and_used(site):
 # -- connecting -------------------------------------------------------------------------------
 
 
+@pytest.mark.database_agnostic  # the OAuth dance: the wire
 def test_wrong_state_cookie_or_issuer_is_refused(site, tickets):
     assert site.connect("alice", tickets["id"], tamper={"state": "forged"}).endswith("connect_error=invalid_state")
     assert site.connect("alice", tickets["id"], cookie="another-browser").endswith("connect_error=invalid_state")
@@ -293,12 +298,14 @@ def test_wrong_state_cookie_or_issuer_is_refused(site, tickets):
     assert site.connections("alice")["tickets"]["status"] == "not_connected"
 
 
+@pytest.mark.database_agnostic  # access rules: plain ORM
 def test_someone_who_may_not_use_the_expert_gets_a_404(site, tickets):
     answer = httpx2.post(f"{site.url}/connections/{tickets['id']}", json={}, headers=site.auth("carol"), timeout=10)
     assert answer.status_code == 404
     assert "tickets" not in site.connections("carol")
 
 
+@pytest.mark.database_agnostic  # the OAuth dance and a call: the wire
 def test_connect_call_disconnect(site, tickets):
     conversation = site.conversation()
     assert site.connect("alice", tickets["id"]) == f"/console/?connected={tickets['id']}"
@@ -331,6 +338,7 @@ def test_connect_call_disconnect(site, tickets):
 # -- turns that need the account --------------------------------------------------------------
 
 
+@pytest.mark.database_agnostic  # the OAuth dance in a turn: the wire
 def test_turn_asks_to_connect_and_goes_on_once_connected(site, tickets):
     conversation = site.conversation()
     with site.stream("bob") as stream:
@@ -362,6 +370,7 @@ def test_turn_asks_to_connect_and_goes_on_once_connected(site, tickets):
     assert rest[1]["data"]["result"]["content"] == "bob"
 
 
+@pytest.mark.database_agnostic  # the OAuth dance in a turn: the wire
 def test_declining_to_connect_gives_the_model_not_connected(site, tickets):
     conversation = site.conversation()
     with site.stream("alice") as stream:
@@ -380,6 +389,7 @@ def test_declining_to_connect_gives_the_model_not_connected(site, tickets):
     assert result["data"]["error"]["code"] == "not_connected"
 
 
+@pytest.mark.database_agnostic  # scopes: the wire
 def test_step_up_asks_for_the_missing_scope_and_keeps_the_granted_ones(site):
     registered = site.register("writer", "header/dcr")
     assert registered.status_code == 201, registered.text
@@ -439,6 +449,7 @@ def test_twenty_turns_across_two_cores_and_two_workers_refresh_once(site):
     assert site.connections("alice")["busy"]["status"] == "connected"
 
 
+@pytest.mark.database_agnostic  # a refused refresh: the wire; one process
 def test_a_refused_refresh_marks_the_connection_and_asks_to_connect_again(site):
     registered = site.register("revoked", "header/dcr")
     expert = registered.json()["expert"]
@@ -462,6 +473,7 @@ def test_a_refused_refresh_marks_the_connection_and_asks_to_connect_again(site):
 # -- erasure ----------------------------------------------------------------------------------
 
 
+@pytest.mark.database_agnostic  # revocation at the authorization server: the wire
 def test_deleting_the_expert_and_erasing_the_account_revoke(site):
     registered = site.register("erased", "header/dcr")
     expert = registered.json()["expert"]

@@ -20,7 +20,8 @@ from tests.servers import free_port
 from workspaces import services
 from workspaces.models import Expert
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+# Run in the SQLite pass only: the MCP client, refusals and the host policy: the wire, not the rows.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e, pytest.mark.database_agnostic]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from tests.experts.conftest import recording_expert
 from tests.servers import ServerProcess, free_port, running
 from workspaces.models import Expert
 
-pytestmark = [pytest.mark.django_db, pytest.mark.e2e]
+# Run in the SQLite pass only: registration and discovery over MCP: plain ORM rows, run on PostgreSQL in-process.
+pytestmark = [pytest.mark.django_db, pytest.mark.e2e, pytest.mark.database_agnostic]
 
 TTL_MS = 600_000
 

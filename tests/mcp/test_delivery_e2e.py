@@ -62,6 +62,7 @@ def assert_exactly_once(memory_url: str, database: dict[str, str], user_id: str,
     assert sorted(stored) == sorted(ids)
 
 
+@pytest.mark.database_agnostic  # the same claim, retry and mark as the killed drain below, which runs here
 def test_inputs_accepted_while_memory_is_down_reach_it_exactly_once_when_it_returns():
     with stack() as services:
         with running_together(
@@ -137,6 +138,7 @@ def test_deleting_a_conversation_removes_its_memory_items(system):
     assert set(outside) <= {item["id"] for item in history(services, user_id)}
 
 
+@pytest.mark.database_agnostic  # the memory service's search: in-process on PostgreSQL
 def test_context_returns_the_callers_relevant_items_and_nobody_elses(system):
     services, core = system.services, system.core
     token, user_id = login(core.url, "ctx@example.com")
@@ -163,6 +165,7 @@ def test_context_returns_the_callers_relevant_items_and_nobody_elses(system):
     assert httpx2.get(f"{core.url}/context", timeout=10).status_code == 401
 
 
+@pytest.mark.database_agnostic  # health of a stopped service: nothing the database decides
 def test_readyz_and_context_report_a_stopped_cognition_service(system):
     token, _ = login(system.core.url, "ctx@example.com")
     ready = httpx2.get(f"{system.core.url}/readyz", timeout=15)

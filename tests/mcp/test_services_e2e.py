@@ -16,7 +16,8 @@ from mcp.client.streamable_http import streamable_http_client
 from tests.mcp.conftest import COGNITION_TOKEN, TOKEN, http_client, memory_service, stack
 from tests.servers import ROOT, free_port, running, server_env
 
-pytestmark = pytest.mark.e2e
+# Run in the SQLite pass only: the services' transports, tokens and signals; their tools' SQL runs on PostgreSQL in-process (tests/mcp/test_memory_tools.py).
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 INITIALIZE = {
     "jsonrpc": "2.0",

@@ -112,6 +112,7 @@ async def test_a_paraphrase_and_an_identifier_are_found_end_to_end_with_their_sc
         assert "allergy" in [item["id"] for item in context.structured_content["context"]]
 
 
+@pytest.mark.database_agnostic  # in-process on PostgreSQL (tests/mcp/test_memory_tools.py)
 async def test_stores_are_idempotent_and_each_stored_item_is_found_by_its_meaning(services):
     user = str(uuid.uuid4())
     budget = {"id": "budget", "content": "The quarterly budget for the penguin enclosure is approved"}
@@ -139,6 +140,8 @@ async def test_stores_are_idempotent_and_each_stored_item_is_found_by_its_meanin
             assert [item["id"] for item in found.structured_content["items"]] == [expected], query
 
 
+# SQLite pass only: the embedder switch; the reindex's queries run in tests/memory/test_store_and_reindex.py.
+@pytest.mark.database_agnostic
 def test_reindex_after_a_model_change_makes_stale_vectors_current():
     """Items embedded by an endpoint's model (a fake on loopback) are not compared with the bundled
     model's vectors after a switch: found by keyword only, until `memory_reindex` redoes them."""
@@ -179,6 +182,7 @@ def test_reindex_after_a_model_change_makes_stale_vectors_current():
             assert "embedded 0 item(s)" in manage("memory_reindex", env=env.env)  # nothing stale is left
 
 
+@pytest.mark.database_agnostic  # the tsvector and the vector are the row's own columns: plain ORM deletes
 def test_deleting_items_conversations_and_users_leaves_no_vector_behind():
     user = str(uuid.uuid4())
     notes = [
@@ -258,6 +262,7 @@ def traces(env: Stack, user: str) -> dict[str, int]:
     return {"generations": generations[0][0], "fulltext": fulltext}
 
 
+@pytest.mark.database_agnostic  # in-process on PostgreSQL (tests/mcp/test_user_memory_tools.py)
 async def test_a_corrected_item_is_found_by_its_new_meaning_and_a_deleted_one_not_at_all(services):
     """On both vector paths (numpy over the held matrix, pgvector's column and index)."""
     user = str(uuid.uuid4())

@@ -134,6 +134,7 @@ def test_resume_after_disconnect_gets_exactly_the_missed_events_then_live(site: 
     assert sorted(contents) == sorted(missed + live)
 
 
+@pytest.mark.database_agnostic  # the WebSocket framing of the replay the SSE resume test runs here
 def test_websocket_resume_with_last_event_id(site: Site):
     connection = websocket(site.url, token=site.tokens["bob"])
     site.post("bob", "ws one")
@@ -150,18 +151,21 @@ def test_websocket_resume_with_last_event_id(site: Site):
         connection.close()
 
 
+@pytest.mark.database_agnostic  # refused before the database
 def test_websocket_from_a_foreign_origin_is_refused(site: Site):
     with pytest.raises(Exception) as refused:
         websocket(site.url, token=site.tokens["alice"], origin="http://evil.example")
     assert "403" in str(refused.value)
 
 
+@pytest.mark.database_agnostic  # refused before the database
 def test_token_in_url_is_refused(site: Site):
     response = httpx2.get(f"{site.url}/output/stream", params={"access_token": site.tokens["alice"]}, timeout=10)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "token_in_url"
 
 
+@pytest.mark.database_agnostic  # tickets: plain ORM, in-process tests
 def test_ticket_opens_a_stream_once(site: Site):
     auth = {"Authorization": f"Bearer {site.tokens['bob']}"}
     ticket = httpx2.post(f"{site.url}/output/ticket", headers=auth, timeout=10).json()["ticket"]
@@ -173,6 +177,7 @@ def test_ticket_opens_a_stream_once(site: Site):
     assert again.status_code == 401
 
 
+@pytest.mark.database_agnostic  # shutdown
 def test_websocket_is_closed_with_1001_when_the_server_shuts_down(site: Site):
     server = core_server(env=site.env, server="daphne")
     with running(server):
@@ -187,6 +192,7 @@ def test_websocket_is_closed_with_1001_when_the_server_shuts_down(site: Site):
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
 
 
+@pytest.mark.database_agnostic  # the Redis channel layer
 def test_two_processes_share_events_through_redis(site: Site):
     with redis_server() as redis_url:
         env = {**site.env, "REDIS_URL": redis_url}
@@ -207,6 +213,7 @@ def test_two_processes_share_events_through_redis(site: Site):
                 assert stream.event()[1]["data"]["content"] == "live from A"
 
 
+@pytest.mark.database_agnostic  # a slow reader cut by the server's buffer; the replay runs in the resume test
 def test_a_client_that_falls_behind_is_disconnected_and_resumes(site: Site):
     """uvicorn applies backpressure to a reader that stops reading (once the socket buffers, a few
     MB on loopback, are full); the stream's buffer then overflows and the server ends the response.
@@ -240,6 +247,7 @@ def test_a_client_that_falls_behind_is_disconnected_and_resumes(site: Site):
     assert [i for i, _ in rest] == list(range(ids[-1] + 1, ids[-1] + 1 + total - len(ids)))
 
 
+@pytest.mark.database_agnostic  # refused before the database
 def test_websocket_with_a_bad_token_gets_the_envelope_then_close_1008(site: Site):
     connection = websocket(site.url, token="not-a-token")
     assert json.loads(connection.recv(timeout=10))["error"]["code"] == "invalid_token"

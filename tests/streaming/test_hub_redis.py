@@ -16,6 +16,9 @@ from channels_redis.pubsub import RedisPubSubChannelLayer
 from streaming.hub import _Shared, hub
 from tests.servers import redis_server
 
+# Run in the SQLite pass only: the Redis channel layer.
+pytestmark = pytest.mark.database_agnostic
+
 
 def _layer(url: str) -> RedisChannelLayer:
     return RedisChannelLayer(hosts=[{"address": url, "socket_timeout": 30}])

@@ -159,6 +159,8 @@ def test_a_worker_killed_mid_task_is_followed_by_the_next_and_the_task_runs_once
 
 
 @pytest.mark.parametrize("name", REVISIONS)
+# SQLite pass only: the cancel's hand-off runs in tests/turns/test_turns_e2e.py; the task's cancel is the wire.
+@pytest.mark.database_agnostic
 def test_cancelling_the_turn_cancels_the_task(stack, name):
     site, _, experts, _ = stack
     conversation = site.conversation("none")
@@ -177,6 +179,7 @@ def test_cancelling_the_turn_cancels_the_task(stack, name):
         time.sleep(0.1)
 
 
+@pytest.mark.database_agnostic  # the wire
 def test_a_tool_the_expert_does_not_have_fails_not_found_without_asking(site):
     conversation = site.conversation("none")
     with site.stream("alice") as laptop:
@@ -187,6 +190,7 @@ def test_a_tool_the_expert_does_not_have_fails_not_found_without_asking(site):
     assert events[-1][1]["data"]["error"]["code"] == "not_found"
 
 
+@pytest.mark.database_agnostic  # content kinds: the wire
 def test_images_links_and_resources_reach_the_stream(site):
     conversation = site.conversation("none")
     with site.stream("alice") as laptop:
@@ -201,6 +205,7 @@ def test_images_links_and_resources_reach_the_stream(site):
     assert "https://example.com/report.pdf" in linked[-1][1]["data"]["content"]
 
 
+@pytest.mark.database_agnostic  # progress: the wire
 def test_progress_is_coalesced_to_four_a_second(site):
     conversation = site.conversation("none")
     with site.stream("alice") as laptop:
@@ -216,6 +221,7 @@ def test_progress_is_coalesced_to_four_a_second(site):
     assert len(progress) < 40
 
 
+@pytest.mark.database_agnostic  # the form's defaults: the wire
 def test_a_form_question_accepted_as_is_sends_its_defaults(site):
     conversation = site.conversation("none")
     with site.stream("alice") as laptop:

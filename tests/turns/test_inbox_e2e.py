@@ -134,6 +134,7 @@ def test_approval_asked_on_one_device_is_answered_on_the_other(site, expiring):
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
 
 
+@pytest.mark.database_agnostic  # what reaches the model: the wire
 def test_denial_reaches_the_model_as_denied_and_the_turn_goes_on(site):
     conversation = site.conversation("llm")
     with site.stream("alice") as laptop:
@@ -149,6 +150,7 @@ def test_denial_reaches_the_model_as_denied_and_the_turn_goes_on(site):
     assert "denied" in events[-1][1]["data"]["content"]
 
 
+@pytest.mark.database_agnostic  # access rules: plain ORM
 def test_only_the_requester_answers_participant_403_outsider_404(site):
     conversation = site.conversation("llm", participants=("bob",))
     with site.stream("alice") as laptop:
@@ -205,6 +207,7 @@ def test_a_waiting_turn_survives_a_killed_worker_and_is_answered_after_the_resta
     assert events[-1][1]["type"] == "assistant.completed"
 
 
+@pytest.mark.database_agnostic  # validation: the wire
 def test_question_is_validated_against_its_schema_and_answered(site):
     conversation = site.conversation("none")
     with site.stream("alice") as laptop, site.stream("alice2") as phone:
@@ -241,6 +244,7 @@ def test_question_is_validated_against_its_schema_and_answered(site):
     assert events[-1][1]["type"] == "assistant.completed"
 
 
+@pytest.mark.database_agnostic  # the older MCP revision's elicitation: the wire
 def test_question_asked_mid_call_by_an_older_expert_is_answered_while_the_call_waits(site):
     with recording_expert(legacy_asker=True) as asker:
         registered = httpx2.post(

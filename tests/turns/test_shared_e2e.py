@@ -114,6 +114,7 @@ def site(tmp_path_factory) -> Iterator[Shared]:
             yield shared
 
 
+@pytest.mark.database_agnostic  # what reaches the model: the wire
 def test_a_shared_turn_reads_this_conversations_memory_and_never_the_requesters_other_workspaces(site):
     # Alice's private conversation, in a workspace of her own that bob knows nothing of.
     private_ws = httpx2.post(
@@ -161,6 +162,7 @@ def test_a_shared_turn_reads_this_conversations_memory_and_never_the_requesters_
     print("\nmodel request (shared conversation):\n" + json.dumps(request, indent=1)[:4000])
 
 
+@pytest.mark.database_agnostic  # what reaches the model: the wire
 def test_personal_scope_is_for_a_conversation_of_one_and_reaches_the_requesters_memory(site):
     shared = site.conversation("llm")
     refused = site.patch(shared, context_scope="personal")
@@ -178,6 +180,7 @@ def test_personal_scope_is_for_a_conversation_of_one_and_reaches_the_requesters_
     assert joined.json()["conversation"]["context_scope"] == "conversation", "a new participant resets it"
 
 
+@pytest.mark.database_agnostic  # what reaches the model: the wire
 def test_tool_descriptions_and_results_reach_the_model_as_bounded_data(site):
     shared = site.conversation("llm")
     with site.stream("alice") as stream:  # open before posting: a stream without an id is live only
@@ -286,6 +289,7 @@ def test_queue_runs_two_concurrent_inputs_one_after_another(site):
     assert order[1] == (first_turn, "assistant.completed"), f"the second started before the first ended: {order}"
 
 
+@pytest.mark.database_agnostic  # a flag read at the claim: plain ORM
 def test_a_deactivated_users_queued_turn_fails_without_running_or_calling_experts(site):
     conversation = site.conversation("echo", participants=("bob", "dave"))
     with site.stream("bob") as stream:
@@ -317,6 +321,7 @@ FORGED = (
 )
 
 
+@pytest.mark.database_agnostic  # what reaches the model: the wire
 def test_forged_fences_are_neutralised_and_other_peoples_memory_stays_out_of_the_system_message(site):
     shared = site.conversation("llm")  # alice and bob
     with site.stream("bob") as bob_stream:
@@ -359,6 +364,7 @@ def test_forged_fences_are_neutralised_and_other_peoples_memory_stays_out_of_the
     print("\nmodel request (forged fences):\n" + json.dumps(request["messages"], indent=1, ensure_ascii=False)[:3000])
 
 
+@pytest.mark.database_agnostic  # the tool policy: plain ORM
 def test_a_read_only_tool_asks_first_in_a_shared_conversation_unless_the_owner_said_auto(site):
     shared = site.conversation("none")  # alice and bob: get_note is readOnlyHint, without a tool_policy entry
     with site.stream("alice") as stream:

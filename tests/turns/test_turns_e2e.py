@@ -248,6 +248,7 @@ def test_cancel_stops_a_running_turn(system):
     assert outsider.status_code == 404
 
 
+@pytest.mark.database_agnostic  # the model and expert calls: the wire
 def test_llm_turn_streams_the_model_and_calls_the_expert_tool_it_asks_for(system):
     site, _ = system
     conversation = site.conversation("llm")
@@ -285,6 +286,7 @@ def test_llm_turn_streams_the_model_and_calls_the_expert_tool_it_asks_for(system
     assert "milk" in events[-1][1]["data"]["content"]
 
 
+@pytest.mark.database_agnostic  # the model: the wire
 def test_model_asking_for_a_tool_it_was_not_offered_is_told_and_goes_on(system):
     site, _ = system
     conversation = site.conversation("llm")
@@ -329,6 +331,7 @@ def _expert_id(site: Site) -> str:
     return next(expert["id"] for expert in listed["experts"] if expert["name"] == "notes")
 
 
+@pytest.mark.database_agnostic  # the expert call: the wire
 def test_direct_call_runs_one_expert_tool_without_a_model(system):
     site, _ = system
     conversation = site.conversation("none")
@@ -347,6 +350,7 @@ def test_direct_call_runs_one_expert_tool_without_a_model(system):
     assert events[-1][1]["user_id"] == site.user_ids["bob"]
 
 
+@pytest.mark.database_agnostic  # refused before the claim
 def test_direct_call_to_unknown_expert_or_with_bad_json_fails_clearly(system):
     site, _ = system
     conversation = site.conversation("none")
@@ -367,6 +371,7 @@ def test_direct_call_to_unknown_expert_or_with_bad_json_fails_clearly(system):
         assert "not valid JSON" in events[-1][1]["data"]["error"]["message"]
 
 
+@pytest.mark.database_agnostic  # the Redis channel layer
 def test_with_redis_the_worker_publishes_through_the_shared_channel_layer():
     """No relay URL: the worker's events reach a core process's streams through Redis."""
     with fresh_database() as db_env, redis_server() as redis_url:

@@ -106,6 +106,7 @@ def test_loopback_registration_of_a_dead_worker_is_pruned(settings, tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.database_agnostic  # Redis pub/sub
 def test_redis_wakeup_reaches_a_subscribed_worker_after_commit(settings):
     with redis_server() as url:
         settings.REDIS_URL = url

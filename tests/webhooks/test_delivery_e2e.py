@@ -163,6 +163,7 @@ def test_a_receiver_that_fails_three_times_gets_it_with_backoff(site):
     assert item["attempts"] == 4 and item["last_status_code"] == 204
 
 
+@pytest.mark.database_agnostic  # the receiver's timeout: the wire
 def test_a_hanging_receiver_times_out_and_is_retried(site):
     webhook, _ = site.webhook("hanging", "/hang")
     site.post("hanging", "are you there")
@@ -177,6 +178,7 @@ def test_a_hanging_receiver_times_out_and_is_retried(site):
     assert site.receiver.hang_seconds > TIMEOUT
 
 
+@pytest.mark.database_agnostic  # the wire
 def test_a_redirect_is_not_followed(site):
     webhook, _ = site.webhook("redirected", "/redirect")
     site.post("redirected", "go elsewhere")
@@ -189,6 +191,7 @@ def test_a_redirect_is_not_followed(site):
     assert site.receiver.of("/target") == []
 
 
+@pytest.mark.database_agnostic  # the host policy: the wire
 def test_a_private_address_is_refused_at_registration_and_at_the_socket(site):
     for url in ("http://10.0.0.7/hook", "http://169.254.169.254/latest", f"http://127.0.0.1:{site.private_port}/x"):
         response = httpx2.post(

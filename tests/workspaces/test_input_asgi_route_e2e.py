@@ -23,7 +23,8 @@ import pytest
 
 from tests.servers import core_server, create_users, fresh_database, manage, running_together, server_env
 
-pytestmark = [pytest.mark.e2e]
+# Run in the SQLite pass only: two HTTP routes answering alike: the same writer and rows behind both.
+pytestmark = [pytest.mark.e2e, pytest.mark.database_agnostic]
 
 PASSWORD = "route-test-password"
 METRICS = "route-test-metrics-token-0123456789"
