@@ -11,10 +11,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-# The services' check calls them over MCP under READYZ_TIMEOUT_SECONDS: the SDK (seconds to import on
-# a loaded machine) is imported with this module, never inside that limit. The core imports this
-# module at start-up (cortex_site/asgi.py); `manage.py` commands do not (mcp_services.basics).
-import mcp  # noqa: F401
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -62,6 +58,14 @@ def _check_channel_layer() -> None:
     async_to_sync(round_trip)()
 
 
+def _import_the_sdk() -> None:
+    """The services' check calls them over MCP under READYZ_TIMEOUT_SECONDS: the SDK (about a second
+    of CPU to import, seconds on a loaded machine) is imported before that limit starts, by the first
+    round of checks, unless the core imported it at start (cortex_site/asgi.py: a core that delivers
+    memory after each commit)."""
+    import mcp  # noqa: F401
+
+
 def _check_services() -> dict[str, str]:
     """Memory and cognition, checked concurrently over the process's long-lived MCP clients."""
     import asyncio
@@ -91,9 +95,14 @@ class Readiness:
     """
 
     def __init__(
-        self, checks: dict[str, Callable[[], dict[str, str] | None]], *, reports: dict[str, list[str]] | None = None
+        self,
+        checks: dict[str, Callable[[], dict[str, str] | None]],
+        *,
+        reports: dict[str, list[str]] | None = None,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self.checks = checks
+        self.prepare = prepare  # run by each round before its checks' time limit starts (imports)
         self.reports = reports or {}  # a check that reports several parts (services: memory, cognition)
         self._lock = threading.Lock()
         self._cached: tuple[float, Report] | None = None
@@ -117,6 +126,8 @@ class Readiness:
             return self._round
 
     def _check_all(self, timeout: float) -> Report:
+        if self.prepare is not None:
+            self.prepare()
         futures: dict[str, Future] = {}
         checks: dict[str, str] = {}
         for name, check in self.checks.items():
@@ -187,6 +198,7 @@ readiness = Readiness(
         "services": _check_services_or_raise,
     },
     reports={"services": ["memory", "cognition"]},
+    prepare=_import_the_sdk,
 )
 
 
