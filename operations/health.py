@@ -61,8 +61,8 @@ def _check_channel_layer() -> None:
 def _import_the_sdk() -> None:
     """The services' check calls them over MCP under READYZ_TIMEOUT_SECONDS: the SDK (about a second
     of CPU to import, seconds on a loaded machine) is imported before that limit starts, by the first
-    round of checks, unless the core imported it at start (cortex_site/asgi.py: a core that delivers
-    memory after each commit)."""
+    probe (`readyz`, in a thread), unless the core imported it at start (cortex_site/asgi.py: a core
+    that delivers memory after each commit)."""
     import mcp  # noqa: F401
 
 
@@ -102,9 +102,10 @@ class Readiness:
         prepare: Callable[[], None] | None = None,
     ) -> None:
         self.checks = checks
-        self.prepare = prepare  # run by each round before its checks' time limit starts (imports)
+        self._prepare = prepare  # run once, before the first round and its time limits (an import)
         self.reports = reports or {}  # a check that reports several parts (services: memory, cognition)
         self._lock = threading.Lock()
+        self._prepare_lock = threading.Lock()
         self._cached: tuple[float, Report] | None = None
         self._round: Future[Report] | None = None
         self._rounds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readyz")
@@ -125,9 +126,18 @@ class Readiness:
                 self._round = self._rounds.submit(self._check_all, float(cortex["READYZ_TIMEOUT_SECONDS"]))
             return self._round
 
+    @property
+    def prepared(self) -> bool:
+        return self._prepare is None
+
+    def prepare(self) -> None:
+        """What the checks need before they can run within their limits (once per process)."""
+        with self._prepare_lock:
+            if self._prepare is not None:
+                self._prepare()
+                self._prepare = None
+
     def _check_all(self, timeout: float) -> Report:
-        if self.prepare is not None:
-            self.prepare()
         futures: dict[str, Future] = {}
         checks: dict[str, str] = {}
         for name, check in self.checks.items():
@@ -211,6 +221,8 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     Cached for READYZ_CACHE_SECONDS and bounded by READYZ_TIMEOUT_SECONDS (see `Readiness`); an
     async view, so a probe waiting on a slow dependency holds no request thread.
     """
+    if not readiness.prepared:  # the first probe imports the MCP SDK, before the bound below starts
+        await asyncio.to_thread(readiness.prepare)
     future = readiness.report()
     bound = settings.CORTEX["READYZ_TIMEOUT_SECONDS"] + 1
     try:
