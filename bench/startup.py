@@ -28,7 +28,7 @@ from pathlib import Path
 
 import tests.environment  # noqa: F401 - production-mode settings with throwaway keys
 from bench.streaming import cpu_seconds
-from tests.servers import ROOT, fresh_database, free_port, server_env, wait_for_port
+from tests.servers import ROOT, free_port, fresh_database, server_env, wait_for_port
 
 
 def _rss_kb(pid: int) -> int:
