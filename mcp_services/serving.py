@@ -226,6 +226,7 @@ async def serve(
             log_config=None,  # Django's LOGGING: stderr
             access_log=False,
             lifespan="on",
+            ws="none",  # MCP over HTTP: no WebSocket (uvicorn's default imports a WebSocket stack to start)
             timeout_graceful_shutdown=5,
         )
         await _UvicornServer(config).serve()
