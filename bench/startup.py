@@ -58,6 +58,12 @@ def _kinds(port: Callable[[], int]) -> dict[str, tuple[list[str], str | None, di
         "cognition_service": (_manage("run_cognition_service", "--skip-checks", "--port", "{port}"), None, {}),
         "outbox_worker": (_manage("memory_outbox_worker", "--skip-checks"), "memory outbox worker: running", {}),
         "turn_worker": (_manage("turn_worker", "--skip-checks"), "turn worker: running", {}),
+        # With a model configured (most of the suite's turn workers: a fake model), as production's.
+        "turn_worker_llm": (
+            _manage("turn_worker", "--skip-checks"),
+            "turn worker: running",
+            {"CORTEX_LLM_BASE_URL": f"http://127.0.0.1:{port()}/v1", "CORTEX_LLM_MODEL": "bench-model"},
+        ),
         "webhook_worker": (_manage("webhook_worker", "--skip-checks"), "webhook worker: running", {}),
         "notes_expert": (
             _manage(
