@@ -1,7 +1,7 @@
 """What each kind of process the system (and the suite) starts costs before it is ready: CPU
-(user + system) from exec to ready (its port listening, or its ready line logged), its RSS then,
-and the modules it has imported. The suite starts about two hundred of these per pass, so their
-start-up is most of its CPU.
+(user + system) from exec to ready (its port listening, or its ready line logged), its RSS then, and
+for a core the CPU of its first request (which loads the URLconf). The suite starts about two
+hundred of these per pass, so their start-up is most of its CPU.
 
     .venv/bin/python -m bench.startup                      # every kind, 3 starts each, this tree
     .venv/bin/python -m bench.startup --root /work/main    # the same processes of another checkout
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -117,6 +118,11 @@ def start_once(root: Path, kind: str, env: dict[str, str]) -> dict[str, object]:
                     time.sleep(0.02)
             wall = time.monotonic() - started
             cpu, rss = cpu_seconds(process.pid), _rss_kb(process.pid)
+            first: float | None = None
+            if kind.startswith("core"):  # its first request loads the URLconf (every view): CPU of that too
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=60) as response:
+                    response.read()
+                first = cpu_seconds(process.pid) - cpu
         finally:
             process.terminate()
             try:
@@ -124,7 +130,10 @@ def start_once(root: Path, kind: str, env: dict[str, str]) -> dict[str, object]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-    return {"kind": kind, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "rss_mb": round(rss / 1024, 1)}
+    result = {"kind": kind, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "rss_mb": round(rss / 1024, 1)}
+    if first is not None:
+        result["first_request_cpu_s"] = round(first, 3)
+    return result
 
 
 def main() -> None:
@@ -158,12 +167,16 @@ def main() -> None:
                 print(json.dumps(result), flush=True)
                 results[kind].append(result)
     print(f"\nroot {args.root}, load {Path('/proc/loadavg').read_text().split()[:3]}, median of {args.repeat}")
-    print(f"{'kind':22s} {'CPU s':>7s} {'wall s':>7s} {'RSS MB':>7s}")
+    print(f"{'kind':22s} {'CPU s':>7s} {'wall s':>7s} {'RSS MB':>7s} {'1st req CPU s':>14s}")
     for kind, runs in results.items():
         cpu = statistics.median(float(run["cpu_s"]) for run in runs)  # type: ignore[arg-type]
         wall = statistics.median(float(run["wall_s"]) for run in runs)  # type: ignore[arg-type]
         rss = [float(run["rss_mb"]) for run in runs if "rss_mb" in run]  # type: ignore[arg-type]
-        print(f"{kind:22s} {cpu:7.2f} {wall:7.2f} {statistics.median(rss) if rss else float('nan'):7.1f}")
+        first = [float(run["first_request_cpu_s"]) for run in runs if "first_request_cpu_s" in run]  # type: ignore[arg-type]
+        print(
+            f"{kind:22s} {cpu:7.2f} {wall:7.2f} {statistics.median(rss) if rss else float('nan'):7.1f}"
+            f" {statistics.median(first) if first else float('nan'):14.2f}"
+        )
 
 
 if __name__ == "__main__":
