@@ -22,7 +22,7 @@ from common.web.addresses import client_address
 from common.web.requests import AuthenticatedRequest
 from common.web.throttles import GcraScopedRateThrottle
 from common.web.views import validated
-from mcp_services.memory.schemas import MAX_CONTENT_CHARS, MAX_KEY_CHARS, MAX_QUERY_CHARS
+from mcp_services.basics import MAX_CONTENT_CHARS, MAX_KEY_CHARS, MAX_QUERY_CHARS
 
 
 class MemoryItemSerializer(serializers.Serializer):

@@ -9,8 +9,7 @@ class AccountsConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save, pre_delete
 
         from accounts import checks  # noqa: F401  (registers the OIDC_PROVIDERS check)
-        from accounts.authentication import forget_user
-        from accounts.services import identity_unlinking
+        from accounts.receivers import forget_user, identity_unlinking
 
         post_save.connect(forget_user, sender=self.get_model("User"), dispatch_uid="accounts.forget_user")
         post_delete.connect(forget_user, sender=self.get_model("User"), dispatch_uid="accounts.forget_user_deleted")

@@ -245,14 +245,6 @@ def identity_token_pair_issue(*, identity: ExternalIdentity) -> TokenPair:
     return token_pair_issue(user=identity.user, family_id=family.id)
 
 
-def identity_unlinking(sender: Any, instance: ExternalIdentity, **kwargs: Any) -> None:
-    """pre_delete of an identity (the admin, a service, a user's deletion): the logins it started
-    end, so a deleted link leaves no refresh token of that provider working."""
-    RefreshTokenFamily.objects.filter(identitysignin__identity=instance, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
-    )
-
-
 def _code_hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 

@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench.memory",
     "bench.account_export",
     "bench.turns",
+    "bench.startup",
 ]
 
 

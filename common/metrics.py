@@ -32,7 +32,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from common.errors import ErrorCode
-from common.web.handlers import json_error
 
 HTTP_REQUESTS = Counter(
     "cortex_http_requests_total", "HTTP requests answered, by route and status.", ["method", "route", "status"]
@@ -106,6 +105,10 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     """`GET /metrics` with `Authorization: Bearer <CORTEX_METRICS_TOKEN>`: a credential of its own,
     which no process of the deployment holds (the service token opens the services, not this).
     Without the token (or with none configured) it does not exist: the same 404 as any unknown path."""
+    # Imported here: the workers and services record metrics (this module) but serve no view, and
+    # the error handlers import DRF.
+    from common.web.handlers import json_error
+
     token = settings.CORTEX["METRICS_TOKEN"]
     given = request.headers.get("Authorization", "")
     if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):

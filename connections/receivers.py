@@ -11,7 +11,6 @@ from django.db import transaction
 from django.db.models.signals import m2m_changed, pre_delete
 from django.dispatch import receiver
 
-from connections import services
 from connections.models import Connection
 from workspaces.models import Conversation, Expert
 from workspaces.selectors import member_workspace_ids
@@ -21,6 +20,10 @@ def _revoke_after_commit(connections: list[Connection]) -> None:
     """The tokens are decrypted now (the rows go with the deletion), revoked after the commit."""
     if not connections:
         return
+    # Imported here, not at start-up: every Django process loads these receivers (apps.ready), and
+    # the services' imports (the OAuth client, DRF, metrics) are for the few that revoke.
+    from connections import services
+
     transaction.on_commit(lambda: services.revoke_and_delete(connections))
 
 

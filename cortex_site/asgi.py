@@ -23,9 +23,6 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-# The core serves readiness and calls the MCP services under time limits: what those need (the MCP
-# SDK, see operations.health) is imported now, before the port opens, not by a first request.
-import operations.health  # noqa: E402, F401
 from common import tracing  # noqa: E402
 from common.web.asgi import ApiASGIHandler, LeanRoutes, ObservedApp, RequestGuard  # noqa: E402
 from streaming.routing import (  # noqa: E402
@@ -35,6 +32,15 @@ from streaming.routing import (  # noqa: E402
     websocket_urlpatterns,
 )
 from streaming.views import RELAY_MAX_BYTES  # noqa: E402
+
+# A core that delivers memory after each commit (MEMORY_DRAIN_ON_COMMIT, the default) calls the
+# memory service over MCP from its first input on: the MCP SDK (about a second of CPU, 40% of the
+# core's start) is imported now, before the port opens, not beside the first input. Without it (a
+# `memory_outbox_worker` delivers), the core imports the SDK when it first calls a service (GET
+# /context, readiness, an expert's discovery), before that call's time limit starts
+# (mcp_services.client.call, operations.health.Readiness).
+if settings.CORTEX["MEMORY_DRAIN_ON_COMMIT"]:
+    import mcp  # noqa: F401
 
 api_asgi_app = ApiASGIHandler()
 # `POST /input` served from the ASGI scope by its view's lean path, ahead of Channels' URL router

@@ -126,7 +126,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 _RUNSERVER = sys.argv[1:2] == ["runserver"]
 INSTALLED_APPS = [
     *(["daphne"] if _RUNSERVER else []),
-    "django.contrib.admin",
+    "common.admin.AdminConfig",  # django.contrib.admin, its modules imported where it is used
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

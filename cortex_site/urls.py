@@ -6,6 +6,10 @@ from accounts.oidc_views import admin_oidc_complete
 from common.metrics import metrics_view
 from operations import health
 
+# The apps' `admin` modules register their models here, where the admin is served, not at every
+# process's start (common.admin.AdminConfig).
+admin.autodiscover()
+
 urlpatterns = [
     # The input path first: Django tries patterns in order on every request.
     path("", include("workspaces.urls")),

@@ -37,6 +37,13 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 TRANSPORTS = ("streamable-http", "sse", "stdio")
 
 
+def add_service_arguments(parser: Any, *, port: int) -> None:
+    """The arguments of `run_memory_service` and `run_cognition_service`."""
+    parser.add_argument("--host", default="127.0.0.1", help="Bind address (loopback unless a token is set).")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--transport", choices=TRANSPORTS, default="streamable-http")
+
+
 READ_SCOPE = "memory:read"
 WRITE_SCOPE = "memory:write"
 
@@ -219,6 +226,7 @@ async def serve(
             log_config=None,  # Django's LOGGING: stderr
             access_log=False,
             lifespan="on",
+            ws="none",  # MCP over HTTP: no WebSocket (uvicorn's default imports a WebSocket stack to start)
             timeout_graceful_shutdown=5,
         )
         await _UvicornServer(config).serve()

@@ -11,10 +11,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-# The services' check calls them over MCP under READYZ_TIMEOUT_SECONDS: the SDK (seconds to import on
-# a loaded machine) is imported with this module, never inside that limit. The core imports this
-# module at start-up (cortex_site/asgi.py); `manage.py` commands do not (mcp_services.basics).
-import mcp  # noqa: F401
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -62,6 +58,14 @@ def _check_channel_layer() -> None:
     async_to_sync(round_trip)()
 
 
+def _import_the_sdk() -> None:
+    """The services' check calls them over MCP under READYZ_TIMEOUT_SECONDS: the SDK (about a second
+    of CPU to import, seconds on a loaded machine) is imported before that limit starts, by the first
+    probe (`readyz`, in a thread), unless the core imported it at start (cortex_site/asgi.py: a core
+    that delivers memory after each commit)."""
+    import mcp  # noqa: F401
+
+
 def _check_services() -> dict[str, str]:
     """Memory and cognition, checked concurrently over the process's long-lived MCP clients."""
     import asyncio
@@ -91,11 +95,17 @@ class Readiness:
     """
 
     def __init__(
-        self, checks: dict[str, Callable[[], dict[str, str] | None]], *, reports: dict[str, list[str]] | None = None
+        self,
+        checks: dict[str, Callable[[], dict[str, str] | None]],
+        *,
+        reports: dict[str, list[str]] | None = None,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self.checks = checks
+        self._prepare = prepare  # run once, before the first round and its time limits (an import)
         self.reports = reports or {}  # a check that reports several parts (services: memory, cognition)
         self._lock = threading.Lock()
+        self._prepare_lock = threading.Lock()
         self._cached: tuple[float, Report] | None = None
         self._round: Future[Report] | None = None
         self._rounds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readyz")
@@ -115,6 +125,17 @@ class Readiness:
             if self._round is None or self._round.done():
                 self._round = self._rounds.submit(self._check_all, float(cortex["READYZ_TIMEOUT_SECONDS"]))
             return self._round
+
+    @property
+    def prepared(self) -> bool:
+        return self._prepare is None
+
+    def prepare(self) -> None:
+        """What the checks need before they can run within their limits (once per process)."""
+        with self._prepare_lock:
+            if self._prepare is not None:
+                self._prepare()
+                self._prepare = None
 
     def _check_all(self, timeout: float) -> Report:
         futures: dict[str, Future] = {}
@@ -187,6 +208,7 @@ readiness = Readiness(
         "services": _check_services_or_raise,
     },
     reports={"services": ["memory", "cognition"]},
+    prepare=_import_the_sdk,
 )
 
 
@@ -199,6 +221,8 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     Cached for READYZ_CACHE_SECONDS and bounded by READYZ_TIMEOUT_SECONDS (see `Readiness`); an
     async view, so a probe waiting on a slow dependency holds no request thread.
     """
+    if not readiness.prepared:  # the first probe imports the MCP SDK, before the bound below starts
+        await asyncio.to_thread(readiness.prepare)
     future = readiness.report()
     bound = settings.CORTEX["READYZ_TIMEOUT_SECONDS"] + 1
     try:

@@ -173,6 +173,8 @@ def test_admin_changelists_render_for_superuser_and_are_refused_to_others(alice,
     message_create(sender=alice, content="hello", conversation=conversation)
     from django.contrib import admin
 
+    import cortex_site.urls  # noqa: F401 - the URLconf registers the apps' models (common.admin.AdminConfig)
+
     urls = [f"/admin/{m._meta.app_label}/{m._meta.model_name}/" for m in admin.site._registry]
     assert {
         "/admin/accounts/user/",

@@ -2,11 +2,15 @@
 pays it. The MCP SDK (about 40% of a start: pydantic models for three protocol revisions) is
 imported by the processes that call or serve MCP (mcp_services.basics), not by every `manage.py`
 command, and daphne's twisted reactor only by `manage.py runserver`; a module-level import of either
-would quietly put them back."""
+would quietly put them back. The same for what `django.setup()` used to import through the apps'
+admin modules and receivers (DRF and, through its optional imports, psycopg, requests and yaml; the
+OAuth client; jsonschema; PyJWT): the workers and services start without them (common.admin,
+accounts.receivers), and the model's client only with a model configured (turn_worker)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,13 +19,14 @@ import pytest
 from tests.servers import ROOT, server_env
 
 LOADED = "import json, sys; {code}; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+LOADED_MODULES = "import json, sys; {code}; print(json.dumps(sorted(sys.modules)))"
 
 
-def _top_level_modules(code: str) -> set[str]:
+def _top_level_modules(code: str, *, template: str = LOADED, **env: str) -> set[str]:
     result = subprocess.run(
-        [sys.executable, "-c", LOADED.format(code=code)],
+        [sys.executable, "-c", template.format(code=code)],
         cwd=ROOT,
-        env=server_env(),
+        env=server_env(**env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -33,17 +38,65 @@ def _top_level_modules(code: str) -> set[str]:
 @pytest.mark.e2e
 @pytest.mark.database_agnostic
 def test_commands_start_without_the_mcp_sdk_and_nothing_starts_daphne():
-    # What every `manage.py` command loads: the apps (their models, receivers and checks) and admin.
-    commands = _top_level_modules(
-        "import django; django.setup(); from django.contrib import admin; admin.autodiscover()"
-    )
-    assert "django" in commands and "rest_framework" in commands
+    # What every `manage.py` command loads: the apps (their models, receivers and checks).
+    commands = _top_level_modules("import django; django.setup()")
+    assert "django" in commands
     assert not commands & {"mcp", "mcp_types", "daphne", "twisted"}
-    # The core (its ASGI application and URLconf, as uvicorn loads them) imports the SDK at start-up
-    # (its readiness and service calls run under time limits), never daphne.
+    # The core (its ASGI application and URLconf, as uvicorn loads them) never imports daphne.
     core = _top_level_modules("import cortex_site.asgi, cortex_site.urls")
-    assert "mcp" in core
     assert not core & {"daphne", "twisted"}
+
+
+@pytest.mark.e2e
+@pytest.mark.database_agnostic
+def test_commands_start_without_the_admin_modules_and_what_they_imported():
+    # The admin's modules are imported by the URLconf and the admin's checks (common.admin), the
+    # receivers connected at start import models only: a worker's start imports none of these.
+    # (psycopg only where the database is PostgreSQL: DRF's optional imports brought it to SQLite.)
+    commands = _top_level_modules("import django; django.setup()")
+    heavy = {"requests", "yaml", "jsonschema", "jwt", "openai", "pydantic", "authlib", "numpy"}
+    if not os.environ.get("DATABASE_URL"):
+        heavy.add("psycopg")
+    assert not commands & heavy, commands & heavy
+    loaded = _top_level_modules("import django; django.setup()", template=LOADED_MODULES)
+    left_out = {"connections.admin", "accounts.admin", "connections.services", "accounts.authentication"}
+    left_out |= {"rest_framework.serializers", "rest_framework_simplejwt.settings", "common.web.handlers"}
+    assert not left_out & loaded, left_out & loaded
+    # The admin itself is whole where it is used: its checks register every app's models first.
+    registered = _top_level_modules(
+        "import django; django.setup(); from django.core import checks; "
+        "assert not checks.run_checks(tags=[checks.Tags.admin]); "
+        "from django.contrib import admin; "
+        "assert len(admin.site._registry) > 10, admin.site._registry"
+    )
+    assert "connections" in registered
+
+
+@pytest.mark.e2e
+@pytest.mark.database_agnostic
+def test_the_core_imports_the_mcp_sdk_at_start_only_to_deliver_memory_after_each_commit():
+    # Delivering memory after each commit (the default), the core calls the memory service from its
+    # first input on: the SDK is imported before the port opens. Without it, at the first service call.
+    assert "mcp" in _top_level_modules("import cortex_site.asgi", MEMORY_DRAIN_ON_COMMIT="1")
+    core = _top_level_modules("import cortex_site.asgi", MEMORY_DRAIN_ON_COMMIT="0")
+    assert not core & {"mcp", "mcp_types", "openai"}, core
+
+
+@pytest.mark.e2e
+@pytest.mark.database_agnostic
+def test_a_turn_worker_imports_the_model_client_only_with_a_model_configured():
+    # `handle` up to its loop: what a started worker has imported when it logs that it runs.
+    code = (
+        "import django; django.setup(); from unittest import mock; "
+        "from turns.management.commands import turn_worker; "
+        "command = turn_worker.Command(); "
+        "mock.patch('asyncio.run').start(); mock.patch('uvloop.run').start(); "
+        "command.handle(concurrency=None)"
+    )
+    assert "openai" not in _top_level_modules(code, CORTEX_LLM_BASE_URL="", CORTEX_LLM_MODEL="")
+    assert "openai" in _top_level_modules(
+        code, CORTEX_LLM_BASE_URL="http://127.0.0.1:9/v1", CORTEX_LLM_MODEL="fake-model"
+    )
 
 
 def test_the_supervisors_django_children_skip_the_checks_it_ran_at_its_own_start():

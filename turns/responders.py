@@ -18,9 +18,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import openai
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
@@ -40,6 +39,9 @@ from usage import selectors as usage_selectors
 from usage.services import UsageDelta
 from workspaces.models import Conversation, Message
 from workspaces.selectors import conversation_recipient_ids
+
+if TYPE_CHECKING:
+    import openai  # about 0.8 s to import: a worker imports it at start only with a model configured
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +158,8 @@ class Runtime:
                 ErrorCode.SERVICE_UNAVAILABLE, "No model is configured (CORTEX_LLM_BASE_URL, CORTEX_LLM_MODEL)."
             )
         if self._model is None:
+            import openai  # (turn_worker imports it at start when a model is configured)
+
             self._model = openai.AsyncOpenAI(
                 base_url=cortex["LLM_BASE_URL"],
                 api_key=cortex["LLM_API_KEY"] or "unused",
@@ -691,6 +695,8 @@ async def _llm_rounds(
             },
         )
         current = model_span.__enter__()
+        import openai  # already imported by `Runtime.model`, which made `model`
+
         try:
             stream = await model.chat.completions.create(**request)
             async for chunk in stream:

@@ -11,7 +11,7 @@ from django.core.checks import Error as CheckError
 from django.core.checks import Warning as CheckWarning
 from django.core.exceptions import ImproperlyConfigured
 
-from mcp_services.experts import hosts, tokens
+from mcp_services.experts import tokens
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ def signing_keys_check(app_configs: Any = None, **kwargs: Any) -> list[CheckWarn
 
 
 def allowed_hosts_check(app_configs: Any = None, **kwargs: Any) -> list[CheckError]:
+    from mcp_services.experts import hosts  # (its HTTP client is for the processes that call experts)
+
     try:
         hosts.url_refusal("http://check.invalid/")
     except ImproperlyConfigured as exc:

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
@@ -159,4 +158,6 @@ def expert_token_mint(*, audience: str, user_id: uuid.UUID, workspace_id: uuid.U
         "exp": now + min(int(settings.EXPERT_TOKEN_SECONDS), 300),
         "jti": uuid.uuid4().hex,
     }
+    import jwt  # here: every Django process checks its keys at start (checks.warn_at_startup); few mint
+
     return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "JWT"})

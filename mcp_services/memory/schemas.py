@@ -10,15 +10,14 @@ from typing import Annotated, Any
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
-MAX_QUERY_CHARS = 1000
+from mcp_services.basics import MAX_CONTENT_CHARS, MAX_KEY_CHARS, MAX_QUERY_CHARS
+
 MAX_BATCH_ITEMS = 1000
-MAX_KEY_CHARS = 255
 
 Query = Annotated[str, Field(max_length=MAX_QUERY_CHARS)]
 # An item or conversation id as memory stores it (a conversation id is usually a UUID, not always).
 Key = Annotated[str, Field(max_length=MAX_KEY_CHARS)]
 # What a person adds or corrects by hand (the whole item stays within MEMORY_MAX_ITEM_BYTES).
-MAX_CONTENT_CHARS = 10_000
 MemoryContent = Annotated[str, Field(min_length=1, max_length=MAX_CONTENT_CHARS, pattern=r"\S")]
 
 

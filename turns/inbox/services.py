@@ -24,7 +24,6 @@ from django.utils import timezone
 import audit
 from accounts.models import User
 from common.errors import CortexError, ErrorCode
-from common.json_schemas import schema_problem
 from common.wakeups import wake
 from streaming.services import NewEvent, events_append, events_publish
 from turns.events import turn_event
@@ -89,6 +88,10 @@ def pause_refusal(pause_kind: str, data: dict[str, Any]) -> str | None:
     if len(json.dumps(shown, default=str).encode()) > cortex["INBOX_SCHEMA_MAX_BYTES"]:
         return f"The {pause_kind} is larger than {cortex['INBOX_SCHEMA_MAX_BYTES']} bytes (INBOX_SCHEMA_MAX_BYTES)."
     if pause_kind == "question" and data.get("url") is None:
+        # Imported by the first question with a form: jsonschema is for it alone, and every Django
+        # process loads this module (turns.receivers).
+        from common.json_schemas import schema_problem
+
         problem = schema_problem(data.get("schema"))
         if problem is not None:
             return f"The expert's question cannot be asked: {problem}"

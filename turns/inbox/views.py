@@ -11,7 +11,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.errors import CortexError, ErrorCode
-from common.json_schemas import UnusableSchema, content_errors
 from common.web.addresses import client_address
 from common.web.requests import AuthenticatedRequest
 from common.web.views import validated
@@ -66,6 +65,10 @@ def _answer(request: InboxRequest, data: dict[str, Any]) -> dict[str, Any]:
     schema = request.data.get("schema")
     content = services.schema_defaults_apply(schema, data.get("content") or {})
     if schema is not None:
+        # Imported by the first answer to a form: jsonschema is for forms alone (the core's URLconf
+        # imports this module, and every process started to serve requests loads the URLconf).
+        from common.json_schemas import UnusableSchema, content_errors
+
         try:
             problems = content_errors(schema, content)
         except UnusableSchema as exc:  # asked before schemas were checked when asked: it can only be declined

@@ -9,14 +9,13 @@ from common import tracing
 from mcp_services import basics, serving
 from mcp_services.client import ServiceClient
 from mcp_services.cognition.server import build_cognition_server
-from mcp_services.management.commands.run_memory_service import add_service_arguments
 
 
 class Command(BaseCommand):
     help = "Run the cognition MCP service (default http://127.0.0.1:9100/mcp); it reads memory over MCP."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        add_service_arguments(parser, port=9100)
+        serving.add_service_arguments(parser, port=9100)
         parser.add_argument("--memory-url", default=None, help="Memory service URL (MEMORY_URL).")
 
     def handle(self, *args, **options) -> None:

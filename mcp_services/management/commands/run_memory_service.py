@@ -22,7 +22,7 @@ class Command(BaseCommand):
     help = "Run the memory MCP service (default http://127.0.0.1:9000/mcp)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        add_service_arguments(parser, port=9000)
+        serving.add_service_arguments(parser, port=9000)
 
     def handle(self, *args, **options) -> None:
         tracing.setup(tracing.MEMORY)
@@ -46,9 +46,3 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(M_ARENA_MAX, arenas)
-
-
-def add_service_arguments(parser: CommandParser, *, port: int) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="Bind address (loopback unless a token is set).")
-    parser.add_argument("--port", type=int, default=port)
-    parser.add_argument("--transport", choices=serving.TRANSPORTS, default="streamable-http")

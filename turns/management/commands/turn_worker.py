@@ -28,6 +28,10 @@ class Command(BaseCommand):
         tracing.setup(tracing.TURN_WORKER)
         if options["concurrency"]:
             settings.CORTEX["TURN_CONCURRENCY"] = options["concurrency"]
+        if settings.CORTEX["LLM_BASE_URL"] and settings.CORTEX["LLM_MODEL"]:
+            # The model's client (about 0.8 s of CPU to import) now, not in the first `llm` turn;
+            # without a model configured (echo and expert turns only) it is never imported.
+            import openai  # noqa: F401
         # Start-up is over (as in the core, cortex_site/asgi.py): what it built lives as long as the
         # process; frozen, the full collections walk only what the turns made, a shorter pause in the
         # middle of a claim or a write.
