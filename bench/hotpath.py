@@ -48,6 +48,9 @@ LIMITS = {
     "CONTEXT_RATE": "100000000/min",
     "STREAMS_PER_USER": "100000",
     "REPLAY_LIMIT_EVENTS": "1000000",
+    # As `make run` (tests.environment turns it off for in-process tests): the core drains the
+    # memory outbox itself after its commits, on a thread of its own.
+    "MEMORY_DRAIN_ON_COMMIT": "1",
 }
 
 
@@ -138,7 +141,7 @@ class System:
             pid, _ppid, args = line.split(None, 2)
             # The core is the uvicorn process; the others by their command (the turn worker, the
             # webhook worker and the notes expert were taken for the core, whichever came last).
-            roles = ("uvicorn", "memory", "cognition", "outbox", "housekeeping", "turn_worker", "webhook", "notes")
+            roles = ("uvicorn", "outbox", "memory", "cognition", "housekeeping", "turn_worker", "webhook", "notes")
             role = next((r for r in roles if r in args), "other")
             found["core" if role == "uvicorn" else role] = int(pid)
         return found
@@ -246,6 +249,65 @@ def cpu_of(pids: list[int]) -> float:
     return sum(cpu_seconds(pid) for pid in pids)
 
 
+def thread_counters(pid: int) -> dict[int, tuple[float, int, int]]:
+    """Each thread of `pid`: CPU seconds, voluntary and involuntary context switches."""
+    found: dict[int, tuple[float, int, int]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = dict(line.split(":\t", 1) for line in (task / "status").read_text().splitlines() if ":\t" in line)
+        except OSError:  # the thread ended meanwhile
+            continue
+        found[int(task.name)] = (
+            (int(fields[11]) + int(fields[12])) / tick,
+            int(status["voluntary_ctxt_switches"]),
+            int(status["nonvoluntary_ctxt_switches"]),
+        )
+    return found
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Python threads' names by native id (py-spy dump; empty without py-spy)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return {}
+    out = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True).stdout
+    names: dict[int, str] = {}
+    for line in out.splitlines():
+        if line.startswith("Thread "):
+            tid, _, rest = line[7:].partition(" ")
+            if tid.isdigit():
+                names[int(tid)] = rest.split('"')[1] if '"' in rest else "?"
+    return names
+
+
+def by_thread(pid: int, before: dict[int, tuple[float, int, int]], count: int) -> dict[str, dict[str, float]]:
+    """BENCH_THREADS=1: the core's CPU ms and context switches per input, by thread name (summed
+    over threads of one name: the waiter threads, the sync threads)."""
+    after, names = thread_counters(pid), thread_names(pid)
+    rows: dict[str, list[float]] = {}
+    for tid, (cpu, voluntary, involuntary) in after.items():
+        was = before.get(tid, (0.0, 0, 0))
+        name = names.get(tid, "(native)").rstrip("_0123456789") or "?"
+        row = rows.setdefault(name, [0, 0.0, 0.0, 0.0])
+        row[0] += 1
+        row[1] += cpu - was[0]
+        row[2] += voluntary - was[1]
+        row[3] += involuntary - was[2]
+    n = max(1, count)
+    return {
+        name: {
+            "threads": int(row[0]),
+            "cpu_ms": round(1000 * row[1] / n, 3),
+            "voluntary_switches": round(row[2] / n, 2),
+            "involuntary_switches": round(row[3] / n, 2),
+        }
+        for name, row in sorted(rows.items(), key=lambda item: -item[1][1])
+        if row[1] or row[2] or row[3]
+    }
+
+
 # --- workloads
 
 
@@ -267,10 +329,21 @@ async def input_load(sut: System, tokens: list[str], clients: int, seconds: floa
             connection.close()
 
     core = sut.core_pids()
+    others = {role: pid for role, pid in sut.pids().items() if role != "core"}
+    threads = thread_counters(core[0]) if os.environ.get("BENCH_THREADS") else None
+    others_before = {role: cpu_seconds(pid) for role, pid in others.items()}
     cpu_before, began = cpu_of(core), time.monotonic()
     await asyncio.gather(*(client(n) for n in range(clients)))
     elapsed = time.monotonic() - began
     ok = sum(count for status, count in statuses.items() if 200 <= status < 300)
+    extra: dict[str, Any] = {
+        "others_cpu_ms_per_input": {
+            role: round(1000 * (cpu_seconds(pid) - others_before[role]) / max(1, len(latencies)), 3)
+            for role, pid in others.items()
+        }
+    }
+    if threads is not None:
+        extra["core_by_thread"] = by_thread(core[0], threads, len(latencies))
     return {
         "clients": clients,
         "seconds": round(elapsed, 2),
@@ -281,6 +354,7 @@ async def input_load(sut: System, tokens: list[str], clients: int, seconds: floa
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "core_cpu_ms_per_input": round(1000 * (cpu_of(core) - cpu_before) / max(1, len(latencies)), 3),
         "accepted": ok,
+        **extra,
     }
 
 

@@ -207,16 +207,15 @@ else:
     SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
     DATABASES = {
         "default": {
-            # Django's SQLite backend with an optional write turn across the processes and threads that
-            # write the file (common/db/sqlite/base.py): a writer waiting for another is woken at its
-            # commit, not at SQLite's next busy-handler try. Off unless SQLITE_WRITE_TURN=1 (README:
-            # its fairness costs the input path a third of its throughput).
+            # Django's SQLite backend with a write turn across the processes and threads that write
+            # the file (common/db/sqlite/base.py): a writer waiting for another is woken at its
+            # commit, not at SQLite's next busy-handler try. SQLITE_WRITE_TURN=0: Django's backend.
             "ENGINE": "common.db.sqlite",
             "NAME": str(SQLITE_PATH),
             "OPTIONS": {
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
-                "write_turn": env_bool("SQLITE_WRITE_TURN", False),
+                "write_turn": env_bool("SQLITE_WRITE_TURN", True),
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
             # A file, not Django's shared-cache memory database: tests see the same locking as production.

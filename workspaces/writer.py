@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
@@ -106,6 +107,9 @@ class InputWriter:
         limit = settings.CORTEX["INPUT_BATCH_SIZE"]
         checkpoint_off = connection.vendor == "sqlite" and settings.CORTEX["SQLITE_CHECKPOINT_MS"] > 0
         configured: Any = None  # the raw connection whose automatic checkpoint is off
+        # BENCH_BATCH_TRACE=<path>: one line per batch (its size) in <path>.<pid> (bench/README).
+        trace = os.environ.get("BENCH_BATCH_TRACE")
+        sizes = open(f"{trace}.{os.getpid()}", "a", buffering=1) if trace else None  # noqa: SIM115 - for the thread's life
         while True:
             jobs = [self._queue.get()]
             while len(jobs) < limit:
@@ -113,6 +117,8 @@ class InputWriter:
                     jobs.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            if sizes is not None:
+                sizes.write(f"{len(jobs)}\n")
             # A batch serves the loop of its first job; in a server process there is only one.
             _local.loop = jobs[0].loop
             try:

@@ -30,6 +30,7 @@ from mcp_services.outbox import services
 logger = logging.getLogger(__name__)
 
 KICK_GATHER_SECONDS = 0.1
+KICK_GATHER_MAX_SECONDS = 1.0
 # One `store_inputs` call carries at most this many items and about this many bytes of content.
 STORE_BATCH_ITEMS = 500
 STORE_BATCH_BYTES = 2 * 1024 * 1024
@@ -176,15 +177,26 @@ def outbox_drain_batch(*, ignore_schedule: bool = False) -> DrainResult:
     return result
 
 
-def outbox_drain(*, ignore_schedule: bool = False, max_batches: int | None = None) -> DrainResult:
-    """Drain until nothing is due (or a batch had to be retried: the service is struggling)."""
+def outbox_drain(
+    *, ignore_schedule: bool = False, max_batches: int | None = None, backlog_only: bool = False
+) -> DrainResult:
+    """Drain until nothing is due (or a batch had to be retried: the service is struggling).
+
+    `backlog_only` (the drainers that run on their own: the core's kicker, the worker): go on at
+    once only after a full batch (a backlog); after a partial one, stop, and let the caller come
+    back after its pause. Under a steady stream of inputs something is always due again by the
+    time a batch is delivered: draining on at once would deliver many small batches (a claim, a
+    round of calls, the memory service's write and the outcomes' write each, all taking turns on
+    SQLite's write lock with the inputs), where a pause lets one batch serve them all.
+    """
     total = DrainResult()
     batches = 0
+    limit = settings.CORTEX["OUTBOX_BATCH_SIZE"]
     while max_batches is None or batches < max_batches:
         batch = outbox_drain_batch(ignore_schedule=ignore_schedule)
         total.add(batch)
         batches += 1
-        if batch.claimed == 0 or batch.retried:
+        if batch.claimed == 0 or batch.retried or (backlog_only and batch.claimed < limit):
             break
     return total
 
@@ -207,13 +219,25 @@ class _Kicker:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            # Let a burst of inputs gather: one drain (two short write transactions and one round
-            # of calls) then serves many, instead of competing with every POST for the GIL and
-            # SQLite's write lock. Costs at most this much delivery latency.
-            time.sleep(KICK_GATHER_SECONDS)
-            self._wake.clear()
+            # Let a burst of inputs gather: one drain (two short write transactions, one round of
+            # calls and the memory service's write) then serves many, instead of competing with
+            # every POST for the GIL and SQLite's write lock. A lone input waits
+            # KICK_GATHER_SECONDS; while kicks keep coming, the gather goes on, up to
+            # KICK_GATHER_MAX_SECONDS (under SQLite's write turn each of a drain's writes gets its
+            # turn between the inputs' batches at once, so draining every 0.1 s meant many small
+            # drains: their fixed costs took a third of the core's CPU per input).
+            first = time.monotonic()
+            while True:
+                self._wake.clear()
+                time.sleep(KICK_GATHER_SECONDS)
+                if not self._wake.is_set() or time.monotonic() - first >= KICK_GATHER_MAX_SECONDS:
+                    break
             try:
-                outbox_drain()
+                drained = outbox_drain(backlog_only=True)
+                if drained.claimed and not drained.retried:
+                    # What became due meanwhile (a delete after the stores just delivered, an
+                    # input whose kick came during the drain) is drained after the next gather.
+                    self._wake.set()
             except Exception:
                 logger.exception("memory outbox drain failed; the worker will retry")
                 # The thread keeps its connection between drains; after a failure, a fresh one.

@@ -182,3 +182,43 @@ def test_only_a_refusal_of_the_arguments_stops_the_retries():
     assert ServiceToolError(ErrorCode.INVALID_INPUT, "user_id must be a UUID.").permanent
     assert not ServiceToolError(ErrorCode.TOOL_ERROR, "Error executing tool store_input").permanent, "a crash"
     assert not ServiceUnavailable("Connection closed").permanent
+
+
+@pytest.fixture
+def memory_in_process(settings, memory_server):
+    """The drains' memory client is a real memory service, in this process (its tools run in
+    threads: the test's database must be transactional)."""
+    from mcp_services import client
+
+    settings.CORTEX = {**settings.CORTEX, "MEMORY_URL": f"http://127.0.0.1:{free_port()}/mcp"}
+    key = (
+        "memory",
+        settings.CORTEX["MEMORY_URL"],
+        settings.CORTEX["SERVICE_TOKEN"],
+        float(settings.CORTEX["SERVICE_TIMEOUT_SECONDS"]),
+    )
+    service = client.ServiceClient(name="memory", target=memory_server, token=None, timeout=10)
+    client._service_loop.clients[key] = service
+    yield
+    client.call(service.aclose, timeout=10)
+    client._service_loop.clients.pop(key, None)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("backlog_only", [False, True])
+def test_a_drain_that_runs_on_its_own_stops_after_a_partial_batch(alice, conversation, memory_in_process, backlog_only):
+    # A store in flight holds back its conversation's delete; once the store is due again, the
+    # first batch claims it alone (partial), and the delete is due only after it is delivered.
+    post_input(alice, "in flight", conversation)
+    [store] = services.outbox_claim(limit=10)
+    assert client_for(alice).delete(f"/config/conversation/{conversation.id}").status_code == 204
+    OutboxEntry.objects.filter(id=store.id).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    result = delivery.outbox_drain(backlog_only=backlog_only)
+    pending = OutboxEntry.objects.filter(delivered_at__isnull=True, failed_at__isnull=True)
+    if backlog_only:  # the caller (the kicker, the worker) comes back for the delete after its pause
+        assert result.delivered == 1
+        assert [entry.kind for entry in pending.all()] == [OutboxEntry.Kind.DELETE]
+        assert delivery.outbox_drain(backlog_only=True).delivered == 1
+    else:
+        assert result.delivered == 2
+    assert not pending.all().exists()

@@ -29,8 +29,8 @@ too, and a process that dies (even by SIGKILL) lets go with its descriptors.
   autocommit `save()`/`update()`/`delete()` of one table) takes the turn for that statement.
 - `set_autocommit(False)` without `atomic` (SQLite's own deferred transactions) is not covered: the
   project does not use it, and it still meets SQLite's busy handler.
-- In-memory databases and `OPTIONS["write_turn"]` False (the settings' default; `SQLITE_WRITE_TURN=1`
-  turns it on: README says what its fairness costs the input path) run Django's backend unchanged.
+- In-memory databases and `OPTIONS["write_turn"]` False (settings: `SQLITE_WRITE_TURN=0`; on by
+  default) run Django's backend unchanged.
 
 `BENCH_LOCK_TRACE=<path>`: every write transaction appends one line to `<path>.<pid>` (the turn's
 wait, `BEGIN IMMEDIATE`'s wait, the body, the thread and the project's frame that opened it);

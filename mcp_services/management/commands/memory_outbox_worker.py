@@ -27,8 +27,10 @@ class Command(BaseCommand):
         run_until_stopped(self.drain_once, every=poll, name="memory outbox worker", log=self.stderr.write)
 
     def drain_once(self) -> str | None:
-        # `outbox_drain` returned: nothing is due, or the service is struggling, so the loop waits.
-        result = delivery.outbox_drain()
+        # `outbox_drain` returned: nothing is due, the last batch was partial (what is due next
+        # waits for the next poll, unless the core's kicker takes it first), or the service is
+        # struggling, so the loop waits.
+        result = delivery.outbox_drain(backlog_only=True)
         if not result.claimed:
             return None
         return f"memory outbox: {result.delivered} delivered, {result.retried} to retry, {result.failed} refused"
