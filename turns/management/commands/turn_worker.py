@@ -35,6 +35,7 @@ class Command(BaseCommand):
         # Every expert call mints the expert's token (mcp_services.experts.tokens): PyJWT (about 40 ms)
         # now, not inside the first `tool.call` after an answer (its p99 showed it, bench.turns).
         import jwt  # noqa: F401
+
         # Start-up is over (as in the core, cortex_site/asgi.py): what it built lives as long as the
         # process; frozen, the full collections walk only what the turns made, a shorter pause in the
         # middle of a claim or a write.
