@@ -109,3 +109,34 @@ def test_the_supervisors_django_children_skip_the_checks_it_ran_at_its_own_start
     django_children = [child for child in children if "manage.py" in " ".join(child.argv)]
     assert len(django_children) == len(children) - 1  # all but the core (uvicorn, no checks)
     assert all(child.argv[3] == "--skip-checks" for child in django_children), [c.argv for c in django_children]
+
+
+@pytest.mark.e2e
+@pytest.mark.database_agnostic
+def test_a_turn_worker_builds_what_the_first_expert_call_needs_before_it_runs():
+    # jsonschema (the MCP SDK validates structured results with it) and the loop's transport (its TLS
+    # context): about 60 ms that the first `tool.call` after an answer used to pay (bench.turns).
+    code = (
+        "import django; django.setup(); import asyncio, sys; from unittest import mock; "
+        "from turns.management.commands import turn_worker; from turns.worker import TurnWorker; "
+        "from mcp_services.experts import discovery, hosts\n"
+        "seen = {}\n"
+        "async def run(self, stop):\n"
+        "    seen['jsonschema'] = 'jsonschema' in sys.modules\n"
+        "    prepared = discovery._transports.get(asyncio.get_running_loop())\n"
+        "    client = discovery._http({}, 1.0, hosts.ResponseBudget(1))\n"
+        "    seen['shared'] = prepared is not None and client._transport._inner is prepared\n"
+        "mock.patch.object(TurnWorker, 'run', run).start()\n"
+        "turn_worker.Command().handle(concurrency=None)\n"
+        "print(json.dumps(seen))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code],
+        cwd=ROOT,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"jsonschema": True, "shared": True}

@@ -57,17 +57,31 @@ _transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncHT
 )
 
 
+def _loop_transport() -> httpx2.AsyncHTTPTransport:
+    loop = asyncio.get_running_loop()
+    transport = _transports.get(loop)
+    if transport is None:
+        transport = _transports[loop] = hosts.checked_transport()
+    return transport
+
+
+def prepare() -> None:
+    """At a worker's start, on its loop: what the first expert call would otherwise pay for inside a
+    turn (about 60 ms of CPU, the first `tool.call` after an answer in `bench.turns`): the loop's
+    transport (its TLS context, built even for http://) and jsonschema, which the MCP SDK imports
+    only when it first validates a tool's structured result."""
+    import jsonschema  # noqa: F401
+
+    _loop_transport()
+
+
 def _http(
     headers: dict[str, str], timeout: float, budget: hosts.ResponseBudget, on_response: Any = None
 ) -> httpx2.AsyncClient:
     """A client with this call's headers and budget over the loop's shared transport (its connection
     pool and TLS context, the costly part). Not closed after the call: nothing of it is its own."""
-    loop = asyncio.get_running_loop()
-    transport = _transports.get(loop)
-    if transport is None:
-        transport = _transports[loop] = hosts.checked_transport()
     return httpx2.AsyncClient(
-        transport=hosts.BoundedTransport(transport, budget),
+        transport=hosts.BoundedTransport(_loop_transport(), budget),
         headers={**headers, "Accept-Encoding": "identity"},
         timeout=timeout,
         follow_redirects=False,

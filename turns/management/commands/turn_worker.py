@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from common import tracing
+from mcp_services.experts import discovery
 from turns.worker import TurnWorker
 
 
@@ -53,6 +54,7 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        discovery.prepare()  # the first expert call's one-off costs now, not inside a turn
         worker = TurnWorker()
         relay = "channel layer (Redis)" if settings.REDIS_URL else (settings.CORTEX["CORE_URL"] or "none")
         self.stderr.write(
