@@ -99,10 +99,11 @@ class StoreOutcome(TypedDict):
 
 
 def memory_items_store(*, items: list[tuple[uuid.UUID, MemoryInput]]) -> list[StoreOutcome]:
-    """Store many `(user_id, input_data)` items in one transaction, each as `memory_item_store`
-    would: idempotent on `(user_id, input_data["id"])`, and an invalid item refused on its own
-    (`status: "invalid"`) without failing the others. The contents are embedded in one batch
-    before the transaction."""
+    """Store many `(user_id, input_data)` items, each as `memory_item_store` would: idempotent on
+    `(user_id, input_data["id"])`, and an invalid item refused on its own (`status: "invalid"`)
+    without failing the others. The contents are embedded in one batch first, then written in
+    transactions of STORE_CHUNK rows (a failure part-way leaves the chunks before it stored: the
+    caller's retry finds them as duplicates)."""
     outcomes: list[StoreOutcome] = []
     rows: list[MemoryItem] = []
     for user_id, input_data in items:
@@ -121,17 +122,44 @@ def memory_items_store(*, items: list[tuple[uuid.UUID, MemoryInput]]) -> list[St
         row.embedding = None if vector is None else vectors.encode(vector)
         row.embedding_model = model
         by_key.setdefault((row.user_id, row.item_id), vector)
+    unique: dict[tuple[uuid.UUID, str], MemoryItem] = {}
+    for row in rows:
+        unique.setdefault((row.user_id, row.item_id), row)  # the same item twice in one call is stored once
+    existing: set[tuple[uuid.UUID, str]] = set()
+    keys = list(unique)
+    for start in range(0, len(keys), STORE_CHUNK):
+        chunk = {key: unique[key] for key in keys[start : start + STORE_CHUNK]}
+        existing |= _rows_store(chunk, by_key, model)
+    stored_rows = iter(rows)
+    for outcome in outcomes:
+        if outcome["status"] == "stored":
+            row = next(stored_rows)
+            if (row.user_id, row.item_id) in existing:
+                outcome["status"] = "duplicate"
+    return outcomes
+
+
+# Rows per write transaction of `memory_items_store`. On the embedded default the memory service
+# writes the core's SQLite file: a batch of 500 (OUTBOX_BATCH_SIZE) in one transaction held the write
+# lock for 40-170 ms, and every input's group commit waited behind it (bench.lock_trace: the top of
+# POST /input's p99). A chunk holds it for a few milliseconds; the inputs go in between.
+STORE_CHUNK = 50
+
+
+def _rows_store(
+    rows: dict[tuple[uuid.UUID, str], MemoryItem],
+    by_key: dict[tuple[uuid.UUID, str], np.ndarray | None],
+    model: str | None,
+) -> set[tuple[uuid.UUID, str]]:
+    """One write transaction: the rows not stored yet (idempotent on their keys); returns the keys
+    that already were."""
     with transaction.atomic():
         existing = set(
             MemoryItem.objects.filter(
-                user_id__in={row.user_id for row in rows}, item_id__in={row.item_id for row in rows}
+                user_id__in={user_id for user_id, _ in rows}, item_id__in={item_id for _, item_id in rows}
             ).values_list("user_id", "item_id")
         )
-        fresh: dict[tuple[uuid.UUID, str], MemoryItem] = {}
-        for row in rows:
-            key = (row.user_id, row.item_id)
-            if key not in existing:
-                fresh.setdefault(key, row)  # the same item twice in one call is stored once
+        fresh = {key: row for key, row in rows.items() if key not in existing}
         if fresh and pgvector.enabled(connection):  # the vector column in the same INSERT
             pgvector.insert(connection, list(fresh.values()), [by_key[key] for key in fresh])
         elif fresh:
@@ -151,13 +179,7 @@ def memory_items_store(*, items: list[tuple[uuid.UUID, MemoryInput]]) -> list[St
                         if (user_id, item_id) in fresh
                     ],
                 )
-    stored_rows = iter(rows)
-    for outcome in outcomes:
-        if outcome["status"] == "stored":
-            row = next(stored_rows)
-            if (row.user_id, row.item_id) in existing:
-                outcome["status"] = "duplicate"
-    return outcomes
+    return existing
 
 
 @transaction.atomic

@@ -9,6 +9,8 @@ import uuid
 import numpy as np
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from mcp_services.memory import services, vectors
 from mcp_services.memory.embedding import get_embedder
@@ -62,3 +64,21 @@ def test_reindex_embeds_items_stored_without_vectors_in_batches_and_resumes():
     assert services.memory_reindex_todo() == 0
     assert not MemoryItem.objects.filter(embedding__isnull=True).exists()
     assert last_id is not None and get_embedder() is not None
+
+
+def test_store_inputs_writes_a_large_batch_in_short_transactions_with_each_outcome_right():
+    # On the embedded default the memory service writes the core's SQLite file: one transaction for a
+    # batch of 500 held the write lock for up to 170 ms, and the inputs' group commits waited behind it.
+    user = uuid.uuid4()
+    services.memory_items_store(items=[(user, MemoryInput(id=f"i{n}", content=f"note {n}")) for n in (3, 70, 119)])
+    items = [(user, MemoryInput(id=f"i{n}", content=f"note {n}")) for n in range(120)]
+    items.insert(60, (user, MemoryInput(id="i10", content="note 10")))  # the same item twice in one call
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = services.memory_items_store(items=items)
+    statuses = [outcome["status"] for outcome in outcomes]
+    assert [n for n, status in enumerate(statuses) if status == "duplicate"] == [3, 71, 120]  # stored before
+    assert statuses.count("stored") == 118  # i10 twice: stored once, "stored" both times
+    assert MemoryItem.objects.filter(user_id=user).count() == 120
+    begins = [query for query in queries.captured_queries if query["sql"].upper().startswith("BEGIN")]
+    if connection.vendor == "sqlite":
+        assert len(begins) == -(-120 // services.STORE_CHUNK) > 1
