@@ -16,17 +16,30 @@ from typing import Any
 from django.db import connections
 
 
-def run_until_stopped(step: Callable[[], str | None], *, every: float, name: str, log: Callable[[str], Any]) -> None:
-    """Call `step` every `every` seconds until a stop signal; `log` gets what it returns, if anything."""
+def run_until_stopped(
+    step: Callable[[], str | None],
+    *,
+    every: float,
+    name: str,
+    log: Callable[[str], Any],
+    woken: threading.Event | None = None,
+) -> None:
+    """Call `step` every `every` seconds until a stop signal; `log` gets what it returns, if anything.
+    With `woken` (set by a wake-up, `common.wakeups.listen_in_thread`), the step also runs as soon as
+    it is set; `every` is then the fallback poll."""
     stop = threading.Event()
+    waiting = woken or stop
 
     def request_stop(signum: int, frame: Any) -> None:
         stop.set()
+        waiting.set()
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     log(f"{name}: running every {every:g}s")
     while not stop.is_set():
+        if woken is not None:
+            woken.clear()  # one that comes during the step runs the next one at once
         try:
             said = step()
             if said:
@@ -35,5 +48,5 @@ def run_until_stopped(step: Callable[[], str | None], *, every: float, name: str
             log(f"{name} failed: {exc!r}")
         finally:
             connections.close_all()
-        stop.wait(every)
+        waiting.wait(every)
     log(f"{name}: stopped")

@@ -19,6 +19,11 @@ How it travels (`TURN_WAKEUPS`, default `auto`):
   registers it as a file in TURN_WAKEUP_DIR (beside the SQLite file); a wake-up is one datagram to
   each registered port after the commit.
 - `off`: polling only.
+
+A topic keeps wake-ups of different waiters apart (`wake(topic=...)`, `Wakeups(topic)`): "turns" (the
+turn workers: the channels and the directory above) and "outbox" (the memory outbox worker, woken
+by the core's commits when it delivers memory: `MEMORY_DRAIN_BY_WORKER`). A synchronous loop waits on
+a `threading.Event` set by `listen_in_thread`.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 logger = logging.getLogger(__name__)
 
 PG_CHANNEL = "cortex_turns_wake"
+TOPICS = ("turns", "outbox")
 TRANSPORTS = ("auto", "postgresql", "redis", "loopback", "off")
 
 
@@ -52,35 +58,56 @@ def transport(using: str = DEFAULT_DB_ALIAS) -> str:
     return "redis" if settings.REDIS_URL else "loopback"
 
 
-def redis_channel() -> str:
+def pg_channel(topic: str = "turns") -> str:
+    return PG_CHANNEL if topic == "turns" else f"cortex_{topic}_wake"
+
+
+def redis_channel(topic: str = "turns") -> str:
     """One channel per database, so deployments sharing a Redis do not wake each other."""
     db = settings.DATABASES[DEFAULT_DB_ALIAS]
     key = f"{db.get('HOST', '')}:{db.get('PORT', '')}/{db['NAME']}".encode()
-    return f"cortex:turns:wake:{hashlib.sha256(key).hexdigest()[:16]}"
+    return f"cortex:{topic}:wake:{hashlib.sha256(key).hexdigest()[:16]}"
 
 
-def wake(using: str = DEFAULT_DB_ALIAS) -> None:
-    """Wake the turn workers once the current transaction commits (at once outside one)."""
+def wake(using: str = DEFAULT_DB_ALIAS, *, topic: str = "turns") -> None:
+    """Wake the topic's waiters (the turn workers by default) once the current transaction commits
+    (at once outside one)."""
     kind = transport(using)
     if kind == "off":
         return
     connection = connections[using]
+    notified, send = _signals[topic]
     if kind == "postgresql":
         if connection.in_atomic_block:
-            if any(entry[1] is _notified for entry in connection.run_on_commit):
+            if any(entry[1] is notified for entry in connection.run_on_commit):
                 return  # already in this transaction (PostgreSQL folds equal notifications anyway)
-            transaction.on_commit(_notified, using=using)  # a marker, dropped with the transaction
+            transaction.on_commit(notified, using=using)  # a marker, dropped with the transaction
         with connection.cursor() as cursor:
-            cursor.execute(f"NOTIFY {PG_CHANNEL}")
+            cursor.execute(f"NOTIFY {pg_channel(topic)}")
         return
-    send = _redis_publish if kind == "redis" else _loopback_send
     if connection.in_atomic_block and any(entry[1] is send for entry in connection.run_on_commit):
         return  # one signal per transaction
     transaction.on_commit(send, using=using)
 
 
-def _notified() -> None:
-    """Marks a transaction that has notified (PostgreSQL delivers the NOTIFY itself at commit)."""
+def _signals_of(topic: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The topic's own functions (one each, so that a transaction's callbacks can be told apart):
+    the PostgreSQL marker of a transaction that has notified (PostgreSQL delivers the NOTIFY itself
+    at commit), and the sender after commit for the other transports."""
+
+    def notified() -> None:
+        pass
+
+    def send() -> None:
+        if transport() == "redis":
+            _redis_publish(topic)
+        else:
+            _loopback_send(topic)
+
+    return notified, send
+
+
+_signals = {topic: _signals_of(topic) for topic in TOPICS}
 
 
 # --- the senders (after commit, in whichever thread committed) ---------------------------------------
@@ -89,7 +116,7 @@ _redis_lock = threading.Lock()
 _redis_client: Any = None
 
 
-def _redis_publish() -> None:
+def _redis_publish(topic: str) -> None:
     global _redis_client
     try:
         with _redis_lock:
@@ -99,22 +126,24 @@ def _redis_publish() -> None:
                 _redis_client = redis.Redis.from_url(
                     str(settings.REDIS_URL), socket_timeout=2, socket_connect_timeout=2
                 )
-        _redis_client.publish(redis_channel(), b"1")
+        _redis_client.publish(redis_channel(topic), b"1")
     except Exception:  # noqa: BLE001 - the workers' poll finds the turn anyway
-        logger.warning("turn wake-up through Redis failed; the workers' poll will find the turn", exc_info=True)
+        logger.warning("%s wake-up through Redis failed; the waiters' poll will find it", topic, exc_info=True)
 
 
-def wakeup_dir() -> Path:
-    return Path(settings.CORTEX["TURN_WAKEUP_DIR"])
+def wakeup_dir(topic: str = "turns") -> Path:
+    """The turn workers' registrations in TURN_WAKEUP_DIR, another topic's in a folder of it."""
+    base = Path(settings.CORTEX["TURN_WAKEUP_DIR"])
+    return base if topic == "turns" else base / topic
 
 
 _udp: socket.socket | None = None
 
 
-def _loopback_send() -> None:
+def _loopback_send(topic: str) -> None:
     global _udp
     try:
-        entries = os.listdir(wakeup_dir())
+        entries = os.listdir(wakeup_dir(topic))
     except OSError:
         return  # no worker has registered
     if _udp is None:
@@ -131,13 +160,17 @@ def _loopback_send() -> None:
 
 
 class Wakeups:
-    """A turn worker's wake-ups: `wait(timeout, since)` returns at the next wake-up or after `timeout`
-    (then the caller polls). `start()` runs the listener of this process's transport, reconnecting
-    after failures; until it is listening, and whenever it cannot, the worker just polls."""
+    """A turn worker's wake-ups (or another topic's waiter): `wait(timeout, since)` returns at the
+    next wake-up or after `timeout` (then the caller polls). `start()` runs the listener of this
+    process's transport, reconnecting after failures; until it is listening, and whenever it cannot,
+    the worker just polls. `on_wake` is called at each wake-up too (on the loop's thread)."""
 
     RETRY_SECONDS = 2.0
 
-    def __init__(self) -> None:
+    def __init__(self, topic: str = "turns", on_wake: Callable[[], Any] | None = None) -> None:
+        assert topic in TOPICS, topic
+        self.topic = topic
+        self.on_wake = on_wake
         self.kind = transport()
         self._future: asyncio.Future[None] | None = None
         self._task: asyncio.Task | None = None
@@ -148,6 +181,8 @@ class Wakeups:
 
     def notify(self) -> None:
         self.generation += 1
+        if self.on_wake is not None:
+            self.on_wake()
         future, self._future = self._future, None
         if future is not None and not future.done():
             future.set_result(None)
@@ -173,7 +208,7 @@ class Wakeups:
             "redis": self._listen_redis,
             "loopback": self._listen_loopback,
         }[self.kind]
-        self._task = asyncio.create_task(self._keep(listen), name=f"turn-wakeups-{self.kind}")
+        self._task = asyncio.create_task(self._keep(listen), name=f"{self.topic}-wakeups-{self.kind}")
 
     async def _keep(self, listen: Callable[[], Any]) -> None:
         while True:
@@ -182,7 +217,9 @@ class Wakeups:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the poll goes on meanwhile
-                logger.warning("turn wake-ups (%s) stopped; polling until they are back", self.kind, exc_info=True)
+                logger.warning(
+                    "%s wake-ups (%s) stopped; polling until they are back", self.topic, self.kind, exc_info=True
+                )
             self.listening.clear()
             self.notify()  # something may have been missed while not listening: look now
             await asyncio.sleep(self.RETRY_SECONDS)
@@ -195,7 +232,7 @@ class Wakeups:
             params.pop(key, None)
         conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
         async with conn:
-            await conn.execute(f"LISTEN {PG_CHANNEL}")
+            await conn.execute(f"LISTEN {pg_channel(self.topic)}")
             self.listening.set()
             self.notify()
             async for _ in conn.notifies():
@@ -207,7 +244,7 @@ class Wakeups:
         client = aioredis.Redis.from_url(str(settings.REDIS_URL), socket_connect_timeout=5)
         try:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
-            await pubsub.subscribe(redis_channel())
+            await pubsub.subscribe(redis_channel(self.topic))
             self.listening.set()
             self.notify()
             while True:
@@ -235,7 +272,7 @@ class Wakeups:
         self._transport, _ = await loop.create_datagram_endpoint(Closing, local_addr=("127.0.0.1", 0))
         try:
             port = self._transport.get_extra_info("sockname")[1]
-            directory = wakeup_dir()
+            directory = wakeup_dir(self.topic)
             directory.mkdir(parents=True, exist_ok=True)
             _prune(directory)
             self._registered = directory / f"{os.getpid()}-{port}"
@@ -274,3 +311,21 @@ def _prune(directory: Path) -> None:
                 entry.unlink()
         except PermissionError:
             pass
+
+
+def listen_in_thread(topic: str, event: threading.Event) -> None:
+    """For a synchronous loop (the memory outbox worker): the topic's listener on a daemon thread
+    with an event loop of its own, setting `event` at each wake-up (and whenever it starts or
+    resumes listening: something may have been missed). Nothing with the transport `off`."""
+    if transport() == "off":
+        return
+
+    async def listen() -> None:
+        wakeups = Wakeups(topic, on_wake=event.set)
+        await wakeups.start()
+        try:
+            await asyncio.Event().wait()  # for the process's life
+        finally:
+            await wakeups.aclose()
+
+    threading.Thread(target=asyncio.run, args=(listen(),), name=f"{topic}-wakeups", daemon=True).start()

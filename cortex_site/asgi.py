@@ -33,13 +33,13 @@ from streaming.routing import (  # noqa: E402
 )
 from streaming.views import RELAY_MAX_BYTES  # noqa: E402
 
-# A core that delivers memory after each commit (MEMORY_DRAIN_ON_COMMIT, the default) calls the
-# memory service over MCP from its first input on: the MCP SDK (about a second of CPU, 40% of the
-# core's start) is imported now, before the port opens, not beside the first input. Without it (a
-# `memory_outbox_worker` delivers), the core imports the SDK when it first calls a service (GET
-# /context, readiness, an expert's discovery), before that call's time limit starts
-# (mcp_services.client.call, operations.health.Readiness).
-if settings.CORTEX["MEMORY_DRAIN_ON_COMMIT"]:
+# A core that delivers memory after each commit (MEMORY_DRAIN_ON_COMMIT, the default, without
+# MEMORY_DRAIN_BY_WORKER) calls the memory service over MCP from its first input on: the MCP SDK
+# (about a second of CPU, 40% of the core's start) is imported now, before the port opens, not
+# beside the first input. Without it (a `memory_outbox_worker` delivers), the core imports the SDK
+# when it first calls a service (GET /context, readiness, an expert's discovery), before that call's
+# time limit starts (mcp_services.client.call, operations.health.Readiness).
+if settings.CORTEX["MEMORY_DRAIN_ON_COMMIT"] and not settings.CORTEX["MEMORY_DRAIN_BY_WORKER"]:
     import mcp  # noqa: F401
 
 api_asgi_app = ApiASGIHandler()

@@ -574,6 +574,9 @@ CORTEX: dict[str, Any] = {
     # Memory outbox: a drain is kicked after each commit (MEMORY_DRAIN_ON_COMMIT) and the
     # `memory_outbox_worker` retries what failed, backing off exponentially up to the maximum.
     "MEMORY_DRAIN_ON_COMMIT": env_bool("MEMORY_DRAIN_ON_COMMIT", True),
+    # ... or, where a `memory_outbox_worker` runs beside the core (`run_cortex` sets it for its
+    # group), each commit wakes the worker, which drains: none of a drain's work in the core.
+    "MEMORY_DRAIN_BY_WORKER": env_bool("MEMORY_DRAIN_BY_WORKER", False),
     "OUTBOX_BATCH_SIZE": env_int("OUTBOX_BATCH_SIZE", 500, minimum=1),
     "OUTBOX_CONCURRENCY": env_int("OUTBOX_CONCURRENCY", 8, minimum=1),
     "OUTBOX_LEASE_SECONDS": env_int("OUTBOX_LEASE_SECONDS", 60, minimum=1),

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connections, transaction
 from opentelemetry.trace import SpanKind
 
-from common import tracing
+from common import tracing, wakeups
 from common.errors import CortexError, ErrorCode
 from mcp_services import client
 from mcp_services.client import ServiceToolError, ServiceUnavailable, UnsendableArguments
@@ -219,19 +219,7 @@ class _Kicker:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            # Let a burst of inputs gather: one drain (two short write transactions, one round of
-            # calls and the memory service's write) then serves many, instead of competing with
-            # every POST for the GIL and SQLite's write lock. A lone input waits
-            # KICK_GATHER_SECONDS; while kicks keep coming, the gather goes on, up to
-            # KICK_GATHER_MAX_SECONDS (under SQLite's write turn each of a drain's writes gets its
-            # turn between the inputs' batches at once, so draining every 0.1 s meant many small
-            # drains: their fixed costs took a third of the core's CPU per input).
-            first = time.monotonic()
-            while True:
-                self._wake.clear()
-                time.sleep(KICK_GATHER_SECONDS)
-                if not self._wake.is_set() or time.monotonic() - first >= KICK_GATHER_MAX_SECONDS:
-                    break
+            gather(self._wake)
             try:
                 drained = outbox_drain(backlog_only=True)
                 if drained.claimed and not drained.retried:
@@ -248,6 +236,26 @@ _kicker = _Kicker()
 
 
 def kick() -> None:
-    """After commit: deliver what was just written, without making the caller wait."""
-    if settings.CORTEX["MEMORY_DRAIN_ON_COMMIT"]:
+    """After commit: deliver what was just written, without making the caller wait: wake the
+    `memory_outbox_worker` (`MEMORY_DRAIN_BY_WORKER`, as `run_cortex` runs it), or drain on a thread
+    of this process (`MEMORY_DRAIN_ON_COMMIT`)."""
+    cortex = settings.CORTEX
+    if cortex["MEMORY_DRAIN_BY_WORKER"]:
+        wakeups.wake(topic="outbox")
+    elif cortex["MEMORY_DRAIN_ON_COMMIT"]:
         _kicker.kick()
+
+
+def gather(woken: threading.Event) -> None:
+    """After a wake-up: let a burst of inputs gather, so that one drain (two short write transactions,
+    one round of calls and the memory service's write) serves many, instead of competing with every
+    input for SQLite's write lock (and, in the core, the GIL). A lone input waits KICK_GATHER_SECONDS;
+    while wake-ups keep coming, the gather goes on, up to KICK_GATHER_MAX_SECONDS (under SQLite's
+    write turn each of a drain's writes gets its turn between the inputs' batches at once, so draining
+    every 0.1 s meant many small drains: their fixed costs took a third of the core's CPU per input)."""
+    first = time.monotonic()
+    while True:
+        woken.clear()
+        time.sleep(KICK_GATHER_SECONDS)
+        if not woken.is_set() or time.monotonic() - first >= KICK_GATHER_MAX_SECONDS:
+            return

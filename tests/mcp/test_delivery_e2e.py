@@ -3,6 +3,7 @@ happens to the memory service meanwhile; deletions follow; /context and /readyz 
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -98,6 +99,27 @@ def test_memory_killed_in_the_middle_of_a_drain_still_ends_with_each_input_once(
                 with running(services.memory()):
                     wait_until(lambda: count_or_zero(services, user_id) >= 200, timeout=40, interval=0.5)
                     assert_exactly_once(services.memory_url, services.env, user_id, ids)
+
+
+def test_a_core_that_leaves_delivery_to_the_worker_wakes_it_at_each_commit():
+    # MEMORY_DRAIN_BY_WORKER (run_cortex's group): the core drains nothing itself, and the worker
+    # polls once a minute here, so only the core's wake-ups (loopback datagram / NOTIFY) deliver
+    # within the bound. The second round starts after the worker has drained and gone back to waiting.
+    with stack() as services:
+        services.env.update(MEMORY_DRAIN_BY_WORKER="1", OUTBOX_POLL_SECONDS="60")
+        with running_together(
+            services.core(),
+            services.memory(),
+            services.worker(),
+            meanwhile=lambda: create_user("woken@example.com", PASSWORD, env=services.env),
+        ) as (core, _, _):
+            token, user_id = login(core.url, "woken@example.com")
+            ids = post_inputs(core.url, token, 3)
+            wait_until(lambda: count_or_zero(services, user_id) >= 3, timeout=20, interval=0.2)
+            time.sleep(1)  # the worker's look after a drain found nothing more: it waits for a wake-up
+            ids += post_inputs(core.url, token, 3)
+            wait_until(lambda: count_or_zero(services, user_id) >= 6, timeout=20, interval=0.2)
+            assert_exactly_once(services.memory_url, services.env, user_id, ids)
 
 
 @dataclass

@@ -41,13 +41,13 @@ class Listener:
 
 
 @contextlib.contextmanager
-def listening() -> Iterator[Listener]:
+def listening(topic: str = "turns") -> Iterator[Listener]:
     listener = Listener()
 
     async def main() -> None:
         listener.loop = asyncio.get_running_loop()
         listener.stop = asyncio.Event()
-        listener.wakeups = Wakeups()
+        listener.wakeups = Wakeups(topic)
         await listener.wakeups.start()
         await asyncio.wait_for(listener.wakeups.listening.wait(), LIVENESS)
         listener.ready.set()
@@ -133,3 +133,21 @@ def test_off_sends_nothing(settings):
     settings.CORTEX = {**settings.CORTEX, "TURN_WAKEUPS": "off"}
     assert wakeups.transport() == "off"
     wake()  # no transaction, no database, no error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_topics_wakeups_reach_its_own_waiters_only(settings, tmp_path):
+    # "outbox": the core's commits wake the memory outbox worker (MEMORY_DRAIN_BY_WORKER), not the
+    # turn workers, whose wake-ups it never gets either.
+    if connection.vendor == "sqlite":
+        settings.CORTEX = {**settings.CORTEX, "TURN_WAKEUPS": "loopback", "TURN_WAKEUP_DIR": str(tmp_path / "wake")}
+    else:
+        settings.CORTEX = {**settings.CORTEX, "TURN_WAKEUPS": "auto"}
+    with listening() as turns, listening("outbox") as outbox:
+        before = (turns.count, outbox.count)
+        wake(topic="outbox")
+        outbox.until(before[1] + 1)
+        wake()
+        turns.until(before[0] + 1)
+        time.sleep(0.2)  # (only to show nothing else arrives)
+        assert (turns.count, outbox.count) == (before[0] + 1, before[1] + 1)

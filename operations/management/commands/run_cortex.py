@@ -113,6 +113,9 @@ class Command(BaseCommand):
             "COGNITION_URL": f"http://127.0.0.1:{options['cognition_port']}/mcp",
             # The turn worker relays its events to the core's streams here (without REDIS_URL).
             "CORTEX_CORE_URL": f"http://{self.local_host(options)}:{options['port']}",
+            # The group has its outbox worker: the core's commits wake it, and it delivers memory
+            # (a drain's claim, calls and outcomes off the core's CPU; bench.hotpath: +15% inputs/s).
+            "MEMORY_DRAIN_BY_WORKER": os.environ.get("MEMORY_DRAIN_BY_WORKER", "1"),
             # Every child's metrics in one place, served by any core process's /metrics (common.metrics).
             "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PROMETHEUS_MULTIPROC_DIR")
             or tempfile.mkdtemp(prefix="cortex-metrics-"),
