@@ -81,7 +81,6 @@ def outbox_forget_purged_users(*, user_ids: list[uuid.UUID]) -> int:
     return deleted
 
 
-@transaction.atomic
 def outbox_claim(*, limit: int, ignore_schedule: bool = False) -> list[OutboxEntry]:
     """Lease up to `limit` due entries, oldest first, to this drainer.
 
@@ -89,7 +88,19 @@ def outbox_claim(*, limit: int, ignore_schedule: bool = False) -> list[OutboxEnt
     the transaction is IMMEDIATE (settings), so claims are serialized by the write lock. A lease
     that expires (a drainer died mid-send) makes the entry due again; the idempotent tools make
     the resulting second delivery harmless.
+
+    The write transaction takes the ids and sets the lease; the rows are read after it (leased to
+    this drainer: nobody else takes them meanwhile). On SQLite the write lock is then held for two
+    short statements, not for building the batch's objects (25 ms for 500, while every input waited).
     """
+    ids = _claim_ids(limit=limit, ignore_schedule=ignore_schedule)
+    if not ids:
+        return []
+    return list(OutboxEntry.objects.filter(id__in=ids).order_by("id"))
+
+
+@transaction.atomic
+def _claim_ids(*, limit: int, ignore_schedule: bool) -> list[int]:
     now = timezone.now()
     earlier_store = OutboxEntry.objects.pending().filter(
         kind=OutboxEntry.Kind.STORE,
@@ -106,11 +117,13 @@ def outbox_claim(*, limit: int, ignore_schedule: bool = False) -> list[OutboxEnt
     due = due.exclude(Q(kind=OutboxEntry.Kind.DELETE) & Exists(earlier_store))
     # A user's purge (no conversation) waits for every earlier store of that user.
     due = due.exclude(Q(kind=OutboxEntry.Kind.DELETE, conversation_id__isnull=True) & Exists(any_earlier_store))
-    entries = list(due.select_for_update(skip_locked=True, of=("self",)).order_by("id")[:limit])
-    if entries:
+    ids = list(
+        due.select_for_update(skip_locked=True, of=("self",)).order_by("id").values_list("id", flat=True)[:limit]
+    )
+    if ids:
         lease = now + timedelta(seconds=settings.CORTEX["OUTBOX_LEASE_SECONDS"])
-        OutboxEntry.objects.filter(id__in=[entry.id for entry in entries]).update(claimed_until=lease)
-    return entries
+        OutboxEntry.objects.filter(id__in=ids).update(claimed_until=lease)
+    return ids
 
 
 def outbox_mark_delivered(*, entry_ids: list[int]) -> None:

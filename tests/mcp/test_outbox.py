@@ -55,7 +55,8 @@ def test_the_entry_rolls_back_with_the_message(alice):
 
 def test_a_claimed_entry_is_leased_to_one_drainer(alice):
     post_input(alice, "one")
-    assert len(services.outbox_claim(limit=10)) == 1
+    [entry] = services.outbox_claim(limit=10)  # read after the claim's short write: with its lease
+    assert entry.claimed_until is not None and entry.claimed_until > timezone.now()
     assert services.outbox_claim(limit=10) == []
     OutboxEntry.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))
     assert len(services.outbox_claim(limit=10)) == 1, "an expired lease (a dead drainer) frees the entry"
