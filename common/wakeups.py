@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -76,7 +77,7 @@ def wake(using: str = DEFAULT_DB_ALIAS, *, topic: str = "turns") -> None:
     if kind == "off":
         return
     connection = connections[using]
-    notified, send = _signals[topic]
+    notified, publish, datagrams = _signals[topic]
     if kind == "postgresql":
         if connection.in_atomic_block:
             if any(entry[1] is notified for entry in connection.run_on_commit):
@@ -85,29 +86,21 @@ def wake(using: str = DEFAULT_DB_ALIAS, *, topic: str = "turns") -> None:
         with connection.cursor() as cursor:
             cursor.execute(f"NOTIFY {pg_channel(topic)}")
         return
+    send = publish if kind == "redis" else datagrams
     if connection.in_atomic_block and any(entry[1] is send for entry in connection.run_on_commit):
         return  # one signal per transaction
     transaction.on_commit(send, using=using)
 
 
-def _signals_of(topic: str) -> tuple[Callable[[], None], Callable[[], None]]:
+def _signals_of(topic: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None]]:
     """The topic's own functions (one each, so that a transaction's callbacks can be told apart):
     the PostgreSQL marker of a transaction that has notified (PostgreSQL delivers the NOTIFY itself
-    at commit), and the sender after commit for the other transports."""
+    at commit), and the senders after commit through Redis and through loopback datagrams."""
 
     def notified() -> None:
         pass
 
-    def send() -> None:
-        if transport() == "redis":
-            _redis_publish(topic)
-        else:
-            _loopback_send(topic)
-
-    return notified, send
-
-
-_signals = {topic: _signals_of(topic) for topic in TOPICS}
+    return notified, functools.partial(_redis_publish, topic), functools.partial(_loopback_send, topic)
 
 
 # --- the senders (after commit, in whichever thread committed) ---------------------------------------
@@ -154,6 +147,9 @@ def _loopback_send(topic: str) -> None:
         if port.isdigit():
             with contextlib.suppress(OSError):  # a full buffer already holds a wake-up
                 _udp.sendto(b"1", ("127.0.0.1", int(port)))
+
+
+_signals = {topic: _signals_of(topic) for topic in TOPICS}
 
 
 # --- the workers' side ---------------------------------------------------------------------------------

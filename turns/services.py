@@ -716,7 +716,7 @@ def turns_write(*, owner: str, writes: list[TurnWrite]) -> tuple[dict[uuid.UUID,
                     for answer in answers
                 ]
             )
-            transaction.on_commit(delivery.kick)
+            delivery.deliver_after_commit()
         if finished:
             _finish(finished, now)
             _heads_advance({turn.conversation_id for turn in finished})

@@ -118,13 +118,13 @@ def memory_items_store(*, items: list[tuple[uuid.UUID, MemoryInput]]) -> list[St
         return outcomes
     model, embedded = embedding.embed_texts([row.content for row in rows])
     by_key: dict[tuple[uuid.UUID, str], np.ndarray | None] = {}
+    unique: dict[tuple[uuid.UUID, str], MemoryItem] = {}  # the same item twice in one call is stored once
     for row, vector in zip(rows, embedded, strict=True):
         row.embedding = None if vector is None else vectors.encode(vector)
         row.embedding_model = model
-        by_key.setdefault((row.user_id, row.item_id), vector)
-    unique: dict[tuple[uuid.UUID, str], MemoryItem] = {}
-    for row in rows:
-        unique.setdefault((row.user_id, row.item_id), row)  # the same item twice in one call is stored once
+        key = (row.user_id, row.item_id)
+        if key not in unique:
+            unique[key], by_key[key] = row, vector
     existing: set[tuple[uuid.UUID, str]] = set()
     keys = list(unique)
     for start in range(0, len(keys), STORE_CHUNK):

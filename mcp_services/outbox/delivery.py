@@ -235,14 +235,20 @@ class _Kicker:
 _kicker = _Kicker()
 
 
-def kick() -> None:
-    """After commit: deliver what was just written, without making the caller wait: wake the
-    `memory_outbox_worker` (`MEMORY_DRAIN_BY_WORKER`, as `run_cortex` runs it), or drain on a thread
-    of this process (`MEMORY_DRAIN_ON_COMMIT`)."""
-    cortex = settings.CORTEX
-    if cortex["MEMORY_DRAIN_BY_WORKER"]:
+def deliver_after_commit() -> None:
+    """Inside the transaction that wrote outbox entries: have them delivered once it commits,
+    without making anyone wait. The `memory_outbox_worker` is woken (`MEMORY_DRAIN_BY_WORKER`, as
+    `run_cortex` runs it: one wake-up per transaction, PostgreSQL's NOTIFY inside it), or this
+    process drains on a thread of its own (`kick`, with `MEMORY_DRAIN_ON_COMMIT`)."""
+    if settings.CORTEX["MEMORY_DRAIN_BY_WORKER"]:
         wakeups.wake(topic="outbox")
-    elif cortex["MEMORY_DRAIN_ON_COMMIT"]:
+    else:
+        transaction.on_commit(kick)
+
+
+def kick() -> None:
+    """After commit: drain what was just written, on this process's drainer thread."""
+    if settings.CORTEX["MEMORY_DRAIN_ON_COMMIT"]:
         _kicker.kick()
 
 

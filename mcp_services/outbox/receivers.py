@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db import transaction
 from django.dispatch import receiver
 
 from accounts.signals import user_deleting
@@ -23,14 +22,14 @@ def enqueue_memory_stores(sender: Any, created: list[CreatedInput], **kwargs: An
         stores=[(entry.message.sender_id, entry.message.id, dict(entry.data)) for entry in created],
         traces=[entry.trace for entry in created],
     )
-    transaction.on_commit(delivery.kick)
+    delivery.deliver_after_commit()
 
 
 @receiver(user_deleting, dispatch_uid="mcp_services.memory_purge_user")
 def enqueue_memory_purge(sender: Any, user: Any, **kwargs: Any) -> None:
     # Everything the user stored (also their inputs to other people's conversations).
     services.outbox_user_purge_enqueue(user_id=user.id)
-    transaction.on_commit(delivery.kick)
+    delivery.deliver_after_commit()
 
 
 @receiver(conversations_deleting, dispatch_uid="mcp_services.memory_delete")
@@ -43,4 +42,4 @@ def enqueue_memory_deletes(sender: Any, conversation_ids: list[uuid.UUID], **kwa
         .order_by()
     )
     if services.outbox_conversation_deletes_enqueue(pairs=pairs):
-        transaction.on_commit(delivery.kick)
+        delivery.deliver_after_commit()

@@ -8,6 +8,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from common import wakeups
 from conftest import client_for
 from mcp_services.models import OutboxEntry
 from mcp_services.outbox import delivery, services
@@ -118,6 +119,23 @@ def test_on_commit_kicks_a_drain_without_waiting_for_it(alice, settings, django_
     with django_capture_on_commit_callbacks() as callbacks:
         post_input(alice, "kick")
     assert delivery.kick in callbacks
+
+
+def test_by_the_worker_a_commit_wakes_it_once_and_drains_nothing_here(
+    alice, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    # MEMORY_DRAIN_BY_WORKER (run_cortex's group): one wake-up per transaction (loopback here), no drain.
+    settings.CORTEX = {
+        **settings.CORTEX,
+        "MEMORY_DRAIN_BY_WORKER": True,
+        "TURN_WAKEUPS": "loopback",
+        "TURN_WAKEUP_DIR": str(tmp_path),
+    }
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        post_input(alice, "one")
+        delivery.deliver_after_commit()  # a second writer in the same transaction adds nothing
+    assert delivery.kick not in callbacks
+    assert callbacks.count(wakeups._signals["outbox"][2]) == 1
 
 
 @pytest.mark.django_db(transaction=True)
